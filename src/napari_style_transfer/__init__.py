@@ -1,0 +1,49 @@
+"""Neural style transfer (Gatys et al., CVPR 2016) for napari and plain Python.
+
+``stylize`` and ``iter_stylize`` take numpy arrays; torch is imported only when they (or the
+other engine names) are first used, so that loading the napari plugin stays fast.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from .errors import OutOfMemoryError, StyleTransferError, WeightsError
+from .options import StyleOptions
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "stylize": "api",
+    "iter_stylize": "api",
+    "StepRecord": "api",
+    "StyleResult": "api",
+    "Losses": "engine",
+    "load_vgg19_features": "weights",
+    "VGGFeatures": "vgg",
+    "gram_matrix": "engine",
+}
+
+__all__ = [
+    "OutOfMemoryError",
+    "StyleOptions",
+    "StyleTransferError",
+    "WeightsError",
+    "__version__",
+    *_LAZY,
+]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import StepRecord, StyleResult, iter_stylize, stylize
+    from .engine import Losses, gram_matrix
+    from .vgg import VGGFeatures
+    from .weights import load_vgg19_features
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,181 @@
+"""The optimisation of Gatys, Ecker & Bethge (CVPR 2016) on torch tensors.
+
+Everything here works on (1, 3, H, W) float tensors in [0, 1] that already sit on the run's
+device; ``api.py`` turns numpy arrays into such tensors and back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ._torch_compat import hide_triton
+
+hide_triton()
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from .errors import StyleTransferError  # noqa: E402
+from .lbfgs import BoxLBFGS  # noqa: E402
+from .options import StyleOptions  # noqa: E402
+from .vgg import VGGFeatures  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Losses:
+    """Weighted loss terms of one evaluation (weights already applied); ``total`` is their sum."""
+
+    total: float
+    content: float
+    style: float
+    tv: float
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """Gram matrices of (N, C, H, W) activations: (N, C, C), divided by C*H*W.
+
+    Dividing by the number of positions H*W makes the style loss independent of image size;
+    the extra 1/C keeps the seed report's (and PyTorch tutorial's) scale, so its style/content
+    ratios such as 1e4 and 1e6 mean the same here.
+    """
+    n, c, h, w = features.shape
+    flat = features.reshape(n, c, h * w)
+    return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
+
+
+def total_variation(image: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between vertically and horizontally neighbouring pixels."""
+    dy = image[..., 1:, :] - image[..., :-1, :]
+    dx = image[..., :, 1:] - image[..., :, :-1]
+    return dy.pow(2).mean() + dx.pow(2).mean()
+
+
+class StyleObjective(nn.Module):
+    """The loss of the paper: content_weight * L_content + style_weight * L_style (+ TV).
+
+    L_content is the mean squared error between activations of the image and of the content
+    image, summed over ``content_layers``; L_style is the mean squared error between Gram
+    matrices of the image and of the style image, summed over ``style_layers``.
+    """
+
+    def __init__(self, extractor: VGGFeatures, content: torch.Tensor, style: torch.Tensor, options: StyleOptions):
+        super().__init__()
+        self.extractor = extractor
+        self.content_layers = options.content_layers
+        self.style_layers = options.style_layers
+        self.content_weight = options.content_weight
+        self.style_weight = options.style_weight
+        self.tv_weight = options.tv_weight
+        with torch.no_grad():
+            content_features = extractor(content) if self.content_layers else {}
+            style_features = extractor(style) if self.style_layers else {}
+            self.content_targets = {name: content_features[name].detach() for name in self.content_layers}
+            self.style_targets = {name: gram_matrix(style_features[name]).detach() for name in self.style_layers}
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the total loss (a scalar to differentiate) and the weighted terms
+        stacked as [content, style, tv], for reporting."""
+        features = self.extractor(image)
+        zero = image.new_zeros(())
+        content = sum(
+            (F.mse_loss(features[name], target) for name, target in self.content_targets.items()), zero
+        )
+        style = sum(
+            (F.mse_loss(gram_matrix(features[name]), target) for name, target in self.style_targets.items()),
+            zero,
+        )
+        tv = total_variation(image) if self.tv_weight else zero
+        terms = torch.stack([self.content_weight * content, self.style_weight * style, self.tv_weight * tv])
+        return terms.sum(), terms.detach()
+
+
+def initial_image(content: torch.Tensor, style: torch.Tensor, init: str, seed: int | None) -> torch.Tensor:
+    """The starting image: a copy of the content, seeded uniform noise, or the style resized."""
+    if init == "content":
+        return content.clone()
+    if init == "style":
+        return F.interpolate(style, size=content.shape[-2:], mode="bilinear", antialias=True, align_corners=False)
+    generator = torch.Generator()
+    generator.manual_seed(seed if seed is not None else torch.seed())
+    noise = torch.rand(content.shape, generator=generator)
+    return noise.to(content.device)
+
+
+#: L-BFGS curvature pairs kept (each pair holds two images' worth of memory).
+LBFGS_HISTORY = 100
+
+
+def optimize(
+    objective: StyleObjective, start: torch.Tensor, options: StyleOptions
+) -> Iterator[tuple[int, Losses, torch.Tensor]]:
+    """Run ``options.steps`` optimiser iterations from ``start``, keeping pixels in [0, 1].
+
+    Yields ``(step, losses, image)`` after every step; ``image`` is the image after the step
+    (copy it to keep it). With L-BFGS ``losses`` are those of that image; with Adam they are
+    those of the image the step started from (the evaluation that gave its gradient).
+    Closing the generator stops the run at once.
+    """
+    if options.optimizer == "lbfgs":
+        lbfgs = BoxLBFGS(start, objective, history_size=LBFGS_HISTORY, lr=options.resolved_learning_rate)
+        for step in range(1, options.steps + 1):
+            losses = _checked(to_losses(lbfgs.step()), step)
+            yield step, losses, lbfgs.x
+        return
+
+    image = start.detach().clone().requires_grad_(True)
+    adam = torch.optim.Adam([image], lr=options.resolved_learning_rate)
+    for step in range(1, options.steps + 1):
+        adam.zero_grad(set_to_none=True)
+        total, terms = objective(image)
+        total.backward()
+        adam.step()
+        with torch.no_grad():
+            image.clamp_(0.0, 1.0)
+        yield step, _checked(to_losses(terms), step), image.detach()
+
+
+def _checked(losses: Losses, step: int) -> Losses:
+    if not math.isfinite(losses.total):
+        raise StyleTransferError(f"the loss became {losses.total} at step {step}; lower learning_rate or the weights")
+    return losses
+
+
+def to_losses(terms: torch.Tensor) -> Losses:
+    content, style, tv = terms.tolist()  # the one host sync of a step
+    return Losses(total=content + style + tv, content=content, style=style, tv=tv)
+
+
+@torch.no_grad()
+def evaluate(objective: StyleObjective, image: torch.Tensor) -> Losses:
+    """The losses of ``image`` without a gradient (for the final result)."""
+    return to_losses(objective(image)[1])
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA, then MPS, then the CPU; an explicit device must be available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise StyleTransferError(f"device {name!r} asked for, but CUDA is not available here; use device='cpu' or 'auto'")
+        if device.index is not None and device.index >= count:
+            raise StyleTransferError(f"device {name!r} does not exist: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise StyleTransferError(f"device {name!r} asked for, but MPS is not available here; use device='cpu' or 'auto'")
+    return device
+
+
+def resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Antialiased bilinear resize of (N, C, H, W)."""
+    if tuple(image.shape[-2:]) == (height, width):
+        return image
+    return F.interpolate(image, size=(height, width), mode="bilinear", antialias=True, align_corners=False)

@@ -1,0 +1,295 @@
+"""Every option of a style-transfer run, its default, its range and its help text.
+
+This module is the single source of truth: the Python API, the command line and the napari
+widget all read their defaults and help from :class:`StyleOptions`. It imports neither torch
+nor napari, so the command line can build its ``--help`` quickly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import StyleTransferError
+
+#: The five convolution blocks of VGG19 and how many convolutions each holds.
+_VGG19_BLOCKS = (2, 2, 4, 4, 4)
+
+
+def _vgg19_layer_names() -> tuple[str, ...]:
+    names: list[str] = []
+    for block, n_convs in enumerate(_VGG19_BLOCKS, start=1):
+        for i in range(1, n_convs + 1):
+            names += [f"conv{block}_{i}", f"relu{block}_{i}"]
+        names.append(f"pool{block}")
+    return tuple(names)
+
+
+#: The paper's names for the 37 modules of torchvision's ``vgg19().features``, in order.
+VGG19_LAYERS: tuple[str, ...] = _vgg19_layer_names()
+
+OPTIMIZERS = ("lbfgs", "adam")
+INITS = ("content", "noise", "style")
+POOLINGS = ("max", "avg")
+WEIGHTS_MODES = ("auto", "imagenet", "random")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+#: Adam works in pixel units (the image lies in [0, 1]); L-BFGS scales its own first step.
+DEFAULT_LEARNING_RATE = {"lbfgs": 1.0, "adam": 0.02}
+
+
+#: The command-line demo's own defaults: small enough to finish in a minute or two on a CPU.
+DEMO_DEFAULTS = {"size": 256, "steps": 100, "snapshot_every": 25}
+
+
+def min_side_for_layers(layers: Iterable[str]) -> int:
+    """Smallest image side (pixels) for which every layer in ``layers`` is at least 1x1.
+
+    Each pooling layer before (and including) the deepest layer halves the image.
+    """
+    deepest = max(VGG19_LAYERS.index(name) for name in layers)
+    pools = sum(1 for name in VGG19_LAYERS[: deepest + 1] if name.startswith("pool"))
+    return 2**pools
+
+
+def _option(default: Any, help: str, **metadata: Any) -> Any:
+    if isinstance(default, tuple | list):
+        value = tuple(default)
+        return field(default_factory=lambda: value, metadata={"help": help, **metadata})
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclass(frozen=True)
+class StyleOptions:
+    """Settings of one style-transfer run (Gatys, Ecker & Bethge, CVPR 2016).
+
+    Create it with keywords; :meth:`validated` checks every value and raises
+    :class:`~napari_style_transfer.StyleTransferError` with what was wrong and how to fix it.
+    """
+
+    steps: int = _option(300, "optimiser iterations (>= 1); one step is one forward and backward pass")
+    size: int = _option(
+        512,
+        "longest side of the working image in pixels (>= 16); the content is resized to it "
+        "and the result has this size",
+    )
+    content_weight: float = _option(1.0, "weight of the content loss (>= 0)")
+    style_weight: float = _option(
+        1e6,
+        "weight of the style loss (>= 0); the ratio style/content sets the strength: "
+        "1e4 is subtle, 1e6 strong",
+    )
+    tv_weight: float = _option(
+        0.0, "weight of the total-variation loss (>= 0); small values such as 1e-3 smooth noise"
+    )
+    content_layers: tuple[str, ...] = _option(
+        ("conv4_2",), "VGG19 layers compared with the content image (names such as conv4_2)"
+    )
+    style_layers: tuple[str, ...] = _option(
+        ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"),
+        "VGG19 layers whose Gram matrices are compared with the style image",
+    )
+    optimizer: str = _option("lbfgs", "lbfgs (the paper's, fewer steps) or adam", choices=OPTIMIZERS)
+    learning_rate: float | None = _option(
+        None, "optimiser step size (> 0); default 1.0 for lbfgs, 0.02 for adam"
+    )
+    init: str = _option(
+        "content", "start image: the content, noise (seeded), or the style resized", choices=INITS
+    )
+    pooling: str = _option("max", "VGG19 pooling: max (as trained) or avg (the paper's)", choices=POOLINGS)
+    weights: str = _option(
+        "auto",
+        "VGG19 weights: auto (imagenet if cached or downloadable, else random), imagenet, "
+        "random (untrained, texture only), or the path of a state-dict file",
+    )
+    device: str = _option("auto", "auto (CUDA, then MPS, else CPU), cpu, cuda, cuda:N or mps")
+    seed: int | None = _option(0, "random seed for noise init; the same seed gives the same result")
+    style_scale: float = _option(
+        1.0, "scale of the style image relative to the content's working scale (> 0)"
+    )
+    snapshot_every: int = _option(
+        50, "mark every N-th step as a snapshot with its image (0 = no snapshots)"
+    )
+
+    # --- validation -----------------------------------------------------------------------
+
+    def validated(self) -> StyleOptions:
+        """Return a normalised copy, or raise ``StyleTransferError`` naming the bad value."""
+        errors: list[str] = []
+
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                errors.append(message)
+
+        steps = _as_int(self.steps, "steps", errors)
+        size = _as_int(self.size, "size", errors)
+        snapshot_every = _as_int(self.snapshot_every, "snapshot_every", errors)
+        if steps is not None:
+            check(steps >= 1, f"steps must be at least 1, got {steps}")
+        if snapshot_every is not None:
+            check(snapshot_every >= 0, f"snapshot_every must be 0 (off) or more, got {snapshot_every}")
+
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            value = _as_float(getattr(self, name), name, errors)
+            if value is not None:
+                check(value >= 0, f"{name} must be 0 or more, got {value}")
+        style_scale = _as_float(self.style_scale, "style_scale", errors)
+        if style_scale is not None:
+            check(style_scale > 0, f"style_scale must be more than 0, got {style_scale}")
+        if self.learning_rate is not None:
+            lr = _as_float(self.learning_rate, "learning_rate", errors)
+            if lr is not None:
+                check(lr > 0, f"learning_rate must be more than 0, got {lr}")
+        if self.seed is not None:
+            _as_int(self.seed, "seed", errors)
+
+        for name in ("optimizer", "init", "pooling"):
+            value = getattr(self, name)
+            choices = _field_metadata(name)["choices"]
+            check(
+                isinstance(value, str) and value in choices,
+                f"{name} must be one of {', '.join(choices)}, got {value!r}",
+            )
+
+        content_layers = _as_layers(self.content_layers, "content_layers", errors)
+        style_layers = _as_layers(self.style_layers, "style_layers", errors)
+        check(
+            bool(content_layers or style_layers),
+            "give at least one content or style layer",
+        )
+        if size is not None and (content_layers or style_layers):
+            needed = min_side_for_layers(content_layers + style_layers)
+            check(
+                size >= needed,
+                f"size {size} is too small for layers up to "
+                f"{_deepest(content_layers + style_layers)}: use size >= {needed}",
+            )
+
+        check(
+            isinstance(self.weights, str | os.PathLike) and str(self.weights) != "",
+            f"weights must be one of {', '.join(WEIGHTS_MODES)} or a file path, got {self.weights!r}",
+        )
+        check(_is_device_name(self.device), _device_message(self.device))
+
+        if errors:
+            raise StyleTransferError("; ".join(errors))
+        return dataclasses.replace(
+            self,
+            steps=steps,
+            size=size,
+            snapshot_every=snapshot_every,
+            content_weight=float(self.content_weight),
+            style_weight=float(self.style_weight),
+            tv_weight=float(self.tv_weight),
+            style_scale=float(self.style_scale),
+            learning_rate=None if self.learning_rate is None else float(self.learning_rate),
+            seed=None if self.seed is None else int(self.seed),
+            content_layers=content_layers,
+            style_layers=style_layers,
+            weights=str(self.weights),
+            device=str(self.device),
+        )
+
+    @property
+    def resolved_learning_rate(self) -> float:
+        if self.learning_rate is not None:
+            return float(self.learning_rate)
+        return DEFAULT_LEARNING_RATE[self.optimizer]
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """Every layer the run reads, content and style, without repeats, in network order."""
+        wanted = set(self.content_layers) | set(self.style_layers)
+        return tuple(name for name in VGG19_LAYERS if name in wanted)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (lists for layer tuples), for metadata and JSON."""
+        return {
+            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+            for f in dataclasses.fields(self)
+        }
+
+    @classmethod
+    def from_kwargs(cls, options: Mapping[str, Any]) -> StyleOptions:
+        """Build from keyword options, rejecting unknown names with the list of known ones."""
+        known = option_names()
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise StyleTransferError(
+                f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                f"known options are {', '.join(known)}"
+            )
+        return cls(**options).validated()
+
+
+def option_names() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(StyleOptions))
+
+
+def default(name: str) -> Any:
+    """The default value of option ``name``."""
+    return getattr(StyleOptions(), name)
+
+
+def help_text(name: str) -> str:
+    return _field_metadata(name)["help"]
+
+
+def choices(name: str) -> tuple[str, ...] | None:
+    return _field_metadata(name).get("choices")
+
+
+def _field_metadata(name: str) -> Mapping[str, Any]:
+    return {f.name: f.metadata for f in dataclasses.fields(StyleOptions)}[name]
+
+
+def _as_int(value: Any, name: str, errors: list[str]) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
+        errors.append(f"{name} must be a whole number, got {value!r}")
+        return None
+    return int(value)
+
+
+def _as_float(value: Any, name: str, errors: list[str]) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        errors.append(f"{name} must be a finite number, got {value!r}")
+        return None
+    return float(value)
+
+
+def _as_layers(value: Any, name: str, errors: list[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, Iterable):
+        errors.append(f"{name} must be a list of VGG19 layer names, got {value!r}")
+        return ()
+    layers = tuple(value)
+    bad = [layer for layer in layers if layer not in VGG19_LAYERS]
+    if bad:
+        errors.append(
+            f"{name} has unknown layer{'s' if len(bad) > 1 else ''} {', '.join(map(repr, bad))}; "
+            "VGG19 layers are conv1_1..conv5_4, relu1_1..relu5_4 and pool1..pool5"
+        )
+        return ()
+    return tuple(dict.fromkeys(layers))
+
+
+def _deepest(layers: Iterable[str]) -> str:
+    return max(layers, key=VGG19_LAYERS.index)
+
+
+def _is_device_name(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    if value in DEVICES:
+        return True
+    kind, _, index = value.partition(":")
+    return kind in ("cuda", "mps") and index.isdigit()
+
+
+def _device_message(value: Any) -> str:
+    return f"device must be auto, cpu, cuda, cuda:N or mps, got {value!r}"

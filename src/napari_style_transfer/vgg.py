@@ -1,0 +1,101 @@
+"""VGG19 feature extraction with forward hooks on torchvision's unchanged modules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ._torch_compat import hide_triton
+
+hide_triton()
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from .options import VGG19_LAYERS  # noqa: E402
+
+#: ImageNet statistics that torchvision's VGG19 was trained with (RGB, [0, 1] input).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class VGGFeatures(nn.Module):
+    """Activations of named VGG19 layers for images in [0, 1].
+
+    ``features`` is torchvision's ``vgg19().features`` (37 modules). Only the modules up to
+    the deepest requested layer run. Activations are captured by forward hooks registered on
+    the network's own modules, addressed by the paper's names (``conv1_1``, ``relu1_1``,
+    ``pool1``, ...). A conv layer's activation is the pre-ReLU output even though torchvision's
+    ReLUs work in place. With ``pooling="avg"`` the max-pool modules are replaced by average
+    pooling in this extractor's own container; ``features`` itself is never modified.
+    The parameters are frozen and the module stays in eval mode.
+    """
+
+    def __init__(self, features: nn.Sequential, layers: Iterable[str], pooling: str = "max"):
+        super().__init__()
+        self.layers = tuple(dict.fromkeys(layers))
+        if not self.layers:
+            raise ValueError("VGGFeatures needs at least one layer name")
+        if len(features) != len(VGG19_LAYERS):
+            raise ValueError(f"expected VGG19 features with {len(VGG19_LAYERS)} modules, got {len(features)}")
+        cut = max(VGG19_LAYERS.index(name) for name in self.layers) + 1
+        modules = []
+        for name, module in zip(VGG19_LAYERS[:cut], list(features)[:cut], strict=True):
+            if name.startswith("pool") and pooling == "avg":
+                module = nn.AvgPool2d(kernel_size=2, stride=2)
+            modules.append(module)
+        self.body = nn.Sequential(*modules)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.requires_grad_(False)
+        self.eval()
+
+        self._captured: dict[str, torch.Tensor] = {}
+        self._hooks = []
+        for name in self.layers:
+            index = VGG19_LAYERS.index(name)
+            module = self.body[index]
+            next_module = self.body[index + 1] if index + 1 < cut else None
+            copy = isinstance(next_module, nn.ReLU) and next_module.inplace
+            self._hooks.append(module.register_forward_hook(self._capture(name, copy)))
+
+    def _capture(self, name: str, copy: bool):
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            # The in-place ReLU that follows a conv would overwrite its output.
+            self._captured[name] = output.clone() if copy else output
+
+        return hook
+
+    def train(self, mode: bool = True) -> VGGFeatures:
+        # Dropout-free, but keep eval semantics regardless of what a caller asks for.
+        return super().train(False)
+
+    @property
+    def depth(self) -> int:
+        """Number of VGG19 modules that run."""
+        return len(self.body)
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``image``: (N, 3, H, W) in [0, 1]. Returns ``{layer name: activation}``."""
+        self._captured = {}
+        self.body((image - self.mean) / self.std)
+        captured, self._captured = self._captured, {}
+        return captured
+
+    def remove_hooks(self) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+
+
+def vgg19_features_module() -> nn.Sequential:
+    """torchvision's VGG19 ``features`` layout (37 modules), without the 100M-parameter
+    classifier, initialised as torchvision initialises an untrained VGG (He normal convs)."""
+    from ._torch_compat import import_torchvision
+
+    vgg = import_torchvision().models.vgg
+    features = vgg.make_layers(vgg.cfgs["E"], batch_norm=False)
+    for module in features:
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(module.bias)
+    return features

@@ -1,0 +1,265 @@
+"""Where VGG19 weights come from: the torch hub cache, a download, a local file, or a seed.
+
+``weights=`` takes:
+
+- ``"imagenet"``: torchvision's ``VGG19_Weights.IMAGENET1K_V1``, read from the torch hub
+  cache (``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``) and
+  downloaded there on first use. After the first load a features-only copy (80 MB instead of
+  548 MB) is written beside it and used from then on.
+- a path to a state dict: a whole VGG19 (``features.0.weight``, ..., ``classifier.*``) or
+  only its ``features`` (``0.weight``, ...), with torchvision's key names.
+- ``"random"``: an untrained VGG19 from a fixed seed. Results show texture only.
+- ``"auto"``: imagenet when cached or downloadable, else random with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._torch_compat import hide_triton, import_torchvision
+
+hide_triton()
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from .errors import WeightsError  # noqa: E402
+from .vgg import vgg19_features_module  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+#: Seconds to wait for the download server before giving up (per socket operation).
+DOWNLOAD_TIMEOUT = 10.0
+#: Seed of the untrained network behind ``weights="random"``.
+RANDOM_WEIGHTS_SEED = 0
+IMAGENET_WEIGHTS_NAME = "VGG19_Weights.IMAGENET1K_V1"
+_IMAGENET_SIZE = "548 MB"
+
+
+class RandomWeightsWarning(UserWarning):
+    """The run uses an untrained VGG19: its results show texture, not artistic style."""
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    """VGG19 ``features`` with weights loaded, and a sentence saying where they came from."""
+
+    features: nn.Sequential
+    kind: str  # "imagenet", "file" or "random"
+    description: str
+
+
+def imagenet_url() -> str:
+    """Download address of the ImageNet VGG19 weights, from torchvision's weights API."""
+    models = import_torchvision().models
+    return models.VGG19_Weights.IMAGENET1K_V1.url
+
+
+def hub_checkpoint_dir() -> Path:
+    """The torch hub cache's checkpoint folder (honours ``$TORCH_HOME``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def imagenet_cache_path(url: str | None = None) -> Path:
+    """Where torchvision (and this plugin) keep the ImageNet VGG19 file."""
+    return hub_checkpoint_dir() / os.path.basename(url or imagenet_url())
+
+
+def features_copy_path(full_path: Path) -> Path:
+    return full_path.with_name(f"{full_path.stem}.features{full_path.suffix}")
+
+
+def cached_imagenet_file(url: str | None = None) -> Path | None:
+    """The cached features copy or full file, or None when neither is there."""
+    full = imagenet_cache_path(url)
+    for candidate in (features_copy_path(full), full):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_vgg19_features(weights: str | os.PathLike[str] = "auto", *, progress: bool = True) -> LoadedWeights:
+    """Build torchvision's VGG19 ``features`` and load ``weights`` into it (on the CPU)."""
+    mode = str(weights)
+    if mode == "random":
+        return _random_weights()
+    if mode == "imagenet":
+        return _imagenet_weights(progress=progress)
+    if mode == "auto":
+        try:
+            return _imagenet_weights(progress=progress)
+        except WeightsError as error:
+            message = (
+                f"ImageNet VGG19 weights are unavailable ({error}). Falling back to an untrained "
+                "VGG19: results show texture only, not artistic style."
+            )
+            warnings.warn(message, RandomWeightsWarning, stacklevel=2)
+            return _random_weights()
+    return _file_weights(Path(mode).expanduser())
+
+
+def _random_weights() -> LoadedWeights:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        features = vgg19_features_module()
+    return LoadedWeights(
+        features,
+        "random",
+        f"random (untrained VGG19, seed {RANDOM_WEIGHTS_SEED}; texture only, not artistic style)",
+    )
+
+
+def _imagenet_weights(*, progress: bool) -> LoadedWeights:
+    url = imagenet_url()
+    full = imagenet_cache_path(url)
+    copy = features_copy_path(full)
+    if copy.is_file():
+        source = copy
+    else:
+        if not full.is_file():
+            _download(url, full, progress=progress)
+        source = full
+    features = vgg19_features_module()
+    state = _read_state_dict(source)
+    _load_into(features, state, source)
+    if source == full:
+        _write_features_copy(features, copy)
+    return LoadedWeights(features, "imagenet", f"imagenet (torchvision {IMAGENET_WEIGHTS_NAME}, {source})")
+
+
+def _file_weights(path: Path) -> LoadedWeights:
+    if not path.is_file():
+        choices = "auto, imagenet or random"
+        raise WeightsError(f"weights file {path} does not exist; give an existing .pth file or one of {choices}")
+    features = vgg19_features_module()
+    _load_into(features, _read_state_dict(path), path)
+    return LoadedWeights(features, "file", f"file ({path})")
+
+
+def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many types for a damaged file
+        raise WeightsError(
+            f"could not read weights file {path}: {type(error).__name__}: {str(error).splitlines()[0]}. "
+            "Expected a PyTorch state dict of torchvision's VGG19 (.pth); replace or delete the file."
+        ) from error
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(
+            f"weights file {path} holds a {type(state).__name__}, not a state dict of tensors; "
+            "save it with torch.save(model.state_dict(), path)"
+        )
+    return state
+
+
+def _load_into(features: nn.Sequential, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    wanted = {}
+    for key, value in state.items():
+        if key.startswith("classifier."):
+            continue
+        wanted[key.removeprefix("module.").removeprefix("features.")] = value
+    expected = features.state_dict()
+    missing = sorted(set(expected) - set(wanted), key=_key_order)
+    unexpected = sorted(set(wanted) - set(expected))
+    wrong_shape = [
+        f"{key} {tuple(wanted[key].shape)} (VGG19 has {tuple(expected[key].shape)})"
+        for key in expected
+        if key in wanted and wanted[key].shape != expected[key].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {_shorten(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_shorten(unexpected)}")
+    if wrong_shape:
+        problems.append(f"wrong shape {_shorten(wrong_shape)}")
+    if problems:
+        raise WeightsError(
+            f"weights file {path} does not match torchvision's VGG19 (features.N.weight/bias keys): "
+            + "; ".join(problems)
+        )
+    features.load_state_dict(wanted)
+
+
+def _key_order(key: str) -> tuple[int, str]:
+    index, _, rest = key.partition(".")
+    return (int(index) if index.isdigit() else sys.maxsize, rest)
+
+
+def _shorten(items: list[str], limit: int = 4) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _write_features_copy(features: nn.Sequential, copy: Path) -> None:
+    try:
+        _atomic_save(features.state_dict(), copy)
+    except OSError as error:
+        log.warning("could not write the features-only weights copy %s: %s", copy, error)
+
+
+def _atomic_save(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".partial")
+    os.close(fd)
+    try:
+        torch.save(dict(state), tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _download(url: str, destination: Path, *, progress: bool) -> None:
+    """Download ``url`` to ``destination``, checking torch hub's hash prefix in the name."""
+    how_to_fix = (
+        f"Download {url} ({_IMAGENET_SIZE}) on a machine with internet and put it at {destination} "
+        "(set TORCH_HOME to use another cache), pass weights='path/to/vgg19.pth', "
+        "or use weights='random' for an untrained network (texture only)."
+    )
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(dir=destination.parent, suffix=".partial")
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            request = urllib.request.Request(url, headers={"User-Agent": "napari-style-transfer"})
+            with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                bar = _progress_bar(total, destination.name, enabled=progress)
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+                bar.close()
+        expected = re.search(r"-([a-f0-9]+)\.", destination.name)
+        if expected and not digest.hexdigest().startswith(expected.group(1)):
+            raise WeightsError(
+                f"the downloaded {destination.name} is damaged (SHA-256 {digest.hexdigest()[:12]}..., "
+                f"expected {expected.group(1)}...). Try again, or: {how_to_fix}"
+            )
+        os.replace(partial, destination)
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise WeightsError(f"could not download the VGG19 ImageNet weights: {reason}. {how_to_fix}") from error
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def _progress_bar(total: int | None, name: str, *, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, disable=not enabled)

@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny images and VGG19 weight files written by the tests themselves.
+
+Pretrained weights cannot be downloaded here; every weights test writes an untrained VGG19
+in torchvision's layout, which exercises the loading code without saying anything about the
+quality of the results.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def content(rng) -> np.ndarray:
+    """A 40 x 48 RGB uint8 image with structure (gradient plus noise)."""
+    y, x = np.mgrid[0:40, 0:48]
+    base = np.stack([x / 48, y / 40, (x + y) / 88], axis=-1)
+    return (np.clip(base + 0.2 * rng.random((40, 48, 3)), 0, 1) * 255).astype(np.uint8)
+
+
+@pytest.fixture
+def style(rng) -> np.ndarray:
+    """A 36 x 36 float RGB stripe texture in [0, 1]."""
+    y, x = np.mgrid[0:36, 0:36]
+    stripes = 0.5 + 0.5 * np.sin(x / 2.0)[..., None] * np.array([1.0, -1.0, 0.5])
+    return np.clip(stripes + 0.05 * rng.random((36, 36, 3)), 0, 1).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def untrained_vgg19_state():
+    """The state dict of a whole untrained torchvision VGG19 (features + classifier)."""
+    import torch
+    from napari_style_transfer._torch_compat import import_torchvision
+
+    torchvision = import_torchvision()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        return torchvision.models.vgg19(weights=None).state_dict()
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """An empty torch hub cache in a temporary TORCH_HOME."""
+    home = tmp_path / "torch_home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Point the ImageNet download at a closed local port: fails at once, like no internet."""
+    from napari_style_transfer import weights
+
+    url = "http://127.0.0.1:9/models/vgg19-dcbb9e9d.pth"
+    monkeypatch.setattr(weights, "imagenet_url", lambda: url)
+    return url

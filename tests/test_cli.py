@@ -1,0 +1,134 @@
+"""The command line: runs, the demo, --help for every option, one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_style_transfer.cli import main
+from napari_style_transfer.options import StyleOptions
+
+FAST = ["--size", "32", "--steps", "3", "--weights", "random", "--quiet"]
+
+
+@pytest.fixture
+def image_files(tmp_path, content, style):
+    content_path, style_path = tmp_path / "content.png", tmp_path / "style.png"
+    Image.fromarray(content).save(content_path)
+    Image.fromarray((style * 255).astype(np.uint8)).save(style_path)
+    return content_path, style_path
+
+
+def test_a_run_writes_the_result_with_its_settings(tmp_path, image_files, capsys):
+    out = tmp_path / "out" / "result.png"
+    assert main([*map(str, image_files), "-o", str(out), *FAST, "--style-weight", "1e5"]) == 0
+    with Image.open(out) as image:
+        assert image.size == (32, 27) and image.mode == "RGB"
+        metadata = json.loads(image.text["napari-style-transfer"])
+    assert metadata["options"]["style_weight"] == 1e5
+    assert metadata["weights"].startswith("random")
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_snapshots_go_into_the_snapshot_dir(tmp_path, image_files):
+    snaps = tmp_path / "snaps"
+    argv = [*map(str, image_files), "-o", str(tmp_path / "r.png"), *FAST, "--snapshot-every", "1", "--snapshot-dir", str(snaps)]
+    assert main(argv) == 0
+    assert sorted(p.name for p in snaps.iterdir()) == [f"snapshot_step000{i}.png" for i in (1, 2, 3)]
+
+
+def test_16_bit_grey_and_npy_inputs(tmp_path, image_files):
+    grey = tmp_path / "grey16.png"
+    Image.fromarray((np.arange(40 * 48).reshape(40, 48) * 20).astype(np.uint16)).save(grey)
+    npy = tmp_path / "style.npy"
+    np.save(npy, np.random.default_rng(0).random((36, 36, 3)))
+    assert main([str(grey), str(npy), "-o", str(tmp_path / "r.png"), *FAST]) == 0
+    with Image.open(tmp_path / "r.png") as image:
+        assert image.mode == "L"
+
+
+def test_the_demo_writes_content_style_snapshots_and_result(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--size", "32", "--steps", "4", "--snapshot-every", "2", "--weights", "random", "-q"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["content.png", "result.png", "snapshot_step0002.png", "snapshot_step0004.png", "style.png"]
+
+
+def test_the_demo_runs_every_pair(tmp_path):
+    from napari_style_transfer._sample_data import DEMO_PAIRS
+
+    for pair in DEMO_PAIRS:
+        out = tmp_path / pair
+        assert main(["demo", "-o", str(out), "--pair", pair, "--size", "32", "--steps", "1", "--weights", "random", "-q"]) == 0
+        assert (out / "result.png").is_file()
+
+
+@pytest.mark.parametrize("demo", [False, True])
+def test_help_lists_every_option_with_its_default(demo, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--help"] if demo else ["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for field in dataclasses.fields(StyleOptions):
+        assert "--" + field.name.replace("_", "-") in text
+    assert "(default: conv4_2)" in text
+
+
+def exit_status(argv):
+    """main()'s return value, or the status argparse exits with."""
+    try:
+        return main(argv)
+    except SystemExit as stop:
+        return stop.code
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--steps", "0"], "steps must be at least 1"),
+        (["--steps", "many"], "argument --steps: expected a number"),
+        (["--optimizer", "sgd"], "invalid choice: 'sgd'"),
+        (["--style-layers", "conv1_1,conv9_9"], "unknown layer 'conv9_9'"),
+        (["--device", "tpu"], "device must be auto, cpu, cuda, cuda:N or mps"),
+        (["--weights", "/no/such/file.pth"], "weights file /no/such/file.pth does not exist"),
+    ],
+)
+def test_a_bad_value_gives_one_line_and_exit_status_2(image_files, tmp_path, capsys, extra, message):
+    assert exit_status([*map(str, image_files), "-o", str(tmp_path / "r.png"), *FAST, *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("paths", "message"),
+    [
+        (["missing.png", "style"], "content image missing.png does not exist"),
+        (["content", "folder"], "is a folder"),
+        (["content", "notimage"], "could not read style image"),
+    ],
+)
+def test_a_bad_path_gives_one_line(tmp_path, image_files, capsys, paths, message):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "notimage.png").write_text("hello")
+    named = {"content": image_files[0], "style": image_files[1], "folder": tmp_path / "folder", "notimage": tmp_path / "notimage.png"}
+    argv = [str(named.get(p, p)) for p in paths]
+    assert main([*argv, "-o", str(tmp_path / "r.png"), *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_the_installed_command_exists_and_reports_errors_without_a_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "napari_style_transfer", "nope.png", "nope2.png", "-o", str(tmp_path / "x.png")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "napari-style-transfer: error: content image nope.png does not exist"

@@ -1,0 +1,38 @@
+"""Gram matrices and losses against explicit formulas."""
+
+from __future__ import annotations
+
+import torch
+
+from napari_style_transfer.engine import gram_matrix, total_variation
+
+
+def test_gram_matrix_matches_the_explicit_sum():
+    features = torch.randn(2, 4, 5, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    n, c, h, w = features.shape
+    expected = torch.zeros(n, c, c, dtype=torch.float64)
+    for b in range(n):
+        for i in range(c):
+            for j in range(c):
+                expected[b, i, j] = sum(
+                    features[b, i, y, x] * features[b, j, y, x] for y in range(h) for x in range(w)
+                ) / (c * h * w)
+    torch.testing.assert_close(gram_matrix(features), expected)
+
+
+def test_gram_matrix_does_not_depend_on_image_size():
+    tile = torch.randn(1, 8, 6, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    tiled = tile.repeat(1, 1, 3, 2)  # the same statistics over 6x as many positions
+    torch.testing.assert_close(gram_matrix(tiled), gram_matrix(tile))
+
+
+def test_gram_matrix_is_symmetric():
+    g = gram_matrix(torch.randn(1, 6, 7, 9, generator=torch.Generator().manual_seed(3)))
+    torch.testing.assert_close(g, g.transpose(1, 2))
+
+
+def test_total_variation_of_a_constant_image_is_zero_and_of_stripes_is_known():
+    assert total_variation(torch.full((1, 3, 8, 8), 0.3)).item() == 0.0
+    stripes = torch.zeros(1, 1, 4, 4)
+    stripes[..., 1::2] = 1.0  # every horizontal neighbour differs by 1, no vertical one does
+    assert total_variation(stripes).item() == 1.0

@@ -1,0 +1,96 @@
+"""Options: one source of defaults, and every bad value rejected with a clear message."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from napari_style_transfer import StyleOptions, StyleTransferError
+from napari_style_transfer.options import VGG19_LAYERS, default, min_side_for_layers, option_names
+
+
+def test_vgg19_layer_names_follow_the_paper():
+    assert len(VGG19_LAYERS) == 37
+    assert VGG19_LAYERS[:5] == ("conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1")
+    assert VGG19_LAYERS.index("conv4_2") == 21
+    assert VGG19_LAYERS[-3:] == ("conv5_4", "relu5_4", "pool5")
+
+
+def test_defaults_follow_the_paper_layers():
+    options = StyleOptions()
+    assert options.content_layers == ("conv4_2",)
+    assert options.style_layers == ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+    assert options.optimizer == "lbfgs"
+    assert options.validated() == options
+
+
+def test_every_option_has_help_and_a_default():
+    for field in dataclasses.fields(StyleOptions):
+        assert field.metadata["help"], field.name
+        assert default(field.name) == getattr(StyleOptions(), field.name)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("steps", 0, "steps must be at least 1"),
+        ("steps", 2.5, "steps must be a whole number"),
+        ("steps", "10", "steps must be a whole number"),
+        ("size", -4, "too small"),
+        ("size", 8, "use size >= 16"),
+        ("content_weight", -1.0, "content_weight must be 0 or more"),
+        ("style_weight", float("nan"), "style_weight must be a finite number"),
+        ("tv_weight", "a lot", "tv_weight must be a finite number"),
+        ("content_layers", ["conv6_1"], "unknown layer 'conv6_1'"),
+        ("style_layers", 3, "must be a list of VGG19 layer names"),
+        ("optimizer", "sgd", "optimizer must be one of lbfgs, adam"),
+        ("learning_rate", 0.0, "learning_rate must be more than 0"),
+        ("init", "zeros", "init must be one of content, noise, style"),
+        ("pooling", "min", "pooling must be one of max, avg"),
+        ("weights", "", "weights must be one of auto, imagenet, random or a file path"),
+        ("device", "gpu", "device must be auto, cpu, cuda, cuda:N or mps"),
+        ("seed", 1.5, "seed must be a whole number"),
+        ("style_scale", 0, "style_scale must be more than 0"),
+        ("snapshot_every", -1, "snapshot_every must be 0 (off) or more"),
+    ],
+)
+def test_bad_value_is_rejected_with_a_message(name, value, message):
+    with pytest.raises(StyleTransferError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        StyleOptions.from_kwargs({name: value})
+
+
+def test_every_option_is_covered_by_the_bad_value_test():
+    tested = {p[0] for p in test_bad_value_is_rejected_with_a_message.pytestmark[0].args[1]}
+    assert tested == set(option_names())
+
+
+def test_unknown_option_names_the_known_ones():
+    with pytest.raises(StyleTransferError, match="unknown option stpes; known options are steps"):
+        StyleOptions.from_kwargs({"stpes": 3})
+
+
+def test_no_layers_at_all_is_rejected():
+    with pytest.raises(StyleTransferError, match="at least one content or style layer"):
+        StyleOptions.from_kwargs({"content_layers": [], "style_layers": []})
+
+
+def test_layers_accept_a_comma_separated_string_and_drop_repeats():
+    options = StyleOptions.from_kwargs({"style_layers": "conv1_1, relu2_1,conv1_1"})
+    assert options.style_layers == ("conv1_1", "relu2_1")
+
+
+def test_layers_property_is_in_network_order():
+    options = StyleOptions(content_layers=("conv4_2",), style_layers=("conv5_1", "conv1_1"))
+    assert options.layers == ("conv1_1", "conv4_2", "conv5_1")
+
+
+@pytest.mark.parametrize(("layers", "side"), [(["conv1_1"], 1), (["pool1"], 2), (["conv4_2"], 8), (["conv5_1"], 16)])
+def test_min_side_counts_the_poolings_before_the_deepest_layer(layers, side):
+    assert min_side_for_layers(layers) == side
+
+
+def test_learning_rate_defaults_per_optimizer():
+    assert StyleOptions(optimizer="lbfgs").resolved_learning_rate == 1.0
+    assert StyleOptions(optimizer="adam").resolved_learning_rate == 0.02
+    assert StyleOptions(optimizer="adam", learning_rate=0.1).resolved_learning_rate == 0.1

@@ -1,0 +1,81 @@
+"""The package: manifest and sample data inside it (wheel and editable), npe2 accepts it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from importlib import metadata
+from importlib.resources import files
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> zipfile.ZipFile:
+    """A wheel built from a copy of the source tree, without installing any dependency."""
+    source = tmp_path_factory.mktemp("src") / "tree"
+    shutil.copytree(
+        ROOT,
+        source,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(".git", ".venv", "*.egg-info", "__pycache__", ".pytest_cache", "build", "dist"),
+    )
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)],
+        check=True,
+        capture_output=True,
+    )
+    (path,) = out.glob("napari_style_transfer-*.whl")
+    return zipfile.ZipFile(path)
+
+
+def test_the_wheel_holds_the_manifest_and_the_sample_data(wheel):
+    names = set(wheel.namelist())
+    assert "napari_style_transfer/napari.yaml" in names
+    bundled = {Path(n).name for n in names if n.startswith("napari_style_transfer/sample_data/")}
+    expected = {p.name for p in (ROOT / "sample_data").iterdir() if p.is_file()}
+    assert expected <= bundled
+    assert wheel.read("napari_style_transfer/napari.yaml") == (ROOT / "napari.yaml").read_bytes()
+
+
+def test_the_wheel_registers_the_manifest_and_the_command(wheel):
+    (entry_points,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
+    text = wheel.read(entry_points).decode()
+    assert "[napari.manifest]" in text and "napari-style-transfer = napari_style_transfer:napari.yaml" in text
+    assert "napari-style-transfer = napari_style_transfer.cli:main" in text
+
+
+def test_the_installed_package_holds_the_manifest_and_the_sample_data():
+    package = files("napari_style_transfer")
+    assert (package / "napari.yaml").is_file()
+    assert (package / "sample_data" / "astronaut.png").is_file()
+
+
+def test_npe2_finds_and_validates_the_manifest_through_the_entry_point():
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_distribution("napari-style-transfer")
+    assert manifest.name == "napari-style-transfer"
+    assert manifest.display_name == "Style Transfer"
+    result = subprocess.run(
+        [sys.executable, "-m", "npe2", "validate", "napari-style-transfer", "--imports"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "valid" in result.stdout
+
+
+def test_the_distribution_metadata_keeps_qt_out_of_the_base_dependencies():
+    requires = metadata.requires("napari-style-transfer") or []
+    base = [r for r in requires if "extra" not in r]
+    names = {r.split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower() for r in base}
+    assert {"napari", "magicgui", "torch", "torchvision", "pillow", "numpy"} <= names
+    assert not names & {"pyqt5", "pyqt6", "pyside2", "pyside6"}
+    assert any("pyqt6" in r.lower() and "extra" in r and "all" in r for r in requires)
