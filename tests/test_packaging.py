@@ -79,3 +79,24 @@ def test_the_distribution_metadata_keeps_qt_out_of_the_base_dependencies():
     assert {"napari", "magicgui", "torch", "torchvision", "pillow", "numpy"} <= names
     assert not names & {"pyqt5", "pyqt6", "pyside2", "pyside6"}
     assert any("pyqt6" in r.lower() and "extra" in r and "all" in r for r in requires)
+
+
+def test_the_manifest_preferences_default_to_the_engine_defaults():
+    import yaml
+
+    from napari_style_transfer.options import StyleOptions
+
+    manifest = yaml.safe_load((ROOT / "napari.yaml").read_text())
+    properties = manifest["contributions"]["configurations"]["run"]["properties"]
+    assert set(properties) == {"device", "weights", "snapshot_every"}
+    for name, schema in properties.items():
+        assert schema["default"] == getattr(StyleOptions(), name), name
+        assert schema["description"]
+
+
+def test_the_widget_is_a_dock_widget_and_a_layers_filter():
+    import yaml
+
+    contributions = yaml.safe_load((ROOT / "napari.yaml").read_text())["contributions"]
+    assert contributions["widgets"] == [{"command": "napari-style-transfer.make_widget", "display_name": "Style Transfer"}]
+    assert contributions["menus"]["napari/layers/filter"] == [{"command": "napari-style-transfer.make_widget"}]

@@ -23,6 +23,7 @@ _LAZY = {
     "load_vgg19_features": "weights",
     "VGGFeatures": "vgg",
     "gram_matrix": "engine",
+    "run_style_transfer": "_napari.run",
 }
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import StepRecord, StyleResult, iter_stylize, stylize
+    from ._napari.run import run_style_transfer
     from .engine import Losses, gram_matrix
     from .vgg import VGGFeatures
     from .weights import load_vgg19_features

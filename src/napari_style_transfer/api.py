@@ -145,7 +145,7 @@ def _check_large_enough(shape: tuple[int, ...], layers: tuple[str, ...], role: s
 
 
 def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).to(device)
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).contiguous().to(device)
 
 
 def _run(

@@ -1,0 +1,67 @@
+"""Screenshots of napari with the Style Transfer widget, before and after a run.
+
+    xvfb-run -a python docs/make_screenshots.py [--weights random] [--out docs/images]
+
+Opens the astronaut + swirl demo pair, docks the widget, takes a screenshot, runs a short
+transfer (snapshots become layers), and takes a second screenshot when the run has finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=HERE / "images")
+    parser.add_argument("--weights", default="random")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--size", type=int, default=192)
+    args = parser.parse_args()
+
+    import napari
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    viewer.open_sample("napari-style-transfer", "astronaut_swirl")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
+    widget["content"].value = viewer.layers["astronaut"]
+    widget["style"].value = viewer.layers["swirl"]
+    widget["steps"].value = args.steps
+    widget["size"].value = args.size
+    widget["snapshot_every"].value = args.steps // 3
+    widget["weights"].value = args.weights
+    widget["show_advanced"].value = True
+    viewer.layers["swirl"].visible = False
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    napari.qt.get_qapp().processEvents()
+    viewer.screenshot(str(args.out / "widget_before.png"), canvas_only=False)
+
+    worker = widget.run()
+    loop = QEventLoop()
+    worker.finished.connect(loop.quit)
+    QTimer.singleShot(600_000, loop.quit)  # never hang the docs build
+    mid = []
+
+    def grab_midway(update) -> None:
+        if not mid and getattr(update, "step", 0) >= args.steps // 2 and hasattr(update, "total_loss"):
+            mid.append(viewer.screenshot(str(args.out / "widget_running.png"), canvas_only=False))
+
+    worker.yielded.connect(grab_midway)
+    loop.exec()
+    for layer in viewer.layers:
+        layer.visible = layer.name in ("astronaut styled",)
+    viewer.reset_view()
+    napari.qt.get_qapp().processEvents()
+    viewer.screenshot(str(args.out / "widget_after.png"), canvas_only=False)
+    print("wrote", *sorted(p.name for p in args.out.glob("widget_*.png")))
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""The Style Transfer dock widget (magicgui). It renders updates; the worker does the work.
+
+Controls are named after the engine's options (plus ``content`` and ``style``), so from the
+console ``widget["steps"].value = 100`` and ``widget.run()`` work. Defaults come from
+:class:`~napari_style_transfer.options.StyleOptions`, or from the plugin's preferences for
+device, weights and snapshot cadence. No torch is imported here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    LogSlider,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
+
+from ..errors import StyleTransferError
+from ..options import StyleOptions, choices, help_text
+from .run import cancel, run_style_transfer
+from .worker import Cancelled, Failed, Finished, Progress, Started, Update
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+    from napari.qt.threading import GeneratorWorker
+
+PLUGIN = "napari-style-transfer"
+#: Preferences a user sets once (napari.yaml "configurations"): option name -> setting key.
+PREFERENCES = ("device", "weights", "snapshot_every")
+ADVANCED = (
+    "optimizer",
+    "learning_rate",
+    "init",
+    "content_layers",
+    "style_layers",
+    "tv_weight",
+    "pooling",
+    "style_scale",
+    "device",
+    "weights",
+    "seed",
+)
+
+
+class _WeightSlider(LogSlider):
+    """A base-10 log slider that lands exactly on powers of ten (magicgui truncates)."""
+
+    def _position_from_value(self, value: float) -> float:
+        low = math.log(self.min, self.base)
+        return round((math.log(value, self.base) - low) / self._scale + self._min_pos)
+
+
+def preferences() -> dict[str, Any]:
+    """The plugin's saved preferences (napari >= 0.9), else the engine's defaults."""
+    defaults = {name: getattr(StyleOptions(), name) for name in PREFERENCES}
+    try:
+        from napari.settings import get_plugin_settings
+    except ImportError:  # napari before 0.9 has no plugin settings
+        return defaults
+    try:
+        saved = get_plugin_settings(PLUGIN).run
+    except (KeyError, AttributeError):  # plugin not registered with napari (plain script)
+        return defaults
+    return {name: getattr(saved, name, defaults[name]) for name in PREFERENCES}
+
+
+def _tip(name: str, extra: str = "") -> str:
+    return help_text(name) + (f". {extra}" if extra else "")
+
+
+class StyleTransferWidget(Container):
+    """Pick a content and a style Image layer, set weights and steps, press Run."""
+
+    def __init__(self, napari_viewer: napari.Viewer):
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.worker: GeneratorWorker | None = None
+        self._device = self._weights = ""
+        defaults = {**StyleOptions().to_dict(), **preferences()}
+        from napari.layers import Image
+
+        content = create_widget(annotation=Image, name="content", label="content")
+        content.tooltip = "the Image layer whose layout to keep (grey or RGB, 2D)"
+        style = create_widget(annotation=Image, name="style", label="style")
+        style.tooltip = "the Image layer whose colours and textures to transfer"
+        self._ratio = Label(name="ratio", label="style / content")
+        self._ratio.tooltip = "the ratio the seed report and the paper talk in: 1e4 subtle, 1e6 strong"
+        self._advanced = CheckBox(name="show_advanced", text="advanced options", value=False)
+        self._advanced.tooltip = "show the optimiser, layers, pooling, device, weights and seed"
+        self._button = PushButton(name="run_button", text="Run")
+        self._button.tooltip = "start the run; while it runs, cancel it (the last image is kept as a layer)"
+        self._progress = ProgressBar(name="progress", label="progress", min=0, max=defaults["steps"], value=0)
+        self._progress.tooltip = "steps done of the steps asked for"
+        self._status = Label(name="status", label="status", value="idle")
+        self._status.native.setWordWrap(True)  # long status lines must not widen the dock
+        # The slider's own readout shows its integer position, not the weight: the label does.
+        self._style_weight = _WeightSlider(
+            name="style_weight", min=1.0, max=1e10, base=10, backend_kwargs={"readout": False},
+            tooltip=_tip("style_weight", "log scale, 1 to 1e10"),
+        )
+        self._style_weight.value = defaults["style_weight"]  # after construction: the range is set last
+        self._status.tooltip = "step, losses, speed, device and weights of the current run"
+
+        controls = [
+            content,
+            style,
+            FloatSpinBox(
+                name="content_weight", value=defaults["content_weight"], min=0.0, max=1e6, step=0.1,
+                tooltip=_tip("content_weight", "range 0 to 1e6"),
+            ),
+            self._style_weight,
+            self._ratio,
+            SpinBox(name="steps", value=defaults["steps"], min=1, max=100_000, tooltip=_tip("steps", "range 1 to 100000")),
+            SpinBox(
+                name="size", value=defaults["size"], min=16, max=8192, step=16,
+                tooltip=_tip("size", "range 16 to 8192 px; compute grows with its square"),
+            ),
+            SpinBox(
+                name="snapshot_every", value=defaults["snapshot_every"], min=0, max=100_000,
+                tooltip=_tip("snapshot_every", "each snapshot becomes a new layer"),
+            ),
+            self._advanced,
+            ComboBox(name="optimizer", value=defaults["optimizer"], choices=choices("optimizer"), tooltip=_tip("optimizer")),
+            FloatSpinBox(
+                name="learning_rate", value=defaults["learning_rate"] or 0.0, min=0.0, max=10.0, step=0.001,
+                tooltip=_tip("learning_rate", "0 means the optimiser's default"),
+            ),
+            ComboBox(name="init", value=defaults["init"], choices=choices("init"), tooltip=_tip("init")),
+            LineEdit(
+                name="content_layers", value=",".join(defaults["content_layers"]),
+                tooltip=_tip("content_layers", "comma-separated"),
+            ),
+            LineEdit(
+                name="style_layers", value=",".join(defaults["style_layers"]),
+                tooltip=_tip("style_layers", "comma-separated"),
+            ),
+            FloatSpinBox(
+                name="tv_weight", value=defaults["tv_weight"], min=0.0, max=1e6, step=1e-4,
+                tooltip=_tip("tv_weight", "range 0 to 1e6"),
+            ),
+            ComboBox(name="pooling", value=defaults["pooling"], choices=choices("pooling"), tooltip=_tip("pooling")),
+            FloatSpinBox(
+                name="style_scale", value=defaults["style_scale"], min=0.05, max=20.0, step=0.05,
+                tooltip=_tip("style_scale", "range 0.05 to 20"),
+            ),
+            ComboBox(
+                name="device", value=defaults["device"], choices=_device_choices(defaults["device"]),
+                tooltip=_tip("device"),
+            ),
+            LineEdit(name="weights", value=str(defaults["weights"]), tooltip=_tip("weights")),
+            SpinBox(name="seed", value=defaults["seed"] or 0, min=0, max=2**31 - 1, tooltip=_tip("seed", "0 to 2^31-1")),
+            self._button,
+            self._progress,
+            self._status,
+        ]
+        self.extend(controls)
+        self["content_weight"].changed.connect(self._show_ratio)
+        self["style_weight"].changed.connect(self._show_ratio)
+        self._advanced.changed.connect(self._show_advanced)
+        self._button.changed.connect(self._toggle)
+        self._show_ratio()
+        self._show_advanced(False)
+
+    # --- options ------------------------------------------------------------------------
+
+    def options(self) -> dict[str, Any]:
+        """The engine options the controls hold now (keywords of ``stylize``)."""
+        values = {name: self[name].value for name in StyleOptions().to_dict()}
+        values["learning_rate"] = values["learning_rate"] or None
+        return values
+
+    def _show_ratio(self, *_: Any) -> None:
+        content_weight = self["content_weight"].value
+        style_weight = self["style_weight"].value
+        self["style_weight"].label = f"style weight ({style_weight:.1e})"
+        self._ratio.value = f"{style_weight / content_weight:.1e}" if content_weight else "style only"
+
+    def _show_advanced(self, visible: bool) -> None:
+        for name in ADVANCED:
+            self[name].visible = bool(visible)
+
+    # --- running ------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def run(self) -> GeneratorWorker | None:
+        """Start a run with the current values; returns the worker, or None if refused."""
+        from napari.utils.notifications import show_error, show_warning
+
+        if self.running:
+            show_warning("Style transfer is already running: cancel it or wait for it to finish.")
+            return None
+        try:
+            worker = run_style_transfer(
+                self.viewer, self["content"].value, self["style"].value, start=False, **self.options()
+            )
+        except StyleTransferError as error:
+            show_error(f"Style transfer: {error}")
+            return None
+        self.worker = worker
+        worker.yielded.connect(self._render)
+        worker.finished.connect(self._idle)
+        worker.errored.connect(self._crashed)
+        self._progress.max = self["steps"].value
+        self._progress.value = 0
+        self._status.value = "loading weights and building VGG19..."
+        self._button.text = "Cancel"
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Stop the run after its current step; the last image is kept as a layer."""
+        if self.worker is not None:
+            cancel(self.worker)
+            self._status.value = "cancelling after this step..."
+
+    def _toggle(self, *_: Any) -> None:
+        if self.running:
+            self.cancel()
+        else:
+            self.run()
+
+    def _render(self, update: Update) -> None:
+        from napari.utils.notifications import show_error
+
+        if isinstance(update, Started):
+            self._device, self._weights = update.device, _short_weights(update.weights)
+        elif isinstance(update, Progress):
+            self._progress.value = update.step
+            speed = f"{update.steps_per_second:.2f} steps/s" if update.steps_per_second else "first step"
+            self._status.value = (
+                f"step {update.step}/{update.steps} | loss {update.total_loss:.3g} "
+                f"(content {update.content_loss:.3g}, style {update.style_loss:.3g}) | {speed} | "
+                f"{self._device} | {self._weights}"
+            )
+        elif isinstance(update, Finished):
+            result = update.result
+            self._status.value = (
+                f"done: {result.steps_done} steps in {result.seconds:.1f} s, loss {result.losses.total:.3g} | "
+                f"{result.device} | {_short_weights(result.weights)}"
+            )
+        elif isinstance(update, Cancelled):
+            self._status.value = f"cancelled at step {update.step}; the last image is kept as a layer"
+        elif isinstance(update, Failed):
+            self._status.value = f"failed: {update.message}"
+            show_error(f"Style transfer failed: {update.message}")
+
+    def _crashed(self, error: BaseException) -> None:
+        from napari.utils.notifications import show_error
+
+        self._status.value = f"failed: {error}"
+        show_error(f"Style transfer failed: {type(error).__name__}: {error}")
+
+    def _idle(self, *_: Any) -> None:
+        self.worker = None
+        self._button.text = "Run"
+        if self._status.value.startswith(("loading", "cancelling", "step")):
+            self._status.value = "stopped"
+
+
+def _device_choices(preferred: str) -> list[str]:
+    names = ["auto", "cpu", "cuda", "mps"]
+    return names if preferred in names else [preferred, *names]
+
+
+def _short_weights(description: str) -> str:
+    return description.split(" (")[0] + " weights"

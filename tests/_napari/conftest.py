@@ -1,0 +1,42 @@
+"""Fixtures for tests in a real (headless) napari viewer: pytest-xvfb provides the X server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+FAST = {"size": 32, "steps": 4, "snapshot_every": 2, "weights": "random"}
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def layers(viewer, content, style):
+    """A content layer placed with scale and translate, and a style layer."""
+    content_layer = viewer.add_image(content, name="photo", rgb=True, scale=(2.0, 3.0), translate=(10.0, -5.0))
+    style_layer = viewer.add_image((style * 255).astype(np.uint8), name="texture", rgb=True)
+    return content_layer, style_layer
+
+
+@pytest.fixture
+def widget(viewer, layers):
+    """The dock widget, opened through napari's plugin API, set up for a tiny fast run."""
+    _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
+    widget["content"].value, widget["style"].value = layers
+    for name, value in FAST.items():
+        widget[name].value = value
+    return widget
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Messages the widget sends to napari's error and warning notifications."""
+    from napari.utils import notifications
+
+    shown: list[str] = []
+    monkeypatch.setattr(notifications, "show_error", lambda message: shown.append(message))
+    monkeypatch.setattr(notifications, "show_warning", lambda message: shown.append(message))
+    return shown

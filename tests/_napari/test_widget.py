@@ -1,0 +1,234 @@
+"""The Style Transfer dock widget in a real napari viewer (tiny images, untrained weights)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_style_transfer._napari.widget import ADVANCED, StyleTransferWidget
+from napari_style_transfer.options import StyleOptions
+
+from .conftest import FAST
+
+
+def pixel_edges(layer):
+    """World coordinates of the outer edges of a layer's first and last pixels."""
+    centres = np.asarray(layer.extent.world)
+    half = np.asarray(layer.scale) / 2
+    return np.stack([centres[0] - half, centres[1] + half])
+
+
+def run_to_end(qtbot, widget, timeout=120_000):
+    worker = widget.run()
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=timeout):
+        pass
+    return worker
+
+
+def test_the_widget_is_found_through_the_plugin_api(viewer):
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
+    assert isinstance(widget, StyleTransferWidget)
+    assert dock is not None
+
+
+def test_controls_carry_the_engine_option_names_and_defaults(viewer):
+    _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
+    defaults = StyleOptions()
+    for name in defaults.to_dict():
+        assert widget[name] is not None
+    assert widget["steps"].value == defaults.steps
+    assert widget["size"].value == defaults.size
+    assert widget["style_weight"].value == pytest.approx(defaults.style_weight)
+    assert widget["content_layers"].value == ",".join(defaults.content_layers)
+    assert widget.options() == {**defaults.to_dict(), "content_layers": "conv4_2",
+                                "style_layers": ",".join(defaults.style_layers)}
+
+
+def test_every_control_has_a_tooltip(viewer):
+    _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
+    for control in widget:
+        assert control.tooltip, control.name
+
+
+def test_the_ratio_is_shown_and_advanced_options_fold_away(widget):
+    widget["content_weight"].value = 2.0
+    widget["style_weight"].value = 2e4
+    assert widget["ratio"].value == "1.0e+04"
+    widget["show_advanced"].value = True
+    assert not any(widget[name].native.isHidden() for name in ADVANCED)
+    widget["show_advanced"].value = False
+    assert all(widget[name].native.isHidden() for name in ADVANCED)
+
+
+def test_a_run_adds_snapshots_and_the_result_over_the_content(qtbot, viewer, layers, widget):
+    content_layer, style_layer = layers
+    content_before, style_before = content_layer.data.copy(), style_layer.data.copy()
+    metadata_before = dict(content_layer.metadata)
+
+    run_to_end(qtbot, widget)
+
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["photo", "texture", "photo styled (step 2)", "photo styled (step 4)", "photo styled"]
+    result = viewer.layers["photo styled"]
+    assert result.data.shape == (27, 32, 3) and result.rgb
+    np.testing.assert_allclose(pixel_edges(result), pixel_edges(content_layer))  # covers the same area
+    np.testing.assert_allclose(result.scale, (2.0 * 40 / 27, 3.0 * 48 / 32))
+
+    info = result.metadata["style_transfer"]
+    assert info["content"] == "photo" and info["style"] == "texture"
+    assert info["options"]["steps"] == FAST["steps"] and info["options"]["size"] == FAST["size"]
+    assert info["weights"].startswith("random") and info["device"] == "cpu"
+    assert info["cancelled"] is False and info["losses"]["total"] > 0 and info["seconds"] > 0
+    assert viewer.layers["photo styled (step 2)"].metadata["style_transfer"]["step"] == 2
+
+    np.testing.assert_array_equal(content_layer.data, content_before)
+    np.testing.assert_array_equal(style_layer.data, style_before)
+    assert content_layer.metadata == metadata_before
+    assert widget["progress"].value == FAST["steps"]
+    assert widget["status"].value.startswith("done")
+    assert widget["run_button"].text == "Run" and not widget.running
+
+
+def test_the_button_turns_into_cancel_and_cancel_keeps_the_last_image(qtbot, viewer, widget):
+    widget["steps"].value = 500
+    widget["snapshot_every"].value = 0
+    requested = []
+
+    def cancel_at_step_two(update):
+        if getattr(update, "step", 0) == 2 and hasattr(update, "total_loss") and not requested:
+            assert widget["run_button"].text == "Cancel"
+            widget["run_button"].clicked.emit()  # the same as pressing Cancel
+            requested.append(update.step)
+
+    worker = widget.run()
+    worker.yielded.connect(cancel_at_step_two)
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    (cancelled,) = [layer for layer in viewer.layers if "cancelled" in layer.name]
+    step = cancelled.metadata["style_transfer"]["step"]
+    assert requested and step <= requested[0] + 1
+    assert cancelled.name == f"photo styled (cancelled at step {step})"
+    assert cancelled.metadata["style_transfer"]["cancelled"] is True
+    assert "photo styled" not in viewer.layers
+    assert widget["run_button"].text == "Run" and not widget.running
+
+
+def test_worker_quit_also_keeps_the_last_image(qtbot, viewer, widget):
+    widget["steps"].value = 500
+    worker = widget.run()
+
+    def quit_after_step_one(update):
+        if getattr(update, "step", 0) == 1:
+            worker.quit()
+
+    worker.yielded.connect(quit_after_step_one)
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    assert [layer.name for layer in viewer.layers if "cancelled" in layer.name]
+
+
+def test_a_second_run_while_running_is_refused(qtbot, widget, errors):
+    widget["steps"].value = 50
+    first = widget.run()
+    assert widget.run() is None
+    assert any("already running" in message for message in errors)
+    widget.cancel()
+    with qtbot.waitSignal(first.finished, timeout=120_000):
+        pass
+
+
+def test_a_failing_run_notifies_and_leaves_the_widget_usable(qtbot, viewer, widget, errors, tmp_path):
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(b"not weights")
+    widget["weights"].value = str(broken)
+    run_to_end(qtbot, widget)
+    assert any("could not read weights file" in message for message in errors)
+    assert widget["status"].value.startswith("failed")
+    assert not widget.running and widget["run_button"].text == "Run"
+
+    widget["weights"].value = "random"
+    run_to_end(qtbot, widget)
+    assert "photo styled" in viewer.layers
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"style": "photo"}, "the same layer"),
+        ({"content_layers": "conv9_9"}, "unknown layer 'conv9_9'"),
+        ({"size": 16, "style_layers": "conv5_1,pool5"}, "too small"),
+    ],
+)
+def test_bad_settings_become_a_notification_not_a_run(viewer, widget, errors, change, message):
+    for name, value in change.items():
+        widget[name].value = viewer.layers[value] if name == "style" and value else value
+    assert widget.run() is None
+    assert any(message in m for m in errors), errors
+    assert not widget.running
+
+
+def test_run_without_layers_asks_for_a_content_layer(viewer, errors):
+    _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
+    assert widget.run() is None
+    assert any("choose a content layer" in m for m in errors), errors
+
+
+def test_a_grey_16_bit_layer_gives_a_grey_result_in_its_colormap(qtbot, viewer, widget):
+    grey = (np.arange(40 * 48, dtype=np.uint16).reshape(40, 48) * 30)
+    layer = viewer.add_image(grey, name="nuclei", colormap="magenta", contrast_limits=(0, 40 * 48 * 30))
+    widget["content"].value = layer
+    run_to_end(qtbot, widget)
+    result = viewer.layers["nuclei styled"]
+    assert result.data.ndim == 2 and result.colormap.name == "magenta"
+    assert result.data.dtype == np.float32
+    np.testing.assert_array_equal(layer.data, grey)
+
+
+def test_the_console_function_runs_on_layer_names(qtbot, viewer, layers):
+    from napari_style_transfer import run_style_transfer
+
+    worker = run_style_transfer(viewer, "photo", "texture", **FAST)
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    assert "photo styled" in viewer.layers
+
+
+def test_the_console_function_refuses_unknown_layers(viewer, layers):
+    from napari_style_transfer import StyleTransferError, run_style_transfer
+
+    with pytest.raises(StyleTransferError, match="no content layer named 'nope'; layers are 'photo', 'texture'"):
+        run_style_transfer(viewer, "nope", "texture")
+
+
+def test_preferences_set_the_widget_defaults(viewer, plugin_settings, npe2pm):
+    from napari.settings import get_plugin_settings
+    from npe2 import PluginManifest
+
+    npe2pm.register(PluginManifest.from_distribution("napari-style-transfer"))
+
+    settings = get_plugin_settings("napari-style-transfer").run
+    settings.snapshot_every = 7
+    settings.weights = "random"
+    _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
+    assert widget["snapshot_every"].value == 7
+    assert widget["weights"].value == "random"
+
+
+def test_every_sample_opens(viewer):
+    from napari_style_transfer._sample_data import DEMO_PAIRS, SAMPLES
+
+    for key in SAMPLES:
+        viewer.open_sample("napari-style-transfer", key)
+        assert key in viewer.layers
+    viewer.layers.clear()
+    for key, (content, style, _) in DEMO_PAIRS.items():
+        viewer.open_sample("napari-style-transfer", key)
+    assert len(viewer.layers) == 2 * len(DEMO_PAIRS)
+
+
+def test_the_widget_is_also_under_layers_filters(viewer):
+    from napari._app_model import get_app_model
+
+    items = get_app_model().menus.get_menu("napari/layers/filter")
+    assert "napari-style-transfer.make_widget" in [getattr(item, "command", None) and item.command.id for item in items]
