@@ -50,6 +50,7 @@ def main() -> None:
 
     def grab_midway(update) -> None:
         if not mid and getattr(update, "step", 0) >= args.steps // 2 and hasattr(update, "total_loss"):
+            viewer.reset_view()
             mid.append(viewer.screenshot(str(args.out / "widget_running.png"), canvas_only=False))
 
     worker.yielded.connect(grab_midway)
