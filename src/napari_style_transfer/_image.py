@@ -1,7 +1,14 @@
-"""numpy images in, numpy images out: value scaling, channels and alpha (no torch here)."""
+"""numpy images in, numpy images out: checks, value scaling, channels, stacks, alpha.
+
+No torch here. An input is checked once as a whole (:func:`describe_image`), then handed to
+the engine one 2D frame at a time (:meth:`ImageInput.frame`), so a long stack or a huge
+slide is never converted to float32 all at once.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,81 +18,158 @@ from .errors import StyleTransferError
 #: Rec. 601 luma, to turn a styled RGB image back into grey.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
+SHAPES_HINT = (
+    "give H x W (grey), H x W x 3 (RGB) or H x W x 4 (RGBA), or a stack of those "
+    "(N x H x W, N x H x W x 3, ...)"
+)
+
 
 @dataclass(frozen=True)
 class PreparedImage:
-    """An input image as float32 RGB in [0, 1], with what is needed to give it back."""
+    """One 2D frame as float32 RGB in [0, 1], with what is needed to give it back."""
 
     rgb: np.ndarray  # (H, W, 3) float32 in [0, 1]
     alpha: np.ndarray | None  # (H, W) float32 in [0, 1], carried through unchanged
-    grey: bool  # the input had no channel axis (or one channel)
-    scaling: str  # how the values were mapped to [0, 1], in words
+    grey: bool
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.rgb.shape[0], self.rgb.shape[1]
 
 
-def prepare_image(array: object, role: str) -> PreparedImage:
-    """Check an input image and map it to float RGB in [0, 1].
+@dataclass(frozen=True)
+class ImageInput:
+    """A checked input image or stack; the data itself is left untouched."""
 
-    Accepted: (H, W) grey, (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA, of a bool, integer or
-    float dtype. Values are mapped to [0, 1] by the dtype's range for uint8 and bool, taken as
-    they are for floats already within [0, 1], and by the data's own range (minimum to
-    maximum) for everything else (uint16, other integers, floats outside [0, 1]).
+    data: np.ndarray
+    role: str
+    channels: str  # "grey", "rgb" or "rgba"
+    low: float  # value mapped to 0
+    high: float  # value mapped to 1
+    scaling: str  # how values map to [0, 1], in words
+
+    @property
+    def stack_shape(self) -> tuple[int, ...]:
+        """Shape of the leading (stack) axes; () for a single 2D image."""
+        spatial = self.data.ndim - (0 if self.channels == "grey" else 1)
+        return self.data.shape[: spatial - 2]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of one frame."""
+        spatial = self.data.ndim - (0 if self.channels == "grey" else 1)
+        return self.data.shape[spatial - 2], self.data.shape[spatial - 1]
+
+    @property
+    def grey(self) -> bool:
+        return self.channels == "grey"
+
+    def frames(self) -> Iterator[tuple[int, ...]]:
+        """Indices of every 2D frame, in order (one empty tuple for a 2D image)."""
+        return iter(np.ndindex(*self.stack_shape)) if self.stack_shape else iter([()])
+
+    def frame(self, index: tuple[int, ...] = (), longest_side: int | None = None) -> PreparedImage:
+        """Frame ``index`` as float RGB in [0, 1]. With ``longest_side``, a frame more than
+        twice that size is first shrunk by an integer block mean, to save memory."""
+        data = self.data[index] if index else self.data
+        factor = 1
+        if longest_side is not None:
+            factor = max(1, int(max(self.shape) // (2 * longest_side)))
+        colour, alpha = (data, None) if self.channels != "rgba" else (data[..., :3], data[..., 3])
+        values = _block_mean(colour, factor)
+        values = self._map(values)
+        if alpha is not None:
+            alpha = _block_mean(alpha, factor)
+            alpha = _unit_alpha(alpha, self.data.dtype)
+        rgb = np.repeat(values[..., None], 3, axis=-1) if self.grey else values
+        return PreparedImage(np.ascontiguousarray(rgb, dtype=np.float32), alpha, self.grey)
+
+    def _map(self, values: np.ndarray) -> np.ndarray:
+        if self.low == 0.0 and self.high == 1.0 and values.dtype == np.float32:
+            return np.clip(values, 0.0, 1.0)
+        mapped = (values.astype(np.float32) - np.float32(self.low)) / np.float32(self.high - self.low)
+        return np.clip(mapped, 0.0, 1.0)
+
+
+def describe_image(array: object, role: str, allow_stack: bool = True) -> ImageInput:
+    """Check an input image (or stack) and decide how its values map to [0, 1].
+
+    The last axis is colour when it has 3 (RGB) or 4 (RGBA) entries; otherwise the image is
+    grey. Axes before the last two spatial ones are a stack (Z, T, or channels shown as
+    separate images), stylized frame by frame. Values map to [0, 1] by the dtype's range for
+    uint8 and bool, as they are for floats already within [0, 1], and by the data's own range
+    (its minimum to maximum, over the whole stack) for everything else: uint16, other
+    integers, floats outside [0, 1].
     """
     data = np.asarray(array)
     if data.dtype.kind not in "biuf":
         raise StyleTransferError(f"the {role} image has dtype {data.dtype}; give a numeric (integer or float) array")
-    if data.ndim == 3 and data.shape[-1] == 1:
+    if data.ndim >= 3 and data.shape[-1] == 1:
         data = data[..., 0]
-    if data.ndim not in (2, 3) or (data.ndim == 3 and data.shape[-1] not in (3, 4)):
-        raise StyleTransferError(
-            f"the {role} image has shape {data.shape}; give H x W (grey), H x W x 3 (RGB) "
-            "or H x W x 4 (RGBA)"
-        )
-    if data.shape[0] == 0 or data.shape[1] == 0:
+    channels = "grey"
+    if data.ndim >= 3 and data.shape[-1] in (3, 4):
+        channels = "rgb" if data.shape[-1] == 3 else "rgba"
+    spatial = data.ndim - (0 if channels == "grey" else 1)
+    if spatial < 2 or (spatial > 2 and not allow_stack):
+        wanted = SHAPES_HINT if allow_stack else "give one 2D image: H x W (grey), H x W x 3 (RGB) or H x W x 4 (RGBA)"
+        raise StyleTransferError(f"the {role} image has shape {data.shape}; {wanted}")
+    if data.size == 0:
         raise StyleTransferError(f"the {role} image is empty (shape {data.shape})")
+    colour = data if channels != "rgba" else data[..., :3]
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         raise StyleTransferError(
             f"the {role} image contains NaN or infinite values; replace them (e.g. np.nan_to_num) first"
         )
-
-    grey = data.ndim == 2
-    alpha = None
-    if not grey and data.shape[-1] == 4:
-        data, alpha = data[..., :3], data[..., 3]
-    values, scaling = _to_unit_range(data, role)
-    if alpha is not None:
-        alpha, _ = _to_unit_range(alpha, f"{role} alpha", allow_constant=True)
-    rgb = np.repeat(values[..., None], 3, axis=-1) if grey else values
-    return PreparedImage(np.ascontiguousarray(rgb, dtype=np.float32), alpha, grey, scaling)
-
-
-def _to_unit_range(data: np.ndarray, role: str, allow_constant: bool = False) -> tuple[np.ndarray, str]:
-    if data.dtype == np.uint8:
-        return data.astype(np.float32) / 255.0, "dtype range 0..255"
-    if data.dtype == np.bool_:
-        return data.astype(np.float32), "dtype range False..True"
-    low, high = float(data.min()), float(data.max())
-    if data.dtype.kind == "f" and low >= 0.0 and high <= 1.0:
-        return data.astype(np.float32), "float values taken as they are (already in 0..1)"
-    if high == low:
-        if allow_constant:
-            return np.clip(data.astype(np.float32), 0.0, 1.0), "constant"
+    data_low, data_high = float(colour.min()), float(colour.max())
+    if data_high == data_low:
         raise StyleTransferError(
-            f"the {role} image is constant (every value is {low:g}); style transfer needs an image "
-            "with some contrast"
+            f"the {role} image is constant (every value is {data_low:g}); style transfer needs an image with some contrast"
         )
-    scaled = (data.astype(np.float64) - low) / (high - low)
-    return scaled.astype(np.float32), f"data range {low:g}..{high:g}"
+    low, high, scaling = _value_range(colour.dtype, data_low, data_high)
+    return ImageInput(data, role, channels, low, high, scaling)
 
 
-def finish_image(rgb: np.ndarray, prepared: PreparedImage, alpha: np.ndarray | None) -> np.ndarray:
+def _value_range(dtype: np.dtype, low: float, high: float) -> tuple[float, float, str]:
+    if dtype == np.uint8:
+        return 0.0, 255.0, "dtype range 0..255"
+    if dtype == np.bool_:
+        return 0.0, 1.0, "dtype range False..True"
+    if dtype.kind == "f" and low >= 0.0 and high <= 1.0:
+        return 0.0, 1.0, "float values taken as they are (already in 0..1)"
+    return low, high, f"data range {low:g}..{high:g}"
+
+
+def _unit_alpha(alpha: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if dtype == np.uint8:
+        return alpha.astype(np.float32) / 255.0
+    if np.issubdtype(dtype, np.integer):
+        return alpha.astype(np.float32) / float(np.iinfo(dtype).max)
+    return np.clip(alpha.astype(np.float32), 0.0, 1.0)
+
+
+def _block_mean(data: np.ndarray, factor: int, chunk_values: int = 2**21) -> np.ndarray:
+    """Average ``factor`` x ``factor`` blocks of the first two axes, a band of rows at a time
+    (at most about ``chunk_values`` float32 values in flight). Returns float32; ``factor`` 1
+    returns the data as it is."""
+    if factor <= 1:
+        return data
+    height, width = (data.shape[0] // factor) * factor, (data.shape[1] // factor) * factor
+    out = np.empty((height // factor, width // factor, *data.shape[2:]), dtype=np.float32)
+    values_per_row = width * int(np.prod(data.shape[2:], dtype=int))
+    band = max(1, chunk_values // (values_per_row * factor)) * factor
+    for top in range(0, height, band):
+        chunk = np.asarray(data[top : min(top + band, height), :width], dtype=np.float32)
+        rows = chunk.shape[0] // factor
+        blocks = chunk.reshape(rows, factor, width // factor, factor, *data.shape[2:])
+        out[top // factor : top // factor + rows] = blocks.mean(axis=(1, 3))
+    return out
+
+
+def finish_image(rgb: np.ndarray, grey: bool, alpha: np.ndarray | None) -> np.ndarray:
     """Turn a styled (H, W, 3) float image back into the input's kind: grey in, grey out;
     RGBA in, RGBA out (with ``alpha``, the input's alpha at the working size)."""
     rgb = np.clip(rgb, 0.0, 1.0).astype(np.float32, copy=False)
-    if prepared.grey:
+    if grey:
         return np.clip(rgb @ LUMA, 0.0, 1.0).astype(np.float32)
     if alpha is not None:
         return np.concatenate([rgb, alpha[..., None].astype(np.float32)], axis=-1)
@@ -101,3 +185,7 @@ def working_shape(height: int, width: int, size: int) -> tuple[int, int]:
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """[0, 1] float image to uint8, for PNG files."""
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def frame_count(stack_shape: tuple[int, ...]) -> int:
+    return math.prod(stack_shape) if stack_shape else 1

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from ._image import PreparedImage, finish_image, prepare_image, working_shape
+from . import memory
+from ._image import ImageInput, describe_image, finish_image, frame_count, working_shape
 from ._torch_compat import hide_triton
 from .errors import OutOfMemoryError, StyleTransferError, WeightsError
 from .options import WEIGHTS_MODES, StyleOptions, min_side_for_layers
@@ -19,7 +20,17 @@ hide_triton()
 
 import torch  # noqa: E402
 
-from .engine import Losses, StyleObjective, evaluate, initial_image, optimize, resize, resolve_device  # noqa: E402
+from .engine import (  # noqa: E402
+    LBFGS_HISTORY,
+    Losses,
+    StyleObjective,
+    evaluate,
+    free_memory_bytes,
+    initial_image,
+    optimize,
+    resize,
+    resolve_device,
+)
 from .vgg import VGGFeatures  # noqa: E402
 from .weights import load_vgg19_features  # noqa: E402
 
@@ -29,29 +40,36 @@ class StepRecord:
     """Progress after one optimiser step.
 
     ``image`` is filled on snapshot steps (every ``snapshot_every`` steps) and on the last
-    step; on other steps call :meth:`render` before advancing the generator.
+    step of each frame; on other steps call :meth:`render` before advancing the generator.
+    For a stack, ``step`` counts within the current ``frame`` (``frame_number`` of ``frames``).
     """
 
-    step: int  # 1-based
-    steps: int  # steps requested
-    losses: Losses  # evaluated during this step
+    step: int  # 1-based, within the frame
+    steps: int  # steps requested per frame
+    losses: Losses  # see engine.optimize for which image they belong to
     seconds: float  # since the run started (weights and model loading included)
     is_snapshot: bool
     device: str
     weights: str
-    image: np.ndarray | None = None
+    frame: tuple[int, ...] = ()  # index into the stack axes; () for a 2D image
+    frame_number: int = 0  # 0-based position of the frame in the run
+    frames: int = 1
+    image: np.ndarray | None = None  # this frame's image (2D), on snapshot and last steps
     _live: torch.Tensor | None = field(default=None, repr=False)
     _cursor: _Cursor | None = field(default=None, repr=False)
     _finish: Any = field(default=None, repr=False)
 
+    @property
+    def progress(self) -> float:
+        """Share of the whole run done, 0..1."""
+        return (self.frame_number * self.steps + self.step) / (self.frames * self.steps)
+
     def render(self) -> np.ndarray:
-        """This step's image as numpy (same kind as the final result)."""
+        """This step's image as numpy (same kind as the final result, one frame)."""
         if self.image is not None:
             return self.image
-        if self._cursor is None or self._cursor.step != self.step:
-            raise RuntimeError(
-                f"the image of step {self.step} is gone: call render() before advancing the run"
-            )
+        if self._cursor is None or self._cursor.position != (self.frame_number, self.step):
+            raise RuntimeError(f"the image of step {self.step} is gone: call render() before advancing the run")
         self.image = self._finish(self._live)
         return self.image
 
@@ -60,9 +78,9 @@ class StepRecord:
 class StyleResult:
     """The outcome of a run: the image and everything needed to say how it was made."""
 
-    image: np.ndarray  # float32 in [0, 1]; (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA
-    losses: Losses  # of the final image
-    steps_done: int
+    image: np.ndarray  # float32 in [0, 1]; the content's stack shape + (H, W) or (H, W, 3|4)
+    losses: Losses  # of the final image (the last frame, for a stack)
+    steps_done: int  # per frame
     steps: int
     seconds: float
     device: str
@@ -71,6 +89,7 @@ class StyleResult:
     options: StyleOptions
     content_scale: float  # working size / content size (multiply pixel spacing by 1/this)
     value_scaling: str  # how the content's values were mapped to [0, 1]
+    frames: int = 1
 
     def metadata(self) -> dict[str, Any]:
         """Plain values describing the run, for layer metadata or PNG text chunks."""
@@ -78,6 +97,7 @@ class StyleResult:
             "weights": self.weights,
             "device": self.device,
             "steps_done": self.steps_done,
+            "frames": self.frames,
             "seconds": round(self.seconds, 3),
             "losses": vars(self.losses).copy(),
             "content_scale": self.content_scale,
@@ -88,48 +108,73 @@ class StyleResult:
 
 @dataclass
 class _Cursor:
-    step: int = 0
+    position: tuple[int, int] = (0, 0)  # (frame number, step) the live image belongs to
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything decided before a run starts."""
+
+    options: StyleOptions
+    content: ImageInput
+    style: ImageInput
+    content_shape: tuple[int, int]
+    style_shape: tuple[int, int]
+    scale: float
+    device: torch.device
 
 
 def iter_stylize(content: Any, style: Any, **options: Any) -> Iterator[StepRecord | StyleResult]:
     """Style transfer as a generator: one :class:`StepRecord` per step, then a :class:`StyleResult`.
 
-    ``content`` and ``style`` are numpy arrays: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA,
-    of any integer or float dtype (see ``prepare_image`` for how values map to [0, 1]).
-    ``options`` are the fields of :class:`~napari_style_transfer.options.StyleOptions`.
-    Options, images and device are checked now, raising ``StyleTransferError``; the weights
-    load and the network is built on the first ``next()``. Stop early by leaving the loop or
-    calling ``close()``: the last record still renders its image.
+    ``content`` is a numpy array: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA, of any
+    integer or float dtype, or a stack of those (leading axes such as Z, T or channels), which
+    is stylized frame by frame, each frame starting from the previous frame's result so that
+    a time series does not flicker. ``style`` is one 2D image. See ``describe_image`` for how
+    values map to [0, 1]. ``options`` are the fields of
+    :class:`~napari_style_transfer.options.StyleOptions`.
+
+    Options, images, device and memory are checked now, raising ``StyleTransferError``; the
+    weights load on the first ``next()``. Stop early by leaving the loop or calling
+    ``close()``: the last record still renders its image.
     """
-    opts = StyleOptions.from_kwargs(options)
-    content_image = prepare_image(content, "content")
-    style_image = prepare_image(style, "style")
-    content_shape = working_shape(*content_image.shape, opts.size)
-    scale = max(content_shape) / max(content_image.shape)
-    style_shape = tuple(max(1, round(side * scale * opts.style_scale)) for side in style_image.shape)
-    _check_large_enough(content_shape, opts.content_layers + opts.style_layers, "content")
-    _check_large_enough(style_shape, opts.style_layers, "style", hint=" or a larger style_scale")
-    if opts.weights not in WEIGHTS_MODES and not os.path.isfile(os.path.expanduser(opts.weights)):
-        raise WeightsError(
-            f"weights file {opts.weights} does not exist; give an existing .pth file or one of "
-            f"{', '.join(WEIGHTS_MODES)}"
-        )
-    device = resolve_device(opts.device)
-    return _run(content_image, style_image, opts, device, content_shape, style_shape, scale)
+    return _run(plan(content, style, **options))
 
 
 def stylize(content: Any, style: Any, **options: Any) -> np.ndarray:
     """Style transfer of numpy images; returns the result as float32 in [0, 1].
 
     The result has the working size (longest side ``size``) and the content's kind: grey in,
-    grey out; RGB in, RGB out; RGBA in, RGBA out with the alpha carried through. Options are
-    those of :func:`iter_stylize`. Use ``iter_stylize`` to see progress, snapshots and which
-    weights were used.
+    grey out; RGB in, RGB out; RGBA in, RGBA out with the alpha carried through; a stack in,
+    a stack out. Options are those of :func:`iter_stylize`; use it to see progress, snapshots
+    and which weights were used.
     """
     for item in iter_stylize(content, style, **options):
         if isinstance(item, StyleResult):
             return item.image
     raise AssertionError("iter_stylize ended without a result")  # pragma: no cover
+
+
+def plan(content: Any, style: Any, **options: Any) -> _Plan:
+    """Check everything that can be checked before a run; raise StyleTransferError if wrong."""
+    opts = StyleOptions.from_kwargs(options)
+    content_in = describe_image(content, "content")
+    style_in = describe_image(style, "style", allow_stack=False)
+    content_shape = working_shape(*content_in.shape, opts.size)
+    scale = max(content_shape) / max(content_in.shape)
+    style_shape = (
+        max(1, round(style_in.shape[0] * scale * opts.style_scale)),
+        max(1, round(style_in.shape[1] * scale * opts.style_scale)),
+    )
+    _check_large_enough(content_shape, opts.content_layers + opts.style_layers, "content")
+    _check_large_enough(style_shape, opts.style_layers, "style", hint=" or a larger style_scale")
+    if opts.weights not in WEIGHTS_MODES and not os.path.isfile(os.path.expanduser(opts.weights)):
+        raise WeightsError(
+            f"weights file {opts.weights} does not exist; give an existing .pth file or one of {', '.join(WEIGHTS_MODES)}"
+        )
+    device = resolve_device(opts.device)
+    _check_memory(content_shape, style_shape, opts, device)
+    return _Plan(opts, content_in, style_in, content_shape, style_shape, scale, device)
 
 
 def _check_large_enough(shape: tuple[int, ...], layers: tuple[str, ...], role: str, hint: str = "") -> None:
@@ -144,39 +189,71 @@ def _check_large_enough(shape: tuple[int, ...], layers: tuple[str, ...], role: s
         )
 
 
+def _check_memory(content_shape: tuple[int, int], style_shape: tuple[int, int], opts: StyleOptions, device) -> None:
+    biggest = max(content_shape, style_shape, key=lambda shape: shape[0] * shape[1])
+    needed = memory.estimate_bytes(biggest, opts.optimizer, LBFGS_HISTORY)
+    free = free_memory_bytes(device)
+    if needed <= free * memory.HEADROOM:
+        return
+    aspect = min(content_shape) / max(content_shape)
+    fits = memory.largest_size(free, aspect, opts.optimizer, LBFGS_HISTORY)
+    advice = f"use size {fits} or less" if fits >= 16 else "free some memory or use another device"
+    raise OutOfMemoryError(
+        f"a {biggest[0]}x{biggest[1]} px run needs about {memory.format_bytes(needed)} but {device} has "
+        f"{memory.format_bytes(free)} free: {advice}"
+    )
+
+
 def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).contiguous().to(device)
 
 
-def _run(
-    content: PreparedImage,
-    style: PreparedImage,
-    opts: StyleOptions,
-    device: torch.device,
-    content_shape: tuple[int, int],
-    style_shape: tuple[int, ...],
-    scale: float,
-) -> Iterator[StepRecord | StyleResult]:
-    started = time.perf_counter()
+def _run(p: _Plan) -> Iterator[StepRecord | StyleResult]:
     try:
-        loaded = load_vgg19_features(opts.weights)
-        extractor = VGGFeatures(loaded.features, opts.layers, opts.pooling).to(device)
-        content_t = resize(_to_tensor(content.rgb, device), *content_shape)
-        style_t = resize(_to_tensor(style.rgb, device), *style_shape)
+        yield from _optimise_frames(p)
+    except torch.OutOfMemoryError as error:
+        raise OutOfMemoryError(
+            f"{p.device} ran out of memory at a working size of {max(p.content_shape)} px: use a smaller size "
+            f"(for example {max(16, max(p.content_shape) // 2 // 16 * 16)}) or device='cpu'"
+        ) from error
+    finally:
+        # _optimise_frames has finished or been closed: its tensors are gone, give the memory back.
+        if p.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
+    started = time.perf_counter()
+    opts, device = p.options, p.device
+    loaded = load_vgg19_features(opts.weights)
+    extractor = VGGFeatures(loaded.features, opts.layers, opts.pooling).to(device)
+    style_frame = p.style.frame((), longest_side=max(p.style_shape))
+    style_t = resize(_to_tensor(style_frame.rgb, device), *p.style_shape)
+    frames = frame_count(p.content.stack_shape)
+    result = None
+    cursor = _Cursor()
+    previous: torch.Tensor | None = None
+    objective: StyleObjective | None = None
+
+    for number, index in enumerate(p.content.frames()):
+        frame = p.content.frame(index, longest_side=max(p.content_shape))
+        content_t = resize(_to_tensor(frame.rgb, device), *p.content_shape)
         alpha = None
-        if content.alpha is not None:
-            alpha_t = resize(torch.from_numpy(content.alpha)[None, None].to(device), *content_shape)
+        if frame.alpha is not None:
+            alpha_t = resize(torch.from_numpy(np.ascontiguousarray(frame.alpha))[None, None].to(device), *p.content_shape)
             alpha = alpha_t[0, 0].clamp(0, 1).cpu().numpy()
-        objective = StyleObjective(extractor, content_t, style_t, opts)
-        start = initial_image(content_t, style_t, opts.init, opts.seed)
+        if objective is None:
+            objective = StyleObjective(extractor, content_t, style_t, opts)
+        else:
+            objective.set_content(content_t)
+        start = initial_image(content_t, style_t, opts.init, opts.seed) if previous is None else previous
 
-        def finish(image: torch.Tensor) -> np.ndarray:
-            return finish_image(image[0].permute(1, 2, 0).float().cpu().numpy(), content, alpha)
+        def finish(image: torch.Tensor, grey: bool = frame.grey, alpha: np.ndarray | None = alpha) -> np.ndarray:
+            return finish_image(image[0].permute(1, 2, 0).float().cpu().numpy(), grey, alpha)
 
-        cursor = _Cursor()
         image = start
         for step, losses, image in optimize(objective, start, opts):
-            cursor.step = step
+            cursor.position = (number, step)
             snapshot = bool(opts.snapshot_every) and step % opts.snapshot_every == 0
             record = StepRecord(
                 step=step,
@@ -186,6 +263,9 @@ def _run(
                 is_snapshot=snapshot,
                 device=str(device),
                 weights=loaded.description,
+                frame=index,
+                frame_number=number,
+                frames=frames,
                 _live=image,
                 _cursor=cursor,
                 _finish=finish,
@@ -193,25 +273,24 @@ def _run(
             if snapshot or step == opts.steps:
                 record.render()
             yield record
-        final = evaluate(objective, image)
-        yield StyleResult(
-            image=finish(image),
-            losses=final,
-            steps_done=opts.steps,
-            steps=opts.steps,
-            seconds=time.perf_counter() - started,
-            device=str(device),
-            weights=loaded.description,
-            weights_kind=loaded.kind,
-            options=opts,
-            content_scale=scale,
-            value_scaling=content.scaling,
-        )
-    except torch.OutOfMemoryError as error:
-        raise OutOfMemoryError(
-            f"{device} ran out of memory at a working size of {max(content_shape)} px: use a smaller "
-            f"size (for example {max(16, max(content_shape) // 2)}) or device='cpu'"
-        ) from error
-    finally:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        previous = image.detach().clone()
+        finished = record.image
+        if result is None:
+            result = np.empty(p.content.stack_shape + finished.shape, dtype=np.float32)
+        result[index] = finished
+
+    final = evaluate(objective, previous)
+    yield StyleResult(
+        image=result,
+        losses=final,
+        steps_done=opts.steps,
+        steps=opts.steps,
+        seconds=time.perf_counter() - started,
+        device=str(device),
+        weights=loaded.description,
+        weights_kind=loaded.kind,
+        options=opts,
+        content_scale=p.scale,
+        value_scaling=p.content.scaling,
+        frames=frames,
+    )

@@ -22,7 +22,7 @@ from .errors import StyleTransferError
 from .options import DEMO_DEFAULTS, StyleOptions, choices, help_text
 
 PROG = "napari-style-transfer"
-_IMAGE_HINT = "PNG, JPEG, TIFF, BMP or .npy"
+_IMAGE_HINT = "PNG, JPEG, TIFF (multi-page: a stack), BMP or .npy"
 
 
 class CommandLineError(Exception):
@@ -119,7 +119,7 @@ def build_parser(demo: bool = False) -> argparse.ArgumentParser:
         )
         parser.add_argument("content", type=Path, help=f"content image ({_IMAGE_HINT})")
         parser.add_argument("style", type=Path, help=f"style image ({_IMAGE_HINT})")
-        parser.add_argument("-o", "--output", type=Path, required=True, help="result image file (.png keeps the settings)")
+        parser.add_argument("-o", "--output", type=Path, required=True, help="result image file (.png keeps the settings; a stack needs .tif or .npy)")
         parser.add_argument("--snapshot-dir", type=Path, help="also write every snapshot as a PNG into this folder")
         parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -138,30 +138,64 @@ def read_image(path: Path, role: str) -> np.ndarray:
             return np.load(path, allow_pickle=False)
         except (OSError, ValueError) as error:
             raise CommandLineError(f"could not read {role} image {path} as .npy: {error}") from None
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageSequence, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            if image.mode in ("P", "PA", "LA", "CMYK", "YCbCr", "1", "RGBX"):
-                image = image.convert("RGBA" if "A" in image.mode or image.info.get("transparency") else "RGB")
-            return np.asarray(image)
+            frames = [_as_array(frame) for frame in ImageSequence.Iterator(image)]
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise CommandLineError(f"could not read {role} image {path} ({_IMAGE_HINT}): {error}") from None
+    if len(frames) == 1:
+        return frames[0]
+    if len({frame.shape for frame in frames}) > 1:
+        raise CommandLineError(f"the pages of {role} image {path} differ in size; give pages of one size")
+    return np.stack(frames)  # a multi-page TIFF is a stack, stylized page by page
+
+
+def _as_array(image: Any) -> np.ndarray:
+    if image.mode in ("P", "PA", "LA", "CMYK", "YCbCr", "1", "RGBX"):
+        image = image.convert("RGBA" if "A" in image.mode or image.info.get("transparency") else "RGB")
+    return np.asarray(image)
 
 
 def write_image(path: Path, image: np.ndarray, metadata: dict[str, Any] | None = None) -> None:
-    """Write a [0, 1] float image as 8-bit; PNG files carry ``metadata`` as a JSON text chunk."""
+    """Write a [0, 1] float image as 8-bit; PNG files carry ``metadata`` as a JSON text chunk.
+
+    A stack (more than one frame) goes to a multi-page TIFF, or to .npy as float32."""
     from PIL import Image, PngImagePlugin
 
+    suffix = path.suffix.lower()
     path.parent.mkdir(parents=True, exist_ok=True)
-    info = None
-    if metadata is not None and path.suffix.lower() == ".png":
-        info = PngImagePlugin.PngInfo()
-        info.add_text(PROG, json.dumps(metadata))
     try:
-        Image.fromarray(to_uint8(image)).save(path, pnginfo=info)
+        if suffix == ".npy":
+            np.save(path, image.astype(np.float32))
+            return
+        frames = _frames(image)
+        if len(frames) > 1:
+            if suffix not in (".tif", ".tiff"):
+                raise CommandLineError(
+                    f"the result is a stack of {len(frames)} frames: write it to a .tif or .npy file, not {path.name}"
+                )
+            pages = [Image.fromarray(to_uint8(frame)) for frame in frames]
+            pages[0].save(path, save_all=True, append_images=pages[1:])
+            return
+        info = None
+        if metadata is not None and suffix == ".png":
+            info = PngImagePlugin.PngInfo()
+            info.add_text(PROG, json.dumps(metadata))
+        Image.fromarray(to_uint8(frames[0])).save(path, pnginfo=info)
     except (OSError, ValueError, KeyError) as error:
         raise CommandLineError(f"could not write {path}: {error}") from None
+
+
+def _frames(image: np.ndarray) -> list[np.ndarray]:
+    """The 2D frames of a result: (H, W), (H, W, 3|4), or a stack of those."""
+    colour = image.ndim >= 3 and image.shape[-1] in (3, 4)
+    spatial = image.ndim - (1 if colour else 0)
+    if spatial <= 2:
+        return [image]
+    tail = image.shape[spatial - 2 :]
+    return list(image.reshape(-1, *tail))
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -201,6 +235,7 @@ def _main_run(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     content = read_image(args.content, "content")
     style = read_image(args.style, "style")
+    _check_output_kind(content, args.output)
     try:
         result = run(content, style, args, args.snapshot_dir)
     except RunInterrupted as stop:
@@ -227,10 +262,22 @@ def _main_demo(argv: Sequence[str]) -> int:
 
 
 def _preview(image: np.ndarray) -> np.ndarray:
-    from ._image import prepare_image
+    from ._image import describe_image
 
-    prepared = prepare_image(image, "sample")
-    return prepared.rgb[..., 0] if prepared.grey else prepared.rgb
+    frame = describe_image(image, "sample").frame()
+    return frame.rgb[..., 0] if frame.grey else frame.rgb
+
+
+def _check_output_kind(content: np.ndarray, output: Path) -> None:
+    """Refuse before the run, not after it, an output format that cannot hold a stack."""
+    from ._image import describe_image
+
+    stack = describe_image(content, "content").stack_shape
+    if stack and output.suffix.lower() not in (".tif", ".tiff", ".npy"):
+        raise CommandLineError(
+            f"the content is a stack of {int(np.prod(stack))} frames, so the result is one too: "
+            f"write it to a .tif or .npy file, not {output.name}"
+        )
 
 
 def _save_partial(stop: RunInterrupted, path: Path) -> int:
@@ -240,8 +287,11 @@ def _save_partial(stop: RunInterrupted, path: Path) -> int:
 
 
 def _report(result: Any, path: Path) -> None:
+    frames = _frames(result.image)
+    height, width = frames[0].shape[:2]
+    stack = f", {len(frames)} frames" if len(frames) > 1 else ""
     print(
-        f"wrote {path} ({result.image.shape[1]}x{result.image.shape[0]} px) after {result.steps_done} steps "
+        f"wrote {path} ({width}x{height} px{stack}) after {result.steps_done} steps "
         f"in {result.seconds:.1f} s on {result.device}; loss {result.losses.total:.4g} "
         f"(content {result.losses.content:.4g}, style {result.losses.style:.4g}); weights: {result.weights}"
     )

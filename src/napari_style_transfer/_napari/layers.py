@@ -1,10 +1,12 @@
 """Between napari layers and the engine's numpy images: inputs, placement, result layers.
 
-Nothing here imports torch or Qt.
+Nothing here imports torch or Qt. Layer data is copied (or converted) before a run, so the
+user's layers are never touched by it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -12,72 +14,157 @@ import numpy as np
 from ..errors import StyleTransferError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import napari
     from napari.layers import Image
 
+STACK_MODES = ("current slice", "whole stack")
 
-def layer_image(layer: Image, role: str) -> np.ndarray:
-    """A copy of a 2D Image layer's data for the engine.
 
-    Grey images are mapped to [0, 1] by the layer's contrast limits (what the user sees);
-    RGB(A) data is passed on as it is. The layer itself is never modified.
+@dataclass(frozen=True)
+class LayerInput:
+    """The array a run gets from a layer, and where that array sits in the layer."""
+
+    data: np.ndarray
+    #: Data index of the slice along the layer's leading axes, for "current slice" runs of
+    #: nD layers; None when ``data`` covers the whole layer.
+    slice_index: tuple[int, ...] | None
+
+
+def current_slice(viewer: napari.Viewer, layer: Image) -> tuple[int, ...]:
+    """Data indices along the layer's leading axes of the slice the viewer shows."""
+    lead = layer.ndim - 2
+    if lead <= 0:
+        return ()
+    point = np.asarray(layer.world_to_data(viewer.dims.point), dtype=float)
+    shape = _level_shape(layer, 0)
+    return tuple(int(np.clip(round(point[axis]), 0, shape[axis] - 1)) for axis in range(lead))
+
+
+def layer_input(
+    layer: Any, role: str, *, viewer: napari.Viewer | None = None, stack: str = "current slice", size: int = 512
+) -> LayerInput:
+    """A copy of an Image layer's data for the engine.
+
+    nD layers give the slice the viewer shows (``stack="current slice"``) or every slice
+    (``"whole stack"``); multiscale layers give the coarsest level that still has ``size``
+    pixels on its longest side. Grey images are mapped to [0, 1] by the layer's contrast
+    limits (what the user sees); RGB(A) data is passed on as it is.
     """
     from napari.layers import Image
 
     if not isinstance(layer, Image):
-        raise StyleTransferError(f"the {role} layer {layer.name!r} is a {type(layer).__name__} layer; choose an Image layer")
-    data = np.asarray(layer.data)
-    spatial = data.ndim - (1 if layer.rgb else 0)
-    if spatial != 2 or getattr(layer, "multiscale", False):
-        raise StyleTransferError(
-            f"the {role} layer {layer.name!r} has {spatial} spatial dimensions (shape {data.shape}); "
-            "only 2D images are supported so far"
-        )
+        kind = type(layer).__name__ if layer is not None else "no"
+        raise StyleTransferError(f"the {role} layer is {_article(kind)} {kind} layer; choose an Image layer")
+    if stack not in STACK_MODES:
+        raise StyleTransferError(f"stack must be one of {', '.join(STACK_MODES)}, got {stack!r}")
+    level = _pick_level(layer, size)
+    data = layer.data[level] if layer.multiscale else layer.data
+    slice_index = None
+    if layer.ndim > 2 and (stack == "current slice" or role == "style"):
+        slice_index = current_slice(viewer, layer) if viewer is not None else (0,) * (layer.ndim - 2)
+        data = data[_level_index(layer, level, slice_index)]
+    data = np.asarray(data)
     if layer.rgb:
-        return np.array(data, copy=True)
+        return LayerInput(np.array(data, copy=True), slice_index)
     low, high = (float(v) for v in layer.contrast_limits)
     if not high > low:
         raise StyleTransferError(
             f"the {role} layer {layer.name!r} has empty contrast limits ({low:g}, {high:g}); adjust them first"
         )
-    return np.clip((data.astype(np.float32) - low) / (high - low), 0.0, 1.0)
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        raise StyleTransferError(
+            f"the {role} layer {layer.name!r} contains NaN or infinite values; replace them first"
+        )
+    mapped = np.clip((data.astype(np.float32) - np.float32(low)) / np.float32(high - low), 0.0, 1.0)
+    return LayerInput(mapped, slice_index)
 
 
-def placement(layer: Image, result_shape: tuple[int, int]) -> dict[str, Any]:
-    """Layer keywords that lay a result of ``result_shape`` over ``layer``.
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
-    The result samples the content's extent with bigger (or smaller) pixels: its pixel j is
-    centred where content pixel ``(j + 0.5) * f - 0.5`` is, with ``f`` the size ratio per axis.
-    Plain scale/translate placements stay plain; rotated, sheared or affine-transformed layers
-    get the whole data-to-world transform as an affine.
+
+def _level_shape(layer: Image, level: int) -> tuple[int, ...]:
+    shapes = layer.level_shapes if layer.multiscale else [layer.data.shape]
+    return tuple(int(side) for side in shapes[level][: layer.ndim])
+
+
+def _pick_level(layer: Image, size: int) -> int:
+    """The coarsest pyramid level whose 2D frame still has ``size`` px on its longest side."""
+    if not layer.multiscale:
+        return 0
+    levels = [i for i in range(len(layer.level_shapes)) if max(_level_shape(layer, i)[-2:]) >= size]
+    return max(levels) if levels else 0
+
+
+def _level_index(layer: Image, level: int, slice_index: tuple[int, ...]) -> tuple[int, ...]:
+    """A level-0 index along the leading axes, in ``level``'s own coordinates."""
+    if level == 0:
+        return slice_index
+    full, coarse = _level_shape(layer, 0), _level_shape(layer, level)
+    return tuple(min(c - 1, i * c // f) for i, f, c in zip(slice_index, full, coarse, strict=False))
+
+
+def placement(layer: Image, result_shape: tuple[int, ...], slice_index: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """Layer keywords that lay a result over ``layer``.
+
+    ``result_shape`` is the result's spatial shape: its last two axes are the working size,
+    its leading axes either the layer's own (a whole stack) or single slices at
+    ``slice_index``. Result pixel j covers the content's extent with bigger (or smaller)
+    pixels: it is centred where content pixel ``(j + 0.5) * f - 0.5`` is, ``f`` being the size
+    ratio per axis. Plain scale/translate placements stay plain; rotated, sheared or
+    affine-transformed layers get the whole data-to-world transform as one affine.
     """
-    content_shape = np.asarray(layer.data.shape[:2], dtype=float)
-    factor = content_shape / np.asarray(result_shape, dtype=float)
+    ndim = layer.ndim
+    lead = ndim - 2
+    full = np.asarray(_level_shape(layer, 0), dtype=float)
+    factor = full / np.asarray(result_shape, dtype=float)
+    offset = (factor - 1) / 2
+    if slice_index is not None:
+        factor[:lead] = 1.0
+        offset[:lead] = slice_index
     scale = np.asarray(layer.scale, dtype=float)
     translate = np.asarray(layer.translate, dtype=float)
     plain = (
-        np.allclose(layer.rotate, np.eye(2))
+        np.allclose(layer.rotate, np.eye(ndim))
         and np.allclose(layer.shear, 0)
-        and np.allclose(layer.affine.affine_matrix, np.eye(3))
+        and np.allclose(layer.affine.affine_matrix, np.eye(ndim + 1))
     )
     if plain:
-        return {"scale": tuple(scale * factor), "translate": tuple(translate + scale * (factor - 1) / 2)}
+        return {"scale": tuple(scale * factor), "translate": tuple(translate + scale * offset)}
     from napari.utils.transforms import CompositeAffine
 
     data_to_physical = CompositeAffine(
-        scale=layer.scale, translate=layer.translate, rotate=layer.rotate, shear=layer.shear, ndim=2
+        scale=layer.scale, translate=layer.translate, rotate=layer.rotate, shear=layer.shear, ndim=ndim
     )
-    resample = np.eye(3)
-    resample[:2, :2] = np.diag(factor)
-    resample[:2, 2] = (factor - 1) / 2
+    resample = np.eye(ndim + 1)
+    resample[:ndim, :ndim] = np.diag(factor)
+    resample[:ndim, ndim] = offset
     return {"affine": layer.affine.affine_matrix @ data_to_physical.affine_matrix @ resample}
 
 
-def result_layer_kwargs(content: Image, image: np.ndarray, name: str, metadata: dict[str, Any]) -> dict[str, Any]:
-    """Everything ``viewer.add_image`` needs for a snapshot or result of ``content``."""
+def result_layer_kwargs(
+    content: Image, image: np.ndarray, name: str, metadata: dict[str, Any], slice_index: tuple[int, ...] | None = None
+) -> dict[str, Any]:
+    """Everything ``viewer.add_image`` needs for a snapshot or result of ``content``.
+
+    ``image`` is the result as the engine gives it: one frame, or a whole stack."""
+    colour = image.ndim >= 3 and image.shape[-1] in (3, 4)
+    spatial = image.shape[:-1] if colour else image.shape
+    lead = content.ndim - 2
+    if len(spatial) == 2 and lead > 0:  # one slice of an nD layer: keep it at its place
+        spatial = (1,) * lead + spatial
     kwargs: dict[str, Any] = {"name": name, "metadata": {"style_transfer": metadata}}
-    kwargs.update(placement(content, image.shape[:2]))
-    if image.ndim == 3:
+    single_frame = image.ndim - colour == 2
+    kwargs.update(placement(content, spatial, slice_index if single_frame else None))
+    if colour:
         kwargs["rgb"] = True
     else:
         kwargs.update(colormap=content.colormap.name, contrast_limits=(0.0, 1.0))
     return kwargs
+
+
+def as_layer_data(image: np.ndarray, content: Image) -> np.ndarray:
+    """Give a single-slice result of an nD layer its leading axes of length 1."""
+    colour = image.ndim >= 3 and image.shape[-1] in (3, 4)
+    lead = content.ndim - 2 - (image.ndim - colour - 2)
+    return image.reshape((1,) * lead + image.shape) if lead > 0 else image

@@ -11,18 +11,29 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..errors import StyleTransferError
 from ..options import StyleOptions
-from .layers import layer_image, result_layer_kwargs
-from .worker import Cancelled, Failed, Finished, Progress, Snapshot, Started, Update, style_transfer_updates
+from .layers import LayerInput, as_layer_data, layer_input, result_layer_kwargs
+from .worker import (
+    Cancelled,
+    Failed,
+    Finished,
+    FrameDone,
+    Progress,
+    Snapshot,
+    Started,
+    Update,
+    style_transfer_updates,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
     from napari.layers import Image
     from napari.qt.threading import GeneratorWorker
 
-
-def resolve_layer(viewer: napari.Viewer, layer: Image | str, role: str) -> Image:
+def resolve_layer(viewer: napari.Viewer, layer: Image | str | None, role: str) -> Image:
     """A layer given as itself or by name."""
     if isinstance(layer, str):
         if layer not in viewer.layers:
@@ -35,49 +46,68 @@ def resolve_layer(viewer: napari.Viewer, layer: Image | str, role: str) -> Image
 
 
 class LayerWriter:
-    """Turns the worker's updates into layers of ``viewer`` (on the GUI thread)."""
+    """Turns the worker's updates into layers of ``viewer`` (on the GUI thread).
 
-    def __init__(self, viewer: napari.Viewer, content: Image, style: Image, options: dict[str, Any]):
+    A single image gets a new layer per snapshot and one for the result. A whole stack gets
+    one layer that fills in frame by frame, so an interrupted run keeps every finished frame.
+    Once the viewer is closed, nothing more is added.
+    """
+
+    def __init__(self, viewer: napari.Viewer, content: Image, style: Image, options: dict[str, Any], source: LayerInput):
         self.viewer = viewer
         self.content = content
         self.style_name = style.name
         self.options = StyleOptions.from_kwargs(options).to_dict()
+        self.slice_index = source.slice_index
+        lead = content.ndim - 2 if source.slice_index is None else 0
+        self.stack_shape = tuple(source.data.shape[:lead])
         self.started = time.perf_counter()
         self.device = ""
         self.weights = ""
         self.last_progress: Progress | None = None
         self.done = False
+        self.closed = False
         self.result_layer = None
+        self.stack_layer = None
+
+    @property
+    def base_name(self) -> str:
+        return f"{self.content.name} styled"
+
+    def close(self) -> None:
+        """The viewer is gone: add nothing more."""
+        self.closed = True
 
     def handle(self, update: Update) -> None:
+        if self.closed:
+            return
         if isinstance(update, Started):
             self.device, self.weights = update.device, update.weights
         elif isinstance(update, Progress):
             self.last_progress = update
         elif isinstance(update, Snapshot):
-            self._add(update.image, f"{self.content.name} styled (step {update.step})", step=update.step, snapshot=True)
+            self._add(update.image, f"{self.base_name} (step {update.step})", step=update.step, snapshot=True)
+        elif isinstance(update, FrameDone):
+            self._put_frame(update.frame, update.image, update.frames)
         elif isinstance(update, Finished):
-            result = update.result
             self.done = True
-            self.result_layer = self._add(
-                result.image, f"{self.content.name} styled", step=result.steps_done, cancelled=False, **result.metadata()
-            )
+            result = update.result
+            metadata = {"step": result.steps_done, "cancelled": False, **result.metadata()}
+            if self.stack_layer is not None:
+                self.stack_layer.data = result.image
+                self._finish_stack(self.base_name, metadata)
+            else:
+                self.result_layer = self._add(result.image, self.base_name, **metadata)
         elif isinstance(update, Cancelled):
             self.done = True
-            if update.image is not None:
-                self.result_layer = self._add(
-                    update.image, f"{self.content.name} styled (cancelled at step {update.step})", step=update.step, cancelled=True
-                )
+            self._keep(update.image, update.step, update.frame_number, "cancelled", cancelled=True)
         elif isinstance(update, Failed):
             self.done = True
-            if update.image is not None:
-                self.result_layer = self._add(
-                    update.image, f"{self.content.name} styled (failed at step {update.step})", step=update.step, error=update.message
-                )
+            self._keep(update.image, update.step, update.frame_number, "failed", error=update.message)
 
     def aborted(self) -> None:
         """``worker.quit()`` closed the run between steps: keep the last step's image."""
-        if self.done or self.last_progress is None:
+        if self.done or self.closed or self.last_progress is None:
             return
         self.done = True
         record = self.last_progress.record
@@ -85,12 +115,38 @@ class LayerWriter:
             image = record.render()
         except RuntimeError:  # the run went on past the last reported step
             image = record.image
-        if image is not None:
-            self.result_layer = self._add(
-                image, f"{self.content.name} styled (cancelled at step {record.step})", step=record.step, cancelled=True
-            )
+        self._keep(image, record.step, record.frame_number, "cancelled", cancelled=True)
 
-    def _add(self, image: Any, name: str, **extra: Any):
+    def _keep(self, image: np.ndarray | None, step: int, frame_number: int, how: str, **extra: Any) -> None:
+        """Keep what an interrupted run made, marked as such."""
+        progress = self.last_progress
+        if progress is not None and progress.frames > 1:
+            if image is not None and step != progress.steps:
+                self._put_frame(progress.record.frame, image, progress.frames)
+            if self.stack_layer is not None:
+                self._finish_stack(
+                    f"{self.base_name} ({how} at frame {frame_number + 1} of {progress.frames})",
+                    {"step": step, "frames_done": frame_number + (step == progress.steps), **extra},
+                )
+            return
+        if image is not None:
+            self.result_layer = self._add(image, f"{self.base_name} ({how} at step {step})", step=step, **extra)
+
+    def _put_frame(self, frame: tuple[int, ...], image: np.ndarray, frames: int) -> None:
+        if self.stack_layer is None:
+            data = np.zeros(self.stack_shape + image.shape, dtype=np.float32)
+            data[frame] = image
+            self.stack_layer = self._add(data, f"{self.base_name} (in progress)", frames=frames)
+        else:
+            self.stack_layer.data[frame] = image
+            self.stack_layer.refresh()
+
+    def _finish_stack(self, name: str, extra: dict[str, Any]) -> None:
+        self.stack_layer.name = name
+        self.stack_layer.metadata["style_transfer"].update(self._metadata(extra))
+        self.result_layer = self.stack_layer
+
+    def _metadata(self, extra: dict[str, Any]) -> dict[str, Any]:
         progress = self.last_progress
         metadata = {
             "content": self.content.name,
@@ -100,6 +156,8 @@ class LayerWriter:
             "weights": self.weights,
             "seconds": round(time.perf_counter() - self.started, 3),
         }
+        if self.slice_index is not None:
+            metadata["slice"] = list(self.slice_index)
         if progress is not None:
             metadata["losses"] = {
                 "total": progress.total_loss,
@@ -107,19 +165,31 @@ class LayerWriter:
                 "style": progress.style_loss,
             }
         metadata.update(extra)
-        return self.viewer.add_image(image, **result_layer_kwargs(self.content, image, name, metadata))
+        return metadata
+
+    def _add(self, image: np.ndarray, name: str, **extra: Any):
+        kwargs = result_layer_kwargs(self.content, image, name, self._metadata(extra), self.slice_index)
+        return self.viewer.add_image(as_layer_data(image, self.content), **kwargs)
 
 
 def run_style_transfer(
-    viewer: napari.Viewer, content: Image | str, style: Image | str, *, start: bool = True, **options: Any
+    viewer: napari.Viewer,
+    content: Image | str,
+    style: Image | str,
+    *,
+    stack: str = "current slice",
+    start: bool = True,
+    **options: Any,
 ) -> GeneratorWorker:
     """Stylize ``content`` with ``style`` (layers or layer names) in a background thread.
 
     Snapshot layers ``"<content> styled (step k)"`` appear every ``snapshot_every`` steps and
-    the result ``"<content> styled"`` at the end, placed over the content layer. Returns the
-    napari worker (started unless ``start=False``); ``cancel(worker)`` stops it within one
-    step and keeps the last image as a layer. Options are those of ``stylize``. Bad layers or
-    options raise ``StyleTransferError`` before anything starts.
+    the result ``"<content> styled"`` at the end, placed over the content layer. For nD
+    layers, ``stack`` is ``"current slice"`` (the slice the viewer shows) or ``"whole stack"``
+    (every slice, each starting from the previous result; one layer fills in frame by frame).
+    Returns the napari worker (started unless ``start=False``); ``cancel(worker)`` stops it
+    after the current step and keeps the last image. Options are those of ``stylize``. Bad
+    layers or options raise ``StyleTransferError`` before anything starts.
     """
     from napari.qt.threading import thread_worker
 
@@ -129,21 +199,36 @@ def run_style_transfer(
         raise StyleTransferError(
             f"the content and the style are the same layer ({content_layer.name!r}); choose two different layers"
         )
-    StyleOptions.from_kwargs(options)
-    content_data = layer_image(content_layer, "content")
-    style_data = layer_image(style_layer, "style")
+    size = StyleOptions.from_kwargs(options).size
+    source = layer_input(content_layer, "content", viewer=viewer, stack=stack, size=size)
+    style_data = layer_input(style_layer, "style", viewer=viewer, size=size).data
 
     cancel_event = threading.Event()
-    writer = LayerWriter(viewer, content_layer, style_layer, options)
+    writer = LayerWriter(viewer, content_layer, style_layer, options, source)
     make_worker = thread_worker(style_transfer_updates, start_thread=False)
-    worker = make_worker(content_data, style_data, options, cancel_event)
+    worker = make_worker(source.data, style_data, options, cancel_event)
     worker.cancel_event = cancel_event
     worker.layer_writer = writer
     worker.yielded.connect(writer.handle)
     worker.aborted.connect(writer.aborted)
+    _stop_when_the_content_goes(viewer, content_layer, worker)
     if start:
         worker.start()
     return worker
+
+
+def _stop_when_the_content_goes(viewer: napari.Viewer, content: Image, worker: GeneratorWorker) -> None:
+    """Removing the content layer (closing the viewer removes every layer first) stops the
+    run and adds nothing more: the results would have nowhere to go."""
+    event, writer = worker.cancel_event, worker.layer_writer
+
+    def removed(layer_event: Any) -> None:
+        if layer_event.value is content:
+            writer.close()
+            event.set()
+
+    viewer.layers.events.removed.connect(removed)
+    worker.finished.connect(lambda: viewer.layers.events.removed.disconnect(removed))
 
 
 def cancel(worker: GeneratorWorker) -> None:

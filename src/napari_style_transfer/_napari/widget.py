@@ -27,6 +27,7 @@ from magicgui.widgets import (
 
 from ..errors import StyleTransferError
 from ..options import StyleOptions, choices, help_text
+from .layers import STACK_MODES
 from .run import cancel, run_style_transfer
 from .worker import Cancelled, Failed, Finished, Progress, Started, Update
 
@@ -86,6 +87,8 @@ class StyleTransferWidget(Container):
         self.viewer = napari_viewer
         self.worker: GeneratorWorker | None = None
         self._device = self._weights = ""
+        self._gone = False  # the Qt widget was destroyed (dock closed, viewer closed)
+        self.native.destroyed.connect(self._destroyed)
         defaults = {**StyleOptions().to_dict(), **preferences()}
         from napari.layers import Image
 
@@ -127,7 +130,12 @@ class StyleTransferWidget(Container):
             ),
             SpinBox(
                 name="snapshot_every", value=defaults["snapshot_every"], min=0, max=100_000,
-                tooltip=_tip("snapshot_every", "each snapshot becomes a new layer"),
+                tooltip=_tip("snapshot_every", "each snapshot becomes a new layer (single images only)"),
+            ),
+            ComboBox(
+                name="stack", value=STACK_MODES[0], choices=STACK_MODES,
+                tooltip="for 3D+ layers (Z, T or channels): style the slice on screen, or every slice, "
+                "each starting from the previous result so a time series does not flicker",
             ),
             self._advanced,
             ComboBox(name="optimizer", value=defaults["optimizer"], choices=choices("optimizer"), tooltip=_tip("optimizer")),
@@ -179,6 +187,7 @@ class StyleTransferWidget(Container):
         values["learning_rate"] = values["learning_rate"] or None
         return values
 
+
     def _show_ratio(self, *_: Any) -> None:
         content_weight = self["content_weight"].value
         style_weight = self["style_weight"].value
@@ -204,7 +213,12 @@ class StyleTransferWidget(Container):
             return None
         try:
             worker = run_style_transfer(
-                self.viewer, self["content"].value, self["style"].value, start=False, **self.options()
+                self.viewer,
+                self["content"].value,
+                self["style"].value,
+                stack=self["stack"].value,
+                start=False,
+                **self.options(),
             )
         except StyleTransferError as error:
             show_error(f"Style transfer: {error}")
@@ -232,16 +246,27 @@ class StyleTransferWidget(Container):
         else:
             self.run()
 
+    def _destroyed(self, *_: Any) -> None:
+        """Closing the widget stops its run (what was done is still kept as a layer)."""
+        self._gone = True
+        if self.worker is not None:
+            cancel(self.worker)
+
     def _render(self, update: Update) -> None:
         from napari.utils.notifications import show_error
+
+        if self._gone:
+            return
 
         if isinstance(update, Started):
             self._device, self._weights = update.device, _short_weights(update.weights)
         elif isinstance(update, Progress):
-            self._progress.value = update.step
+            self._progress.max = update.total
+            self._progress.value = update.done
             speed = f"{update.steps_per_second:.2f} steps/s" if update.steps_per_second else "first step"
+            frame = f"frame {update.frame_number + 1}/{update.frames} | " if update.frames > 1 else ""
             self._status.value = (
-                f"step {update.step}/{update.steps} | loss {update.total_loss:.3g} "
+                f"{frame}step {update.step}/{update.steps} | loss {update.total_loss:.3g} "
                 f"(content {update.content_loss:.3g}, style {update.style_loss:.3g}) | {speed} | "
                 f"{self._device} | {self._weights}"
             )
@@ -252,7 +277,7 @@ class StyleTransferWidget(Container):
                 f"{result.device} | {_short_weights(result.weights)}"
             )
         elif isinstance(update, Cancelled):
-            self._status.value = f"cancelled at step {update.step}; the last image is kept as a layer"
+            self._status.value = f"cancelled at step {update.step}; what was done is kept as a layer"
         elif isinstance(update, Failed):
             self._status.value = f"failed: {update.message}"
             show_error(f"Style transfer failed: {update.message}")
@@ -260,11 +285,16 @@ class StyleTransferWidget(Container):
     def _crashed(self, error: BaseException) -> None:
         from napari.utils.notifications import show_error
 
+        if self._gone:
+            return
+
         self._status.value = f"failed: {error}"
         show_error(f"Style transfer failed: {type(error).__name__}: {error}")
 
     def _idle(self, *_: Any) -> None:
         self.worker = None
+        if self._gone:
+            return
         self._button.text = "Run"
         if self._status.value.startswith(("loading", "cancelling", "step")):
             self._status.value = "stopped"
