@@ -53,6 +53,10 @@ def test_every_option_has_help_and_a_default():
         ("seed", 1.5, "seed must be a whole number"),
         ("style_scale", 0, "style_scale must be more than 0"),
         ("snapshot_every", -1, "snapshot_every must be 0 (off) or more"),
+        ("schedule", "512,256", "schedule sizes must grow from coarse to fine"),
+        ("precision", "fp8", "precision must be one of auto, fp32, tf32, bf16"),
+        ("channels_last", "yes", "channels_last must be True or False"),
+        ("cudnn_benchmark", 1, "cudnn_benchmark must be True or False"),
     ],
 )
 def test_bad_value_is_rejected_with_a_message(name, value, message):
@@ -88,6 +92,28 @@ def test_layers_property_is_in_network_order():
 @pytest.mark.parametrize(("layers", "side"), [(["conv1_1"], 1), (["pool1"], 2), (["conv4_2"], 8), (["conv5_1"], 16)])
 def test_min_side_counts_the_poolings_before_the_deepest_layer(layers, side):
     assert min_side_for_layers(layers) == side
+
+
+@pytest.mark.parametrize(
+    ("schedule", "size", "sizes"),
+    [
+        ("auto", 512, (128, 256, 512)),
+        ("auto", 1024, (256, 512, 1024)),
+        ("auto", 384, (384,)),
+        ("auto", 32, (32,)),
+        ("none", 512, (512,)),
+        ("64,512", 512, (64, 512)),
+    ],
+)
+def test_schedule_sizes(schedule, size, sizes):
+    from napari_style_transfer.options import schedule_sizes
+
+    assert schedule_sizes(schedule, size) == sizes
+
+
+def test_an_explicit_schedule_must_end_at_the_working_size():
+    with pytest.raises(StyleTransferError, match="the schedule's last size must be the working size 512"):
+        StyleOptions.from_kwargs({"schedule": "128,256", "size": 512})
 
 
 def test_learning_rate_defaults_per_optimizer():

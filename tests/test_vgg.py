@@ -92,3 +92,36 @@ def test_gradients_flow_to_the_image(features, image):
     image = image.clone().requires_grad_(True)
     VGGFeatures(features, ["conv2_1"])(image)["conv2_1"].pow(2).mean().backward()
     assert image.grad is not None and image.grad.abs().sum() > 0
+
+
+def test_our_vgg19_features_have_torchvisions_layout():
+    from napari_style_transfer._torch_compat import import_torchvision
+    from napari_style_transfer.vgg import vgg19_features_module
+
+    reference = import_torchvision().models.vgg19(weights=None).features
+    ours = vgg19_features_module()
+    assert [type(m) for m in ours] == [type(m) for m in reference]
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    for mine, theirs in zip(ours, reference, strict=True):
+        assert repr(mine) == repr(theirs)
+
+
+def test_the_imagenet_url_is_torchvisions():
+    from napari_style_transfer._torch_compat import import_torchvision
+    from napari_style_transfer.weights import IMAGENET_URL
+
+    assert IMAGENET_URL == import_torchvision().models.VGG19_Weights.IMAGENET1K_V1.url
+
+
+def test_loading_cached_weights_does_not_import_torchvision(tmp_path, untrained_vgg19_state):
+    import subprocess
+    import sys
+
+    path = tmp_path / "vgg19.pth"
+    torch.save(untrained_vgg19_state, path)
+    code = (
+        "import sys; from napari_style_transfer.weights import load_vgg19_features; "
+        f"load_vgg19_features({str(path)!r}); print('torchvision' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -87,8 +87,9 @@ class ImageInput:
     def _map(self, values: np.ndarray) -> np.ndarray:
         if self.low == 0.0 and self.high == 1.0 and values.dtype == np.float32:
             return np.clip(values, 0.0, 1.0)
-        mapped = (values.astype(np.float32) - np.float32(self.low)) / np.float32(self.high - self.low)
-        return np.clip(mapped, 0.0, 1.0)
+        # float64: a float64 image's range can overflow float32 (1e300 - -1e300)
+        mapped = (values.astype(np.float64) - self.low) / (self.high - self.low)
+        return np.clip(mapped, 0.0, 1.0).astype(np.float32)
 
 
 def describe_image(array: object, role: str, allow_stack: bool = True) -> ImageInput:

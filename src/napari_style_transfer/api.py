@@ -14,7 +14,7 @@ from . import memory
 from ._image import ImageInput, describe_image, finish_image, frame_count, working_shape
 from ._torch_compat import hide_triton
 from .errors import OutOfMemoryError, StyleTransferError, WeightsError
-from .options import WEIGHTS_MODES, StyleOptions, min_side_for_layers
+from .options import WEIGHTS_MODES, StyleOptions, min_side_for_layers, schedule_sizes
 
 hide_triton()
 
@@ -24,6 +24,8 @@ from .engine import (  # noqa: E402
     LBFGS_HISTORY,
     Losses,
     StyleObjective,
+    backend_flags,
+    compute_dtype,
     evaluate,
     free_memory_bytes,
     initial_image,
@@ -54,6 +56,7 @@ class StepRecord:
     frame: tuple[int, ...] = ()  # index into the stack axes; () for a 2D image
     frame_number: int = 0  # 0-based position of the frame in the run
     frames: int = 1
+    size: int = 0  # longest side of the image at this step (coarse-to-fine levels are smaller)
     image: np.ndarray | None = None  # this frame's image (2D), on snapshot and last steps
     _live: torch.Tensor | None = field(default=None, repr=False)
     _cursor: _Cursor | None = field(default=None, repr=False)
@@ -90,6 +93,7 @@ class StyleResult:
     content_scale: float  # working size / content size (multiply pixel spacing by 1/this)
     value_scaling: str  # how the content's values were mapped to [0, 1]
     frames: int = 1
+    schedule: tuple[int, ...] = ()  # the sizes the run went through, coarse to fine
 
     def metadata(self) -> dict[str, Any]:
         """Plain values describing the run, for layer metadata or PNG text chunks."""
@@ -98,6 +102,7 @@ class StyleResult:
             "device": self.device,
             "steps_done": self.steps_done,
             "frames": self.frames,
+            "schedule": list(self.schedule),
             "seconds": round(self.seconds, 3),
             "losses": vars(self.losses).copy(),
             "content_scale": self.content_scale,
@@ -112,16 +117,32 @@ class _Cursor:
 
 
 @dataclass(frozen=True)
+class _Level:
+    """One size of a coarse-to-fine schedule."""
+
+    content_shape: tuple[int, int]
+    style_shape: tuple[int, int]
+    steps: int
+
+
+@dataclass(frozen=True)
 class _Plan:
     """Everything decided before a run starts."""
 
     options: StyleOptions
     content: ImageInput
     style: ImageInput
-    content_shape: tuple[int, int]
-    style_shape: tuple[int, int]
-    scale: float
+    levels: tuple[_Level, ...]  # coarse to fine; the last is the working size
+    scale: float  # working size / content size
     device: torch.device
+
+    @property
+    def content_shape(self) -> tuple[int, int]:
+        return self.levels[-1].content_shape
+
+    @property
+    def style_shape(self) -> tuple[int, int]:
+        return self.levels[-1].style_shape
 
 
 def iter_stylize(content: Any, style: Any, **options: Any) -> Iterator[StepRecord | StyleResult]:
@@ -160,30 +181,57 @@ def plan(content: Any, style: Any, **options: Any) -> _Plan:
     opts = StyleOptions.from_kwargs(options)
     content_in = describe_image(content, "content")
     style_in = describe_image(style, "style", allow_stack=False)
-    content_shape = working_shape(*content_in.shape, opts.size)
+    levels = _levels(opts, content_in.shape, style_in.shape)
+    content_shape, style_shape = levels[-1].content_shape, levels[-1].style_shape
     scale = max(content_shape) / max(content_in.shape)
-    style_shape = (
-        max(1, round(style_in.shape[0] * scale * opts.style_scale)),
-        max(1, round(style_in.shape[1] * scale * opts.style_scale)),
-    )
-    _check_large_enough(content_shape, opts.content_layers + opts.style_layers, "content")
-    _check_large_enough(style_shape, opts.style_layers, "style", hint=" or a larger style_scale")
     if opts.weights not in WEIGHTS_MODES and not os.path.isfile(os.path.expanduser(opts.weights)):
         raise WeightsError(
             f"weights file {opts.weights} does not exist; give an existing .pth file or one of {', '.join(WEIGHTS_MODES)}"
         )
     device = resolve_device(opts.device)
     _check_memory(content_shape, style_shape, opts, device)
-    return _Plan(opts, content_in, style_in, content_shape, style_shape, scale, device)
+    return _Plan(opts, content_in, style_in, levels, scale, device)
 
 
-def _check_large_enough(shape: tuple[int, ...], layers: tuple[str, ...], role: str, hint: str = "") -> None:
+#: Share of the steps each level of a coarse-to-fine schedule gets, coarse to fine.
+STEP_SHARES = {1: (1.0,), 2: (0.6, 0.4), 3: (0.5, 0.3, 0.2)}
+
+
+def _levels(opts: StyleOptions, content: tuple[int, int], style: tuple[int, int]) -> tuple[_Level, ...]:
+    """The schedule's sizes with their shapes and steps; an ``auto`` schedule drops levels
+    too small for the layers, an explicit one is refused."""
+    layers = opts.content_layers + opts.style_layers
+    levels = []
+    for size in schedule_sizes(opts.schedule, opts.size):
+        content_shape = working_shape(*content, size)
+        factor = max(content_shape) / max(content) * opts.style_scale
+        style_shape = (max(1, round(style[0] * factor)), max(1, round(style[1] * factor)))
+        fits = min(content_shape) >= _min_side(layers) and min(style_shape) >= _min_side(opts.style_layers)
+        if size != opts.size and opts.schedule == "auto" and not fits:
+            continue
+        _check_large_enough(content_shape, layers, "content", at=size)
+        _check_large_enough(style_shape, opts.style_layers, "style", hint=" or a larger style_scale", at=size)
+        levels.append((content_shape, style_shape))
+    shares = STEP_SHARES.get(len(levels)) or (1.0 / len(levels),) * len(levels)
+    steps = [max(1, round(opts.steps * share)) for share in shares[:-1]]
+    steps.append(max(1, opts.steps - sum(steps)))
+    return tuple(_Level(c, s, n) for (c, s), n in zip(levels, steps, strict=True))
+
+
+def _min_side(layers: tuple[str, ...]) -> int:
+    return min_side_for_layers(layers) if layers else 1
+
+
+def _check_large_enough(
+    shape: tuple[int, ...], layers: tuple[str, ...], role: str, hint: str = "", at: int | None = None
+) -> None:
     if not layers:
         return
     needed = min_side_for_layers(layers)
     if min(shape) < needed:
+        where = "the working size" if at is None else f"size {at}"
         raise StyleTransferError(
-            f"the {role} image would be {shape[0]}x{shape[1]} px at the working size, too small for "
+            f"the {role} image would be {shape[0]}x{shape[1]} px at {where}, too small for "
             f"the chosen layers: its shorter side must be at least {needed} px; use a larger "
             f"size{hint}, or shallower layers"
         )
@@ -210,7 +258,8 @@ def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
 
 def _run(p: _Plan) -> Iterator[StepRecord | StyleResult]:
     try:
-        yield from _optimise_frames(p)
+        with backend_flags(p.options, p.device):
+            yield from _optimise_frames(p)
     except torch.OutOfMemoryError as error:
         raise OutOfMemoryError(
             f"{p.device} ran out of memory at a working size of {max(p.content_shape)} px: use a smaller size "
@@ -226,9 +275,11 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
     started = time.perf_counter()
     opts, device = p.options, p.device
     loaded = load_vgg19_features(opts.weights)
-    extractor = VGGFeatures(loaded.features, opts.layers, opts.pooling).to(device)
+    dtype = compute_dtype(opts.precision, device)
+    memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format
+    extractor = VGGFeatures(loaded.features, opts.layers, opts.pooling).to(device, memory_format=memory_format)
     style_frame = p.style.frame((), longest_side=max(p.style_shape))
-    style_t = resize(_to_tensor(style_frame.rgb, device), *p.style_shape)
+    style_full = _to_tensor(style_frame.rgb, device)
     frames = frame_count(p.content.stack_shape)
     result = None
     cursor = _Cursor()
@@ -237,43 +288,55 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
 
     for number, index in enumerate(p.content.frames()):
         frame = p.content.frame(index, longest_side=max(p.content_shape))
-        content_t = resize(_to_tensor(frame.rgb, device), *p.content_shape)
+        content_full = _to_tensor(frame.rgb, device)
         alpha = None
         if frame.alpha is not None:
             alpha_t = resize(torch.from_numpy(np.ascontiguousarray(frame.alpha))[None, None].to(device), *p.content_shape)
             alpha = alpha_t[0, 0].clamp(0, 1).cpu().numpy()
-        if objective is None:
-            objective = StyleObjective(extractor, content_t, style_t, opts)
-        else:
-            objective.set_content(content_t)
-        start = initial_image(content_t, style_t, opts.init, opts.seed) if previous is None else previous
 
         def finish(image: torch.Tensor, grey: bool = frame.grey, alpha: np.ndarray | None = alpha) -> np.ndarray:
+            if alpha is not None and tuple(image.shape[-2:]) != alpha.shape:  # a coarse level
+                alpha = resize(torch.from_numpy(alpha)[None, None], *image.shape[-2:])[0, 0].numpy()
             return finish_image(image[0].permute(1, 2, 0).float().cpu().numpy(), grey, alpha)
 
-        image = start
-        for step, losses, image in optimize(objective, start, opts):
-            cursor.position = (number, step)
-            snapshot = bool(opts.snapshot_every) and step % opts.snapshot_every == 0
-            record = StepRecord(
-                step=step,
-                steps=opts.steps,
-                losses=losses,
-                seconds=time.perf_counter() - started,
-                is_snapshot=snapshot,
-                device=str(device),
-                weights=loaded.description,
-                frame=index,
-                frame_number=number,
-                frames=frames,
-                _live=image,
-                _cursor=cursor,
-                _finish=finish,
-            )
-            if snapshot or step == opts.steps:
-                record.render()
-            yield record
-        previous = image.detach().clone()
+        done = 0
+        image = previous
+        for level in p.levels:
+            content_t = resize(content_full, *level.content_shape)
+            style_t = resize(style_full, *level.style_shape)
+            if image is None:
+                start = initial_image(content_t, style_t, opts.init, opts.seed)
+            else:  # the coarser level's result, or the previous frame's
+                start = resize(image, *level.content_shape).clamp(0, 1)
+            if objective is None or len(p.levels) > 1:
+                objective = StyleObjective(extractor, content_t, style_t, opts, dtype)
+            else:
+                objective.set_content(content_t)
+            for step, losses, image in optimize(objective, start, opts, level.steps):
+                done += 1
+                cursor.position = (number, done)
+                snapshot = bool(opts.snapshot_every) and done % opts.snapshot_every == 0
+                record = StepRecord(
+                    step=done,
+                    steps=opts.steps,
+                    losses=losses,
+                    seconds=time.perf_counter() - started,
+                    is_snapshot=snapshot,
+                    device=str(device),
+                    weights=loaded.description,
+                    frame=index,
+                    frame_number=number,
+                    frames=frames,
+                    size=max(level.content_shape),
+                    _live=image,
+                    _cursor=cursor,
+                    _finish=finish,
+                )
+                if snapshot or done == opts.steps:
+                    record.render()
+                yield record
+            image = image.detach().clone()
+        previous = image
         finished = record.image
         if result is None:
             result = np.empty(p.content.stack_shape + finished.shape, dtype=np.float32)
@@ -293,4 +356,5 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
         content_scale=p.scale,
         value_scaling=p.content.scaling,
         frames=frames,
+        schedule=tuple(max(level.content_shape) for level in p.levels),
     )

@@ -90,7 +90,10 @@ def add_option_arguments(parser: argparse.ArgumentParser, defaults: dict[str, An
         elif choices(field.name):
             kwargs["choices"] = choices(field.name)
             shown = default
-        elif isinstance(default, bool) or not isinstance(default, int | float):
+        elif isinstance(default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+            shown = "on" if default else "off"
+        elif not isinstance(default, int | float):
             shown = default
         else:
             kwargs["type"] = _number(type(default))

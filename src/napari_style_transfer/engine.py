@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ._torch_compat import hide_triton
@@ -59,10 +60,19 @@ class StyleObjective(nn.Module):
 
     L_content is the mean squared error between activations of the image and of the content
     image, summed over ``content_layers``; L_style is the mean squared error between Gram
-    matrices of the image and of the style image, summed over ``style_layers``.
+    matrices of the image and of the style image, summed over ``style_layers``. With
+    ``compute_dtype`` bfloat16 the convolutions run under autocast; activations are cast
+    to float32 before Gram matrices and losses.
     """
 
-    def __init__(self, extractor: VGGFeatures, content: torch.Tensor, style: torch.Tensor, options: StyleOptions):
+    def __init__(
+        self,
+        extractor: VGGFeatures,
+        content: torch.Tensor,
+        style: torch.Tensor,
+        options: StyleOptions,
+        compute_dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         self.extractor = extractor
         self.content_layers = options.content_layers
@@ -70,22 +80,31 @@ class StyleObjective(nn.Module):
         self.content_weight = options.content_weight
         self.style_weight = options.style_weight
         self.tv_weight = options.tv_weight
+        self.compute_dtype = compute_dtype
+        self.memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
         with torch.no_grad():
-            style_features = extractor(style) if self.style_layers else {}
-            self.style_targets = {name: gram_matrix(style_features[name]).detach() for name in self.style_layers}
+            style_features = self.features(style) if self.style_layers else {}
+            self.style_targets = {name: gram_matrix(style_features[name]) for name in self.style_layers}
         self.set_content(content)
+
+    def features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Activations of the layers in use, as float32."""
+        image = image.contiguous(memory_format=self.memory_format)
+        with torch.autocast(image.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32):
+            features = self.extractor(image)
+        return {name: value.float() for name, value in features.items()}
 
     @torch.no_grad()
     def set_content(self, content: torch.Tensor) -> None:
         """Compare with another content image (the next frame of a stack) from now on."""
-        features = self.extractor(content) if self.content_layers else {}
-        self.content_targets = {name: features[name].detach() for name in self.content_layers}
+        features = self.features(content) if self.content_layers else {}
+        self.content_targets = {name: features[name] for name in self.content_layers}
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the total loss (a scalar to differentiate) and the weighted terms
         stacked as [content, style, tv], for reporting."""
-        features = self.extractor(image)
-        zero = image.new_zeros(())
+        features = self.features(image)
+        zero = image.new_zeros((), dtype=torch.float32)
         content = sum(
             (F.mse_loss(features[name], target) for name, target in self.content_targets.items()), zero
         )
@@ -116,25 +135,27 @@ LBFGS_HISTORY = 30
 
 
 def optimize(
-    objective: StyleObjective, start: torch.Tensor, options: StyleOptions
+    objective: StyleObjective, start: torch.Tensor, options: StyleOptions, steps: int | None = None
 ) -> Iterator[tuple[int, Losses, torch.Tensor]]:
-    """Run ``options.steps`` optimiser iterations from ``start``, keeping pixels in [0, 1].
+    """Run ``steps`` (default ``options.steps``) optimiser iterations from ``start``, keeping
+    pixels in [0, 1].
 
     Yields ``(step, losses, image)`` after every step; ``image`` is the image after the step
     (copy it to keep it). With L-BFGS ``losses`` are those of that image; with Adam they are
     those of the image the step started from (the evaluation that gave its gradient).
     Closing the generator stops the run at once.
     """
+    steps = options.steps if steps is None else steps
     if options.optimizer == "lbfgs":
         lbfgs = BoxLBFGS(start, objective, history_size=LBFGS_HISTORY, lr=options.resolved_learning_rate)
-        for step in range(1, options.steps + 1):
-            losses = _checked(to_losses(lbfgs.step()), step)
-            yield step, losses, lbfgs.x
+        for step in range(1, steps + 1):
+            content, style, tv = lbfgs.step()
+            yield step, _checked(Losses(content + style + tv, content, style, tv), step), lbfgs.x
         return
 
     image = start.detach().clone().requires_grad_(True)
     adam = torch.optim.Adam([image], lr=options.resolved_learning_rate)
-    for step in range(1, options.steps + 1):
+    for step in range(1, steps + 1):
         adam.zero_grad(set_to_none=True)
         total, terms = objective(image)
         total.backward()
@@ -151,8 +172,42 @@ def _checked(losses: Losses, step: int) -> Losses:
 
 
 def to_losses(terms: torch.Tensor) -> Losses:
-    content, style, tv = terms.tolist()  # the one host sync of a step
+    content, style, tv = terms.tolist()  # the one host sync of an Adam step
     return Losses(total=content + style + tv, content=content, style=style, tv=tv)
+
+
+def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The convolutions' dtype: bf16 for ``bf16``, and for ``auto`` on CUDA GPUs with bf16."""
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+@contextmanager
+def backend_flags(options: StyleOptions, device: torch.device) -> Iterator[None]:
+    """Set cuDNN autotuning and TF32 for a run and put them back afterwards (they are global)."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = (
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cuda.matmul.allow_tf32,
+    )
+    tf32 = options.precision == "tf32"
+    torch.backends.cudnn.benchmark = options.cudnn_benchmark
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        (
+            torch.backends.cudnn.benchmark,
+            torch.backends.cudnn.allow_tf32,
+            torch.backends.cuda.matmul.allow_tf32,
+        ) = saved
 
 
 @torch.no_grad()

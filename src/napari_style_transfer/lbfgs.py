@@ -45,6 +45,7 @@ class BoxLBFGS:
         self.loss: torch.Tensor | None = None
         self.grad: torch.Tensor | None = None
         self.report: torch.Tensor | None = None
+        self.report_values: list[float] = []
         self.evaluations = 0
 
     def _evaluate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -55,48 +56,63 @@ class BoxLBFGS:
         return total.detach(), grad, report
 
     def _direction(self, grad: torch.Tensor) -> torch.Tensor:
-        """-H grad by the two-loop recursion over the stored (s, y) pairs."""
+        """-H grad by the two-loop recursion over the stored (s, y) pairs (no host sync)."""
         q = grad.neg()
         alphas = []
         for s, y, rho in reversed(self.history):
             alpha = rho * torch.vdot(s.flatten(), q.flatten())
-            q.sub_(y, alpha=alpha)
+            q.addcmul_(y, alpha, value=-1.0)
             alphas.append(alpha)
         if self.history:
             s, y, _ = self.history[-1]
             q.mul_(torch.vdot(s.flatten(), y.flatten()) / torch.vdot(y.flatten(), y.flatten()))
         else:  # first iteration: a small steepest-descent step, as torch's L-BFGS takes
-            q.mul_(min(1.0, 1.0 / grad.abs().sum().item()) if grad.abs().sum() > 0 else 1.0)
+            q.mul_(torch.clamp(grad.abs().sum().reciprocal(), max=1.0))
         for (s, y, rho), alpha in zip(self.history, reversed(alphas), strict=True):
             beta = rho * torch.vdot(y.flatten(), q.flatten())
-            q.add_(s, alpha=alpha - beta)
+            q.addcmul_(s, alpha - beta)
         return q
 
-    def step(self) -> torch.Tensor:
-        """One iteration; returns the report of the image it ends on (``self.x``)."""
+    def step(self) -> list[float]:
+        """One iteration. Returns the report of the image it ends on (``self.x``) as floats.
+
+        Each evaluation costs one host sync: the loss test, the curvature test and the
+        report travel to the host together."""
         if self.grad is None:
             self.loss, self.grad, self.report = self._evaluate(self.x)
+            self.report_values = self.report.float().tolist()
         x, loss, grad = self.x, self.loss, self.grad
         direction = self._direction(grad)
-        if torch.vdot(direction.flatten(), grad.flatten()) >= 0:  # not downhill: forget the curvature
-            self.history.clear()
-            direction = self._direction(grad)
         t = self.lr
-        for _ in range(self.max_backtracks):
+        for attempt in range(self.max_backtracks):
             candidate = (x + t * direction).clamp_(self.low, self.high)
             new_loss, new_grad, new_report = self._evaluate(candidate)
             taken = candidate - x
-            expected = self.c1 * torch.vdot(grad.flatten(), taken.flatten())
-            if new_loss <= loss + expected:
+            y = new_grad - grad
+            checks = torch.stack(
+                [
+                    new_loss,
+                    loss + self.c1 * torch.vdot(grad.flatten(), taken.flatten()),
+                    torch.vdot(taken.flatten(), y.flatten()),
+                    torch.vdot(y.flatten(), y.flatten()),
+                    torch.vdot(direction.flatten(), grad.flatten()),
+                ]
+            )
+            values = torch.cat([checks, new_report.float()]).tolist()
+            new, bound, sy, yy, slope = values[:5]
+            if slope >= 0 and attempt == 0 and self.history:  # not downhill: forget the curvature
+                self.history.clear()
+                direction = self._direction(grad)
+                continue
+            if new <= bound:
                 break
             t *= 0.5
         else:
-            if not new_loss < loss:  # no step lowered the loss: stay, and start the curvature afresh
+            if not new < loss.item():  # no step lowered the loss: stay, start the curvature afresh
                 self.history.clear()
-                return self.report
-        y = new_grad - grad
-        sy = torch.vdot(taken.flatten(), y.flatten())
-        if sy > 1e-10 * torch.vdot(y.flatten(), y.flatten()):
+                return self.report_values
+        if sy > 1e-10 * yy:
             self.history.append((taken, y, 1.0 / sy))
         self.x, self.loss, self.grad, self.report = candidate, new_loss, new_grad, new_report
-        return self.report
+        self.report_values = values[5:]
+        return self.report_values

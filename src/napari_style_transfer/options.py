@@ -36,6 +36,7 @@ OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "style")
 POOLINGS = ("max", "avg")
 WEIGHTS_MODES = ("auto", "imagenet", "random")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 #: Adam works in pixel units (the image lies in [0, 1]); L-BFGS scales its own first step.
@@ -114,6 +115,19 @@ class StyleOptions:
     snapshot_every: int = _option(
         50, "mark every N-th step as a snapshot with its image (0 = no snapshots)"
     )
+    schedule: str = _option(
+        "auto",
+        "coarse-to-fine sizes, e.g. 128,256,512 (the last is the working size): the first steps run "
+        "small and cheap, then the image is enlarged; auto picks from size, none runs at size only",
+    )
+    precision: str = _option(
+        "auto",
+        "convolution arithmetic: auto (bf16 on CUDA GPUs that have it, else fp32), fp32, tf32 (CUDA) "
+        "or bf16; Gram matrices and losses stay fp32",
+        choices=PRECISIONS,
+    )
+    channels_last: bool = _option(True, "channels-last memory layout for the convolutions (faster on GPUs and most CPUs)")
+    cudnn_benchmark: bool = _option(True, "let cuDNN time its convolution algorithms on the first step (CUDA)")
 
     # --- validation -----------------------------------------------------------------------
 
@@ -147,7 +161,11 @@ class StyleOptions:
         if self.seed is not None:
             _as_int(self.seed, "seed", errors)
 
-        for name in ("optimizer", "init", "pooling"):
+        for name in ("channels_last", "cudnn_benchmark"):
+            check(isinstance(getattr(self, name), bool), f"{name} must be True or False, got {getattr(self, name)!r}")
+        schedule = _as_schedule(self.schedule, size, errors)
+
+        for name in ("optimizer", "init", "pooling", "precision"):
             value = getattr(self, name)
             choices = _field_metadata(name)["choices"]
             check(
@@ -192,6 +210,7 @@ class StyleOptions:
             style_layers=style_layers,
             weights=str(self.weights),
             device=str(self.device),
+            schedule=schedule,
         )
 
     @property
@@ -224,6 +243,22 @@ class StyleOptions:
                 f"known options are {', '.join(known)}"
             )
         return cls(**options).validated()
+
+
+def schedule_sizes(schedule: str, size: int) -> tuple[int, ...]:
+    """The sizes a run goes through, coarse to fine, ending at ``size``.
+
+    ``auto`` halves the size while the result stays at least 256 px, for at most three
+    levels (512 -> 128, 256, 512; 1024 -> 256, 512, 1024); below 512 px it runs at one size.
+    """
+    if schedule == "none":
+        return (size,)
+    if schedule == "auto":
+        levels = [size]
+        while len(levels) < 3 and levels[0] // 2 >= 128 and size >= 512:
+            levels.insert(0, levels[0] // 2)
+        return tuple(levels)
+    return tuple(int(part) for part in schedule.split(","))
 
 
 def option_names() -> tuple[str, ...]:
@@ -276,6 +311,25 @@ def _as_layers(value: Any, name: str, errors: list[str]) -> tuple[str, ...]:
         )
         return ()
     return tuple(dict.fromkeys(layers))
+
+
+def _as_schedule(value: Any, size: int | None, errors: list[str]) -> str:
+    if not isinstance(value, str):
+        errors.append(f"schedule must be auto, none or sizes such as 128,256,512, got {value!r}")
+        return "auto"
+    text = value.replace(" ", "")
+    if text in ("auto", "none"):
+        return text
+    parts = text.split(",")
+    if not all(part.isdigit() and int(part) >= 16 for part in parts):
+        errors.append(f"schedule must be auto, none or sizes of at least 16 such as 128,256,512, got {value!r}")
+        return "auto"
+    sizes = [int(part) for part in parts]
+    if sizes != sorted(set(sizes)):
+        errors.append(f"schedule sizes must grow from coarse to fine, got {value!r}")
+    elif size is not None and sizes[-1] != size:
+        errors.append(f"the schedule's last size must be the working size {size}, got {sizes[-1]}")
+    return text
 
 
 def _deepest(layers: Iterable[str]) -> str:

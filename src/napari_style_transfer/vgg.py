@@ -87,15 +87,30 @@ class VGGFeatures(nn.Module):
         self._hooks = []
 
 
-def vgg19_features_module() -> nn.Sequential:
-    """torchvision's VGG19 ``features`` layout (37 modules), without the 100M-parameter
-    classifier, initialised as torchvision initialises an untrained VGG (He normal convs)."""
-    from ._torch_compat import import_torchvision
+#: Output channels of VGG19's convolutions block by block ("E" in Simonyan & Zisserman).
+VGG19_CHANNELS = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512))
 
-    vgg = import_torchvision().models.vgg
-    features = vgg.make_layers(vgg.cfgs["E"], batch_norm=False)
-    for module in features:
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(module.bias)
+
+def vgg19_features_module(device: torch.device | str | None = None, init: bool = True) -> nn.Sequential:
+    """torchvision's VGG19 ``features`` (37 modules, the same classes, order and state-dict
+    keys), built here so that torchvision need not be imported: that import alone takes over
+    a second, and the run's first step should come fast.
+
+    With ``init`` the convolutions get torchvision's initialisation of an untrained VGG (He
+    normal weights, zero biases); without it, on ``device="meta"``, no memory is touched,
+    for weights that are loaded next with ``load_state_dict(..., assign=True)``.
+    """
+    layers: list[nn.Module] = []
+    in_channels = 3
+    for block in VGG19_CHANNELS:
+        for out_channels in block:
+            layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1, device=device), nn.ReLU(inplace=True)]
+            in_channels = out_channels
+        layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    features = nn.Sequential(*layers)
+    if init:
+        for module in features:
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
     return features

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._torch_compat import hide_triton, import_torchvision
+from ._torch_compat import hide_triton
 
 hide_triton()
 
@@ -60,10 +60,14 @@ class LoadedWeights:
     description: str
 
 
+#: torchvision's ``VGG19_Weights.IMAGENET1K_V1.url`` (a test checks they agree), so that the
+#: cache can be looked up without importing torchvision.
+IMAGENET_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+
+
 def imagenet_url() -> str:
-    """Download address of the ImageNet VGG19 weights, from torchvision's weights API."""
-    models = import_torchvision().models
-    return models.VGG19_Weights.IMAGENET1K_V1.url
+    """Download address of the ImageNet VGG19 weights (torchvision's weights API)."""
+    return IMAGENET_URL
 
 
 def hub_checkpoint_dir() -> Path:
@@ -130,9 +134,7 @@ def _imagenet_weights(*, progress: bool) -> LoadedWeights:
         if not full.is_file():
             _download(url, full, progress=progress)
         source = full
-    features = vgg19_features_module()
-    state = _read_state_dict(source)
-    _load_into(features, state, source)
+    features = _load_into(_read_state_dict(source), source)
     if source == full:
         _write_features_copy(features, copy)
     return LoadedWeights(features, "imagenet", f"imagenet (torchvision {IMAGENET_WEIGHTS_NAME}, {source})")
@@ -142,9 +144,7 @@ def _file_weights(path: Path) -> LoadedWeights:
     if not path.is_file():
         choices = "auto, imagenet or random"
         raise WeightsError(f"weights file {path} does not exist; give an existing .pth file or one of {choices}")
-    features = vgg19_features_module()
-    _load_into(features, _read_state_dict(path), path)
-    return LoadedWeights(features, "file", f"file ({path})")
+    return LoadedWeights(_load_into(_read_state_dict(path), path), "file", f"file ({path})")
 
 
 def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
@@ -165,7 +165,9 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
     return state
 
 
-def _load_into(features: nn.Sequential, state: Mapping[str, torch.Tensor], path: Path) -> None:
+def _load_into(state: Mapping[str, torch.Tensor], path: Path) -> nn.Sequential:
+    """VGG19 features holding the tensors of ``state`` (no random init, no copies)."""
+    features = vgg19_features_module(device="meta", init=False)
     wanted = {}
     for key, value in state.items():
         if key.startswith("classifier."):
@@ -191,7 +193,8 @@ def _load_into(features: nn.Sequential, state: Mapping[str, torch.Tensor], path:
             f"weights file {path} does not match torchvision's VGG19 (features.N.weight/bias keys): "
             + "; ".join(problems)
         )
-    features.load_state_dict(wanted)
+    features.load_state_dict({key: value.float() for key, value in wanted.items()}, assign=True)
+    return features
 
 
 def _key_order(key: str) -> tuple[int, str]:

@@ -32,13 +32,17 @@ SCRIPT = textwrap.dedent(
     widget["size"].value, widget["steps"].value = 32, 3
     widget["weights"].value = "random"
 
-    worker = widget.run()
-    loop = QEventLoop()
-    worker.finished.connect(loop.quit)
-    QTimer.singleShot(120_000, loop.quit)
-    loop.exec()
-    assert "content styled" in viewer.layers, [layer.name for layer in viewer.layers]
-    assert "torchvision" in sys.modules
+    # L-BFGS first, then Adam: torch.optim's Adam imports torch._dynamo, the path to triton
+    for optimizer in ("lbfgs", "adam"):
+        widget["optimizer"].value = optimizer
+        worker = widget.run()
+        loop = QEventLoop()
+        worker.finished.connect(loop.quit)
+        QTimer.singleShot(120_000, loop.quit)
+        loop.exec()
+        assert "content styled" in viewer.layers, [layer.name for layer in viewer.layers]
+        viewer.layers.remove("content styled")
+    assert "torch._dynamo" in sys.modules
     viewer.close()
     print("ok")
     """

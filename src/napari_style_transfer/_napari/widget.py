@@ -50,6 +50,10 @@ ADVANCED = (
     "device",
     "weights",
     "seed",
+    "schedule",
+    "precision",
+    "channels_last",
+    "cudnn_benchmark",
 )
 
 
@@ -167,6 +171,13 @@ class StyleTransferWidget(Container):
             ),
             LineEdit(name="weights", value=str(defaults["weights"]), tooltip=_tip("weights")),
             SpinBox(name="seed", value=defaults["seed"] or 0, min=0, max=2**31 - 1, tooltip=_tip("seed", "0 to 2^31-1")),
+            LineEdit(name="schedule", value=defaults["schedule"], tooltip=_tip("schedule")),
+            ComboBox(name="precision", value=defaults["precision"], choices=choices("precision"), tooltip=_tip("precision")),
+            CheckBox(name="channels_last", text="channels last", value=defaults["channels_last"], tooltip=_tip("channels_last")),
+            CheckBox(
+                name="cudnn_benchmark", text="cuDNN autotuning", value=defaults["cudnn_benchmark"],
+                tooltip=_tip("cudnn_benchmark"),
+            ),
             self._button,
             self._progress,
             self._status,
