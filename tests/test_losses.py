@@ -36,3 +36,18 @@ def test_total_variation_of_a_constant_image_is_zero_and_of_stripes_is_known():
     stripes = torch.zeros(1, 1, 4, 4)
     stripes[..., 1::2] = 1.0  # every horizontal neighbour differs by 1, no vertical one does
     assert total_variation(stripes).item() == 1.0
+
+
+def test_the_gram_style_loss_has_the_gradient_autograd_would_compute():
+    from napari_style_transfer.engine import gram_mse
+
+    generator = torch.Generator().manual_seed(4)
+    features = torch.randn(2, 5, 4, 3, generator=generator, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(2, 5, 5, generator=generator, dtype=torch.float64)
+    target = target + target.transpose(1, 2)
+    expected = torch.nn.functional.mse_loss(gram_matrix(features), target)
+    torch.testing.assert_close(gram_mse(features, target), expected)
+    torch.autograd.gradcheck(lambda f: gram_mse(f, target), (features,))
+    (ours,) = torch.autograd.grad(gram_mse(features, target), features)
+    (reference,) = torch.autograd.grad(expected, features)
+    torch.testing.assert_close(ours, reference)

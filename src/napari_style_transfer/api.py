@@ -194,7 +194,7 @@ def plan(content: Any, style: Any, **options: Any) -> _Plan:
 
 
 #: Share of the steps each level of a coarse-to-fine schedule gets, coarse to fine.
-STEP_SHARES = {1: (1.0,), 2: (0.6, 0.4), 3: (0.5, 0.3, 0.2)}
+STEP_SHARES = {1: (1.0,), 2: (0.4, 0.6), 3: (0.25, 0.25, 0.5)}
 
 
 def _levels(opts: StyleOptions, content: tuple[int, int], style: tuple[int, int]) -> tuple[_Level, ...]:

@@ -48,6 +48,36 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
 
 
+class _GramMSE(torch.autograd.Function):
+    """mean((gram_matrix(F) - A)^2) with a hand-written backward.
+
+    Autograd differentiates the Gram matrix's batched product with two more products; since
+    the Gram matrix is symmetric one suffices: dL/dF = 4 (G - A) F / (C^3 H W). At 256 px
+    this takes about a tenth off a step on the CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = features.shape
+        flat = features.reshape(n, c, h * w)
+        difference = torch.bmm(flat, flat.transpose(1, 2)).div_(c * h * w).sub_(target)
+        ctx.save_for_backward(flat, difference)
+        ctx.shape = features.shape
+        return difference.pow(2).mean()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+        flat, difference = ctx.saved_tensors
+        n, c, h, w = ctx.shape
+        scale = grad_output * 4.0 / (n * c**3 * h * w)
+        return torch.bmm(difference, flat).mul_(scale).reshape(n, c, h, w), None
+
+
+def gram_mse(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The style loss of one layer: mean squared error between its Gram matrix and ``target``."""
+    return _GramMSE.apply(features, target)
+
+
 def total_variation(image: torch.Tensor) -> torch.Tensor:
     """Mean squared difference between vertically and horizontally neighbouring pixels."""
     dy = image[..., 1:, :] - image[..., :-1, :]
@@ -108,10 +138,7 @@ class StyleObjective(nn.Module):
         content = sum(
             (F.mse_loss(features[name], target) for name, target in self.content_targets.items()), zero
         )
-        style = sum(
-            (F.mse_loss(gram_matrix(features[name]), target) for name, target in self.style_targets.items()),
-            zero,
-        )
+        style = sum((gram_mse(features[name], target) for name, target in self.style_targets.items()), zero)
         tv = total_variation(image) if self.tv_weight else zero
         terms = torch.stack([self.content_weight * content, self.style_weight * style, self.tv_weight * tv])
         return terms.sum(), terms.detach()

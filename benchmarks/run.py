@@ -1,0 +1,514 @@
+"""All the CPU benchmarks in one command: our engine and the seed report's algorithm side by side.
+
+    python benchmarks/run.py                 # about 15 minutes on 2 cores; writes docs/benchmarks.md
+    python benchmarks/run.py --quick         # a 1-minute smoke run (tiny sizes, one repeat)
+
+Writes ``docs/benchmarks.md`` (tables) and two plots under ``docs/images/`` (loss against wall
+time, seconds per step against size), with the machine, the date and the torch version.
+
+Every measurement runs in a fresh process, so each has its own peak memory and nothing is
+shared between implementations. Numbers are medians over ``--repeats`` processes (of the
+per-step medians inside each). The bundled astronaut (content) and swirl (style, resized to
+the content's size because the report's model needs equal sizes) are used throughout, with
+the paper's layers and an untrained VGG19 unless ``--weights`` says otherwise: the numbers
+say how fast and how far each optimiser gets, nothing about how the images look.
+
+A *step* is one optimiser iteration of ours and one closure call (loss + gradient
+evaluation) of the reference, which is how the seed report counts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+STYLE_LAYERS = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
+CONTENT_LAYERS = ["conv4_2"]
+#: Our runs in the time-to-quality comparison stop at this share of the reference's time.
+CURVE_BUDGET = 0.6
+
+#: Implementations timed per step: name -> (description, engine options).
+CONFIGS = {
+    "reference": ("seed report: loss modules in a copied Sequential, torch.optim.LBFGS, clamp in the closure", {}),
+    "ours": ("this engine, defaults: forward hooks, box L-BFGS, channels-last, fp32", {}),
+    "ours-contiguous": ("this engine with channels_last=False", {"channels_last": False}),
+    "ours-bf16": ("this engine with precision=bf16 (autocast on the CPU)", {"precision": "bf16"}),
+    "ours-adam": ("this engine with optimizer=adam", {"optimizer": "adam"}),
+}
+
+
+# --- measurements, each run in its own process -------------------------------------------
+
+
+def _images(size: int):
+    import torch
+
+    from napari_style_transfer._image import describe_image
+    from napari_style_transfer._sample_data import load_sample
+    from napari_style_transfer.api import _to_tensor
+    from napari_style_transfer.engine import resize
+
+    def load(key: str) -> torch.Tensor:
+        frame = describe_image(load_sample(key), key).frame()
+        return resize(_to_tensor(frame.rgb, torch.device("cpu")), size, size)
+
+    return load("astronaut"), load("swirl")
+
+
+def _peak_reset() -> int:
+    """Reset the kernel's peak-RSS counter; return the current RSS (bytes)."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status("VmRSS")
+
+
+def _status(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def measure_steps(name: str, size: int, steps: int, weights: str) -> dict:
+    """Seconds per step, evaluations and peak memory of one implementation at one size."""
+    import torch
+
+    from napari_style_transfer import StyleOptions
+    from napari_style_transfer.engine import StyleObjective, compute_dtype, evaluate, optimize
+    from napari_style_transfer.vgg import VGGFeatures
+    from napari_style_transfer.weights import load_vgg19_features
+
+    content, style = _images(size)
+    features = load_vgg19_features(weights, progress=False).features
+    overrides = CONFIGS[name][1]
+    options = StyleOptions(
+        steps=steps, size=size, weights=weights, schedule="none", snapshot_every=0,
+        content_layers=tuple(CONTENT_LAYERS), style_layers=tuple(STYLE_LAYERS), **overrides,
+    ).validated()
+    baseline = _peak_reset()
+    times: list[float] = []
+    if name == "reference":
+        sys.path.insert(0, str(HERE))
+        from reference import run_reference
+
+        history, final = run_reference(
+            features, content, style, content, steps=steps, content_layers=CONTENT_LAYERS,
+            style_layers=STYLE_LAYERS, content_weight=options.content_weight, style_weight=options.style_weight,
+        )
+        times = [t for _, _, t in history]
+        evaluations = len(history)
+    else:
+        memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
+        extractor = VGGFeatures(features, options.layers).to(memory_format=memory_format)
+        objective = StyleObjective(extractor, content, style, options, compute_dtype(options.precision, content.device))
+        calls = [0]
+        forward = objective.forward
+
+        def counted(image):
+            calls[0] += 1
+            return forward(image)
+
+        objective.forward = counted
+        started = time.perf_counter()
+        for _, _, image in optimize(objective, content, options):
+            times.append(time.perf_counter() - started)
+        final = image.detach().clone()
+        evaluations = calls[0]
+    peak = _status("VmHWM")
+    judge = StyleObjective(VGGFeatures(features, options.layers), content, style, options)
+    durations = [b - a for a, b in zip([0.0, *times], times, strict=False)]
+    return {
+        "name": name, "size": size, "steps": len(times), "evaluations": evaluations,
+        "seconds_per_step": statistics.median(durations[2:] if len(durations) > 4 else durations),
+        "peak_mb": peak / 2**20, "optimisation_mb": (peak - baseline) / 2**20,
+        "final_loss": evaluate(judge, final).total,
+    }
+
+
+def measure_curve(name: str, size: int, steps: int, weights: str, budget: float = float("inf")) -> dict:
+    """Loss (the full-size objective) against wall time, for the time-to-quality comparison;
+    stops after ``steps`` steps or ``budget`` seconds."""
+    import numpy as np
+
+    from napari_style_transfer import iter_stylize
+    from napari_style_transfer.api import StyleResult
+
+    if name == "reference":
+        return measure_steps("reference", size, steps, weights) | {"curve": _reference_curve(size, steps, weights)}
+    content, style = _images(size)
+    as_numpy = [t[0].permute(1, 2, 0).numpy() for t in (content, style)]
+    overrides = {
+        "ours-auto": {},
+        "ours-single": {"schedule": "none"},
+        "ours-noise": {"schedule": "none", "init": "noise"},
+        "ours-adam": {"schedule": "none", "optimizer": "adam"},
+        "ours-auto-bf16": {"precision": "bf16"},
+    }[name]
+    curve = []
+    started = time.perf_counter()
+    for record in iter_stylize(
+        *as_numpy, steps=steps, size=size, weights=weights, snapshot_every=0, style_scale=1.0, **overrides
+    ):
+        if isinstance(record, StyleResult):
+            break
+        if record.size == size:  # coarse levels optimise a smaller objective: not comparable
+            curve.append((time.perf_counter() - started, record.losses.total))
+        if time.perf_counter() - started > budget:
+            break
+    return {"name": name, "size": size, "curve": curve, "final_loss": float(np.asarray(curve)[-1, 1])}
+
+
+def _reference_curve(size: int, steps: int, weights: str) -> list[tuple[float, float]]:
+    from napari_style_transfer.weights import load_vgg19_features
+
+    sys.path.insert(0, str(HERE))
+    from reference import run_reference
+
+    content, style = _images(size)
+    features = load_vgg19_features(weights, progress=False).features
+    history, _ = run_reference(
+        features, content, style, content, steps=steps, content_layers=CONTENT_LAYERS,
+        style_layers=STYLE_LAYERS, content_weight=1.0, style_weight=1e6,
+    )
+    return [(t, loss) for _, loss, t in history]
+
+
+def measure_first_step(size: int, torch_home: str, started: float) -> dict:
+    """Seconds from the start of this process (before any import) to the first step."""
+    os.environ["TORCH_HOME"] = torch_home
+    import numpy as np
+
+    from napari_style_transfer import iter_stylize
+
+    rng = np.random.default_rng(0)
+    records = iter_stylize(rng.random((size, size, 3)), rng.random((size, size, 3)), size=size, steps=5, weights="imagenet")
+    first = next(records)
+    records.close()
+    return {"size": size, "seconds": time.perf_counter() - started, "weights": first.weights}
+
+
+def measure_matmul(threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    rates = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.rand(2048, 2048, dtype=dtype), torch.rand(2048, 2048, dtype=dtype)
+        a @ b
+        seconds = []
+        for _ in range(5):
+            started = time.perf_counter()
+            a @ b
+            seconds.append(time.perf_counter() - started)
+        rates[str(dtype).removeprefix("torch.")] = 2 * 2048**3 / statistics.median(seconds) / 1e9
+    return rates
+
+
+def measure_cancel(size: int, trials: int, weights: str) -> dict:
+    """Seconds from a cancel request (at a random moment within a step) to the worker's stop."""
+    import random
+
+    import numpy as np
+
+    from napari_style_transfer._napari.worker import Cancelled, Progress, style_transfer_updates
+
+    rng = np.random.default_rng(0)
+    content, style = rng.random((size, size, 3)), rng.random((size, size, 3))
+    latencies, step_seconds = [], []
+    for trial in range(trials):
+        cancel = threading.Event()
+        updates = style_transfer_updates(content, style, {"size": size, "steps": 1000, "weights": weights, "schedule": "none"}, cancel)
+        box: dict[str, float] = {}
+
+        def consume(updates=updates, box=box) -> None:
+            times = []
+            for update in updates:
+                if isinstance(update, Progress):
+                    times.append(time.perf_counter())
+                    if len(times) == 3:
+                        box["step"] = times[2] - times[1]
+                        box["third"] = times[2]
+                if isinstance(update, Cancelled):
+                    box["stopped"] = time.perf_counter()
+                    return
+
+        thread = threading.Thread(target=consume)
+        thread.start()
+        while "third" not in box:
+            time.sleep(0.005)
+        time.sleep(random.Random(trial).random() * box["step"])
+        requested = time.perf_counter()
+        cancel.set()
+        thread.join()
+        latencies.append(box["stopped"] - requested)
+        step_seconds.append(box["step"])
+    return {"size": size, "median": statistics.median(latencies), "max": max(latencies), "step": statistics.median(step_seconds)}
+
+
+# --- FLOPs --------------------------------------------------------------------------------
+
+
+def conv_gflops(size: int, deepest: str = "conv5_1") -> float:
+    """Conv FLOPs of one evaluation: forward plus the input-gradient backward (the weights
+    are frozen, so no weight gradient), counting a multiply-add as two FLOPs."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from napari_style_transfer.options import VGG19_LAYERS
+    from napari_style_transfer.vgg import VGG19_CHANNELS
+
+    flops, side, in_channels = 0, size, 3
+    names = iter(VGG19_LAYERS)
+    for block in VGG19_CHANNELS:
+        for out_channels in block:
+            name = next(names)
+            flops += 2 * in_channels * out_channels * 9 * side * side
+            in_channels = out_channels
+            next(names)  # relu
+            if name == deepest:
+                return 2 * flops / 1e9
+        next(names)  # pool
+        side //= 2
+    return 2 * flops / 1e9
+
+
+# --- the driver ---------------------------------------------------------------------------
+
+
+def _child(kind: str, **kwargs) -> dict:
+    command = [sys.executable, __file__, "--child", kind, "--kwargs", json.dumps(kwargs)]
+    out = subprocess.run(command, check=True, capture_output=True, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _median_of(runs: list[dict], key: str) -> float:
+    return statistics.median(run[key] for run in runs)
+
+
+def machine(threads: int) -> dict:
+    import torch
+
+    cpu = platform.machine()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
+        "python": platform.python_version(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def write_torch_home(path: Path) -> None:
+    """A hub cache holding an untrained VGG19 under the ImageNet file's name (no download)."""
+    import torch
+
+    from napari_style_transfer._torch_compat import import_torchvision
+
+    checkpoints = path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    torch.save(import_torchvision().models.vgg19(weights=None).state_dict(), checkpoints / "vgg19-dcbb9e9d.pth")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and one repeat, to check the script")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
+    parser.add_argument("--steps", type=int, default=20, help="steps per speed measurement")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quality-size", type=int, default=512)
+    parser.add_argument("--quality-steps", type=int, default=100, help="reference steps that set the target loss")
+    parser.add_argument("--weights", default="random")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--images", type=Path, default=ROOT / "docs" / "images")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--kwargs", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        started = time.perf_counter()
+        kwargs = json.loads(args.kwargs)
+        if args.child == "first_step":
+            kwargs["started"] = started
+        function = {"steps": measure_steps, "curve": measure_curve, "first_step": measure_first_step,
+                    "matmul": measure_matmul, "cancel": measure_cancel}[args.child]
+        print(json.dumps(function(**kwargs)))
+        return
+
+    if args.quick:
+        args.sizes, args.steps, args.repeats, args.quality_size, args.quality_steps = [64], 6, 1, 64, 10
+    threads = os.cpu_count() or 1
+    load_before = os.getloadavg()[0]
+    info = machine(threads)
+    print(f"machine: {info}", flush=True)
+    matmul = _child("matmul", threads=threads)
+    print(f"matmul GFLOP/s: {matmul}", flush=True)
+
+    speed: dict[tuple[str, int], list[dict]] = {}
+    for size in args.sizes:
+        steps = max(8, args.steps * 256 // max(size, 256))  # fewer at 512 px, where a step is slow
+        for name in CONFIGS:
+            speed[name, size] = [_child("steps", name=name, size=size, steps=steps, weights=args.weights)
+                                 for _ in range(args.repeats)]
+            print(f"{size:4d} px {name:16s} {_median_of(speed[name, size], 'seconds_per_step'):.3f} s/step", flush=True)
+
+    curves = {"reference": _child("curve", name="reference", size=args.quality_size, steps=args.quality_steps,
+                                  weights=args.weights)}
+    budget = CURVE_BUDGET * curves["reference"]["curve"][-1][0]
+    for name in ("ours-auto", "ours-single", "ours-noise", "ours-adam", "ours-auto-bf16"):
+        curves[name] = _child("curve", name=name, size=args.quality_size, steps=args.quality_steps * 3,
+                              weights=args.weights, budget=budget)
+        print(f"curve {name}: final loss {curves[name]['final_loss']:.4g}", flush=True)
+
+    with tempfile.TemporaryDirectory() as home:
+        write_torch_home(Path(home))
+        first_steps = []
+        for attempt in range(2):  # the first load writes the features-only copy; the second uses it
+            for size in args.sizes:
+                result = _child("first_step", size=size, torch_home=home)
+                first_steps.append(result | {"attempt": "first load (548 MB file)" if attempt == 0 else "cached (features copy)"})
+    cancels = [_child("cancel", size=size, trials=3 if args.quick else 5, weights=args.weights) for size in args.sizes]
+    load_after = os.getloadavg()[0]
+
+    write_report(args, info, matmul, speed, curves, first_steps, cancels, (load_before, load_after))
+    print(f"wrote {args.output}")
+
+
+def write_report(args, info, matmul, speed, curves, first_steps, cancels, loads) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    busy = max(loads) > 0.5 * info["cores"] + 1
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `python benchmarks/run.py{' --quick' if args.quick else ''}` on {info['date']}: "
+        f"{info['cpu']}, {info['cores']} cores, {info['threads']} torch threads, Python {info['python']}, "
+        f"torch {info['torch']}, weights `{args.weights}`. Load average {loads[0]:.2f} before, {loads[1]:.2f} after"
+        + (" (**the machine was busy: these numbers are less reliable**)." if busy else "."),
+        "",
+        "Images: the bundled astronaut (content) and swirl (style, resized to the content's size), "
+        f"layers content {', '.join(CONTENT_LAYERS)} and style {', '.join(STYLE_LAYERS)}, content weight 1, style "
+        "weight 1e6. Every number comes from its own process; medians over "
+        f"{args.repeats} processes. With untrained weights the numbers say how fast and how far each "
+        "optimiser gets, nothing about how the images look.",
+        "",
+        f"Matrix multiply (2048 x 2048, same threads): {matmul['float32']:.0f} GFLOP/s fp32, "
+        f"{matmul['bfloat16']:.0f} GFLOP/s bf16.",
+        "",
+        "## Seconds per step",
+        "",
+        "A step is one optimiser iteration of ours and one loss-and-gradient evaluation of the reference. "
+        "GFLOP/s counts the convolutions of one evaluation as direct convolutions (forward plus "
+        "input-gradient backward, multiply-add = 2; the frozen weights get no gradient) over the seconds "
+        "per evaluation; *of matmul* compares it with the matrix multiply of the same precision. oneDNN "
+        "computes 3x3 convolutions with Winograd transforms, which need fewer multiplications than the "
+        "direct count, so this rate can exceed the matrix multiply's.",
+        "",
+        "| size | implementation | s/step | vs reference | evaluations/step | GFLOP/s | of matmul | peak memory MB | of which the optimisation | loss after the steps |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for size in args.sizes:
+        reference = _median_of(speed["reference", size], "seconds_per_step")
+        for name in CONFIGS:
+            runs = speed[name, size]
+            per_step = _median_of(runs, "seconds_per_step")
+            evaluations_per_step = _median_of(runs, "evaluations") / _median_of(runs, "steps")
+            rate = conv_gflops(size) * evaluations_per_step / per_step
+            peak_matmul = matmul["bfloat16" if "bf16" in name else "float32"]
+            lines.append(
+                f"| {size} | {name} | {per_step:.3f} | {per_step / reference:.2f} | "
+                f"{evaluations_per_step:.2f} | {rate:.0f} | {rate / peak_matmul:.0%} | "
+                f"{_median_of(runs, 'peak_mb'):.0f} | {_median_of(runs, 'optimisation_mb'):.0f} | "
+                f"{_median_of(runs, 'final_loss'):.4g} |"
+            )
+    lines += ["", "Implementations:", ""] + [f"- `{name}`: {text}" for name, (text, _) in CONFIGS.items()]
+
+    ref_curve = curves["reference"]["curve"]
+    target_loss, target_time = ref_curve[-1][1], ref_curve[-1][0]
+    lines += [
+        "",
+        f"## Time to quality at {args.quality_size} px",
+        "",
+        f"The reference's loss after {args.quality_steps} steps, {target_loss:.4g}, reached after "
+        f"{target_time:.1f} s, is the target; each of ours runs for {CURVE_BUDGET:.0%} of that time at most. *Reached* is the "
+        "wall time (weights and model already loaded) when the full-size loss first falls to the target; "
+        "coarse-to-fine levels count in the time but not in the curve (their loss is a smaller image's).",
+        "",
+        "| run | reached the target after s | vs reference | final loss |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, result in curves.items():
+        reached = next((t for t, loss in result["curve"] if loss <= target_loss), None)
+        shown = f"{reached:.1f}" if reached is not None else "not reached"
+        ratio = f"{reached / target_time:.2f}" if reached is not None else "-"
+        lines.append(f"| {name} | {shown} | {ratio} | {result['final_loss']:.4g} |")
+    lines += [
+        "",
+        "Runs: `reference` (torch.optim.LBFGS as the report uses it), `ours-auto` (the default: "
+        "coarse-to-fine schedule, L-BFGS, init from the content), `ours-single` (schedule none), "
+        "`ours-noise` (single size, init noise), `ours-adam` (single size, Adam), `ours-auto-bf16` "
+        "(the default with precision=bf16).",
+        "",
+        "![loss against wall time](images/bench_loss_time.png)",
+        "",
+        "![seconds per step against size](images/bench_step_time.png)",
+        "",
+        "## Time from Run to the first step",
+        "",
+        "A fresh process: importing the package and torch, loading the weights from the torch hub cache "
+        "(an untrained VGG19 saved under the ImageNet file's name), building the network, the targets and "
+        "one step.",
+        "",
+        "| size | weights on disk | seconds |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| {r['size']} | {r['attempt']} | {r['seconds']:.2f} |" for r in first_steps]
+    lines += [
+        "",
+        "## Cancel latency",
+        "",
+        "Seconds from a cancel request, at a random moment within a step, until the worker has stopped "
+        "(the napari worker's generator in a thread, no GUI).",
+        "",
+        "| size | median s | max s | one step s |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [f"| {c['size']} | {c['median']:.3f} | {c['max']:.3f} | {c['step']:.3f} |" for c in cancels]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text("\n".join(lines) + "\n")
+
+    args.images.mkdir(parents=True, exist_ok=True)
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for name, result in curves.items():
+        times, losses = zip(*result["curve"], strict=True) if result["curve"] else ((), ())
+        axes.plot(times, losses, label=name, lw=2 if name in ("reference", "ours-auto") else 1)
+    axes.axhline(target_loss, color="grey", ls=":", lw=1)
+    axes.set(xlabel="wall time (s)", ylabel="loss (full-size objective)", yscale="log",
+             title=f"Loss against time at {args.quality_size} px ({args.weights} weights)")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(args.images / "bench_loss_time.png", dpi=110)
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for name in CONFIGS:
+        axes.plot(args.sizes, [_median_of(speed[name, s], "seconds_per_step") for s in args.sizes], "o-", label=name)
+    axes.set(xlabel="working size (px, longest side)", ylabel="seconds per step", xscale="log", yscale="log",
+             title="Seconds per step against size (CPU)")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(args.images / "bench_step_time.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Correctness of the speed options: mixed precision, memory layout, coarse-to-fine, flags.
+
+No test here asserts a time: speed is measured by benchmarks/run.py and benchmarks/gpu.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_style_transfer import iter_stylize, stylize
+from napari_style_transfer.api import StyleResult
+
+FAST = {"size": 32, "steps": 6, "weights": "random", "snapshot_every": 0}
+
+#: Stated tolerances between fp32 and bf16 runs on a fixed seed (pixels in [0, 1]): after 3
+#: steps the mean absolute pixel difference stays under 0.01 (measured 0.001-0.003); after
+#: 20 steps the trajectories part a little (L-BFGS amplifies rounding), the mean pixel
+#: difference stays under 0.06 (measured 0.017-0.04) and the losses within 5% (measured 0.1-2%).
+EARLY_PIXELS, LATE_PIXELS, LATE_LOSS = 0.01, 0.06, 0.05
+
+
+def test_bf16_and_fp32_results_agree_within_the_stated_tolerance(content, style):
+    options = {**FAST, "size": 64, "schedule": "none"}
+    early = [stylize(content, style, precision=p, **{**options, "steps": 3}) for p in ("fp32", "bf16")]
+    assert 0 < np.abs(early[0] - early[1]).mean() < EARLY_PIXELS
+    late = [list(iter_stylize(content, style, precision=p, **{**options, "steps": 20}))[-1] for p in ("fp32", "bf16")]
+    assert np.abs(late[0].image - late[1].image).mean() < LATE_PIXELS
+    assert abs(late[1].losses.total / late[0].losses.total - 1) < LATE_LOSS
+
+
+def test_bf16_losses_are_float32_and_fall(content, style):
+    records = [r for r in iter_stylize(content, style, precision="bf16", init="noise", **{**FAST, "steps": 10})]
+    totals = [r.losses.total for r in records[:-1]]
+    assert totals[-1] < 0.5 * totals[0]
+
+
+def test_channels_last_gives_the_same_result(content, style):
+    plain = stylize(content, style, channels_last=False, **FAST)
+    last = stylize(content, style, channels_last=True, **FAST)
+    np.testing.assert_allclose(plain, last, atol=2e-3)
+
+
+def test_coarse_to_fine_goes_through_its_sizes_and_ends_at_the_working_size(content, style):
+    records = list(iter_stylize(content, style, size=64, steps=8, schedule="32,64", weights="random", snapshot_every=1))
+    steps, result = records[:-1], records[-1]
+    assert isinstance(result, StyleResult)
+    assert result.image.shape == (53, 64, 3) and result.schedule == (32, 64)
+    assert [r.size for r in steps] == [32] * 3 + [64] * 5  # 40% then 60% of the steps
+    assert [r.step for r in steps] == list(range(1, 9))
+    assert steps[0].image.shape == (27, 32, 3) and steps[-1].image.shape == (53, 64, 3)
+    fine = [r.losses.total for r in steps if r.size == 64]
+    assert fine[-1] < fine[0]
+
+
+def test_the_auto_schedule_runs_coarse_levels_for_large_sizes(content, style):
+    first = next(iter_stylize(content, style, size=512, steps=4, weights="random", snapshot_every=0))
+    assert first.size == 128
+
+
+def test_an_explicit_schedule_too_small_for_the_layers_is_refused(content, style):
+    from napari_style_transfer import StyleTransferError
+
+    with pytest.raises(StyleTransferError, match="at size 16, too small"):
+        iter_stylize(content, style, size=64, schedule="16,64", weights="random")
+
+
+def test_backend_flags_are_set_for_a_cuda_run_and_restored_after():
+    from napari_style_transfer import StyleOptions
+    from napari_style_transfer.engine import backend_flags
+
+    before = (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32)
+    options = StyleOptions(precision="fp32", cudnn_benchmark=True)
+    with backend_flags(options, torch.device("cuda")):
+        assert torch.backends.cudnn.benchmark is True
+        assert torch.backends.cudnn.allow_tf32 is False  # fp32 means no TF32 convolutions
+    assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32) == before
+
+
+def test_auto_precision_is_fp32_on_the_cpu():
+    from napari_style_transfer.engine import compute_dtype
+
+    assert compute_dtype("auto", torch.device("cpu")) == torch.float32
+    assert compute_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+
+
+def test_conv_flop_count_matches_a_hand_count():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from run import conv_gflops
+
+    # conv1_1 alone at 10 px: 3 -> 64 channels, 3x3, 100 positions, forward + input gradient
+    assert conv_gflops(10, "conv1_1") == pytest.approx(2 * 2 * 3 * 64 * 9 * 100 / 1e9)
