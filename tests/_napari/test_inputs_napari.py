@@ -267,3 +267,23 @@ def test_the_gui_stays_responsive_during_a_run(qtbot, viewer, widget):
     gaps = np.diff(ticks)
     assert len(ticks) > 20
     assert gaps.max() < 0.100, f"longest gap {gaps.max() * 1000:.0f} ms"
+
+
+def test_a_constant_layer_becomes_a_notification(qtbot, viewer, widget, errors):
+    layer = viewer.add_image(np.full((40, 48), 7, np.uint16), name="flat", contrast_limits=(0, 10))
+    before = snapshot_of(layer)
+    use(widget, layer)
+    run_and_wait(qtbot, widget)
+    assert any("is constant" in message for message in errors), errors
+    assert_unchanged(layer, before)
+
+
+def test_an_unavailable_device_becomes_a_notification(qtbot, viewer, widget, errors):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the refusal needs a machine without it")
+    widget["device"].value = "cuda"
+    run_and_wait(qtbot, widget)  # the device is looked at in the worker: torch stays off the GUI thread
+    assert any("CUDA is not available" in message for message in errors), errors
+    assert not widget.running
