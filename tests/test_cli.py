@@ -132,3 +132,25 @@ def test_the_installed_command_exists_and_reports_errors_without_a_traceback(tmp
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "napari-style-transfer: error: content image nope.png does not exist"
+
+
+def test_a_stack_run_names_snapshots_by_frame_and_writes_a_tiff(tmp_path, content, style):
+    stack = tmp_path / "stack.npy"
+    np.save(stack, np.stack([content, content[:, ::-1]]))
+    style_path = tmp_path / "style.npy"
+    np.save(style_path, style)
+    out, snaps = tmp_path / "result.tif", tmp_path / "snaps"
+    argv = [str(stack), str(style_path), "-o", str(out), *FAST, "--snapshot-every", "3", "--snapshot-dir", str(snaps)]
+    assert main(argv) == 0
+    assert sorted(p.name for p in snaps.iterdir()) == ["snapshot_frame0000_step0003.png", "snapshot_frame0001_step0003.png"]
+    with Image.open(out) as tiff:
+        assert tiff.n_frames == 2
+
+
+def test_a_stack_result_to_png_is_refused_before_the_run(tmp_path, content, style, capsys):
+    stack = tmp_path / "stack.npy"
+    np.save(stack, np.stack([content, content]))
+    style_path = tmp_path / "style.npy"
+    np.save(style_path, style)
+    assert main([str(stack), str(style_path), "-o", str(tmp_path / "r.png"), *FAST]) == 2
+    assert "write it to a .tif or .npy file" in capsys.readouterr().err

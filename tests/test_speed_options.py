@@ -94,3 +94,25 @@ def test_conv_flop_count_matches_a_hand_count():
 
     # conv1_1 alone at 10 px: 3 -> 64 channels, 3x3, 100 positions, forward + input gradient
     assert conv_gflops(10, "conv1_1") == pytest.approx(2 * 2 * 3 * 64 * 9 * 100 / 1e9)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_fewer_steps_than_levels_keep_the_finest_levels_and_end_at_the_working_size(content, style, steps):
+    records = list(iter_stylize(content, style, size=512, steps=steps, weights="random", snapshot_every=0,
+                                content_layers=["conv1_1"], style_layers=["conv1_1"]))
+    assert [r.step for r in records[:-1]] == list(range(1, steps + 1))
+    assert records[-2].size == 512 and records[-2].image is not None
+    assert records[-1].image.shape[:2] == (427, 512)
+
+
+def test_step_counts_add_up_for_every_schedule():
+    from napari_style_transfer import StyleOptions
+    from napari_style_transfer.api import _levels
+
+    for schedule in ("auto", "64,128,256,512", "256,512"):
+        for steps in (1, 2, 3, 4, 5, 7, 10, 100, 301):
+            options = StyleOptions.from_kwargs({"size": 512, "steps": steps, "schedule": schedule})
+            levels = _levels(options, (400, 500), (300, 300))
+            assert sum(level.steps for level in levels) == steps
+            assert all(level.steps >= 1 for level in levels)
+            assert max(levels[-1].content_shape) == 512

@@ -190,3 +190,25 @@ def test_a_weights_file_drives_a_whole_run(tmp_path, untrained_vgg19_state):
 
     result = list(iter_stylize(image, image[::-1], weights=str(path), size=32, steps=2))[-1]
     assert result.weights_kind == "file" and result.image.shape == (32, 32, 3)
+
+
+def test_auto_falls_back_to_random_weights_when_the_cache_cannot_be_written(tmp_path, monkeypatch, offline):
+    home = tmp_path / "read_only_home"
+    home.mkdir()
+    home.chmod(0o500)
+    monkeypatch.setenv("TORCH_HOME", str(home / "torch"))
+    try:
+        with pytest.warns(RandomWeightsWarning):
+            assert load_vgg19_features("auto").kind == "random"
+    finally:
+        home.chmod(0o700)
+
+
+def test_a_features_copy_that_cannot_be_written_does_not_fail_the_load(torch_home, untrained_vgg19_state, monkeypatch):
+    put_in_hub_cache(untrained_vgg19_state, torch_home)
+
+    def disk_full(*args, **kwargs):
+        raise RuntimeError("PytorchStreamWriter failed writing file: file write failed")
+
+    monkeypatch.setattr(weights_module, "_atomic_save", disk_full)
+    assert load_vgg19_features("imagenet").kind == "imagenet"

@@ -212,9 +212,10 @@ def _levels(opts: StyleOptions, content: tuple[int, int], style: tuple[int, int]
         _check_large_enough(content_shape, layers, "content", at=size)
         _check_large_enough(style_shape, opts.style_layers, "style", hint=" or a larger style_scale", at=size)
         levels.append((content_shape, style_shape))
+    levels = levels[-opts.steps :]  # fewer steps than levels: keep the finest
     shares = STEP_SHARES.get(len(levels)) or (1.0 / len(levels),) * len(levels)
-    steps = [max(1, round(opts.steps * share)) for share in shares[:-1]]
-    steps.append(max(1, opts.steps - sum(steps)))
+    steps = [max(1, int(opts.steps * share)) for share in shares[:-1]]
+    steps.append(opts.steps - sum(steps))  # at least 1 once there are as many steps as levels
     return tuple(_Level(c, s, n) for (c, s), n in zip(levels, steps, strict=True))
 
 
@@ -252,6 +253,10 @@ def _check_memory(content_shape: tuple[int, int], style_shape: tuple[int, int], 
     )
 
 
+#: torch.OutOfMemoryError since torch 2.5; the CUDA-only name before.
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
 def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).contiguous().to(device)
 
@@ -260,7 +265,7 @@ def _run(p: _Plan) -> Iterator[StepRecord | StyleResult]:
     try:
         with backend_flags(p.options, p.device):
             yield from _optimise_frames(p)
-    except torch.OutOfMemoryError as error:
+    except _OUT_OF_MEMORY as error:
         raise OutOfMemoryError(
             f"{p.device} ran out of memory at a working size of {max(p.content_shape)} px: use a smaller size "
             f"(for example {max(16, max(p.content_shape) // 2 // 16 * 16)}) or device='cpu'"
@@ -312,7 +317,7 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
                 objective = StyleObjective(extractor, content_t, style_t, opts, dtype)
             else:
                 objective.set_content(content_t)
-            for step, losses, image in optimize(objective, start, opts, level.steps):
+            for _, losses, image in optimize(objective, start, opts, level.steps):
                 done += 1
                 cursor.position = (number, done)
                 snapshot = bool(opts.snapshot_every) and done % opts.snapshot_every == 0

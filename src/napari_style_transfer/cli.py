@@ -157,7 +157,7 @@ def read_image(path: Path, role: str) -> np.ndarray:
 
 def _as_array(image: Any) -> np.ndarray:
     if image.mode in ("P", "PA", "LA", "CMYK", "YCbCr", "1", "RGBX"):
-        image = image.convert("RGBA" if "A" in image.mode or image.info.get("transparency") else "RGB")
+        image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
     return np.asarray(image)
 
 
@@ -218,17 +218,26 @@ def run(content: np.ndarray, style: np.ndarray, args: argparse.Namespace, snapsh
         for record in records:
             if isinstance(record, StyleResult):
                 return record
-            if record.step == 1 and not args.quiet:
-                bar.write(f"device {record.device}; weights {record.weights}")
+            if last is None:
+                bar.total = record.frames * record.steps
+                if not args.quiet:
+                    bar.write(f"device {record.device}; weights {record.weights}")
             bar.set_postfix(loss=f"{record.losses.total:.4g}", refresh=False)
             bar.update(1)
             if record.is_snapshot and snapshot_dir is not None:
-                write_image(snapshot_dir / f"snapshot_step{record.step:04d}.png", record.image)
+                frame = f"frame{record.frame_number:04d}_" if record.frames > 1 else ""
+                write_image(snapshot_dir / f"snapshot_{frame}step{record.step:04d}.png", record.image)
             last = record
     except KeyboardInterrupt:
         if last is None:
             raise
-        raise RunInterrupted(last.render(), last.step) from None
+        try:
+            image = last.render()
+        except RuntimeError:  # interrupted between two steps: the last snapshot is what is left
+            image = last.image
+        if image is None:
+            raise
+        raise RunInterrupted(image, last.step) from None
     finally:
         bar.close()
     raise AssertionError("the run ended without a result")  # pragma: no cover

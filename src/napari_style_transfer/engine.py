@@ -189,7 +189,8 @@ def optimize(
         adam.step()
         with torch.no_grad():
             image.clamp_(0.0, 1.0)
-        yield step, _checked(to_losses(terms), step), image.detach()
+        # a copy: Adam updates ``image`` in place, and a caller may keep the yielded one
+        yield step, _checked(to_losses(terms), step), image.detach().clone()
 
 
 def _checked(losses: Losses, step: int) -> Losses:
@@ -207,8 +208,8 @@ def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
     """The convolutions' dtype: bf16 for ``bf16``, and for ``auto`` on CUDA GPUs with bf16."""
     if precision == "bf16":
         return torch.bfloat16
-    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
+    if precision == "auto" and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8:
+        return torch.bfloat16  # Ampere and newer compute bf16 natively
     return torch.float32
 
 

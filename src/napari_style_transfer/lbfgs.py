@@ -10,6 +10,7 @@ step is accepted, which is the usual case after the first few.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 
@@ -116,6 +117,8 @@ class BoxLBFGS:
                 break
             t *= 0.5
         else:
+            if not math.isfinite(new):  # report it: the caller stops the run with a message
+                return [math.nan] * len(self.report_values)
             if not new < loss.item():  # no step lowered the loss: stay, start the curvature afresh
                 self.history.clear()
                 return self.report_values

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import re
@@ -210,7 +211,7 @@ def _shorten(items: list[str], limit: int = 4) -> str:
 def _write_features_copy(features: nn.Sequential, copy: Path) -> None:
     try:
         _atomic_save(features.state_dict(), copy)
-    except OSError as error:
+    except (OSError, RuntimeError) as error:  # read-only cache, full disk: the load itself worked
         log.warning("could not write the features-only weights copy %s: %s", copy, error)
 
 
@@ -233,10 +234,11 @@ def _download(url: str, destination: Path, *, progress: bool) -> None:
         "(set TORCH_HOME to use another cache), pass weights='path/to/vgg19.pth', "
         "or use weights='random' for an untrained network (texture only)."
     )
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(dir=destination.parent, suffix=".partial")
     digest = hashlib.sha256()
+    partial = None
     try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(dir=destination.parent, suffix=".partial")
         with os.fdopen(fd, "wb") as out:
             request = urllib.request.Request(url, headers={"User-Agent": "napari-style-transfer"})
             with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:
@@ -254,11 +256,11 @@ def _download(url: str, destination: Path, *, progress: bool) -> None:
                 f"expected {expected.group(1)}...). Try again, or: {how_to_fix}"
             )
         os.replace(partial, destination)
-    except (urllib.error.URLError, OSError) as error:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", error)
         raise WeightsError(f"could not download the VGG19 ImageNet weights: {reason}. {how_to_fix}") from error
     finally:
-        if os.path.exists(partial):
+        if partial is not None and os.path.exists(partial):
             os.remove(partial)
 
 

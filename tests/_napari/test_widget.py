@@ -222,7 +222,7 @@ def test_every_sample_opens(viewer):
         viewer.open_sample("napari-style-transfer", key)
         assert key in viewer.layers
     viewer.layers.clear()
-    for key, (content, style, _) in DEMO_PAIRS.items():
+    for key in DEMO_PAIRS:
         viewer.open_sample("napari-style-transfer", key)
     assert len(viewer.layers) == 2 * len(DEMO_PAIRS)
 
@@ -232,3 +232,18 @@ def test_the_widget_is_also_under_layers_filters(viewer):
 
     items = get_app_model().menus.get_menu("napari/layers/filter")
     assert "napari-style-transfer.make_widget" in [getattr(item, "command", None) and item.command.id for item in items]
+
+
+def test_worker_quit_closes_the_engine_generator(qtbot, viewer, widget):
+    widget["steps"].value = 500
+    worker = widget.run()
+
+    def quit_after_step_one(update):
+        if getattr(update, "step", 0) == 1:
+            worker.quit()
+
+    worker.yielded.connect(quit_after_step_one)
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    qtbot.wait(50)  # the close is queued to the GUI thread after finished
+    assert worker.updates.gi_frame is None  # closed: the network and its tensors are released

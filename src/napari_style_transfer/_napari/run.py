@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -205,16 +206,26 @@ def run_style_transfer(
 
     cancel_event = threading.Event()
     writer = LayerWriter(viewer, content_layer, style_layer, options, source)
-    make_worker = thread_worker(style_transfer_updates, start_thread=False)
-    worker = make_worker(source.data, style_data, options, cancel_event)
+    updates = style_transfer_updates(source.data, style_data, options, cancel_event)
+    worker = thread_worker(_relay, start_thread=False)(updates)
     worker.cancel_event = cancel_event
     worker.layer_writer = writer
+    worker.updates = updates
     worker.yielded.connect(writer.handle)
     worker.aborted.connect(writer.aborted)
+    # worker.quit() leaves the generator suspended, holding the network and its tensors
+    # (GPU memory too): close it once the thread is done.
+    worker.finished.connect(updates.close)
     _stop_when_the_content_goes(viewer, content_layer, worker)
     if start:
         worker.start()
     return worker
+
+
+def _relay(updates: Iterator[Update]) -> Iterator[Update]:
+    """The worker's generator function: passes on the updates of a generator made here, so
+    that this module keeps a handle to close it."""
+    yield from updates
 
 
 def _stop_when_the_content_goes(viewer: napari.Viewer, content: Image, worker: GeneratorWorker) -> None:

@@ -96,7 +96,8 @@ def style_transfer_updates(
 ) -> Iterator[Update]:
     """Run the engine and describe what happens; stops within one step of ``cancel`` being set."""
     last = None
-    lower_this_threads_priority()
+    records = None
+    niceness = lower_this_threads_priority()
     try:
         from ..api import StyleResult, iter_stylize  # torch is imported here, in the worker thread
 
@@ -141,6 +142,10 @@ def style_transfer_updates(
             traceback.format_exc(),
             last.frame_number if last else 0,
         )
+    finally:
+        if records is not None:
+            records.close()  # frees the network and its tensors now, GPU memory included
+        restore_priority(niceness)
 
 
 #: Niceness of the worker thread (Linux). Its torch threads inherit it, so the GUI thread
@@ -149,15 +154,32 @@ def style_transfer_updates(
 WORKER_NICENESS = 10
 
 
-def lower_this_threads_priority() -> None:
+def lower_this_threads_priority() -> tuple[int, int] | None:
     """Let napari's GUI thread win over the style-transfer threads (Linux only; elsewhere
-    a thread's priority is the process's)."""
+    a thread's priority is the process's). Returns (thread id, niceness before), or None."""
     if sys.platform != "linux":
-        return
+        return None
+    thread = threading.get_native_id()
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+        before = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, WORKER_NICENESS)
     except OSError as error:  # not permitted in some sandboxes: run at normal priority
         log.info("could not lower the worker thread's priority: %s", error)
+        return None
+    return thread, before
+
+
+def restore_priority(saved: tuple[int, int] | None) -> None:
+    """Give the pooled thread its priority back. Raising a priority needs CAP_SYS_NICE or a
+    permissive RLIMIT_NICE; without them the thread stays lower, which only slows later
+    background work on it. (This can run on another thread: the id says which.)"""
+    if saved is None:
+        return
+    thread, niceness = saved
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, niceness)
+    except OSError as error:
+        log.info("could not restore the worker thread's priority: %s", error)
 
 
 def _last_image(record: Any) -> np.ndarray | None:
