@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from run import CONTENT_LAYERS, STYLE_LAYERS, conv_gflops  # noqa: E402
+from run import CONTENT_LAYERS, STYLE_LAYERS, conv_gflops, count_evaluations  # noqa: E402
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 
@@ -66,14 +66,7 @@ def step_times(torch, size: int, precision: str, steps: int) -> dict:
     before = torch.cuda.memory_allocated()
     with backend_flags(options, device):
         objective = StyleObjective(extractor, content, style, options, compute_dtype(options.precision, device))
-        calls = [0]
-        forward = objective.forward
-
-        def counted(image):
-            calls[0] += 1
-            return forward(image)
-
-        objective.forward = counted
+        calls = count_evaluations(objective)
         stamps = []
         for _ in optimize(objective, content, options):
             stamps.append(time.perf_counter())  # optimize syncs once per evaluation already

@@ -113,14 +113,7 @@ def measure_steps(name: str, size: int, steps: int, weights: str) -> dict:
         memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
         extractor = VGGFeatures(features, options.layers).to(memory_format=memory_format)
         objective = StyleObjective(extractor, content, style, options, compute_dtype(options.precision, content.device))
-        calls = [0]
-        forward = objective.forward
-
-        def counted(image):
-            calls[0] += 1
-            return forward(image)
-
-        objective.forward = counted
+        calls = count_evaluations(objective)
         started = time.perf_counter()
         for _, _, image in optimize(objective, content, options):
             times.append(time.perf_counter() - started)
@@ -135,6 +128,19 @@ def measure_steps(name: str, size: int, steps: int, weights: str) -> dict:
         "peak_mb": peak / 2**20, "optimisation_mb": (peak - baseline) / 2**20,
         "final_loss": evaluate(judge, final).total,
     }
+
+
+def count_evaluations(objective) -> list[int]:
+    """Make ``objective`` count its calls; returns the one-element counter."""
+    calls = [0]
+    forward = objective.forward
+
+    def counted(image):
+        calls[0] += 1
+        return forward(image)
+
+    objective.forward = counted
+    return calls
 
 
 def measure_curve(name: str, size: int, steps: int, weights: str, budget: float = float("inf")) -> dict:
