@@ -28,6 +28,22 @@ class LayerInput:
     #: Data index of the slice along the layer's leading axes, for "current slice" runs of
     #: nD layers; None when ``data`` covers the whole layer.
     slice_index: tuple[int, ...] | None
+    #: For a deferred grey input: the contrast limits ``data`` is still to be mapped by.
+    limits: tuple[float, float] | None = None
+    deferred: bool = False
+
+    def engine_array(self) -> np.ndarray:
+        """The engine's input: a copy (RGB) or the mapping by contrast limits (grey). For a
+        deferred input this is the expensive part, done in the worker thread, not the GUI's."""
+        if not self.deferred:
+            return self.data
+        if self.limits is None:
+            return np.array(self.data, copy=True)
+        return _map_by_limits(self.data, *self.limits)
+
+
+def _map_by_limits(data: np.ndarray, low: float, high: float) -> np.ndarray:
+    return np.clip((np.asarray(data, dtype=np.float32) - np.float32(low)) / np.float32(high - low), 0.0, 1.0)
 
 
 def current_slice(viewer: napari.Viewer, layer: Image) -> tuple[int, ...]:
@@ -41,9 +57,16 @@ def current_slice(viewer: napari.Viewer, layer: Image) -> tuple[int, ...]:
 
 
 def layer_input(
-    layer: Any, role: str, *, viewer: napari.Viewer | None = None, stack: str = "current slice", size: int = 512
+    layer: Any,
+    role: str,
+    *,
+    viewer: napari.Viewer | None = None,
+    stack: str = "current slice",
+    size: int = 512,
+    defer: bool = False,
 ) -> LayerInput:
-    """A copy of an Image layer's data for the engine.
+    """A copy of an Image layer's data for the engine (with ``defer``, a view and what to do
+    with it, for :meth:`LayerInput.engine_array` to do later off the GUI thread).
 
     nD layers give the slice the viewer shows (``stack="current slice"``) or every slice
     (``"whole stack"``); multiscale layers give the coarsest level that still has ``size``
@@ -65,7 +88,8 @@ def layer_input(
         data = data[_level_index(layer, level, slice_index)]
     data = np.asarray(data)
     if layer.rgb:
-        return LayerInput(np.array(data, copy=True), slice_index)
+        source = LayerInput(data, slice_index, deferred=True)
+        return source if defer else LayerInput(source.engine_array(), slice_index)
     low, high = (float(v) for v in layer.contrast_limits)
     if not high > low:
         raise StyleTransferError(
@@ -75,8 +99,8 @@ def layer_input(
         raise StyleTransferError(
             f"the {role} layer {layer.name!r} contains NaN or infinite values; replace them first"
         )
-    mapped = np.clip((data.astype(np.float32) - np.float32(low)) / np.float32(high - low), 0.0, 1.0)
-    return LayerInput(mapped, slice_index)
+    source = LayerInput(data, slice_index, (low, high), deferred=True)
+    return source if defer else LayerInput(source.engine_array(), slice_index)
 
 
 def _article(word: str) -> str:

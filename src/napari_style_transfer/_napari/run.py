@@ -26,6 +26,7 @@ from .worker import (
     Snapshot,
     Started,
     Update,
+    last_image,
     style_transfer_updates,
 )
 
@@ -112,11 +113,7 @@ class LayerWriter:
             return
         self.done = True
         record = self.last_progress.record
-        try:
-            image = record.render()
-        except RuntimeError:  # the run went on past the last reported step
-            image = record.image
-        self._keep(image, record.step, record.frame_number, "cancelled", cancelled=True)
+        self._keep(last_image(record), record.step, record.frame_number, "cancelled", cancelled=True)
 
     def _keep(self, image: np.ndarray | None, step: int, frame_number: int, how: str, **extra: Any) -> None:
         """Keep what an interrupted run made, marked as such."""
@@ -201,12 +198,13 @@ def run_style_transfer(
             f"the content and the style are the same layer ({content_layer.name!r}); choose two different layers"
         )
     size = StyleOptions.from_kwargs(options).size
-    source = layer_input(content_layer, "content", viewer=viewer, stack=stack, size=size)
-    style_data = layer_input(style_layer, "style", viewer=viewer, size=size).data
+    # Views and contrast limits only: copying and mapping happen in the worker thread.
+    source = layer_input(content_layer, "content", viewer=viewer, stack=stack, size=size, defer=True)
+    style_source = layer_input(style_layer, "style", viewer=viewer, size=size, defer=True)
 
     cancel_event = threading.Event()
     writer = LayerWriter(viewer, content_layer, style_layer, options, source)
-    updates = style_transfer_updates(source.data, style_data, options, cancel_event)
+    updates = style_transfer_updates(source, style_source, options, cancel_event)
     worker = thread_worker(_relay, start_thread=False)(updates)
     worker.cancel_event = cancel_event
     worker.layer_writer = writer

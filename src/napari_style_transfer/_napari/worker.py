@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .layers import LayerInput
+
 log = logging.getLogger(__name__)
 
 
@@ -92,15 +94,21 @@ Update = Started | Progress | Snapshot | FrameDone | Finished | Cancelled | Fail
 
 
 def style_transfer_updates(
-    content: np.ndarray, style: np.ndarray, options: dict[str, Any], cancel: threading.Event
+    content: np.ndarray | LayerInput, style: np.ndarray | LayerInput, options: dict[str, Any], cancel: threading.Event
 ) -> Iterator[Update]:
-    """Run the engine and describe what happens; stops within one step of ``cancel`` being set."""
+    """Run the engine and describe what happens; stops within one step of ``cancel`` being set.
+
+    Layer inputs are copied or mapped here, in the worker thread."""
     last = None
     records = None
     niceness = lower_this_threads_priority()
     try:
         from ..api import StyleResult, iter_stylize  # torch is imported here, in the worker thread
 
+        if isinstance(content, LayerInput):
+            content = content.engine_array()
+        if isinstance(style, LayerInput):
+            style = style.engine_array()
         records = iter_stylize(content, style, **options)
         first_step_at = None
         for item in records:
@@ -134,7 +142,7 @@ def style_transfer_updates(
                 yield Cancelled(item.step, item.render(), item.frame_number)
                 return
     except Exception as error:  # any failure becomes a message for the user
-        image = _last_image(last)
+        image = last_image(last)
         yield Failed(
             _describe(error),
             last.step if last else 0,
@@ -182,7 +190,8 @@ def restore_priority(saved: tuple[int, int] | None) -> None:
         log.info("could not restore the worker thread's priority: %s", error)
 
 
-def _last_image(record: Any) -> np.ndarray | None:
+def last_image(record: Any) -> np.ndarray | None:
+    """The image of the last reported step, if it can still be had."""
     if record is None:
         return None
     try:
