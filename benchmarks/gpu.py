@@ -2,6 +2,8 @@
 
     bash benchmarks/gpu.sh                        # or: PYTHONPATH=src python3 benchmarks/gpu.py
     PYTHONPATH=src python3 benchmarks/gpu.py --sizes 512 1024 --steps 15
+    PYTHONPATH=src python3 benchmarks/gpu.py --device cpu --sizes 32 --steps 6 --run-size 32 \
+        --run-steps 4 --agreement-size 32 --agreement-steps 3 --matmul-size 256   # smoke run
 
 Prints markdown: for fp32, tf32 and bf16, the median seconds per step (after cuDNN has tuned
 itself), the peak GPU memory and its bytes per working pixel (the constant behind the memory
@@ -29,61 +31,91 @@ from run import CONTENT_LAYERS, STYLE_LAYERS, conv_gflops, count_evaluations  # 
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
-def matmul_tflops(torch, precision: str) -> float:
+class Device:
+    """The few calls that differ between CUDA and the CPU (the CPU only for a smoke run:
+    it has no peak-memory counter, so memory columns stay empty there)."""
+
+    def __init__(self, torch, name: str):
+        self.torch, self.name, self.cuda = torch, name, name.startswith("cuda")
+
+    def synchronize(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+
+    def reset_peak(self) -> int:
+        """Start counting the peak; returns the bytes allocated now."""
+        if not self.cuda:
+            return 0
+        self.torch.cuda.empty_cache()
+        self.torch.cuda.reset_peak_memory_stats()
+        return self.torch.cuda.memory_allocated()
+
+    def peak_since(self, before: int) -> float | None:
+        return self.torch.cuda.max_memory_allocated() - before if self.cuda else None
+
+    def describe(self) -> str:
+        return self.torch.cuda.get_device_name() if self.cuda else "CPU (smoke run, not a benchmark)"
+
+
+def matmul_tflops(device: Device, precision: str, n: int) -> float:
+    torch = device.torch
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-    a = torch.randn(8192, 8192, device="cuda", dtype=dtype)
-    b = torch.randn(8192, 8192, device="cuda", dtype=dtype)
+    a = torch.randn(n, n, device=device.name, dtype=dtype)
+    b = torch.randn(n, n, device=device.name, dtype=dtype)
     for _ in range(3):
         a @ b
-    torch.cuda.synchronize()
+    device.synchronize()
     started = time.perf_counter()
     for _ in range(10):
         a @ b
-    torch.cuda.synchronize()
+    device.synchronize()
     torch.backends.cuda.matmul.allow_tf32 = False
-    return 10 * 2 * 8192**3 / (time.perf_counter() - started) / 1e12
+    return 10 * 2 * n**3 / (time.perf_counter() - started) / 1e12
 
 
-def step_times(torch, size: int, precision: str, steps: int) -> dict:
+def step_times(device: Device, size: int, precision: str, steps: int) -> dict:
     from napari_style_transfer import StyleOptions
     from napari_style_transfer.engine import StyleObjective, backend_flags, compute_dtype, optimize
     from napari_style_transfer.vgg import VGGFeatures
     from napari_style_transfer.weights import load_vgg19_features
 
-    device = torch.device("cuda")
+    torch = device.torch
     options = StyleOptions(
         size=size, steps=steps, weights="random", precision=precision, schedule="none",
         content_layers=tuple(CONTENT_LAYERS), style_layers=tuple(STYLE_LAYERS),
     ).validated()
     generator = torch.Generator(device="cpu").manual_seed(0)
-    content = torch.rand(1, 3, size, size, generator=generator).to(device)
-    style = torch.rand(1, 3, size, size, generator=generator).to(device)
+    target = torch.device(device.name)
+    content = torch.rand(1, 3, size, size, generator=generator).to(target)
+    style = torch.rand(1, 3, size, size, generator=generator).to(target)
     features = load_vgg19_features("random").features
-    extractor = VGGFeatures(features, options.layers).to(device, memory_format=torch.channels_last)
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated()
-    with backend_flags(options, device):
-        objective = StyleObjective(extractor, content, style, options, compute_dtype(options.precision, device))
+    extractor = VGGFeatures(features, options.layers).to(target, memory_format=torch.channels_last)
+    before = device.reset_peak()
+    with backend_flags(options, target):
+        objective = StyleObjective(extractor, content, style, options, compute_dtype(options.precision, target))
         calls = count_evaluations(objective)
         stamps = []
         for _ in optimize(objective, content, options):
             stamps.append(time.perf_counter())  # optimize syncs once per evaluation already
-    torch.cuda.synchronize()
+    device.synchronize()
     durations = [b - a for a, b in zip(stamps, stamps[1:], strict=False)][3:]  # after cuDNN tuning
     per_step = statistics.median(durations)
     evaluations = calls[0] / len(stamps)
-    peak = torch.cuda.max_memory_allocated() - before
+    peak = device.peak_since(before)
     return {
         "seconds": per_step,
         "tflops": conv_gflops(size) * evaluations / per_step / 1e3,
-        "peak_gb": peak / 2**30,
-        "bytes_per_pixel": peak / (size * size),
+        "peak_gb": None if peak is None else peak / 2**30,
+        "bytes_per_pixel": None if peak is None else peak / (size * size),
     }
 
 
-def whole_run(size: int, steps: int, precision: str, schedule: str) -> tuple[float, float]:
+def _number(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def whole_run(device: str, size: int, steps: int, precision: str, schedule: str) -> tuple[float, float]:
     import numpy as np
 
     from napari_style_transfer import iter_stylize
@@ -94,64 +126,91 @@ def whole_run(size: int, steps: int, precision: str, schedule: str) -> tuple[flo
     started = time.perf_counter()
     for record in iter_stylize(
         content, style, size=size, steps=steps, weights="random", precision=precision,
-        schedule=schedule, snapshot_every=0, device="cuda",
+        schedule=schedule, snapshot_every=0, device=device,
     ):
         if isinstance(record, StyleResult):
             return time.perf_counter() - started, record.losses.total
     raise AssertionError("no result")
 
 
-def agreement(steps: int) -> float:
+def agreement(device: str, size: int, steps: int) -> float:
     import numpy as np
 
     from napari_style_transfer import stylize
 
     rng = np.random.default_rng(1)
-    content, style = rng.random((256, 256, 3)), rng.random((256, 256, 3))
-    kwargs = {"size": 256, "steps": steps, "weights": "random", "device": "cuda", "schedule": "none"}
+    content, style = rng.random((size, size, 3)), rng.random((size, size, 3))
+    kwargs = {"size": size, "steps": steps, "weights": "random", "device": device, "schedule": "none"}
     fp32 = stylize(content, style, precision="fp32", **kwargs)
     bf16 = stylize(content, style, precision="bf16", **kwargs)
     return float(np.abs(fp32 - bf16).mean())
 
 
+def refused_size(device: str, size: int) -> str:
+    """The memory check's answer for a run far too large for the device (no step runs)."""
+    import numpy as np
+
+    from napari_style_transfer import OutOfMemoryError, iter_stylize
+
+    image = np.random.default_rng(2).random((64, 64, 3), np.float32)  # upscaled to ``size``
+    try:
+        next(iter(iter_stylize(image, image, size=size, steps=1, weights="random", device=device)))
+    except OutOfMemoryError as error:
+        return str(error)
+    return "not refused"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda", help="cuda (the benchmark) or cpu (a smoke run of this script)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048])
     parser.add_argument("--steps", type=int, default=20, help="steps per timing (the first 3 are not timed)")
     parser.add_argument("--run-steps", type=int, default=500)
     parser.add_argument("--run-size", type=int, default=1024)
+    parser.add_argument("--agreement-size", type=int, default=256)
+    parser.add_argument("--agreement-steps", type=int, default=50)
+    parser.add_argument("--matmul-size", type=int, default=8192)
+    parser.add_argument("--refuse-size", type=int, default=40_000, help="a size whose run must be refused up front")
     args = parser.parse_args()
 
     import torch
 
-    if not torch.cuda.is_available():
-        sys.exit("no CUDA device: this benchmark needs a GPU")
-    name = torch.cuda.get_device_name()
-    print(f"# GPU benchmark: {name}, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
-    matmul = {precision: matmul_tflops(torch, precision) for precision in PRECISIONS}
-    print("Matrix multiply 8192^3: " + ", ".join(f"{p} {v:.0f} TFLOP/s" for p, v in matmul.items()) + "\n", flush=True)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("no CUDA device: this benchmark needs a GPU (--device cpu only smoke-tests the script)")
+    device = Device(torch, args.device)
+    from napari_style_transfer.memory import ACTIVATION_BYTES_PER_PIXEL
+
+    print(f"# GPU benchmark: {device.describe()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+    matmul = {precision: matmul_tflops(device, precision, args.matmul_size) for precision in PRECISIONS}
+    print(f"Matrix multiply {args.matmul_size}^3: " + ", ".join(f"{p} {v:.1f} TFLOP/s" for p, v in matmul.items()) + "\n", flush=True)
+    print(f"Steps: median of {args.steps - 4} after 3 warm-up steps; the memory estimate assumes {ACTIVATION_BYTES_PER_PIXEL} bytes/pixel for activations.\n")
     print("| size | precision | ms/step | TFLOP/s | of matmul | peak GB | bytes/pixel |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for size in args.sizes:
         for precision in PRECISIONS:
             try:
-                r = step_times(torch, size, precision, args.steps)
+                r = step_times(device, size, precision, args.steps)
             except torch.OutOfMemoryError:
                 print(f"| {size} | {precision} | out of memory | | | | |", flush=True)
-                torch.cuda.empty_cache()
+                device.reset_peak()
                 continue
             print(
-                f"| {size} | {precision} | {r['seconds'] * 1e3:.1f} | {r['tflops']:.0f} | "
-                f"{r['tflops'] / matmul[precision]:.0%} | {r['peak_gb']:.2f} | {r['bytes_per_pixel']:.0f} |",
+                f"| {size} | {precision} | {r['seconds'] * 1e3:.1f} | {r['tflops']:.1f} | "
+                f"{r['tflops'] / matmul[precision]:.0%} | {_number(r['peak_gb'], '.2f')} | {_number(r['bytes_per_pixel'], '.0f')} |",
                 flush=True,
             )
     print(f"\nWhole runs through iter_stylize, {args.run_size} px x {args.run_steps} steps (weights built, targets, all steps):\n")
     print("| precision | schedule | seconds | final loss |")
     print("| --- | --- | --- | --- |")
     for precision, schedule in (("bf16", "none"), ("bf16", "auto"), ("fp32", "none")):
-        seconds, loss = whole_run(args.run_size, args.run_steps, precision, schedule)
+        seconds, loss = whole_run(args.device, args.run_size, args.run_steps, precision, schedule)
         print(f"| {precision} | {schedule} | {seconds:.1f} | {loss:.4g} |", flush=True)
-    print(f"\nfp32 against bf16 after 50 steps at 256 px: mean absolute pixel difference {agreement(50):.4f} (pixels in [0, 1])")
+    difference = agreement(args.device, args.agreement_size, args.agreement_steps)
+    print(
+        f"\nfp32 against bf16 after {args.agreement_steps} steps at {args.agreement_size} px: "
+        f"mean absolute pixel difference {difference:.4f} (pixels in [0, 1])"
+    )
+    print(f"\nA {args.refuse_size} px run is refused before it starts: {refused_size(args.device, args.refuse_size)}")
 
 
 if __name__ == "__main__":

@@ -226,3 +226,20 @@ def test_the_engine_imports_neither_napari_nor_qt():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_noise_without_a_seed_leaves_torchs_global_generator_alone(content, style):
+    import torch
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    stylize(content, style, **FAST, init="noise", seed=None)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_folder_given_as_weights_is_named_as_such(content, style, tmp_path):
+    from napari_style_transfer import WeightsError
+
+    with pytest.raises(WeightsError, match="is a folder"):
+        iter_stylize(content, style, **{**FAST, "weights": str(tmp_path)})

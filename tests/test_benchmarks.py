@@ -23,3 +23,18 @@ def test_the_benchmark_script_writes_its_report(tmp_path):
     assert "| 64 | reference |" in text and "| 64 | ours |" in text
     assert {p.name for p in images.iterdir()} == {"bench_loss_time.png", "bench_step_time.png"}
     assert set(json.loads(raw.read_text())["speed"]) >= {"reference@64", "ours@64"}
+
+
+def test_the_gpu_benchmark_script_runs_end_to_end_on_the_cpu():
+    # it has never had a GPU here; a smoke run keeps its Python correct for the day it does
+    output = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--device", "cpu", "--sizes", "32",
+         "--steps", "6", "--run-size", "32", "--run-steps", "3", "--agreement-size", "32",
+         "--agreement-steps", "2", "--matmul-size", "128"],
+        check=True, capture_output=True, text=True, timeout=300,
+    ).stdout
+    for precision in ("fp32", "tf32", "bf16"):
+        assert f"| 32 | {precision} | " in output
+    assert output.count("| none |") == 2 and "| bf16 | auto |" in output
+    assert "mean absolute pixel difference" in output
+    assert "px run is refused before it starts: a 40000x40000 px run needs about" in output

@@ -154,3 +154,116 @@ def test_a_stack_result_to_png_is_refused_before_the_run(tmp_path, content, styl
     np.save(style_path, style)
     assert main([str(stack), str(style_path), "-o", str(tmp_path / "r.png"), *FAST]) == 2
     assert "write it to a .tif or .npy file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("result", "has no extension"),
+        ("result.xyz", "has the extension .xyz"),
+        ("folder", "is a folder; give a file name"),
+        ("afile/result.png", "afile is a file, not a folder"),
+    ],
+)
+def test_an_unwritable_output_is_refused_in_one_line(tmp_path, image_files, capsys, output, message):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "afile").write_text("not a folder")
+    assert main([*map(str, image_files), "-o", str(tmp_path / output), *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_paths_that_are_files_where_folders_are_needed_are_refused(tmp_path, image_files, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    assert main([*map(str, image_files), "-o", str(tmp_path / "r.png"), "--snapshot-dir", str(afile), *FAST]) == 2
+    assert "--snapshot-dir" in capsys.readouterr().err
+    assert main(["demo", "-o", str(afile), *FAST]) == 2
+    assert "give a folder" in capsys.readouterr().err
+
+
+def test_rgba_content_to_jpeg_is_refused_before_the_run(tmp_path, content, image_files, capsys):
+    rgba = tmp_path / "rgba.png"
+    Image.fromarray(np.dstack([content, np.full(content.shape[:2], 128, np.uint8)])).save(rgba)
+    assert main([str(rgba), str(image_files[1]), "-o", str(tmp_path / "r.jpg"), *FAST]) == 2
+    assert "JPEG cannot store" in capsys.readouterr().err
+
+
+def test_a_one_frame_stack_may_go_to_png(tmp_path, content, style):
+    one = tmp_path / "one.npy"
+    np.save(one, (content[None] / 255.0).astype(np.float32))
+    np.save(tmp_path / "style.npy", style)
+    assert main([str(one), str(tmp_path / "style.npy"), "-o", str(tmp_path / "r.png"), *FAST]) == 0
+    assert (tmp_path / "r.png").exists()
+
+
+def test_run_is_accepted_as_an_explicit_subcommand(tmp_path, image_files):
+    assert main(["run", *map(str, image_files), "-o", str(tmp_path / "r.png"), *FAST]) == 0
+
+
+def test_16_bit_colour_tiff_keeps_its_values_and_16_bit_colour_png_is_refused(tmp_path, image_files, capsys):
+    import tifffile
+
+    from napari_style_transfer.cli import read_image
+
+    dim = (np.random.default_rng(0).random((30, 40, 3)) * 1000).astype(np.uint16)  # 10 bits of 16
+    tifffile.imwrite(tmp_path / "rgb16.tif", dim)
+    np.testing.assert_array_equal(read_image(tmp_path / "rgb16.tif", "content"), dim)
+
+    png = tmp_path / "rgb16.png"
+    png.write_bytes(_png_rgb16(dim))
+    assert main([str(png), str(image_files[1]), "-o", str(tmp_path / "r.png"), *FAST]) == 2
+    assert "16-bit colour PNG" in capsys.readouterr().err
+
+
+def _png_rgb16(image: np.ndarray) -> bytes:
+    """A 16-bit RGB PNG (Pillow cannot write one)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width = image.shape[:2]
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in image)
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def interrupt_after(monkeypatch, records: int) -> None:
+    """Make the run raise KeyboardInterrupt (as Ctrl-C does) after ``records`` steps."""
+    import napari_style_transfer.api as api
+
+    real = api.iter_stylize
+
+    def interrupted(*args, **kwargs):
+        for number, record in enumerate(real(*args, **kwargs), start=1):
+            yield record
+            if number == records:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "iter_stylize", interrupted)
+
+
+def test_ctrl_c_writes_the_last_step_with_the_settings(tmp_path, image_files, monkeypatch, capsys):
+    interrupt_after(monkeypatch, 2)
+    out = tmp_path / "r.png"
+    assert main([*map(str, image_files), "-o", str(out), *FAST, "--steps", "5"]) == 130
+    assert "interrupted after step 2" in capsys.readouterr().err
+    with Image.open(out) as image:
+        metadata = json.loads(image.text["napari-style-transfer"])
+    assert metadata["cancelled"] is True and metadata["steps_done"] == 2
+    assert metadata["options"]["steps"] == 5 and metadata["weights"].startswith("random")
+
+
+def test_ctrl_c_on_a_stack_keeps_the_finished_frames(tmp_path, content, style, monkeypatch, capsys):
+    frames = np.stack([content, content[:, ::-1], content[::-1], content])
+    np.save(tmp_path / "stack.npy", frames)
+    np.save(tmp_path / "style.npy", style)
+    interrupt_after(monkeypatch, 3 + 3 + 1)  # two whole frames of 3 steps, one step of the third
+    out = tmp_path / "r.npy"
+    assert main([str(tmp_path / "stack.npy"), str(tmp_path / "style.npy"), "-o", str(out), *FAST]) == 130
+    assert "interrupted after step 1 of frame 3 of 4" in capsys.readouterr().err
+    partial = np.load(out)
+    assert partial.shape == (4, 27, 32, 3)
+    assert all(partial[i].max() > 0 for i in range(3)) and partial[3].max() == 0

@@ -57,6 +57,21 @@ def test_rgba_alpha_is_carried_through_unchanged(content, style):
     np.testing.assert_allclose(result[:, 18:, 3], 1.0, atol=1e-6)
 
 
+def test_float_rgba_alpha_is_mapped_like_its_colour(content, style):
+    alpha = np.zeros((40, 48), np.float32)
+    alpha[:, 24:] = 255.0
+    result = result_of(np.dstack([content, alpha]).astype(np.float32), style).image  # 0..255 floats
+    np.testing.assert_allclose(result[:, :14, 3], 0.0, atol=1e-6)
+    np.testing.assert_allclose(result[:, 18:, 3], 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels", [2, 5])
+def test_channels_last_other_than_rgb_or_rgba_is_refused_with_the_fix(style, channels):
+    image = np.random.default_rng(0).random((40, 48, channels))
+    with pytest.raises(StyleTransferError, match=r"looks like channels.*np.moveaxis\(image, -1, 0\)"):
+        iter_stylize(image, style, **FAST)
+
+
 def test_float_rgb_works(content, style):
     assert result_of(content / 255.0, style).image.shape == (27, 32, 3)
 
@@ -116,6 +131,12 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_with_the_size_that_fits(cont
     monkeypatch.setattr(api_module, "free_memory_bytes", lambda device: 600 * 2**20)
     with pytest.raises(OutOfMemoryError, match=r"needs about .* but cpu has 600 MB free: use size \d+ or less"):
         iter_stylize(content, style, size=4096, weights="random")
+
+
+def test_a_style_too_large_for_memory_names_the_style_scale_that_fits(content, style, monkeypatch):
+    monkeypatch.setattr(api_module, "free_memory_bytes", lambda device: 2 * 2**30)
+    with pytest.raises(OutOfMemoryError, match=r"use style_scale [\d.]+ or less"):
+        iter_stylize(content, style, **{**FAST, "style_scale": 100})
 
 
 def test_out_of_memory_during_a_run_becomes_a_message(content, style, monkeypatch):

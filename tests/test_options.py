@@ -51,6 +51,7 @@ def test_every_option_has_help_and_a_default():
         ("weights", "", "weights must be one of auto, imagenet, random or a file path"),
         ("device", "gpu", "device must be auto, cpu, cuda, cuda:N or mps"),
         ("seed", 1.5, "seed must be a whole number"),
+        ("seed", 2**70, "seed must be between -2\\*\\*63 and 2\\*\\*64 - 1"),
         ("style_scale", 0, "style_scale must be more than 0"),
         ("snapshot_every", -1, "snapshot_every must be 0 (off) or more"),
         ("schedule", "512,256", "schedule sizes must grow from coarse to fine"),
@@ -120,3 +121,13 @@ def test_learning_rate_defaults_per_optimizer():
     assert StyleOptions(optimizer="lbfgs").resolved_learning_rate == 1.0
     assert StyleOptions(optimizer="adam").resolved_learning_rate == 0.02
     assert StyleOptions(optimizer="adam", learning_rate=0.1).resolved_learning_rate == 0.1
+
+
+def test_numpy_scalars_are_accepted_as_numbers():
+    import numpy as np
+
+    options = StyleOptions.from_kwargs({"steps": np.int64(3), "style_weight": np.float32(1e5), "seed": np.uint32(7)})
+    assert (options.steps, options.style_weight, options.seed) == (3, 1e5, 7)
+    assert type(options.steps) is int and type(options.style_weight) is float
+    with pytest.raises(StyleTransferError, match="steps must be a whole number"):
+        StyleOptions.from_kwargs({"steps": np.bool_(True)})

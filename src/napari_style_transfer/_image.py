@@ -18,6 +18,9 @@ from .errors import StyleTransferError
 #: Rec. 601 luma, to turn a styled RGB image back into grey.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
+#: A last axis shorter than this (and than the two before it) is taken for channels, not width.
+MIN_WIDTH = 16
+
 SHAPES_HINT = (
     "give H x W (grey), H x W x 3 (RGB) or H x W x 4 (RGBA), or a stack of those "
     "(N x H x W, N x H x W x 3, ...)"
@@ -80,9 +83,16 @@ class ImageInput:
         values = self._map(values)
         if alpha is not None:
             alpha = _block_mean(alpha, factor)
-            alpha = _unit_alpha(alpha, self.data.dtype)
+            alpha = self._unit_alpha(alpha)
         rgb = np.repeat(values[..., None], 3, axis=-1) if self.grey else values
         return PreparedImage(np.ascontiguousarray(rgb, dtype=np.float32), alpha, self.grey)
+
+    def _unit_alpha(self, alpha: np.ndarray) -> np.ndarray:
+        """Integer alpha by its dtype's maximum (65535 is opaque in uint16); float alpha
+        like the colour, so that 0..255 floats give 0..1 for both."""
+        if np.issubdtype(self.data.dtype, np.integer):
+            return alpha.astype(np.float32) / float(np.iinfo(self.data.dtype).max)
+        return self._map(alpha)
 
     def _map(self, values: np.ndarray) -> np.ndarray:
         if self.low == 0.0 and self.high == 1.0 and values.dtype == np.float32:
@@ -110,6 +120,13 @@ def describe_image(array: object, role: str, allow_stack: bool = True) -> ImageI
     channels = "grey"
     if data.ndim >= 3 and data.shape[-1] in (3, 4):
         channels = "rgb" if data.shape[-1] == 3 else "rgba"
+    elif data.ndim >= 3 and data.shape[-1] < min(MIN_WIDTH, *data.shape[-3:-1]):
+        # (H, W, 2) would otherwise be read as H frames of W x 2 pixels: garbage, silently
+        raise StyleTransferError(
+            f"the {role} image has shape {data.shape}: its last axis ({data.shape[-1]}) looks like "
+            "channels, but only 3 (RGB) or 4 (RGBA) channels can come last; to style each channel "
+            "as a grey image, put the channels first: np.moveaxis(image, -1, 0)"
+        )
     spatial = data.ndim - (0 if channels == "grey" else 1)
     if spatial < 2 or (spatial > 2 and not allow_stack):
         wanted = SHAPES_HINT if allow_stack else "give one 2D image: H x W (grey), H x W x 3 (RGB) or H x W x 4 (RGBA)"
@@ -138,14 +155,6 @@ def _value_range(dtype: np.dtype, low: float, high: float) -> tuple[float, float
     if dtype.kind == "f" and low >= 0.0 and high <= 1.0:
         return 0.0, 1.0, "float values taken as they are (already in 0..1)"
     return low, high, f"data range {low:g}..{high:g}"
-
-
-def _unit_alpha(alpha: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    if dtype == np.uint8:
-        return alpha.astype(np.float32) / 255.0
-    if np.issubdtype(dtype, np.integer):
-        return alpha.astype(np.float32) / float(np.iinfo(dtype).max)
-    return np.clip(alpha.astype(np.float32), 0.0, 1.0)
 
 
 def _block_mean(data: np.ndarray, factor: int, chunk_values: int = 2**21) -> np.ndarray:

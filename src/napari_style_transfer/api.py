@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -185,8 +186,9 @@ def plan(content: Any, style: Any, **options: Any) -> _Plan:
     content_shape, style_shape = levels[-1].content_shape, levels[-1].style_shape
     scale = max(content_shape) / max(content_in.shape)
     if opts.weights not in WEIGHTS_MODES and not os.path.isfile(os.path.expanduser(opts.weights)):
+        problem = "is a folder" if os.path.isdir(os.path.expanduser(opts.weights)) else "does not exist"
         raise WeightsError(
-            f"weights file {opts.weights} does not exist; give an existing .pth file or one of {', '.join(WEIGHTS_MODES)}"
+            f"weights file {opts.weights} {problem}; give an existing .pth file or one of {', '.join(WEIGHTS_MODES)}"
         )
     device = resolve_device(opts.device)
     _check_memory(content_shape, style_shape, opts, device)
@@ -244,9 +246,14 @@ def _check_memory(content_shape: tuple[int, int], style_shape: tuple[int, int], 
     free = free_memory_bytes(device)
     if needed <= free * memory.HEADROOM:
         return
-    aspect = min(content_shape) / max(content_shape)
-    fits = memory.largest_size(free, aspect, opts.optimizer, LBFGS_HISTORY)
-    advice = f"use size {fits} or less" if fits >= 16 else "free some memory or use another device"
+    if biggest != content_shape:  # the style, enlarged by style_scale, is what does not fit
+        pixels = memory.largest_pixels(free, opts.optimizer, LBFGS_HISTORY)
+        scale = opts.style_scale * math.sqrt(max(pixels, 0) / (style_shape[0] * style_shape[1]))
+        advice = f"use style_scale {scale:.2g} or less" if scale > 0 else "free some memory or use another device"
+    else:
+        aspect = min(content_shape) / max(content_shape)
+        fits = memory.largest_size(free, aspect, opts.optimizer, LBFGS_HISTORY)
+        advice = f"use size {fits} or less" if fits >= 16 else "free some memory or use another device"
     raise OutOfMemoryError(
         f"a {biggest[0]}x{biggest[1]} px run needs about {memory.format_bytes(needed)} but {device} has "
         f"{memory.format_bytes(free)} free: {advice}"

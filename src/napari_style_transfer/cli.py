@@ -9,7 +9,9 @@ import argparse
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +32,23 @@ class CommandLineError(Exception):
 
 
 class RunInterrupted(Exception):
-    """Ctrl-C during a run; carries the image of the last finished step."""
+    """Ctrl-C during a run; carries what it made: the last finished step's image, or for a
+    stack every finished frame plus that image in the current one."""
 
-    def __init__(self, image: np.ndarray, step: int):
-        super().__init__(f"interrupted after step {step}")
+    def __init__(self, image: np.ndarray, record: Any, options: dict[str, Any]):
+        where = f" of frame {record.frame_number + 1} of {record.frames}" if record.frames > 1 else ""
+        super().__init__(f"interrupted after step {record.step}{where}")
         self.image = image
-        self.step = step
+        self.step = record.step
+        self.metadata = {
+            "cancelled": True,
+            "steps_done": record.step,
+            "frames_done": record.frame_number + (record.step == record.steps),
+            "frames": record.frames,
+            "weights": record.weights,
+            "device": record.device,
+            "options": options,
+        }
 
 
 class _Parser(argparse.ArgumentParser):
@@ -118,7 +131,7 @@ def build_parser(demo: bool = False) -> argparse.ArgumentParser:
         parser = _Parser(
             prog=PROG,
             description="Neural style transfer (Gatys et al., CVPR 2016): redraw CONTENT in the style of STYLE. "
-            f"Run '{PROG} demo --help' for the demo on bundled samples.",
+            f"'{PROG} run CONTENT STYLE ...' is the same. Run '{PROG} demo --help' for the demo on bundled samples.",
         )
         parser.add_argument("content", type=Path, help=f"content image ({_IMAGE_HINT})")
         parser.add_argument("style", type=Path, help=f"style image ({_IMAGE_HINT})")
@@ -131,7 +144,8 @@ def build_parser(demo: bool = False) -> argparse.ArgumentParser:
 
 
 def read_image(path: Path, role: str) -> np.ndarray:
-    """An image file as numpy, keeping 16-bit and float data as they are."""
+    """An image file as numpy, keeping 16-bit and float data as they are (16-bit colour TIFFs
+    through tifffile, since Pillow keeps only 8 bits of them)."""
     if not path.exists():
         raise CommandLineError(f"{role} image {path} does not exist")
     if path.is_dir():
@@ -144,7 +158,9 @@ def read_image(path: Path, role: str) -> np.ndarray:
     from PIL import Image, ImageSequence, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with _no_pixel_limit(Image), Image.open(path) as image:
+            if _deep_colour(image):
+                return _read_deep_colour(path, role, image.format)
             frames = [_as_array(frame) for frame in ImageSequence.Iterator(image)]
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise CommandLineError(f"could not read {role} image {path} ({_IMAGE_HINT}): {error}") from None
@@ -153,6 +169,42 @@ def read_image(path: Path, role: str) -> np.ndarray:
     if len({frame.shape for frame in frames}) > 1:
         raise CommandLineError(f"the pages of {role} image {path} differ in size; give pages of one size")
     return np.stack(frames)  # a multi-page TIFF is a stack, stylized page by page
+
+
+@contextmanager
+def _no_pixel_limit(pil_image_module: Any) -> Iterator[None]:
+    """Pillow refuses images over 179 megapixels as possible decompression bombs; a slide
+    the user chose is no bomb, and the engine shrinks big inputs before converting them."""
+    saved = pil_image_module.MAX_IMAGE_PIXELS
+    pil_image_module.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        pil_image_module.MAX_IMAGE_PIXELS = saved
+
+
+def _deep_colour(image: Any) -> bool:
+    """16 bits a channel of colour, which Pillow would hand over as 8 bits."""
+    if image.mode not in ("RGB", "RGBA"):
+        return False
+    rawmodes = [tile.args[0] if isinstance(tile.args, tuple) else tile.args for tile in image.tile]
+    return any(";16" in str(rawmode) for rawmode in rawmodes)
+
+
+def _read_deep_colour(path: Path, role: str, kind: str) -> np.ndarray:
+    if kind != "TIFF":
+        raise CommandLineError(
+            f"{role} image {path} is a 16-bit colour {kind}, which can only be read as 8 bits here; "
+            "save it as a 16-bit TIFF or .npy"
+        )
+    import tifffile
+
+    try:
+        return tifffile.imread(path)
+    except Exception as error:  # tifffile raises many types (missing codecs, damaged files)
+        raise CommandLineError(
+            f"could not read 16-bit colour TIFF {role} image {path}: {error}; save it uncompressed or as .npy"
+        ) from None
 
 
 def _as_array(image: Any) -> np.ndarray:
@@ -168,8 +220,8 @@ def write_image(path: Path, image: np.ndarray, metadata: dict[str, Any] | None =
     from PIL import Image, PngImagePlugin
 
     suffix = path.suffix.lower()
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         if suffix == ".npy":
             np.save(path, image.astype(np.float32))
             return
@@ -205,8 +257,16 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return {field.name: getattr(args, field.name) for field in dataclasses.fields(StyleOptions)}
 
 
-def run(content: np.ndarray, style: np.ndarray, args: argparse.Namespace, snapshot_dir: Path | None) -> Any:
-    """Run with a progress bar; write snapshots as they come; return the StyleResult."""
+def run(
+    content: np.ndarray,
+    style: np.ndarray,
+    args: argparse.Namespace,
+    snapshot_dir: Path | None,
+    stack_shape: tuple[int, ...] = (),
+) -> Any:
+    """Run with a progress bar; write snapshots as they come; return the StyleResult.
+
+    Ctrl-C raises :class:`RunInterrupted` with what was made so far."""
     from tqdm import tqdm
 
     from .api import StyleResult, iter_stylize
@@ -214,6 +274,7 @@ def run(content: np.ndarray, style: np.ndarray, args: argparse.Namespace, snapsh
     records = iter_stylize(content, style, **_options(args))
     bar = tqdm(total=args.steps, unit="step", disable=args.quiet, file=sys.stderr)
     last = None
+    finished: dict[tuple[int, ...], np.ndarray] = {}  # the frames of a stack done so far
     try:
         for record in records:
             if isinstance(record, StyleResult):
@@ -227,6 +288,8 @@ def run(content: np.ndarray, style: np.ndarray, args: argparse.Namespace, snapsh
             if record.is_snapshot and snapshot_dir is not None:
                 frame = f"frame{record.frame_number:04d}_" if record.frames > 1 else ""
                 write_image(snapshot_dir / f"snapshot_{frame}step{record.step:04d}.png", record.image)
+            if record.frames > 1 and record.step == record.steps:
+                finished[record.frame] = record.image
             last = record
     except KeyboardInterrupt:
         if last is None:
@@ -235,21 +298,41 @@ def run(content: np.ndarray, style: np.ndarray, args: argparse.Namespace, snapsh
             image = last.render()
         except RuntimeError:  # interrupted between two steps: the last snapshot is what is left
             image = last.image
+        if last.frames > 1:
+            image = _partial_stack(stack_shape, finished, last, image)
         if image is None:
             raise
-        raise RunInterrupted(image, last.step) from None
+        options = StyleOptions.from_kwargs(_options(args)).to_dict()
+        raise RunInterrupted(image, last, options) from None
     finally:
         bar.close()
     raise AssertionError("the run ended without a result")  # pragma: no cover
 
 
+def _partial_stack(
+    stack_shape: tuple[int, ...], finished: dict[tuple[int, ...], np.ndarray], last: Any, current: np.ndarray | None
+) -> np.ndarray | None:
+    """The stack as far as it got: finished frames, the interrupted frame's last image (if it
+    has the finished frames' size: a coarse-to-fine level does not), zeros after that."""
+    if not finished:
+        return current
+    frame_shape = next(iter(finished.values())).shape
+    stack = np.zeros(stack_shape + frame_shape, dtype=np.float32)
+    for index, image in finished.items():
+        stack[index] = image
+    if current is not None and last.frame not in finished and current.shape == frame_shape:
+        stack[last.frame] = current
+    return stack
+
+
 def _main_run(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
+    _check_output_path(args.output, args.snapshot_dir)
     content = read_image(args.content, "content")
     style = read_image(args.style, "style")
-    _check_output_kind(content, args.output)
+    stack_shape = _check_output_kind(content, args.output)
     try:
-        result = run(content, style, args, args.snapshot_dir)
+        result = run(content, style, args, args.snapshot_dir, stack_shape)
     except RunInterrupted as stop:
         return _save_partial(stop, args.output)
     write_image(args.output, result.image, result.metadata())
@@ -262,6 +345,8 @@ def _main_demo(argv: Sequence[str]) -> int:
     content_key, style_key, _ = DEMO_PAIRS[args.pair]
     content, style = load_sample(content_key), load_sample(style_key)
     out: Path = args.output
+    if out.exists() and not out.is_dir():
+        raise CommandLineError(f"{out} is a file; the demo writes several images: give a folder")
     write_image(out / "content.png", _preview(content))
     write_image(out / "style.png", _preview(style))
     try:
@@ -280,21 +365,49 @@ def _preview(image: np.ndarray) -> np.ndarray:
     return frame.rgb[..., 0] if frame.grey else frame.rgb
 
 
-def _check_output_kind(content: np.ndarray, output: Path) -> None:
-    """Refuse before the run, not after it, an output format that cannot hold a stack."""
-    from ._image import describe_image
+def _check_output_path(output: Path, snapshot_dir: Path | None) -> None:
+    """Refuse before the run, not after it, a result path that cannot be written."""
+    from PIL import Image
 
-    stack = describe_image(content, "content").stack_shape
-    if stack and output.suffix.lower() not in (".tif", ".tiff", ".npy"):
+    if output.is_dir():
+        raise CommandLineError(f"output {output} is a folder; give a file name such as {output / 'result.png'}")
+    existing = next(parent for parent in output.absolute().parents if parent.exists())
+    if not existing.is_dir():
+        raise CommandLineError(f"cannot write {output}: {existing} is a file, not a folder")
+    suffix = output.suffix.lower()
+    writable = {ext for ext, kind in Image.registered_extensions().items() if kind in Image.SAVE}
+    if suffix != ".npy" and suffix not in writable:
         raise CommandLineError(
-            f"the content is a stack of {int(np.prod(stack))} frames, so the result is one too: "
+            f"output {output} has {f'the extension {suffix}' if suffix else 'no extension'}; "
+            "give a .png (keeps the settings), .tif, .jpg or .npy file"
+        )
+    if snapshot_dir is not None and snapshot_dir.exists() and not snapshot_dir.is_dir():
+        raise CommandLineError(f"--snapshot-dir {snapshot_dir} is a file; give a folder")
+
+
+def _check_output_kind(content: np.ndarray, output: Path) -> tuple[int, ...]:
+    """Refuse before the run an output format that cannot hold the result: a stack needs
+    .tif or .npy, transparency needs more than JPEG. Returns the content's stack shape."""
+    from ._image import describe_image, frame_count
+
+    described = describe_image(content, "content")
+    frames = frame_count(described.stack_shape)
+    suffix = output.suffix.lower()
+    if frames > 1 and suffix not in (".tif", ".tiff", ".npy"):
+        raise CommandLineError(
+            f"the content is a stack of {frames} frames, so the result is one too: "
             f"write it to a .tif or .npy file, not {output.name}"
         )
+    if described.channels == "rgba" and suffix in (".jpg", ".jpeg"):
+        raise CommandLineError(
+            f"the content has an alpha channel, which JPEG cannot store: write {output.name} as .png, .tif or .npy"
+        )
+    return described.stack_shape
 
 
 def _save_partial(stop: RunInterrupted, path: Path) -> int:
-    write_image(path, stop.image, {"cancelled": True, "steps_done": stop.step})
-    print(f"{PROG}: interrupted after step {stop.step}; wrote the partial result to {path}", file=sys.stderr)
+    write_image(path, stop.image, stop.metadata)
+    print(f"{PROG}: {stop}; wrote the partial result to {path}", file=sys.stderr)
     return 130
 
 
@@ -309,12 +422,18 @@ def _report(result: Any, path: Path) -> None:
     )
 
 
+def _warn_in_one_line(message: Any, category: type, *_: Any, **__: Any) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv[:1] == ["demo"]:
-            return _main_demo(argv[1:])
-        return _main_run(argv)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warn_in_one_line  # not the package's source line
+            if argv[:1] == ["demo"]:
+                return _main_demo(argv[1:])
+            return _main_run(argv[1:] if argv[:1] == ["run"] else argv)
     except (CommandLineError, StyleTransferError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2

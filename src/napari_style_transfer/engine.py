@@ -151,7 +151,10 @@ def initial_image(content: torch.Tensor, style: torch.Tensor, init: str, seed: i
     if init == "style":
         return F.interpolate(style, size=content.shape[-2:], mode="bilinear", antialias=True, align_corners=False)
     generator = torch.Generator()
-    generator.manual_seed(seed if seed is not None else torch.seed())
+    if seed is None:
+        generator.seed()  # fresh entropy, leaving torch's global generator alone
+    else:
+        generator.manual_seed(seed)
     noise = torch.rand(content.shape, generator=generator)
     return noise.to(content.device)
 

@@ -30,11 +30,16 @@ def estimate_bytes(shape: tuple[int, int], optimizer: str, history: int) -> int:
     return FIXED_BYTES + shape[0] * shape[1] * bytes_per_pixel(optimizer, history)
 
 
+def largest_pixels(free_bytes: float, optimizer: str, history: int) -> float:
+    """The most working pixels a run can have in ``free_bytes`` (0 or less: none fit)."""
+    return (free_bytes * HEADROOM - FIXED_BYTES) / bytes_per_pixel(optimizer, history)
+
+
 def largest_size(free_bytes: float, aspect: float, optimizer: str, history: int) -> int:
     """The largest ``size`` (longest side, a multiple of 16) that fits in ``free_bytes``.
 
     ``aspect`` is the shorter side over the longer one."""
-    pixels = (free_bytes * HEADROOM - FIXED_BYTES) / bytes_per_pixel(optimizer, history)
+    pixels = largest_pixels(free_bytes, optimizer, history)
     if pixels <= 0:
         return 0
     return int(math.sqrt(pixels / aspect)) // 16 * 16

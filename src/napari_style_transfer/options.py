@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -75,8 +76,8 @@ class StyleOptions:
     steps: int = _option(300, "optimiser iterations (>= 1); one step is one forward and backward pass")
     size: int = _option(
         512,
-        "longest side of the working image in pixels (>= 16); the content is resized to it "
-        "and the result has this size",
+        "longest side of the working image in pixels; the content is resized to it and the "
+        "result has this size (the deepest layer sets the minimum: 16 for conv5_1)",
     )
     content_weight: float = _option(1.0, "weight of the content loss (>= 0)")
     style_weight: float = _option(
@@ -159,7 +160,9 @@ class StyleOptions:
             if lr is not None:
                 check(lr > 0, f"learning_rate must be more than 0, got {lr}")
         if self.seed is not None:
-            _as_int(self.seed, "seed", errors)
+            seed = _as_int(self.seed, "seed", errors)
+            if seed is not None:  # what torch's generators take
+                check(-(2**63) <= seed < 2**64, f"seed must be between -2**63 and 2**64 - 1, got {seed}")
 
         for name in ("channels_last", "cudnn_benchmark"):
             check(isinstance(getattr(self, name), bool), f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -248,8 +251,9 @@ class StyleOptions:
 def schedule_sizes(schedule: str, size: int) -> tuple[int, ...]:
     """The sizes a run goes through, coarse to fine, ending at ``size``.
 
-    ``auto`` halves the size while the result stays at least 256 px, for at most three
-    levels (512 -> 128, 256, 512; 1024 -> 256, 512, 1024); below 512 px it runs at one size.
+    ``auto`` halves the size while the coarsest level stays at least 128 px, for at most
+    three levels (512 -> 128, 256, 512; 1024 -> 256, 512, 1024); below 512 px it runs at one
+    size.
     """
     if schedule == "none":
         return (size,)
@@ -282,15 +286,21 @@ def _field_metadata(name: str) -> Mapping[str, Any]:
     return {f.name: f.metadata for f in dataclasses.fields(StyleOptions)}[name]
 
 
+def _is_number(value: Any) -> bool:
+    """int, float and numpy's scalars, but not bool (``True`` is no step count; numpy's bool
+    is no ``numbers.Real``)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _as_int(value: Any, name: str, errors: list[str]) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
+    if not _is_number(value) or not math.isfinite(value) or not float(value).is_integer():
         errors.append(f"{name} must be a whole number, got {value!r}")
         return None
     return int(value)
 
 
 def _as_float(value: Any, name: str, errors: list[str]) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not _is_number(value) or not math.isfinite(value):
         errors.append(f"{name} must be a finite number, got {value!r}")
         return None
     return float(value)

@@ -153,7 +153,7 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types for a damaged file
         raise WeightsError(
-            f"could not read weights file {path}: {type(error).__name__}: {str(error).splitlines()[0]}. "
+            f"could not read weights file {path}: {type(error).__name__}: {_first_sentence(error)}. "
             "Expected a PyTorch state dict of torchvision's VGG19 (.pth); replace or delete the file."
         ) from error
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
@@ -164,6 +164,12 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
             "save it with torch.save(model.state_dict(), path)"
         )
     return state
+
+
+def _first_sentence(error: Exception) -> str:
+    """The start of torch's message: its later advice (weights_only=False) is not ours to give."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable"
+    return text.split(". ")[0].rstrip(".")
 
 
 def _load_into(state: Mapping[str, torch.Tensor], path: Path) -> nn.Sequential:

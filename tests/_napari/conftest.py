@@ -8,6 +8,20 @@ import pytest
 FAST = {"size": 32, "steps": 4, "snapshot_every": 2, "weights": "random"}
 
 
+def wait_until_idle(qtbot, widget, timeout=120_000):
+    """Wait for the widget's run to end. (Waiting on ``worker.finished`` would race: a run
+    that fails at once can emit it before the test connects; the widget connected first.)"""
+    qtbot.waitUntil(lambda: not widget.running, timeout=timeout)
+
+
+def run_and_wait(qtbot, widget, timeout=120_000):
+    """Press Run and wait for the run to end; returns the worker."""
+    worker = widget.run()
+    assert worker is not None, "the run was refused"
+    wait_until_idle(qtbot, widget, timeout)
+    return worker
+
+
 @pytest.fixture
 def viewer(make_napari_viewer):
     return make_napari_viewer()

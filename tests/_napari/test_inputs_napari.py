@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from .conftest import FAST
+from .conftest import FAST, run_and_wait, wait_until_idle
 
 
 def snapshot_of(layer):
@@ -28,13 +28,6 @@ def assert_unchanged(layer, before):
         assert np.asarray(layer.data).dtype == data.dtype
     assert dict(layer.metadata) == metadata
 
-
-def run_and_wait(qtbot, widget, timeout=120_000):
-    worker = widget.run()
-    assert worker is not None, "the run was refused"
-    with qtbot.waitSignal(worker.finished, timeout=timeout):
-        pass
-    return worker
 
 
 def use(widget, content, style=None, **values):
@@ -105,8 +98,7 @@ def test_a_whole_time_series_fills_one_layer_frame_by_frame(qtbot, viewer, widge
     worker = widget.run()
     names_seen = []
     worker.yielded.connect(lambda update: names_seen.append([lyr.name for lyr in viewer.layers]))
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+    wait_until_idle(qtbot, widget)
     result = viewer.layers["movie styled"]
     assert result.data.shape == (3, 27, 32, 3)
     assert all(result.data[t].max() > 0 for t in range(3))
@@ -127,8 +119,7 @@ def test_cancelling_a_stack_keeps_the_finished_frames(qtbot, viewer, widget):
             widget.cancel()
 
     worker.yielded.connect(cancel_in_third_frame)
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+    wait_until_idle(qtbot, widget)
     (kept,) = [lyr for lyr in viewer.layers if lyr.name.startswith("cells styled (cancelled at frame")]
     assert kept.name == "cells styled (cancelled at frame 3 of 5)"
     assert kept.data[0].max() > 0 and kept.data[1].max() > 0  # the two finished frames
@@ -211,8 +202,7 @@ def test_deleting_the_style_layer_mid_run_does_not_matter(qtbot, viewer, layers,
     widget["steps"].value = 6
     worker = widget.run()
     worker.yielded.connect(lambda update: "texture" in viewer.layers and viewer.layers.remove("texture"))
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+    wait_until_idle(qtbot, widget)
     assert "photo styled" in viewer.layers
 
 
@@ -225,8 +215,7 @@ def test_deleting_the_content_layer_mid_run_stops_it_quietly(qtbot, viewer, laye
             viewer.layers.remove("photo")
 
     worker.yielded.connect(delete_content)
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+    wait_until_idle(qtbot, widget)
     assert [layer.name for layer in viewer.layers] == ["texture"]
     assert errors == [] and not widget.running
 
@@ -238,12 +227,13 @@ def test_closing_the_viewer_mid_run_stops_the_worker(qtbot, make_napari_viewer, 
     from napari_style_transfer import run_style_transfer
 
     worker = run_style_transfer(viewer, "photo", "texture", start=False, **{**FAST, "steps": 500})
+    finished = []
+    worker.finished.connect(lambda: finished.append(True))
     started = time.perf_counter()
     with qtbot.waitSignal(worker.yielded, timeout=60_000):  # the run is under way
         worker.start()
     viewer.close()
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
+    qtbot.waitUntil(lambda: bool(finished), timeout=60_000)
     assert time.perf_counter() - started < 60
     assert worker.layer_writer.closed
 
@@ -259,10 +249,9 @@ def test_the_gui_stays_responsive_during_a_run(qtbot, viewer, widget):
     timer = QTimer()
     timer.setInterval(10)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    worker = widget.run()
+    widget.run()
     timer.start()
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+    wait_until_idle(qtbot, widget)
     timer.stop()
     gaps = np.diff(ticks)
     assert len(ticks) > 20

@@ -8,7 +8,7 @@ import pytest
 from napari_style_transfer._napari.widget import ADVANCED, StyleTransferWidget
 from napari_style_transfer.options import StyleOptions
 
-from .conftest import FAST
+from .conftest import FAST, run_and_wait, wait_until_idle
 
 
 def pixel_edges(layer):
@@ -17,13 +17,6 @@ def pixel_edges(layer):
     half = np.asarray(layer.scale) / 2
     return np.stack([centres[0] - half, centres[1] + half])
 
-
-def run_to_end(qtbot, widget, timeout=120_000):
-    worker = widget.run()
-    assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=timeout):
-        pass
-    return worker
 
 
 def test_the_widget_is_found_through_the_plugin_api(viewer):
@@ -66,10 +59,10 @@ def test_a_run_adds_snapshots_and_the_result_over_the_content(qtbot, viewer, lay
     content_before, style_before = content_layer.data.copy(), style_layer.data.copy()
     metadata_before = dict(content_layer.metadata)
 
-    run_to_end(qtbot, widget)
+    run_and_wait(qtbot, widget)
 
     names = [layer.name for layer in viewer.layers]
-    assert names == ["photo", "texture", "photo styled (step 2)", "photo styled (step 4)", "photo styled"]
+    assert names == ["photo", "texture", "photo styled (step 2)", "photo styled"]
     result = viewer.layers["photo styled"]
     assert result.data.shape == (27, 32, 3) and result.rgb
     np.testing.assert_allclose(pixel_edges(result), pixel_edges(content_layer))  # covers the same area
@@ -103,8 +96,7 @@ def test_the_button_turns_into_cancel_and_cancel_keeps_the_last_image(qtbot, vie
 
     worker = widget.run()
     worker.yielded.connect(cancel_at_step_two)
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+    wait_until_idle(qtbot, widget)
     (cancelled,) = [layer for layer in viewer.layers if "cancelled" in layer.name]
     step = cancelled.metadata["style_transfer"]["step"]
     assert requested and step <= requested[0] + 1
@@ -123,8 +115,7 @@ def test_worker_quit_keeps_the_last_image_and_frees_the_engine(qtbot, viewer, wi
             worker.quit()
 
     worker.yielded.connect(quit_after_step_one)
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+    wait_until_idle(qtbot, widget)
     assert [layer.name for layer in viewer.layers if "cancelled" in layer.name]
     qtbot.wait(50)  # the close is queued to the GUI thread after finished
     assert worker.updates.gi_frame is None  # closed: the network and its tensors are released
@@ -132,25 +123,24 @@ def test_worker_quit_keeps_the_last_image_and_frees_the_engine(qtbot, viewer, wi
 
 def test_a_second_run_while_running_is_refused(qtbot, widget, errors):
     widget["steps"].value = 50
-    first = widget.run()
+    widget.run()
     assert widget.run() is None
     assert any("already running" in message for message in errors)
     widget.cancel()
-    with qtbot.waitSignal(first.finished, timeout=120_000):
-        pass
+    wait_until_idle(qtbot, widget)
 
 
 def test_a_failing_run_notifies_and_leaves_the_widget_usable(qtbot, viewer, widget, errors, tmp_path):
     broken = tmp_path / "broken.pth"
     broken.write_bytes(b"not weights")
     widget["weights"].value = str(broken)
-    run_to_end(qtbot, widget)
+    run_and_wait(qtbot, widget)
     assert any("could not read weights file" in message for message in errors)
     assert widget["status"].value.startswith("failed")
     assert not widget.running and widget["run_button"].text == "Run"
 
     widget["weights"].value = "random"
-    run_to_end(qtbot, widget)
+    run_and_wait(qtbot, widget)
     assert "photo styled" in viewer.layers
 
 
@@ -180,7 +170,7 @@ def test_a_grey_16_bit_layer_gives_a_grey_result_in_its_colormap(qtbot, viewer, 
     grey = (np.arange(40 * 48, dtype=np.uint16).reshape(40, 48) * 30)
     layer = viewer.add_image(grey, name="nuclei", colormap="magenta", contrast_limits=(0, 40 * 48 * 30))
     widget["content"].value = layer
-    run_to_end(qtbot, widget)
+    run_and_wait(qtbot, widget)
     result = viewer.layers["nuclei styled"]
     assert result.data.ndim == 2 and result.colormap.name == "magenta"
     assert result.data.dtype == np.float32
@@ -190,9 +180,9 @@ def test_a_grey_16_bit_layer_gives_a_grey_result_in_its_colormap(qtbot, viewer, 
 def test_the_console_function_runs_on_layer_names(qtbot, viewer, layers):
     from napari_style_transfer import run_style_transfer
 
-    worker = run_style_transfer(viewer, "photo", "texture", **FAST)
+    worker = run_style_transfer(viewer, "photo", "texture", start=False, **FAST)
     with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+        worker.start()
     assert "photo styled" in viewer.layers
 
 

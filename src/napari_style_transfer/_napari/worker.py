@@ -133,7 +133,8 @@ def style_transfer_updates(
                 item.frame_number,
                 item.frames,
             )
-            if item.frames == 1 and item.is_snapshot:
+            # The last step's image arrives as the result: a snapshot of it would be a twin layer.
+            if item.frames == 1 and item.is_snapshot and item.step < item.steps:
                 yield Snapshot(item.step, item.image)
             if item.frames > 1 and item.step == item.steps:
                 yield FrameDone(item.frame, item.frame_number, item.frames, item.image)
