@@ -125,6 +125,17 @@ def test_cancelling_a_stack_keeps_the_finished_frames(qtbot, viewer, widget):
     assert kept.data[0].max() > 0 and kept.data[1].max() > 0  # the two finished frames
     assert kept.data[4].max() == 0  # never started
     assert kept.metadata["style_transfer"]["cancelled"] is True
+    assert widget["status"].value.startswith("cancelled at frame 3 of 5, step")
+
+
+def test_a_z_stack_shown_with_reordered_axes_is_refused_not_misread(viewer, widget, errors):
+    stack = np.stack([ramp((40, 48), np.uint16, 0, 1000 * (z + 1)) for z in range(4)])
+    layer = viewer.add_image(stack, name="zstack")
+    viewer.dims.order = (2, 0, 1)  # a Z x Y plane on screen
+    use(widget, layer, stack="current slice")
+    assert widget.run() is None
+    assert any("axes reordered" in message for message in errors), errors
+    assert widget["status"].value.startswith("not started: the viewer shows 'zstack' with its axes reordered")
 
 
 def test_channel_first_multichannel_is_styled_channel_by_channel(qtbot, viewer, widget):
@@ -218,6 +229,7 @@ def test_deleting_the_content_layer_mid_run_stops_it_quietly(qtbot, viewer, laye
     wait_until_idle(qtbot, widget)
     assert [layer.name for layer in viewer.layers] == ["texture"]
     assert errors == [] and not widget.running
+    assert widget["status"].value == "stopped: the content layer was removed, so nothing was added"
 
 
 def test_closing_the_viewer_mid_run_stops_the_worker(qtbot, make_napari_viewer, content, style):

@@ -44,6 +44,44 @@ def test_every_control_has_a_tooltip(viewer):
         assert control.tooltip, control.name
 
 
+def test_small_weights_and_rates_are_not_rounded_away(widget):
+    values = {"content_weight": 0.001, "tv_weight": 1e-6, "learning_rate": 0.0005}
+    for name, value in values.items():
+        widget[name].value = value
+    options = widget.options()
+    assert {name: options[name] for name in values} == pytest.approx(values)
+    widget["style_weight"].value = 3e5
+    assert widget["style_weight"].value == 3e5 and widget.options()["style_weight"] == 3e5
+
+
+def test_content_and_style_start_on_different_layers(viewer):
+    viewer.add_image(np.zeros((8, 8)), name="cells")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
+    assert widget["content"].value.name == "cells" and widget["style"].value.name == "cells"  # only one
+    viewer.add_image(np.ones((8, 8)), name="stain")  # e.g. a demo pair's style, added after
+    assert widget["content"].value.name == "cells" and widget["style"].value.name == "stain"
+
+
+def test_closing_the_dock_mid_run_cancels_the_run_and_keeps_its_image(qtbot, viewer, layers):
+    import gc
+
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
+    widget["content"].value, widget["style"].value = layers
+    for name, value in {**FAST, "steps": 2000, "snapshot_every": 0}.items():
+        widget[name].value = value
+    worker = widget.run()
+    finished = []
+    worker.finished.connect(lambda: finished.append(True))
+    qtbot.waitUntil(lambda: worker.layer_writer.last_progress is not None, timeout=60_000)
+    viewer.window.remove_dock_widget(dock)  # what the dock's close button does
+    assert worker.cancel_event.is_set()
+    del widget, dock
+    gc.collect()
+    qtbot.waitUntil(lambda: bool(finished), timeout=60_000)
+    (kept,) = [layer for layer in viewer.layers if "cancelled" in layer.name]
+    assert kept.metadata["style_transfer"]["step"] < 2000
+
+
 def test_the_ratio_is_shown_and_advanced_options_fold_away(widget):
     widget["content_weight"].value = 2.0
     widget["style_weight"].value = 2e4
@@ -65,6 +103,7 @@ def test_a_run_adds_snapshots_and_the_result_over_the_content(qtbot, viewer, lay
     assert names == ["photo", "texture", "photo styled (step 2)", "photo styled"]
     result = viewer.layers["photo styled"]
     assert result.data.shape == (27, 32, 3) and result.rgb
+    assert tuple(result.contrast_limits) == (0.0, 1.0)  # not stretched to the data
     np.testing.assert_allclose(pixel_edges(result), pixel_edges(content_layer))  # covers the same area
     np.testing.assert_allclose(result.scale, (2.0 * 40 / 27, 3.0 * 48 / 32))
 

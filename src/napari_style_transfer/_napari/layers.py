@@ -47,10 +47,20 @@ def _map_by_limits(data: np.ndarray, low: float, high: float) -> np.ndarray:
 
 
 def current_slice(viewer: napari.Viewer, layer: Image) -> tuple[int, ...]:
-    """Data indices along the layer's leading axes of the slice the viewer shows."""
+    """Data indices along the layer's leading axes of the slice the viewer shows.
+
+    The slice is a plane of the layer's last two axes (Y, X); when the viewer shows other
+    axes (the axis order was changed) that is not what is on screen, so it is refused."""
     lead = layer.ndim - 2
     if lead <= 0:
         return ()
+    world = viewer.dims.ndim
+    if tuple(viewer.dims.order[-2:]) != (world - 2, world - 1):
+        raise StyleTransferError(
+            f"the viewer shows {layer.name!r} with its axes reordered, so the plane on screen is not "
+            "a (Y, X) slice; reset the axis order (viewer.dims.order, or the transpose/roll buttons) "
+            "or style the whole stack"
+        )
     point = np.asarray(layer.world_to_data(viewer.dims.point), dtype=float)
     shape = _level_shape(layer, 0)
     return tuple(int(np.clip(round(point[axis]), 0, shape[axis] - 1)) for axis in range(lead))
@@ -181,7 +191,9 @@ def result_layer_kwargs(
     single_frame = image.ndim - colour == 2
     kwargs.update(placement(content, spatial, slice_index if single_frame else None))
     if colour:
-        kwargs["rgb"] = True
+        # fixed, not napari's guess from the data: snapshots stay comparable and a stack that
+        # fills in frame by frame is not judged by its first frame
+        kwargs.update(rgb=True, contrast_limits=(0.0, 1.0))
     else:
         kwargs.update(colormap=content.colormap.name, contrast_limits=(0.0, 1.0))
     return kwargs

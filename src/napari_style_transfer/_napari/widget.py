@@ -9,7 +9,11 @@ device, weights and snapshot cadence. No torch is imported here.
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import QEvent, QObject
 
 from magicgui.widgets import (
     CheckBox,
@@ -58,11 +62,53 @@ ADVANCED = (
 
 
 class _WeightSlider(LogSlider):
-    """A base-10 log slider that lands exactly on powers of ten (magicgui truncates)."""
+    """A base-10 log slider in steps of 1/100 decade (magicgui's default is 1/10) that
+    keeps a value set in code exactly (3e5 stays 3e5, not the nearest position's 3.02e5)
+    until the slider is moved, and otherwise gives three significant digits."""
 
-    def _position_from_value(self, value: float) -> float:
+    def __init__(self, **kwargs: Any):
+        self._exact: tuple[int, float] | None = None  # (position, the value set in code)
+        decades = math.log10(kwargs["max"]) - math.log10(kwargs["min"])
+        super().__init__(min_pos=0, max_pos=round(100 * decades), **kwargs)
+
+    @property
+    def value(self) -> float:
+        position = self._widget._mgui_get_value()
+        if self._exact is not None and self._exact[0] == position:
+            return self._exact[1]
+        return self._value_from_position(position)
+
+    @value.setter
+    def value(self, value: float) -> None:
+        position = self._position_from_value(value)
+        self._exact = (position, float(value))  # before the move: its change handlers read it
+        self._widget._mgui_set_value(position)
+
+    def _position_from_value(self, value: float) -> int:
         low = math.log(self.min, self.base)
         return round((math.log(value, self.base) - low) / self._scale + self._min_pos)
+
+    def _value_from_position(self, position: float) -> float:
+        return float(f"{super()._value_from_position(position):.3g}")
+
+
+class _UndockWatcher(QObject):
+    """Cancels the widget's run when napari takes the widget out of its dock (the dock's
+    close button): napari then drops the widget, and a run nobody can see or stop would go
+    on. (The widget's ``destroyed`` signal is no use: PyQt disconnects its slots when the
+    Python object is collected, before the Qt object goes.)"""
+
+    def __init__(self, widget: StyleTransferWidget):
+        super().__init__(widget.native)
+        self._widget = weakref.ref(widget)
+        widget.native.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Type.ParentChange and watched.parent() is None:
+            widget = self._widget()
+            if widget is not None and widget.running:
+                widget.cancel()
+        return False
 
 
 def preferences() -> dict[str, Any]:
@@ -79,6 +125,15 @@ def preferences() -> dict[str, Any]:
     return {name: getattr(saved, name, defaults[name]) for name in PREFERENCES}
 
 
+def _wrap_without_widening(label: Label) -> None:
+    """Long text wraps inside the dock's width instead of widening the dock (and with it
+    resizing napari's canvas at every status update)."""
+    from qtpy.QtWidgets import QSizePolicy
+
+    label.native.setWordWrap(True)
+    label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+
+
 def _tip(name: str, extra: str = "") -> str:
     return help_text(name) + (f". {extra}" if extra else "")
 
@@ -91,8 +146,11 @@ class StyleTransferWidget(Container):
         self.viewer = napari_viewer
         self.worker: GeneratorWorker | None = None
         self._device = self._weights = ""
-        self._gone = False  # the Qt widget was destroyed (dock closed, viewer closed)
-        self.native.destroyed.connect(self._destroyed)
+        # The Qt widget was destroyed (dock closed, viewer closed): render nothing more. A
+        # closure over the flag, since a bound method of this object might not be called.
+        self._gone = threading.Event()
+        self.native.destroyed.connect(lambda *_, gone=self._gone: gone.set())
+        self._undock_watcher = _UndockWatcher(self)
         defaults = {**StyleOptions().to_dict(), **preferences()}
         from napari.layers import Image
 
@@ -109,7 +167,7 @@ class StyleTransferWidget(Container):
         self._progress = ProgressBar(name="progress", label="progress", min=0, max=defaults["steps"], value=0)
         self._progress.tooltip = "steps done of the steps asked for"
         self._status = Label(name="status", label="status", value="idle")
-        self._status.native.setWordWrap(True)  # long status lines must not widen the dock
+        _wrap_without_widening(self._status)
         # The slider's own readout shows its integer position, not the weight: the label does.
         self._style_weight = _WeightSlider(
             name="style_weight", min=1.0, max=1e10, base=10, backend_kwargs={"readout": False},
@@ -183,12 +241,32 @@ class StyleTransferWidget(Container):
             self._status,
         ]
         self.extend(controls)
+        # Qt shows a fixed number of decimals and rounds the value to them: 0.001 became 0.
+        for name, decimals in (("content_weight", 4), ("tv_weight", 6), ("learning_rate", 5)):
+            self[name].native.setDecimals(decimals)
+        self["learning_rate"].native.setSpecialValueText("default")  # shown for 0, which means it
         self["content_weight"].changed.connect(self._show_ratio)
         self["style_weight"].changed.connect(self._show_ratio)
         self._advanced.changed.connect(self._show_advanced)
         self._button.changed.connect(self._toggle)
         self._show_ratio()
         self._show_advanced(False)
+        self._separate_roles()
+
+    def reset_choices(self, *args: Any) -> None:
+        """napari calls this when layers come and go; keep content and style apart."""
+        super().reset_choices(*args)
+        self._separate_roles()
+
+    def _separate_roles(self) -> None:
+        """Content and style start on different layers: the newest other Image layer
+        becomes the style (a demo pair adds its content first, then its style)."""
+        content, style = self["content"], self["style"]
+        if content.value is None or style.value is not content.value:
+            return
+        others = [layer for layer in style.choices if layer is not content.value]
+        if others:
+            style.value = others[-1]
 
     # --- options ------------------------------------------------------------------------
 
@@ -232,9 +310,11 @@ class StyleTransferWidget(Container):
                 **self.options(),
             )
         except StyleTransferError as error:
+            self._status.value = f"not started: {error}"
             show_error(f"Style transfer: {error}")
             return None
         self.worker = worker
+        weakref.finalize(self, worker.cancel_event.set)  # a widget nobody holds stops its run
         worker.yielded.connect(self._render)
         worker.finished.connect(self._idle)
         worker.errored.connect(self._crashed)
@@ -257,16 +337,10 @@ class StyleTransferWidget(Container):
         else:
             self.run()
 
-    def _destroyed(self, *_: Any) -> None:
-        """Closing the widget stops its run (what was done is still kept as a layer)."""
-        self._gone = True
-        if self.worker is not None:
-            cancel(self.worker)
-
     def _render(self, update: Update) -> None:
         from napari.utils.notifications import show_error
 
-        if self._gone:
+        if self._gone.is_set():
             return
 
         if isinstance(update, Started):
@@ -283,20 +357,30 @@ class StyleTransferWidget(Container):
             )
         elif isinstance(update, Finished):
             result = update.result
+            frames = f"{result.frames} frames x " if result.frames > 1 else ""
             self._status.value = (
-                f"done: {result.steps_done} steps in {result.seconds:.1f} s, loss {result.losses.total:.3g} | "
+                f"done: {frames}{result.steps_done} steps in {result.seconds:.1f} s, loss {result.losses.total:.3g} | "
                 f"{result.device} | {_short_weights(result.weights)}"
             )
         elif isinstance(update, Cancelled):
-            self._status.value = f"cancelled at step {update.step}; what was done is kept as a layer"
+            if self.worker is not None and self.worker.layer_writer.closed:
+                self._status.value = "stopped: the content layer was removed, so nothing was added"
+            else:
+                frames = self._progress_frames()
+                where = f"frame {update.frame_number + 1} of {frames}, " if frames > 1 else ""
+                self._status.value = f"cancelled at {where}step {update.step}; what was done is kept as a layer"
         elif isinstance(update, Failed):
             self._status.value = f"failed: {update.message}"
             show_error(f"Style transfer failed: {update.message}")
 
+    def _progress_frames(self) -> int:
+        progress = self.worker.layer_writer.last_progress if self.worker is not None else None
+        return progress.frames if progress is not None else 1
+
     def _crashed(self, error: BaseException) -> None:
         from napari.utils.notifications import show_error
 
-        if self._gone:
+        if self._gone.is_set():
             return
 
         self._status.value = f"failed: {error}"
@@ -304,7 +388,7 @@ class StyleTransferWidget(Container):
 
     def _idle(self, *_: Any) -> None:
         self.worker = None
-        if self._gone:
+        if self._gone.is_set():
             return
         self._button.text = "Run"
         if self._status.value.startswith(("loading", "cancelling", "step")):
