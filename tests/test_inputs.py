@@ -42,6 +42,13 @@ def test_grey_images_of_any_dtype_come_back_grey(style, dtype, low, high, scalin
     assert scaling in result.value_scaling
 
 
+def test_grey_content_gives_colour_when_asked_to(style):
+    grey = ramp((40, 48), np.uint16, 0, 4095)
+    result = result_of(grey, style, keep_grey=False).image
+    assert result.shape == (27, 32, 3)
+    assert not np.allclose(result[..., 0], result[..., 1])  # coloured by the style, not grey
+
+
 def test_a_boolean_mask_works_as_a_grey_image(style):
     mask = np.zeros((40, 48), bool)
     mask[10:30, 12:40] = True

@@ -167,7 +167,7 @@ def stylize(content: Any, style: Any, **options: Any) -> np.ndarray:
     """Style transfer of numpy images; returns the result as float32 in [0, 1].
 
     The result has the working size (longest side ``size``) and the content's kind: grey in,
-    grey out; RGB in, RGB out; RGBA in, RGBA out with the alpha carried through; a stack in,
+    grey out (RGB with ``keep_grey=False``); RGB in, RGB out; RGBA in, RGBA out with the alpha carried through; a stack in,
     a stack out. Options are those of :func:`iter_stylize`; use it to see progress, snapshots
     and which weights were used.
     """
@@ -306,7 +306,9 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
             alpha_t = resize(torch.from_numpy(np.ascontiguousarray(frame.alpha))[None, None].to(device), *p.content_shape)
             alpha = alpha_t[0, 0].clamp(0, 1).cpu().numpy()
 
-        def finish(image: torch.Tensor, grey: bool = frame.grey, alpha: np.ndarray | None = alpha) -> np.ndarray:
+        def finish(
+            image: torch.Tensor, grey: bool = frame.grey and opts.keep_grey, alpha: np.ndarray | None = alpha
+        ) -> np.ndarray:
             if alpha is not None and tuple(image.shape[-2:]) != alpha.shape:  # a coarse level
                 alpha = resize(torch.from_numpy(alpha)[None, None], *image.shape[-2:])[0, 0].numpy()
             return finish_image(image[0].permute(1, 2, 0).float().cpu().numpy(), grey, alpha)

@@ -54,6 +54,16 @@ def test_grey_layers_of_any_dtype_give_grey_results(qtbot, viewer, widget, dtype
     assert_unchanged(layer, before)
 
 
+def test_a_grey_layer_can_be_stained_in_colour(qtbot, viewer, widget):
+    layer = viewer.add_image(ramp((40, 48), np.uint16, 0, 4095), name="nuclei", scale=(2.0, 2.0))
+    use(widget, layer, keep_grey=False)
+    run_and_wait(qtbot, widget)
+    result = viewer.layers["nuclei styled"]
+    assert result.rgb and result.data.shape == (27, 32, 3)
+    # over the content: pixel centres differ by under half a (larger) result pixel
+    np.testing.assert_allclose(result.extent.world, layer.extent.world, atol=result.scale[-1] / 2)
+
+
 def test_contrast_limits_decide_what_the_run_sees(qtbot, viewer, widget):
     data = ramp((40, 48), np.uint16, 0, 4000)
     bright = viewer.add_image(data, name="bright", contrast_limits=(0, 1000))

@@ -58,6 +58,7 @@ class LayerWriter:
     def __init__(self, viewer: napari.Viewer, content: Image, style: Image, options: dict[str, Any], source: LayerInput):
         self.viewer = viewer
         self.content = content
+        self.content_name = content.name  # a rename during the run does not rename its layers
         self.style_name = style.name
         self.options = StyleOptions.from_kwargs(options).to_dict()
         self.slice_index = source.slice_index
@@ -74,7 +75,7 @@ class LayerWriter:
 
     @property
     def base_name(self) -> str:
-        return f"{self.content.name} styled"
+        return f"{self.content_name} styled"
 
     def close(self) -> None:
         """The viewer is gone: add nothing more."""
@@ -147,7 +148,7 @@ class LayerWriter:
     def _metadata(self, extra: dict[str, Any]) -> dict[str, Any]:
         progress = self.last_progress
         metadata = {
-            "content": self.content.name,
+            "content": self.content_name,
             "style": self.style_name,
             "options": self.options,
             "device": self.device,

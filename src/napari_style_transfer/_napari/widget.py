@@ -199,6 +199,10 @@ class StyleTransferWidget(Container):
                 tooltip="for 3D+ layers (Z, T or channels): style the slice on screen, or every slice, "
                 "each starting from the previous result so a time series does not flicker",
             ),
+            CheckBox(
+                name="keep_grey", text="grey content gives a grey result", value=defaults["keep_grey"],
+                tooltip=_tip("keep_grey"),
+            ),
             self._advanced,
             ComboBox(name="optimizer", value=defaults["optimizer"], choices=choices("optimizer"), tooltip=_tip("optimizer")),
             FloatSpinBox(
