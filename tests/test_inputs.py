@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -210,3 +212,15 @@ def test_any_array_gives_a_valid_image_or_the_projects_own_error(content, style)
         return
     assert result.dtype == np.float32
     assert np.isfinite(result).all() and result.min() >= 0.0 and result.max() <= 1.0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc/meminfo")
+def test_available_memory_without_psutil_counts_what_the_page_cache_can_give_back(monkeypatch):
+    import torch
+
+    from napari_style_transfer.engine import free_memory_bytes
+
+    with_psutil = free_memory_bytes(torch.device("cpu"))
+    monkeypatch.setitem(sys.modules, "psutil", None)  # a plain install without napari
+    without = free_memory_bytes(torch.device("cpu"))
+    assert 0.5 * with_psutil < without < 2 * with_psutil

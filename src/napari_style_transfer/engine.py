@@ -275,8 +275,19 @@ def free_memory_bytes(device: torch.device) -> int:
     try:
         import psutil
     except ImportError:  # psutil comes with napari; plain installs may lack it
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return _available_ram_without_psutil()
     return int(psutil.virtual_memory().available)
+
+
+def _available_ram_without_psutil() -> int:
+    """Linux's MemAvailable (free memory plus what the page cache can give back); elsewhere
+    the free pages, which undercount."""
+    if os.path.isfile("/proc/meminfo"):
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # kB
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
