@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from napari_style_transfer import StyleTransferError, iter_stylize, stylize
@@ -243,3 +244,16 @@ def test_a_folder_given_as_weights_is_named_as_such(content, style, tmp_path):
 
     with pytest.raises(WeightsError, match="is a folder"):
         iter_stylize(content, style, **{**FAST, "weights": str(tmp_path)})
+
+
+def test_content_colours_keep_the_contents_chroma_and_take_the_styles_luminance(content, style):
+    yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    plain = stylize(content, style, **FAST)
+    kept = stylize(content, style, **FAST, content_colours=True)
+    content_small = np.asarray(Image.fromarray(content).resize((32, 27), Image.BILINEAR)) / 255.0
+    chroma = lambda image: image @ yiq[1:].T  # noqa: E731
+    luminance = lambda image: image @ yiq[0]  # noqa: E731
+    inner = (slice(2, -2), slice(2, -2))  # resize kernels differ at the border
+    assert np.abs(chroma(kept)[inner] - chroma(content_small)[inner]).mean() < 0.02
+    assert np.abs(chroma(plain)[inner] - chroma(content_small)[inner]).mean() > 0.02
+    assert np.abs(luminance(kept) - luminance(plain)).mean() < 0.005

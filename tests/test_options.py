@@ -56,6 +56,7 @@ def test_every_option_has_help_and_a_default():
         ("snapshot_every", -1, "snapshot_every must be 0 (off) or more"),
         ("schedule", "512,256", "schedule sizes must grow from coarse to fine"),
         ("precision", "fp8", "precision must be one of auto, fp32, tf32, bf16"),
+        ("content_colours", 1, "content_colours must be True or False"),
         ("keep_grey", "no", "keep_grey must be True or False"),
         ("channels_last", "yes", "channels_last must be True or False"),
         ("cudnn_benchmark", 1, "cudnn_benchmark must be True or False"),

@@ -33,6 +33,7 @@ from .engine import (  # noqa: E402
     optimize,
     resize,
     resolve_device,
+    with_content_colours,
 )
 from .vgg import VGGFeatures  # noqa: E402
 from .weights import load_vgg19_features  # noqa: E402
@@ -307,10 +308,15 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
             alpha = alpha_t[0, 0].clamp(0, 1).cpu().numpy()
 
         def finish(
-            image: torch.Tensor, grey: bool = frame.grey and opts.keep_grey, alpha: np.ndarray | None = alpha
+            image: torch.Tensor,
+            grey: bool = frame.grey and opts.keep_grey,
+            alpha: np.ndarray | None = alpha,
+            colours: torch.Tensor | None = content_full if opts.content_colours and not frame.grey else None,
         ) -> np.ndarray:
             if alpha is not None and tuple(image.shape[-2:]) != alpha.shape:  # a coarse level
                 alpha = resize(torch.from_numpy(alpha)[None, None], *image.shape[-2:])[0, 0].numpy()
+            if colours is not None:
+                image = with_content_colours(image, resize(colours, *image.shape[-2:]))
             return finish_image(image[0].permute(1, 2, 0).float().cpu().numpy(), grey, alpha)
 
         done = 0

@@ -113,6 +113,11 @@ class StyleOptions:
     style_scale: float = _option(
         1.0, "scale of the style image relative to the content's working scale (> 0)"
     )
+    content_colours: bool = _option(
+        False,
+        "keep the content's colours: the result takes the style's brightness pattern only "
+        "(its luminance, recoloured with the content's chroma; RGB content)",
+    )
     keep_grey: bool = _option(
         True,
         "grey content gives a grey result (the luma of the styled image); off gives the styled "
@@ -169,7 +174,7 @@ class StyleOptions:
             if seed is not None:  # what torch's generators take
                 check(-(2**63) <= seed < 2**64, f"seed must be between -2**63 and 2**64 - 1, got {seed}")
 
-        for name in ("keep_grey", "channels_last", "cudnn_benchmark"):
+        for name in ("content_colours", "keep_grey", "channels_last", "cudnn_benchmark"):
             check(isinstance(getattr(self, name), bool), f"{name} must be True or False, got {getattr(self, name)!r}")
         schedule = _as_schedule(self.schedule, size, errors)
 

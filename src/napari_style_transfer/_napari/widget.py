@@ -200,6 +200,10 @@ class StyleTransferWidget(Container):
                 "each starting from the previous result so a time series does not flicker",
             ),
             CheckBox(
+                name="content_colours", text="keep the content's colours", value=defaults["content_colours"],
+                tooltip=_tip("content_colours"),
+            ),
+            CheckBox(
                 name="keep_grey", text="grey content gives a grey result", value=defaults["keep_grey"],
                 tooltip=_tip("keep_grey"),
             ),
