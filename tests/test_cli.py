@@ -186,7 +186,9 @@ def test_rgba_content_to_jpeg_is_refused_before_the_run(tmp_path, content, image
     rgba = tmp_path / "rgba.png"
     Image.fromarray(np.dstack([content, np.full(content.shape[:2], 128, np.uint8)])).save(rgba)
     assert main([str(rgba), str(image_files[1]), "-o", str(tmp_path / "r.jpg"), *FAST]) == 2
-    assert "JPEG cannot store" in capsys.readouterr().err
+    assert "the result is an RGBA (transparent) image, which r.jpg cannot store" in capsys.readouterr().err
+    assert main([*map(str, image_files), "-o", str(tmp_path / "r.xbm"), *FAST]) == 2  # 1-bit only
+    assert "the result is a colour image, which r.xbm cannot store" in capsys.readouterr().err
 
 
 def test_a_one_frame_stack_may_go_to_png(tmp_path, content, style):
@@ -267,3 +269,22 @@ def test_ctrl_c_on_a_stack_keeps_the_finished_frames(tmp_path, content, style, m
     partial = np.load(out)
     assert partial.shape == (4, 27, 32, 3)
     assert all(partial[i].max() > 0 for i in range(3)) and partial[3].max() == 0
+
+
+def test_ctrl_c_in_the_first_frame_of_a_stack_still_writes_a_stack(tmp_path, content, style, monkeypatch):
+    np.save(tmp_path / "stack.npy", np.stack([content, content[::-1], content]))
+    np.save(tmp_path / "style.npy", style)
+    interrupt_after(monkeypatch, 2)
+    out = tmp_path / "r.npy"
+    assert main([str(tmp_path / "stack.npy"), str(tmp_path / "style.npy"), "-o", str(out), *FAST]) == 130
+    partial = np.load(out)
+    assert partial.shape == (3, 27, 32, 3) and partial[0].max() > 0 and partial[1:].max() == 0
+
+
+def test_ctrl_c_in_a_coarse_level_writes_the_result_size(tmp_path, image_files, monkeypatch):
+    interrupt_after(monkeypatch, 1)  # the first step runs at 32 px of a 32,64 schedule
+    out = tmp_path / "r.png"
+    argv = [*map(str, image_files), "-o", str(out), *FAST, "--size", "64", "--schedule", "32,64", "--steps", "4"]
+    assert main(argv) == 130
+    with Image.open(out) as image:
+        assert image.size == (64, 53)

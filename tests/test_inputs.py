@@ -66,7 +66,16 @@ def test_rgba_alpha_is_carried_through_unchanged(content, style):
     np.testing.assert_allclose(result[:, 18:, 3], 1.0, atol=1e-6)
 
 
-def test_float_rgba_alpha_is_mapped_like_its_colour(content, style):
+def test_float_alpha_within_0_1_is_kept_whatever_the_colour_range(style):
+    colour = np.random.default_rng(0).uniform(-1.0, 1.0, (40, 48, 3))  # mapped by its data range
+    alpha = np.zeros((40, 48))
+    alpha[:, 24:] = 1.0
+    result = result_of(np.dstack([colour, alpha]), style).image
+    np.testing.assert_allclose(result[:, :14, 3], 0.0, atol=1e-6)
+    np.testing.assert_allclose(result[:, 18:, 3], 1.0, atol=1e-6)
+
+
+def test_float_rgba_alpha_beyond_1_is_mapped_like_its_colour(content, style):
     alpha = np.zeros((40, 48), np.float32)
     alpha[:, 24:] = 255.0
     result = result_of(np.dstack([content, alpha]).astype(np.float32), style).image  # 0..255 floats
@@ -224,3 +233,13 @@ def test_available_memory_without_psutil_counts_what_the_page_cache_can_give_bac
     monkeypatch.setitem(sys.modules, "psutil", None)  # a plain install without napari
     without = free_memory_bytes(torch.device("cpu"))
     assert 0.5 * with_psutil < without < 2 * with_psutil
+
+
+def test_following_the_style_scale_advice_fits(content, style, monkeypatch):
+    import re
+
+    monkeypatch.setattr(api_module, "free_memory_bytes", lambda device: 2 * 2**30)
+    with pytest.raises(OutOfMemoryError, match=r"use style_scale [\d.]+ or less") as refused:
+        iter_stylize(content, style, **{**FAST, "style_scale": 100})
+    advised = float(re.search(r"style_scale ([\d.]+) or less", str(refused.value)).group(1))
+    iter_stylize(content, style, **{**FAST, "style_scale": advised}).close()  # accepted: no error

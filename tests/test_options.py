@@ -133,3 +133,10 @@ def test_numpy_scalars_are_accepted_as_numbers():
     assert type(options.steps) is int and type(options.style_weight) is float
     with pytest.raises(StyleTransferError, match="steps must be a whole number"):
         StyleOptions.from_kwargs({"steps": np.bool_(True)})
+    switched = StyleOptions.from_kwargs({"keep_grey": np.bool_(False)})
+    assert switched.keep_grey is False
+
+
+def test_a_huge_seed_is_refused_with_a_message_not_an_overflow():
+    with pytest.raises(StyleTransferError, match="seed must be between"):
+        StyleOptions.from_kwargs({"seed": 10**400})

@@ -50,6 +50,7 @@ class ImageInput:
     low: float  # value mapped to 0
     high: float  # value mapped to 1
     scaling: str  # how values map to [0, 1], in words
+    alpha_as_is: bool = True  # float alpha already within [0, 1]: taken as it is
 
     @property
     def stack_shape(self) -> tuple[int, ...]:
@@ -88,10 +89,12 @@ class ImageInput:
         return PreparedImage(np.ascontiguousarray(rgb, dtype=np.float32), alpha, self.grey)
 
     def _unit_alpha(self, alpha: np.ndarray) -> np.ndarray:
-        """Integer alpha by its dtype's maximum (65535 is opaque in uint16); float alpha
-        like the colour, so that 0..255 floats give 0..1 for both."""
+        """Integer alpha by its dtype's maximum (65535 is opaque in uint16); float alpha as
+        it is when within [0, 1], else like the colour (so 0..255 floats give 0..1 for both)."""
         if np.issubdtype(self.data.dtype, np.integer):
             return alpha.astype(np.float32) / float(np.iinfo(self.data.dtype).max)
+        if self.alpha_as_is:
+            return np.clip(alpha.astype(np.float32), 0.0, 1.0)
         return self._map(alpha)
 
     def _map(self, values: np.ndarray) -> np.ndarray:
@@ -144,7 +147,11 @@ def describe_image(array: object, role: str, allow_stack: bool = True) -> ImageI
             f"the {role} image is constant (every value is {data_low:g}); style transfer needs an image with some contrast"
         )
     low, high, scaling = _value_range(colour.dtype, data_low, data_high)
-    return ImageInput(data, role, channels, low, high, scaling)
+    alpha_as_is = True
+    if channels == "rgba" and data.dtype.kind == "f":
+        alpha = data[..., 3]
+        alpha_as_is = bool(alpha.min() >= 0.0 and alpha.max() <= 1.0)
+    return ImageInput(data, role, channels, low, high, scaling, alpha_as_is)
 
 
 def _value_range(dtype: np.dtype, low: float, high: float) -> tuple[float, float, str]:
@@ -184,6 +191,20 @@ def finish_image(rgb: np.ndarray, grey: bool, alpha: np.ndarray | None) -> np.nd
     if alpha is not None:
         return np.concatenate([rgb, alpha[..., None].astype(np.float32)], axis=-1)
     return rgb
+
+
+def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a float (H, W) or (H, W, C) image to ``shape`` (H, W), a channel at
+    a time (no torch: for the GUI and command-line sides)."""
+    from PIL import Image
+
+    if image.shape[:2] == tuple(shape):
+        return image
+    size = (shape[1], shape[0])
+    if image.ndim == 2:
+        return np.asarray(Image.fromarray(image.astype(np.float32)).resize(size, Image.BILINEAR))
+    channels = [resize_image(image[..., c], shape) for c in range(image.shape[-1])]
+    return np.stack(channels, axis=-1)
 
 
 def working_shape(height: int, width: int, size: int) -> tuple[int, int]:

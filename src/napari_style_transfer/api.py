@@ -247,18 +247,28 @@ def _check_memory(content_shape: tuple[int, int], style_shape: tuple[int, int], 
     free = free_memory_bytes(device)
     if needed <= free * memory.HEADROOM:
         return
-    if biggest != content_shape:  # the style, enlarged by style_scale, is what does not fit
+    content_fits = memory.estimate_bytes(content_shape, opts.optimizer, LBFGS_HISTORY) <= free * memory.HEADROOM
+    if content_fits:  # the style, enlarged by style_scale, is what does not fit
         pixels = memory.largest_pixels(free, opts.optimizer, LBFGS_HISTORY)
-        scale = opts.style_scale * math.sqrt(max(pixels, 0) / (style_shape[0] * style_shape[1]))
-        advice = f"use style_scale {scale:.2g} or less" if scale > 0 else "free some memory or use another device"
+        scale = _round_down(opts.style_scale * math.sqrt(pixels / (style_shape[0] * style_shape[1])))
+        advice = f"use style_scale {scale:g} or less"
     else:
         aspect = min(content_shape) / max(content_shape)
         fits = memory.largest_size(free, aspect, opts.optimizer, LBFGS_HISTORY)
         advice = f"use size {fits} or less" if fits >= 16 else "free some memory or use another device"
+        if fits >= 16 and biggest != content_shape:
+            advice += " and a smaller style_scale"
     raise OutOfMemoryError(
         f"a {biggest[0]}x{biggest[1]} px run needs about {memory.format_bytes(needed)} but {device} has "
         f"{memory.format_bytes(free)} free: {advice}"
     )
+
+
+def _round_down(value: float, digits: int = 2) -> float:
+    """``value`` cut (not rounded) to ``digits`` significant digits, so advice that says
+    "x or less" is met by x itself."""
+    unit = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
+    return float(f"{math.floor(value / unit) * unit:.{digits}g}")
 
 
 #: torch.OutOfMemoryError since torch 2.5; the CUDA-only name before.

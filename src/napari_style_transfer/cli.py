@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from ._image import to_uint8
+from ._image import resize_image, to_uint8, working_shape
 from ._sample_data import DEMO_PAIRS, load_sample
 from .errors import StyleTransferError
 from .options import DEMO_DEFAULTS, StyleOptions, choices, help_text
@@ -263,10 +263,12 @@ def run(
     args: argparse.Namespace,
     snapshot_dir: Path | None,
     stack_shape: tuple[int, ...] = (),
+    frame_shape: tuple[int, int] | None = None,
 ) -> Any:
     """Run with a progress bar; write snapshots as they come; return the StyleResult.
 
-    Ctrl-C raises :class:`RunInterrupted` with what was made so far."""
+    Ctrl-C raises :class:`RunInterrupted` with what was made so far, at the result's size
+    ``frame_shape`` (H, W) when given (a run stopped in a coarse-to-fine level is smaller)."""
     from tqdm import tqdm
 
     from .api import StyleResult, iter_stylize
@@ -298,10 +300,12 @@ def run(
             image = last.render()
         except RuntimeError:  # interrupted between two steps: the last snapshot is what is left
             image = last.image
-        if last.frames > 1:
-            image = _partial_stack(stack_shape, finished, last, image)
         if image is None:
             raise
+        if frame_shape is not None:
+            image = resize_image(image, frame_shape)
+        if last.frames > 1:
+            image = _partial_stack(stack_shape, finished, last, image)
         options = StyleOptions.from_kwargs(_options(args)).to_dict()
         raise RunInterrupted(image, last, options) from None
     finally:
@@ -310,17 +314,14 @@ def run(
 
 
 def _partial_stack(
-    stack_shape: tuple[int, ...], finished: dict[tuple[int, ...], np.ndarray], last: Any, current: np.ndarray | None
-) -> np.ndarray | None:
-    """The stack as far as it got: finished frames, the interrupted frame's last image (if it
-    has the finished frames' size: a coarse-to-fine level does not), zeros after that."""
-    if not finished:
-        return current
-    frame_shape = next(iter(finished.values())).shape
-    stack = np.zeros(stack_shape + frame_shape, dtype=np.float32)
+    stack_shape: tuple[int, ...], finished: dict[tuple[int, ...], np.ndarray], last: Any, current: np.ndarray
+) -> np.ndarray:
+    """The stack as far as it got: finished frames, the interrupted frame's last image,
+    zeros after that."""
+    stack = np.zeros(stack_shape + current.shape, dtype=np.float32)
     for index, image in finished.items():
         stack[index] = image
-    if current is not None and last.frame not in finished and current.shape == frame_shape:
+    if last.frame not in finished:
         stack[last.frame] = current
     return stack
 
@@ -330,9 +331,10 @@ def _main_run(argv: Sequence[str]) -> int:
     _check_output_path(args.output, args.snapshot_dir)
     content = read_image(args.content, "content")
     style = read_image(args.style, "style")
-    stack_shape = _check_output_kind(content, args.output)
+    described = _check_output_kind(content, args.output, args.keep_grey)
+    frame_shape = working_shape(*described.shape, args.size)
     try:
-        result = run(content, style, args, args.snapshot_dir, stack_shape)
+        result = run(content, style, args, args.snapshot_dir, described.stack_shape, frame_shape)
     except RunInterrupted as stop:
         return _save_partial(stop, args.output)
     write_image(args.output, result.image, result.metadata())
@@ -349,8 +351,11 @@ def _main_demo(argv: Sequence[str]) -> int:
         raise CommandLineError(f"{out} is a file; the demo writes several images: give a folder")
     write_image(out / "content.png", _preview(content))
     write_image(out / "style.png", _preview(style))
+    from ._image import describe_image
+
+    frame_shape = working_shape(*describe_image(content, "content").shape, args.size)
     try:
-        result = run(content, style, args, out)
+        result = run(content, style, args, out, frame_shape=frame_shape)
     except RunInterrupted as stop:
         return _save_partial(stop, out / "result.png")
     write_image(out / "result.png", result.image, result.metadata())
@@ -371,12 +376,12 @@ def _check_output_path(output: Path, snapshot_dir: Path | None) -> None:
 
     if output.is_dir():
         raise CommandLineError(f"output {output} is a folder; give a file name such as {output / 'result.png'}")
-    existing = next(parent for parent in output.absolute().parents if parent.exists())
-    if not existing.is_dir():
-        raise CommandLineError(f"cannot write {output}: {existing} is a file, not a folder")
+    existing = next((parent for parent in output.absolute().parents if parent.exists()), None)
+    if existing is None or not existing.is_dir():
+        where = f"{existing} is a file, not a folder" if existing is not None else "its drive does not exist"
+        raise CommandLineError(f"cannot write {output}: {where}")
     suffix = output.suffix.lower()
-    writable = {ext for ext, kind in Image.registered_extensions().items() if kind in Image.SAVE}
-    if suffix != ".npy" and suffix not in writable:
+    if suffix != ".npy" and Image.registered_extensions().get(suffix) not in Image.SAVE:
         raise CommandLineError(
             f"output {output} has {f'the extension {suffix}' if suffix else 'no extension'}; "
             "give a .png (keeps the settings), .tif, .jpg or .npy file"
@@ -385,9 +390,13 @@ def _check_output_path(output: Path, snapshot_dir: Path | None) -> None:
         raise CommandLineError(f"--snapshot-dir {snapshot_dir} is a file; give a folder")
 
 
-def _check_output_kind(content: np.ndarray, output: Path) -> tuple[int, ...]:
-    """Refuse before the run an output format that cannot hold the result: a stack needs
-    .tif or .npy, transparency needs more than JPEG. Returns the content's stack shape."""
+def _check_output_kind(content: np.ndarray, output: Path, keep_grey: bool) -> Any:
+    """Refuse before the run an output format that cannot hold the result (a stack needs
+    .tif or .npy; some formats take no alpha, or no colour). Returns the content described."""
+    import io
+
+    from PIL import Image
+
     from ._image import describe_image, frame_count
 
     described = describe_image(content, "content")
@@ -398,11 +407,17 @@ def _check_output_kind(content: np.ndarray, output: Path) -> tuple[int, ...]:
             f"the content is a stack of {frames} frames, so the result is one too: "
             f"write it to a .tif or .npy file, not {output.name}"
         )
-    if described.channels == "rgba" and suffix in (".jpg", ".jpeg"):
+    if suffix == ".npy":
+        return described
+    mode = {"rgba": "RGBA", "rgb": "RGB"}.get(described.channels, "L" if keep_grey else "RGB")
+    try:  # what write_image will do, on one pixel
+        Image.new(mode, (1, 1)).save(io.BytesIO(), format=Image.registered_extensions()[suffix])
+    except (OSError, ValueError, KeyError) as error:
+        kind = {"RGBA": "an RGBA (transparent)", "RGB": "a colour", "L": "a grey"}[mode]
         raise CommandLineError(
-            f"the content has an alpha channel, which JPEG cannot store: write {output.name} as .png, .tif or .npy"
-        )
-    return described.stack_shape
+            f"the result is {kind} image, which {output.name} cannot store ({error}): write it as .png, .tif or .npy"
+        ) from None
+    return described
 
 
 def _save_partial(stop: RunInterrupted, path: Path) -> int:

@@ -174,8 +174,11 @@ class StyleOptions:
             if seed is not None:  # what torch's generators take
                 check(-(2**63) <= seed < 2**64, f"seed must be between -2**63 and 2**64 - 1, got {seed}")
 
+        switches = {}
         for name in ("content_colours", "keep_grey", "channels_last", "cudnn_benchmark"):
-            check(isinstance(getattr(self, name), bool), f"{name} must be True or False, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            check(_is_bool(value), f"{name} must be True or False, got {value!r}")
+            switches[name] = bool(value) if _is_bool(value) else value
         schedule = _as_schedule(self.schedule, size, errors)
 
         for name in ("optimizer", "init", "pooling", "precision"):
@@ -224,6 +227,7 @@ class StyleOptions:
             weights=str(self.weights),
             device=str(self.device),
             schedule=schedule,
+            **switches,
         )
 
     @property
@@ -302,7 +306,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _is_bool(value: Any) -> bool:
+    kind = type(value)  # numpy's bool (named bool_ before numpy 2), without importing numpy
+    return isinstance(value, bool) or (kind.__module__ == "numpy" and kind.__name__ in ("bool", "bool_"))
+
+
 def _as_int(value: Any, name: str, errors: list[str]) -> int | None:
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)  # any size: float() of 10**400 would overflow
     if not _is_number(value) or not math.isfinite(value) or not float(value).is_integer():
         errors.append(f"{name} must be a whole number, got {value!r}")
         return None

@@ -138,14 +138,34 @@ def test_cancelling_a_stack_keeps_the_finished_frames(qtbot, viewer, widget):
     assert widget["status"].value.startswith("cancelled at frame 3 of 5, step")
 
 
-def test_a_z_stack_shown_with_reordered_axes_is_refused_not_misread(viewer, widget, errors):
+def test_a_z_stack_shown_with_reordered_axes_is_refused_not_misread(qtbot, viewer, widget, errors):
     stack = np.stack([ramp((40, 48), np.uint16, 0, 1000 * (z + 1)) for z in range(4)])
     layer = viewer.add_image(stack, name="zstack")
     viewer.dims.order = (2, 0, 1)  # a Z x Y plane on screen
     use(widget, layer, stack="current slice")
     assert widget.run() is None
     assert any("axes reordered" in message for message in errors), errors
-    assert widget["status"].value.startswith("not started: the viewer shows 'zstack' with its axes reordered")
+    assert widget["status"].value.startswith("not started: the viewer shows the content layer 'zstack' with its axes")
+    viewer.dims.order = (0, 2, 1)  # only Y and X swapped: the same plane, transposed
+    assert run_and_wait(qtbot, widget) is not None
+
+
+def test_cancelling_a_stack_in_a_coarse_level_keeps_frames_at_the_result_size(qtbot, viewer, widget):
+    stack = np.stack([ramp((40, 48), np.float32, 0, 1 + z) for z in range(3)])
+    layer = viewer.add_image(stack, name="cells", contrast_limits=(0, 3))
+    use(widget, layer, stack="whole stack", steps=6, size=32, schedule="16,32")
+    widget["content_layers"].value, widget["style_layers"].value = "conv2_1", "conv1_1,conv2_1"
+    worker = widget.run()
+
+    def cancel_in_the_coarse_level_of_frame_two(update):
+        if getattr(update, "frame_number", 0) == 1 and getattr(update, "step", 0) == 1:
+            widget.cancel()
+
+    worker.yielded.connect(cancel_in_the_coarse_level_of_frame_two)
+    wait_until_idle(qtbot, widget)
+    (kept,) = [lyr for lyr in viewer.layers if lyr.name.startswith("cells styled (cancelled")]
+    assert kept.data.shape == (3, 27, 32)
+    assert kept.data[0].max() > 0 and kept.data[1].max() > 0 and kept.data[2].max() == 0
 
 
 def test_channel_first_multichannel_is_styled_channel_by_channel(qtbot, viewer, widget):

@@ -46,7 +46,7 @@ def _map_by_limits(data: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip((np.asarray(data, dtype=np.float32) - np.float32(low)) / np.float32(high - low), 0.0, 1.0)
 
 
-def current_slice(viewer: napari.Viewer, layer: Image) -> tuple[int, ...]:
+def current_slice(viewer: napari.Viewer, layer: Image, role: str = "content") -> tuple[int, ...]:
     """Data indices along the layer's leading axes of the slice the viewer shows.
 
     The slice is a plane of the layer's last two axes (Y, X); when the viewer shows other
@@ -55,11 +55,11 @@ def current_slice(viewer: napari.Viewer, layer: Image) -> tuple[int, ...]:
     if lead <= 0:
         return ()
     world = viewer.dims.ndim
-    if tuple(viewer.dims.order[-2:]) != (world - 2, world - 1):
+    if set(viewer.dims.order[-2:]) != {world - 2, world - 1}:  # (X, Y) is still the same plane
+        fix = "or style the whole stack" if role == "content" else "(the style is the slice on screen)"
         raise StyleTransferError(
-            f"the viewer shows {layer.name!r} with its axes reordered, so the plane on screen is not "
-            "a (Y, X) slice; reset the axis order (viewer.dims.order, or the transpose/roll buttons) "
-            "or style the whole stack"
+            f"the viewer shows the {role} layer {layer.name!r} with its axes reordered, so the plane on "
+            f"screen is not a (Y, X) slice; reset the axis order (the roll/transpose buttons) {fix}"
         )
     point = np.asarray(layer.world_to_data(viewer.dims.point), dtype=float)
     shape = _level_shape(layer, 0)
@@ -94,7 +94,7 @@ def layer_input(
     data = layer.data[level] if layer.multiscale else layer.data
     slice_index = None
     if layer.ndim > 2 and (stack == "current slice" or role == "style"):
-        slice_index = current_slice(viewer, layer) if viewer is not None else (0,) * (layer.ndim - 2)
+        slice_index = current_slice(viewer, layer, role) if viewer is not None else (0,) * (layer.ndim - 2)
         data = data[_level_index(layer, level, slice_index)]
     data = np.asarray(data)
     if layer.rgb:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._image import resize_image, working_shape
 from ..errors import StyleTransferError
 from ..options import StyleOptions
 from .layers import LayerInput, as_layer_data, layer_input, result_layer_kwargs
@@ -64,6 +65,9 @@ class LayerWriter:
         self.slice_index = source.slice_index
         lead = content.ndim - 2 if source.slice_index is None else 0
         self.stack_shape = tuple(source.data.shape[:lead])
+        height, width = source.data.shape[lead : lead + 2]
+        #: (H, W) of a finished frame; an image from a coarse-to-fine level is smaller
+        self.frame_shape = working_shape(height, width, self.options["size"])
         self.started = time.perf_counter()
         self.device = ""
         self.weights = ""
@@ -132,6 +136,7 @@ class LayerWriter:
             self.result_layer = self._add(image, f"{self.base_name} ({how} at step {step})", step=step, **extra)
 
     def _put_frame(self, frame: tuple[int, ...], image: np.ndarray, frames: int) -> None:
+        image = resize_image(image, self.frame_shape)  # a run stopped in a coarse level
         if self.stack_layer is None:
             data = np.zeros(self.stack_shape + image.shape, dtype=np.float32)
             data[frame] = image
