@@ -168,9 +168,9 @@ def stylize(content: Any, style: Any, **options: Any) -> np.ndarray:
     """Style transfer of numpy images; returns the result as float32 in [0, 1].
 
     The result has the working size (longest side ``size``) and the content's kind: grey in,
-    grey out (RGB with ``keep_grey=False``); RGB in, RGB out; RGBA in, RGBA out with the alpha carried through; a stack in,
-    a stack out. Options are those of :func:`iter_stylize`; use it to see progress, snapshots
-    and which weights were used.
+    grey out (RGB with ``keep_grey=False``); RGB in, RGB out; RGBA in, RGBA out with the
+    alpha carried through; a stack in, a stack out. Options are those of
+    :func:`iter_stylize`; use it to see progress, snapshots and which weights were used.
     """
     for item in iter_stylize(content, style, **options):
         if isinstance(item, StyleResult):

@@ -144,19 +144,19 @@ class StyleObjective(nn.Module):
         return terms.sum(), terms.detach()
 
 
-#: RGB to YIQ (NTSC): Y is the luminance, I and Q the chroma.
+#: RGB to YIQ (NTSC): Y is the luminance, I and Q the chroma; and back.
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 
 
 def with_content_colours(styled: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     """``styled``'s luminance with ``content``'s chroma (both (N, 3, H, W) in [0, 1], same
     size): the colour-preserving variant of Gatys et al., "Preserving color in neural
     artistic style transfer" (2016), done after the optimisation."""
-    to_yiq = _RGB_TO_YIQ.to(styled.device)
+    to_yiq, to_rgb = _RGB_TO_YIQ.to(styled.device), _YIQ_TO_RGB.to(styled.device)
     luminance = torch.einsum("ij,njhw->nihw", to_yiq[:1], styled.float())
     chroma = torch.einsum("ij,njhw->nihw", to_yiq[1:], content.float())
-    yiq = torch.cat([luminance, chroma], dim=1)
-    return torch.einsum("ij,njhw->nihw", torch.linalg.inv(to_yiq), yiq).clamp(0.0, 1.0)
+    return torch.einsum("ij,njhw->nihw", to_rgb, torch.cat([luminance, chroma], dim=1)).clamp(0.0, 1.0)
 
 
 def initial_image(content: torch.Tensor, style: torch.Tensor, init: str, seed: int | None) -> torch.Tensor:

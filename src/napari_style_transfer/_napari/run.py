@@ -188,9 +188,10 @@ def run_style_transfer(
     """Stylize ``content`` with ``style`` (layers or layer names) in a background thread.
 
     Snapshot layers ``"<content> styled (step k)"`` appear every ``snapshot_every`` steps
-    (except the last) and the result ``"<content> styled"`` at the end, placed over the content layer. For nD
-    layers, ``stack`` is ``"current slice"`` (the slice the viewer shows) or ``"whole stack"``
-    (every slice, each starting from the previous result; one layer fills in frame by frame).
+    (except the last) and the result ``"<content> styled"`` at the end, placed over the
+    content layer. For nD layers, ``stack`` is ``"current slice"`` (the slice the viewer
+    shows) or ``"whole stack"`` (every slice, each starting from the previous result; one
+    layer fills in frame by frame).
     Returns the napari worker (started unless ``start=False``); ``cancel(worker)`` stops it
     after the current step and keeps the last image. Options are those of ``stylize``. Bad
     layers or options raise ``StyleTransferError`` before anything starts.
