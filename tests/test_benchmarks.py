@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,14 +26,18 @@ def test_the_benchmark_script_writes_its_report(tmp_path):
     assert set(json.loads(raw.read_text())["speed"]) >= {"reference@64", "ours@64"}
 
 
-def test_the_gpu_benchmark_script_runs_end_to_end_on_the_cpu():
+def test_the_gpu_benchmark_script_runs_end_to_end_on_the_cpu(tmp_path):
     # it has never had a GPU here; a smoke run keeps its Python correct for the day it does
+    out = tmp_path / "out"
+    out.mkdir()
     output = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--device", "cpu", "--sizes", "32",
+        ["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--device", "cpu", "--sizes", "32",
          "--steps", "6", "--run-size", "32", "--run-steps", "3", "--agreement-size", "32",
          "--agreement-steps", "2", "--matmul-size", "128"],
         check=True, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHON": sys.executable, "OUT": str(out)},
     ).stdout
+    assert (out / "gpu_benchmark.md").read_text() == output[output.index("# GPU benchmark"):]
     for precision in ("fp32", "tf32", "bf16"):
         assert f"| 32 | {precision} | " in output
     assert output.count("| none |") == 2 and "| bf16 | auto |" in output
