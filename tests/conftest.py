@@ -7,6 +7,10 @@ quality of the results.
 
 from __future__ import annotations
 
+import http.server
+import threading
+from functools import partial
+
 import numpy as np
 import pytest
 
@@ -60,3 +64,18 @@ def offline(monkeypatch):
     url = "http://127.0.0.1:9/models/vgg19-dcbb9e9d.pth"
     monkeypatch.setattr(weights, "imagenet_url", lambda: url)
     return url
+
+
+@pytest.fixture
+def weights_server(tmp_path):
+    """A local HTTP server (loopback only) serving files from a folder."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

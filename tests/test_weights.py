@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
 import time
 import warnings
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -100,21 +97,6 @@ def test_imagenet_offline_fails_fast_saying_which_file_to_put_where(torch_home, 
     assert "vgg19-dcbb9e9d.pth" in message
     assert str(torch_home / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth") in message
     assert not list((torch_home / "hub" / "checkpoints").glob("*.partial"))
-
-
-@pytest.fixture
-def weights_server(tmp_path):
-    """A local HTTP server (loopback only) serving files from a folder."""
-    folder = tmp_path / "served"
-    folder.mkdir()
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def test_imagenet_downloads_into_the_hub_cache_and_checks_the_hash(

@@ -24,7 +24,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,13 +105,32 @@ def load_vgg19_features(weights: str | os.PathLike[str] = "auto", *, progress: b
         try:
             return _imagenet_weights(progress=progress)
         except WeightsError as error:
-            message = (
-                f"ImageNet VGG19 weights are unavailable ({error}). Falling back to an untrained "
-                "VGG19: results show texture only, not artistic style."
-            )
-            warnings.warn(message, RandomWeightsWarning, stacklevel=2)
+            warn_random_fallback(error)
             return _random_weights()
     return _file_weights(Path(mode).expanduser())
+
+
+def warn_random_fallback(error: WeightsError) -> None:
+    """Say (as a :class:`RandomWeightsWarning`) that ``weights="auto"`` goes on untrained."""
+    message = (
+        f"ImageNet VGG19 weights are unavailable ({error}). Falling back to an untrained "
+        "VGG19: results show texture only, not artistic style."
+    )
+    warnings.warn(message, RandomWeightsWarning, stacklevel=3)
+
+
+def imagenet_download_needed(weights: str | os.PathLike[str]) -> bool:
+    """Whether loading ``weights`` would first download the ImageNet file (548 MB)."""
+    return str(weights) in ("auto", "imagenet") and cached_imagenet_file() is None
+
+
+def download_imagenet() -> Iterator[tuple[int, int | None]]:
+    """Download the ImageNet VGG19 file into the torch hub cache, yielding (bytes done,
+    bytes in all or None) after every MB, for a caller that shows progress and can stop:
+    closing the generator early stops the download and removes the partial file. Raises
+    :class:`WeightsError` (with what to do) when the download fails or is damaged."""
+    url = imagenet_url()
+    yield from _download_chunks(url, imagenet_cache_path(url))
 
 
 def _random_weights() -> LoadedWeights:
@@ -234,7 +253,19 @@ def _atomic_save(state: Mapping[str, torch.Tensor], path: Path) -> None:
 
 
 def _download(url: str, destination: Path, *, progress: bool) -> None:
-    """Download ``url`` to ``destination``, checking torch hub's hash prefix in the name."""
+    """Download ``url`` to ``destination`` with a progress bar on stderr."""
+    bar = None
+    for done, total in _download_chunks(url, destination):
+        if bar is None:
+            bar = _progress_bar(total, destination.name, enabled=progress)
+        bar.update(done - bar.n)
+    if bar is not None:
+        bar.close()
+
+
+def _download_chunks(url: str, destination: Path) -> Iterator[tuple[int, int | None]]:
+    """Download ``url`` to ``destination`` a MB at a time, yielding (done, total) bytes, and
+    check torch hub's hash prefix in the name; nothing is left behind on failure or close."""
     how_to_fix = (
         f"Download {url} ({_IMAGENET_SIZE}) on a machine with internet and put it at {destination} "
         "(set TORCH_HOME to use another cache), pass weights='path/to/vgg19.pth', "
@@ -249,12 +280,12 @@ def _download(url: str, destination: Path, *, progress: bool) -> None:
             request = urllib.request.Request(url, headers={"User-Agent": "napari-style-transfer"})
             with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:
                 total = int(response.headers.get("Content-Length") or 0) or None
-                bar = _progress_bar(total, destination.name, enabled=progress)
+                done = 0
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     digest.update(chunk)
-                    bar.update(len(chunk))
-                bar.close()
+                    done += len(chunk)
+                    yield done, total
         expected = re.search(r"-([a-f0-9]+)\.", destination.name)
         if expected and not digest.hexdigest().startswith(expected.group(1)):
             raise WeightsError(

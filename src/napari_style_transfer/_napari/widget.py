@@ -33,7 +33,7 @@ from ..errors import StyleTransferError
 from ..options import StyleOptions, choices, help_text
 from .layers import STACK_MODES
 from .run import cancel, run_style_transfer
-from .worker import Cancelled, Failed, Finished, Progress, Started, Update
+from .worker import Cancelled, Downloading, Failed, Finished, Progress, Started, Update
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -351,7 +351,15 @@ class StyleTransferWidget(Container):
         if self._gone.is_set():
             return
 
-        if isinstance(update, Started):
+        if isinstance(update, Downloading):
+            megabytes = update.done / 2**20
+            of = f" of {update.total / 2**20:.0f}" if update.total else ""
+            self._status.value = f"downloading the VGG19 ImageNet weights (first run only): {megabytes:.0f}{of} MB"
+            if update.done == update.total:
+                self._status.value += "; loading them and building VGG19..."
+            if update.total:
+                self._progress.max, self._progress.value = update.total // 2**20, update.done // 2**20
+        elif isinstance(update, Started):
             self._device, self._weights = update.device, _short_weights(update.weights)
         elif isinstance(update, Progress):
             self._progress.max = update.total
@@ -373,6 +381,8 @@ class StyleTransferWidget(Container):
         elif isinstance(update, Cancelled):
             if self.worker is not None and self.worker.layer_writer.closed:
                 self._status.value = "stopped: the content layer was removed, so nothing was added"
+            elif update.step == 0:
+                self._status.value = "cancelled before the first step: nothing to keep"
             else:
                 frames = self._progress_frames()
                 where = f"frame {update.frame_number + 1} of {frames}, " if frames > 1 else ""

@@ -32,6 +32,14 @@ class Started:
 
 
 @dataclass(frozen=True)
+class Downloading:
+    """The ImageNet weights are being downloaded (the first run only)."""
+
+    done: int  # bytes
+    total: int | None  # bytes, when the server says
+
+
+@dataclass(frozen=True)
 class Progress:
     step: int  # within the frame
     steps: int  # per frame
@@ -90,7 +98,7 @@ class Failed:
     frame_number: int = 0
 
 
-Update = Started | Progress | Snapshot | FrameDone | Finished | Cancelled | Failed
+Update = Downloading | Started | Progress | Snapshot | FrameDone | Finished | Cancelled | Failed
 
 
 def style_transfer_updates(
@@ -105,6 +113,12 @@ def style_transfer_updates(
     try:
         from ..api import StyleResult, iter_stylize  # torch is imported here, in the worker thread
 
+        download = _WeightsDownload(options, cancel)
+        for update in download:
+            yield update
+            if isinstance(update, Cancelled):
+                return
+        options = download.options
         if isinstance(content, LayerInput):
             content = content.engine_array()
         if isinstance(style, LayerInput):
@@ -155,6 +169,39 @@ def style_transfer_updates(
         if records is not None:
             records.close()  # frees the network and its tensors now, GPU memory included
         restore_priority(niceness)
+
+
+class _WeightsDownload:
+    """Download the ImageNet weights before the run if they are needed and not cached, as
+    :class:`Downloading` updates that a cancel can stop between two MB. ``options`` is the
+    run's options afterwards: with ``weights="auto"`` and no download, untrained weights (with
+    the usual warning), so that the run does not try again."""
+
+    def __init__(self, options: dict[str, Any], cancel: threading.Event):
+        self.options = options
+        self.cancel = cancel
+
+    def __iter__(self) -> Iterator[Downloading | Cancelled]:
+        from ..errors import WeightsError
+        from ..options import StyleOptions
+        from ..weights import download_imagenet, imagenet_download_needed, warn_random_fallback
+
+        weights = StyleOptions.from_kwargs(self.options).weights
+        if not imagenet_download_needed(weights):
+            return
+        chunks = download_imagenet()
+        try:
+            for done, total in chunks:
+                yield Downloading(done, total)
+                if self.cancel.is_set():
+                    chunks.close()  # removes the partial file
+                    yield Cancelled(0, None)
+                    return
+        except WeightsError as error:
+            if weights == "imagenet":
+                raise
+            warn_random_fallback(error)
+            self.options = {**self.options, "weights": "random"}
 
 
 #: Niceness of the worker thread (Linux). Its torch threads inherit it, so the GUI thread
