@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds to wait for the download server before giving up (per socket operation).
 DOWNLOAD_TIMEOUT = 10.0
+#: Bytes read at a time: small enough that a cancel between two reads is quick on a slow line.
+DOWNLOAD_CHUNK_BYTES = 64 * 1024
 #: Seed of the untrained network behind ``weights="random"``.
 RANDOM_WEIGHTS_SEED = 0
 IMAGENET_WEIGHTS_NAME = "VGG19_Weights.IMAGENET1K_V1"
@@ -126,7 +128,7 @@ def imagenet_download_needed(weights: str | os.PathLike[str]) -> bool:
 
 def download_imagenet() -> Iterator[tuple[int, int | None]]:
     """Download the ImageNet VGG19 file into the torch hub cache, yielding (bytes done,
-    bytes in all or None) after every MB, for a caller that shows progress and can stop:
+    bytes in all or None) after every 64 kB, for a caller that shows progress and can stop:
     closing the generator early stops the download and removes the partial file. Raises
     :class:`WeightsError` (with what to do) when the download fails or is damaged."""
     url = imagenet_url()
@@ -264,7 +266,7 @@ def _download(url: str, destination: Path, *, progress: bool) -> None:
 
 
 def _download_chunks(url: str, destination: Path) -> Iterator[tuple[int, int | None]]:
-    """Download ``url`` to ``destination`` a MB at a time, yielding (done, total) bytes, and
+    """Download ``url`` to ``destination`` a chunk at a time, yielding (done, total) bytes, and
     check torch hub's hash prefix in the name; nothing is left behind on failure or close."""
     how_to_fix = (
         f"Download {url} ({_IMAGENET_SIZE}) on a machine with internet and put it at {destination} "
@@ -281,7 +283,7 @@ def _download_chunks(url: str, destination: Path) -> Iterator[tuple[int, int | N
             with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:
                 total = int(response.headers.get("Content-Length") or 0) or None
                 done = 0
-                while chunk := response.read(1 << 20):
+                while chunk := response.read(DOWNLOAD_CHUNK_BYTES):
                     out.write(chunk)
                     digest.update(chunk)
                     done += len(chunk)

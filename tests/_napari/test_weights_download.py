@@ -20,7 +20,7 @@ from napari_style_transfer._napari.worker import (
 )
 from napari_style_transfer.weights import RandomWeightsWarning
 
-from .conftest import FAST, wait_until_idle
+from .conftest import FAST, run_and_wait, wait_until_idle
 
 
 def serve_as_imagenet(folder, base, payload: bytes, monkeypatch) -> str:
@@ -103,5 +103,60 @@ def test_the_widget_shows_the_download_and_its_cancel_keeps_nothing(
     status, value, maximum = seen[0]  # the first update this test saw (the worker may be ahead)
     assert status == f"downloading the VGG19 ImageNet weights (first run only): {value} of 8 MB"
     assert 1 <= value < 8 and maximum == 8
-    assert widget["status"].value == "cancelled before the first step: nothing to keep"
+    assert widget["status"].value == "cancelled during the weights download: nothing kept, run again to restart it"
     assert [layer.name for layer in viewer.layers] == ["photo", "texture"]
+
+
+@pytest.fixture
+def stalling_server():
+    """A server that sends the headers and 1 MB of a 548 MB file, then goes quiet."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    release = threading.Event()
+
+    def serve():
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 574673361\r\n\r\n" + bytes(1 << 20))
+        release.wait(30)
+        connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/vgg19-dcbb9e9d.pth"
+    release.set()
+    listener.close()
+
+
+def test_a_cancel_while_the_connection_hangs_is_a_cancel_not_a_failure(
+    torch_home, stalling_server, monkeypatch, content, style
+):
+    monkeypatch.setattr(weights_module, "DOWNLOAD_TIMEOUT", 1.0)
+    monkeypatch.setattr(weights_module, "imagenet_url", lambda: stalling_server)
+    cancel = threading.Event()
+    updates = []
+    for update in style_transfer_updates(content, style, {**FAST, "weights": "auto"}, cancel):
+        updates.append(update)
+        cancel.set()  # pressed at the first MB; the next read hangs until the timeout
+    assert [type(u) for u in updates] == [Downloading, Cancelled]
+    assert not list((torch_home / "hub" / "checkpoints").iterdir())
+
+
+def test_auto_offline_in_napari_says_so_in_one_notification(qtbot, widget, torch_home, offline, errors):
+    widget["weights"].value = "auto"
+    run_and_wait(qtbot, widget)
+    warned = [message for message in errors if "untrained VGG19" in message]
+    assert len(warned) == 1, errors
+    assert widget["status"].value.startswith("done") and "random weights" in widget["status"].value
+
+
+def test_a_server_without_a_size_still_reports_the_end_of_the_download(torch_home, monkeypatch, content, style):
+    def sizeless_download():  # 1.25 MB in 64 kB reads; the server sent no Content-Length
+        yield from ((65536 * (i + 1), None) for i in range(20))
+
+    monkeypatch.setattr(weights_module, "download_imagenet", sizeless_download)
+    updates = list(style_transfer_updates(content, style, {**FAST, "weights": "imagenet"}, threading.Event()))
+    reports = [(u.done, u.total) for u in updates if isinstance(u, Downloading)]
+    assert reports == [(1 << 20, None), (20 * 65536, 20 * 65536)]  # one a MB, then complete

@@ -218,6 +218,9 @@ def run_style_transfer(
     worker.updates = updates
     worker.yielded.connect(writer.handle)
     worker.aborted.connect(writer.aborted)
+    # Warnings in the worker (weights="auto" going on untrained) arrive as ``warned``; napari
+    # 0.9 connects nothing to it for a plain thread_worker, so they would vanish.
+    worker.warned.connect(_notify_warning)
     # worker.quit() leaves the generator suspended, holding the network and its tensors
     # (GPU memory too): close it once the thread is done.
     worker.finished.connect(updates.close)
@@ -225,6 +228,13 @@ def run_style_transfer(
     if start:
         worker.start()
     return worker
+
+
+def _notify_warning(warning: tuple) -> None:
+    """``warned`` carries what ``warnings.showwarning`` got: (message, category, ...)."""
+    from napari.utils.notifications import show_warning
+
+    show_warning(f"Style transfer: {warning[0]}")
 
 
 def _relay(updates: Iterator[Update]) -> Iterator[Update]:

@@ -146,6 +146,7 @@ class StyleTransferWidget(Container):
         self.viewer = napari_viewer
         self.worker: GeneratorWorker | None = None
         self._device = self._weights = ""
+        self._downloading = False
         # The Qt widget was destroyed (dock closed, viewer closed): render nothing more. A
         # closure over the flag, since a bound method of this object might not be called.
         self._gone = threading.Event()
@@ -322,6 +323,7 @@ class StyleTransferWidget(Container):
             show_error(f"Style transfer: {error}")
             return None
         self.worker = worker
+        self._downloading = False  # Downloading updates came and no step yet (weights being fetched)
         weakref.finalize(self, worker.cancel_event.set)  # a widget nobody holds stops its run
         worker.yielded.connect(self._render)
         worker.finished.connect(self._idle)
@@ -337,7 +339,7 @@ class StyleTransferWidget(Container):
         """Stop the run after its current step; the last image is kept as a layer."""
         if self.worker is not None:
             cancel(self.worker)
-            self._status.value = "cancelling after this step..."
+            self._status.value = "cancelling..." if self._downloading else "cancelling after this step..."
 
     def _toggle(self, *_: Any) -> None:
         if self.running:
@@ -352,6 +354,7 @@ class StyleTransferWidget(Container):
             return
 
         if isinstance(update, Downloading):
+            self._downloading = True
             megabytes = update.done / 2**20
             of = f" of {update.total / 2**20:.0f}" if update.total else ""
             self._status.value = f"downloading the VGG19 ImageNet weights (first run only): {megabytes:.0f}{of} MB"
@@ -360,6 +363,7 @@ class StyleTransferWidget(Container):
             if update.total:
                 self._progress.max, self._progress.value = update.total // 2**20, update.done // 2**20
         elif isinstance(update, Started):
+            self._downloading = False
             self._device, self._weights = update.device, _short_weights(update.weights)
         elif isinstance(update, Progress):
             self._progress.max = update.total
@@ -382,7 +386,11 @@ class StyleTransferWidget(Container):
             if self.worker is not None and self.worker.layer_writer.closed:
                 self._status.value = "stopped: the content layer was removed, so nothing was added"
             elif update.step == 0:
-                self._status.value = "cancelled before the first step: nothing to keep"
+                self._status.value = (
+                    "cancelled during the weights download: nothing kept, run again to restart it"
+                    if self._downloading
+                    else "cancelled before the first step: nothing to keep"
+                )
             else:
                 frames = self._progress_frames()
                 where = f"frame {update.frame_number + 1} of {frames}, " if frames > 1 else ""

@@ -171,11 +171,15 @@ def style_transfer_updates(
         restore_priority(niceness)
 
 
+#: Bytes between two :class:`Downloading` updates (the cancel is checked far more often).
+DOWNLOAD_REPORT_BYTES = 1 << 20
+
+
 class _WeightsDownload:
     """Download the ImageNet weights before the run if they are needed and not cached, as
-    :class:`Downloading` updates that a cancel can stop between two MB. ``options`` is the
-    run's options afterwards: with ``weights="auto"`` and no download, untrained weights (with
-    the usual warning), so that the run does not try again."""
+    :class:`Downloading` updates (one a MB); a cancel stops it within one read. ``options`` is
+    the run's options afterwards: with ``weights="auto"`` and no download, untrained weights
+    (with the usual warning), so that the run does not try again."""
 
     def __init__(self, options: dict[str, Any], cancel: threading.Event):
         self.options = options
@@ -190,18 +194,27 @@ class _WeightsDownload:
         if not imagenet_download_needed(weights):
             return
         chunks = download_imagenet()
+        reported = done = 0
         try:
             for done, total in chunks:
-                yield Downloading(done, total)
                 if self.cancel.is_set():
                     chunks.close()  # removes the partial file
                     yield Cancelled(0, None)
                     return
+                if done - reported >= DOWNLOAD_REPORT_BYTES or done == total:
+                    reported = done
+                    yield Downloading(done, total)
         except WeightsError as error:
+            if self.cancel.is_set():  # cancelled while the connection hung: not a failure
+                yield Cancelled(0, None)
+                return
             if weights == "imagenet":
                 raise
             warn_random_fallback(error)
             self.options = {**self.options, "weights": "random"}
+            return
+        if reported != done:  # the server gave no size: say that it is complete
+            yield Downloading(done, done)
 
 
 #: Niceness of the worker thread (Linux). Its torch threads inherit it, so the GUI thread
