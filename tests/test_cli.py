@@ -145,6 +145,8 @@ def test_a_stack_run_names_snapshots_by_frame_and_writes_a_tiff(tmp_path, conten
     assert sorted(p.name for p in snaps.iterdir()) == ["snapshot_frame0000_step0003.png", "snapshot_frame0001_step0003.png"]
     with Image.open(out) as tiff:
         assert tiff.n_frames == 2
+        settings = json.loads(tiff.tag_v2[270])["napari-style-transfer"]  # ImageDescription
+    assert settings["frames"] == 2 and settings["options"]["snapshot_every"] == 3
 
 
 def test_a_stack_result_to_png_is_refused_before_the_run(tmp_path, content, style, capsys):

@@ -30,6 +30,7 @@ from .engine import (  # noqa: E402
     evaluate,
     free_memory_bytes,
     initial_image,
+    next_frame_start,
     optimize,
     resize,
     resolve_device,
@@ -152,9 +153,9 @@ def iter_stylize(content: Any, style: Any, **options: Any) -> Iterator[StepRecor
 
     ``content`` is a numpy array: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA, of any
     integer or float dtype, or a stack of those (leading axes such as Z, T or channels), which
-    is stylized frame by frame, each frame starting from the previous frame's result so that
-    a time series does not flicker. ``style`` is one 2D image. See ``describe_image`` for how
-    values map to [0, 1]. ``options`` are the fields of
+    is stylized frame by frame. Each frame starts from the previous frame's result where its
+    content did not change (a time series does not flicker) and afresh where it did (the
+    slices of a Z stack keep their own structure). ``style`` is one 2D image. See ``describe_image`` for how values map to [0, 1]. ``options`` are the fields of
     :class:`~napari_style_transfer.options.StyleOptions`.
 
     Options, images, device and memory are checked now, raising ``StyleTransferError``; the
@@ -306,7 +307,8 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
     frames = frame_count(p.content.stack_shape)
     result = None
     cursor = _Cursor()
-    previous: torch.Tensor | None = None
+    previous: torch.Tensor | None = None  # the previous frame's result
+    previous_content: torch.Tensor | None = None  # and its content
     objective: StyleObjective | None = None
 
     for number, index in enumerate(p.content.frames()):
@@ -336,7 +338,11 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
             style_t = resize(style_full, *level.style_shape)
             if image is None:
                 start = initial_image(content_t, style_t, opts.init, opts.seed)
-            else:  # the coarser level's result, or the previous frame's
+            elif image is previous:  # a later frame of a stack
+                fresh = initial_image(content_t, style_t, opts.init, opts.seed)
+                earlier = resize(previous_content, *level.content_shape)
+                start = next_frame_start(resize(image, *level.content_shape), earlier, content_t, fresh)
+            else:  # the coarser level's result
                 start = resize(image, *level.content_shape).clamp(0, 1)
             if objective is None or len(p.levels) > 1:
                 objective = StyleObjective(extractor, content_t, style_t, opts, dtype)
@@ -366,7 +372,7 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
                     record.render()
                 yield record
             image = image.detach().clone()
-        previous = image
+        previous, previous_content = image, content_full
         finished = record.image
         if result is None:
             result = np.empty(p.content.stack_shape + finished.shape, dtype=np.float32)

@@ -232,15 +232,22 @@ def write_image(path: Path, image: np.ndarray, metadata: dict[str, Any] | None =
                     f"the result is a stack of {len(frames)} frames: write it to a .tif or .npy file, not {path.name}"
                 )
             pages = [Image.fromarray(to_uint8(frame)) for frame in frames]
-            pages[0].save(path, save_all=True, append_images=pages[1:])
+            pages[0].save(path, save_all=True, append_images=pages[1:], **_tiff_description(metadata))
             return
-        info = None
+        extra: dict[str, Any] = {}
         if metadata is not None and suffix == ".png":
-            info = PngImagePlugin.PngInfo()
-            info.add_text(PROG, json.dumps(metadata))
-        Image.fromarray(to_uint8(frames[0])).save(path, pnginfo=info)
+            extra["pnginfo"] = PngImagePlugin.PngInfo()
+            extra["pnginfo"].add_text(PROG, json.dumps(metadata))
+        elif suffix in (".tif", ".tiff"):
+            extra = _tiff_description(metadata)
+        Image.fromarray(to_uint8(frames[0])).save(path, **extra)
     except (OSError, ValueError, KeyError) as error:
         raise CommandLineError(f"could not write {path}: {error}") from None
+
+
+def _tiff_description(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """The settings as JSON in the TIFF ImageDescription tag (``tifffile`` and ImageJ show it)."""
+    return {} if metadata is None else {"description": json.dumps({PROG: metadata})}
 
 
 def _frames(image: np.ndarray) -> list[np.ndarray]:

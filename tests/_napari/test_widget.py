@@ -62,6 +62,12 @@ def test_content_and_style_start_on_different_layers(viewer):
     assert widget["content"].value.name == "cells" and widget["style"].value.name == "stain"
 
 
+def test_a_reopened_widget_does_not_take_an_earlier_result_as_the_style(viewer, layers):
+    viewer.add_image(np.zeros((8, 8)), name="photo styled", metadata={"style_transfer": {"step": 4}})
+    _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
+    assert widget["content"].value.name == "photo" and widget["style"].value.name == "texture"
+
+
 def test_closing_the_dock_mid_run_cancels_the_run_and_keeps_its_image(qtbot, viewer, layers):
     import gc
 
@@ -213,6 +219,7 @@ def test_a_grey_16_bit_layer_gives_a_grey_result_in_its_colormap(qtbot, viewer, 
     result = viewer.layers["nuclei styled"]
     assert result.data.ndim == 2 and result.colormap.name == "magenta"
     assert result.data.dtype == np.float32
+    assert result.metadata["style_transfer"]["value_scaling"] == "the layer's contrast limits 0..57600"
     np.testing.assert_array_equal(layer.data, grey)
 
 

@@ -63,6 +63,11 @@ class LayerWriter:
         self.style_name = style.name
         self.options = StyleOptions.from_kwargs(options).to_dict()
         self.slice_index = source.slice_index
+        #: how the engine's input was made: a grey layer is mapped by its contrast limits here,
+        #: so the engine's own account ("taken as they are") would mislead
+        self.value_scaling = None
+        if source.limits is not None:
+            self.value_scaling = "the layer's contrast limits {:g}..{:g}".format(*source.limits)
         lead = content.ndim - 2 if source.slice_index is None else 0
         self.stack_shape = tuple(source.data.shape[:lead])
         height, width = source.data.shape[lead : lead + 2]
@@ -100,6 +105,8 @@ class LayerWriter:
             self.done = True
             result = update.result
             metadata = {"step": result.steps_done, "cancelled": False, **result.metadata()}
+            if self.value_scaling is not None:
+                metadata["value_scaling"] = self.value_scaling
             if self.stack_layer is not None:
                 self.stack_layer.data = result.image
                 self._finish_stack(self.base_name, metadata)

@@ -268,14 +268,16 @@ class StyleTransferWidget(Container):
         self._separate_roles()
 
     def _separate_roles(self) -> None:
-        """Content and style start on different layers: the newest other Image layer
-        becomes the style (a demo pair adds its content first, then its style)."""
+        """Content and style start on different layers: the newest other Image layer that is
+        not a style-transfer result becomes the style (a demo pair adds its content first,
+        then its style)."""
         content, style = self["content"], self["style"]
         if content.value is None or style.value is not content.value:
             return
         others = [layer for layer in style.choices if layer is not content.value]
-        if others:
-            style.value = others[-1]
+        inputs = [layer for layer in others if "style_transfer" not in layer.metadata]
+        if inputs or others:
+            style.value = (inputs or others)[-1]
 
     # --- options ------------------------------------------------------------------------
 
@@ -417,7 +419,7 @@ class StyleTransferWidget(Container):
         if self._gone.is_set():
             return
         self._button.text = "Run"
-        if self._status.value.startswith(("loading", "cancelling", "step")):
+        if self._status.value.startswith(("loading", "downloading", "cancelling", "step", "frame")):
             self._status.value = "stopped"
 
 
