@@ -79,6 +79,14 @@ class StepRecord:
         self.image = self._finish(self._live)
         return self.image
 
+    def kept_image(self) -> np.ndarray | None:
+        """:meth:`render` if this step's image can still be had, else what the record kept
+        (its image from a snapshot or last step, or None): for stopping between steps."""
+        try:
+            return self.render()
+        except RuntimeError:  # the run went on past this record
+            return self.image
+
 
 @dataclass(frozen=True)
 class StyleResult:

@@ -303,10 +303,7 @@ def run(
     except KeyboardInterrupt:
         if last is None:
             raise
-        try:
-            image = last.render()
-        except RuntimeError:  # interrupted between two steps: the last snapshot is what is left
-            image = last.image
+        image = last.kept_image()
         if image is None:
             raise
         if frame_shape is not None:
@@ -356,11 +353,12 @@ def _main_demo(argv: Sequence[str]) -> int:
     out: Path = args.output
     if out.exists() and not out.is_dir():
         raise CommandLineError(f"{out} is a file; the demo writes several images: give a folder")
-    write_image(out / "content.png", _preview(content))
-    write_image(out / "style.png", _preview(style))
     from ._image import describe_image
 
-    frame_shape = working_shape(*describe_image(content, "content").shape, args.size)
+    described = describe_image(content, "content")
+    write_image(out / "content.png", _preview(described))
+    write_image(out / "style.png", _preview(describe_image(style, "style")))
+    frame_shape = working_shape(*described.shape, args.size)
     try:
         result = run(content, style, args, out, frame_shape=frame_shape)
     except RunInterrupted as stop:
@@ -370,10 +368,9 @@ def _main_demo(argv: Sequence[str]) -> int:
     return 0
 
 
-def _preview(image: np.ndarray) -> np.ndarray:
-    from ._image import describe_image
-
-    frame = describe_image(image, "sample").frame()
+def _preview(described: Any) -> np.ndarray:
+    """A described sample image as [0, 1] floats, grey or RGB, for a PNG."""
+    frame = described.frame()
     return frame.rgb[..., 0] if frame.grey else frame.rgb
 
 

@@ -252,13 +252,8 @@ def restore_priority(saved: tuple[int, int] | None) -> None:
 
 
 def last_image(record: Any) -> np.ndarray | None:
-    """The image of the last reported step, if it can still be had."""
-    if record is None:
-        return None
-    try:
-        return record.render()
-    except RuntimeError:  # the run went on past this record: its image is gone
-        return record.image
+    """The image of the last reported step (a StepRecord, or None), if it can still be had."""
+    return None if record is None else record.kept_image()
 
 
 def _describe(error: Exception) -> str:
