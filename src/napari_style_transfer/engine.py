@@ -7,7 +7,6 @@ device; ``api.py`` turns numpy arrays into such tensors and back.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from torch import nn  # noqa: E402
 
 from .errors import StyleTransferError  # noqa: E402
 from .lbfgs import BoxLBFGS  # noqa: E402
+from .memory import available_ram_bytes  # noqa: E402
 from .options import StyleOptions  # noqa: E402
 from .vgg import VGGFeatures  # noqa: E402
 
@@ -299,26 +299,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def free_memory_bytes(device: torch.device) -> int:
-    """Memory a run can still take on ``device``: free GPU memory, else available RAM."""
+    """Memory a run can still take on ``device``: free GPU memory, else available RAM
+    (within the process's cgroup and address-space limits)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
-    try:
-        import psutil
-    except ImportError:  # psutil comes with napari; plain installs may lack it
-        return _available_ram_without_psutil()
-    return int(psutil.virtual_memory().available)
-
-
-def _available_ram_without_psutil() -> int:
-    """Linux's MemAvailable (free memory plus what the page cache can give back); elsewhere
-    the free pages, which undercount."""
-    if os.path.isfile("/proc/meminfo"):
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024  # kB
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return available_ram_bytes()
 
 
 def resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -39,6 +39,7 @@ POOLINGS = ("max", "avg")
 WEIGHTS_MODES = ("auto", "imagenet", "random")
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+FRAMES = ("independent", "time")
 
 #: Adam works in pixel units (the image lies in [0, 1]); L-BFGS scales its own first step.
 DEFAULT_LEARNING_RATE = {"lbfgs": 1.0, "adam": 0.02}
@@ -123,6 +124,13 @@ class StyleOptions:
         "grey content gives a grey result (the luma of the styled image); off gives the styled "
         "colour image, e.g. to stain a fluorescence image like an H&E slide",
     )
+    frames: str = _option(
+        "independent",
+        "how the frames of a stack relate: independent (Z slices, channels, unrelated images: each "
+        "styled as if alone) or time (a time series: each frame starts from the previous result "
+        "warped by the optical flow, and stays close to it)",
+        choices=FRAMES,
+    )
     snapshot_every: int = _option(
         50, "mark every N-th step as a snapshot with its image (0 = no snapshots)"
     )
@@ -181,7 +189,7 @@ class StyleOptions:
             switches[name] = bool(value) if _is_bool(value) else value
         schedule = _as_schedule(self.schedule, size, errors)
 
-        for name in ("optimizer", "init", "pooling", "precision"):
+        for name in ("optimizer", "init", "pooling", "precision", "frames"):
             value = getattr(self, name)
             choices = _field_metadata(name)["choices"]
             check(
