@@ -238,9 +238,13 @@ def _read_picture(path: Path, role: str, budget: int) -> np.ndarray:
     with _no_pixel_limit(Image), Image.open(path) as image:  # reads the header only
         deep = _deep_colour(image)
         page_bytes = _decoded_bytes(image, deep)
-        enough = budget // max(page_bytes, 1) + 1  # this many pages are already too many
-        pages = _tiff_pages(path, enough) if image.format == "TIFF" else getattr(image, "n_frames", 1)
-        _check_fits(path, role, _declared_text(image, pages, deep), pages * page_bytes, budget)
+        if image.format == "TIFF":
+            enough = budget // max(page_bytes, 1) + 1  # this many pages are already too many
+            pages, complete = _tiff_pages(path, max(enough, _PAGES_COUNTED))
+        else:
+            pages, complete = getattr(image, "n_frames", 1), True
+        what = _declared_text(image, pages, deep)
+        _check_fits(path, role, what if complete else f"at least {what}", pages * page_bytes, budget)
         if deep:
             return _read_deep_colour(path, role, image.format)
         frames: list[np.ndarray] = []
@@ -251,7 +255,7 @@ def _read_picture(path: Path, role: str, budget: int) -> np.ndarray:
             if page.size != first_size:
                 raise CommandLineError(f"the pages of {role} image {path} differ in size; give pages of one size")
             declared += _decoded_bytes(page, deep)
-            _check_fits(path, role, _declared_text(page, len(frames) + 1, deep), declared, budget)
+            _check_fits(path, role, f"at least {_declared_text(page, len(frames) + 1, deep)}", declared, budget)
             frames.append(_as_array(page))
     if len(frames) == 1:
         return frames[0]
@@ -302,14 +306,20 @@ def _size_text(count: int) -> str:
     return memory.format_bytes(count) if count >= 2**20 else f"{count} bytes"
 
 
-def _tiff_pages(path: Path, enough: int) -> int:
+#: A TIFF's pages are counted exactly up to this many (a few milliseconds a thousand), and
+#: beyond it only as far as needed to show that they do not fit in memory.
+_PAGES_COUNTED = 100_000
+
+
+def _tiff_pages(path: Path, limit: int) -> tuple[int, bool]:
     """The pages of a TIFF, counted by walking its chain of image directories (a few bytes
-    each) without decoding any; stops at ``enough`` pages, at a loop or at a damaged link."""
+    each) without decoding any, and whether that is all of them: the count stops at
+    ``limit`` pages; a loop or a damaged link ends the chain as Pillow would end it."""
     with open(path, "rb") as file:
         header = file.read(16)
         order = {b"II": "<", b"MM": ">"}.get(header[:2])
         if order is None or len(header) < 8:
-            return 1
+            return 1, True
         version = struct.unpack(order + "H", header[2:4])[0]
         if version == 43 and len(header) == 16:  # BigTIFF: 8-byte counts and offsets
             count_format, entry_size, offset_format = "Q", 20, "Q"
@@ -319,7 +329,9 @@ def _tiff_pages(path: Path, enough: int) -> int:
             offset = struct.unpack(order + "I", header[4:8])[0]
         count_size, offset_size = struct.calcsize(count_format), struct.calcsize(offset_format)
         pages, seen = 0, set()
-        while offset and offset not in seen and pages < enough:
+        while offset and offset not in seen:
+            if pages == limit:
+                return pages, False
             seen.add(offset)
             file.seek(offset)
             raw = file.read(count_size)
@@ -332,7 +344,7 @@ def _tiff_pages(path: Path, enough: int) -> int:
             if len(raw) < offset_size:
                 break
             offset = struct.unpack(order + offset_format, raw)[0]
-    return max(pages, 1)
+    return max(pages, 1), True
 
 
 @contextmanager
