@@ -57,18 +57,14 @@ def no_run(monkeypatch):
 
 @contextmanager
 def address_space_limited(extra_bytes: int = 2**30):
-    """Cap this process's address space near its current size, so that a regression which
-    decodes a bomb fails with MemoryError instead of filling the machine's memory."""
+    """Cap this process's address space at 1 GiB over what it maps now, so that a regression
+    which decodes a bomb fails with MemoryError instead of filling the machine's memory."""
     import resource
 
-    status = Path("/proc/self/status")
-    mapped = next(
-        (int(line.split()[1]) * 1024 for line in status.read_text().splitlines() if line.startswith("VmSize:")),
-        None,
-    ) if status.exists() else None
+    status = Path("/proc/self/status").read_text().splitlines()
+    mapped = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if mapped is not None:
-        resource.setrlimit(resource.RLIMIT_AS, (mapped + extra_bytes, hard))
+    resource.setrlimit(resource.RLIMIT_AS, (mapped + extra_bytes, hard))
     try:
         yield
     finally:
@@ -120,6 +116,7 @@ def npy_header(shape: tuple[int, ...], descr: str = "<f4") -> bytes:
         ("bomb.tif", tiff_file(100_000, 100_000), "declares 100000 x 100000 px, 1 band of 1 byte"),
         ("bomb.npy", npy_header((100_000, 100_000, 3)), "declares an array of shape (100000, 100000, 3) float32"),
     ],
+    ids=["bmp", "tiff", "npy"],
 )
 def test_a_tiny_file_declaring_a_huge_image_is_refused_before_decoding(
     tmp_path, image_files, capsys, name, data, declared
@@ -229,6 +226,7 @@ def npz_bytes() -> bytes:
         ("archive.npy", npz_bytes(), "is an .npz archive, not an .npy array"),
         ("short.npy", npy_header((64, 64)) + bytes(100), "is truncated: its header declares 16384 bytes of data"),
     ],
+    ids=["empty", "garbled-header", "npz", "truncated"],
 )
 def test_a_damaged_npy_gives_one_line(tmp_path, image_files, capsys, name, data, message):
     (tmp_path / name).write_bytes(data)
@@ -239,6 +237,7 @@ def test_a_damaged_npy_gives_one_line(tmp_path, image_files, capsys, name, data,
 @pytest.mark.parametrize(
     ("name", "data"),
     [("tall.bmp", bmp_header(10, -(2**31))), ("wide.tif", tiff_file(2**31, 1))],  # Pillow: OverflowError
+    ids=["bmp", "tiff"],
 )
 def test_a_header_whose_size_overflows_gives_one_line(tmp_path, image_files, capsys, monkeypatch, name, data):
     # memory enough for the declared size, so the reader itself meets it (before allocating)
