@@ -219,7 +219,9 @@ def _read_npy(path: Path, role: str, budget: int) -> np.ndarray:
         file.seek(0)
         version = npy_format.read_magic(file)
         # version 3.0 differs from 2.0 only in the encoding of field names, which images lack
-        read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+        read_header = npy_format.read_array_header_2_0
+        if version == (1, 0):
+            read_header = npy_format.read_array_header_1_0
         shape, _, dtype = read_header(file)
         declared = math.prod(shape) * dtype.itemsize
         _check_fits(path, role, f"an array of shape {shape} {dtype}", declared, budget)
@@ -255,7 +257,8 @@ def _read_picture(path: Path, role: str, budget: int) -> np.ndarray:
             if page.size != first_size:
                 raise CommandLineError(f"the pages of {role} image {path} differ in size; give pages of one size")
             declared += _decoded_bytes(page, deep)
-            _check_fits(path, role, f"at least {_declared_text(page, len(frames) + 1, deep)}", declared, budget)
+            so_far = _declared_text(page, len(frames) + 1, deep)
+            _check_fits(path, role, f"at least {so_far}", declared, budget)
             frames.append(_as_array(page))
     if len(frames) == 1:
         return frames[0]
@@ -413,7 +416,8 @@ def write_image(path: Path, image: np.ndarray, metadata: dict[str, Any] | None =
         pages = [Image.fromarray(to_uint8(frame)) for frame in frames]
 
         def write(file: Any) -> None:
-            pages[0].save(file, format="TIFF", save_all=True, append_images=pages[1:], **_tiff_description(metadata))
+            description = _tiff_description(metadata)
+            pages[0].save(file, format="TIFF", save_all=True, append_images=pages[1:], **description)
 
     else:
         extra: dict[str, Any] = {}
@@ -605,7 +609,8 @@ def _check_output_path(output: Path, snapshot_dir: Path | None, inputs: dict[str
     for role, path in inputs.items():
         if _same_file(output, path):
             raise CommandLineError(
-                f"output {output} is the {role} image {path}; give another file name (inputs are never overwritten)"
+                f"output {output} is the {role} image {path}; "
+                "give another file name (inputs are never overwritten)"
             )
     existing = next((parent for parent in output.absolute().parents if parent.exists()), None)
     if existing is None or not existing.is_dir():
@@ -644,7 +649,8 @@ def _prepare_folder(folder: Path, what: str) -> None:
         descriptor, probe = tempfile.mkstemp(dir=folder, prefix=f".{PROG}-", suffix=".probe")
     except OSError as error:
         raise CommandLineError(
-            f"cannot write into the {what} folder {folder}: {error.strerror or error}; give a folder you can write to"
+            f"cannot write into the {what} folder {folder}: {error.strerror or error}; "
+            "give a folder you can write to"
         ) from None
     os.close(descriptor)
     os.unlink(probe)
