@@ -8,16 +8,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import os
+import struct
 import sys
+import tempfile
+import tokenize
 import warnings
+import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, memory
 from ._image import resize_image, to_uint8, working_shape
 from ._sample_data import DEMO_PAIRS, load_sample
 from .errors import StyleTransferError
@@ -60,18 +67,29 @@ class _Parser(argparse.ArgumentParser):
 
 def _number(kind: type) -> Any:
     def parse(text: str) -> Any:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if kind is int:
-            if not value.is_integer():
-                raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
-            return int(value)
-        return value
+        if kind is float:
+            try:
+                return float(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        return _whole_number(text)
 
     parse.__name__ = kind.__name__
     return parse
+
+
+def _whole_number(text: str) -> int:
+    """An integer read exactly (through float, 2**53 + 1 would lose its last bit); '1e3' and
+    '2.0' are taken as the whole numbers they are."""
+    try:
+        value = Decimal(text)  # exact, unlike float
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value.is_finite() or value != value.to_integral_value():
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    if value.adjusted() > 100:  # int() of '1e999999999' would take all the memory
+        raise argparse.ArgumentTypeError(f"expected a whole number of at most 100 digits, got {text!r}")
+    return int(value)
 
 
 def _optional(parse: Any) -> Any:
@@ -145,25 +163,103 @@ def build_parser(demo: bool = False) -> argparse.ArgumentParser:
 
 def read_image(path: Path, role: str) -> np.ndarray:
     """An image file as numpy, keeping 16-bit and float data as they are (16-bit colour TIFFs
-    through tifffile, since Pillow keeps only 8 bits of them)."""
+    through tifffile, since Pillow keeps only 8 bits of them).
+
+    The size a file declares is checked against the memory this run can use before any pixel
+    is decoded, so a small file that claims a huge image is refused instead of filling the
+    memory; a damaged file gives a :class:`CommandLineError` too."""
     if not path.exists():
         raise CommandLineError(f"{role} image {path} does not exist")
     if path.is_dir():
         raise CommandLineError(f"{role} image {path} is a folder; give an image file")
-    if path.suffix.lower() == ".npy":
-        try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise CommandLineError(f"could not read {role} image {path} as .npy: {error}") from None
-    from PIL import Image, ImageSequence, UnidentifiedImageError
+    from PIL import Image
 
+    npy = path.suffix.lower() == ".npy"
+    budget = int(memory.available_ram_bytes() * memory.HEADROOM)
     try:
-        with _no_pixel_limit(Image), Image.open(path) as image:
-            if _deep_colour(image):
-                return _read_deep_colour(path, role, image.format)
-            frames = [_as_array(frame) for frame in ImageSequence.Iterator(image)]
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise CommandLineError(f"could not read {role} image {path} ({_IMAGE_HINT}): {error}") from None
+        return _read_npy(path, role, budget) if npy else _read_picture(path, role, budget)
+    except MemoryError:
+        raise CommandLineError(
+            f"not enough memory to read {role} image {path}; downscale or crop it first"
+        ) from None
+    except (*_UNREADABLE, Image.DecompressionBombError) as error:
+        kind = "as .npy" if npy else f"({_IMAGE_HINT})"
+        raise CommandLineError(f"could not read {role} image {path} {kind}: {_one_line(error)}") from None
+
+
+#: What readers raise on a damaged or hostile file (Pillow's plugins, numpy's header parser,
+#: the zip reader behind .npz); anything else from reading is a bug and keeps its traceback.
+_UNREADABLE = (
+    OSError,
+    ValueError,
+    EOFError,
+    SyntaxError,
+    tokenize.TokenError,
+    struct.error,
+    OverflowError,
+    NotImplementedError,
+    zipfile.BadZipFile,
+)
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, tokenize.TokenError | SyntaxError):
+        return f"its header is damaged ({error.args[0] if error.args else type(error).__name__})"
+    return " ".join(str(error).split()) or f"the file is damaged ({type(error).__name__})"
+
+
+def _read_npy(path: Path, role: str, budget: int) -> np.ndarray:
+    from numpy.lib import format as npy_format
+
+    with open(path, "rb") as file:
+        if file.read(4) in (b"PK\x03\x04", b"PK\x05\x06"):  # what np.load takes for an .npz
+            raise CommandLineError(
+                f"{role} image {path} is an .npz archive, not an .npy array; save one array with numpy.save"
+            )
+        file.seek(0)
+        version = npy_format.read_magic(file)
+        # version 3.0 differs from 2.0 only in the encoding of field names, which images lack
+        read_header = npy_format.read_array_header_2_0
+        if version == (1, 0):
+            read_header = npy_format.read_array_header_1_0
+        shape, _, dtype = read_header(file)
+        declared = math.prod(shape) * dtype.itemsize
+        _check_fits(path, role, f"an array of shape {shape} {dtype}", declared, budget)
+        stored = os.fstat(file.fileno()).st_size - file.tell()
+    if declared > stored:
+        raise CommandLineError(
+            f"{role} image {path} is truncated: its header declares {_size_text(declared)} "
+            f"of data, the file holds {_size_text(stored)}"
+        )
+    return np.load(path, allow_pickle=False)
+
+
+def _read_picture(path: Path, role: str, budget: int) -> np.ndarray:
+    from PIL import Image, ImageSequence
+
+    with _no_pixel_limit(Image), Image.open(path) as image:  # reads the header only
+        deep = _deep_colour(image)
+        page_bytes = _decoded_bytes(image, deep)
+        if image.format == "TIFF":
+            enough = budget // max(page_bytes, 1) + 1  # this many pages are already too many
+            pages, complete = _tiff_pages(path, max(enough, _PAGES_COUNTED))
+        else:
+            pages, complete = getattr(image, "n_frames", 1), True
+        what = _declared_text(image, pages, deep)
+        _check_fits(path, role, what if complete else f"at least {what}", pages * page_bytes, budget)
+        if deep:
+            return _read_deep_colour(path, role, image.format)
+        frames: list[np.ndarray] = []
+        declared = 0
+        first_size = image.size
+        for page in ImageSequence.Iterator(image):
+            # the count above may have stopped early, so each page is checked before decoding
+            if page.size != first_size:
+                raise CommandLineError(f"the pages of {role} image {path} differ in size; give pages of one size")
+            declared += _decoded_bytes(page, deep)
+            so_far = _declared_text(page, len(frames) + 1, deep)
+            _check_fits(path, role, f"at least {so_far}", declared, budget)
+            frames.append(_as_array(page))
     if len(frames) == 1:
         return frames[0]
     if len({frame.shape for frame in frames}) > 1:
@@ -171,10 +267,94 @@ def read_image(path: Path, role: str) -> np.ndarray:
     return np.stack(frames)  # a multi-page TIFF is a stack, stylized page by page
 
 
+def _decoded_bytes(image: Any, deep: bool) -> int:
+    """Bytes of one page as the array :func:`_as_array` makes of it, from the header alone."""
+    width, height = image.size
+    return width * height * _bands(image.mode) * _sample_bytes(image.mode, deep)
+
+
+def _bands(mode: str) -> int:
+    from PIL import Image
+
+    converted = {"P": 4, "PA": 4, "LA": 4, "CMYK": 3, "YCbCr": 3, "RGBX": 3}  # as _as_array converts them
+    return converted.get(mode) or Image.getmodebands(mode)
+
+
+def _sample_bytes(mode: str, deep: bool) -> int:
+    if deep or mode.startswith("I;16"):
+        return 2
+    return 4 if mode in ("I", "F") or mode.startswith(("I;32", "F;32")) else 1
+
+
+def _declared_text(image: Any, pages: int, deep: bool) -> str:
+    width, height = image.size
+    bands, sample = _bands(image.mode), _sample_bytes(image.mode, deep)
+    frames = f"{pages} pages of " if pages > 1 else ""
+    return (
+        f"{frames}{width} x {height} px, {bands} band{'s' if bands > 1 else ''} "
+        f"of {sample} byte{'s' if sample > 1 else ''}"
+    )
+
+
+def _check_fits(path: Path, role: str, what: str, declared: int, budget: int) -> None:
+    if declared > budget:
+        raise CommandLineError(
+            f"{role} image {path} declares {what} ({_size_text(declared)}), more than the "
+            f"{_size_text(budget)} of memory this run can use; downscale or crop it first, "
+            "or save the region you need as .npy"
+        )
+
+
+def _size_text(count: int) -> str:
+    return memory.format_bytes(count) if count >= 2**20 else f"{count} bytes"
+
+
+#: A TIFF's pages are counted exactly up to this many (a few milliseconds a thousand), and
+#: beyond it only as far as needed to show that they do not fit in memory.
+_PAGES_COUNTED = 100_000
+
+
+def _tiff_pages(path: Path, limit: int) -> tuple[int, bool]:
+    """The pages of a TIFF, counted by walking its chain of image directories (a few bytes
+    each) without decoding any, and whether that is all of them: the count stops at
+    ``limit`` pages; a loop or a damaged link ends the chain as Pillow would end it."""
+    with open(path, "rb") as file:
+        header = file.read(16)
+        order = {b"II": "<", b"MM": ">"}.get(header[:2])
+        if order is None or len(header) < 8:
+            return 1, True
+        version = struct.unpack(order + "H", header[2:4])[0]
+        if version == 43 and len(header) == 16:  # BigTIFF: 8-byte counts and offsets
+            count_format, entry_size, offset_format = "Q", 20, "Q"
+            offset = struct.unpack(order + "Q", header[8:16])[0]
+        else:
+            count_format, entry_size, offset_format = "H", 12, "I"
+            offset = struct.unpack(order + "I", header[4:8])[0]
+        count_size, offset_size = struct.calcsize(count_format), struct.calcsize(offset_format)
+        pages, seen = 0, set()
+        while offset and offset not in seen:
+            if pages == limit:
+                return pages, False
+            seen.add(offset)
+            file.seek(offset)
+            raw = file.read(count_size)
+            if len(raw) < count_size:
+                break
+            entries = struct.unpack(order + count_format, raw)[0]
+            pages += 1
+            file.seek(offset + count_size + entries * entry_size)
+            raw = file.read(offset_size)
+            if len(raw) < offset_size:
+                break
+            offset = struct.unpack(order + offset_format, raw)[0]
+    return max(pages, 1), True
+
+
 @contextmanager
 def _no_pixel_limit(pil_image_module: Any) -> Iterator[None]:
     """Pillow refuses images over 179 megapixels as possible decompression bombs; a slide
-    the user chose is no bomb, and the engine shrinks big inputs before converting them."""
+    the user chose is no bomb, and :func:`read_image` checks the declared size against the
+    memory this run can use instead, before decoding."""
     saved = pil_image_module.MAX_IMAGE_PIXELS
     pil_image_module.MAX_IMAGE_PIXELS = None
     try:
@@ -216,33 +396,71 @@ def _as_array(image: Any) -> np.ndarray:
 def write_image(path: Path, image: np.ndarray, metadata: dict[str, Any] | None = None) -> None:
     """Write a [0, 1] float image as 8-bit; PNG files carry ``metadata`` as a JSON text chunk.
 
-    A stack (more than one frame) goes to a multi-page TIFF, or to .npy as float32."""
+    A stack (more than one frame) goes to a multi-page TIFF, or to .npy as float32. The format
+    follows the suffix in any case (``OUT.NPY`` is written as named); the folder must exist."""
     from PIL import Image, PngImagePlugin
 
     suffix = path.suffix.lower()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if suffix == ".npy":
-            np.save(path, image.astype(np.float32))
-            return
-        frames = _frames(image)
-        if len(frames) > 1:
-            if suffix not in (".tif", ".tiff"):
-                raise CommandLineError(
-                    f"the result is a stack of {len(frames)} frames: write it to a .tif or .npy file, not {path.name}"
-                )
-            pages = [Image.fromarray(to_uint8(frame)) for frame in frames]
-            pages[0].save(path, save_all=True, append_images=pages[1:], **_tiff_description(metadata))
-            return
+    frames = _frames(image)
+    if suffix == ".npy":
+        data = image.astype(np.float32)
+
+        def write(file: Any) -> None:
+            np.save(file, data)  # to a file object: given a name, np.save would add .npy to OUT.NPY
+
+    elif len(frames) > 1:
+        if suffix not in (".tif", ".tiff"):
+            raise CommandLineError(
+                f"the result is a stack of {len(frames)} frames: write it to a .tif or .npy file, not {path.name}"
+            )
+        pages = [Image.fromarray(to_uint8(frame)) for frame in frames]
+
+        def write(file: Any) -> None:
+            description = _tiff_description(metadata)
+            pages[0].save(file, format="TIFF", save_all=True, append_images=pages[1:], **description)
+
+    else:
         extra: dict[str, Any] = {}
         if metadata is not None and suffix == ".png":
             extra["pnginfo"] = PngImagePlugin.PngInfo()
             extra["pnginfo"].add_text(PROG, json.dumps(metadata))
         elif suffix in (".tif", ".tiff"):
             extra = _tiff_description(metadata)
-        Image.fromarray(to_uint8(frames[0])).save(path, **extra)
+        picture = Image.fromarray(to_uint8(frames[0]))
+
+        def write(file: Any) -> None:
+            picture.save(file, format=Image.registered_extensions().get(suffix), **extra)
+
+    try:
+        _write_replacing(path, write)
     except (OSError, ValueError, KeyError) as error:
         raise CommandLineError(f"could not write {path}: {error}") from None
+
+
+def _write_replacing(path: Path, write: Any) -> None:
+    """``write(file)`` into a temporary file beside ``path``, then rename it to ``path``: a
+    full disk or a crash leaves the file that was there intact, never a truncated one."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(descriptor, "w+b") as file:  # multi-page TIFF reads back what it wrote
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, _new_file_mode(path))  # mkstemp's 0600 would hide the result from others
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _new_file_mode(path: Path) -> int:
+    """The permissions ``open(path, "w")`` would give: the old file's, else 0666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _tiff_description(metadata: dict[str, Any] | None) -> dict[str, Any]:
@@ -296,7 +514,10 @@ def run(
             bar.update(1)
             if record.is_snapshot and snapshot_dir is not None:
                 frame = f"frame{record.frame_number:04d}_" if record.frames > 1 else ""
-                write_image(snapshot_dir / f"snapshot_{frame}step{record.step:04d}.png", record.image)
+                try:
+                    write_image(snapshot_dir / f"snapshot_{frame}step{record.step:04d}.png", record.image)
+                except CommandLineError as error:  # a lost snapshot must not cost the run
+                    bar.write(f"{PROG}: warning: {error}; the run goes on", file=sys.stderr)
             if record.frames > 1 and record.step == record.steps:
                 finished[record.frame] = record.image
             last = record
@@ -332,10 +553,13 @@ def _partial_stack(
 
 def _main_run(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
-    _check_output_path(args.output, args.snapshot_dir)
+    _check_output_path(args.output, args.snapshot_dir, {"content": args.content, "style": args.style})
     content = read_image(args.content, "content")
     style = read_image(args.style, "style")
     described = _check_output_kind(content, args.output, args.keep_grey)
+    _prepare_folder(args.output.parent, "output")
+    if args.snapshot_dir is not None:
+        _prepare_folder(args.snapshot_dir, "--snapshot-dir")
     frame_shape = working_shape(*described.shape, args.size)
     try:
         result = run(content, style, args, args.snapshot_dir, described.stack_shape, frame_shape)
@@ -356,6 +580,7 @@ def _main_demo(argv: Sequence[str]) -> int:
     from ._image import describe_image
 
     described = describe_image(content, "content")
+    _prepare_folder(out, "output")
     write_image(out / "content.png", _preview(described))
     write_image(out / "style.png", _preview(describe_image(style, "style")))
     frame_shape = working_shape(*described.shape, args.size)
@@ -374,12 +599,19 @@ def _preview(described: Any) -> np.ndarray:
     return frame.rgb[..., 0] if frame.grey else frame.rgb
 
 
-def _check_output_path(output: Path, snapshot_dir: Path | None) -> None:
-    """Refuse before the run, not after it, a result path that cannot be written."""
+def _check_output_path(output: Path, snapshot_dir: Path | None, inputs: dict[str, Path]) -> None:
+    """Refuse before the run, not after it, a result path that cannot be written or that
+    would overwrite an input."""
     from PIL import Image
 
     if output.is_dir():
         raise CommandLineError(f"output {output} is a folder; give a file name such as {output / 'result.png'}")
+    for role, path in inputs.items():
+        if _same_file(output, path):
+            raise CommandLineError(
+                f"output {output} is the {role} image {path}; "
+                "give another file name (inputs are never overwritten)"
+            )
     existing = next((parent for parent in output.absolute().parents if parent.exists()), None)
     if existing is None or not existing.is_dir():
         where = f"{existing} is a file, not a folder" if existing is not None else "its drive does not exist"
@@ -392,6 +624,36 @@ def _check_output_path(output: Path, snapshot_dir: Path | None) -> None:
         )
     if snapshot_dir is not None and snapshot_dir.exists() and not snapshot_dir.is_dir():
         raise CommandLineError(f"--snapshot-dir {snapshot_dir} is a file; give a folder")
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    """The same file by resolved path, or by identity (hard links, case-blind file systems)."""
+    if first.resolve() == second.resolve():
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one of them does not exist (yet): not the same file
+        return False
+
+
+def _prepare_folder(folder: Path, what: str) -> None:
+    """Just before the run: create a missing folder (and say so), and make sure a file can be
+    created in it, so that an unwritable place is refused before the run and not after it."""
+    if not folder.exists():
+        try:
+            folder.mkdir(parents=True)
+        except OSError as error:
+            raise CommandLineError(f"cannot create the {what} folder {folder}: {_one_line(error)}") from None
+        print(f"{PROG}: created folder {folder}", file=sys.stderr)
+    try:
+        descriptor, probe = tempfile.mkstemp(dir=folder, prefix=f".{PROG}-", suffix=".probe")
+    except OSError as error:
+        raise CommandLineError(
+            f"cannot write into the {what} folder {folder}: {error.strerror or error}; "
+            "give a folder you can write to"
+        ) from None
+    os.close(descriptor)
+    os.unlink(probe)
 
 
 def _check_output_kind(content: np.ndarray, output: Path, keep_grey: bool) -> Any:
