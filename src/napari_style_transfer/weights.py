@@ -136,9 +136,9 @@ def download_imagenet() -> Iterator[tuple[int, int | None]]:
 
 
 def _random_weights() -> LoadedWeights:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_WEIGHTS_SEED)
-        features = vgg19_features_module()
+    # A generator of its own: seeding torch's global one would change, and then rewind, the
+    # random streams of every other thread (and two runs at once would share one stream).
+    features = vgg19_features_module(generator=torch.Generator().manual_seed(RANDOM_WEIGHTS_SEED))
     return LoadedWeights(
         features,
         "random",
