@@ -55,7 +55,19 @@ _IMAGENET_SIZE = "548 MB"
 STALE_PARTIAL_SECONDS = 600.0
 #: Ends the names of the partial files that downloads and features copies write.
 PARTIAL_SUFFIX = ".napari-style-transfer.partial"
-_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+def _writer_host() -> str:
+    """Names the process-id space of this process: the host, and on Linux its pid namespace
+    (containers that share a hostname and a cache do not share process ids)."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+    try:
+        return f"{host}-{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return host
+
+
+_HOST = _writer_host()
 # .<target name>.<host>.<pid>.<random>.napari-style-transfer.partial
 _PARTIAL_NAME = re.compile(
     r"^\..+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]+" + re.escape(PARTIAL_SUFFIX) + "$"
