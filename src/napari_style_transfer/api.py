@@ -25,7 +25,6 @@ from .engine import (  # noqa: E402
     LBFGS_HISTORY,
     Losses,
     StyleObjective,
-    backend_flags,
     compute_dtype,
     evaluate,
     free_memory_bytes,
@@ -34,6 +33,7 @@ from .engine import (  # noqa: E402
     optimize,
     resize,
     resolve_device,
+    with_backend_flags,
     with_content_colours,
 )
 from .vgg import VGGFeatures  # noqa: E402
@@ -290,8 +290,7 @@ def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
 
 def _run(p: _Plan) -> Iterator[StepRecord | StyleResult]:
     try:
-        with backend_flags(p.options, p.device):
-            yield from _optimise_frames(p)
+        yield from with_backend_flags(_optimise_frames(p), p.options, p.device)
     except _OUT_OF_MEMORY as error:
         raise OutOfMemoryError(
             f"{p.device} ran out of memory at a working size of {max(p.content_shape)} px: use a smaller size "

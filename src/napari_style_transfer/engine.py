@@ -7,9 +7,11 @@ device; ``api.py`` turns numpy arrays into such tensors and back.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ._torch_compat import hide_triton
 
@@ -24,6 +26,8 @@ from .lbfgs import BoxLBFGS  # noqa: E402
 from .memory import available_ram_bytes  # noqa: E402
 from .options import StyleOptions  # noqa: E402
 from .vgg import VGGFeatures  # noqa: E402
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -247,29 +251,59 @@ def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-@contextmanager
-def backend_flags(options: StyleOptions, device: torch.device) -> Iterator[None]:
-    """Set cuDNN autotuning and TF32 for a run and put them back afterwards (they are global)."""
-    if device.type != "cuda":
-        yield
-        return
-    saved = (
+#: Device types whose runs set the flags below (a test adds the CPU, to watch them there).
+_FLAG_DEVICES = ("cuda",)
+# cuDNN autotuning and TF32 are process-wide switches, so a run may hold them only while it
+# computes, never across a yield, and two runs may not hold them at once. Concurrent CUDA
+# runs therefore take turns step by step under this lock; their kernels queue on the same
+# default stream anyway, so little overlap is lost. Re-entrant: a caller may wrap a whole
+# loop of steps that take it again (benchmarks/gpu.py).
+_FLAGS_LOCK = threading.RLock()
+_END = object()
+
+
+def _read_flags() -> tuple[bool, bool, bool]:
+    return (
         torch.backends.cudnn.benchmark,
         torch.backends.cudnn.allow_tf32,
         torch.backends.cuda.matmul.allow_tf32,
     )
-    tf32 = options.precision == "tf32"
-    torch.backends.cudnn.benchmark = options.cudnn_benchmark
-    torch.backends.cudnn.allow_tf32 = tf32
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    try:
+
+
+def _write_flags(flags: tuple[bool, bool, bool]) -> None:
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+
+
+@contextmanager
+def backend_flags(options: StyleOptions, device: torch.device) -> Iterator[None]:
+    """Set cuDNN autotuning and TF32 for the work inside and put them back afterwards. Other
+    runs' steps wait meanwhile (the flags are global): hold it for one step, not across a
+    ``yield`` (see :func:`with_backend_flags`)."""
+    if device.type not in _FLAG_DEVICES:
         yield
+        return
+    tf32 = options.precision == "tf32"
+    with _FLAGS_LOCK:
+        saved = _read_flags()
+        _write_flags((options.cudnn_benchmark, tf32, tf32))
+        try:
+            yield
+        finally:
+            _write_flags(saved)
+
+
+def with_backend_flags(steps: Iterator[T], options: StyleOptions, device: torch.device) -> Iterator[T]:
+    """What ``steps`` yields, computing each item under :func:`backend_flags`; between items,
+    while the caller has it, the flags are the caller's. Closing this closes ``steps``."""
+    try:
+        while True:
+            with backend_flags(options, device):
+                item = next(steps, _END)
+            if item is _END:
+                return
+            yield item
     finally:
-        (
-            torch.backends.cudnn.benchmark,
-            torch.backends.cudnn.allow_tf32,
-            torch.backends.cuda.matmul.allow_tf32,
-        ) = saved
+        steps.close()
 
 
 @torch.no_grad()

@@ -91,26 +91,34 @@ class VGGFeatures(nn.Module):
 VGG19_CHANNELS = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512))
 
 
-def vgg19_features_module(device: torch.device | str | None = None, init: bool = True) -> nn.Sequential:
+def vgg19_features_module(
+    device: torch.device | str | None = None, init: bool = True, generator: torch.Generator | None = None
+) -> nn.Sequential:
     """torchvision's VGG19 ``features`` (37 modules, the same classes, order and state-dict
     keys), built here so that torchvision need not be imported: that import alone takes over
     a second, and the run's first step should come fast.
 
     With ``init`` the convolutions get torchvision's initialisation of an untrained VGG (He
-    normal weights, zero biases); without it, on ``device="meta"``, no memory is touched,
-    for weights that are loaded next with ``load_state_dict(..., assign=True)``.
+    normal weights, zero biases), drawn from ``generator`` (a CPU generator when ``device``
+    is the CPU) or, without one, from torch's global RNG; without ``init``, on
+    ``device="meta"``, no memory is touched, for weights that are loaded next with
+    ``load_state_dict(..., assign=True)``.
     """
     layers: list[nn.Module] = []
     in_channels = 3
+    # Built on the meta device when initialised here: nn.Conv2d's own initialisation would
+    # draw from the global RNG, whose stream other threads share.
+    build_on = "meta" if init else device
     for block in VGG19_CHANNELS:
         for out_channels in block:
-            layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1, device=device), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1, device=build_on), nn.ReLU(inplace=True)]
             in_channels = out_channels
         layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
     features = nn.Sequential(*layers)
     if init:
+        features.to_empty(device=device or "cpu")
         for module in features:
             if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu", generator=generator)
                 nn.init.zeros_(module.bias)
     return features

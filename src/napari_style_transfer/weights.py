@@ -19,11 +19,14 @@ import http.client
 import logging
 import os
 import re
+import secrets
+import socket
 import sys
-import tempfile
+import time
 import urllib.error
 import urllib.request
 import warnings
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +51,27 @@ DOWNLOAD_CHUNK_BYTES = 64 * 1024
 RANDOM_WEIGHTS_SEED = 0
 IMAGENET_WEIGHTS_NAME = "VGG19_Weights.IMAGENET1K_V1"
 _IMAGENET_SIZE = "548 MB"
+#: A partial file of ours left this long without a write is taken for a killed writer's.
+STALE_PARTIAL_SECONDS = 600.0
+#: Ends the names of the partial files that downloads and features copies write.
+PARTIAL_SUFFIX = ".napari-style-transfer.partial"
+
+
+def _writer_host() -> str:
+    """Names the process-id space of this process: the host, and on Linux its pid namespace
+    (containers that share a hostname and a cache do not share process ids)."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+    try:
+        return f"{host}-{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return host
+
+
+_HOST = _writer_host()
+# .<target name>.<host>.<pid>.<random>.napari-style-transfer.partial
+_PARTIAL_NAME = re.compile(
+    r"^\..+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]+" + re.escape(PARTIAL_SUFFIX) + "$"
+)
 
 
 class RandomWeightsWarning(UserWarning):
@@ -132,13 +156,15 @@ def download_imagenet() -> Iterator[tuple[int, int | None]]:
     closing the generator early stops the download and removes the partial file. Raises
     :class:`WeightsError` (with what to do) when the download fails or is damaged."""
     url = imagenet_url()
-    yield from _download_chunks(url, imagenet_cache_path(url))
+    destination = imagenet_cache_path(url)
+    remove_stale_partials(destination.parent)
+    yield from _download_chunks(url, destination)
 
 
 def _random_weights() -> LoadedWeights:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_WEIGHTS_SEED)
-        features = vgg19_features_module()
+    # A generator of its own: seeding torch's global one would change, and then rewind, the
+    # random streams of every other thread (and two runs at once would share one stream).
+    features = vgg19_features_module(generator=torch.Generator().manual_seed(RANDOM_WEIGHTS_SEED))
     return LoadedWeights(
         features,
         "random",
@@ -150,15 +176,20 @@ def _imagenet_weights(*, progress: bool) -> LoadedWeights:
     url = imagenet_url()
     full = imagenet_cache_path(url)
     copy = features_copy_path(full)
+    remove_stale_partials(full.parent)
     if copy.is_file():
-        source = copy
-    else:
-        if not full.is_file():
-            _download(url, full, progress=progress)
-        source = full
-    features = _load_into(_read_state_dict(source), source)
-    if source == full:
-        _write_features_copy(features, copy)
+        try:
+            return _imagenet(_load_into(_read_state_dict(copy), copy), copy)
+        except WeightsError as error:  # another user's copy, a damaged one: the full file still serves
+            log.warning("the features-only weights copy cannot be used, reading the full file instead: %s", error)
+    if not full.is_file():
+        _download(url, full, progress=progress)
+    features = _load_into(_read_state_dict(full), full)
+    _write_features_copy(features, copy)
+    return _imagenet(features, full)
+
+
+def _imagenet(features: nn.Sequential, source: Path) -> LoadedWeights:
     return LoadedWeights(features, "imagenet", f"imagenet (torchvision {IMAGENET_WEIGHTS_NAME}, {source})")
 
 
@@ -170,8 +201,13 @@ def _file_weights(path: Path) -> LoadedWeights:
 
 
 def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
+    """The tensors of ``path``, memory-mapped: those that are never used are never read."""
+    zipped = zipfile.is_zipfile(path)  # torch.save's format; older torch wrote a plain pickle
+    if zipped:
+        _check_zip_entries(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap needs the zip format; a legacy file is read whole (it cannot be compressed)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except Exception as error:  # torch.load raises many types for a damaged file
         raise WeightsError(
             f"could not read weights file {path}: {type(error).__name__}: {_first_sentence(error)}. "
@@ -184,7 +220,36 @@ def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
             f"weights file {path} holds a {type(state).__name__}, not a state dict of tensors; "
             "save it with torch.save(model.state_dict(), path)"
         )
+    not_names = [repr(key) for key in state if not isinstance(key, str)]
+    if not_names:
+        raise WeightsError(
+            f"weights file {path} has keys that are not parameter names ({_shorten(not_names)}); a state dict "
+            "maps names such as features.0.weight to tensors: save it with torch.save(model.state_dict(), path)"
+        )
     return state
+
+
+def _check_zip_entries(path: Path) -> None:
+    """Refuse, from the zip's directory alone, a file that would unpack to more than it holds:
+    torch.save stores its entries uncompressed, so a compressed one is crafted or damaged (a
+    zip bomb would otherwise be inflated into memory before a key is looked at)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError):
+        return  # torch.load says what is wrong with it
+    size = path.stat().st_size
+    compressed = [entry.filename for entry in entries if entry.compress_type != zipfile.ZIP_STORED]
+    oversized = [entry.filename for entry in entries if entry.file_size > size]
+    if compressed or oversized:
+        if compressed:
+            problem = f"compressed entries ({_shorten(compressed)})"
+        else:
+            problem = f"entries larger than the file ({_shorten(oversized)})"
+        raise WeightsError(
+            f"weights file {path} has {problem}, which torch.save never writes: it is damaged or "
+            "not a PyTorch checkpoint; replace it, or save the weights again with torch.save(model.state_dict(), path)"
+        )
 
 
 def _first_sentence(error: Exception) -> str:
@@ -221,8 +286,30 @@ def _load_into(state: Mapping[str, torch.Tensor], path: Path) -> nn.Sequential:
             f"weights file {path} does not match torchvision's VGG19 (features.N.weight/bias keys): "
             + "; ".join(problems)
         )
-    features.load_state_dict({key: value.float() for key, value in wanted.items()}, assign=True)
+    in_order = sorted(expected, key=_key_order)
+    unusable = [f"{key} {problem}" for key in in_order if (problem := _unusable(wanted[key]))]
+    if unusable:
+        raise WeightsError(
+            f"weights file {path} cannot be used: {_shorten(unusable)}. VGG19 weights are dense real "
+            "floating-point tensors of finite values; the file is damaged or was saved from a failed training "
+            "run: replace it"
+        )
+    # Copies: the loaded tensors map the file, which may be replaced or truncated while a run goes on.
+    features.load_state_dict({key: value.to(torch.float32, copy=True) for key, value in wanted.items()}, assign=True)
     return features
+
+
+def _unusable(tensor: torch.Tensor) -> str | None:
+    """What makes ``tensor`` unfit for a weight, or None."""
+    if tensor.layout != torch.strided:
+        return f"is a {str(tensor.layout).removeprefix('torch.')} tensor"
+    if tensor.is_meta:
+        return "holds no values (a meta tensor)"
+    if not tensor.is_floating_point():  # integers, bools, complex numbers, quantised values
+        return f"has dtype {str(tensor.dtype).removeprefix('torch.')}"
+    if not bool(torch.isfinite(tensor).all()):
+        return "holds NaN or infinite values"
+    return None
 
 
 def _key_order(key: str) -> tuple[int, str]:
@@ -243,15 +330,67 @@ def _write_features_copy(features: nn.Sequential, copy: Path) -> None:
 
 
 def _atomic_save(state: Mapping[str, torch.Tensor], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".partial")
-    os.close(fd)
+    fd, partial = _create_partial(path)
     try:
-        torch.save(dict(state), tmp)
-        os.replace(tmp, path)
+        with os.fdopen(fd, "wb") as out:
+            torch.save(dict(state), out)
+        os.replace(partial, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if partial.exists():
+            partial.unlink()
+
+
+def _create_partial(destination: Path) -> tuple[int, Path]:
+    """A new empty file beside ``destination`` to write it in, opened for writing, with the
+    mode the umask gives (mkstemp's 0600 would shut other users of a shared cache out), and
+    named for its writer (host and process) so that a killed writer's file can be cleared."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        name = f".{destination.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
+        partial = destination.with_name(name)
+        try:
+            return os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), partial
+        except FileExistsError:
+            continue
+
+
+def remove_stale_partials(folder: Path) -> None:
+    """Delete the partial files that a killed download or features copy left in ``folder``:
+    ours (by name) whose writing process is gone, or that nobody wrote to for
+    :data:`STALE_PARTIAL_SECONDS` (a writer on another machine sharing the cache, or a
+    process id taken again). A download in progress writes every few seconds and is kept."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        ours = _PARTIAL_NAME.match(entry.name)
+        earlier = entry.name.startswith("tmp") and entry.name.endswith(".partial")  # earlier versions' mkstemp
+        if not (ours or earlier):
+            continue
+        try:
+            idle = now - entry.stat().st_mtime
+            gone = ours is not None and ours["host"] == _HOST and not _process_alive(int(ours["pid"]))
+            if gone or idle > STALE_PARTIAL_SECONDS:
+                os.remove(entry.path)
+                log.info("removed %s, left by an interrupted download or weights copy", entry.path)
+        except OSError as error:  # removed meanwhile, or another user's in a sticky folder
+            log.debug("could not remove the partial file %s: %s", entry.path, error)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":
+        return True  # there os.kill would end the process: the file's age decides instead
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _download(url: str, destination: Path, *, progress: bool) -> None:
@@ -276,8 +415,7 @@ def _download_chunks(url: str, destination: Path) -> Iterator[tuple[int, int | N
     digest = hashlib.sha256()
     partial = None
     try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(dir=destination.parent, suffix=".partial")
+        fd, partial = _create_partial(destination)
         with os.fdopen(fd, "wb") as out:
             request = urllib.request.Request(url, headers={"User-Agent": "napari-style-transfer"})
             with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:
