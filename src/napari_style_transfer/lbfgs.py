@@ -6,6 +6,13 @@ the test images: losses jumping up 10-50x between iterations). Here each iterati
 onto the box, stores the step actually taken, and backtracks (Armijo) until the loss falls,
 so the loss decreases monotonically. An iteration costs one loss evaluation when the full
 step is accepted, which is the usual case after the first few.
+
+BatchBoxLBFGS does the same for a stack of independent frames (Z slices, channels) sent
+through VGG19 as one batch, which keeps a GPU busy on small frames: every frame keeps its own
+curvature pairs, step length and line search, so its result is the one BoxLBFGS gives it
+alone (one L-BFGS over the concatenated frames would share curvature and line search).
+Its objective returns one total per frame (:data:`BatchObjective`); :func:`one_frame` and
+:func:`through_one_network` build one from single-image losses.
 """
 
 from __future__ import annotations
@@ -379,7 +386,7 @@ class BatchBoxLBFGS:
             accepted = []
             for i in searching:
                 new, bound, _, _, slope = values[i][:5]
-                if slope >= 0 and attempt == 0 and self.history.counts[i]:  # not downhill: forget the curvature
+                if slope >= 0 and attempt == 0 and self.history.counts[i]:  # not downhill: forget curvature
                     self._forget(i)
                     direction[i] = grad[i].neg().mul_(_steepest_scale(grad[i : i + 1]))
                 elif new <= bound:
@@ -422,7 +429,11 @@ class BatchBoxLBFGS:
                 self.report_values[i] = values_i[5:]
         return [[math.nan] * len(row) if i in failed else row for i, row in enumerate(self.report_values)]
 
-    def _store_pairs(self, candidate: torch.Tensor, new_grad: torch.Tensor, moved: dict[int, list[float]]) -> None:
+    def _store_pairs(
+        self, candidate: torch.Tensor, new_grad: torch.Tensor, moved: dict[int, list[float]]
+    ) -> None:
+        """Store the curvature pairs of the frames that ``moved`` (frame -> checks of its
+        accepted point) where they pass BoxLBFGS's test sy > 1e-10 yy."""
         frames = {i for i, values in moved.items() if values[2] > 1e-10 * values[3]}
         if not frames:
             return
