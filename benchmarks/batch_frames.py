@@ -10,8 +10,9 @@ channels-last as the engine runs it) and backward to the image, with per-frame G
 content losses. With ``--lbfgs`` a whole BatchBoxLBFGS step is timed as well, whose extra
 cost over the evaluation is the optimiser's own (two-loop recursion, checks, one host sync).
 
-Each configuration runs ``--repeats`` times after a warm-up evaluation and the minimum is
-kept: the least disturbed run on a machine shared with other work. Prints a markdown table.
+Each configuration runs ``--repeats`` times after a warm-up, the configurations of one size
+taking turns in every round, and the minimum is kept: the least disturbed run on a machine
+shared with other work. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -44,9 +45,8 @@ def batch_objective(torch, extractor, content_features, grams, channels_last):
     return objective
 
 
-def measure(
-    torch, device, size: int, frames: int, repeats: int, lbfgs: bool, channels_last: bool
-) -> dict[str, float]:
+def prepare(torch, device, size: int, frames: int, lbfgs: bool, channels_last: bool) -> dict:
+    """The timed functions of one configuration: an evaluation, and an L-BFGS step with ``lbfgs``."""
     from napari_style_transfer.engine import gram_matrix
     from napari_style_transfer.lbfgs import BatchBoxLBFGS
     from napari_style_transfer.options import StyleOptions
@@ -62,8 +62,8 @@ def measure(
             name: value for name, value in extractor(content).items() if name in options.content_layers
         }
         style_features = extractor(style)
-        style_grams = {name: gram_matrix(style_features[name]) for name in options.style_layers}
-    objective = batch_objective(torch, extractor, content_features, style_grams, channels_last)
+        grams = {name: gram_matrix(style_features[name]) for name in options.style_layers}
+    objective = batch_objective(torch, extractor, content_features, grams, channels_last)
     start = torch.rand(frames, 3, size, size, generator=generator).to(device)
 
     def evaluation():
@@ -72,21 +72,26 @@ def measure(
         (grad,) = torch.autograd.grad(totals.sum(), image)
         grad.sum().item()  # wait for the device, as an optimiser's host sync does
 
-    times = {"evaluation": _minimum_time(evaluation, repeats)}
+    timed = {"evaluation": evaluation}
     if lbfgs:
         optimiser = BatchBoxLBFGS(start, objective, history_size=30)
         optimiser.step()  # the first step evaluates twice and searches; time later ones
-        times["lbfgs step"] = _minimum_time(optimiser.step, repeats)
-    return times
+        timed["lbfgs step"] = optimiser.step
+    for function in timed.values():
+        function()  # warm-up: allocator, oneDNN or cuDNN plans
+    return timed
 
 
-def _minimum_time(function, repeats: int) -> float:
-    function()  # warm-up: allocator, oneDNN or cuDNN plans
-    best = float("inf")
+def measure(configs: dict, repeats: int) -> dict:
+    """Minimum seconds of each timed function, the configurations taking turns in every
+    round, so that a change in the machine's load hits them all alike."""
+    best = {key: dict.fromkeys(timed, float("inf")) for key, timed in configs.items()}
     for _ in range(repeats):
-        began = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - began)
+        for key, timed in configs.items():
+            for name, function in timed.items():
+                began = time.perf_counter()
+                function()
+                best[key][name] = min(best[key][name], time.perf_counter() - began)
     return best
 
 
@@ -108,8 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
         f"with {torch.get_num_threads()} threads; load average {load:.1f} at the start. Minimum of "
-        f"{args.repeats} runs per row. On a machine shared with other work the absolute times are "
-        "inflated and noisy; compare rows of one table.\n"
+        f"{args.repeats} interleaved runs per row. On a machine shared with other work the absolute "
+        "times are inflated and noisy; compare rows of one table.\n"
     )
     header = f"| size (px) | frames | s per evaluation | frames/s | frames/s vs {args.batches[0]} at a time |"
     rule = "|---|---|---|---|---|"
@@ -119,9 +124,11 @@ def main(argv: list[str] | None = None) -> None:
     print(header)
     print(rule)
     for size in args.sizes:
+        channels_last = not args.contiguous
+        configs = {frames: prepare(torch, device, size, frames, args.lbfgs, channels_last) for frames in args.batches}
+        results = measure(configs, args.repeats)
         single = None
-        for frames in args.batches:
-            times = measure(torch, device, size, frames, args.repeats, args.lbfgs, not args.contiguous)
+        for frames, times in results.items():
             per_second = frames / times["evaluation"]
             single = per_second if single is None else single
             row = (
