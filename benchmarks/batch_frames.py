@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     print(rule)
     for size in args.sizes:
         channels_last = not args.contiguous
-        configs = {frames: prepare(torch, device, size, frames, args.lbfgs, channels_last) for frames in args.batches}
+        configs = {n: prepare(torch, device, size, n, args.lbfgs, channels_last) for n in args.batches}
         results = measure(configs, args.repeats)
         single = None
         for frames, times in results.items():
