@@ -232,3 +232,16 @@ def test_style_frames_through_one_network_follow_their_lone_runs(style_setup):
         for i, lbfgs in enumerate(lone):
             assert report[i] == pytest.approx(lbfgs.step(), rel=1e-4)
             torch.testing.assert_close(batch.x[i : i + 1], lbfgs.x, rtol=0, atol=1e-3)
+
+
+def test_the_batch_frames_benchmark_runs_end_to_end():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "batch_frames.py"
+    output = subprocess.run(
+        [sys.executable, str(script), "--sizes", "16", "--batches", "1", "2", "--repeats", "1", "--lbfgs"],
+        check=True, capture_output=True, text=True, timeout=600,
+    ).stdout
+    assert "| 16 | 1 |" in output and "| 16 | 2 |" in output
