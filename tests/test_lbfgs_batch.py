@@ -149,6 +149,15 @@ def test_a_non_finite_loss_is_reported_for_its_frame_only():
             assert report[i] == pytest.approx(reports[i][step], rel=1e-9, abs=1e-12)
 
 
+def test_the_start_image_is_left_alone():
+    problem = toy_problem(2, seed=7)
+    start = problem["start"].clone()
+    batch = BatchBoxLBFGS(problem["start"], batch_objective(problem))
+    for _ in range(3):
+        batch.step()
+    assert torch.equal(problem["start"], start)
+
+
 def test_a_batch_objective_must_return_one_total_per_frame():
     problem = toy_problem(2)
 
