@@ -6,13 +6,20 @@ the test images: losses jumping up 10-50x between iterations). Here each iterati
 onto the box, stores the step actually taken, and backtracks (Armijo) until the loss falls,
 so the loss decreases monotonically. An iteration costs one loss evaluation when the full
 step is accepted, which is the usual case after the first few.
+
+BatchBoxLBFGS does the same for a stack of independent frames (Z slices, channels) sent
+through VGG19 as one batch, which keeps a GPU busy on small frames: every frame keeps its own
+curvature pairs, step length and line search, so its result is the one BoxLBFGS gives it
+alone (one L-BFGS over the concatenated frames would share curvature and line search).
+Its objective returns one total per frame (:data:`BatchObjective`); :func:`one_frame` and
+:func:`through_one_network` build one from single-image losses.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -127,3 +134,318 @@ class BoxLBFGS:
         self.x, self.loss, self.grad, self.report = candidate, new_loss, new_grad, new_report
         self.report_values = values[5:]
         return self.report_values
+
+
+#: Evaluate the loss at a batch of independent frames: takes an (N, C, H, W) image and returns
+#: (per-frame totals (N,), per-frame report (N, K)). The sum of the totals is differentiated
+#: once, so frame i's total must depend on frame i alone (VGG19 qualifies: no batch norm)
+#: and its gradient is then frame i's own. Return fresh tensors: the optimiser keeps them.
+BatchObjective = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def one_frame(objective: Objective) -> BatchObjective:
+    """A single-image objective (scalar total, (K,) report) as a batch objective for N = 1."""
+
+    def batch_of_one(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        total, report = objective(image)
+        return total.reshape(1), report.reshape(1, -1)
+
+    return batch_of_one
+
+
+def through_one_network(
+    features: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    frame_terms: Sequence[Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]],
+) -> BatchObjective:
+    """A batch objective whose frames share their expensive part and differ in the rest.
+
+    ``features`` maps the (N, C, H, W) batch to activations ``{layer: (N, ...)}`` (VGG19 runs
+    once for the whole batch); ``frame_terms[i]`` maps frame i's activations ``{layer: (1, ...)}``
+    and its image (1, C, H, W) to its weighted loss terms (K,), whose sum is its total. With
+    per-frame content targets that is StyleObjective's loss split after ``features``.
+    """
+
+    def objective(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        activations = features(image)
+        terms = torch.stack(
+            [
+                terms_of({name: value[i : i + 1] for name, value in activations.items()}, image[i : i + 1])
+                for i, terms_of in enumerate(frame_terms)
+            ]
+        )
+        return terms.sum(dim=1), terms.detach()
+
+    return objective
+
+
+def _frame_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Dot products of (N, ...) tensors frame by frame: (N,)."""
+    return torch.linalg.vecdot(a.flatten(1), b.flatten(1))
+
+
+def _per_frame(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(N,) values shaped to broadcast over (N, ...) ``like``."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _steepest_scale(grad: torch.Tensor) -> torch.Tensor:
+    """The first iteration's scale of -grad, frame by frame: no pixel moves by more than FIRST_STEP."""
+    return FIRST_STEP / grad.abs().flatten(1).amax(dim=1).clamp_min(1e-30)
+
+
+class _Pair:
+    """One stored (s, y, 1/sy) of several frames at once; ``frames`` are those it holds, the
+    other frames' rows are zero, which makes them drop out of the two-loop recursion exactly."""
+
+    def __init__(self, s: torch.Tensor, y: torch.Tensor, rho: torch.Tensor, frames: set[int]):
+        self.s, self.y, self.rho, self.frames = s, y, rho, frames
+
+    def remove(self, frame: int) -> None:
+        self.s[frame].zero_()
+        self.y[frame].zero_()
+        self.rho[frame].zero_()
+        self.frames.discard(frame)
+
+
+class FrameHistories:
+    """The curvature pairs of every frame of a batch, oldest first, as stacked (N, ...) pairs.
+
+    Frames usually store a pair at the same iterations, so one stacked pair serves them all.
+    Where they do not (a frame at rest stores none while the others go on), frame i still
+    keeps exactly its own last ``size`` pairs, in order; the stack is compacted in place when
+    it would grow past ``size``, so it never holds more images than BoxLBFGS's deque per frame.
+    """
+
+    def __init__(self, frames: int, size: int):
+        self.size = size
+        self.pairs: list[_Pair] = []
+        self.counts = [0] * frames
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __reversed__(self):
+        return reversed(self.pairs)
+
+    def __iter__(self):
+        return iter(self.pairs)
+
+    def add(self, s: torch.Tensor, y: torch.Tensor, rho: torch.Tensor, frames: set[int]) -> None:
+        """Store a pair for ``frames``; the rows of the other frames must be zero."""
+        if not self.size:
+            return
+        for frame in frames:
+            if self.counts[frame] == self.size:
+                next(pair for pair in self.pairs if frame in pair.frames).remove(frame)
+            else:
+                self.counts[frame] += 1
+        self.pairs.append(_Pair(s, y, rho, set(frames)))
+        self._drop_empty()
+        if len(self.pairs) > self.size:
+            self._compact()
+
+    def clear(self, frame: int) -> None:
+        for pair in self.pairs:
+            if frame in pair.frames:
+                pair.remove(frame)
+        self.counts[frame] = 0
+        self._drop_empty()
+
+    def _drop_empty(self) -> None:
+        self.pairs = [pair for pair in self.pairs if pair.frames]
+
+    def _compact(self) -> None:
+        """Move each frame's pairs to the newest stacked pairs, keeping their order: every
+        frame's k-th newest pair then sits in the k-th newest stacked one."""
+        last = len(self.pairs) - 1
+        for frame in range(len(self.counts)):
+            sources = [k for k, pair in enumerate(self.pairs) if frame in pair.frames]
+            # newest first: each target is at or after its source, and after every source
+            # not yet moved, so nothing is overwritten before it has moved
+            for offset, source in enumerate(reversed(sources)):
+                target = last - offset
+                if target != source:
+                    old, new = self.pairs[source], self.pairs[target]
+                    new.s[frame].copy_(old.s[frame])
+                    new.y[frame].copy_(old.y[frame])
+                    new.rho[frame].copy_(old.rho[frame])
+                    new.frames.add(frame)
+                    old.remove(frame)
+        self._drop_empty()
+
+
+class BatchBoxLBFGS:
+    """BoxLBFGS for N independent frames (N, C, H, W) evaluated as one batch.
+
+    Every frame follows the iterates BoxLBFGS would take on it alone (the same up to rounding
+    of the batched dot products): its own curvature pairs, first-step scale, step length and
+    backtracking, history resets and rest rule. Each evaluation runs the whole batch: a frame
+    whose line search has ended stays at its accepted point and the values of later
+    evaluations are ignored for it, so its result never depends on the other frames (no
+    re-evaluation that could round differently), and the batch keeps one shape (no new
+    cuDNN plans or memory layouts) at the price of some wasted work while another frame
+    backtracks, which after the first few iterations is rare.
+
+    ``objective`` follows :data:`BatchObjective`. Each evaluation costs one host sync.
+    """
+
+    def __init__(
+        self,
+        image: torch.Tensor,
+        objective: BatchObjective,
+        *,
+        history_size: int = 100,
+        lr: float = 1.0,
+        low: float = 0.0,
+        high: float = 1.0,
+        sufficient_decrease: float = 1e-4,
+        max_backtracks: int = 12,
+    ):
+        self.x = image.detach().clamp(low, high)
+        self.frames = self.x.shape[0]
+        self.objective = objective
+        self.history = FrameHistories(self.frames, history_size)
+        self.lr = lr
+        self.low, self.high = low, high
+        self.c1 = sufficient_decrease
+        self.max_backtracks = max_backtracks
+        self.loss: torch.Tensor | None = None
+        self.grad: torch.Tensor | None = None
+        self.report: torch.Tensor | None = None
+        self.loss_values: list[float] = []
+        self.report_values: list[list[float]] = []
+        # sy / yy of each frame's newest pair: the scale of its initial inverse Hessian; 0
+        # for a frame without pairs (an accepted pair has sy > 0, hence a positive scale)
+        self.scale = self.x.new_zeros(self.frames)
+        self.evaluations = 0
+
+    def _evaluate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = x.detach().requires_grad_(True)
+        totals, report = self.objective(x)
+        if totals.shape != (self.frames,) or report.dim() != 2 or report.shape[0] != self.frames:
+            raise ValueError(
+                f"a batch objective of {self.frames} frames must return totals of shape ({self.frames},) "
+                f"and a report ({self.frames}, K), got {tuple(totals.shape)} and {tuple(report.shape)}"
+            )
+        (grad,) = torch.autograd.grad(totals.sum(), x)
+        self.evaluations += 1
+        return totals.detach(), grad, report
+
+    def _direction(self, grad: torch.Tensor) -> torch.Tensor:
+        """-H grad frame by frame by the two-loop recursion (no host sync)."""
+        q = grad.neg()
+        alphas = []
+        for pair in reversed(self.history):
+            alpha = _per_frame(pair.rho * _frame_dots(pair.s, q), q)
+            q.addcmul_(pair.y, alpha, value=-1.0)
+            alphas.append(alpha)
+        q.mul_(_per_frame(torch.where(self.scale > 0, self.scale, _steepest_scale(grad)), q))
+        for pair, alpha in zip(self.history, reversed(alphas), strict=True):
+            beta = _per_frame(pair.rho * _frame_dots(pair.y, q), q)
+            q.addcmul_(pair.s, alpha - beta)
+        return q
+
+    def _forget(self, frame: int) -> None:
+        self.history.clear(frame)
+        self.scale[frame] = 0.0
+
+    def step(self) -> list[list[float]]:
+        """One iteration of every frame. Returns each frame's report of the image it ends on
+        (``self.x[i]``) as floats; NaNs for a frame whose loss became non-finite (it stays)."""
+        if self.grad is None:
+            self.loss, self.grad, self.report = self._evaluate(self.x)
+            values = torch.cat([self.loss[:, None], self.report.float()], dim=1).tolist()
+            self.loss_values = [row[0] for row in values]
+            self.report_values = [row[1:] for row in values]
+        x, loss, grad = self.x, self.loss, self.grad
+        direction = self._direction(grad)
+        t = [self.lr] * self.frames
+        searching = list(range(self.frames))
+        moved: dict[int, list[float]] = {}  # frame -> checks and report of its accepted point
+        kept: list[torch.Tensor] | None = None  # loss, grad, report; rows of moved frames valid
+        failed: set[int] = set()
+        candidate = (x + self.lr * direction).clamp_(self.low, self.high)
+        for attempt in range(self.max_backtracks):
+            if attempt:
+                for i in searching:
+                    candidate[i] = (x[i] + t[i] * direction[i]).clamp_(self.low, self.high)
+            new_loss, new_grad, new_report = self._evaluate(candidate)
+            taken = candidate - x
+            y = new_grad - grad
+            checks = torch.stack(
+                [
+                    new_loss,
+                    loss + self.c1 * _frame_dots(grad, taken),
+                    _frame_dots(taken, y),
+                    _frame_dots(y, y),
+                    _frame_dots(direction, grad),
+                ],
+                dim=1,
+            )
+            values = torch.cat([checks, new_report.float()], dim=1).tolist()
+            accepted = []
+            for i in searching:
+                new, bound, _, _, slope = values[i][:5]
+                if slope >= 0 and attempt == 0 and self.history.counts[i]:  # not downhill: forget curvature
+                    self._forget(i)
+                    direction[i] = grad[i].neg().mul_(_steepest_scale(grad[i : i + 1]))
+                elif new <= bound:
+                    accepted.append(i)
+                else:
+                    t[i] *= 0.5
+            if attempt == self.max_backtracks - 1:  # line search exhausted: BoxLBFGS's last resorts
+                for i in searching:
+                    new = values[i][0]
+                    if i in accepted:
+                        continue
+                    if not math.isfinite(new):  # report it: the caller stops the run with a message
+                        failed.add(i)
+                    elif not new < self.loss_values[i]:  # no step lowered the loss: stay, start afresh
+                        self._forget(i)
+                    else:
+                        accepted.append(i)
+            if accepted:
+                if kept is None:
+                    kept = [new_loss, new_grad, new_report]
+                else:
+                    for i in accepted:
+                        for mine, theirs in zip(kept, (new_loss, new_grad, new_report), strict=True):
+                            mine[i] = theirs[i]
+                moved.update((i, values[i]) for i in accepted)
+            searching = [i for i in searching if i not in accepted]
+            if not searching:
+                break
+        if moved:
+            assert kept is not None
+            for i in range(self.frames):
+                if i not in moved:  # frames that stay keep their point and its values
+                    candidate[i] = x[i]
+                    for mine, theirs in zip(kept, (loss, grad, self.report), strict=True):
+                        mine[i] = theirs[i]
+            self._store_pairs(candidate, kept[1], moved)
+            self.x, (self.loss, self.grad, self.report) = candidate, kept
+            for i, values_i in moved.items():
+                self.loss_values[i] = values_i[0]
+                self.report_values[i] = values_i[5:]
+        return [[math.nan] * len(row) if i in failed else row for i, row in enumerate(self.report_values)]
+
+    def _store_pairs(
+        self, candidate: torch.Tensor, new_grad: torch.Tensor, moved: dict[int, list[float]]
+    ) -> None:
+        """Store the curvature pairs of the frames that ``moved`` (frame -> checks of its
+        accepted point) where they pass BoxLBFGS's test sy > 1e-10 yy."""
+        frames = {i for i, values in moved.items() if values[2] > 1e-10 * values[3]}
+        if not frames:
+            return
+        s = candidate - self.x
+        y = new_grad - self.grad
+        sy, yy = _frame_dots(s, y), _frame_dots(y, y)
+        rho = sy.reciprocal()
+        for i in range(self.frames):
+            if i in frames:
+                self.scale[i] = sy[i] / yy[i]
+            else:
+                s[i].zero_()
+                y[i].zero_()
+                rho[i] = 0.0
+        self.history.add(s, y, rho, frames)

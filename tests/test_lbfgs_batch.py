@@ -1,0 +1,257 @@
+"""BatchBoxLBFGS: frames optimised in one batch take the iterates BoxLBFGS takes on each alone."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from napari_style_transfer.lbfgs import BatchBoxLBFGS, BoxLBFGS, one_frame, through_one_network
+
+SHAPE = (3, 8, 8)
+
+
+def toy_problem(frames: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Per-pixel curvatures and centres, about a third of them outside [0, 1] (the bounds
+    are active there), and a cosine ripple that makes each frame non-convex in its own way."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (frames, *SHAPE)
+    return {
+        "curvature": 0.5 + 4.0 * torch.rand(shape, generator=generator, dtype=torch.float64),
+        "centre": -0.3 + 1.6 * torch.rand(shape, generator=generator, dtype=torch.float64),
+        "ripple": 0.04 * (1.0 + torch.arange(frames, dtype=torch.float64)).view(-1, 1, 1, 1),
+        "start": torch.rand(shape, generator=generator, dtype=torch.float64),
+    }
+
+
+def toy_terms(x: torch.Tensor, problem: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(N, 2): each frame's quadratic and ripple terms."""
+    quadratic = 0.5 * (problem["curvature"] * (x - problem["centre"]) ** 2).flatten(1).sum(1)
+    ripple = (problem["ripple"] * torch.cos(6.0 * x)).flatten(1).sum(1)
+    return torch.stack([quadratic, ripple], dim=1)
+
+
+def batch_objective(problem):
+    def objective(x):
+        terms = toy_terms(x, problem)
+        return terms.sum(dim=1), terms.detach()
+
+    return objective
+
+
+def frame_of(problem, i):
+    return {name: value[i : i + 1] for name, value in problem.items()}
+
+
+def lone_objective(problem, i):
+    frame = frame_of(problem, i)
+
+    def objective(x):
+        terms = toy_terms(x, frame)[0]
+        return terms.sum(), terms.detach()
+
+    return objective
+
+
+def lone_runs(problem, steps, **kwargs):
+    """Each frame's iterates and reports under BoxLBFGS alone: [frame][step]."""
+    iterates, reports = [], []
+    for i in range(problem["start"].shape[0]):
+        lbfgs = BoxLBFGS(problem["start"][i : i + 1], lone_objective(problem, i), **kwargs)
+        frame_iterates, frame_reports = [], []
+        for _ in range(steps):
+            frame_reports.append(lbfgs.step())
+            frame_iterates.append(lbfgs.x[0].clone())
+        iterates.append(frame_iterates)
+        reports.append(frame_reports)
+    return iterates, reports
+
+
+def assert_follows_lone_runs(problem, steps, **kwargs):
+    iterates, reports = lone_runs(problem, steps, **kwargs)
+    batch = BatchBoxLBFGS(problem["start"], batch_objective(problem), **kwargs)
+    for step in range(steps):
+        report = batch.step()
+        for i in range(len(iterates)):
+            torch.testing.assert_close(batch.x[i], iterates[i][step], rtol=0, atol=1e-11)
+            assert report[i] == pytest.approx(reports[i][step], rel=1e-9, abs=1e-12, nan_ok=True)
+    return batch
+
+
+def test_batched_frames_follow_their_lone_iterates():
+    assert_follows_lone_runs(toy_problem(4), steps=25)
+
+
+def test_batched_frames_follow_their_lone_iterates_with_a_short_history():
+    assert_follows_lone_runs(toy_problem(3, seed=1), steps=25, history_size=3)
+
+
+def test_a_batch_of_one_is_box_lbfgs():
+    assert_follows_lone_runs(toy_problem(1, seed=2), steps=25)
+
+
+def test_no_frames_loss_ever_increases():
+    problem = toy_problem(4, seed=3)
+    batch = BatchBoxLBFGS(problem["start"], batch_objective(problem))
+    previous = [math.inf] * 4
+    for _ in range(30):
+        batch.step()
+        assert all(loss <= before for loss, before in zip(batch.loss_values, previous, strict=True))
+        previous = list(batch.loss_values)
+
+
+def test_a_frame_at_rest_does_not_stall_the_others():
+    problem = toy_problem(3, seed=4)
+    problem["curvature"][1] = 0.0  # frame 1: a constant loss, zero gradient everywhere
+    problem["ripple"][1] = 0.0
+    batch = assert_follows_lone_runs(problem, steps=15)
+    torch.testing.assert_close(batch.x[1], problem["start"][1], rtol=0, atol=0)
+    assert batch.loss_values[0] < batch_objective(frame_of(problem, 0))(problem["start"][:1])[0].item()
+
+
+def test_a_frame_that_stops_storing_curvature_pairs_keeps_its_own_within_history_size():
+    problem = toy_problem(3, seed=5)
+    # frame 0: an isotropic quadratic centred beyond the bound x = 1, reached everywhere in
+    # two steps; from then on its steps are empty and store no pairs, but keep the two it has
+    problem["curvature"][0] = 1.0
+    problem["centre"][0] = 2.0
+    problem["ripple"][0] = 0.0
+    iterates, _ = lone_runs(problem, 10, history_size=2)
+    batch = BatchBoxLBFGS(problem["start"], batch_objective(problem), history_size=2)
+    for step in range(10):
+        batch.step()
+        assert len(batch.history) <= 2  # each stacked pair holds all three frames' images
+        for i in range(3):
+            torch.testing.assert_close(batch.x[i], iterates[i][step], rtol=0, atol=1e-11)
+    assert batch.history.counts[0] == 2
+    assert bool((batch.x[0] == 1.0).all())
+
+
+def test_a_non_finite_loss_is_reported_for_its_frame_only():
+    problem = toy_problem(3, seed=6)
+    start = problem["start"]
+
+    def objective(x):  # frame 2's loss is NaN wherever it leaves its start
+        terms = toy_terms(x, problem)
+        moved = (x[2] != start[2]).any()
+        terms = torch.cat([terms[:2], torch.where(moved, math.nan, terms[2:])])
+        return terms.sum(dim=1), terms.detach()
+
+    iterates, reports = lone_runs(problem, 5)
+    batch = BatchBoxLBFGS(start, objective)
+    for step in range(5):
+        report = batch.step()
+        assert all(math.isnan(value) for value in report[2])
+        torch.testing.assert_close(batch.x[2], start[2], rtol=0, atol=0)
+        for i in range(2):
+            torch.testing.assert_close(batch.x[i], iterates[i][step], rtol=0, atol=1e-11)
+            assert report[i] == pytest.approx(reports[i][step], rel=1e-9, abs=1e-12)
+
+
+def test_the_start_image_is_left_alone():
+    problem = toy_problem(2, seed=7)
+    start = problem["start"].clone()
+    batch = BatchBoxLBFGS(problem["start"], batch_objective(problem))
+    for _ in range(3):
+        batch.step()
+    assert torch.equal(problem["start"], start)
+
+
+def test_a_batch_objective_must_return_one_total_per_frame():
+    problem = toy_problem(2)
+
+    def summed(x):
+        terms = toy_terms(x, problem)
+        return terms.sum(), terms.detach()
+
+    with pytest.raises(ValueError, match=r"totals of shape \(2,\)"):
+        BatchBoxLBFGS(problem["start"], summed).step()
+
+
+# --- on the real loss ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def style_setup(content, style):
+    """Two 24 px content frames, a style image and the options of StyleObjective, with random
+    weights. float32: batched and lone convolutions round differently (float64 gives equal
+    gradients), and L-BFGS amplifies that, so the comparisons run few steps."""
+    from napari_style_transfer.options import StyleOptions
+    from napari_style_transfer.vgg import VGGFeatures, vgg19_features_module
+
+    torch.manual_seed(0)
+    options = StyleOptions(tv_weight=1e-3).validated()
+    extractor = VGGFeatures(vgg19_features_module(), options.layers)
+    image = torch.from_numpy(content).permute(2, 0, 1)[None].float() / 255
+    frames = torch.cat([image[..., :24, :24], image[..., 16:, 24:]])
+    style_image = torch.from_numpy(style).permute(2, 0, 1)[None]
+    return extractor, frames, style_image, options
+
+
+def style_objectives(style_setup):
+    from napari_style_transfer.engine import StyleObjective
+
+    extractor, frames, style_image, options = style_setup
+    return [StyleObjective(extractor, frames[i : i + 1], style_image, options) for i in range(len(frames))]
+
+
+def style_terms(objective):
+    """StyleObjective's forward after its features: the (K,) weighted terms of one frame."""
+    from torch.nn import functional as F
+
+    from napari_style_transfer.engine import gram_mse, total_variation
+
+    def terms(features, image):
+        zero = image.new_zeros((), dtype=torch.float32)
+        content = sum((F.mse_loss(features[n], t) for n, t in objective.content_targets.items()), zero)
+        style = sum((gram_mse(features[n], t) for n, t in objective.style_targets.items()), zero)
+        tv = total_variation(image) if objective.tv_weight else zero
+        weights = (objective.content_weight, objective.style_weight, objective.tv_weight)
+        return torch.stack([w * term for w, term in zip(weights, (content, style, tv), strict=True)])
+
+    return terms
+
+
+def test_style_terms_add_up_to_the_style_objectives_total(style_setup):
+    objective = style_objectives(style_setup)[0]
+    image = style_setup[1][:1]
+    total = style_terms(objective)(objective.features(image), image).sum()
+    torch.testing.assert_close(total, objective(image)[0])
+
+
+def test_a_batch_of_one_style_objective_is_box_lbfgs(style_setup):
+    objective = style_objectives(style_setup)[0]
+    start = torch.rand(style_setup[1][:1].shape, generator=torch.Generator().manual_seed(1))
+    lone = BoxLBFGS(start, objective, history_size=30)
+    batch = BatchBoxLBFGS(start, one_frame(objective), history_size=30)
+    for _ in range(3):
+        assert batch.step()[0] == pytest.approx(lone.step(), rel=1e-6)
+        torch.testing.assert_close(batch.x, lone.x, rtol=0, atol=1e-6)
+
+
+def test_style_frames_through_one_network_follow_their_lone_runs(style_setup):
+    objectives = style_objectives(style_setup)
+    frames = style_setup[1]
+    start = torch.rand(frames.shape, generator=torch.Generator().manual_seed(2))
+    batch_objective = through_one_network(objectives[0].features, [style_terms(o) for o in objectives])
+    batch = BatchBoxLBFGS(start, batch_objective, history_size=30)
+    lone = [BoxLBFGS(start[i : i + 1], o, history_size=30) for i, o in enumerate(objectives)]
+    for _ in range(3):
+        report = batch.step()
+        for i, lbfgs in enumerate(lone):
+            assert sum(report[i]) == pytest.approx(sum(lbfgs.step()), rel=1e-4)
+            torch.testing.assert_close(batch.x[i : i + 1], lbfgs.x, rtol=0, atol=1e-3)
+
+
+def test_the_batch_frames_benchmark_runs_end_to_end():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "batch_frames.py"
+    output = subprocess.run(
+        [sys.executable, str(script), "--sizes", "16", "--batches", "1", "2", "--repeats", "1", "--lbfgs"],
+        check=True, capture_output=True, text=True, timeout=600,
+    ).stdout
+    assert "| 16 | 1 |" in output and "| 16 | 2 |" in output
