@@ -87,6 +87,8 @@ class LayerInput:
         if self.limits is not None:
             frames.value_range = self.limits
             frames.scaling = "the layer's contrast limits {:g}..{:g}".format(*self.limits)
+            # one image can be refused when it reads; in a stack, blank slices are normal
+            frames.refuse_constant = frames.ndim == 2
         else:
             frames.measure_range()
         return frames
@@ -119,6 +121,8 @@ class LayerFrames:
         self.value_range: tuple[float, float] = (0.0, 1.0)
         self.scaling = ""
         self.alpha_as_is = True
+        #: refuse a grey frame that shows as one flat value through ``value_range``
+        self.refuse_constant = False
 
     @property
     def ndim(self) -> int:
@@ -127,6 +131,14 @@ class LayerFrames:
     def __getitem__(self, index: tuple[int, ...]) -> np.ndarray:
         frame = np.asarray(self.data[index])
         _check_finite(frame, self.role, self.name, index)
+        if self.refuse_constant and frame.size:
+            low, high = self.value_range
+            shown = np.clip((np.array([frame.min(), frame.max()], dtype=np.float64) - low) / (high - low), 0.0, 1.0)
+            if shown[0] == shown[1]:
+                raise StyleTransferError(
+                    f"the {self.role} layer {self.name!r} is constant within its contrast limits {low:g}..{high:g} "
+                    f"(every pixel shows as {shown[0]:.3g}); style transfer needs an image with some contrast"
+                )
         return frame
 
     def measure_range(self) -> None:
