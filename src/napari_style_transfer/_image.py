@@ -44,7 +44,7 @@ class PreparedImage:
 class ImageInput:
     """A checked input image or stack; the data itself is left untouched."""
 
-    data: np.ndarray
+    data: np.ndarray  # or a frame source (see is_frame_source), read only by frame()
     role: str
     channels: str  # "grey", "rgb" or "rgba"
     low: float  # value mapped to 0

@@ -223,7 +223,7 @@ def run_style_transfer(
             )
         options = {**options, "frames": frames}
     size = StyleOptions.from_kwargs(options).size
-    # Views and contrast limits only: copying and mapping happen in the worker thread.
+    # Views and contrast limits only: the worker reads the data, a frame at a time.
     source = layer_input(content_layer, "content", viewer=viewer, stack=stack, size=size, defer=True)
     style_source = layer_input(style_layer, "style", viewer=viewer, size=size, defer=True)
 
