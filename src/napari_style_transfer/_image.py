@@ -44,7 +44,7 @@ class PreparedImage:
 class ImageInput:
     """A checked input image or stack; the data itself is left untouched."""
 
-    data: np.ndarray
+    data: np.ndarray  # or a frame source (see is_frame_source), read only by frame()
     role: str
     channels: str  # "grey", "rgb" or "rgba"
     low: float  # value mapped to 0
@@ -75,7 +75,7 @@ class ImageInput:
     def frame(self, index: tuple[int, ...] = (), longest_side: int | None = None) -> PreparedImage:
         """Frame ``index`` as float RGB in [0, 1]. With ``longest_side``, a frame more than
         twice that size is first shrunk by an integer block mean, to save memory."""
-        data = self.data[index] if index else self.data
+        data = self.data[index] if index or is_frame_source(self.data) else self.data
         factor = 1
         if longest_side is not None:
             factor = max(1, int(max(self.shape) // (2 * longest_side)))
@@ -115,7 +115,8 @@ def describe_image(array: object, role: str, allow_stack: bool = True) -> ImageI
     (its minimum to maximum, over the whole stack) for everything else: uint16, other
     integers, floats outside [0, 1].
     """
-    data = np.asarray(array)
+    lazy = is_frame_source(array)
+    data = array if lazy else np.asarray(array)
     if data.dtype.kind not in "biuf":
         raise StyleTransferError(f"the {role} image has dtype {data.dtype}; give a numeric (integer or float) array")
     if data.ndim >= 3 and data.shape[-1] == 1:
@@ -134,8 +135,10 @@ def describe_image(array: object, role: str, allow_stack: bool = True) -> ImageI
     if spatial < 2 or (spatial > 2 and not allow_stack):
         wanted = SHAPES_HINT if allow_stack else "give one 2D image: H x W (grey), H x W x 3 (RGB) or H x W x 4 (RGBA)"
         raise StyleTransferError(f"the {role} image has shape {data.shape}; {wanted}")
-    if data.size == 0:
+    if math.prod(data.shape) == 0:
         raise StyleTransferError(f"the {role} image is empty (shape {data.shape})")
+    if lazy:
+        return _describe_frame_source(data, role, channels)
     colour = data if channels != "rgba" else data[..., :3]
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         raise StyleTransferError(
@@ -152,6 +155,28 @@ def describe_image(array: object, role: str, allow_stack: bool = True) -> ImageI
         alpha = data[..., 3]
         alpha_as_is = bool(alpha.min() >= 0.0 and alpha.max() <= 1.0)
     return ImageInput(data, role, channels, low, high, scaling, alpha_as_is)
+
+
+def is_frame_source(array: object) -> bool:
+    """Whether ``array`` is read a frame at a time rather than as a whole.
+
+    A frame source (a lazy napari layer, say) has ``shape``, ``dtype`` and ``ndim``, gives
+    one frame as a numpy array for ``source[index]`` (``index`` a tuple over the leading
+    axes, ``()`` for a whole 2D image) and declares ``value_range``, the values that map to
+    0 and 1, so that nothing has to read all of it first. Optional: ``scaling`` (that mapping
+    in words) and ``alpha_as_is`` (float alpha already within [0, 1]; assumed if absent).
+    Finiteness is the source's to check, frame by frame, as frames are read."""
+    return not isinstance(array, np.ndarray) and hasattr(array, "value_range") and hasattr(array, "__getitem__")
+
+
+def _describe_frame_source(source: object, role: str, channels: str) -> ImageInput:
+    low, high = (float(value) for value in source.value_range)
+    if not high > low:
+        raise StyleTransferError(
+            f"the {role} image maps values {low:g}..{high:g} to 0..1; give a range whose top is above its bottom"
+        )
+    scaling = getattr(source, "scaling", f"declared range {low:g}..{high:g}")
+    return ImageInput(source, role, channels, low, high, scaling, bool(getattr(source, "alpha_as_is", True)))
 
 
 def _value_range(dtype: np.dtype, low: float, high: float) -> tuple[float, float, str]:

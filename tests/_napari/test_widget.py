@@ -29,7 +29,8 @@ def test_controls_carry_the_engine_option_names_and_defaults(viewer):
     _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
     defaults = StyleOptions()
     for name in defaults.to_dict():
-        assert widget[name] is not None
+        if name != "frames":  # the stack choice sets it
+            assert widget[name] is not None
     assert widget["steps"].value == defaults.steps
     assert widget["size"].value == defaults.size
     assert widget["style_weight"].value == pytest.approx(defaults.style_weight)

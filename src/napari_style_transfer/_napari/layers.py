@@ -1,7 +1,8 @@
 """Between napari layers and the engine's numpy images: inputs, placement, result layers.
 
-Nothing here imports torch or Qt. Layer data is copied (or converted) before a run, so the
-user's layers are never touched by it.
+Nothing here imports torch or Qt. Runs only read layer data, so the user's layers are never
+touched by them; a lazy (dask, zarr) layer is read one frame at a time in the worker thread,
+never whole and never on the GUI thread.
 """
 
 from __future__ import annotations
@@ -17,29 +18,168 @@ if TYPE_CHECKING:  # pragma: no cover
     import napari
     from napari.layers import Image
 
-STACK_MODES = ("current slice", "whole stack")
+#: What a run of an nD layer styles: the slice on screen, or every slice in one of two ways.
+STACK_MODES = ("current slice", "whole stack as time series", "whole stack, frames independent")
+#: The engine's ``frames`` option for each whole-stack mode.
+FRAMES_OF_STACK = {"whole stack as time series": "time", "whole stack, frames independent": "independent"}
+#: Earlier names, still accepted from scripts.
+STACK_ALIASES = {"whole stack": "whole stack, frames independent"}
+#: Leading-axis labels that mark a layer as a time series (compared in lower case).
+TIME_LABELS = ("t", "time")
+
+
+def stack_mode(stack: str) -> str:
+    """``stack`` by its current name; refuses unknown ones."""
+    stack = STACK_ALIASES.get(stack, stack)
+    if stack not in STACK_MODES:
+        raise StyleTransferError(f"stack must be one of {', '.join(map(repr, STACK_MODES))}, got {stack!r}")
+    return stack
+
+
+def frames_option(stack: str) -> str | None:
+    """The engine's ``frames`` option a stack mode asks for; None for a single slice."""
+    return FRAMES_OF_STACK.get(stack_mode(stack))
+
+
+def leading_axis_label(viewer: napari.Viewer | None, layer: Any) -> str:
+    """The label of a layer's first axis: its own (napari >= 0.9), else the viewer's for
+    the world axis it lies on (as set by ``viewer.dims.axis_labels = ("t", "y", "x")``)."""
+    own = tuple(getattr(layer, "axis_labels", ()))
+    if own and own != tuple(str(i) for i in range(-layer.ndim, 0)):  # not napari's defaults
+        return str(own[0])
+    if viewer is not None and viewer.dims.ndim >= layer.ndim:
+        return str(viewer.dims.axis_labels[viewer.dims.ndim - layer.ndim])
+    return ""
+
+
+def is_time_series(viewer: napari.Viewer | None, layer: Any) -> bool:
+    """An nD layer whose first axis is labelled t or time (any case)."""
+    return layer.ndim > 2 and leading_axis_label(viewer, layer).strip().lower() in TIME_LABELS
 
 
 @dataclass(frozen=True)
 class LayerInput:
-    """The array a run gets from a layer, and where that array sits in the layer."""
+    """What a run reads from a layer, and where that sits in the layer.
 
-    data: np.ndarray
+    For a deferred input ``data`` is the layer's own array or a view of a slice of it (numpy,
+    dask, zarr): nothing of it is computed or copied on the GUI thread. :meth:`engine_array`,
+    called in the worker, gives the engine something that reads one frame at a time."""
+
+    data: Any
     #: Data index of the slice along the layer's leading axes, for "current slice" runs of
     #: nD layers; None when ``data`` covers the whole layer.
     slice_index: tuple[int, ...] | None
     #: For a deferred grey input: the contrast limits ``data`` is still to be mapped by.
     limits: tuple[float, float] | None = None
     deferred: bool = False
+    name: str = ""  # the layer's, for messages
+    role: str = "content"
 
-    def engine_array(self) -> np.ndarray:
-        """The engine's input: a copy (RGB) or the mapping by contrast limits (grey). For a
-        deferred input this is the expensive part, done in the worker thread, not the GUI's."""
+    def engine_array(self) -> Any:
+        """The engine's input; call it in the worker thread. Not deferred: ``data``. A numpy
+        RGB layer: a copy (the engine's value rules look at it whole). Anything else: a
+        :class:`LayerFrames` that reads and checks a frame at a time."""
         if not self.deferred:
             return self.data
-        if self.limits is None:
+        if self.limits is None and isinstance(self.data, np.ndarray):
             return np.array(self.data, copy=True)
-        return _map_by_limits(self.data, *self.limits)
+        frames = LayerFrames(self.data, self.name, self.role)
+        if self.limits is not None:
+            frames.value_range = self.limits
+            frames.scaling = "the layer's contrast limits {:g}..{:g}".format(*self.limits)
+            # one image can be refused when it reads; in a stack, blank slices are normal
+            frames.refuse_constant = frames.ndim == 2
+        else:
+            frames.measure_range()
+        return frames
+
+    def whole(self) -> np.ndarray:
+        """All of ``data`` computed, checked and mapped as a run sees it (for scripts that
+        want the array; runs read frames through :meth:`engine_array`)."""
+        data = np.asarray(self.data)
+        _check_finite(data, self.role, self.name, ())
+        if self.limits is None:
+            return np.array(data, copy=True)
+        return _map_by_limits(data, *self.limits)
+
+
+class LayerFrames:
+    """A layer's data as the engine reads it (a frame source, see ``describe_image``):
+    ``frames[index]`` computes one frame, for a dask or zarr layer only that frame's chunks,
+    in the thread that asks, and refuses NaN or infinite values naming the layer and the
+    frame. ``value_range`` says which values map to 0 and 1, so nothing reads it all first."""
+
+    def __init__(self, data: Any, name: str, role: str):
+        shape = tuple(int(side) for side in data.shape)
+        if len(shape) >= 3 and shape[-1] == 1:  # a trailing axis of 1 is no colour axis
+            data, shape = data[..., 0], shape[:-1]
+        self.data = data
+        self.shape = shape
+        self.dtype = np.dtype(data.dtype)
+        self.name = name
+        self.role = role
+        self.value_range: tuple[float, float] = (0.0, 1.0)
+        self.scaling = ""
+        self.alpha_as_is = True
+        #: refuse a grey frame that shows as one flat value through ``value_range``
+        self.refuse_constant = False
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, index: tuple[int, ...]) -> np.ndarray:
+        frame = np.asarray(self.data[index])
+        _check_finite(frame, self.role, self.name, index)
+        if self.refuse_constant and frame.size:
+            low, high = self.value_range
+            shown = np.clip((np.array([frame.min(), frame.max()], dtype=np.float64) - low) / (high - low), 0.0, 1.0)
+            if shown[0] == shown[1]:
+                raise StyleTransferError(
+                    f"the {self.role} layer {self.name!r} is constant within its contrast limits {low:g}..{high:g} "
+                    f"(every pixel shows as {shown[0]:.3g}); style transfer needs an image with some contrast"
+                )
+        return frame
+
+    def measure_range(self) -> None:
+        """RGB(A) values map as the engine maps a numpy array: uint8 and bool by their
+        dtype's range, floats within [0, 1] as they are, anything else by its own range
+        (found by one pass over the frames, a frame at a time)."""
+        from .._image import _value_range
+
+        if self.dtype in (np.uint8, np.bool_):
+            low, high, self.scaling = _value_range(self.dtype, 0.0, 1.0)
+            self.value_range = (low, high)
+            return
+        if 0 in self.shape:
+            return  # describe_image refuses it
+        low = alpha_low = np.inf
+        high = alpha_high = -np.inf
+        lead = self.shape[:-3]
+        for index in np.ndindex(*lead) if lead else [()]:
+            frame = self[index]
+            low, high = min(low, float(frame[..., :3].min())), max(high, float(frame[..., :3].max()))
+            if self.shape[-1] == 4:
+                alpha_low = min(alpha_low, float(frame[..., 3].min()))
+                alpha_high = max(alpha_high, float(frame[..., 3].max()))
+        if low == high:
+            raise StyleTransferError(
+                f"the {self.role} layer {self.name!r} is constant (every value is {low:g}); style transfer "
+                "needs an image with some contrast"
+            )
+        low, high, self.scaling = _value_range(self.dtype, low, high)
+        self.value_range = (low, high)
+        self.alpha_as_is = self.shape[-1] != 4 or bool(alpha_low >= 0.0 and alpha_high <= 1.0)
+
+
+def _check_finite(values: np.ndarray, role: str, name: str, index: tuple[int, ...]) -> None:
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        where = ""
+        if index:
+            where = f" in frame {index[0]}" if len(index) == 1 else f" in frame {index}"
+        raise StyleTransferError(
+            f"the {role} layer {name!r} contains NaN or infinite values{where}; replace them first"
+        )
 
 
 def _map_by_limits(data: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -75,42 +215,38 @@ def layer_input(
     size: int = 512,
     defer: bool = False,
 ) -> LayerInput:
-    """A copy of an Image layer's data for the engine (with ``defer``, a view and what to do
-    with it, for :meth:`LayerInput.engine_array` to do later off the GUI thread).
+    """What a run reads of an Image layer. With ``defer``, only a record of it (a view of the
+    data, lazy for dask or zarr, and its contrast limits), read later in the worker through
+    :meth:`LayerInput.engine_array`; without, the data computed and mapped now.
 
     nD layers give the slice the viewer shows (``stack="current slice"``) or every slice
-    (``"whole stack"``); multiscale layers give the coarsest level that still has ``size``
-    pixels on its longest side. Grey images are mapped to [0, 1] by the layer's contrast
-    limits (what the user sees); RGB(A) data is passed on as it is.
+    (either whole-stack mode of :data:`STACK_MODES`); multiscale layers give the coarsest
+    level that still has ``size`` pixels on its longest side. Grey images are mapped to
+    [0, 1] by the layer's contrast limits (what the user sees); RGB(A) data as the engine
+    maps a numpy array.
     """
     from napari.layers import Image
 
     if not isinstance(layer, Image):
         kind = type(layer).__name__ if layer is not None else "no"
         raise StyleTransferError(f"the {role} layer is {_article(kind)} {kind} layer; choose an Image layer")
-    if stack not in STACK_MODES:
-        raise StyleTransferError(f"stack must be one of {', '.join(STACK_MODES)}, got {stack!r}")
+    stack = stack_mode(stack)
     level = _pick_level(layer, size)
     data = layer.data[level] if layer.multiscale else layer.data
     slice_index = None
     if layer.ndim > 2 and (stack == "current slice" or role == "style"):
         slice_index = current_slice(viewer, layer, role) if viewer is not None else (0,) * (layer.ndim - 2)
-        data = data[_level_index(layer, level, slice_index)]
-    data = np.asarray(data)
-    if layer.rgb:
-        source = LayerInput(data, slice_index, deferred=True)
-        return source if defer else LayerInput(source.engine_array(), slice_index)
-    low, high = (float(v) for v in layer.contrast_limits)
-    if not high > low:
-        raise StyleTransferError(
-            f"the {role} layer {layer.name!r} has empty contrast limits ({low:g}, {high:g}); adjust them first"
-        )
-    if data.dtype.kind == "f" and not np.isfinite(data).all():
-        raise StyleTransferError(
-            f"the {role} layer {layer.name!r} contains NaN or infinite values; replace them first"
-        )
-    source = LayerInput(data, slice_index, (low, high), deferred=True)
-    return source if defer else LayerInput(source.engine_array(), slice_index)
+        data = data[_level_index(layer, level, slice_index)]  # a view: lazy data stays lazy
+    limits = None
+    if not layer.rgb:
+        low, high = (float(v) for v in layer.contrast_limits)
+        if not high > low:
+            raise StyleTransferError(
+                f"the {role} layer {layer.name!r} has empty contrast limits ({low:g}, {high:g}); adjust them first"
+            )
+        limits = (low, high)
+    source = LayerInput(data, slice_index, limits, deferred=True, name=layer.name, role=role)
+    return source if defer else LayerInput(source.whole(), slice_index, name=layer.name, role=role)
 
 
 def _article(word: str) -> str:

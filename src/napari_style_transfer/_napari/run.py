@@ -17,7 +17,7 @@ import numpy as np
 from .._image import resize_image, working_shape
 from ..errors import StyleTransferError
 from ..options import StyleOptions
-from .layers import LayerInput, as_layer_data, layer_input, result_layer_kwargs
+from .layers import LayerInput, as_layer_data, frames_option, layer_input, result_layer_kwargs, stack_mode
 from .worker import (
     Cancelled,
     Failed,
@@ -197,8 +197,11 @@ def run_style_transfer(
     Snapshot layers ``"<content> styled (step k)"`` appear every ``snapshot_every`` steps
     (except the last) and the result ``"<content> styled"`` at the end, placed over the
     content layer. For nD layers, ``stack`` is ``"current slice"`` (the slice the viewer
-    shows) or ``"whole stack"`` (every slice, each starting from the previous result; one
-    layer fills in frame by frame).
+    shows), ``"whole stack as time series"`` (every frame, each following the previous
+    result: ``frames="time"``) or ``"whole stack, frames independent"`` (Z slices, channels:
+    ``frames="independent"``; ``"whole stack"`` is its earlier name); a whole stack fills
+    one layer frame by frame. Lazy (dask, zarr) layers are read a frame at a time in the
+    worker thread.
     Returns the napari worker (started unless ``start=False``); ``cancel(worker)`` stops it
     after the current step and keeps the last image. Options are those of ``stylize``. Bad
     layers or options raise ``StyleTransferError`` before anything starts.
@@ -211,8 +214,16 @@ def run_style_transfer(
         raise StyleTransferError(
             f"the content and the style are the same layer ({content_layer.name!r}); choose two different layers"
         )
+    frames = frames_option(stack)
+    if frames is not None:
+        if options.get("frames", frames) != frames:
+            raise StyleTransferError(
+                f"stack {stack_mode(stack)!r} styles the frames as frames={frames!r}, not {options['frames']!r}; "
+                "leave frames out or choose the other whole-stack mode"
+            )
+        options = {**options, "frames": frames}
     size = StyleOptions.from_kwargs(options).size
-    # Views and contrast limits only: copying and mapping happen in the worker thread.
+    # Views and contrast limits only: the worker reads the data, a frame at a time.
     source = layer_input(content_layer, "content", viewer=viewer, stack=stack, size=size, defer=True)
     style_source = layer_input(style_layer, "style", viewer=viewer, size=size, defer=True)
 

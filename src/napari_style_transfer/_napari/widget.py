@@ -31,7 +31,7 @@ from magicgui.widgets import (
 
 from ..errors import StyleTransferError
 from ..options import StyleOptions, choices, help_text
-from .layers import STACK_MODES
+from .layers import STACK_MODES, frames_option, is_time_series, stack_mode
 from .run import cancel, run_style_transfer
 from .worker import Cancelled, Downloading, Failed, Finished, Progress, Started, Update
 
@@ -90,6 +90,19 @@ class _WeightSlider(LogSlider):
 
     def _value_from_position(self, position: float) -> float:
         return float(f"{super()._value_from_position(position):.3g}")
+
+
+class _StackChoice(ComboBox):
+    """The stack modes; a script's ``widget["stack"].value = "whole stack"`` (the earlier
+    name) still picks the mode it meant."""
+
+    @property
+    def value(self) -> str:
+        return ComboBox.value.fget(self)
+
+    @value.setter
+    def value(self, value: str) -> None:
+        ComboBox.value.fset(self, stack_mode(value) if isinstance(value, str) else value)
 
 
 class _UndockWatcher(QObject):
@@ -195,10 +208,11 @@ class StyleTransferWidget(Container):
                 name="snapshot_every", value=defaults["snapshot_every"], min=0, max=100_000,
                 tooltip=_tip("snapshot_every", "each snapshot becomes a new layer (single images only)"),
             ),
-            ComboBox(
+            _StackChoice(
                 name="stack", value=STACK_MODES[0], choices=STACK_MODES,
-                tooltip="for 3D+ layers (Z, T or channels): style the slice on screen, or every slice, "
-                "each starting from the previous result so a time series does not flicker",
+                tooltip="for 3D+ layers: style the slice on screen; or every frame of a time series, each "
+                "following the previous result so that it does not flicker; or every slice (Z, channels) "
+                "on its own. A layer whose first axis is labelled t or time starts as a time series",
             ),
             CheckBox(
                 name="content_colours", text="keep the content's colours", value=defaults["content_colours"],
@@ -260,7 +274,9 @@ class StyleTransferWidget(Container):
         self._button.changed.connect(self._toggle)
         self._show_ratio()
         self._show_advanced(False)
+        self["content"].changed.connect(self._preselect_stack)
         self._separate_roles()
+        self._preselect_stack(self["content"].value)
 
     def reset_choices(self, *args: Any) -> None:
         """napari calls this when layers come and go; keep content and style apart."""
@@ -279,11 +295,19 @@ class StyleTransferWidget(Container):
         if inputs or others:
             style.value = (inputs or others)[-1]
 
+    def _preselect_stack(self, layer: Any) -> None:
+        """A newly chosen content layer whose first axis is labelled t or time starts as a
+        time series; otherwise the choice stays (nor is it touched until the content changes)."""
+        if layer is not None and is_time_series(self.viewer, layer):
+            self["stack"].value = "whole stack as time series"
+
     # --- options ------------------------------------------------------------------------
 
     def options(self) -> dict[str, Any]:
-        """The engine options the controls hold now (keywords of ``stylize``)."""
-        values = {name: self[name].value for name in StyleOptions().to_dict()}
+        """The engine options the controls hold now (keywords of ``stylize``); ``frames``
+        comes from the stack choice."""
+        values = {name: self[name].value for name in StyleOptions().to_dict() if name != "frames"}
+        values["frames"] = frames_option(self["stack"].value) or StyleOptions().frames
         values["learning_rate"] = values["learning_rate"] or None
         return values
 
