@@ -286,16 +286,17 @@ def resolve_device(name: str) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
+    kind, _, number = name.partition(":")  # options checked: cpu, cuda[:N] or mps[:N]
+    index = int(number) if number else None
+    if kind == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
             raise StyleTransferError(f"device {name!r} asked for, but CUDA is not available here; use device='cpu' or 'auto'")
-        if device.index is not None and device.index >= count:
+        if index is not None and index >= count:  # before torch.device, which cannot parse huge indices
             raise StyleTransferError(f"device {name!r} does not exist: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
-    if device.type == "mps" and not torch.backends.mps.is_available():
+    if kind == "mps" and not torch.backends.mps.is_available():
         raise StyleTransferError(f"device {name!r} asked for, but MPS is not available here; use device='cpu' or 'auto'")
-    return device
+    return torch.device(kind, index)
 
 
 def free_memory_bytes(device: torch.device) -> int:
