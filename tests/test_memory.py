@@ -1,0 +1,143 @@
+"""How much RAM a run may take: the machine's, within cgroup (v1, v2) and address-space limits.
+
+Each test builds a fake /proc and a fake cgroup tree in a temporary folder; the real limits of
+the machine running the tests play no part.
+"""
+
+from __future__ import annotations
+
+import resource
+
+import pytest
+
+from napari_style_transfer.memory import available_ram_bytes
+
+GB = 2**30
+MACHINE = 64 * GB  # MemAvailable of the fake machine
+
+
+@pytest.fixture
+def proc(tmp_path, monkeypatch):
+    """A fake /proc: 64 GB available, the process in cgroup /job/step (v2), 1 GB mapped; and
+    no address-space limit."""
+    folder = tmp_path / "proc"
+    (folder / "self").mkdir(parents=True)
+    (folder / "meminfo").write_text(f"MemTotal: {128 * GB // 1024} kB\nMemAvailable: {MACHINE // 1024} kB\n")
+    (folder / "self" / "cgroup").write_text("0::/job/step\n")
+    (folder / "self" / "status").write_text(f"Name:\tpython\nVmSize:\t{GB // 1024} kB\n")
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    return folder
+
+
+def write_group(folder, **files):
+    """A cgroup folder with files such as memory_max="max" (underscores for dots)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name.replace("_", ".", 1)).write_text(f"{text}\n")
+
+
+@pytest.fixture
+def v2(tmp_path):
+    root = tmp_path / "cgroup"
+    write_group(root, cgroup_controllers="cpu memory pids")
+    return root
+
+
+def test_without_cgroup_limits_the_machines_available_memory_counts(proc, v2):
+    write_group(v2 / "job" / "step", memory_max="max", memory_high="max", memory_current=str(5 * GB))
+    assert available_ram_bytes(proc, v2) == MACHINE
+
+
+def test_cgroup_v2_room_is_its_limit_less_usage_that_cannot_be_reclaimed(proc, v2):
+    write_group(
+        v2 / "job" / "step",
+        memory_max=str(8 * GB),
+        memory_current=str(5 * GB),
+        memory_stat=f"anon {3 * GB}\ninactive_file {2 * GB}\n",
+    )
+    assert available_ram_bytes(proc, v2) == 5 * GB  # 8 - (5 - 2 of page cache)
+
+
+def test_cgroup_v2_limit_on_a_parent_group_holds_for_the_groups_inside(proc, v2):
+    write_group(v2 / "job", memory_max=str(16 * GB), memory_current=str(10 * GB))
+    write_group(v2 / "job" / "step", memory_max="max", memory_current=str(4 * GB))
+    assert available_ram_bytes(proc, v2) == 6 * GB
+
+
+def test_cgroup_v2_tightest_group_on_the_way_up_wins(proc, v2):
+    write_group(v2 / "job", memory_max=str(16 * GB), memory_current=str(10 * GB))
+    write_group(v2 / "job" / "step", memory_max=str(8 * GB), memory_current=str(4 * GB))
+    assert available_ram_bytes(proc, v2) == 4 * GB
+
+
+def test_cgroup_v2_memory_high_counts_as_a_limit(proc, v2):
+    # above memory.high the kernel throttles the process until it crawls
+    write_group(v2 / "job" / "step", memory_max="max", memory_high=str(3 * GB), memory_current=str(GB))
+    assert available_ram_bytes(proc, v2) == 2 * GB
+
+
+def test_container_without_cgroup_namespace_reads_the_group_mounted_as_the_root(proc, v2):
+    # /proc/self/cgroup names the host's path, but the container sees its own group as the root
+    write_group(v2, memory_max=str(4 * GB), memory_current=str(GB))
+    assert available_ram_bytes(proc, v2) == 3 * GB
+
+
+@pytest.fixture
+def v1(tmp_path, proc):
+    (proc / "self" / "cgroup").write_text("12:pids:/slurm/job\n4:memory:/slurm/job\n1:name=systemd:/\n0::/\n")
+    root = tmp_path / "cgroup_v1"
+    write_group(root / "memory", memory_limit_in_bytes=str(2**63 - 4096), memory_usage_in_bytes=str(40 * GB))
+    (root / "unified").mkdir()  # the hybrid layout: v2 mounted beside the controllers
+    return root
+
+
+def test_cgroup_v1_room_is_its_limit_less_usage_that_cannot_be_reclaimed(proc, v1):
+    write_group(
+        v1 / "memory" / "slurm" / "job",
+        memory_limit_in_bytes=str(8 * GB),
+        memory_usage_in_bytes=str(6 * GB),
+        memory_stat=f"total_inactive_file {GB}\nhierarchical_memory_limit {8 * GB}\n",
+    )
+    assert available_ram_bytes(proc, v1) == 3 * GB
+
+
+def test_cgroup_v1_no_limit_is_a_huge_number(proc, v1):
+    no_limit = str(2**63 - 4096)
+    write_group(
+        v1 / "memory" / "slurm" / "job",
+        memory_limit_in_bytes=no_limit,
+        memory_usage_in_bytes=str(6 * GB),
+        memory_stat=f"hierarchical_memory_limit {no_limit}\n",
+    )
+    assert available_ram_bytes(proc, v1) == MACHINE
+
+
+def test_cgroup_v1_limit_on_a_parent_group_holds_for_the_groups_inside(proc, v1):
+    write_group(v1 / "memory" / "slurm", memory_limit_in_bytes=str(10 * GB), memory_usage_in_bytes=str(7 * GB))
+    write_group(
+        v1 / "memory" / "slurm" / "job",
+        memory_limit_in_bytes=str(2**63 - 4096),
+        memory_usage_in_bytes=str(6 * GB),
+    )
+    assert available_ram_bytes(proc, v1) == 3 * GB
+
+
+def test_address_space_limit_less_what_is_mapped_counts(proc, v2, monkeypatch):
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (6 * GB, resource.RLIM_INFINITY))
+    assert available_ram_bytes(proc, v2) == 5 * GB  # 6 less the 1 GB VmSize
+
+
+def test_the_least_of_machine_cgroup_and_address_space_wins(proc, v2, monkeypatch):
+    write_group(v2 / "job" / "step", memory_max=str(8 * GB), memory_current=str(GB))
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (20 * GB, resource.RLIM_INFINITY))
+    assert available_ram_bytes(proc, v2) == 7 * GB
+
+
+def test_the_given_procs_meminfo_counts_before_psutil(proc, v2):
+    (proc / "meminfo").write_text(f"MemAvailable: {3 * GB // 1024} kB\n")
+    assert available_ram_bytes(proc, v2) == 3 * GB
+
+
+def test_a_group_over_its_limit_has_no_room(proc, v2):
+    write_group(v2 / "job" / "step", memory_max=str(GB), memory_current=str(2 * GB))
+    assert available_ram_bytes(proc, v2) == 0
