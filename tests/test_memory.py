@@ -10,6 +10,7 @@ import resource
 
 import pytest
 
+from napari_style_transfer import memory
 from napari_style_transfer.memory import available_ram_bytes
 
 GB = 2**30
@@ -141,3 +142,96 @@ def test_the_given_procs_meminfo_counts_before_psutil(proc, v2):
 def test_a_group_over_its_limit_has_no_room(proc, v2):
     write_group(v2 / "job" / "step", memory_max=str(GB), memory_current=str(2 * GB))
     assert available_ram_bytes(proc, v2) == 0
+
+
+# --- the checks before a run, and failures during one ------------------------------------
+
+FAST = {"size": 32, "steps": 2, "weights": "random", "snapshot_every": 0}
+
+
+@pytest.fixture
+def free_ram(monkeypatch):
+    """Set the free memory the API sees (every device) to ``free_ram(bytes)``."""
+    from napari_style_transfer import api
+
+    def set_free(count):
+        monkeypatch.setattr(api, "free_memory_bytes", lambda device: count)
+
+    return set_free
+
+
+def test_a_stacks_result_that_does_not_fit_in_ram_is_refused_before_the_run(style, free_ram):
+    import numpy as np
+
+    from napari_style_transfer import OutOfMemoryError, iter_stylize
+
+    frame = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    stack = np.broadcast_to(frame, (20000, 32, 32))  # 20000 frames in the memory of one
+    free_ram(400 * 2**20)  # the run (about 300 MB) fits, its 20000 results (78 MB) beside it do not
+    with pytest.raises(OutOfMemoryError, match=r"the result, 20000 frames of 32x32 px, needs about 78 MB .* "
+                       r"style at most \d+ frames at a time"):
+        iter_stylize(stack, style, **FAST)
+
+
+def test_a_grey_stack_styled_in_colour_counts_three_channels_of_result(style, free_ram):
+    import numpy as np
+
+    from napari_style_transfer import OutOfMemoryError, iter_stylize
+
+    frame = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    stack = np.broadcast_to(frame, (20000, 32, 32))
+    free_ram(int((memory.FIXED_BYTES + 32 * 32 * memory.bytes_per_pixel("lbfgs", 30) + 20000 * 32 * 32 * 4 * 2) / 0.9))
+    iter_stylize(stack, style, **FAST).close()  # grey results (78 MB) fit
+    with pytest.raises(OutOfMemoryError, match=r"needs about 234 MB"):  # RGB results do not
+        iter_stylize(stack, style, **FAST, keep_grey=False)
+
+
+def test_following_the_stacks_frame_advice_fits(style, free_ram):
+    import re
+
+    import numpy as np
+
+    from napari_style_transfer import OutOfMemoryError, iter_stylize
+
+    frame = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    free_ram(400 * 2**20)
+    with pytest.raises(OutOfMemoryError) as refused:
+        iter_stylize(np.broadcast_to(frame, (20000, 32, 32)), style, **FAST)
+    frames = int(re.search(r"at most (\d+) frames", str(refused.value)).group(1))
+    iter_stylize(np.broadcast_to(frame, (frames, 32, 32)), style, **FAST).close()
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:118] data. DefaultCPUAllocator: can't allocate memory: "
+            "you tried to allocate 68719476736 bytes. Error code 12 (Cannot allocate memory)"
+        ),
+        RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 68719476736 bytes."),
+        MemoryError("Unable to allocate 64.0 GiB for an array with shape (4, 4096, 4096, 256)"),
+    ],
+    ids=["linux", "windows", "numpy"],
+)
+def test_running_out_of_ram_during_a_run_becomes_the_projects_message(content, style, monkeypatch, failure):
+    from napari_style_transfer import OutOfMemoryError, api, stylize
+
+    def exhausted(*args, **kwargs):
+        raise failure
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(api, "optimize", exhausted)
+    with pytest.raises(OutOfMemoryError, match="cpu ran out of memory at a working size of 32 px: use a smaller size"):
+        stylize(content, style, **FAST)
+
+
+def test_other_runtime_errors_during_a_run_pass_unchanged(content, style, monkeypatch):
+    from napari_style_transfer import api, stylize
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(api, "optimize", broken)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        stylize(content, style, **FAST)

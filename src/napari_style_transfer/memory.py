@@ -32,16 +32,27 @@ def estimate_bytes(shape: tuple[int, int], optimizer: str, history: int) -> int:
     return FIXED_BYTES + shape[0] * shape[1] * bytes_per_pixel(optimizer, history)
 
 
-def largest_pixels(free_bytes: float, optimizer: str, history: int) -> float:
-    """The most working pixels a run can have in ``free_bytes`` (0 or less: none fit)."""
-    return (free_bytes * HEADROOM - FIXED_BYTES) / bytes_per_pixel(optimizer, history)
+def result_bytes(shape: tuple[int, int], frames: int, channels: int) -> int:
+    """Bytes of a result of ``frames`` float32 frames of ``shape`` (H, W) and ``channels``."""
+    return frames * shape[0] * shape[1] * channels * 4
 
 
-def largest_size(free_bytes: float, aspect: float, optimizer: str, history: int) -> int:
+def largest_pixels(free_bytes: float, optimizer: str, history: int, extra_per_pixel: float = 0) -> float:
+    """The most working pixels a run can have in ``free_bytes`` (0 or less: none fit);
+    ``extra_per_pixel`` is what else each pixel costs in the same memory (the result)."""
+    return (free_bytes * HEADROOM - FIXED_BYTES) / (bytes_per_pixel(optimizer, history) + extra_per_pixel)
+
+
+def largest_size(free_bytes: float, aspect: float, optimizer: str, history: int, extra_per_pixel: float = 0) -> int:
     """The largest ``size`` (longest side, a multiple of 16) that fits in ``free_bytes``.
 
     ``aspect`` is the shorter side over the longer one."""
-    pixels = largest_pixels(free_bytes, optimizer, history)
+    pixels = largest_pixels(free_bytes, optimizer, history, extra_per_pixel)
+    return side_for_pixels(pixels, aspect)
+
+
+def side_for_pixels(pixels: float, aspect: float) -> int:
+    """The longest side (a multiple of 16) of an image of at most ``pixels`` and ``aspect``."""
     if pixels <= 0:
         return 0
     return int(math.sqrt(pixels / aspect)) // 16 * 16
