@@ -286,17 +286,16 @@ def resolve_device(name: str) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    kind, _, number = name.partition(":")  # options checked: cpu, cuda[:N] or mps[:N]
-    index = int(number) if number else None
-    if kind == "cuda":
+    device = torch.device(name)
+    if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
             raise StyleTransferError(f"device {name!r} asked for, but CUDA is not available here; use device='cpu' or 'auto'")
-        if index is not None and index >= count:  # before torch.device, which cannot parse huge indices
+        if device.index is not None and device.index >= count:
             raise StyleTransferError(f"device {name!r} does not exist: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
-    if kind == "mps" and not torch.backends.mps.is_available():
+    if device.type == "mps" and not torch.backends.mps.is_available():
         raise StyleTransferError(f"device {name!r} asked for, but MPS is not available here; use device='cpu' or 'auto'")
-    return torch.device(kind, index)
+    return device
 
 
 def free_memory_bytes(device: torch.device) -> int:
