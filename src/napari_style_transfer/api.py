@@ -251,7 +251,11 @@ def _check_large_enough(
 
 
 def _check_memory(
-    content: ImageInput, content_shape: tuple[int, int], style_shape: tuple[int, int], opts: StyleOptions, device
+    content: ImageInput,
+    content_shape: tuple[int, int],
+    style_shape: tuple[int, int],
+    opts: StyleOptions,
+    device: torch.device,
 ) -> None:
     """Refuse a run whose working images, or whose result (kept in RAM, every frame of a
     stack), do not fit in the memory free now."""
@@ -260,22 +264,21 @@ def _check_memory(
     free = free_memory_bytes(device)
     frames = frame_count(content.stack_shape)
     channels = 4 if content.channels == "rgba" else 1 if content.grey and opts.keep_grey else 3
-    result = memory.result_bytes(content_shape, frames, channels)
+    result_per_pixel = 4 * channels * frames  # float32, every frame
+    result = content_shape[0] * content_shape[1] * result_per_pixel
     shared = device.type != "cuda"  # the run works in RAM (or MPS's unified memory) beside the result
-    aspect = min(content_shape) / max(content_shape)
     if needed > free * memory.HEADROOM:
-        _refuse_run(content_shape, style_shape, biggest, needed, free, opts, device, 4 * channels * frames * shared)
+        _refuse_run(content_shape, style_shape, biggest, needed, free, opts, device, result_per_pixel if shared else 0)
     ram = free if shared else free_memory_bytes(torch.device("cpu"))
     room = ram * memory.HEADROOM - (needed if shared else 0)
     if result <= room:
         return
-    per_frame = result // frames
-    fits_frames = int(room // per_frame) if room > 0 else 0
+    fits_frames = max(0, int(room // (result // frames)))
+    aspect = min(content_shape) / max(content_shape)
     if shared:
-        extra = 4 * channels * frames
-        fits = memory.largest_size(ram, aspect, opts.optimizer, LBFGS_HISTORY, extra)
+        fits = memory.largest_size(ram, aspect, opts.optimizer, LBFGS_HISTORY, result_per_pixel)
     else:
-        fits = memory.side_for_pixels(ram * memory.HEADROOM / (4 * channels * frames), aspect)
+        fits = memory.side_for_pixels(ram * memory.HEADROOM / result_per_pixel, aspect)
     advice = [f"style at most {fits_frames} frames at a time"] if 1 <= fits_frames < frames else []
     if 16 <= fits < max(content_shape):
         advice.append(f"use size {fits} or less")

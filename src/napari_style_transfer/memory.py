@@ -32,11 +32,6 @@ def estimate_bytes(shape: tuple[int, int], optimizer: str, history: int) -> int:
     return FIXED_BYTES + shape[0] * shape[1] * bytes_per_pixel(optimizer, history)
 
 
-def result_bytes(shape: tuple[int, int], frames: int, channels: int) -> int:
-    """Bytes of a result of ``frames`` float32 frames of ``shape`` (H, W) and ``channels``."""
-    return frames * shape[0] * shape[1] * channels * 4
-
-
 def largest_pixels(free_bytes: float, optimizer: str, history: int, extra_per_pixel: float = 0) -> float:
     """The most working pixels a run can have in ``free_bytes`` (0 or less: none fit);
     ``extra_per_pixel`` is what else each pixel costs in the same memory (the result)."""

@@ -45,15 +45,16 @@ FRAMES = ("independent", "time")
 DEFAULT_LEARNING_RATE = {"lbfgs": 1.0, "adam": 0.02}
 
 
-#: Largest working size (longest side, pixels). A run at the deepest layers' minimum of 16 px
-#: across is still about 4 GB at this length; the memory check refuses most sizes well below.
+#: Largest working size (longest side, pixels). A strip 16 px across (the deepest layers'
+#: minimum) still fits in about 5 GB at this length; the memory check refuses most images
+#: well below it.
 MAX_SIZE = 2**16
 #: Most optimiser steps per frame (days of work even at a millisecond a step).
 MAX_STEPS = 10**6
 #: Largest loss weight and learning rate: the losses and the image are float32 (at most 3.4e38),
 #: so larger factors turn every step's loss into infinity.
 MAX_FACTOR = 1e30
-#: Largest style_scale; the style's own working size is checked against MAX_SIZE as well.
+#: Largest style_scale (a 16 px tile enlarged to 160,000 px); the memory check refuses far less.
 MAX_STYLE_SCALE = 1e4
 
 
@@ -341,7 +342,8 @@ def _as_float(value: Any, name: str, errors: list[str], largest: float, above_ze
     """``value`` as a float in 0..``largest`` (more than 0 with ``above_zero``), else None
     with the error noted."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        number = float(value) if abs(value) <= largest else math.inf if value > 0 else -math.inf  # 10**400 overflows float()
+        # float() of 10**400 overflows: an int beyond the range is only its sign
+        number = float(value) if abs(value) <= largest else math.copysign(math.inf, 1 if value > 0 else -1)
     elif _is_number(value):
         number = float(value)
     else:
