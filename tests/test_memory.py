@@ -235,3 +235,19 @@ def test_other_runtime_errors_during_a_run_pass_unchanged(content, style, monkey
     monkeypatch.setattr(api, "optimize", broken)
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
         stylize(content, style, **FAST)
+
+
+def test_a_gpu_runs_result_is_checked_against_ram_not_gpu_memory(monkeypatch):
+    import numpy as np
+    import torch
+
+    from napari_style_transfer import OutOfMemoryError, api
+    from napari_style_transfer._image import describe_image
+    from napari_style_transfer.options import StyleOptions
+
+    free = {"cuda": 100 * GB, "cpu": 50 * 2**20}  # the GPU has room for anything; RAM has not
+    monkeypatch.setattr(api, "free_memory_bytes", lambda device: free[device.type])
+    stack = describe_image(np.broadcast_to(np.eye(32, dtype=np.float32), (20000, 32, 32)), "content")
+    with pytest.raises(OutOfMemoryError, match=r"needs about 78 MB but the computer has 50 MB of RAM free: "
+                       r"style at most \d+ frames at a time"):
+        api._check_memory(stack, (32, 32), (32, 32), StyleOptions().validated(), torch.device("cuda"))
