@@ -8,7 +8,7 @@ slide is never converted to float32 all at once.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,11 +80,9 @@ class ImageInput:
         if longest_side is not None:
             factor = max(1, int(max(self.shape) // (2 * longest_side)))
         colour, alpha = (data, None) if self.channels != "rgba" else (data[..., :3], data[..., 3])
-        values = _block_mean(colour, factor)
-        values = self._map(values)
+        values = _block_mean(colour, factor, self._map)
         if alpha is not None:
-            alpha = _block_mean(alpha, factor)
-            alpha = self._unit_alpha(alpha)
+            alpha = _block_mean(alpha, factor, self._unit_alpha)
         rgb = np.repeat(values[..., None], 3, axis=-1) if self.grey else values
         return PreparedImage(np.ascontiguousarray(rgb, dtype=np.float32), alpha, self.grey)
 
@@ -98,11 +96,17 @@ class ImageInput:
         return self._map(alpha)
 
     def _map(self, values: np.ndarray) -> np.ndarray:
+        """``values`` mapped from low..high to float32 in [0, 1]."""
         if self.low == 0.0 and self.high == 1.0 and values.dtype == np.float32:
             return np.clip(values, 0.0, 1.0)
-        # float64: a float64 image's range can overflow float32 (1e300 - -1e300)
-        mapped = (values.astype(np.float64) - self.low) / (self.high - self.low)
-        return np.clip(mapped, 0.0, 1.0).astype(np.float32)
+        mapped = values.astype(np.float64)  # a copy: float32 cannot hold every range (1e300 - -1e300)
+        low, span = self.low, self.high - self.low
+        if not math.isfinite(span):  # -1.7e308..1.7e308: the span overflows float64, its halves do not
+            mapped /= 2.0
+            low, span = low / 2.0, self.high / 2.0 - self.low / 2.0
+        mapped -= low
+        mapped /= span
+        return np.clip(mapped, 0.0, 1.0, out=mapped).astype(np.float32)
 
 
 def describe_image(array: object, role: str, allow_stack: bool = True) -> ImageInput:
@@ -116,7 +120,7 @@ def describe_image(array: object, role: str, allow_stack: bool = True) -> ImageI
     integers, floats outside [0, 1].
     """
     lazy = is_frame_source(array)
-    data = array if lazy else np.asarray(array)
+    data = array if lazy else _as_array(array, role)
     if data.dtype.kind not in "biuf":
         raise StyleTransferError(f"the {role} image has dtype {data.dtype}; give a numeric (integer or float) array")
     if data.ndim >= 3 and data.shape[-1] == 1:
@@ -140,11 +144,17 @@ def describe_image(array: object, role: str, allow_stack: bool = True) -> ImageI
     if lazy:
         return _describe_frame_source(data, role, channels)
     colour = data if channels != "rgba" else data[..., :3]
-    if data.dtype.kind == "f" and not np.isfinite(data).all():
+    # min and max are NaN if any value is, and infinite if any is: no whole-size mask needed
+    data_low, data_high = float(colour.min()), float(colour.max())
+    extremes = [data_low, data_high]
+    if channels == "rgba" and data.dtype.kind == "f":
+        alpha = data[..., 3]
+        alpha_low, alpha_high = float(alpha.min()), float(alpha.max())
+        extremes += [alpha_low, alpha_high]
+    if not all(math.isfinite(value) for value in extremes):
         raise StyleTransferError(
             f"the {role} image contains NaN or infinite values; replace them (e.g. np.nan_to_num) first"
         )
-    data_low, data_high = float(colour.min()), float(colour.max())
     if data_high == data_low:
         raise StyleTransferError(
             f"the {role} image is constant (every value is {data_low:g}); style transfer needs an image with some contrast"
@@ -152,8 +162,7 @@ def describe_image(array: object, role: str, allow_stack: bool = True) -> ImageI
     low, high, scaling = _value_range(colour.dtype, data_low, data_high)
     alpha_as_is = True
     if channels == "rgba" and data.dtype.kind == "f":
-        alpha = data[..., 3]
-        alpha_as_is = bool(alpha.min() >= 0.0 and alpha.max() <= 1.0)
+        alpha_as_is = alpha_low >= 0.0 and alpha_high <= 1.0
     return ImageInput(data, role, channels, low, high, scaling, alpha_as_is)
 
 
@@ -179,6 +188,22 @@ def _describe_frame_source(source: object, role: str, channels: str) -> ImageInp
     return ImageInput(source, role, channels, low, high, scaling, bool(getattr(source, "alpha_as_is", True)))
 
 
+def _as_array(array: object, role: str) -> np.ndarray:
+    """``array`` as numpy without copying where it can; a torch tensor (one that needs a
+    gradient, on a GPU, bfloat16) as a copy of its values on the CPU, the tensor untouched."""
+    try:
+        if type(array).__module__.partition(".")[0] == "torch" and hasattr(array, "detach"):
+            tensor = array.detach().cpu()
+            if str(tensor.dtype) == "torch.bfloat16":  # numpy has no bfloat16
+                tensor = tensor.float()
+            return tensor.numpy()
+        return np.asarray(array)
+    except (TypeError, ValueError, RuntimeError, NotImplementedError) as error:
+        raise StyleTransferError(
+            f"the {role} image cannot be read as an array ({error}); give a numpy array or a torch tensor"
+        ) from None
+
+
 def _value_range(dtype: np.dtype, low: float, high: float) -> tuple[float, float, str]:
     if dtype == np.uint8:
         return 0.0, 255.0, "dtype range 0..255"
@@ -189,21 +214,24 @@ def _value_range(dtype: np.dtype, low: float, high: float) -> tuple[float, float
     return low, high, f"data range {low:g}..{high:g}"
 
 
-def _block_mean(data: np.ndarray, factor: int, chunk_values: int = 2**21) -> np.ndarray:
-    """Average ``factor`` x ``factor`` blocks of the first two axes, a band of rows at a time
-    (at most about ``chunk_values`` float32 values in flight). Returns float32; ``factor`` 1
-    returns the data as it is."""
+def _block_mean(
+    data: np.ndarray, factor: int, to_unit: Callable[[np.ndarray], np.ndarray], chunk_values: int = 2**21
+) -> np.ndarray:
+    """``to_unit`` (values to float32 in [0, 1]) of ``data``, averaged over ``factor`` x
+    ``factor`` blocks of the first two axes, a band of rows at a time (at most about
+    ``chunk_values`` values in flight). Mapping before averaging keeps huge float64 values
+    (1e308) from overflowing float32."""
     if factor <= 1:
-        return data
+        return to_unit(data)
     height, width = (data.shape[0] // factor) * factor, (data.shape[1] // factor) * factor
     out = np.empty((height // factor, width // factor, *data.shape[2:]), dtype=np.float32)
     values_per_row = width * int(np.prod(data.shape[2:], dtype=int))
     band = max(1, chunk_values // (values_per_row * factor)) * factor
     for top in range(0, height, band):
-        chunk = np.asarray(data[top : min(top + band, height), :width], dtype=np.float32)
+        chunk = to_unit(np.asarray(data[top : min(top + band, height), :width]))
         rows = chunk.shape[0] // factor
         blocks = chunk.reshape(rows, factor, width // factor, factor, *data.shape[2:])
-        out[top // factor : top // factor + rows] = blocks.mean(axis=(1, 3))
+        out[top // factor : top // factor + rows] = blocks.mean(axis=(1, 3), dtype=np.float64)  # float32 sums drift
     return out
 
 

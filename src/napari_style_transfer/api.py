@@ -201,7 +201,7 @@ def plan(content: Any, style: Any, **options: Any) -> _Plan:
             f"weights file {opts.weights} {problem}; give an existing .pth file or one of {', '.join(WEIGHTS_MODES)}"
         )
     device = resolve_device(opts.device)
-    _check_memory(content_shape, style_shape, opts, device)
+    _check_memory(content_in, content_shape, style_shape, opts, device)
     return _Plan(opts, content_in, style_in, levels, scale, device)
 
 
@@ -250,12 +250,57 @@ def _check_large_enough(
         )
 
 
-def _check_memory(content_shape: tuple[int, int], style_shape: tuple[int, int], opts: StyleOptions, device) -> None:
+def _check_memory(
+    content: ImageInput,
+    content_shape: tuple[int, int],
+    style_shape: tuple[int, int],
+    opts: StyleOptions,
+    device: torch.device,
+) -> None:
+    """Refuse a run whose working images, or whose result (kept in RAM, every frame of a
+    stack), do not fit in the memory free now."""
     biggest = max(content_shape, style_shape, key=lambda shape: shape[0] * shape[1])
     needed = memory.estimate_bytes(biggest, opts.optimizer, LBFGS_HISTORY)
     free = free_memory_bytes(device)
-    if needed <= free * memory.HEADROOM:
+    frames = frame_count(content.stack_shape)
+    channels = 4 if content.channels == "rgba" else 1 if content.grey and opts.keep_grey else 3
+    result_per_pixel = 4 * channels * frames  # float32, every frame
+    result = content_shape[0] * content_shape[1] * result_per_pixel
+    shared = device.type != "cuda"  # the run works in RAM (or MPS's unified memory) beside the result
+    if needed > free * memory.HEADROOM:
+        _refuse_run(content_shape, style_shape, biggest, needed, free, opts, device, result_per_pixel if shared else 0)
+    ram = free if shared else free_memory_bytes(torch.device("cpu"))
+    room = ram * memory.HEADROOM - (needed if shared else 0)
+    if result <= room:
         return
+    fits_frames = max(0, int(room // (result // frames)))
+    aspect = min(content_shape) / max(content_shape)
+    if shared:
+        fits = memory.largest_size(ram, aspect, opts.optimizer, LBFGS_HISTORY, result_per_pixel)
+    else:
+        fits = memory.side_for_pixels(ram * memory.HEADROOM / result_per_pixel, aspect)
+    advice = [f"style at most {fits_frames} frames at a time"] if 1 <= fits_frames < frames else []
+    if 16 <= fits < max(content_shape):
+        advice.append(f"use size {fits} or less")
+    beside = f" beside the run's {memory.format_bytes(needed)}" if shared else ""
+    raise OutOfMemoryError(
+        f"the result, {frames} frame{'s' if frames > 1 else ''} of {content_shape[0]}x{content_shape[1]} px, needs "
+        f"about {memory.format_bytes(result)}{beside} but the computer has {memory.format_bytes(ram)} of RAM free: "
+        + (" or ".join(advice) if advice else "free some memory")
+    )
+
+
+def _refuse_run(
+    content_shape: tuple[int, int],
+    style_shape: tuple[int, int],
+    biggest: tuple[int, int],
+    needed: int,
+    free: int,
+    opts: StyleOptions,
+    device: torch.device,
+    result_per_pixel: int,
+) -> None:
+    """The run itself does not fit on ``device``: say which size or style_scale would."""
     content_fits = memory.estimate_bytes(content_shape, opts.optimizer, LBFGS_HISTORY) <= free * memory.HEADROOM
     if content_fits:  # the style, enlarged by style_scale, is what does not fit
         pixels = memory.largest_pixels(free, opts.optimizer, LBFGS_HISTORY)
@@ -263,7 +308,7 @@ def _check_memory(content_shape: tuple[int, int], style_shape: tuple[int, int], 
         advice = f"use style_scale {scale:g} or less"
     else:
         aspect = min(content_shape) / max(content_shape)
-        fits = memory.largest_size(free, aspect, opts.optimizer, LBFGS_HISTORY)
+        fits = memory.largest_size(free, aspect, opts.optimizer, LBFGS_HISTORY, result_per_pixel)
         advice = f"use size {fits} or less" if fits >= 16 else "free some memory or use another device"
         if fits >= 16 and biggest != content_shape:
             advice += " and a smaller style_scale"
@@ -288,14 +333,35 @@ def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).contiguous().to(device)
 
 
+#: What torch's allocators say when they fail outside CUDA's OutOfMemoryError: the CPU's
+#: "DefaultCPUAllocator: can't allocate memory" (Linux, macOS) or "not enough memory"
+#: (Windows), and MPS's "MPS backend out of memory".
+_ALLOCATION_FAILURES = ("can't allocate memory", "not enough memory", "out of memory")
+
+
+def _is_allocation_failure(error: RuntimeError) -> bool:
+    text = str(error).lower()
+    return any(words in text for words in _ALLOCATION_FAILURES)
+
+
+def _ran_out_of_memory(p: _Plan) -> OutOfMemoryError:
+    smaller = max(16, max(p.content_shape) // 2 // 16 * 16)
+    other = "device='cpu'" if p.device.type != "cpu" else "close other programs"
+    return OutOfMemoryError(
+        f"{p.device} ran out of memory at a working size of {max(p.content_shape)} px: use a smaller size "
+        f"(for example {smaller}) or {other}"
+    )
+
+
 def _run(p: _Plan) -> Iterator[StepRecord | StyleResult]:
     try:
         yield from with_backend_flags(_optimise_frames(p), p.options, p.device)
-    except _OUT_OF_MEMORY as error:
-        raise OutOfMemoryError(
-            f"{p.device} ran out of memory at a working size of {max(p.content_shape)} px: use a smaller size "
-            f"(for example {max(16, max(p.content_shape) // 2 // 16 * 16)}) or device='cpu'"
-        ) from error
+    except (_OUT_OF_MEMORY, MemoryError) as error:  # MemoryError: numpy's allocations
+        raise _ran_out_of_memory(p) from error
+    except RuntimeError as error:
+        if not _is_allocation_failure(error):
+            raise
+        raise _ran_out_of_memory(p) from error
     finally:
         # _optimise_frames has finished or been closed: its tensors are gone, give the memory back.
         if p.device.type == "cuda":

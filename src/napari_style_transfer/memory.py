@@ -32,16 +32,22 @@ def estimate_bytes(shape: tuple[int, int], optimizer: str, history: int) -> int:
     return FIXED_BYTES + shape[0] * shape[1] * bytes_per_pixel(optimizer, history)
 
 
-def largest_pixels(free_bytes: float, optimizer: str, history: int) -> float:
-    """The most working pixels a run can have in ``free_bytes`` (0 or less: none fit)."""
-    return (free_bytes * HEADROOM - FIXED_BYTES) / bytes_per_pixel(optimizer, history)
+def largest_pixels(free_bytes: float, optimizer: str, history: int, extra_per_pixel: float = 0) -> float:
+    """The most working pixels a run can have in ``free_bytes`` (0 or less: none fit);
+    ``extra_per_pixel`` is what else each pixel costs in the same memory (the result)."""
+    return (free_bytes * HEADROOM - FIXED_BYTES) / (bytes_per_pixel(optimizer, history) + extra_per_pixel)
 
 
-def largest_size(free_bytes: float, aspect: float, optimizer: str, history: int) -> int:
+def largest_size(free_bytes: float, aspect: float, optimizer: str, history: int, extra_per_pixel: float = 0) -> int:
     """The largest ``size`` (longest side, a multiple of 16) that fits in ``free_bytes``.
 
     ``aspect`` is the shorter side over the longer one."""
-    pixels = largest_pixels(free_bytes, optimizer, history)
+    pixels = largest_pixels(free_bytes, optimizer, history, extra_per_pixel)
+    return side_for_pixels(pixels, aspect)
+
+
+def side_for_pixels(pixels: float, aspect: float) -> int:
+    """The longest side (a multiple of 16) of an image of at most ``pixels`` and ``aspect``."""
     if pixels <= 0:
         return 0
     return int(math.sqrt(pixels / aspect)) // 16 * 16
@@ -63,17 +69,17 @@ def available_ram_bytes(proc: Path = Path("/proc"), cgroup_root: Path = Path("/s
 
 
 def _machine_available(proc: Path) -> int:
-    """psutil's available memory, else Linux's MemAvailable (free memory plus what the page
-    cache can give back), else the free pages (which undercount)."""
+    """Linux's MemAvailable (free memory plus what the page cache can give back), else
+    psutil's available memory (macOS, Windows), else the free pages (which undercount)."""
+    meminfo = _read_keyed(proc / "meminfo")
+    if "MemAvailable" in meminfo:
+        return meminfo["MemAvailable"] * 1024  # kB
     try:
         import psutil
     except ImportError:  # psutil comes with napari; plain installs may lack it
         pass
     else:
         return int(psutil.virtual_memory().available)
-    meminfo = _read_keyed(proc / "meminfo")
-    if "MemAvailable" in meminfo:
-        return meminfo["MemAvailable"] * 1024  # kB
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
@@ -102,35 +108,64 @@ def _read_number(path: Path) -> int | None:
 #: cgroup v1 reports "no limit" as a huge number near 2**63.
 _NO_LIMIT = 2**60
 
+#: (subfolder of the cgroup root, limit files, usage file, reclaimable page cache in memory.stat)
+_LAYOUTS = (
+    ("", ("memory.max", "memory.high"), "memory.current", "inactive_file"),  # v2
+    ("memory", ("memory.limit_in_bytes",), "memory.usage_in_bytes", "total_inactive_file"),  # v1
+)
+
 
 def _cgroup_room(proc: Path, root: Path) -> int | None:
-    """The memory cgroup's limit less its usage (less the page cache it can reclaim)."""
+    """The tightest memory limit less usage (less the page cache it can reclaim) over the
+    process's cgroup and every group above it: a limit set on a Slurm job or a container
+    holds for all the groups inside it, which themselves often say "max"."""
     try:
         lines = (proc / "self" / "cgroup").read_text().splitlines()
     except OSError:
         lines = []
-    v2_path = v1_path = ""
+    paths = {"": None, "memory": None}  # v2 and v1 (memory controller) group paths
     for line in lines:
-        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        parts = line.strip().split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
         if controllers == "":
-            v2_path = path.strip("/")
+            paths[""] = path.strip("/")
         elif "memory" in controllers.split(","):
-            v1_path = path.strip("/")
-    layouts = (
-        (root / v2_path, root, "memory.max", "memory.current", "inactive_file"),
-        (root / "memory" / v1_path, root / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
-    )
-    for own, top, limit_name, usage_name, reclaimable in layouts:
-        for folder in (own, top):  # inside a container the group is often mounted as the root
-            limit = _read_number(folder / limit_name)
-            usage = _read_number(folder / usage_name)
-            if limit is None or usage is None:
-                continue
-            if limit >= _NO_LIMIT:
-                return None
-            cache = _read_keyed(folder / "memory.stat").get(reclaimable, 0)
-            return limit - max(0, usage - cache)
-    return None
+            paths["memory"] = path.strip("/")
+    rooms = []
+    for subfolder, limit_names, usage_name, reclaimable in _LAYOUTS:
+        if paths[subfolder] is None:
+            continue
+        top = root / subfolder
+        if not subfolder and not (root / "cgroup.controllers").exists():
+            top = root / "unified"  # the hybrid layout: v1 controllers, v2 beside them
+        own = top / paths[subfolder]
+        # without a cgroup namespace the path names the host's group, but a container sees
+        # only its own group, mounted as the root
+        folder = own if own.is_dir() else top
+        while True:
+            room = _group_room(folder, limit_names, usage_name, reclaimable)
+            if room is not None:
+                rooms.append(room)
+            if folder == top or top not in folder.parents:
+                break
+            folder = folder.parent
+    return min(rooms) if rooms else None
+
+
+def _group_room(folder: Path, limit_names: tuple[str, ...], usage_name: str, reclaimable: str) -> int | None:
+    """One group's limit less its usage, or None where it sets no limit."""
+    limits = [_read_number(folder / name) for name in limit_names]
+    limits = [limit for limit in limits if limit is not None and limit < _NO_LIMIT]
+    stat = _read_keyed(folder / "memory.stat")
+    hierarchical = stat.get("hierarchical_memory_limit")  # v1: the least limit above, too
+    if hierarchical is not None and hierarchical < _NO_LIMIT:
+        limits.append(hierarchical)
+    usage = _read_number(folder / usage_name)
+    if not limits or usage is None:
+        return None
+    return min(limits) - max(0, usage - stat.get(reclaimable, 0))
 
 
 def _address_space_room(proc: Path) -> int | None:

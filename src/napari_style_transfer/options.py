@@ -45,6 +45,19 @@ FRAMES = ("independent", "time")
 DEFAULT_LEARNING_RATE = {"lbfgs": 1.0, "adam": 0.02}
 
 
+#: Largest working size (longest side, pixels). A strip 16 px across (the deepest layers'
+#: minimum) still fits in about 5 GB at this length; the memory check refuses most images
+#: well below it.
+MAX_SIZE = 2**16
+#: Most optimiser steps per frame (days of work even at a millisecond a step).
+MAX_STEPS = 10**6
+#: Largest loss weight and learning rate: the losses and the image are float32 (at most 3.4e38),
+#: so larger factors turn every step's loss into infinity.
+MAX_FACTOR = 1e30
+#: Largest style_scale (a 16 px tile enlarged to 160,000 px); the memory check refuses far less.
+MAX_STYLE_SCALE = 1e4
+
+
 #: The command-line demo's own defaults: small enough to finish in a minute or two on a CPU.
 DEMO_DEFAULTS = {"size": 256, "steps": 100, "snapshot_every": 25}
 
@@ -162,25 +175,22 @@ class StyleOptions:
         size = _as_int(self.size, "size", errors)
         snapshot_every = _as_int(self.snapshot_every, "snapshot_every", errors)
         if steps is not None:
-            check(steps >= 1, f"steps must be at least 1, got {steps}")
+            check(steps >= 1, f"steps must be at least 1, got {_shown(steps)}")
+            check(steps <= MAX_STEPS, f"steps must be at most {MAX_STEPS}, got {_shown(steps)}")
+        if size is not None:
+            check(size <= MAX_SIZE, f"size must be at most {MAX_SIZE} px, got {_shown(size)}")
         if snapshot_every is not None:
-            check(snapshot_every >= 0, f"snapshot_every must be 0 (off) or more, got {snapshot_every}")
+            check(snapshot_every >= 0, f"snapshot_every must be 0 (off) or more, got {_shown(snapshot_every)}")
 
         for name in ("content_weight", "style_weight", "tv_weight"):
-            value = _as_float(getattr(self, name), name, errors)
-            if value is not None:
-                check(value >= 0, f"{name} must be 0 or more, got {value}")
-        style_scale = _as_float(self.style_scale, "style_scale", errors)
-        if style_scale is not None:
-            check(style_scale > 0, f"style_scale must be more than 0, got {style_scale}")
+            _as_float(getattr(self, name), name, errors, MAX_FACTOR)
+        _as_float(self.style_scale, "style_scale", errors, MAX_STYLE_SCALE, above_zero=True)
         if self.learning_rate is not None:
-            lr = _as_float(self.learning_rate, "learning_rate", errors)
-            if lr is not None:
-                check(lr > 0, f"learning_rate must be more than 0, got {lr}")
+            _as_float(self.learning_rate, "learning_rate", errors, MAX_FACTOR, above_zero=True)
         if self.seed is not None:
             seed = _as_int(self.seed, "seed", errors)
             if seed is not None:  # what torch's generators take
-                check(-(2**63) <= seed < 2**64, f"seed must be between -2**63 and 2**64 - 1, got {seed}")
+                check(-(2**63) <= seed < 2**64, f"seed must be between -2**63 and 2**64 - 1, got {_shown(seed)}")
 
         switches = {}
         for name in ("content_colours", "keep_grey", "channels_last", "cudnn_benchmark"):
@@ -207,7 +217,7 @@ class StyleOptions:
             needed = min_side_for_layers(content_layers + style_layers)
             check(
                 size >= needed,
-                f"size {size} is too small for layers up to "
+                f"size {_shown(size)} is too small for layers up to "
                 f"{_deepest(content_layers + style_layers)}: use size >= {needed}",
             )
 
@@ -328,11 +338,39 @@ def _as_int(value: Any, name: str, errors: list[str]) -> int | None:
     return int(value)
 
 
-def _as_float(value: Any, name: str, errors: list[str]) -> float | None:
-    if not _is_number(value) or not math.isfinite(value):
+def _as_float(value: Any, name: str, errors: list[str], largest: float, above_zero: bool = False) -> float | None:
+    """``value`` as a float in 0..``largest`` (more than 0 with ``above_zero``), else None
+    with the error noted."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        # float() of 10**400 overflows: an int beyond the range is only its sign
+        number = float(value) if abs(value) <= largest else math.copysign(math.inf, 1 if value > 0 else -1)
+    elif _is_number(value):
+        number = float(value)
+    else:
+        number = math.nan
+    if math.isnan(number) or (math.isinf(number) and not isinstance(value, numbers.Integral)):
         errors.append(f"{name} must be a finite number, got {value!r}")
-        return None
-    return float(value)
+    elif number > largest:
+        errors.append(f"{name} must be at most {largest:g}, got {_shown(value)}")
+    elif above_zero and number <= 0:
+        errors.append(f"{name} must be more than 0, got {_shown(value)}")
+    elif number < 0:
+        errors.append(f"{name} must be 0 or more, got {_shown(value)}")
+    else:
+        return number
+    return None
+
+
+def _shown(value: Any) -> str:
+    """``value`` for a message; an int too long to print in full (str() refuses past 4300
+    digits) by its number of digits."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = int(value)
+        if value.bit_length() > 64:
+            digits = int(value.bit_length() * math.log10(2)) + 1
+            return f"a {'negative ' if value < 0 else ''}number of about {digits} digits"
+        return str(value)
+    return str(value) if _is_number(value) else repr(value)
 
 
 def _as_layers(value: Any, name: str, errors: list[str]) -> tuple[str, ...]:
@@ -360,19 +398,30 @@ def _as_schedule(value: Any, size: int | None, errors: list[str]) -> str:
     if text in ("auto", "none"):
         return text
     parts = text.split(",")
-    if not all(part.isdigit() and int(part) >= 16 for part in parts):
-        errors.append(f"schedule must be auto, none or sizes of at least 16 such as 128,256,512, got {value!r}")
+    if not all(_is_whole_number(part) and 16 <= int(part) <= MAX_SIZE for part in parts):
+        errors.append(
+            f"schedule must be auto, none or sizes of 16 to {MAX_SIZE} such as 128,256,512, got {_clipped(value)}"
+        )
         return "auto"
     sizes = [int(part) for part in parts]
     if sizes != sorted(set(sizes)):
         errors.append(f"schedule sizes must grow from coarse to fine, got {value!r}")
     elif size is not None and sizes[-1] != size:
-        errors.append(f"the schedule's last size must be the working size {size}, got {sizes[-1]}")
+        errors.append(f"the schedule's last size must be the working size {_shown(size)}, got {sizes[-1]}")
     return text
 
 
 def _deepest(layers: Iterable[str]) -> str:
     return max(layers, key=VGG19_LAYERS.index)
+
+
+def _is_whole_number(text: str) -> bool:
+    """Plain ASCII digits, few enough for int(): str.isdigit also takes "²" and "٣"."""
+    return text.isascii() and text.isdigit() and len(text) <= 9
+
+
+def _clipped(text: str, length: int = 60) -> str:
+    return repr(text) if len(text) <= length else repr(text[:length]) + "..."
 
 
 def _is_device_name(value: Any) -> bool:
@@ -381,8 +430,13 @@ def _is_device_name(value: Any) -> bool:
     if value in DEVICES:
         return True
     kind, _, index = value.partition(":")
-    return kind in ("cuda", "mps") and index.isdigit()
+    # "cuda:00" is no name torch takes; only the digits of a plain count
+    return kind in ("cuda", "mps") and _is_whole_number(index) and str(int(index)) == index
 
 
 def _device_message(value: Any) -> str:
-    return f"device must be auto, cpu, cuda, cuda:N or mps, got {value!r}"
+    message = f"device must be auto, cpu, cuda, cuda:N or mps, got {_clipped(value) if isinstance(value, str) else repr(value)}"
+    kind, _, index = value.partition(":") if isinstance(value, str) else ("", "", "")
+    if kind in ("cuda", "mps") and index.isdecimal() and len(index) <= 9:  # "cuda:00", "cuda:٣"
+        message += f"; write {kind}:{int(index)}"
+    return message
