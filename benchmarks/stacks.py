@@ -259,15 +259,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "stacks.json")
     parser.add_argument("--images", type=Path, default=ROOT / "docs" / "images")
     parser.add_argument("--parts", default="modes,sweep", help="modes and/or sweep (temporal_weight)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared machine more threads only spin)")
     args = parser.parse_args(argv)
 
     import torch
 
     from napari_style_transfer import options as option_defaults
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
-    size, steps, frames = (48, 6, 3) if args.quick else (96, 40, 6)
-    margin = max(2, size // 16)
+    torch.set_num_threads(args.threads)
+    size, steps, frames = (48, 6, 3) if args.quick else (64, 30, 5)
+    margin = max(2, size // 8)
     base = {"size": size, "steps": steps, "weights": "random", "snapshot_every": 0, "style_weight": 1e6}
     style = style_image(size)
     raw: dict = {"size": size, "steps": steps, "frames": frames, "margin": margin, "sequences": {}}
