@@ -210,6 +210,12 @@ def measures(out: np.ndarray, independent: np.ndarray, content: np.ndarray, mask
     from napari_style_transfer.frames import link_frames, warp
 
     masks = _resize_masks(masks, out.shape[1:])
+
+    def content_at(t: int) -> np.ndarray:
+        from PIL import Image
+
+        return np.asarray(Image.fromarray(content[t]).resize(out.shape[1:][::-1], Image.BILINEAR))
+
     near = binary_dilation(masks.any(axis=0), iterations=margin)
     static = ~near
     frames = len(out)
@@ -236,9 +242,11 @@ def measures(out: np.ndarray, independent: np.ndarray, content: np.ndarray, mask
         link = link_frames(as_rgb(content[t - 1]), as_rgb(content[t]))
         warped = warp(as_rgb(out[t - 1]), link.flow)[0, 0].numpy()
         reliable = link.reliable[0, 0].numpy() > 0.5
-        errors.append(np.abs(out[t] - warped)[reliable].mean())
-    if errors:
+        errors.append(np.abs(out[t] - warped)[reliable].mean() if reliable.any() else np.nan)
+    if errors and np.isfinite(errors).all():  # unlike slices: no pixel is reliable
         result["warp_error"] = float(np.mean(errors))
+    # untrained weights may invert grey levels: the sign of the correlation says nothing
+    result["likeness"] = float(np.mean([abs(np.corrcoef(out[t].ravel(), content_at(t).ravel())[0, 1]) for t in range(frames)]))
     return result
 
 
@@ -259,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "stacks.json")
     parser.add_argument("--images", type=Path, default=ROOT / "docs" / "images")
     parser.add_argument("--parts", default="modes,sweep", help="modes and/or sweep (temporal_weight)")
+    parser.add_argument("--sequences", default=",".join(SEQUENCES), help="which sequences the modes part runs")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared machine more threads only spin)")
     args = parser.parse_args(argv)
 
@@ -277,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     if "modes" in parts:
-        for name, make in SEQUENCES.items():
+        for name in args.sequences.split(","):
+            make = SEQUENCES[name]
             movie, masks = make(size, frames)
             runs = {
                 "independent": run_api(movie, style, {**base, "frames": "independent"}),
@@ -318,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
             raw["sweep"][f"{weight:g}"] = entry
             print("sweep", weight, json.dumps(entry), flush=True)
 
+    if args.json.exists():  # keep the parts this run did not redo
+        earlier = json.loads(args.json.read_text())
+        for part, key in (("modes", "sequences"), ("sweep", "sweep")):
+            if earlier.get(key):
+                raw[key] = {**earlier[key], **raw.get(key, {})}
     raw["seconds"] = time.perf_counter() - started
     raw["machine"] = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -368,7 +383,7 @@ def write_section(path: Path, raw: dict, defaults) -> None:
         "",
         f"Generated grey sequences of {raw['frames']} frames at {raw['size']} px (see the script), the bundled swirl "
         f"as the style, weights `random`, {raw['steps']} steps for a first frame, the default temporal_weight "
-        f"{opts.temporal_weight:g} and time_steps auto ({opts.later_frame_steps if raw['steps'] == opts.steps else max(1, raw['steps'] // 4)} "
+        f"{opts.temporal_weight:g} and time_steps auto ({StyleOptions(steps=raw['steps']).later_frame_steps} "
         f"steps here). *old* is the warm start this project had before `frames`: each frame from the previous result "
         f"where its content did not change, all steps. Static pixels: more than {raw['margin']} px from anywhere "
         "the object goes. Differences are mean absolute values in [0, 1].",

@@ -369,7 +369,10 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
             content_t = resize(content_full, *level.content_shape)
             style_t = resize(style_full, *level.style_shape)
             if temporal is not None:
-                start = temporal[0]
+                # where the content is new (uncovered, changed) the warped result would bring
+                # the old content's style along: start those pixels as a first frame does
+                fresh = initial_image(content_t, style_t, opts.init, opts.seed)
+                start = temporal[0] + link.changed * (fresh - temporal[0])
             elif image is None:
                 start = initial_image(content_t, style_t, opts.init, opts.seed)
             else:  # the coarser level's result

@@ -144,7 +144,7 @@ class StyleOptions:
     time_steps: int = _option(
         0,
         "frames=time: optimiser steps of each frame after the first (>= 0), which starts from the "
-        "warped previous result; 0 = auto (a quarter of steps, at least 1)",
+        "warped previous result; 0 = auto (half of steps, at least 1)",
         minimum=0,
     )
     snapshot_every: int = _option(
@@ -267,9 +267,9 @@ class StyleOptions:
 
     @property
     def later_frame_steps(self) -> int:
-        """Steps of a time series' frames after the first: ``time_steps``, or a quarter of
+        """Steps of a time series' frames after the first: ``time_steps``, or half of
         ``steps`` for 0 (auto; measured in docs/benchmarks.md, "Stacks")."""
-        return self.time_steps or max(1, self.steps // 4)
+        return self.time_steps or max(1, self.steps // 2)
 
     @property
     def layers(self) -> tuple[str, ...]:
