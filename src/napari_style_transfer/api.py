@@ -173,7 +173,8 @@ def iter_stylize(content: Any, style: Any, **options: Any) -> Iterator[StepRecor
     first leading axis is time (further leading axes are independent series): each later
     frame starts from the previous frame's result warped by the optical flow between their
     contents and is kept near it where the flow is reliable (``temporal_weight``), for
-    ``time_steps`` steps at the working size. ``style`` is one 2D image. See ``describe_image`` for how values map to [0, 1]. ``options`` are the fields of
+    ``time_steps`` steps at the working size. ``style`` is one 2D image. See
+    ``describe_image`` for how values map to [0, 1]. ``options`` are the fields of
     :class:`~napari_style_transfer.options.StyleOptions`.
 
     Options, images, device and memory are checked now, raising ``StyleTransferError``; the

@@ -162,15 +162,14 @@ def link_frames(previous: torch.Tensor, content: torch.Tensor) -> FrameLink:
     forward = torch.from_numpy(optical_flow(current_grey, previous_grey))[None].to(content.device)
     backward = torch.from_numpy(optical_flow(previous_grey, current_grey))[None].to(content.device)
     reliable = consistent(forward, backward) & _inside(forward)
-    changed = (warp(previous.float(), forward) - content.float()).abs().amax(dim=1, keepdim=True) > BRIGHTNESS_TOLERANCE
-    reliable &= ~changed
-    # A styled pixel depends on its neighbourhood (the disc's halo lies on static texture):
-    # pixels near an untrusted one are not trusted either.
-    reliable = reliable & (_dilated(changed.float(), UNTRUSTED_MARGIN) == 0)
+    change = (warp(previous.float(), forward) - content.float()).abs().amax(dim=1, keepdim=True)
+    changed = change > BRIGHTNESS_TOLERANCE
+    reliable &= _dilated(changed.float(), UNTRUSTED_MARGIN) == 0
     return FrameLink(forward, reliable.float(), changed.float())
 
 
 def _dilated(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """1 within ``radius`` pixels (a square) of a 1 in the (N, 1, H, W) float ``mask``."""
     if radius <= 0:
         return mask
     return F.max_pool2d(mask, 2 * radius + 1, stride=1, padding=radius)
