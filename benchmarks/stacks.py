@@ -353,11 +353,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def montage(images: dict, path: Path) -> None:
-    """Rows content / independent / time / old, columns frames."""
+    """Rows content / independent / time / old, columns frames; the content at the working size."""
     from PIL import Image, ImageDraw
 
     rows = ["content", "independent", "time", "old"]
-    size = images["independent"].shape[1]
+    size = 2 * images["independent"].shape[1]  # shown at twice the size, pixels kept sharp
     frames = len(images["content"])
     label = 80
     sheet = Image.new("L", (label + frames * (size + 2), len(rows) * (size + 2)), 255)
@@ -366,7 +366,7 @@ def montage(images: dict, path: Path) -> None:
         stack = images[row]
         for t in range(frames):
             tile = Image.fromarray((np.clip(stack[t], 0, 1) * 255).astype(np.uint8))
-            sheet.paste(tile.resize((size, size)), (label + t * (size + 2), r * (size + 2)))
+            sheet.paste(tile.resize((size, size), Image.NEAREST), (label + t * (size + 2), r * (size + 2)))
         draw.text((4, r * (size + 2) + size // 2 - 5), row, fill=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
