@@ -333,7 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         for part, key in (("modes", "sequences"), ("sweep", "sweep")):
             if earlier.get(key):
                 raw[key] = {**earlier[key], **raw.get(key, {})}
-    raw["sweep_stale"] = "sweep" not in parts and raw.get("sweep_stale", True)
+    raw["sweep_stale"] = False
+    if "sweep" not in parts and args.json.exists():  # the sweep came from an earlier run
+        raw["sweep_stale"] = json.loads(args.json.read_text()).get("sweep_stale", True)
     raw["seconds"] = time.perf_counter() - started
     raw["machine"] = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
