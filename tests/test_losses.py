@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from napari_style_transfer.engine import gram_matrix, total_variation
+from napari_style_transfer.losses import gram_matrix, total_variation
 
 
 def test_gram_matrix_matches_the_explicit_sum():
@@ -39,7 +40,7 @@ def test_total_variation_of_a_constant_image_is_zero_and_of_stripes_is_known():
 
 
 def test_the_gram_style_loss_has_the_gradient_autograd_would_compute():
-    from napari_style_transfer.engine import gram_mse
+    from napari_style_transfer.losses import gram_mse
 
     generator = torch.Generator().manual_seed(4)
     features = torch.randn(2, 5, 4, 3, generator=generator, dtype=torch.float64, requires_grad=True)
@@ -51,3 +52,30 @@ def test_the_gram_style_loss_has_the_gradient_autograd_would_compute():
     (ours,) = torch.autograd.grad(gram_mse(features, target), features)
     (reference,) = torch.autograd.grad(expected, features)
     torch.testing.assert_close(ours, reference)
+
+
+def test_the_temporal_loss_is_zero_when_the_image_equals_the_warped_target():
+    from napari_style_transfer.losses import temporal_loss
+
+    image = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    reliable = torch.ones(1, 1, 8, 8)
+    assert temporal_loss(image, image.clone(), reliable).item() == 0.0
+
+
+def test_the_temporal_loss_ignores_unreliable_pixels_and_averages_over_all():
+    from napari_style_transfer.losses import temporal_loss
+
+    image, target = torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4)
+    target[..., :2, :] = 1.0  # the top half differs by 1 ...
+    reliable = torch.ones(1, 1, 4, 4)
+    reliable[..., 0, :] = 0.0  # ... of which only row 1 is trusted: 4 of 16 pixels
+    assert temporal_loss(image, target, reliable).item() == pytest.approx(0.25)
+    reliable[..., 1, :] = 0.0
+    assert temporal_loss(image, target, reliable).item() == 0.0
+
+
+def test_the_engine_still_offers_gram_matrix():
+    from napari_style_transfer import gram_matrix as from_package
+    from napari_style_transfer.engine import gram_matrix as from_engine
+
+    assert from_engine is gram_matrix and from_package is gram_matrix

@@ -60,7 +60,9 @@ def test_every_option_has_help_and_a_default():
         ("keep_grey", "no", "keep_grey must be True or False"),
         ("channels_last", "yes", "channels_last must be True or False"),
         ("cudnn_benchmark", 1, "cudnn_benchmark must be True or False"),
-        ("frames", "video", "frames must be one of independent, time"),
+        ("frames", "movie", "frames must be one of independent, time"),
+        ("temporal_weight", -1.0, "temporal_weight must be 0 or more"),
+        ("time_steps", -2, "time_steps must be 0 (auto) or more"),
     ],
 )
 def test_bad_value_is_rejected_with_a_message(name, value, message):

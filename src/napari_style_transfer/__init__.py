@@ -22,7 +22,7 @@ _LAZY = {
     "Losses": "engine",
     "load_vgg19_features": "weights",
     "VGGFeatures": "vgg",
-    "gram_matrix": "engine",
+    "gram_matrix": "losses",
     "run_style_transfer": "_napari.run",
 }
 
@@ -38,7 +38,8 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from .api import StepRecord, StyleResult, iter_stylize, stylize
     from ._napari.run import run_style_transfer
-    from .engine import Losses, gram_matrix
+    from .engine import Losses
+    from .losses import gram_matrix
     from .vgg import VGGFeatures
     from .weights import load_vgg19_features
 

@@ -29,13 +29,13 @@ from .engine import (  # noqa: E402
     evaluate,
     free_memory_bytes,
     initial_image,
-    next_frame_start,
     optimize,
     resize,
     resolve_device,
     with_backend_flags,
     with_content_colours,
 )
+from .frames import WARP_MODE, link_frames, time_chains, warp  # noqa: E402
 from .vgg import VGGFeatures  # noqa: E402
 from .weights import load_vgg19_features  # noqa: E402
 
@@ -46,11 +46,13 @@ class StepRecord:
 
     ``image`` is filled on snapshot steps (every ``snapshot_every`` steps) and on the last
     step of each frame; on other steps call :meth:`render` before advancing the generator.
-    For a stack, ``step`` counts within the current ``frame`` (``frame_number`` of ``frames``).
+    For a stack, ``step`` counts within the current ``frame`` (``frame_number`` of ``frames``),
+    and ``step == steps`` on a frame's last step (a time series' later frames have
+    ``time_steps``).
     """
 
     step: int  # 1-based, within the frame
-    steps: int  # steps requested per frame
+    steps: int  # steps requested for this frame
     losses: Losses  # see engine.optimize for which image they belong to
     seconds: float  # since the run started (weights and model loading included)
     is_snapshot: bool
@@ -61,6 +63,8 @@ class StepRecord:
     frames: int = 1
     size: int = 0  # longest side of the image at this step (coarse-to-fine levels are smaller)
     image: np.ndarray | None = None  # this frame's image (2D), on snapshot and last steps
+    steps_before: int = 0  # steps of the run's earlier frames
+    run_steps: int = 0  # steps of the whole run (0: frames * steps)
     _live: torch.Tensor | None = field(default=None, repr=False)
     _cursor: _Cursor | None = field(default=None, repr=False)
     _finish: Any = field(default=None, repr=False)
@@ -68,7 +72,9 @@ class StepRecord:
     @property
     def progress(self) -> float:
         """Share of the whole run done, 0..1."""
-        return (self.frame_number * self.steps + self.step) / (self.frames * self.steps)
+        if not self.run_steps:
+            return (self.frame_number * self.steps + self.step) / (self.frames * self.steps)
+        return (self.steps_before + self.step) / self.run_steps
 
     def render(self) -> np.ndarray:
         """This step's image as numpy (same kind as the final result, one frame)."""
@@ -94,7 +100,7 @@ class StyleResult:
 
     image: np.ndarray  # float32 in [0, 1]; the content's stack shape + (H, W) or (H, W, 3|4)
     losses: Losses  # of the final image (the last frame, for a stack)
-    steps_done: int  # per frame
+    steps_done: int  # per frame (a time series' first frames; see frame_steps)
     steps: int
     seconds: float
     device: str
@@ -105,6 +111,7 @@ class StyleResult:
     value_scaling: str  # how the content's values were mapped to [0, 1]
     frames: int = 1
     schedule: tuple[int, ...] = ()  # the sizes the run went through, coarse to fine
+    frame_steps: tuple[int, ...] = ()  # steps of each frame, in run order
 
     def metadata(self) -> dict[str, Any]:
         """Plain values describing the run, for layer metadata or PNG text chunks."""
@@ -161,9 +168,13 @@ def iter_stylize(content: Any, style: Any, **options: Any) -> Iterator[StepRecor
 
     ``content`` is a numpy array: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA, of any
     integer or float dtype, or a stack of those (leading axes such as Z, T or channels), which
-    is stylized frame by frame. Each frame starts from the previous frame's result where its
-    content did not change (a time series does not flicker) and afresh where it did (the
-    slices of a Z stack keep their own structure). ``style`` is one 2D image. See ``describe_image`` for how values map to [0, 1]. ``options`` are the fields of
+    is stylized frame by frame. With ``frames="independent"`` (the default: Z slices,
+    channels, unrelated images) each frame is styled as if alone. With ``frames="time"`` the
+    first leading axis is time (further leading axes are independent series): each later
+    frame starts from the previous frame's result warped by the optical flow between their
+    contents and is kept near it where the flow is reliable (``temporal_weight``), for
+    ``time_steps`` steps at the working size. ``style`` is one 2D image. See
+    ``describe_image`` for how values map to [0, 1]. ``options`` are the fields of
     :class:`~napari_style_transfer.options.StyleOptions`.
 
     Options, images, device and memory are checked now, raising ``StyleTransferError``; the
@@ -375,16 +386,24 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
     dtype = compute_dtype(opts.precision, device)
     memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format
     extractor = VGGFeatures(loaded.features, opts.layers, opts.pooling).to(device, memory_format=memory_format)
-    style_frame = p.style.frame((), longest_side=max(p.style_shape))
-    style_full = _to_tensor(style_frame.rgb, device)
+    style_full = _to_tensor(p.style.frame((), longest_side=max(p.style_shape)).rgb, device)
     frames = frame_count(p.content.stack_shape)
+    in_time = opts.frames == "time"
+    chains = [(index, follows if in_time else None) for index, follows in time_chains(p.content.stack_shape)]
+    # A later frame of a time series starts from the warped previous result at the working
+    # size: a coarse-to-fine schedule would only blur that start.
+    later = (_Level(p.content_shape, p.style_shape, opts.later_frame_steps),)
+    plans = [p.levels if follows is None else later for _, follows in chains]
+    run_steps = sum(level.steps for levels in plans for level in levels)
     result = None
     cursor = _Cursor()
-    previous: torch.Tensor | None = None  # the previous frame's result
-    previous_content: torch.Tensor | None = None  # and its content
+    kept: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}  # (result, content) a frame follows
     objective: StyleObjective | None = None
+    objective_style: tuple[int, int] | None = None  # the style size the objective's targets have
+    steps_before = 0
+    frame_steps = []
 
-    for number, index in enumerate(p.content.frames()):
+    for number, ((index, follows), levels) in enumerate(zip(chains, plans, strict=True)):
         frame = p.content.frame(index, longest_side=max(p.content_shape))
         content_full = _to_tensor(frame.rgb, device)
         alpha = None
@@ -404,30 +423,39 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
                 image = with_content_colours(image, resize(colours, *image.shape[-2:]))
             return finish_image(image[0].permute(1, 2, 0).float().cpu().numpy(), grey, alpha)
 
+        temporal = None
+        if follows is not None:
+            previous_result, previous_content = kept.pop(follows)
+            link = link_frames(previous_content, resize(content_full, *p.content_shape))
+            temporal = (warp(previous_result, link.flow, WARP_MODE).clamp(0.0, 1.0), link.reliable)
+        steps = sum(level.steps for level in levels)
         done = 0
-        image = previous
-        for level in p.levels:
+        image = None
+        for level in levels:
             content_t = resize(content_full, *level.content_shape)
             style_t = resize(style_full, *level.style_shape)
-            if image is None:
-                start = initial_image(content_t, style_t, opts.init, opts.seed)
-            elif image is previous:  # a later frame of a stack
+            if temporal is not None:
+                # where the content is new (uncovered, changed) the warped result would bring
+                # the old content's style along: start those pixels as a first frame does
                 fresh = initial_image(content_t, style_t, opts.init, opts.seed)
-                earlier = resize(previous_content, *level.content_shape)
-                start = next_frame_start(resize(image, *level.content_shape), earlier, content_t, fresh)
+                start = temporal[0] + link.changed * (fresh - temporal[0])
+            elif image is None:
+                start = initial_image(content_t, style_t, opts.init, opts.seed)
             else:  # the coarser level's result
                 start = resize(image, *level.content_shape).clamp(0, 1)
-            if objective is None or len(p.levels) > 1:
+            if objective is None or objective_style != level.style_shape:
                 objective = StyleObjective(extractor, content_t, style_t, opts, dtype)
+                objective_style = level.style_shape
             else:
                 objective.set_content(content_t)
+            objective.set_temporal(*(temporal or (None,)))
             for _, losses, image in optimize(objective, start, opts, level.steps):
                 done += 1
                 cursor.position = (number, done)
                 snapshot = bool(opts.snapshot_every) and done % opts.snapshot_every == 0
                 record = StepRecord(
                     step=done,
-                    steps=opts.steps,
+                    steps=steps,
                     losses=losses,
                     seconds=time.perf_counter() - started,
                     is_snapshot=snapshot,
@@ -437,21 +465,26 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
                     frame_number=number,
                     frames=frames,
                     size=max(level.content_shape),
+                    steps_before=steps_before,
+                    run_steps=run_steps,
                     _live=image,
                     _cursor=cursor,
                     _finish=finish,
                 )
-                if snapshot or done == opts.steps:
+                if snapshot or done == steps:
                     record.render()
                 yield record
             image = image.detach().clone()
-        previous, previous_content = image, content_full
+        steps_before += steps
+        frame_steps.append(steps)
+        if in_time and index and index[0] + 1 < p.content.stack_shape[0]:
+            kept[index] = (image, resize(content_full, *p.content_shape))
         finished = record.image
         if result is None:
             result = np.empty(p.content.stack_shape + finished.shape, dtype=np.float32)
         result[index] = finished
 
-    final = evaluate(objective, previous)
+    final = evaluate(objective, image)
     yield StyleResult(
         image=result,
         losses=final,
@@ -466,4 +499,5 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
         value_scaling=p.content.scaling,
         frames=frames,
         schedule=tuple(max(level.content_shape) for level in p.levels),
+        frame_steps=tuple(frame_steps),
     )

@@ -507,7 +507,7 @@ def run(
             if isinstance(record, StyleResult):
                 return record
             if last is None:
-                bar.total = record.frames * record.steps
+                bar.total = record.run_steps or record.frames * record.steps
                 if not args.quiet:
                     bar.write(f"device {record.device}; weights {record.weights}")
             bar.set_postfix(loss=f"{record.losses.total:.4g}", refresh=False)

@@ -23,6 +23,7 @@ from torch import nn  # noqa: E402
 
 from .errors import StyleTransferError  # noqa: E402
 from .lbfgs import BoxLBFGS  # noqa: E402
+from .losses import gram_matrix, gram_mse, temporal_loss, total_variation  # noqa: E402
 from .memory import available_ram_bytes  # noqa: E402
 from .options import StyleOptions  # noqa: E402
 from .vgg import VGGFeatures  # noqa: E402
@@ -38,65 +39,19 @@ class Losses:
     content: float
     style: float
     tv: float
-
-
-def gram_matrix(features: torch.Tensor) -> torch.Tensor:
-    """Gram matrices of (N, C, H, W) activations: (N, C, C), divided by C*H*W.
-
-    Dividing by the number of positions H*W makes the style loss independent of image size;
-    the extra 1/C keeps the seed report's (and PyTorch tutorial's) scale, so its style/content
-    ratios such as 1e4 and 1e6 mean the same here.
-    """
-    n, c, h, w = features.shape
-    flat = features.reshape(n, c, h * w)
-    return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
-
-
-class _GramMSE(torch.autograd.Function):
-    """mean((gram_matrix(F) - A)^2) with a hand-written backward.
-
-    Autograd differentiates the Gram matrix's batched product with two more products; since
-    the Gram matrix is symmetric one suffices: dL/dF = 4 (G - A) F / (C^3 H W). At 256 px
-    this takes about a tenth off a step on the CPU.
-    """
-
-    @staticmethod
-    def forward(ctx, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = features.shape
-        flat = features.reshape(n, c, h * w)
-        difference = torch.bmm(flat, flat.transpose(1, 2)).div_(c * h * w).sub_(target)
-        ctx.save_for_backward(flat, difference)
-        ctx.shape = features.shape
-        return difference.pow(2).mean()
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
-        flat, difference = ctx.saved_tensors
-        n, c, h, w = ctx.shape
-        scale = grad_output * 4.0 / (n * c**3 * h * w)
-        return torch.bmm(difference, flat).mul_(scale).reshape(n, c, h, w), None
-
-
-def gram_mse(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The style loss of one layer: mean squared error between its Gram matrix and ``target``."""
-    return _GramMSE.apply(features, target)
-
-
-def total_variation(image: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference between vertically and horizontally neighbouring pixels."""
-    dy = image[..., 1:, :] - image[..., :-1, :]
-    dx = image[..., :, 1:] - image[..., :, :-1]
-    return dy.pow(2).mean() + dx.pow(2).mean()
+    temporal: float = 0.0  # a time series' later frames: closeness to the warped previous result
 
 
 class StyleObjective(nn.Module):
-    """The loss of the paper: content_weight * L_content + style_weight * L_style (+ TV).
+    """The loss of the paper: content_weight * L_content + style_weight * L_style (+ TV),
+    plus temporal_weight * L_temporal for a time series' later frames (:meth:`set_temporal`).
 
     L_content is the mean squared error between activations of the image and of the content
     image, summed over ``content_layers``; L_style is the mean squared error between Gram
-    matrices of the image and of the style image, summed over ``style_layers``. With
-    ``compute_dtype`` bfloat16 the convolutions run under autocast; activations are cast
-    to float32 before Gram matrices and losses.
+    matrices of the image and of the style image, summed over ``style_layers``; L_temporal is
+    :func:`~napari_style_transfer.losses.temporal_loss`. With ``compute_dtype`` bfloat16 the
+    convolutions run under autocast; activations are cast to float32 before Gram matrices
+    and losses.
     """
 
     def __init__(
@@ -114,6 +69,8 @@ class StyleObjective(nn.Module):
         self.content_weight = options.content_weight
         self.style_weight = options.style_weight
         self.tv_weight = options.tv_weight
+        self.temporal_weight = options.temporal_weight
+        self.temporal: tuple[torch.Tensor, torch.Tensor] | None = None  # (target, reliable)
         self.compute_dtype = compute_dtype
         self.memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
         with torch.no_grad():
@@ -134,9 +91,14 @@ class StyleObjective(nn.Module):
         features = self.features(content) if self.content_layers else {}
         self.content_targets = {name: features[name] for name in self.content_layers}
 
+    def set_temporal(self, target: torch.Tensor | None, reliable: torch.Tensor | None = None) -> None:
+        """Keep the image near ``target`` (N, 3, H, W) where ``reliable`` (N, 1, H, W, 0..1) is
+        high, from now on; None turns the temporal term off (a stack's first frame)."""
+        self.temporal = None if target is None else (target.detach(), reliable.detach())
+
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the total loss (a scalar to differentiate) and the weighted terms
-        stacked as [content, style, tv], for reporting."""
+        stacked as [content, style, tv, temporal], for reporting."""
         features = self.features(image)
         zero = image.new_zeros((), dtype=torch.float32)
         content = sum(
@@ -144,7 +106,17 @@ class StyleObjective(nn.Module):
         )
         style = sum((gram_mse(features[name], target) for name, target in self.style_targets.items()), zero)
         tv = total_variation(image) if self.tv_weight else zero
-        terms = torch.stack([self.content_weight * content, self.style_weight * style, self.tv_weight * tv])
+        temporal = zero
+        if self.temporal is not None and self.temporal_weight:
+            temporal = temporal_loss(image, *self.temporal)
+        terms = torch.stack(
+            [
+                self.content_weight * content,
+                self.style_weight * style,
+                self.tv_weight * tv,
+                self.temporal_weight * temporal,
+            ]
+        )
         return terms.sum(), terms.detach()
 
 
@@ -178,22 +150,6 @@ def initial_image(content: torch.Tensor, style: torch.Tensor, init: str, seed: i
     return noise.to(content.device)
 
 
-#: A content change (pixel values in [0, 1]) from one frame of a stack to the next at which a
-#: pixel starts afresh rather than from the previous frame's result; smaller changes blend.
-FRAME_CHANGE_FRESH = 0.1
-
-
-def next_frame_start(
-    previous_result: torch.Tensor, previous_content: torch.Tensor, content: torch.Tensor, fresh: torch.Tensor
-) -> torch.Tensor:
-    """Where a stack's next frame starts: the previous frame's result where the content did
-    not change (a time series does not flicker), ``fresh`` (the usual start image) where it
-    changed by ``FRAME_CHANGE_FRESH`` or more (a Z stack's slices keep their own structure)."""
-    change = (content - previous_content).abs().amax(dim=1, keepdim=True)
-    weight = (change / FRAME_CHANGE_FRESH).clamp(0.0, 1.0)
-    return (previous_result + weight * (fresh - previous_result)).clamp(0.0, 1.0)
-
-
 #: L-BFGS curvature pairs kept. Each pair holds two images (24 bytes a pixel); 30 reached
 #: within 1% of the loss of 100 after 150 steps at 128 px, for 30% of the memory.
 LBFGS_HISTORY = 30
@@ -214,8 +170,7 @@ def optimize(
     if options.optimizer == "lbfgs":
         lbfgs = BoxLBFGS(start, objective, history_size=LBFGS_HISTORY, lr=options.resolved_learning_rate)
         for step in range(1, steps + 1):
-            content, style, tv = lbfgs.step()
-            yield step, _checked(Losses(content + style + tv, content, style, tv), step), lbfgs.x
+            yield step, _checked(_as_losses(lbfgs.step()), step), lbfgs.x
         return
 
     image = start.detach().clone().requires_grad_(True)
@@ -238,8 +193,12 @@ def _checked(losses: Losses, step: int) -> Losses:
 
 
 def to_losses(terms: torch.Tensor) -> Losses:
-    content, style, tv = terms.tolist()  # the one host sync of an Adam step
-    return Losses(total=content + style + tv, content=content, style=style, tv=tv)
+    return _as_losses(terms.tolist())  # the one host sync of an Adam step
+
+
+def _as_losses(terms: list[float]) -> Losses:
+    content, style, tv, temporal = terms
+    return Losses(content + style + tv + temporal, content, style, tv, temporal)
 
 
 def compute_dtype(precision: str, device: torch.device) -> torch.dtype:

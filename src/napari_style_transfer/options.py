@@ -41,6 +41,9 @@ PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 FRAMES = ("independent", "time")
 
+#: Default temporal_weight: measured with benchmarks/stacks.py (docs/benchmarks.md, "Stacks").
+TEMPORAL_WEIGHT = 1e3
+
 #: Adam works in pixel units (the image lies in [0, 1]); L-BFGS scales its own first step.
 DEFAULT_LEARNING_RATE = {"lbfgs": 1.0, "adam": 0.02}
 
@@ -144,6 +147,19 @@ class StyleOptions:
         "warped by the optical flow, and stays close to it)",
         choices=FRAMES,
     )
+    temporal_weight: float = _option(
+        TEMPORAL_WEIGHT,
+        "frames=time: weight of the temporal loss (>= 0) that keeps each frame near the previous "
+        "result warped by the optical flow, where the flow is reliable; higher holds static parts "
+        "steadier, 0 only warm-starts",
+        minimum=0.0,
+    )
+    time_steps: int = _option(
+        0,
+        "frames=time: optimiser steps of each frame after the first (>= 0), which starts from the "
+        "warped previous result; 0 = auto (half of steps, at least 1)",
+        minimum=0,
+    )
     snapshot_every: int = _option(
         50, "mark every N-th step as a snapshot with its image (0 = no snapshots)"
     )
@@ -174,6 +190,10 @@ class StyleOptions:
         steps = _as_int(self.steps, "steps", errors)
         size = _as_int(self.size, "size", errors)
         snapshot_every = _as_int(self.snapshot_every, "snapshot_every", errors)
+        time_steps = _as_int(self.time_steps, "time_steps", errors)
+        if time_steps is not None:
+            check(time_steps >= 0, f"time_steps must be 0 (auto) or more, got {_shown(time_steps)}")
+            check(time_steps <= MAX_STEPS, f"time_steps must be at most {MAX_STEPS}, got {_shown(time_steps)}")
         if steps is not None:
             check(steps >= 1, f"steps must be at least 1, got {_shown(steps)}")
             check(steps <= MAX_STEPS, f"steps must be at most {MAX_STEPS}, got {_shown(steps)}")
@@ -182,7 +202,7 @@ class StyleOptions:
         if snapshot_every is not None:
             check(snapshot_every >= 0, f"snapshot_every must be 0 (off) or more, got {_shown(snapshot_every)}")
 
-        for name in ("content_weight", "style_weight", "tv_weight"):
+        for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight"):
             _as_float(getattr(self, name), name, errors, MAX_FACTOR)
         _as_float(self.style_scale, "style_scale", errors, MAX_STYLE_SCALE, above_zero=True)
         if self.learning_rate is not None:
@@ -237,6 +257,8 @@ class StyleOptions:
             content_weight=float(self.content_weight),
             style_weight=float(self.style_weight),
             tv_weight=float(self.tv_weight),
+            temporal_weight=float(self.temporal_weight),
+            time_steps=time_steps,
             style_scale=float(self.style_scale),
             learning_rate=None if self.learning_rate is None else float(self.learning_rate),
             seed=None if self.seed is None else int(self.seed),
@@ -253,6 +275,12 @@ class StyleOptions:
         if self.learning_rate is not None:
             return float(self.learning_rate)
         return DEFAULT_LEARNING_RATE[self.optimizer]
+
+    @property
+    def later_frame_steps(self) -> int:
+        """Steps of a time series' frames after the first: ``time_steps``, or half of
+        ``steps`` for 0 (auto; measured in docs/benchmarks.md, "Stacks")."""
+        return self.time_steps or max(1, self.steps // 2)
 
     @property
     def layers(self) -> tuple[str, ...]:

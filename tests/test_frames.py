@@ -1,0 +1,184 @@
+"""Stacks: frames="independent" styles each frame as if alone, frames="time" follows the
+optical flow from frame to frame and keeps static parts still."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_style_transfer import StyleTransferError, iter_stylize, stylize
+from napari_style_transfer.api import StyleResult
+from napari_style_transfer.frames import consistent, link_frames, time_chains, warp
+
+FAST = {"size": 48, "steps": 4, "weights": "random", "snapshot_every": 0}
+
+
+def texture(size: int = 48, seed: int = 0) -> np.ndarray:
+    """Smooth random texture in [0, 1]: enough structure for the flow everywhere."""
+    from scipy.ndimage import gaussian_filter
+
+    noise = gaussian_filter(np.random.default_rng(seed).random((size, size)), 1.5)
+    return ((noise - noise.min()) / (noise.max() - noise.min())).astype(np.float32)
+
+
+def as_tensor(grey: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.repeat(grey[None, None], 3, axis=1)).float()
+
+
+def moving_disc(frames: int = 4, size: int = 48, step: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """A bright disc moving right over a static texture, and the pixels it never comes near."""
+    background = 0.2 + 0.4 * texture(size)
+    yy, xx = np.mgrid[0:size, 0:size]
+    movie, near = [], np.zeros((size, size), bool)
+    for t in range(frames):
+        distance = np.hypot(yy - size / 2, xx - (12 + step * t))
+        frame = background.copy()
+        frame[distance < 7] = 0.95
+        movie.append(frame)
+        near |= distance < 7 + 6
+    return np.stack(movie), ~near
+
+
+def result_of(content, style, **options) -> StyleResult:
+    items = list(iter_stylize(content, style, **{**FAST, **options}))
+    return items[-1]
+
+
+def test_the_flow_of_a_known_shift_warps_the_image_by_that_shift():
+    image = texture()
+    shifted = np.roll(image, (2, 3), axis=(0, 1))  # shifted[y, x] = image[y - 2, x - 3]
+    link = link_frames(as_tensor(image), as_tensor(shifted))
+    inner = (slice(8, -8), slice(8, -8))
+    np.testing.assert_allclose(np.median(link.flow[0, 0].numpy()[inner]), -2.0, atol=0.05)
+    np.testing.assert_allclose(np.median(link.flow[0, 1].numpy()[inner]), -3.0, atol=0.05)
+    warped = warp(as_tensor(image), link.flow)[0, 0].numpy()
+    assert np.abs(warped - shifted)[inner].mean() < 0.01
+    assert link.reliable[0, 0].numpy()[inner].mean() > 0.95
+
+
+def test_the_consistency_test_marks_a_disoccluded_region():
+    forward = torch.zeros(1, 2, 32, 32)
+    backward = torch.zeros(1, 2, 32, 32)
+    forward[:, 1, 10:20, 10:20] = -5.0  # these pixels claim to come from 5 px to the left...
+    reliable = consistent(forward, backward)[0, 0]  # ...which no backward flow confirms
+    assert not reliable[12:18, 12:18].any()
+    assert reliable[:5].all() and reliable[25:].all()
+
+
+def test_the_pixels_a_moving_object_uncovers_are_not_trusted():
+    movie, _ = moving_disc(frames=2)
+    link = link_frames(as_tensor(movie[0]), as_tensor(movie[1]))
+    yy, xx = np.mgrid[0:48, 0:48]
+    uncovered = (np.hypot(yy - 24, xx - 12) < 7) & (np.hypot(yy - 24, xx - 16) >= 7)
+    reliable = link.reliable[0, 0].numpy() > 0.5
+    assert reliable[uncovered].mean() < 0.2
+    assert reliable[:8].mean() > 0.8  # the static texture far from the disc is trusted
+
+
+def test_blank_frames_give_a_finite_flow_and_trust_only_unchanged_pixels():
+    blank = torch.zeros(1, 3, 32, 32)
+    link = link_frames(blank, blank)
+    assert torch.isfinite(link.flow).all() and link.reliable.all()
+    textured = as_tensor(texture(32))
+    link = link_frames(blank, textured)
+    assert torch.isfinite(link.flow).all()
+    assert link.reliable[textured.amax(1, keepdim=True) > 0.1].sum() == 0
+
+
+def test_the_first_leading_axis_is_time_and_the_others_are_independent_series():
+    assert list(time_chains(())) == [((), None)]
+    assert list(time_chains((2, 2))) == [
+        ((0, 0), None),
+        ((0, 1), None),
+        ((1, 0), (0, 0)),
+        ((1, 1), (0, 1)),
+    ]
+
+
+def test_a_static_region_stays_put_in_time_mode(style):
+    movie, static = moving_disc()
+    timed = result_of(movie, style, frames="time").image
+    independent = result_of(movie, style, frames="independent").image
+    moved_timed = max(np.abs(timed[t] - timed[0])[static].mean() for t in range(1, 4))
+    moved_independent = max(np.abs(independent[t] - independent[0])[static].mean() for t in range(1, 4))
+    assert moved_timed < moved_independent / 5
+
+
+def test_independent_frames_equal_single_runs(style):
+    yy, xx = np.mgrid[0:48, 0:48]
+    slices = np.stack([np.sin(xx / 3.0), np.sin(yy / 3.0), np.sin((xx + yy) / 4.0)]) * 0.4 + 0.5
+    stack = result_of(slices, style, frames="independent", init="noise", seed=3).image
+    for k in range(3):
+        alone = stylize(slices[k], style, **{**FAST, "init": "noise", "seed": 3})
+        np.testing.assert_array_equal(stack[k], alone)
+
+
+def test_later_time_frames_run_time_steps_and_progress_reaches_one(style):
+    movie, _ = moving_disc(frames=3)
+    items = list(iter_stylize(movie, style, **{**FAST, "frames": "time", "time_steps": 2}))
+    result, records = items[-1], items[:-1]
+    assert result.frame_steps == (4, 2, 2)
+    assert [r.step for r in records if r.frame_number == 2] == [1, 2]
+    assert records[-1].progress == 1.0 and records[3].progress == 0.5
+    assert records[4].losses.temporal > 0.0 and records[0].losses.temporal == 0.0
+
+
+def test_a_one_frame_time_series_is_a_single_image(style):
+    movie, _ = moving_disc(frames=1)
+    stack = result_of(movie, style, frames="time").image
+    np.testing.assert_array_equal(stack[0], stylize(movie[0], style, **FAST))
+
+
+def test_a_time_series_with_blank_frames_runs_without_nan(style):
+    movie, _ = moving_disc(frames=3)
+    movie[1] = 0.0  # a dropped frame
+    result = result_of(movie, style, frames="time", time_steps=2)
+    assert np.isfinite(result.image).all() and result.image.shape == (3, 48, 48)
+
+
+def test_an_rgba_time_series_carries_its_alpha(style):
+    movie, _ = moving_disc(frames=2)
+    rgba = np.zeros((2, 48, 48, 4), np.float32)
+    rgba[..., :3] = movie[..., None]
+    rgba[..., 3] = np.linspace(0, 1, 48)[None, None, :]
+    result = result_of(rgba, style, frames="time", time_steps=2).image
+    assert result.shape == (2, 48, 48, 4)
+    np.testing.assert_allclose(result[1, ..., 3], rgba[1, ..., 3], atol=1e-6)
+
+
+def test_a_multichannel_time_series_styles_each_channel_along_time(style):
+    movie, _ = moving_disc(frames=2)
+    channels = np.stack([movie, 1.0 - movie], axis=1)  # (T, C, H, W)
+    result = result_of(channels, style, frames="time", time_steps=2)
+    assert result.image.shape == (2, 2, 48, 48) and result.frame_steps == (4, 4, 2, 2)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"temporal_weight": -1.0}, "temporal_weight must be 0 or more"),
+        ({"temporal_weight": float("nan")}, "temporal_weight must be a finite number"),
+        ({"time_steps": -2}, "time_steps must be 0 (auto) or more"),
+        ({"time_steps": 1.5}, "time_steps must be a whole number"),
+        ({"frames": "movie"}, "frames must be one of independent, time"),
+    ],
+)
+def test_bad_stack_options_are_refused(content, style, options, message):
+    with pytest.raises(StyleTransferError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        iter_stylize(content, style, **{**FAST, **options})
+
+
+def test_the_command_line_styles_a_time_series_into_a_stack(tmp_path, style):
+    import tifffile
+
+    from napari_style_transfer.cli import main
+
+    movie, _ = moving_disc(frames=3)
+    np.save(tmp_path / "movie.npy", movie)
+    np.save(tmp_path / "style.npy", style)
+    out = tmp_path / "styled.tif"
+    argv = [str(tmp_path / "movie.npy"), str(tmp_path / "style.npy"), "-o", str(out), "--size", "48",
+            "--steps", "3", "--weights", "random", "--quiet", "--frames", "time", "--time-steps", "1"]
+    assert main(argv) == 0
+    assert tifffile.imread(out).shape == (3, 48, 48)
