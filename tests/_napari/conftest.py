@@ -47,10 +47,10 @@ def widget(viewer, layers):
 
 @pytest.fixture
 def errors(monkeypatch):
-    """Messages the widget sends to napari's error and warning notifications."""
-    from napari.utils import notifications
+    """The text of every notification napari is asked to show (ours, and napari's own relays
+    of warnings and errors), instead of showing it."""
+    from napari.utils.notifications import notification_manager
 
     shown: list[str] = []
-    monkeypatch.setattr(notifications, "show_error", lambda message: shown.append(message))
-    monkeypatch.setattr(notifications, "show_warning", lambda message: shown.append(message))
+    monkeypatch.setattr(notification_manager, "dispatch", lambda notification: shown.append(str(notification.message)))
     return shown

@@ -8,6 +8,7 @@ device, weights and snapshot cadence. No torch is imported here.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import weakref
@@ -38,6 +39,8 @@ from .worker import Cancelled, Downloading, Failed, Finished, Progress, Started,
 if TYPE_CHECKING:  # pragma: no cover
     import napari
     from napari.qt.threading import GeneratorWorker
+
+log = logging.getLogger(__name__)
 
 PLUGIN = "napari-style-transfer"
 #: Preferences a user sets once (napari.yaml "configurations"): option name -> setting key.
@@ -200,6 +203,7 @@ class StyleTransferWidget(Container):
                 tooltip="for 3D+ layers (Z, T or channels): style the slice on screen, or every slice, "
                 "each starting from the previous result so a time series does not flicker",
             ),
+            ComboBox(name="frames", value=defaults["frames"], choices=choices("frames"), tooltip=_tip("frames")),
             CheckBox(
                 name="content_colours", text="keep the content's colours", value=defaults["content_colours"],
                 tooltip=_tip("content_colours"),
@@ -324,6 +328,14 @@ class StyleTransferWidget(Container):
             self._status.value = f"not started: {error}"
             show_error(f"Style transfer: {error}")
             return None
+        except Exception as error:  # a check that broke on an odd value: still no traceback dialog
+            log.error("style transfer could not start", exc_info=True)
+            self._status.value = f"not started: {type(error).__name__}: {error}"
+            show_error(
+                f"Style transfer could not start: {type(error).__name__}: {error} "
+                "(the log has the details; please report it)"
+            )
+            return None
         self.worker = worker
         self._downloading = False  # Downloading updates came and no step yet (weights being fetched)
         weakref.finalize(self, worker.cancel_event.set)  # a widget nobody holds stops its run
@@ -350,8 +362,7 @@ class StyleTransferWidget(Container):
             self.run()
 
     def _render(self, update: Update) -> None:
-        from napari.utils.notifications import show_error
-
+        """Status and progress; notifications come from the run's LayerWriter."""
         if self._gone.is_set():
             return
 
@@ -399,20 +410,17 @@ class StyleTransferWidget(Container):
                 self._status.value = f"cancelled at {where}step {update.step}; what was done is kept as a layer"
         elif isinstance(update, Failed):
             self._status.value = f"failed: {update.message}"
-            show_error(f"Style transfer failed: {update.message}")
 
     def _progress_frames(self) -> int:
         progress = self.worker.layer_writer.last_progress if self.worker is not None else None
         return progress.frames if progress is not None else 1
 
     def _crashed(self, error: BaseException) -> None:
-        from napari.utils.notifications import show_error
-
-        if self._gone.is_set():
-            return
-
-        self._status.value = f"failed: {error}"
-        show_error(f"Style transfer failed: {type(error).__name__}: {error}")
+        """The worker raised (the LayerWriter notifies): the widget becomes usable again even
+        if ``finished`` never comes."""
+        if not self._gone.is_set():
+            self._status.value = f"failed: {type(error).__name__}: {error}"
+        self._idle()
 
     def _idle(self, *_: Any) -> None:
         self.worker = None
