@@ -135,7 +135,7 @@ def style_transfer_updates(
                 except Exception as error:  # the engine's clean-up failed after its last update
                     log.error("style transfer: error while the run shut down", exc_info=True)
                     if not ended:
-                        yield Failed(_describe(error), 0, None, traceback.format_exc(), expected=False)
+                        yield Failed(_describe(error), 0, None, traceback.format_exc())
                     break
                 yield from caught.updates()
                 ended = isinstance(update, Finished | Cancelled | Failed)
