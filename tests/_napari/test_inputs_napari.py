@@ -8,7 +8,7 @@ import copy
 import numpy as np
 import pytest
 
-from .conftest import FAST, run_and_wait, wait_until_idle
+from .conftest import FAST, RUN_WAIT_MS, run_and_wait, wait_until_idle
 
 
 def snapshot_of(layer):
@@ -270,10 +270,10 @@ def test_closing_the_viewer_mid_run_stops_the_worker(qtbot, make_napari_viewer, 
     worker = run_style_transfer(viewer, "photo", "texture", start=False, **{**FAST, "steps": 500})
     finished = []
     worker.finished.connect(lambda: finished.append(True))
-    with qtbot.waitSignal(worker.yielded, timeout=120_000):  # the run is under way
+    with qtbot.waitSignal(worker.yielded, timeout=RUN_WAIT_MS):  # the run is under way
         worker.start()
     viewer.close()
-    qtbot.waitUntil(lambda: bool(finished), timeout=120_000)  # long before its 500 steps
+    qtbot.waitUntil(lambda: bool(finished), timeout=RUN_WAIT_MS)  # long before its 500 steps
     assert worker.layer_writer.closed
 
 

@@ -16,7 +16,7 @@ from napari_style_transfer import api
 from napari_style_transfer._napari import layers as layers_module
 from napari_style_transfer._napari import run as run_module
 
-from .conftest import FAST, run_and_wait, wait_until_idle
+from .conftest import FAST, RUN_WAIT_MS, run_and_wait, wait_until_idle
 
 
 def test_a_warning_on_the_gui_thread_during_a_run_is_not_a_style_transfer_notification(
@@ -56,7 +56,7 @@ def test_a_console_run_that_fails_is_notified_and_its_traceback_logged(
 
     worker = run_style_transfer(viewer, "photo", "texture", start=False, **{**FAST, "weights": "imagenet"})
     with caplog.at_level(logging.DEBUG, logger="napari_style_transfer"), qtbot.waitSignal(
-        worker.finished, timeout=120_000
+        worker.finished, timeout=RUN_WAIT_MS
     ):
         worker.start()
     (failed,) = [message for message in errors if message.startswith("Style transfer failed")]
@@ -159,7 +159,7 @@ EXIT_MID_RUN = textwrap.dedent(
     rng = np.random.default_rng(0)
     viewer.add_image(rng.random((64, 64, 3)), name="photo", rgb=True)
     viewer.add_image(rng.random((64, 64, 3)), name="texture", rgb=True)
-    worker = run_style_transfer(viewer, "photo", "texture", size=64, steps=500, weights="random")
+    worker = run_style_transfer(viewer, "photo", "texture", size=32, steps=500, weights="random")
     loop = QEventLoop()
     worker.yielded.connect(lambda update: getattr(update, "step", 0) >= 2 and loop.quit())
     loop.exec()
@@ -175,7 +175,7 @@ def test_closing_the_viewer_mid_run_and_exiting_python_is_quiet(tmp_path):
     assert os.environ.get("DISPLAY"), "pytest-xvfb should provide an X display"
     script = tmp_path / "exit_mid_run.py"
     script.write_text(EXIT_MID_RUN)
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=RUN_WAIT_MS / 1000)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "closed mid-run"
     assert "RuntimeError" not in result.stderr and "has been deleted" not in result.stderr, result.stderr[-3000:]
@@ -185,7 +185,7 @@ def test_the_fallback_warning_of_a_console_run_is_one_notification(qtbot, viewer
     from napari_style_transfer import run_style_transfer
 
     worker = run_style_transfer(viewer, "photo", "texture", start=False, **{**FAST, "weights": "auto"})
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
+    with qtbot.waitSignal(worker.finished, timeout=RUN_WAIT_MS):
         worker.start()
     assert len([message for message in errors if "untrained VGG19" in message]) == 1, errors
     assert "photo styled" in viewer.layers
