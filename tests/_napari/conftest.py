@@ -6,15 +6,19 @@ import numpy as np
 import pytest
 
 FAST = {"size": 32, "steps": 4, "snapshot_every": 2, "weights": "random"}
+#: How long a test waits for a run (ms): generous, because the worker runs at a lower priority
+#: than everything else: on a 2-core machine with two busy-loop processes, a 4-step 32 px run
+#: took over 120 s. A wait, not a time limit on the run: a healthy run ends long before.
+RUN_WAIT_MS = 900_000
 
 
-def wait_until_idle(qtbot, widget, timeout=120_000):
+def wait_until_idle(qtbot, widget, timeout=RUN_WAIT_MS):
     """Wait for the widget's run to end. (Waiting on ``worker.finished`` would race: a run
     that fails at once can emit it before the test connects; the widget connected first.)"""
     qtbot.waitUntil(lambda: not widget.running, timeout=timeout)
 
 
-def run_and_wait(qtbot, widget, timeout=120_000):
+def run_and_wait(qtbot, widget, timeout=RUN_WAIT_MS):
     """Press Run and wait for the run to end; returns the worker."""
     worker = widget.run()
     assert worker is not None, "the run was refused"
@@ -47,10 +51,10 @@ def widget(viewer, layers):
 
 @pytest.fixture
 def errors(monkeypatch):
-    """Messages the widget sends to napari's error and warning notifications."""
-    from napari.utils import notifications
+    """The text of every notification napari is asked to show (ours, and napari's own relays
+    of warnings and errors), instead of showing it."""
+    from napari.utils.notifications import notification_manager
 
     shown: list[str] = []
-    monkeypatch.setattr(notifications, "show_error", lambda message: shown.append(message))
-    monkeypatch.setattr(notifications, "show_warning", lambda message: shown.append(message))
+    monkeypatch.setattr(notification_manager, "dispatch", lambda notification: shown.append(str(notification.message)))
     return shown

@@ -4,12 +4,11 @@ napari keeps working and the input layers stay exactly as they were."""
 from __future__ import annotations
 
 import copy
-import time
 
 import numpy as np
 import pytest
 
-from .conftest import FAST, run_and_wait, wait_until_idle
+from .conftest import FAST, RUN_WAIT_MS, run_and_wait, wait_until_idle
 
 
 def snapshot_of(layer):
@@ -271,33 +270,11 @@ def test_closing_the_viewer_mid_run_stops_the_worker(qtbot, make_napari_viewer, 
     worker = run_style_transfer(viewer, "photo", "texture", start=False, **{**FAST, "steps": 500})
     finished = []
     worker.finished.connect(lambda: finished.append(True))
-    started = time.perf_counter()
-    with qtbot.waitSignal(worker.yielded, timeout=60_000):  # the run is under way
+    with qtbot.waitSignal(worker.yielded, timeout=RUN_WAIT_MS):  # the run is under way
         worker.start()
     viewer.close()
-    qtbot.waitUntil(lambda: bool(finished), timeout=60_000)
-    assert time.perf_counter() - started < 60
+    qtbot.waitUntil(lambda: bool(finished), timeout=RUN_WAIT_MS)  # long before its 500 steps
     assert worker.layer_writer.closed
-
-
-def test_the_gui_stays_responsive_during_a_run(qtbot, viewer, widget):
-    """The longest gap between 10 ms timer ticks on the GUI thread, during a CPU run."""
-    from qtpy.QtCore import QTimer
-
-    widget["steps"].value = 12
-    widget["size"].value = 64
-    widget["snapshot_every"].value = 4
-    ticks = []
-    timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    widget.run()
-    timer.start()
-    wait_until_idle(qtbot, widget)
-    timer.stop()
-    gaps = np.diff(ticks)
-    assert len(ticks) > 20
-    assert gaps.max() < 0.100, f"longest gap {gaps.max() * 1000:.0f} ms"
 
 
 def test_a_constant_layer_becomes_a_notification(qtbot, viewer, widget, errors):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import warnings
 
 import pytest
 import torch
@@ -16,9 +15,9 @@ from napari_style_transfer._napari.worker import (
     Downloading,
     Finished,
     Started,
+    Warned,
     style_transfer_updates,
 )
-from napari_style_transfer.weights import RandomWeightsWarning
 
 from .conftest import FAST, run_and_wait, wait_until_idle
 
@@ -68,12 +67,11 @@ def test_auto_offline_falls_back_to_random_weights_after_one_attempt(torch_home,
         return real(*args)
 
     monkeypatch.setattr(weights_module, "_download_chunks", counted)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        updates = list(style_transfer_updates(content, style, {**FAST, "weights": "auto"}, threading.Event()))
+    updates = list(style_transfer_updates(content, style, {**FAST, "weights": "auto"}, threading.Event()))
     assert isinstance(updates[-1], Finished) and updates[-1].result.weights_kind == "random"
     assert len(attempts) == 1
-    assert [w.category for w in caught].count(RandomWeightsWarning) == 1
+    (warned,) = [u for u in updates if isinstance(u, Warned)]  # the RandomWeightsWarning, as an update
+    assert "Falling back to an untrained VGG19" in warned.message
 
 
 @pytest.mark.parametrize("weights", ["random", "auto"])

@@ -8,7 +8,7 @@ import pytest
 from napari_style_transfer._napari.widget import ADVANCED, StyleTransferWidget
 from napari_style_transfer.options import StyleOptions
 
-from .conftest import FAST, run_and_wait, wait_until_idle
+from .conftest import FAST, RUN_WAIT_MS, run_and_wait, wait_until_idle
 
 
 def pixel_edges(layer):
@@ -79,12 +79,12 @@ def test_closing_the_dock_mid_run_cancels_the_run_and_keeps_its_image(qtbot, vie
     worker = widget.run()
     finished = []
     worker.finished.connect(lambda: finished.append(True))
-    qtbot.waitUntil(lambda: worker.layer_writer.last_progress is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: worker.layer_writer.last_progress is not None, timeout=RUN_WAIT_MS)
     viewer.window.remove_dock_widget(dock)  # what the dock's close button does
     assert worker.cancel_event.is_set()
     del widget, dock
     gc.collect()
-    qtbot.waitUntil(lambda: bool(finished), timeout=60_000)
+    qtbot.waitUntil(lambda: bool(finished), timeout=RUN_WAIT_MS)
     (kept,) = [layer for layer in viewer.layers if "cancelled" in layer.name]
     assert kept.metadata["style_transfer"]["step"] < 2000
 
@@ -163,8 +163,8 @@ def test_worker_quit_keeps_the_last_image_and_frees_the_engine(qtbot, viewer, wi
     worker.yielded.connect(quit_after_step_one)
     wait_until_idle(qtbot, widget)
     assert [layer.name for layer in viewer.layers if "cancelled" in layer.name]
-    qtbot.wait(50)  # the close is queued to the GUI thread after finished
-    assert worker.updates.gi_frame is None  # closed: the network and its tensors are released
+    # closed (the close is queued to the GUI thread after finished): the network and its tensors are released
+    qtbot.waitUntil(lambda: worker.updates.gi_frame is None, timeout=RUN_WAIT_MS)
 
 
 def test_a_second_run_while_running_is_refused(qtbot, widget, errors):
@@ -228,7 +228,7 @@ def test_the_console_function_runs_on_layer_names(qtbot, viewer, layers):
     from napari_style_transfer import run_style_transfer
 
     worker = run_style_transfer(viewer, "photo", "texture", start=False, **FAST)
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
+    with qtbot.waitSignal(worker.finished, timeout=RUN_WAIT_MS):
         worker.start()
     assert "photo styled" in viewer.layers
 

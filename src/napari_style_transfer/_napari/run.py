@@ -2,13 +2,18 @@
 
 ``run_style_transfer`` is the scripting entry point (the dock widget uses it too). It needs
 no widget: from napari's console, ``run_style_transfer(viewer, "astronaut", "swirl", steps=50)``
-returns the worker, whose signals a script can connect to or wait for.
+returns the worker, whose signals a script can connect to or wait for. Whichever way a run
+starts, its warnings and failures become napari notifications (and go to the log).
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
 import threading
 import time
+import warnings
+import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +32,8 @@ from .worker import (
     Snapshot,
     Started,
     Update,
+    Warned,
+    close_logging_errors,
     last_image,
     style_transfer_updates,
 )
@@ -35,6 +42,9 @@ if TYPE_CHECKING:  # pragma: no cover
     import napari
     from napari.layers import Image
     from napari.qt.threading import GeneratorWorker
+
+log = logging.getLogger(__name__)
+
 
 def resolve_layer(viewer: napari.Viewer, layer: Image | str | None, role: str) -> Image:
     """A layer given as itself or by name."""
@@ -53,7 +63,8 @@ class LayerWriter:
 
     A single image gets a new layer per snapshot and one for the result. A whole stack gets
     one layer that fills in frame by frame, so an interrupted run keeps every finished frame.
-    Once the viewer is closed, nothing more is added.
+    Warnings and failures become notifications (the traceback goes to the log). Once the
+    viewer is closed, nothing more is added or shown.
     """
 
     def __init__(self, viewer: napari.Viewer, content: Image, style: Image, options: dict[str, Any], source: LayerInput):
@@ -115,9 +126,33 @@ class LayerWriter:
         elif isinstance(update, Cancelled):
             self.done = True
             self._keep(update.image, update.step, update.frame_number, "cancelled", cancelled=True)
+        elif isinstance(update, Warned):
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"Style transfer: {update.message}")
         elif isinstance(update, Failed):
+            from napari.utils.notifications import show_error
+
             self.done = True
+            # A user's mistake needs no traceback in the log; a bug does.
+            log.log(logging.DEBUG if update.expected else logging.ERROR, "style transfer failed: %s\n%s",
+                    update.message, update.details)
+            show_error(f"Style transfer failed: {update.message}")
             self._keep(update.image, update.step, update.frame_number, "failed", error=update.message)
+
+    def crashed(self, error: BaseException) -> None:
+        """The worker itself raised (its generator turns errors into updates, so this is a
+        bug): say so, log the traceback and keep the last step's image."""
+        from napari.utils.notifications import show_error
+
+        log.error("style transfer crashed", exc_info=(type(error), error, error.__traceback__))
+        if self.closed:
+            return
+        show_error(f"Style transfer failed: {type(error).__name__}: {error}")
+        if not self.done and self.last_progress is not None:
+            self.done = True
+            record = self.last_progress.record
+            self._keep(last_image(record), record.step, record.frame_number, "failed", error=str(error))
 
     def aborted(self) -> None:
         """``worker.quit()`` closed the run between steps: keep the last step's image."""
@@ -230,29 +265,60 @@ def run_style_transfer(
     cancel_event = threading.Event()
     writer = LayerWriter(viewer, content_layer, style_layer, options, source)
     updates = style_transfer_updates(source, style_source, options, cancel_event)
-    worker = thread_worker(_relay, start_thread=False)(updates)
+    # ignore_errors: superqt would re-raise an error in the GUI thread (napari's traceback
+    # dialog); the writer turns it into a notification instead.
+    worker = thread_worker(_relay, start_thread=False, ignore_errors=True)(updates)
+    # While the worker runs, superqt sends every thread's warnings to ``warned`` instead of
+    # where they went (the run's own come as Warned updates): pass the others on to there.
+    worker.warned.connect(_pass_on_to(warnings.showwarning))
     worker.cancel_event = cancel_event
     worker.layer_writer = writer
     worker.updates = updates
     worker.yielded.connect(writer.handle)
     worker.aborted.connect(writer.aborted)
-    # Warnings in the worker (weights="auto" going on untrained) arrive as ``warned``; napari
-    # 0.9 connects nothing to it for a plain thread_worker, so they would vanish.
-    worker.warned.connect(_notify_warning)
+    worker.errored.connect(writer.crashed)
     # worker.quit() leaves the generator suspended, holding the network and its tensors
     # (GPU memory too): close it once the thread is done.
-    worker.finished.connect(updates.close)
+    worker.finished.connect(lambda: close_logging_errors(updates, "the style-transfer run"))
     _stop_when_the_content_goes(viewer, content_layer, worker)
+    _RUNS.add(worker)
     if start:
         worker.start()
     return worker
 
 
-def _notify_warning(warning: tuple) -> None:
-    """``warned`` carries what ``warnings.showwarning`` got: (message, category, ...)."""
-    from napari.utils.notifications import show_warning
+#: Every run made here that has not been collected, for :func:`_stop_runs_at_exit`.
+_RUNS: weakref.WeakSet = weakref.WeakSet()
+#: How long Python's exit waits for runs to stop (each stops after its current step).
+EXIT_WAIT_S = 60
 
-    show_warning(f"Style transfer: {warning[0]}")
+
+@atexit.register
+def _stop_runs_at_exit() -> None:
+    """Python is exiting (a script or console that closed its viewer, say) while a run goes
+    on: stop it and wait for its thread. Otherwise the thread outlives the Qt objects it
+    signals through, and superqt prints "RuntimeError in aborted thread: wrapped C/C++ object
+    of type GeneratorWorkerSignals has been deleted". (napari's own app waits for workers
+    when its event loop quits, but not when Python exits without it.)"""
+    runs = list(_RUNS)
+    if not runs:
+        return
+    from qtpy.QtCore import QThreadPool
+
+    for worker in runs:
+        worker.cancel_event.set()
+    if not QThreadPool.globalInstance().waitForDone(EXIT_WAIT_S * 1000):
+        log.warning("style transfer: a run was still going %d s after Python began to exit", EXIT_WAIT_S)
+        return
+    for worker in runs:  # a run stopped by worker.quit() is suspended, not closed
+        close_logging_errors(worker.updates, "the style-transfer run")
+
+
+def _pass_on_to(showwarning: Any) -> Any:
+    def pass_on(warning: tuple) -> None:
+        showwarning(*warning)
+
+    return pass_on
 
 
 def _relay(updates: Iterator[Update]) -> Iterator[Update]:

@@ -8,6 +8,7 @@ device, weights and snapshot cadence. No torch is imported here.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import weakref
@@ -39,6 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import napari
     from napari.qt.threading import GeneratorWorker
 
+log = logging.getLogger(__name__)
+
 PLUGIN = "napari-style-transfer"
 #: Preferences a user sets once (napari.yaml "configurations"): option name -> setting key.
 PREFERENCES = ("device", "weights", "snapshot_every")
@@ -58,6 +61,8 @@ ADVANCED = (
     "precision",
     "channels_last",
     "cudnn_benchmark",
+    "temporal_weight",
+    "time_steps",
 )
 
 
@@ -214,6 +219,14 @@ class StyleTransferWidget(Container):
                 "following the previous result so that it does not flicker; or every slice (Z, channels) "
                 "on its own. A layer whose first axis is labelled t or time starts as a time series",
             ),
+            FloatSpinBox(
+                name="temporal_weight", value=defaults["temporal_weight"], min=0.0, max=1e6, step=10.0,
+                tooltip=_tip("temporal_weight", "range 0 to 1e6; only for a whole stack as time series"),
+            ),
+            SpinBox(
+                name="time_steps", value=defaults["time_steps"], min=0, max=100_000,
+                tooltip=_tip("time_steps", "only for a whole stack as time series"),
+            ),
             CheckBox(
                 name="content_colours", text="keep the content's colours", value=defaults["content_colours"],
                 tooltip=_tip("content_colours"),
@@ -267,7 +280,8 @@ class StyleTransferWidget(Container):
         # Qt shows a fixed number of decimals and rounds the value to them: 0.001 became 0.
         for name, decimals in (("content_weight", 4), ("tv_weight", 6), ("learning_rate", 5)):
             self[name].native.setDecimals(decimals)
-        self["learning_rate"].native.setSpecialValueText("default")  # shown for 0, which means it
+        self["learning_rate"].native.setSpecialValueText("default")
+        self["time_steps"].native.setSpecialValueText("auto")  # 0: half of steps  # shown for 0, which means it
         self["content_weight"].changed.connect(self._show_ratio)
         self["style_weight"].changed.connect(self._show_ratio)
         self._advanced.changed.connect(self._show_advanced)
@@ -348,6 +362,14 @@ class StyleTransferWidget(Container):
             self._status.value = f"not started: {error}"
             show_error(f"Style transfer: {error}")
             return None
+        except Exception as error:  # a check that broke on an odd value: still no traceback dialog
+            log.error("style transfer could not start", exc_info=True)
+            self._status.value = f"not started: {type(error).__name__}: {error}"
+            show_error(
+                f"Style transfer could not start: {type(error).__name__}: {error} "
+                "(the log has the details; please report it)"
+            )
+            return None
         self.worker = worker
         self._downloading = False  # Downloading updates came and no step yet (weights being fetched)
         weakref.finalize(self, worker.cancel_event.set)  # a widget nobody holds stops its run
@@ -374,8 +396,7 @@ class StyleTransferWidget(Container):
             self.run()
 
     def _render(self, update: Update) -> None:
-        from napari.utils.notifications import show_error
-
+        """Status and progress; notifications come from the run's LayerWriter."""
         if self._gone.is_set():
             return
 
@@ -423,20 +444,17 @@ class StyleTransferWidget(Container):
                 self._status.value = f"cancelled at {where}step {update.step}; what was done is kept as a layer"
         elif isinstance(update, Failed):
             self._status.value = f"failed: {update.message}"
-            show_error(f"Style transfer failed: {update.message}")
 
     def _progress_frames(self) -> int:
         progress = self.worker.layer_writer.last_progress if self.worker is not None else None
         return progress.frames if progress is not None else 1
 
     def _crashed(self, error: BaseException) -> None:
-        from napari.utils.notifications import show_error
-
-        if self._gone.is_set():
-            return
-
-        self._status.value = f"failed: {error}"
-        show_error(f"Style transfer failed: {type(error).__name__}: {error}")
+        """The worker raised (the LayerWriter notifies): the widget becomes usable again even
+        if ``finished`` never comes."""
+        if not self._gone.is_set():
+            self._status.value = f"failed: {type(error).__name__}: {error}"
+        self._idle()
 
     def _idle(self, *_: Any) -> None:
         self.worker = None

@@ -2,7 +2,9 @@
 
 Everything heavy (importing torch, loading weights, building VGG19, optimising) happens in
 the generator, i.e. in the worker thread; the widget only renders the updates it yields.
-Errors travel as a :class:`Failed` update, so napari shows no exception dialog.
+Errors travel as a :class:`Failed` update, so napari shows no exception dialog, and the
+run's own warnings as :class:`Warned` updates. The generator never raises: superqt's worker
+ends without ``finished`` when its generator raises a RuntimeError.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import os
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+import warnings
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,9 +99,18 @@ class Failed:
     image: np.ndarray | None  # the last step's image, if any
     details: str = ""  # the traceback, for the log
     frame_number: int = 0
+    expected: bool = False  # a StyleTransferError (the user can fix it), not a bug
 
 
-Update = Downloading | Started | Progress | Snapshot | FrameDone | Finished | Cancelled | Failed
+@dataclass(frozen=True)
+class Warned:
+    """The run raised a warning (e.g. ``weights="auto"`` going on untrained); each message
+    comes once per run."""
+
+    message: str
+
+
+Update = Downloading | Started | Progress | Snapshot | FrameDone | Finished | Cancelled | Failed | Warned
 
 
 def style_transfer_updates(
@@ -106,7 +118,90 @@ def style_transfer_updates(
 ) -> Iterator[Update]:
     """Run the engine and describe what happens; stops within one step of ``cancel`` being set.
 
-    Layer inputs are copied or mapped here, in the worker thread."""
+    Layer inputs are copied or mapped here, in the worker thread. Warnings this thread raises
+    come as :class:`Warned` updates (before the update during which they were raised), each
+    message once; other threads' warnings go where they would have gone. Never raises: an
+    error while the engine shuts down is logged (and is a :class:`Failed` update when the run
+    had not ended yet)."""
+    updates = _engine_updates(content, style, options, cancel)
+    ended = False
+    with _ThisThreadsWarnings() as caught:
+        try:
+            while True:
+                try:
+                    update = next(updates)
+                except StopIteration:
+                    break
+                except Exception as error:  # the engine's clean-up failed after its last update
+                    log.error("style transfer: error while the run shut down", exc_info=True)
+                    if not ended:
+                        yield Failed(_describe(error), 0, None, traceback.format_exc())
+                    break
+                yield from caught.updates()
+                ended = isinstance(update, Finished | Cancelled | Failed)
+                yield update
+            yield from caught.updates()
+        finally:
+            close_logging_errors(updates, "the style-transfer run")
+
+
+def close_logging_errors(generator: Generator, what: str) -> None:
+    """Close ``generator``; an error while it closes (e.g. a sticky CUDA error in
+    ``torch.cuda.empty_cache()``) is logged, not raised: the run is over either way."""
+    try:
+        generator.close()
+    except Exception:
+        log.error("style transfer: closing %s failed", what, exc_info=True)
+
+
+class _ThisThreadsWarnings:
+    """Collects the warnings shown in the thread that enters it, each message once; warnings
+    of other threads go on to the ``showwarning`` that was there.
+
+    ``warnings.catch_warnings`` would be no use: it swaps process-wide state, and superqt's
+    worker already relays every thread's warnings while it runs (a GUI-thread deprecation
+    warning, repeated hundreds of times, would become as many "Style transfer" notifications).
+    """
+
+    def __init__(self) -> None:
+        self._thread: int | None = None
+        self._previous = warnings.showwarning
+        self._seen: set[str] = set()
+        self._pending: list[str] = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> _ThisThreadsWarnings:
+        self._thread = threading.get_ident()
+        self._previous = warnings.showwarning
+        warnings.showwarning = self._show
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        if warnings.showwarning == self._show:  # else someone replaced it since: leave theirs
+            warnings.showwarning = self._previous
+
+    def _show(self, message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if threading.get_ident() != self._thread:
+            self._previous(message, category, filename, lineno, file, line)
+            return
+        text = str(message)
+        with self._lock:
+            if text not in self._seen:
+                self._seen.add(text)
+                self._pending.append(text)
+
+    def updates(self) -> Iterator[Warned]:
+        """The warnings caught since the last call."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for message in pending:
+            yield Warned(message)
+
+
+def _engine_updates(
+    content: np.ndarray | LayerInput, style: np.ndarray | LayerInput, options: dict[str, Any], cancel: threading.Event
+) -> Iterator[Update]:
+    """The updates of one run (see :func:`style_transfer_updates`)."""
     last = None
     records = None
     niceness = lower_this_threads_priority()
@@ -153,21 +248,23 @@ def style_transfer_updates(
             if item.frames > 1 and item.step == item.steps:
                 yield FrameDone(item.frame, item.frame_number, item.frames, item.image)
             if cancel.is_set():
-                records.close()
+                close_logging_errors(records, "the engine")
                 yield Cancelled(item.step, item.render(), item.frame_number)
                 return
     except Exception as error:  # any failure becomes a message for the user
-        image = last_image(last)
+        from ..errors import StyleTransferError
+
         yield Failed(
             _describe(error),
             last.step if last else 0,
-            image,
+            _image_if_possible(last),
             traceback.format_exc(),
             last.frame_number if last else 0,
+            expected=isinstance(error, StyleTransferError),
         )
     finally:
         if records is not None:
-            records.close()  # frees the network and its tensors now, GPU memory included
+            close_logging_errors(records, "the engine")  # frees the network and its tensors now, GPU memory included
         restore_priority(niceness)
 
 
@@ -254,6 +351,16 @@ def restore_priority(saved: tuple[int, int] | None) -> None:
 def last_image(record: Any) -> np.ndarray | None:
     """The image of the last reported step (a StepRecord, or None), if it can still be had."""
     return None if record is None else record.kept_image()
+
+
+def _image_if_possible(record: Any) -> np.ndarray | None:
+    """The last step's image for a failed run, or None when even that fails (after a CUDA
+    error, reading the image back can fail too)."""
+    try:
+        return last_image(record)
+    except Exception:
+        log.error("style transfer: the last step's image could not be kept", exc_info=True)
+        return None
 
 
 def _describe(error: Exception) -> str:
