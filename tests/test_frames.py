@@ -99,10 +99,10 @@ def test_the_first_leading_axis_is_time_and_the_others_are_independent_series():
 def test_a_static_region_stays_put_in_time_mode(style):
     movie, static = moving_disc()
     timed = result_of(movie, style, frames="time").image
-    independent = result_of(movie, style, frames="independent").image
-    moved_timed = max(np.abs(timed[t] - timed[0])[static].mean() for t in range(1, 4))
-    moved_independent = max(np.abs(independent[t] - independent[0])[static].mean() for t in range(1, 4))
-    assert moved_timed < moved_independent / 5
+    styled = np.abs(timed[0] - movie[0])[static].mean()  # how far the style moved those pixels
+    moved = [np.abs(timed[t] - timed[0])[static].mean() for t in range(1, 4)]
+    assert max(moved) < styled / 3
+    assert moved[-1] < 1.5 * moved[0]  # nothing adds up from frame to frame
 
 
 def test_independent_frames_equal_single_runs(style):

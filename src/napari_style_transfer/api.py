@@ -397,7 +397,12 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
     run_steps = sum(level.steps for levels in plans for level in levels)
     result = None
     cursor = _Cursor()
-    kept: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}  # (result, content) a frame follows
+    # What the next frame of a series follows: its reference image and its content. The
+    # reference is the result where the flow was not reliable and, where it was, the target
+    # the frame was held to, so that a static pixel keeps the value it got when it was first
+    # seen: re-pinning each frame to the previous result instead lets small per-frame moves add
+    # up (measured: 0.004 a frame in static parts at 48 px, 4 steps).
+    kept: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
     objective: StyleObjective | None = None
     objective_style: tuple[int, int] | None = None  # the style size the objective's targets have
     steps_before = 0
@@ -425,9 +430,9 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
 
         temporal = None
         if follows is not None:
-            previous_result, previous_content = kept.pop(follows)
+            previous_reference, previous_content = kept.pop(follows)
             link = link_frames(previous_content, resize(content_full, *p.content_shape))
-            temporal = (warp(previous_result, link.flow, WARP_MODE).clamp(0.0, 1.0), link.reliable)
+            temporal = (warp(previous_reference, link.flow, WARP_MODE).clamp(0.0, 1.0), link.reliable)
         steps = sum(level.steps for level in levels)
         done = 0
         image = None
@@ -478,7 +483,8 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
         steps_before += steps
         frame_steps.append(steps)
         if in_time and index and index[0] + 1 < p.content.stack_shape[0]:
-            kept[index] = (image, resize(content_full, *p.content_shape))
+            reference = image if temporal is None else image + temporal[1] * (temporal[0] - image)
+            kept[index] = (reference, resize(content_full, *p.content_shape))
         finished = record.image
         if result is None:
             result = np.empty(p.content.stack_shape + finished.shape, dtype=np.float32)

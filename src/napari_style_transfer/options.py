@@ -394,7 +394,7 @@ def _shown(value: Any) -> str:
     digits) by its number of digits."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         value = int(value)
-        if value.bit_length() > 64:
+        if value.bit_length() > 256:  # about 77 digits: longer numbers are no use in a message
             digits = int(value.bit_length() * math.log10(2)) + 1
             return f"a {'negative ' if value < 0 else ''}number of about {digits} digits"
         return str(value)
