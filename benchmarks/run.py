@@ -204,21 +204,21 @@ def measure_first_step(size: int, torch_home: str, started: float) -> dict:
     return {"size": size, "seconds": time.perf_counter() - started, "first_step_size": first.size}
 
 
-def measure_matmul(threads: int) -> dict:
+def measure_matmul(threads: int, size: int = 2048) -> dict:
     import torch
 
     torch.set_num_threads(threads)
     rates = {}
     for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.rand(2048, 2048, dtype=dtype), torch.rand(2048, 2048, dtype=dtype)
+        a, b = torch.rand(size, size, dtype=dtype), torch.rand(size, size, dtype=dtype)
         a @ b
         seconds = []
         for _ in range(5):
             started = time.perf_counter()
             a @ b
             seconds.append(time.perf_counter() - started)
-        rates[str(dtype).removeprefix("torch.")] = 2 * 2048**3 / statistics.median(seconds) / 1e9
-    return rates
+        rates[str(dtype).removeprefix("torch.")] = 2 * size**3 / statistics.median(seconds) / 1e9
+    return {**rates, "size": size}
 
 
 def measure_cancel(size: int, trials: int, weights: str) -> dict:
@@ -359,7 +359,8 @@ def main() -> None:
     threads = os.cpu_count() or 1
     results = {"loads": [os.getloadavg()[0]], "info": machine(threads)}
     print(f"machine: {results['info']}", flush=True)
-    results["matmul"] = _child("matmul", threads=threads)
+    # --quick: a CPU without native bf16 (no AVX-512 BF16 or AMX) takes minutes for 2048 x 2048
+    results["matmul"] = _child("matmul", threads=threads, size=512 if args.quick else 2048)
     print(f"matmul GFLOP/s: {results['matmul']}", flush=True)
 
     if "speed" in args.parts:
@@ -428,7 +429,7 @@ def write_report(args, results: dict) -> None:
         f"{args.repeats} processes. With untrained weights the numbers say how fast and how far each "
         "optimiser gets, nothing about how the images look.",
         "",
-        f"Matrix multiply (2048 x 2048, same threads): {matmul['float32']:.0f} GFLOP/s fp32, "
+        f"Matrix multiply ({matmul.get('size', 2048)} x {matmul.get('size', 2048)}, same threads): {matmul['float32']:.0f} GFLOP/s fp32, "
         f"{matmul['bfloat16']:.0f} GFLOP/s bf16.",
         "",
         "## Seconds per step",

@@ -36,6 +36,17 @@ def style(rng) -> np.ndarray:
     return np.clip(stripes + 0.05 * rng.random((36, 36, 3)), 0, 1).astype(np.float32)
 
 
+@pytest.fixture
+def image_files(tmp_path, content, style):
+    """The content and style fixtures as PNG files (for the command line)."""
+    from PIL import Image
+
+    content_path, style_path = tmp_path / "content.png", tmp_path / "style.png"
+    Image.fromarray(content).save(content_path)
+    Image.fromarray((style * 255).astype(np.uint8)).save(style_path)
+    return content_path, style_path
+
+
 @pytest.fixture(scope="session")
 def untrained_vgg19_state():
     """The state dict of a whole untrained torchvision VGG19 (features + classifier)."""

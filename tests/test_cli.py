@@ -17,14 +17,6 @@ from napari_style_transfer.options import StyleOptions
 FAST = ["--size", "32", "--steps", "3", "--weights", "random", "--quiet"]
 
 
-@pytest.fixture
-def image_files(tmp_path, content, style):
-    content_path, style_path = tmp_path / "content.png", tmp_path / "style.png"
-    Image.fromarray(content).save(content_path)
-    Image.fromarray((style * 255).astype(np.uint8)).save(style_path)
-    return content_path, style_path
-
-
 def test_a_run_writes_the_result_with_its_settings(tmp_path, image_files, capsys):
     out = tmp_path / "out" / "result.png"
     assert main([*map(str, image_files), "-o", str(out), *FAST, "--style-weight", "1e5"]) == 0

@@ -22,14 +22,6 @@ from napari_style_transfer.cli import CommandLineError, build_parser, main, writ
 FAST = ["--size", "32", "--steps", "2", "--weights", "random", "--quiet"]
 
 
-@pytest.fixture
-def image_files(tmp_path, content, style):
-    content_path, style_path = tmp_path / "content.png", tmp_path / "style.png"
-    Image.fromarray(content).save(content_path)
-    Image.fromarray((style * 255).astype(np.uint8)).save(style_path)
-    return content_path, style_path
-
-
 def exit_status(argv):
     """main()'s return value, or the status argparse exits with."""
     try:
