@@ -1,0 +1,410 @@
+"""Image files in and out, with no napari, Qt or dask: the readers (which check a file's
+declared size against the memory free before decoding it) and the writers (atomic, carrying
+the settings as JSON), shared by the single-run command line and the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import tempfile
+import tokenize
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import memory
+from ._image import to_uint8
+from .errors import StyleTransferError
+
+#: The key the settings are stored under: a PNG text chunk's, and the top level of a TIFF's
+#: JSON description.
+METADATA_KEY = "napari-style-transfer"
+IMAGE_HINT = "PNG, JPEG, TIFF (multi-page: a stack), BMP or .npy"
+
+
+class ImageFileError(StyleTransferError):
+    """An image file that cannot be read or written; the message says which and why."""
+
+
+def read_image(path: Path, role: str) -> np.ndarray:
+    """An image file as numpy, keeping 16-bit and float data as they are (16-bit colour TIFFs
+    through tifffile, since Pillow keeps only 8 bits of them).
+
+    The size a file declares is checked against the memory this run can use before any pixel
+    is decoded, so a small file that claims a huge image is refused instead of filling the
+    memory; a damaged file gives a :class:`ImageFileError` too."""
+    if not path.exists():
+        raise ImageFileError(f"{role} image {path} does not exist")
+    if path.is_dir():
+        raise ImageFileError(f"{role} image {path} is a folder; give an image file")
+    from PIL import Image
+
+    npy = path.suffix.lower() == ".npy"
+    budget = int(memory.available_ram_bytes() * memory.HEADROOM)
+    try:
+        return _read_npy(path, role, budget) if npy else _read_picture(path, role, budget)
+    except MemoryError:
+        raise ImageFileError(
+            f"not enough memory to read {role} image {path}; downscale or crop it first"
+        ) from None
+    except (*_UNREADABLE, Image.DecompressionBombError) as error:
+        kind = "as .npy" if npy else f"({IMAGE_HINT})"
+        raise ImageFileError(f"could not read {role} image {path} {kind}: {one_line(error)}") from None
+
+
+#: What readers raise on a damaged or hostile file (Pillow's plugins, numpy's header parser,
+#: the zip reader behind .npz); anything else from reading is a bug and keeps its traceback.
+_UNREADABLE = (
+    OSError,
+    ValueError,
+    EOFError,
+    SyntaxError,
+    tokenize.TokenError,
+    struct.error,
+    OverflowError,
+    NotImplementedError,
+    zipfile.BadZipFile,
+)
+
+
+def one_line(error: BaseException) -> str:
+    if isinstance(error, tokenize.TokenError | SyntaxError):
+        return f"its header is damaged ({error.args[0] if error.args else type(error).__name__})"
+    return " ".join(str(error).split()) or f"the file is damaged ({type(error).__name__})"
+
+
+def _read_npy(path: Path, role: str, budget: int) -> np.ndarray:
+    from numpy.lib import format as npy_format
+
+    with open(path, "rb") as file:
+        if file.read(4) in (b"PK\x03\x04", b"PK\x05\x06"):  # what np.load takes for an .npz
+            raise ImageFileError(
+                f"{role} image {path} is an .npz archive, not an .npy array; save one array with numpy.save"
+            )
+        file.seek(0)
+        version = npy_format.read_magic(file)
+        # version 3.0 differs from 2.0 only in the encoding of field names, which images lack
+        read_header = npy_format.read_array_header_2_0
+        if version == (1, 0):
+            read_header = npy_format.read_array_header_1_0
+        shape, _, dtype = read_header(file)
+        declared = math.prod(shape) * dtype.itemsize
+        _check_fits(path, role, f"an array of shape {shape} {dtype}", declared, budget)
+        stored = os.fstat(file.fileno()).st_size - file.tell()
+    if declared > stored:
+        raise ImageFileError(
+            f"{role} image {path} is truncated: its header declares {_size_text(declared)} "
+            f"of data, the file holds {_size_text(stored)}"
+        )
+    return np.load(path, allow_pickle=False)
+
+
+def _read_picture(path: Path, role: str, budget: int) -> np.ndarray:
+    from PIL import Image, ImageSequence
+
+    with _no_pixel_limit(Image), Image.open(path) as image:  # reads the header only
+        deep = _deep_colour(image)
+        page_bytes = _decoded_bytes(image, deep)
+        if image.format == "TIFF":
+            enough = budget // max(page_bytes, 1) + 1  # this many pages are already too many
+            pages, complete = _tiff_pages(path, max(enough, _PAGES_COUNTED))
+        else:
+            pages, complete = getattr(image, "n_frames", 1), True
+        what = _declared_text(image, pages, deep)
+        _check_fits(path, role, what if complete else f"at least {what}", pages * page_bytes, budget)
+        if deep:
+            return _read_deep_colour(path, role, image.format)
+        frames: list[np.ndarray] = []
+        declared = 0
+        first_size = image.size
+        for page in ImageSequence.Iterator(image):
+            # the count above may have stopped early, so each page is checked before decoding
+            if page.size != first_size:
+                raise ImageFileError(f"the pages of {role} image {path} differ in size; give pages of one size")
+            declared += _decoded_bytes(page, deep)
+            so_far = _declared_text(page, len(frames) + 1, deep)
+            _check_fits(path, role, f"at least {so_far}", declared, budget)
+            frames.append(_as_array(page))
+    if len(frames) == 1:
+        return frames[0]
+    if len({frame.shape for frame in frames}) > 1:
+        raise ImageFileError(f"the pages of {role} image {path} differ in size; give pages of one size")
+    return np.stack(frames)  # a multi-page TIFF is a stack, stylized page by page
+
+
+def _decoded_bytes(image: Any, deep: bool) -> int:
+    """Bytes of one page as the array :func:`_as_array` makes of it, from the header alone."""
+    width, height = image.size
+    return width * height * _bands(image.mode) * _sample_bytes(image.mode, deep)
+
+
+def _bands(mode: str) -> int:
+    from PIL import Image
+
+    converted = {"P": 4, "PA": 4, "LA": 4, "CMYK": 3, "YCbCr": 3, "RGBX": 3}  # as _as_array converts them
+    return converted.get(mode) or Image.getmodebands(mode)
+
+
+def _sample_bytes(mode: str, deep: bool) -> int:
+    if deep or mode.startswith("I;16"):
+        return 2
+    return 4 if mode in ("I", "F") or mode.startswith(("I;32", "F;32")) else 1
+
+
+def _declared_text(image: Any, pages: int, deep: bool) -> str:
+    width, height = image.size
+    bands, sample = _bands(image.mode), _sample_bytes(image.mode, deep)
+    frames = f"{pages} pages of " if pages > 1 else ""
+    return (
+        f"{frames}{width} x {height} px, {bands} band{'s' if bands > 1 else ''} "
+        f"of {sample} byte{'s' if sample > 1 else ''}"
+    )
+
+
+def _check_fits(path: Path, role: str, what: str, declared: int, budget: int) -> None:
+    if declared > budget:
+        raise ImageFileError(
+            f"{role} image {path} declares {what} ({_size_text(declared)}), more than the "
+            f"{_size_text(budget)} of memory this run can use; downscale or crop it first, "
+            "or save the region you need as .npy"
+        )
+
+
+def _size_text(count: int) -> str:
+    return memory.format_bytes(count) if count >= 2**20 else f"{count} bytes"
+
+
+#: A TIFF's pages are counted exactly up to this many (a few milliseconds a thousand), and
+#: beyond it only as far as needed to show that they do not fit in memory.
+_PAGES_COUNTED = 100_000
+
+
+def _tiff_pages(path: Path, limit: int) -> tuple[int, bool]:
+    """The pages of a TIFF, counted by walking its chain of image directories (a few bytes
+    each) without decoding any, and whether that is all of them: the count stops at
+    ``limit`` pages; a loop or a damaged link ends the chain as Pillow would end it."""
+    with open(path, "rb") as file:
+        header = file.read(16)
+        order = {b"II": "<", b"MM": ">"}.get(header[:2])
+        if order is None or len(header) < 8:
+            return 1, True
+        version = struct.unpack(order + "H", header[2:4])[0]
+        if version == 43 and len(header) == 16:  # BigTIFF: 8-byte counts and offsets
+            count_format, entry_size, offset_format = "Q", 20, "Q"
+            offset = struct.unpack(order + "Q", header[8:16])[0]
+        else:
+            count_format, entry_size, offset_format = "H", 12, "I"
+            offset = struct.unpack(order + "I", header[4:8])[0]
+        count_size, offset_size = struct.calcsize(count_format), struct.calcsize(offset_format)
+        pages, seen = 0, set()
+        while offset and offset not in seen:
+            if pages == limit:
+                return pages, False
+            seen.add(offset)
+            file.seek(offset)
+            raw = file.read(count_size)
+            if len(raw) < count_size:
+                break
+            entries = struct.unpack(order + count_format, raw)[0]
+            pages += 1
+            file.seek(offset + count_size + entries * entry_size)
+            raw = file.read(offset_size)
+            if len(raw) < offset_size:
+                break
+            offset = struct.unpack(order + offset_format, raw)[0]
+    return max(pages, 1), True
+
+
+@contextmanager
+def _no_pixel_limit(pil_image_module: Any) -> Iterator[None]:
+    """Pillow refuses images over 179 megapixels as possible decompression bombs; a slide
+    the user chose is no bomb, and :func:`read_image` checks the declared size against the
+    memory this run can use instead, before decoding."""
+    saved = pil_image_module.MAX_IMAGE_PIXELS
+    pil_image_module.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        pil_image_module.MAX_IMAGE_PIXELS = saved
+
+
+def _deep_colour(image: Any) -> bool:
+    """16 bits a channel of colour, which Pillow would hand over as 8 bits."""
+    if image.mode not in ("RGB", "RGBA"):
+        return False
+    rawmodes = [tile.args[0] if isinstance(tile.args, tuple) else tile.args for tile in image.tile]
+    return any(";16" in str(rawmode) for rawmode in rawmodes)
+
+
+def _read_deep_colour(path: Path, role: str, kind: str) -> np.ndarray:
+    if kind != "TIFF":
+        raise ImageFileError(
+            f"{role} image {path} is a 16-bit colour {kind}, which can only be read as 8 bits here; "
+            "save it as a 16-bit TIFF or .npy"
+        )
+    import tifffile
+
+    try:
+        return tifffile.imread(path)
+    except Exception as error:  # tifffile raises many types (missing codecs, damaged files)
+        raise ImageFileError(
+            f"could not read 16-bit colour TIFF {role} image {path}: {error}; save it uncompressed or as .npy"
+        ) from None
+
+
+def _as_array(image: Any) -> np.ndarray:
+    if image.mode in ("P", "PA", "LA", "CMYK", "YCbCr", "1", "RGBX"):
+        image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
+    return np.asarray(image)
+
+
+def write_image(path: Path, image: np.ndarray, metadata: dict[str, Any] | None = None) -> None:
+    """Write a [0, 1] float image as 8-bit; PNG files carry ``metadata`` as a JSON text chunk.
+
+    A stack (more than one frame) goes to a multi-page TIFF, or to .npy as float32. The format
+    follows the suffix in any case (``OUT.NPY`` is written as named); the folder must exist."""
+    from PIL import Image, PngImagePlugin
+
+    suffix = path.suffix.lower()
+    frames = frames_of(image)
+    if suffix == ".npy":
+        data = image.astype(np.float32)
+
+        def write(file: Any) -> None:
+            np.save(file, data)  # to a file object: given a name, np.save would add .npy to OUT.NPY
+
+    elif len(frames) > 1:
+        if suffix not in (".tif", ".tiff"):
+            raise ImageFileError(
+                f"the result is a stack of {len(frames)} frames: write it to a .tif or .npy file, not {path.name}"
+            )
+        pages = [Image.fromarray(to_uint8(frame)) for frame in frames]
+
+        def write(file: Any) -> None:
+            description = _tiff_description(metadata)
+            pages[0].save(file, format="TIFF", save_all=True, append_images=pages[1:], **description)
+
+    else:
+        extra: dict[str, Any] = {}
+        if metadata is not None and suffix == ".png":
+            extra["pnginfo"] = PngImagePlugin.PngInfo()
+            extra["pnginfo"].add_text(METADATA_KEY, json.dumps(metadata))
+        elif suffix in (".tif", ".tiff"):
+            extra = _tiff_description(metadata)
+        picture = Image.fromarray(to_uint8(frames[0]))
+
+        def write(file: Any) -> None:
+            picture.save(file, format=Image.registered_extensions().get(suffix), **extra)
+
+    try:
+        _write_replacing(path, write)
+    except (OSError, ValueError, KeyError) as error:
+        raise ImageFileError(f"could not write {path}: {error}") from None
+
+
+def _write_replacing(path: Path, write: Any) -> None:
+    """``write(file)`` into a temporary file beside ``path``, then rename it to ``path``: a
+    full disk or a crash leaves the file that was there intact, never a truncated one."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(descriptor, "w+b") as file:  # multi-page TIFF reads back what it wrote
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, _new_file_mode(path))  # mkstemp's 0600 would hide the result from others
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _new_file_mode(path: Path) -> int:
+    """The permissions ``open(path, "w")`` would give: the old file's, else 0666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _tiff_description(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """The settings as JSON in the TIFF ImageDescription tag (``tifffile`` and ImageJ show it)."""
+    return {} if metadata is None else {"description": json.dumps({METADATA_KEY: metadata})}
+
+
+def frames_of(image: np.ndarray) -> list[np.ndarray]:
+    """The 2D frames of a result: (H, W), (H, W, 3|4), or a stack of those."""
+    colour = image.ndim >= 3 and image.shape[-1] in (3, 4)
+    spatial = image.ndim - (1 if colour else 0)
+    if spatial <= 2:
+        return [image]
+    tail = image.shape[spatial - 2 :]
+    return list(image.reshape(-1, *tail))
+
+
+
+def write_tiff(
+    path: Path, image: np.ndarray, metadata: dict[str, Any] | None = None, dtype: Any = np.float32
+) -> None:
+    """Write a [0, 1] float image or stack as a TIFF through tifffile, in ``dtype`` (float32
+    by default, so that no precision of the result is lost; an integer dtype is scaled to its
+    range), with ``metadata`` as JSON in the ImageDescription tag. A stack is one page per
+    frame; the file is replaced atomically."""
+    import tifffile
+
+    dtype = np.dtype(dtype)
+    data = np.clip(image, 0.0, 1.0)
+    if dtype.kind in "ui":
+        data = (data * float(np.iinfo(dtype).max) + 0.5).astype(dtype)
+    else:
+        data = data.astype(dtype)
+    colour = data.ndim >= 3 and data.shape[-1] in (3, 4)
+    extra: dict[str, Any] = {"photometric": "rgb" if colour else "minisblack", "metadata": None}
+    if colour and data.shape[-1] == 4:
+        extra["extrasamples"] = ["unassalpha"]
+    if metadata is not None:
+        extra["description"] = json.dumps({METADATA_KEY: metadata})
+
+    def write(file: Any) -> None:
+        tifffile.imwrite(file, data, **extra)
+
+    try:
+        _write_replacing(path, write)
+    except (OSError, ValueError) as error:
+        raise ImageFileError(f"could not write {path}: {error}") from None
+
+
+def result_suffix(content: np.ndarray, frames: int) -> str:
+    """The file type a batch writes a result in: ``.png`` for a 2D result of 8-bit content
+    (PNG holds it exactly), ``.tif`` (float32) for stacks and for content of more than 8
+    bits, whose precision an 8-bit PNG would throw away."""
+    eight_bits = content.dtype in (np.uint8, np.bool_)
+    return ".png" if frames == 1 and eight_bits else ".tif"
+
+
+def read_settings(path: Path) -> dict[str, Any] | None:
+    """The settings a result file carries (what :func:`write_image` and :func:`write_tiff`
+    stored), or None when the file has none or cannot be read."""
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tiff:
+                text = tiff.pages[0].description
+            stored = json.loads(text)
+            return stored.get(METADATA_KEY) if isinstance(stored, dict) else None
+        from PIL import Image
+
+        with Image.open(path) as picture:
+            text = picture.info.get(METADATA_KEY)  # a PNG's text chunks
+        return json.loads(text) if isinstance(text, str) else None
+    except Exception:  # noqa: BLE001 - tifffile and Pillow raise many types; a damaged result is redone
+        return None
