@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "stylize": "api",
     "iter_stylize": "api",
+    "stylize_batch": "batch",
     "StepRecord": "api",
     "StyleResult": "api",
     "Losses": "engine",
@@ -37,6 +38,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import StepRecord, StyleResult, iter_stylize, stylize
+    from .batch import stylize_batch
     from ._napari.run import run_style_transfer
     from .engine import Losses
     from .losses import gram_matrix

@@ -304,12 +304,12 @@ def write_image(path: Path, image: np.ndarray, metadata: dict[str, Any] | None =
             picture.save(file, format=Image.registered_extensions().get(suffix), **extra)
 
     try:
-        _write_replacing(path, write)
+        write_replacing(path, write)
     except (OSError, ValueError, KeyError) as error:
         raise ImageFileError(f"could not write {path}: {error}") from None
 
 
-def _write_replacing(path: Path, write: Any) -> None:
+def write_replacing(path: Path, write: Any) -> None:
     """``write(file)`` into a temporary file beside ``path``, then rename it to ``path``: a
     full disk or a crash leaves the file that was there intact, never a truncated one."""
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
@@ -377,7 +377,7 @@ def write_tiff(
         tifffile.imwrite(file, data, **extra)
 
     try:
-        _write_replacing(path, write)
+        write_replacing(path, write)
     except (OSError, ValueError) as error:
         raise ImageFileError(f"could not write {path}: {error}") from None
 

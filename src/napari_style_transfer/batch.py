@@ -1,0 +1,383 @@
+"""Batches: every input image with every style, each result written as its task finishes.
+
+``stylize_batch`` plans the items (``OUTDIR/<input stem>__<style stem>.<ext>``), checks what
+can be checked before any task starts, skips items whose result is already there with the
+same settings, and keeps ``OUTDIR/batch.json`` up to date. Without a client the items run in
+this process, one after the other; with a ``dask.distributed`` client they run on its
+workers (see :mod:`.distributed`, imported only then). No dask, napari or Qt at import time,
+and torch only once an item runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._image import describe_image, frame_count
+from .errors import StyleTransferError
+from .files import (
+    ImageFileError,
+    read_image,
+    read_settings,
+    result_suffix,
+    write_image,
+    write_replacing,
+    write_tiff,
+)
+from .options import StyleOptions
+
+#: The record of a batch, beside its results.
+RECORD_NAME = "batch.json"
+
+#: What a finished item's ``status`` is: made now, found made with the same settings, or not made.
+DONE, SKIPPED, FAILED = "done", "skipped", "failed"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input with one style. Picklable: it travels to a worker as it is."""
+
+    input: str
+    style: str
+    style_index: int  # into the batch's styles
+    stem: str  # of the output file: "<input stem>__<style stem>"
+    settings: dict[str, Any]  # what a result must carry to count as this item's (see resume)
+
+
+@dataclass
+class Outcome:
+    """What running an item gave: the result and its metadata, or the error in one line."""
+
+    image: np.ndarray | None
+    metadata: dict[str, Any]
+    suffix: str
+    seconds: float
+    device: str = ""
+    weights: str = ""
+    error: str = ""
+
+
+@dataclass
+class ItemRecord:
+    """One line of ``batch.json``."""
+
+    input: str
+    style: str
+    output: str | None
+    status: str  # done, skipped, failed, or pending while the batch runs
+    message: str = ""
+    seconds: float = 0.0
+    device: str = ""
+    weights: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Batch:
+    """A checked plan: the items, the styles read once, where the results go."""
+
+    items: list[Item]
+    styles: list[np.ndarray]
+    out_dir: Path
+    options: dict[str, Any]  # StyleOptions fields, validated
+    force: bool = False
+
+    def output_for(self, item: Item, suffix: str) -> Path:
+        return self.out_dir / f"{item.stem}{suffix}"
+
+
+def plan_batch(
+    inputs: Iterable[str | os.PathLike[str]],
+    styles: Iterable[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    **options: Any,
+) -> Batch:
+    """Check a batch before any item runs: raise :class:`StyleTransferError` for no inputs or
+    styles, options out of range, an output folder that cannot be written, a style that
+    cannot be read, or two items that would write the same file. Inputs are read only by
+    their items (a damaged one fails alone)."""
+    inputs = [Path(path) for path in inputs]
+    styles = [Path(path) for path in styles]
+    if not inputs:
+        raise StyleTransferError("no input images given; give one or more image files (PNG, TIFF, .npy, ...)")
+    if not styles:
+        raise StyleTransferError("no style images given; give one or more style image files")
+    opts = StyleOptions.from_kwargs(options).to_dict()
+    style_images = []
+    for path in styles:
+        image = read_image(path, "style")
+        describe_image(image, f"style ({path})", allow_stack=False)
+        style_images.append(image)
+    out = Path(out_dir)
+    prepare_folder(out)
+    items, owners = [], {}
+    for style_index, style in enumerate(styles):
+        for content in inputs:
+            stem = f"{content.stem}__{style.stem}"
+            if stem in owners:
+                raise StyleTransferError(
+                    f"{owners[stem]} and {content} with style {style} would both be written as "
+                    f"{out / stem}.*; rename one of them (output names come from the file names)"
+                )
+            owners[stem] = content
+            settings = _json({"input": _identity(content), "style": _identity(style), "options": opts})
+            items.append(Item(str(content), str(style), style_index, stem, settings))
+    return Batch(items, style_images, out, opts, force)
+
+
+def prepare_folder(folder: Path) -> None:
+    """Create the output folder if missing and make sure a file can be created in it."""
+    if folder.exists() and not folder.is_dir():
+        raise StyleTransferError(f"the output folder {folder} is a file; give a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        descriptor, probe = tempfile.mkstemp(dir=folder, prefix=".napari-style-transfer-", suffix=".probe")
+    except OSError as error:
+        raise StyleTransferError(
+            f"cannot write into the output folder {folder}: {error.strerror or error}; give a folder you can write to"
+        ) from None
+    os.close(descriptor)
+    os.unlink(probe)
+
+
+def _identity(path: Path) -> dict[str, Any]:
+    """A file as a result remembers it: where it is, and its size and time, so that an input
+    changed since its result was made is made again."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return {"path": str(path.absolute())}
+    return {"path": str(path.absolute()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _json(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), so that comparing settings
+    written to a file with settings made now compares like with like."""
+    return json.loads(json.dumps(value))
+
+
+def existing_result(batch: Batch, item: Item) -> Path | None:
+    """The item's result when it is already there with the same settings (and not ``force``)."""
+    if batch.force:
+        return None
+    for suffix in (".png", ".tif"):
+        path = batch.output_for(item, suffix)
+        if path.is_file():
+            stored = read_settings(path)
+            if stored is not None and stored.get("batch") == item.settings:
+                return path
+    return None
+
+
+def run_item(item: Item, style: np.ndarray, options: dict[str, Any]) -> Outcome:
+    """Read the item's input and style it. An error the user can cause (a damaged or too
+    small image, memory) comes back in the outcome, so that the batch goes on; anything else
+    is a bug and raises."""
+    from .api import StyleResult, iter_stylize
+
+    started = time.perf_counter()
+    try:
+        content = read_image(Path(item.input), "input")
+        frames = frame_count(describe_image(content, "input").stack_shape)
+        result = None
+        for record in iter_stylize(content, style, **options):
+            if isinstance(record, StyleResult):
+                result = record
+    except StyleTransferError as error:  # ImageFileError, OutOfMemoryError, WeightsError among them
+        return Outcome(None, {}, "", time.perf_counter() - started, error=str(error))
+    assert result is not None, "iter_stylize ended without a result"
+    metadata = {**result.metadata(), "batch": item.settings}
+    suffix = result_suffix(content, frames)
+    seconds = time.perf_counter() - started
+    return Outcome(result.image, metadata, suffix, seconds, result.device, result.weights)
+
+
+def write_outcome(batch: Batch, item: Item, outcome: Outcome) -> ItemRecord:
+    """Write a finished item's result (atomically: a crash leaves no half file) and say how it went."""
+    record = ItemRecord(item.input, item.style, None, FAILED, outcome.error, round(outcome.seconds, 3))
+    record.device, record.weights = outcome.device, outcome.weights
+    if outcome.image is None:
+        return record
+    path = batch.output_for(item, outcome.suffix)
+    try:
+        if outcome.suffix == ".png":
+            write_image(path, outcome.image, outcome.metadata)
+        else:
+            write_tiff(path, outcome.image, outcome.metadata)
+    except ImageFileError as error:
+        record.message = str(error)
+        return record
+    record.output, record.status = str(path), DONE
+    return record
+
+
+class BatchLog:
+    """``batch.json``: every item in plan order, rewritten (atomically) as each one finishes."""
+
+    def __init__(self, batch: Batch):
+        self.path = batch.out_dir / RECORD_NAME
+        self.options = batch.options
+        self.records = [ItemRecord(item.input, item.style, None, "pending") for item in batch.items]
+        self._lock = threading.Lock()
+
+    def set(self, index: int, record: ItemRecord) -> None:
+        with self._lock:
+            self.records[index] = record
+            self.save()
+
+    def save(self) -> None:
+        text = json.dumps({"options": self.options, "items": [r.to_dict() for r in self.records]}, indent=1)
+        write_replacing(self.path, lambda file: file.write(text.encode()))
+
+
+class Progress:
+    """One bar for the batch: items finished of all, failures, time left."""
+
+    def __init__(self, total: int, enabled: bool):
+        from tqdm import tqdm
+
+        self.failed = 0
+        self.enabled = enabled
+        self.bar = tqdm(total=total, unit="item", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+
+    def say(self, text: str) -> None:
+        if self.enabled:
+            self.bar.write(text, file=sys.stderr)
+
+    def finished(self, record: ItemRecord) -> None:
+        if record.status == FAILED:
+            self.failed += 1
+            self.say(f"failed: {record.input} with {record.style}: {record.message}")
+        self.bar.set_postfix(failed=self.failed, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def stylize_batch(
+    inputs: Sequence[str | os.PathLike[str]],
+    styles: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    client: Any = None,
+    force: bool = False,
+    progress: bool = False,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """Style every input image file with every style image file; write each result as
+    ``out_dir/<input stem>__<style stem>.png`` (a 2D result of 8-bit input) or ``.tif``
+    (float32: stacks, inputs of more than 8 bits), carrying its settings, and
+    ``out_dir/batch.json``. Returns one record per item (input, style, output, status
+    ``done`` / ``skipped`` / ``failed``, message, seconds, device, weights).
+
+    ``options`` are :class:`~napari_style_transfer.options.StyleOptions` fields, for every
+    item. An item whose result exists with the same settings (options, input and style file)
+    is skipped unless ``force``. ``client``: a ``dask.distributed.Client``; the items then run
+    on its workers (which must see the input files), results are written here. Without one
+    they run in this process. Raises :class:`StyleTransferError` before any item runs for
+    what can be checked then; an item that fails is recorded and the others go on.
+    """
+    batch = plan_batch(inputs, styles, out_dir, force=force, **options)
+    log = BatchLog(batch)
+    bar = Progress(len(batch.items), progress)
+    try:
+        todo = []
+        for index, item in enumerate(batch.items):
+            found = existing_result(batch, item)
+            if found is None:
+                todo.append(index)
+            else:
+                log.records[index] = ItemRecord(item.input, item.style, str(found), SKIPPED, "the result is already there")
+                bar.finished(log.records[index])
+        log.save()
+        if client is None:
+            outcomes = _run_here(batch, todo)
+        else:
+            from .distributed import run_batch
+
+            outcomes = run_batch(client, batch, todo, say=bar.say if progress else None)
+        for index, outcome in outcomes:
+            record = write_outcome(batch, batch.items[index], outcome)
+            log.set(index, record)
+            bar.finished(record)
+    finally:
+        bar.close()
+    return [record.to_dict() for record in log.records]
+
+
+def _run_here(batch: Batch, todo: list[int]) -> Iterator[tuple[int, Outcome]]:
+    with kept_network():
+        for index in todo:
+            item = batch.items[index]
+            yield index, run_item(item, batch.styles[item.style_index], batch.options)
+
+
+# The network is kept between items by wrapping the API's weight loader: the weights are
+# read (or drawn) once per process and each run gets a copy, because a run's extractor hangs
+# forward hooks on the modules it is given and never takes them off.
+_NETWORKS: dict[tuple[Any, ...], Any] = {}
+_NETWORKS_LOCK = threading.Lock()
+
+
+def _weights_key(weights: Any) -> tuple[Any, ...]:
+    path = Path(os.path.expanduser(str(weights)))
+    if str(weights) not in ("auto", "imagenet", "random") and path.is_file():
+        stat = path.stat()
+        return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return (str(weights),)
+
+
+def caching_loader(load: Callable[..., Any]) -> Callable[..., Any]:
+    """``load`` (``load_vgg19_features``) that loads each weights once per process."""
+    if getattr(load, "keeps_networks", False):
+        return load
+
+    def load_kept(weights: Any = "auto", **kwargs: Any) -> Any:
+        key = _weights_key(weights)
+        with _NETWORKS_LOCK:
+            loaded = _NETWORKS.get(key)
+            if loaded is None:
+                loaded = _NETWORKS[key] = load(weights, **kwargs)
+        return dataclasses.replace(loaded, features=copy.deepcopy(loaded.features))
+
+    load_kept.keeps_networks = True  # type: ignore[attr-defined]
+    return load_kept
+
+
+@contextmanager
+def kept_network() -> Iterator[None]:
+    """Within: runs in this process load each weights once (see :func:`caching_loader`)."""
+    from . import api
+
+    original = api.load_vgg19_features
+    api.load_vgg19_features = caching_loader(original)
+    try:
+        yield
+    finally:
+        api.load_vgg19_features = original
+        _NETWORKS.clear()
+
+
+def keep_network_for_good() -> None:
+    """In a worker process, which is ours: every later run loads each weights once."""
+    from . import api
+
+    api.load_vgg19_features = caching_loader(api.load_vgg19_features)
