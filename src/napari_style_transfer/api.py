@@ -184,14 +184,20 @@ def iter_stylize(content: Any, style: Any, **options: Any) -> Iterator[StepRecor
     return _run(plan(content, style, **options))
 
 
-def stylize(content: Any, style: Any, **options: Any) -> np.ndarray:
+def stylize(content: Any, style: Any, *, client: Any = None, **options: Any) -> np.ndarray:
     """Style transfer of numpy images; returns the result as float32 in [0, 1].
 
     The result has the working size (longest side ``size``) and the content's kind: grey in,
     grey out (RGB with ``keep_grey=False``); RGB in, RGB out; RGBA in, RGBA out with the
     alpha carried through; a stack in, a stack out. Options are those of
     :func:`iter_stylize`; use it to see progress, snapshots and which weights were used.
+    ``client``: a ``dask.distributed.Client`` whose workers each style some of a stack's
+    frames (``frames="independent"``), giving what this process would give.
     """
+    if client is not None:
+        from .distributed import stylize_on_cluster
+
+        return stylize_on_cluster(client, content, style, **options)
     for item in iter_stylize(content, style, **options):
         if isinstance(item, StyleResult):
             return item.image

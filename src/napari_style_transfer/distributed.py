@@ -1,0 +1,299 @@
+"""Runs on a ``dask.distributed`` cluster: a batch's items, or a stack's independent frames.
+
+The only module that imports dask; nothing imports it at the top level, so the package, the
+command line and napari start without it. Workers need this package installed and must see
+the input files (a shared file system); results come back to the client, which writes them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dask
+import numpy as np
+from distributed import Client, LocalCluster, as_completed
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from ._image import describe_image
+from .batch import Batch, Outcome, keep_network_for_good, run_item
+from .errors import StyleTransferError
+from .options import StyleOptions
+
+#: Seconds to reach a scheduler (and, on a running cluster, to see its first worker) before
+#: saying it cannot be reached: an unreachable address must fail fast, never hang.
+CONNECT_TIMEOUT = 10.0
+
+#: Times a task may lose its worker (killed, out of memory) and be started again on another
+#: before it is recorded as failed: dask's own allowed-failures, set for clusters started here.
+ALLOWED_FAILURES = 3
+
+#: What a worker process reads to size torch's thread pool (set by :class:`WorkerSetup`).
+_THREADS_VARIABLE = "NAPARI_STYLE_TRANSFER_TORCH_THREADS"
+
+
+def default_workers() -> int:
+    """One worker per CUDA GPU, else one."""
+    import torch
+
+    return max(1, torch.cuda.device_count())
+
+
+class WorkerSetup(WorkerPlugin):
+    """Prepares each worker process before its first task: pins it to one GPU (when the
+    cluster was started here with ``gpus``), and sizes torch's threads so that the workers of
+    one machine share its CPUs instead of each taking all of them."""
+
+    name = "napari-style-transfer"
+
+    def __init__(self, gpus: int = 0, workers_here: int = 1):
+        self.gpus = gpus
+        self.workers_here = workers_here
+
+    def setup(self, worker: Any) -> None:
+        # Before torch first touches CUDA in this process, which reads the variable once.
+        if self.gpus:
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(_worker_number(worker.name) % self.gpus)
+        threads = max(1, _cpus() // max(1, self.workers_here * worker.state.nthreads))
+        os.environ[_THREADS_VARIABLE] = str(threads)
+
+
+def _worker_number(name: Any) -> int:
+    try:
+        return int(name)
+    except (TypeError, ValueError):
+        return sum(str(name).encode())
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+_PREPARED = False
+
+
+def _prepare_process() -> None:
+    """Once per worker process: torch's threads, and weights that load once (see batch)."""
+    global _PREPARED
+    if _PREPARED:
+        return
+    import torch
+
+    threads = os.environ.get(_THREADS_VARIABLE)
+    if threads:
+        torch.set_num_threads(int(threads))
+    keep_network_for_good()
+    _PREPARED = True
+
+
+@contextmanager
+def cluster_client(
+    workers: int | None = None,
+    scheduler: str | None = None,
+    *,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    dashboard_address: str | None = ":8787",
+) -> Iterator[Client]:
+    """A client of a running cluster (``scheduler``: its address, or a scheduler file), or of
+    a ``LocalCluster`` of ``workers`` processes started here (default: one per CUDA GPU,
+    each pinned to its GPU, else one) and closed on leaving. Raises
+    :class:`StyleTransferError` when the scheduler cannot be reached within
+    ``connect_timeout`` seconds or has no workers."""
+    if scheduler is not None and workers is not None:
+        raise StyleTransferError("give either workers (a cluster started here) or a scheduler address, not both")
+    if scheduler is not None:
+        client = connect(scheduler, connect_timeout)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    if workers is not None and workers < 1:
+        raise StyleTransferError(f"workers must be at least 1, got {workers}")
+    import torch
+
+    gpus = torch.cuda.device_count()
+    count = workers or max(1, gpus)
+    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
+        cluster = LocalCluster(
+            n_workers=count,
+            threads_per_worker=1,  # a task keeps its worker's CPUs (torch's threads) or GPU busy
+            processes=True,
+            dashboard_address=dashboard_address,
+        )
+    try:
+        client = Client(cluster, timeout=connect_timeout)
+        try:
+            client.register_plugin(WorkerSetup(gpus=gpus, workers_here=count))
+            yield client
+        finally:
+            client.close()
+    finally:
+        cluster.close()
+
+
+def connect(address: str, timeout: float = CONNECT_TIMEOUT) -> Client:
+    """A client of the scheduler at ``address`` (``tcp://host:port``, or a scheduler file
+    written by ``dask scheduler --scheduler-file``), with at least one worker."""
+    where = {"scheduler_file": address} if os.path.isfile(address) else {"address": address}
+    try:
+        client = Client(**where, timeout=timeout)
+    except (OSError, TimeoutError, ValueError) as error:
+        raise StyleTransferError(
+            f"cannot reach the dask scheduler at {address} within {timeout:g} s ({_first_line(error)}); "
+            "check the address (tcp://HOST:PORT, as `dask scheduler` prints it) and that the scheduler runs"
+        ) from None
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except TimeoutError:
+        client.close()
+        raise StyleTransferError(
+            f"the dask scheduler at {address} has no workers after {timeout:g} s; start one with "
+            f"`dask worker {address}`"
+        ) from None
+    _register_setup(client)
+    return client
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _register_setup(client: Client) -> None:
+    """Size the torch threads of a running cluster's workers by how many share a machine."""
+    hosts: dict[str, int] = {}
+    for info in client.scheduler_info()["workers"].values():
+        hosts[info["host"]] = hosts.get(info["host"], 0) + 1
+    client.register_plugin(WorkerSetup(workers_here=max(hosts.values(), default=1)))
+
+
+def dashboard(client: Client) -> str | None:
+    """The dask dashboard's address, or None when the scheduler has none (bokeh missing)."""
+    try:
+        services = client.scheduler_info().get("services", {})
+        return client.dashboard_link if "dashboard" in services else None
+    except (KeyError, AttributeError):
+        return None
+
+
+def _run_task(item: Any, style: np.ndarray, options: dict[str, Any]) -> Outcome:
+    _prepare_process()
+    return run_item(item, style, options)
+
+
+def _stylize_frame(frame: Any, style: np.ndarray, options: dict[str, Any]) -> np.ndarray:
+    _prepare_process()
+    from .api import stylize
+
+    return stylize(frame, style, **options)
+
+
+def _keep(value: Any) -> Any:
+    return value
+
+
+def run_batch(
+    client: Client, batch: Batch, todo: list[int], say: Callable[[str], None] | None = None
+) -> Iterator[tuple[int, Outcome]]:
+    """Run the items ``todo`` of ``batch`` on the cluster; yield (item index, outcome) as each
+    finishes, in any order. A task whose worker dies is started again on another (dask's
+    allowed-failures); one that keeps killing its worker comes back as failed."""
+    if not todo:
+        return
+    link = dashboard(client)
+    if say is not None and link:
+        say(f"dask dashboard: {link}")
+    run = uuid.uuid4().hex[:8]
+    # Each style travels once, as a task of its own that a new worker can compute again
+    # (scattered data would be lost with the worker that held it).
+    styles = [
+        client.submit(_keep, style, key=f"style-{number}-{run}", pure=False) for number, style in enumerate(batch.styles)
+    ]
+    futures = {}
+    for index in todo:
+        item = batch.items[index]
+        future = client.submit(
+            _run_task, item, styles[item.style_index], batch.options, key=f"stylize-{index}-{run}", pure=False
+        )
+        futures[future] = index
+    try:
+        for future, value in as_completed(futures, with_results=True, raise_errors=False):
+            if isinstance(value, BaseException):
+                yield futures[future], Outcome(None, {}, "", 0.0, error=_task_failure(value))
+            else:
+                yield futures[future], value
+    finally:
+        client.cancel([*futures, *styles])
+
+
+def _task_failure(error: BaseException) -> str:
+    from distributed import KilledWorker
+
+    if isinstance(error, KilledWorker):
+        return (
+            f"its worker died {ALLOWED_FAILURES + 1} times running it (out of memory?); "
+            "try a smaller size, or run it alone"
+        )
+    return f"{type(error).__name__}: {_first_line(error)}"
+
+
+class _Frame:
+    """One frame of a stack as a frame source (see ``_image.is_frame_source``): its values,
+    and the stack's value range, so that a frame styled alone maps its values exactly as the
+    whole stack's run maps them."""
+
+    def __init__(self, data: np.ndarray, low: float, high: float, scaling: str, alpha_as_is: bool):
+        self.data = np.ascontiguousarray(data)
+        self.value_range = (low, high)
+        self.scaling = scaling
+        self.alpha_as_is = alpha_as_is
+        self.shape, self.dtype, self.ndim = self.data.shape, self.data.dtype, self.data.ndim
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return self.data[index]
+
+
+def iter_frames(client: Client, content: Any, style: Any, **options: Any) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    """Style a stack's frames (``frames="independent"``) each as a task on the cluster;
+    yield (frame index, styled frame) as they come back, in any order. Each frame is what
+    the single-process run of the whole stack gives for it with the same seed."""
+    opts = StyleOptions.from_kwargs(options)
+    if opts.frames != "independent":
+        raise StyleTransferError(
+            f"frames={opts.frames!r} runs a stack frame after frame, so it cannot be spread over a cluster; "
+            "use frames='independent', or run without client="
+        )
+    described = describe_image(content, "content")
+    style_in = describe_image(style, "style", allow_stack=False)
+    options = opts.to_dict()
+    run = uuid.uuid4().hex[:8]
+    style_future = client.submit(_keep, np.asarray(style_in.data), key=f"style-{run}", pure=False)
+    futures = {}
+    for number, index in enumerate(described.frames()):
+        frame = _Frame(described.data[index], described.low, described.high, described.scaling, described.alpha_as_is)
+        future = client.submit(_stylize_frame, frame, style_future, options, key=f"frame-{number}-{run}", pure=False)
+        futures[future] = index
+    try:
+        for future, image in as_completed(futures, with_results=True):
+            yield futures[future], image
+    finally:
+        client.cancel([*futures, style_future])
+
+
+def stylize_on_cluster(client: Client, content: Any, style: Any, **options: Any) -> np.ndarray:
+    """:func:`~napari_style_transfer.api.stylize` with the frames spread over ``client``'s workers."""
+    described = describe_image(content, "content")
+    result = None
+    for index, image in iter_frames(client, content, style, **options):
+        if result is None:
+            result = np.empty(described.stack_shape + image.shape, dtype=np.float32)
+        result[index] = image
+    assert result is not None
+    return result
