@@ -1,4 +1,5 @@
-"""Command line: ``napari-style-transfer CONTENT STYLE -o OUT`` and ``napari-style-transfer demo``.
+"""Command line: ``napari-style-transfer CONTENT STYLE -o OUT``, ``napari-style-transfer demo`` and
+``napari-style-transfer batch -o OUTDIR --style STYLE INPUT ...``.
 
 Every option, its default and its help come from :class:`~.options.StyleOptions`.
 """
@@ -142,7 +143,8 @@ def build_parser(demo: bool = False) -> argparse.ArgumentParser:
         parser = _Parser(
             prog=PROG,
             description="Neural style transfer (Gatys et al., CVPR 2016): redraw CONTENT in the style of STYLE. "
-            f"'{PROG} run CONTENT STYLE ...' is the same. Run '{PROG} demo --help' for the demo on bundled samples.",
+            f"'{PROG} run CONTENT STYLE ...' is the same. Run '{PROG} demo --help' for the demo on bundled samples, "
+            f"'{PROG} batch --help' for many images and styles.",
         )
         parser.add_argument("content", type=Path, help=f"content image ({IMAGE_HINT})")
         parser.add_argument("style", type=Path, help=f"style image ({IMAGE_HINT})")
@@ -270,6 +272,74 @@ def _main_demo(argv: Sequence[str]) -> int:
     return 0
 
 
+def build_batch_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=f"{PROG} batch",
+        description="Style every INPUT with every --style and write each result as "
+        "OUTDIR/<input stem>__<style stem>.png (2D results of 8-bit inputs) or .tif (float32: stacks, "
+        "inputs of more than 8 bits), with its settings, and OUTDIR/batch.json. A rerun skips the results "
+        "already made with the same settings. Runs on a dask cluster: started here (--workers) or running "
+        "(--scheduler). Exit status 0 when every item succeeded, 1 when one failed.",
+    )
+    parser.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help=f"input images ({IMAGE_HINT})")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="folder for the results")
+    parser.add_argument(
+        "--style", type=Path, action="append", required=True, dest="styles", metavar="STYLE",
+        help="a style image; give --style several times for several styles",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers", type=_number(int), metavar="N",
+        help="start a local dask cluster of N worker processes (default: one per CUDA GPU, else one); "
+        "0 runs the items in this process",
+    )
+    where.add_argument(
+        "--scheduler", metavar="ADDRESS",
+        help="run on a running dask cluster: its scheduler's address (tcp://HOST:PORT) or scheduler file",
+    )
+    parser.add_argument(
+        "--connect-timeout", type=_number(float), default=10.0, metavar="SECONDS",
+        help="give up reaching --scheduler after this long (default: 10)",
+    )
+    parser.add_argument("--force", action="store_true", help="redo items whose result is already there")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_option_arguments(parser)
+    return parser
+
+
+def _main_batch(argv: Sequence[str]) -> int:
+    from contextlib import nullcontext
+
+    from .batch import FAILED, RECORD_NAME, stylize_batch
+
+    args = build_batch_parser().parse_args(argv)
+    if args.workers is not None and args.workers < 0:
+        raise CommandLineError(f"--workers must be 0 (this process) or more, got {args.workers}")
+    if args.connect_timeout <= 0:
+        raise CommandLineError(f"--connect-timeout must be above 0 seconds, got {args.connect_timeout:g}")
+    options = _options(args)
+    # Everything that can be wrong before a task starts is refused before a cluster starts.
+    from .batch import plan_batch
+
+    plan_batch(args.inputs, args.styles, args.output, **options)
+    if args.workers == 0:
+        where: Any = nullcontext(None)
+    else:
+        from .distributed import cluster_client
+
+        where = cluster_client(args.workers, args.scheduler, connect_timeout=args.connect_timeout)
+    with where as client:
+        records = stylize_batch(
+            args.inputs, args.styles, args.output, client=client, force=args.force, progress=not args.quiet, **options
+        )
+    counts = {status: sum(r["status"] == status for r in records) for status in ("done", "skipped", FAILED)}
+    print(
+        f"{counts['done']} done, {counts['skipped']} skipped, {counts[FAILED]} failed "
+        f"of {len(records)} items; record in {args.output / RECORD_NAME}"
+    )
+    return 1 if counts[FAILED] else 0
+
+
 def _preview(described: Any) -> np.ndarray:
     """A described sample image as [0, 1] floats, grey or RGB, for a PNG."""
     frame = described.frame()
@@ -391,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.showwarning = _warn_in_one_line  # not the package's source line
             if argv[:1] == ["demo"]:
                 return _main_demo(argv[1:])
+            if argv[:1] == ["batch"]:
+                return _main_batch(argv[1:])
             return _main_run(argv[1:] if argv[:1] == ["run"] else argv)
     except (CommandLineError, StyleTransferError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
