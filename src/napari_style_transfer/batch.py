@@ -280,6 +280,7 @@ def stylize_batch(
     client: Any = None,
     force: bool = False,
     progress: bool = False,
+    on_item: Callable[[dict[str, Any]], None] | None = None,
     **options: Any,
 ) -> list[dict[str, Any]]:
     """Style every input image file with every style image file; write each result as
@@ -292,7 +293,8 @@ def stylize_batch(
     item. An item whose result exists with the same settings (options, input and style file)
     is skipped unless ``force``. ``client``: a ``dask.distributed.Client``; the items then run
     on its workers (which must see the input files), results are written here. Without one
-    they run in this process. Raises :class:`StyleTransferError` before any item runs for
+    they run in this process. ``on_item`` is called with each item's record as it finishes
+    (skipped ones first). Raises :class:`StyleTransferError` before any item runs for
     what can be checked then; an item that fails is recorded and the others go on.
     """
     batch = plan_batch(inputs, styles, out_dir, force=force, **options)
@@ -308,6 +310,9 @@ def stylize_batch(
                 log.records[index] = ItemRecord(item.input, item.style, str(found), SKIPPED, "the result is already there")
                 bar.finished(log.records[index])
         log.save()
+        for record in log.records:
+            if on_item is not None and record.status == SKIPPED:
+                on_item(record.to_dict())
         if client is None:
             outcomes = _run_here(batch, todo)
         else:
@@ -318,6 +323,8 @@ def stylize_batch(
             record = write_outcome(batch, batch.items[index], outcome)
             log.set(index, record)
             bar.finished(record)
+            if on_item is not None:
+                on_item(record.to_dict())
     finally:
         bar.close()
     return [record.to_dict() for record in log.records]

@@ -5,6 +5,7 @@ the settings as JSON), shared by the single-run command line and the batch.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -374,7 +375,9 @@ def write_tiff(
         extra["description"] = json.dumps({METADATA_KEY: metadata})
 
     def write(file: Any) -> None:
-        tifffile.imwrite(file, data, **extra)
+        encoded = io.BytesIO()  # tifffile wants a named file, and the temporary one is a bare descriptor
+        tifffile.imwrite(encoded, data, **extra)
+        file.write(encoded.getbuffer())
 
     try:
         write_replacing(path, write)
