@@ -1,0 +1,168 @@
+"""Batches and stacks on a real dask.distributed cluster: one LocalCluster of two worker
+processes for the module, and a scheduler and worker started with dask's own commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_style_transfer import StyleTransferError, stylize, stylize_batch
+from napari_style_transfer._image import to_uint8
+from napari_style_transfer.cli import main
+from napari_style_transfer.files import read_image
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory, untrained_vgg19_state):
+    import torch
+
+    path = tmp_path_factory.mktemp("weights") / "untrained_vgg19.pth"
+    torch.save(untrained_vgg19_state, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def client():
+    from napari_style_transfer.distributed import cluster_client
+
+    with cluster_client(workers=2, dashboard_address=None) as client:
+        yield client
+
+
+@pytest.fixture
+def two_workers(client):
+    """The module's client with both workers up (a test before may have killed one)."""
+    client.wait_for_workers(2, timeout=300)
+    return client
+
+
+@pytest.fixture
+def files(tmp_path, content, style):
+    paths = []
+    for number in range(3):
+        path = tmp_path / f"in{number}.tif"
+        # 16-bit inputs: results are float32 TIFFs, compared without PNG's rounding
+        Image.fromarray((np.roll(content[..., number % 3], number * 5, axis=1).astype(np.uint16) * 200)).save(path)
+        paths.append(path)
+    style_path = tmp_path / "style.png"
+    Image.fromarray(to_uint8(style)).save(style_path)
+    return paths, style_path
+
+
+def options(weights_file):
+    return {"steps": 2, "size": 32, "weights": str(weights_file), "seed": 4}
+
+
+def test_batch_results_on_a_cluster_equal_single_runs_with_the_same_seed(tmp_path, files, two_workers, weights_file):
+    import tifffile
+
+    inputs, style = files
+    records = stylize_batch(inputs, [style], tmp_path / "out", client=two_workers, **options(weights_file))
+    assert [r["status"] for r in records] == ["done"] * 3
+    for path in inputs:
+        alone = stylize(read_image(path, "content"), read_image(style, "style"), **options(weights_file))
+        written = tifffile.imread(tmp_path / "out" / f"{path.stem}__style.tif")
+        np.testing.assert_allclose(written, alone, atol=1e-5)
+
+
+def test_a_corrupt_input_on_a_cluster_is_recorded_and_the_others_finish(tmp_path, files, two_workers, weights_file):
+    inputs, style = files
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00 damaged")
+    records = stylize_batch(
+        [tmp_path / "broken.tif", inputs[0]], [style], tmp_path / "out", client=two_workers, **options(weights_file)
+    )
+    assert [r["status"] for r in records] == ["failed", "done"]
+    on_disk = json.loads((tmp_path / "out" / "batch.json").read_text())["items"]
+    assert "could not read input image" in on_disk[0]["message"]
+
+
+def test_a_worker_killed_mid_batch_loses_no_item(tmp_path, files, two_workers, weights_file):
+    inputs, style = files
+    killed = []
+
+    def kill_a_busy_worker(record):
+        if killed:
+            return
+        busy = {address: keys for address, keys in two_workers.processing().items() if keys}
+        assert busy, "no task in flight when the first item finished"
+        address = next(iter(busy))
+        pid = two_workers.run(os.getpid, workers=[address])[address]
+        os.kill(pid, signal.SIGKILL)
+        killed.append((address, busy[address]))
+
+    records = stylize_batch(
+        inputs, [style], tmp_path / "out", client=two_workers, on_item=kill_a_busy_worker, **options(weights_file)
+    )
+    assert killed
+    assert [r["status"] for r in records] == ["done"] * 3
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.tif")) == [f"{p.stem}__style.tif" for p in inputs]
+
+
+def test_a_stacks_frames_on_a_cluster_equal_the_single_process_run(two_workers, weights_file, content, style):
+    stack = np.stack([content[..., 0], content[..., 1], content[..., 2]]).astype(np.uint16) * 250
+    spread = stylize(stack, style, client=two_workers, **options(weights_file))
+    alone = stylize(stack, style, **options(weights_file))
+    np.testing.assert_allclose(spread, alone, atol=1e-5)
+
+
+def test_a_time_series_cannot_be_spread_over_a_cluster(two_workers, weights_file, content, style):
+    stack = np.stack([content, content])
+    with pytest.raises(StyleTransferError, match="frames='independent'"):
+        stylize(stack, style, client=two_workers, frames="time", **options(weights_file))
+
+
+def test_an_unreachable_scheduler_is_a_clear_error(tmp_path, image_files, capsys):
+    content_path, style_path = image_files
+    argv = ["batch", "-o", str(tmp_path / "out"), "--style", str(style_path), str(content_path)]
+    assert main([*argv, "--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "1", "-q"]) == 2
+    error = capsys.readouterr().err
+    assert "cannot reach the dask scheduler at tcp://127.0.0.1:9 within 1 s" in error
+
+
+@pytest.fixture
+def dask_cluster_processes(tmp_path):
+    """A scheduler and one worker started with dask's own commands, as separate processes."""
+    scheduler_file = tmp_path / "scheduler.json"
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    worker_cli = [sys.executable, "-m", "distributed.cli.dask_worker"]
+    started = [
+        subprocess.Popen(
+            [*dask, "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(scheduler_file)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    ]
+    try:
+        with distributed.Client(scheduler_file=str(scheduler_file), timeout=300) as probe:
+            address = probe.scheduler.address
+        started.append(
+            subprocess.Popen(
+                [*worker_cli, address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        )
+        yield address
+    finally:
+        for process in reversed(started):
+            process.terminate()
+        for process in started:
+            process.wait(timeout=60)
+
+
+def test_the_batch_command_runs_on_a_scheduler_and_worker_started_with_dask_commands(
+    tmp_path, files, dask_cluster_processes, weights_file
+):
+    inputs, style = files
+    argv = ["batch", "-o", str(tmp_path / "out"), "--style", str(style), *map(str, inputs[:2])]
+    run = ["--steps", "2", "--size", "32", "--weights", str(weights_file), "-q", "--connect-timeout", "300"]
+    assert main([*argv, *run, "--scheduler", dask_cluster_processes]) == 0
+    assert sorted(Path(p).name for p in (tmp_path / "out").glob("*.tif")) == ["in0__style.tif", "in1__style.tif"]
