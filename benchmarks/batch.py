@@ -118,7 +118,7 @@ def main() -> int:
             begun = time.perf_counter()
             # one torch thread a worker, as in this process (OMP_NUM_THREADS=1): the rows then
             # differ by the cluster only
-            with cluster_client(workers=workers, dashboard_address=None, torch_threads=1) as client:
+            with cluster_client(workers=workers, dashboard_address=":0", torch_threads=1) as client:
                 startup = time.perf_counter() - begun
                 entry = {
                     "startup_seconds": startup,

@@ -35,7 +35,7 @@ def weights_file(tmp_path_factory, untrained_vgg19_state):
 def client():
     from napari_style_transfer.distributed import cluster_client
 
-    with cluster_client(workers=2, dashboard_address=None) as client:
+    with cluster_client(workers=2, dashboard_address=":0") as client:
         yield client
 
 

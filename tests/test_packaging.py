@@ -88,7 +88,8 @@ def test_the_manifest_preferences_default_to_the_engine_defaults():
 
     manifest = yaml.safe_load((ROOT / "napari.yaml").read_text())
     properties = manifest["contributions"]["configurations"]["run"]["properties"]
-    assert set(properties) == {"device", "weights", "snapshot_every"}
+    assert set(properties) == {"device", "weights", "snapshot_every", "scheduler"}
+    assert properties.pop("scheduler")["default"] == ""  # not a run option: where stacks run
     for name, schema in properties.items():
         assert schema["default"] == getattr(StyleOptions(), name), name
         assert schema["description"]

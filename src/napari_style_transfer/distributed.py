@@ -201,11 +201,14 @@ def _run_task(item: Any, style: np.ndarray, options: dict[str, Any]) -> Outcome:
     return run_item(item, style, options)
 
 
-def _stylize_frame(frame: Any, style: np.ndarray, options: dict[str, Any]) -> np.ndarray:
+def _stylize_frame(frame: Any, style: np.ndarray, options: dict[str, Any]) -> Any:
     _prepare_process()
-    from .api import stylize
+    from .api import StyleResult, iter_stylize
 
-    return stylize(frame, style, **options)
+    for record in iter_stylize(frame, style, **options):
+        if isinstance(record, StyleResult):
+            return record
+    raise AssertionError("iter_stylize ended without a result")  # pragma: no cover
 
 
 def _keep(value: Any) -> Any:
@@ -273,10 +276,11 @@ class _Frame:
         return self.data[index]
 
 
-def iter_frames(client: Client, content: Any, style: Any, **options: Any) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+def iter_frames(client: Client, content: Any, style: Any, **options: Any) -> Iterator[tuple[tuple[int, ...], Any]]:
     """Style a stack's frames (``frames="independent"``) each as a task on the cluster;
-    yield (frame index, styled frame) as they come back, in any order. Each frame is what
-    the single-process run of the whole stack gives for it with the same seed."""
+    yield (frame index, the frame's StyleResult) as they come back, in any order. Each
+    frame's image is what the single-process run of the whole stack gives for it with the
+    same seed."""
     opts = StyleOptions.from_kwargs(options)
     if opts.frames != "independent":
         raise StyleTransferError(
@@ -304,9 +308,9 @@ def stylize_on_cluster(client: Client, content: Any, style: Any, **options: Any)
     """:func:`~napari_style_transfer.api.stylize` with the frames spread over ``client``'s workers."""
     described = describe_image(content, "content")
     result = None
-    for index, image in iter_frames(client, content, style, **options):
+    for index, frame in iter_frames(client, content, style, **options):
         if result is None:
-            result = np.empty(described.stack_shape + image.shape, dtype=np.float32)
-        result[index] = image
+            result = np.empty(described.stack_shape + frame.image.shape, dtype=np.float32)
+        result[index] = frame.image[()]
     assert result is not None
     return result

@@ -34,6 +34,7 @@ from .worker import (
     Update,
     Warned,
     close_logging_errors,
+    cluster_frame_updates,
     last_image,
     style_transfer_updates,
 )
@@ -225,6 +226,7 @@ def run_style_transfer(
     *,
     stack: str = "current slice",
     start: bool = True,
+    scheduler: str | None = None,
     **options: Any,
 ) -> GeneratorWorker:
     """Stylize ``content`` with ``style`` (layers or layer names) in a background thread.
@@ -240,6 +242,8 @@ def run_style_transfer(
     Returns the napari worker (started unless ``start=False``); ``cancel(worker)`` stops it
     after the current step and keeps the last image. Options are those of ``stylize``. Bad
     layers or options raise ``StyleTransferError`` before anything starts.
+    ``scheduler``: the address of a running dask cluster; a whole stack with frames
+    independent then runs its frames there, and the layer fills in as they come back.
     """
     from napari.qt.threading import thread_worker
 
@@ -264,7 +268,10 @@ def run_style_transfer(
 
     cancel_event = threading.Event()
     writer = LayerWriter(viewer, content_layer, style_layer, options, source)
-    updates = style_transfer_updates(source, style_source, options, cancel_event)
+    if scheduler and frames == "independent":
+        updates = cluster_frame_updates(source, style_source, options, cancel_event, scheduler)
+    else:
+        updates = style_transfer_updates(source, style_source, options, cancel_event)
     # ignore_errors: superqt would re-raise an error in the GUI thread (napari's traceback
     # dialog); the writer turns it into a notification instead.
     worker = thread_worker(_relay, start_thread=False, ignore_errors=True)(updates)

@@ -143,6 +143,17 @@ def preferences() -> dict[str, Any]:
     return {name: getattr(saved, name, defaults[name]) for name in PREFERENCES}
 
 
+def scheduler_preference() -> str | None:
+    """The dask scheduler address set in the plugin's preferences, or None (runs here)."""
+    try:
+        from napari.settings import get_plugin_settings
+
+        address = getattr(get_plugin_settings(PLUGIN).run, "scheduler", "")
+    except (ImportError, KeyError, AttributeError):  # older napari, or the plugin not registered
+        return None
+    return address.strip() or None
+
+
 def _wrap_without_widening(label: Label) -> None:
     """Long text wraps inside the dock's width instead of widening the dock (and with it
     resizing napari's canvas at every status update)."""
@@ -356,6 +367,7 @@ class StyleTransferWidget(Container):
                 self["style"].value,
                 stack=self["stack"].value,
                 start=False,
+                scheduler=scheduler_preference(),
                 **self.options(),
             )
         except StyleTransferError as error:

@@ -268,6 +268,95 @@ def _engine_updates(
         restore_priority(niceness)
 
 
+@dataclass(frozen=True)
+class ClusterResult:
+    """A whole stack styled on a dask cluster, as the widget and the layer writer read a
+    StyleResult (the losses are the last frame's)."""
+
+    image: np.ndarray
+    frames: int
+    steps_done: int
+    seconds: float
+    losses: Any
+    device: str
+    weights: str
+    frame_metadata: dict[str, Any]
+
+    def metadata(self) -> dict[str, Any]:
+        return {**self.frame_metadata, "frames": self.frames, "seconds": round(self.seconds, 3), "device": self.device}
+
+
+@dataclass(frozen=True)
+class _FrameRecord:
+    """What the layer writer reads of a step record, for a frame that came back whole."""
+
+    step: int
+    frame: tuple[int, ...]
+    frame_number: int
+
+    def kept_image(self) -> None:
+        return None  # the frame is in the stack layer already
+
+
+def cluster_frame_updates(
+    content: np.ndarray | LayerInput,
+    style: np.ndarray | LayerInput,
+    options: dict[str, Any],
+    cancel: threading.Event,
+    scheduler: str,
+) -> Iterator[Update]:
+    """A whole stack's frames (independent) on the dask cluster at ``scheduler``: a
+    :class:`FrameDone` per frame as it comes back, in any order; a cancel stops the tasks
+    left. Never raises: errors are :class:`Failed` updates."""
+    import time
+
+    started = time.perf_counter()
+    done = 0
+    try:
+        from ..distributed import connect, iter_frames  # dask is imported here, in the worker thread
+
+        if isinstance(content, LayerInput):
+            content = content.engine_array()
+        if isinstance(style, LayerInput):
+            style = style.engine_array()
+        from .._image import describe_image, frame_count
+
+        described = describe_image(content, "content")
+        count = frame_count(described.stack_shape)
+        client = connect(scheduler)
+        device = f"dask cluster {scheduler}"
+        try:
+            frames = iter_frames(client, content, style, **options)
+            stack = None
+            last = None
+            for index, result in frames:
+                image = result.image[()]
+                if stack is None:
+                    stack = np.empty(described.stack_shape + image.shape, dtype=np.float32)
+                    yield Started(device, result.weights)
+                stack[index] = image
+                last = result
+                record = _FrameRecord(result.steps, index, done)
+                losses = result.losses
+                yield Progress(result.steps, result.steps, losses.total, losses.content, losses.style, 0.0, record, done, count)
+                yield FrameDone(index, done, count, image)
+                done += 1
+                if cancel.is_set() and done < count:
+                    frames.close()  # cancels the tasks left
+                    yield Cancelled(result.steps, None, done - 1)
+                    return
+            assert last is not None
+            seconds = time.perf_counter() - started
+            yield Finished(ClusterResult(stack, count, last.steps_done, seconds, last.losses, device, last.weights,
+                                         last.metadata()))
+        finally:
+            client.close()
+    except Exception as error:  # any failure becomes a message for the user
+        from ..errors import StyleTransferError
+
+        yield Failed(_describe(error), 0, None, traceback.format_exc(), done, expected=isinstance(error, StyleTransferError))
+
+
 #: Bytes between two :class:`Downloading` updates (the cancel is checked far more often).
 DOWNLOAD_REPORT_BYTES = 1 << 20
 
