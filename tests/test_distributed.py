@@ -133,8 +133,9 @@ def test_an_unreachable_scheduler_is_a_clear_error(tmp_path, image_files, capsys
 def dask_cluster_processes(tmp_path):
     """A scheduler and one worker started with dask's own commands, as separate processes."""
     scheduler_file = tmp_path / "scheduler.json"
-    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-    worker_cli = [sys.executable, "-m", "distributed.cli.dask_worker"]
+    command = Path(sys.executable).with_name("dask")  # dask's own command, beside this Python
+    dask = [str(command), "scheduler"] if command.is_file() else [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    worker_cli = [str(command), "worker"] if command.is_file() else [sys.executable, "-m", "distributed.cli.dask_worker"]
     started = [
         subprocess.Popen(
             [*dask, "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(scheduler_file)],
