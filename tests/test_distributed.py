@@ -167,3 +167,11 @@ def test_the_batch_command_runs_on_a_scheduler_and_worker_started_with_dask_comm
     run = ["--steps", "2", "--size", "32", "--weights", str(weights_file), "-q", "--connect-timeout", "300"]
     assert main([*argv, *run, "--scheduler", dask_cluster_processes]) == 0
     assert sorted(Path(p).name for p in (tmp_path / "out").glob("*.tif")) == ["in0__style.tif", "in1__style.tif"]
+
+
+def test_a_scheduler_without_workers_is_a_clear_error():
+    from napari_style_transfer.distributed import connect
+
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as empty:
+        with pytest.raises(StyleTransferError, match="has no workers after 1 s; start one with `dask worker"):
+            connect(empty.scheduler_address, timeout=1)
