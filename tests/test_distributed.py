@@ -75,6 +75,14 @@ def test_batch_results_on_a_cluster_equal_single_runs_with_the_same_seed(tmp_pat
         np.testing.assert_allclose(written, alone, atol=1e-5)
 
 
+def test_each_worker_keeps_its_network_between_items(tmp_path, files, two_workers, weights_file):
+    inputs, style = files
+    stylize_batch(inputs, [style], tmp_path / "out", client=two_workers, **options(weights_file))
+    # a lambda travels by value (this test module cannot be imported on the workers)
+    kept = two_workers.run(lambda: len(__import__("napari_style_transfer.batch", fromlist=["x"])._NETWORKS))
+    assert set(kept.values()) <= {0, 1} and 1 in kept.values()
+
+
 def test_a_corrupt_input_on_a_cluster_is_recorded_and_the_others_finish(tmp_path, files, two_workers, weights_file):
     inputs, style = files
     (tmp_path / "broken.tif").write_bytes(b"II*\x00 damaged")
