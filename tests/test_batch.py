@@ -187,3 +187,11 @@ def test_the_batch_command_checks_option_ranges(tmp_path, files, capsys):
     argv = ["batch", "-o", str(tmp_path / "out"), "--style", str(files["stripes"]), str(files["a"])]
     assert main([*argv, "--workers", "0", "--steps", "0"]) == 2
     assert "steps must be at least 1" in capsys.readouterr().err
+
+
+def test_the_package_and_the_batch_module_import_no_dask():
+    import subprocess
+    import sys
+
+    code = "import sys, napari_style_transfer.batch, napari_style_transfer.cli; print('distributed' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
