@@ -194,7 +194,8 @@ def run_item(item: Item, style: np.ndarray, options: dict[str, Any]) -> Outcome:
 
     started = time.perf_counter()
     try:
-        content = read_image(Path(item.input), "input")
+        # the absolute path: a worker started elsewhere has another working folder
+        content = read_image(Path(item.settings["input"]["path"]), "input")
         frames = frame_count(describe_image(content, "input").stack_shape)
         result = None
         for record in iter_stylize(content, style, **options):
