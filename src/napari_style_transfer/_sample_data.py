@@ -32,8 +32,12 @@ DEMO_PAIRS: dict[str, tuple[str, str, str]] = {
 
 
 def sample_dir() -> Path:
-    """The installed ``sample_data`` folder (inside the package, wheel or editable)."""
-    return Path(str(files(__package__) / "sample_data"))
+    """The ``sample_data`` folder: inside the package of a wheel, or the checkout's top-level
+    one for an editable install (the wheel alone copies it into the package)."""
+    packaged = Path(str(files(__package__) / "sample_data"))
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "sample_data"
 
 
 def sample_path(key: str) -> Path:
