@@ -54,9 +54,15 @@ def load_sample(key: str) -> np.ndarray:
         return np.asarray(image)
 
 
-def layer_data(key: str) -> tuple[np.ndarray, dict[str, Any], str]:
+#: Layer metadata key that marks a demo pair's layers with their role ("content", "style").
+DEMO_ROLE = "style_transfer_demo_role"
+
+
+def layer_data(key: str, role: str | None = None) -> tuple[np.ndarray, dict[str, Any], str]:
     data = load_sample(key)
     kwargs: dict[str, Any] = {"name": key}
+    if role is not None:
+        kwargs["metadata"] = {DEMO_ROLE: role}
     if data.ndim == 2:
         kwargs.update(colormap="gray", contrast_limits=(float(data.min()), float(data.max())))
     else:
@@ -77,7 +83,9 @@ def _pair(key: str) -> Callable[[], list[tuple]]:
     content, style, _ = DEMO_PAIRS[key]
 
     def load() -> list[tuple]:
-        return [layer_data(content), layer_data(style)]
+        # the style first, so that the content is added last and shows on top; the widget
+        # picks the roles by the metadata
+        return [layer_data(style, "style"), layer_data(content, "content")]
 
     load.__name__ = key
     load.__doc__ = f"Open the {content} (content) and {style} (style) samples as two layers."
