@@ -210,7 +210,8 @@ class LayerWriter:
     def _put_frame(self, frame: tuple[int, ...], image: np.ndarray, frames: int) -> None:
         image = in_value_range(resize_image(image, self.frame_shape), self.value_range)  # a run stopped in a coarse level
         if self.stack_layer is None:
-            data = np.zeros(self.stack_shape + image.shape, dtype=np.float32)
+            # frames not done yet show as the result's 0 (the low contrast limit for grey)
+            data = in_value_range(np.zeros(self.stack_shape + image.shape, dtype=np.float32), self.value_range)
             data[frame] = image
             self.stack_layer = self._add(data, f"{self.base_name} (in progress)", frames=frames)
         else:
