@@ -45,6 +45,7 @@ def main() -> None:
     napari.qt.get_qapp().processEvents()
     viewer.screenshot(str(args.out / "widget_before.png"), canvas_only=False)
 
+    widget["show_advanced"].value = False  # room for the status line
     worker = widget.run()
     loop = QEventLoop()
     worker.finished.connect(loop.quit)
@@ -69,7 +70,8 @@ def main() -> None:
     worker.finished.connect(loop.quit)
     QTimer.singleShot(600_000, loop.quit)
     loop.exec()
-    second = worker.layer_writer.result_layer
+    napari.qt.get_qapp().processEvents()
+    second = viewer.layers[-1]  # the second run's result (its snapshots were folded away)
     for layer in viewer.layers:
         layer.visible = layer is second
     viewer.layers.selection.active = second

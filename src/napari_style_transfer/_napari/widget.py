@@ -353,7 +353,7 @@ class StyleTransferWidget(Container):
     def _add_typed_style_weight(self) -> None:
         """A text field under the style-weight slider: the weight can be typed (1e6, 250000)."""
         field = LineEdit(
-            name="style_weight_typed", label="", value=f"{self._style_weight.value:g}",
+            name="style_weight_typed", label="or type it", value=f"{self._style_weight.value:g}",
             tooltip="type a style weight (1 to 1e10) and press Enter",
         )
         self.insert(self.index(self._style_weight) + 1, field)
