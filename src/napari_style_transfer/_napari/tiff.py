@@ -19,7 +19,10 @@ import numpy as np
 #: The description's top-level key; a TIFF without it is not ours.
 KEY = "napari_style_transfer"
 #: Layer attributes saved with the image (when napari gives them) and restored on reading.
-LOOK = ("name", "scale", "translate", "affine", "contrast_limits", "colormap", "gamma", "blending", "opacity", "rgb")
+LOOK = (
+    "name", "scale", "translate", "rotate", "shear", "affine",
+    "contrast_limits", "colormap", "gamma", "blending", "opacity", "rgb",
+)
 
 
 def write_styled_tiff(path: str, data: Any, meta: dict[str, Any]) -> list[str]:

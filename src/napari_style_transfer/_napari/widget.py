@@ -503,7 +503,7 @@ class StyleTransferWidget(Container):
             result = update.result
             frames = f"{result.frames} frames x " if result.frames > 1 else ""
             self._status.value = (
-                f"done: {frames}{result.steps_done} steps in {result.seconds:.1f} s, loss {result.losses.total:.3g} | "
+                f"done: {frames}{result.steps_done} steps in {result.seconds:.1f}\u00a0s, loss {result.losses.total:.3g} | "
                 f"{result.device} | {_short_weights(result.weights)}"
             )
             self._describe_result()
