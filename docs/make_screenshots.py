@@ -2,8 +2,11 @@
 
     xvfb-run -a python docs/make_screenshots.py [--weights random] [--out docs/images]
 
-Opens the astronaut + swirl demo pair, docks the widget, takes a screenshot, runs a short
-transfer (snapshots become layers), and takes a second screenshot when the run has finished.
+Opens the astronaut + swirl demo pair, docks the widget, takes a screenshot (controls that do
+nothing for a 2D RGB content are disabled), runs a short transfer (snapshots become layers),
+then a second, shorter run with a stronger style weight and its snapshots folded away, and
+takes the last screenshot when it has finished: the second result is named for what
+changed, and the status line names it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ def main() -> None:
     napari.qt.get_qapp().processEvents()
     viewer.screenshot(str(args.out / "widget_before.png"), canvas_only=False)
 
+    widget["show_advanced"].value = False  # room for the status line
     worker = widget.run()
     loop = QEventLoop()
     worker.finished.connect(loop.quit)
@@ -55,8 +59,22 @@ def main() -> None:
 
     worker.yielded.connect(grab_midway)
     loop.exec()
+
+    # a second run with other settings: its name says what changed
+    widget["steps"].value = max(1, args.steps // 2)
+    widget["style_weight_typed"].value = "1e7"
+    widget["style_weight_typed"].native.editingFinished.emit()
+    widget["keep_snapshots"].value = False
+    worker = widget.run()
+    loop = QEventLoop()
+    worker.finished.connect(loop.quit)
+    QTimer.singleShot(600_000, loop.quit)
+    loop.exec()
+    napari.qt.get_qapp().processEvents()
+    second = viewer.layers[-1]  # the second run's result (its snapshots were folded away)
     for layer in viewer.layers:
-        layer.visible = layer.name in ("astronaut styled",)
+        layer.visible = layer is second
+    viewer.layers.selection.active = second
     viewer.reset_view()
     napari.qt.get_qapp().processEvents()
     viewer.screenshot(str(args.out / "widget_after.png"), canvas_only=False)

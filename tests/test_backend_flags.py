@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-import torch
 
 from napari_style_transfer import engine, iter_stylize
 

@@ -1,7 +1,12 @@
-"""The package: manifest and sample data inside it (wheel and editable), npe2 accepts it."""
+"""The package: manifest and sample data inside it (wheel and editable), npe2 accepts it.
+
+napari.yaml and sample_data/ live at the top level of the checkout, without symbolic links
+(hatch_build.py puts them where the package looks).
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -35,6 +40,28 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     return zipfile.ZipFile(path)
 
 
+@pytest.fixture(scope="module")
+def editable(tmp_path_factory) -> tuple[Path, zipfile.ZipFile]:
+    """A copy of the checkout (without the manifest copy an editable install writes) and the
+    editable wheel hatchling builds from it."""
+    from hatchling.builders.wheel import WheelBuilder
+
+    source = tmp_path_factory.mktemp("editable") / "tree"
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "napari.yaml"))
+    shutil.copytree(ROOT / "sample_data", source / "sample_data")
+    for name in ("napari.yaml", "pyproject.toml", "hatch_build.py", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    out = tmp_path_factory.mktemp("editable-wheel")
+    path = next(WheelBuilder(str(source)).build(directory=str(out), versions=["editable"]))
+    return source, zipfile.ZipFile(path)
+
+
+def test_the_checkout_has_no_symbolic_links():
+    paths = [ROOT / "napari.yaml", ROOT / "sample_data", *(ROOT / "sample_data").iterdir(), *(ROOT / "src").rglob("*")]
+    assert [p for p in paths if p.is_symlink()] == []
+    assert (ROOT / "napari.yaml").is_file() and (ROOT / "sample_data").is_dir()
+
+
 def test_the_wheel_holds_the_manifest_and_the_sample_data(wheel):
     names = set(wheel.namelist())
     assert "napari_style_transfer/napari.yaml" in names
@@ -51,10 +78,50 @@ def test_the_wheel_registers_the_manifest_and_the_command(wheel):
     assert "napari-style-transfer = napari_style_transfer.cli:main" in text
 
 
-def test_the_installed_package_holds_the_manifest_and_the_sample_data():
+def test_an_editable_install_puts_src_on_the_path_and_copies_the_manifest_into_the_package(editable):
+    source, wheel = editable
+    names = wheel.namelist()
+    assert not [n for n in names if n.startswith("napari_style_transfer/")], "an editable wheel holds no package files"
+    (pth,) = [n for n in names if n.endswith(".pth")]
+    assert Path(wheel.read(pth).decode().strip()) == source / "src"
+    copy = source / "src" / "napari_style_transfer" / "napari.yaml"
+    assert not copy.is_symlink() and copy.read_bytes() == (ROOT / "napari.yaml").read_bytes()
+
+
+def test_an_editable_install_resolves_the_entry_point_and_the_sample_data(editable):
+    source, _ = editable
+    code = (
+        "import importlib.util; from pathlib import Path; "
+        "from napari_style_transfer._sample_data import sample_path; "
+        "spec = importlib.util.find_spec('napari_style_transfer'); "
+        "print(Path(spec.submodule_search_locations[0], 'napari.yaml').is_file()); "
+        "print(sample_path('astronaut'))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(source / "src")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.split()
+    assert out == ["True", str(source / "sample_data" / "astronaut.png")]
+
+
+def test_the_manifest_npe2_reads_is_the_top_level_one():
+    """Fails after napari.yaml changed until the editable install is redone (pip install -e .)."""
     package = files("napari_style_transfer")
-    assert (package / "napari.yaml").is_file()
-    assert (package / "sample_data" / "astronaut.png").is_file()
+    assert (package / "napari.yaml").read_bytes() == (ROOT / "napari.yaml").read_bytes()
+
+
+def test_the_wheel_leaves_torchvision_to_the_test_extra(wheel):
+    """The plugin never imports torchvision (it would bring torch._dynamo and triton along)."""
+    (metadata_file,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    requires = [line.split(":", 1)[1].strip() for line in wheel.read(metadata_file).decode().splitlines() if line.startswith("Requires-Dist:")]
+    torchvision = [r for r in requires if r.startswith("torchvision")]
+    assert torchvision and all("extra ==" in r for r in torchvision)
+    assert any("extra == 'testing'" in r or 'extra == "testing"' in r for r in torchvision)
+
+
+def test_the_installed_package_holds_the_manifest_and_the_sample_data():
+    from napari_style_transfer._sample_data import sample_path
+
+    assert (files("napari_style_transfer") / "napari.yaml").is_file()
+    assert sample_path("astronaut").is_file()
 
 
 def test_npe2_finds_and_validates_the_manifest_through_the_entry_point():
@@ -76,7 +143,7 @@ def test_the_distribution_metadata_keeps_qt_out_of_the_base_dependencies():
     requires = metadata.requires("napari-style-transfer") or []
     base = [r for r in requires if "extra" not in r]
     names = {r.split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower() for r in base}
-    assert {"napari", "magicgui", "torch", "torchvision", "pillow", "numpy"} <= names
+    assert {"napari", "magicgui", "torch", "pillow", "numpy"} <= names
     assert not names & {"pyqt5", "pyqt6", "pyside2", "pyside6"}
     assert any("pyqt6" in r.lower() and "extra" in r and "all" in r for r in requires)
 

@@ -125,3 +125,18 @@ def test_loading_cached_weights_does_not_import_torchvision(tmp_path, untrained_
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_run_with_adam_does_not_import_torchvision():
+    """Adam brings torch._dynamo along; torchvision (and with it triton) must still stay out."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from napari_style_transfer import stylize; "
+        "rng = np.random.default_rng(0); "
+        "stylize(rng.random((32, 32, 3)), rng.random((32, 32, 3)), size=32, steps=2, weights='random', "
+        "optimizer='adam', snapshot_every=0); print('torchvision' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"

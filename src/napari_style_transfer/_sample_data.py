@@ -32,8 +32,12 @@ DEMO_PAIRS: dict[str, tuple[str, str, str]] = {
 
 
 def sample_dir() -> Path:
-    """The installed ``sample_data`` folder (inside the package, wheel or editable)."""
-    return Path(str(files(__package__) / "sample_data"))
+    """The ``sample_data`` folder: inside the package of a wheel, or the checkout's top-level
+    one for an editable install (the wheel alone copies it into the package)."""
+    packaged = Path(str(files(__package__) / "sample_data"))
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "sample_data"
 
 
 def sample_path(key: str) -> Path:
@@ -50,9 +54,15 @@ def load_sample(key: str) -> np.ndarray:
         return np.asarray(image)
 
 
-def layer_data(key: str) -> tuple[np.ndarray, dict[str, Any], str]:
+#: Layer metadata key that marks a demo pair's layers with their role ("content", "style").
+DEMO_ROLE = "style_transfer_demo_role"
+
+
+def layer_data(key: str, role: str | None = None) -> tuple[np.ndarray, dict[str, Any], str]:
     data = load_sample(key)
     kwargs: dict[str, Any] = {"name": key}
+    if role is not None:
+        kwargs["metadata"] = {DEMO_ROLE: role}
     if data.ndim == 2:
         kwargs.update(colormap="gray", contrast_limits=(float(data.min()), float(data.max())))
     else:
@@ -73,7 +83,9 @@ def _pair(key: str) -> Callable[[], list[tuple]]:
     content, style, _ = DEMO_PAIRS[key]
 
     def load() -> list[tuple]:
-        return [layer_data(content), layer_data(style)]
+        # the style first, so that the content is added last and shows on top; the widget
+        # picks the roles by the metadata
+        return [layer_data(style, "style"), layer_data(content, "content")]
 
     load.__name__ = key
     load.__doc__ = f"Open the {content} (content) and {style} (style) samples as two layers."

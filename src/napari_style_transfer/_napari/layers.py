@@ -312,13 +312,37 @@ def placement(layer: Image, result_shape: tuple[int, ...], slice_index: tuple[in
     return {"affine": layer.affine.affine_matrix @ data_to_physical.affine_matrix @ resample}
 
 
+def is_colour(image: np.ndarray) -> bool:
+    """A result with a trailing RGB(A) axis (grey results have none)."""
+    return image.ndim >= 3 and image.shape[-1] in (3, 4)
+
+
+def in_value_range(image: np.ndarray, value_range: tuple[float, float] | None) -> np.ndarray:
+    """A grey result (the engine's [0, 1]) mapped back to the content's units: 0 to the low
+    contrast limit the content was read with, 1 to the high one. Colour results, or no
+    ``value_range``, stay as they are (napari shows RGB floats in [0, 1])."""
+    if value_range is None or is_colour(image):
+        return image
+    low, high = value_range
+    return (np.float32(low) + np.asarray(image, dtype=np.float32) * np.float32(high - low)).astype(np.float32)
+
+
 def result_layer_kwargs(
-    content: Image, image: np.ndarray, name: str, metadata: dict[str, Any], slice_index: tuple[int, ...] | None = None
+    content: Image,
+    image: np.ndarray,
+    name: str,
+    metadata: dict[str, Any],
+    slice_index: tuple[int, ...] | None = None,
+    value_range: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Everything ``viewer.add_image`` needs for a snapshot or result of ``content``.
 
-    ``image`` is the result as the engine gives it: one frame, or a whole stack."""
-    colour = image.ndim >= 3 and image.shape[-1] in (3, 4)
+    ``image`` is the result as the engine gives it: one frame, or a whole stack. The layer
+    gets the content's blending (an additive channel stays additive, so it does not hide the
+    others) and, for a grey result, its colormap and gamma; its contrast limits are
+    ``value_range`` (the result is in the content's units, see :func:`in_value_range`) or
+    [0, 1]."""
+    colour = is_colour(image)
     spatial = image.shape[:-1] if colour else image.shape
     lead = content.ndim - 2
     if len(spatial) == 2 and lead > 0:  # one slice of an nD layer: keep it at its place
@@ -331,7 +355,9 @@ def result_layer_kwargs(
         # fills in frame by frame is not judged by its first frame
         kwargs.update(rgb=True, contrast_limits=(0.0, 1.0))
     else:
-        kwargs.update(colormap=content.colormap.name, contrast_limits=(0.0, 1.0))
+        limits = tuple(float(v) for v in value_range) if value_range is not None else (0.0, 1.0)
+        kwargs.update(colormap=content.colormap, gamma=content.gamma, contrast_limits=limits)
+    kwargs["blending"] = str(content.blending)
     return kwargs
 
 

@@ -21,8 +21,16 @@ import numpy as np
 
 from .._image import resize_image, working_shape
 from ..errors import StyleTransferError
-from ..options import StyleOptions
-from .layers import LayerInput, as_layer_data, frames_option, layer_input, result_layer_kwargs, stack_mode
+from ..options import StyleOptions, min_side_for_layers
+from .layers import (
+    LayerInput,
+    as_layer_data,
+    frames_option,
+    in_value_range,
+    layer_input,
+    result_layer_kwargs,
+    stack_mode,
+)
 from .worker import (
     Cancelled,
     Failed,
@@ -68,13 +76,29 @@ class LayerWriter:
     viewer is closed, nothing more is added or shown.
     """
 
-    def __init__(self, viewer: napari.Viewer, content: Image, style: Image, options: dict[str, Any], source: LayerInput):
+    def __init__(
+        self,
+        viewer: napari.Viewer,
+        content: Image,
+        style: Image,
+        options: dict[str, Any],
+        source: LayerInput,
+        *,
+        content_range: bool | None = None,
+        keep_snapshots: bool = True,
+    ):
         self.viewer = viewer
         self.content = content
         self.content_name = content.name  # a rename during the run does not rename its layers
         self.style_name = style.name
         self.options = StyleOptions.from_kwargs(options).to_dict()
+        #: a run after others of this content is named for its style and what it changed
+        self.base_name = run_name(viewer, self.content_name, self.style_name, self.options)
         self.slice_index = source.slice_index
+        #: grey results go back to the contrast limits the content was read with (default)
+        self.value_range = source.limits if content_range is not False else None
+        self.keep_snapshots = keep_snapshots
+        self.snapshot_layers: list[Any] = []
         #: how the engine's input was made: a grey layer is mapped by its contrast limits here,
         #: so the engine's own account ("taken as they are") would mislead
         self.value_scaling = None
@@ -94,10 +118,6 @@ class LayerWriter:
         self.result_layer = None
         self.stack_layer = None
 
-    @property
-    def base_name(self) -> str:
-        return f"{self.content_name} styled"
-
     def close(self) -> None:
         """The viewer is gone: add nothing more."""
         self.closed = True
@@ -110,7 +130,8 @@ class LayerWriter:
         elif isinstance(update, Progress):
             self.last_progress = update
         elif isinstance(update, Snapshot):
-            self._add(update.image, f"{self.base_name} (step {update.step})", step=update.step, snapshot=True)
+            layer = self._add(update.image, f"{self.base_name} (step {update.step})", step=update.step, snapshot=True)
+            self.snapshot_layers.append(layer)
         elif isinstance(update, FrameDone):
             self._put_frame(update.frame, update.image, update.frames)
         elif isinstance(update, Finished):
@@ -120,10 +141,12 @@ class LayerWriter:
             if self.value_scaling is not None:
                 metadata["value_scaling"] = self.value_scaling
             if self.stack_layer is not None:
-                self.stack_layer.data = result.image
+                self.stack_layer.data = in_value_range(result.image, self.value_range)
                 self._finish_stack(self.base_name, metadata)
             else:
                 self.result_layer = self._add(result.image, self.base_name, **metadata)
+            if not self.keep_snapshots:
+                self.fold_snapshots()
         elif isinstance(update, Cancelled):
             self.done = True
             self._keep(update.image, update.step, update.frame_number, "cancelled", cancelled=True)
@@ -178,10 +201,18 @@ class LayerWriter:
         if image is not None:
             self.result_layer = self._add(image, f"{self.base_name} ({how} at step {step})", step=step, **extra)
 
+    def fold_snapshots(self) -> None:
+        """Remove this run's snapshot layers (those still in the viewer): only the result stays."""
+        for layer in self.snapshot_layers:
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self.snapshot_layers.clear()
+
     def _put_frame(self, frame: tuple[int, ...], image: np.ndarray, frames: int) -> None:
-        image = resize_image(image, self.frame_shape)  # a run stopped in a coarse level
+        image = in_value_range(resize_image(image, self.frame_shape), self.value_range)  # a run stopped in a coarse level
         if self.stack_layer is None:
-            data = np.zeros(self.stack_shape + image.shape, dtype=np.float32)
+            # frames not done yet show as the result's 0 (the low contrast limit for grey)
+            data = in_value_range(np.zeros(self.stack_shape + image.shape, dtype=np.float32), self.value_range)
             data[frame] = image
             self.stack_layer = self._add(data, f"{self.base_name} (in progress)", frames=frames)
         else:
@@ -205,6 +236,8 @@ class LayerWriter:
         }
         if self.slice_index is not None:
             metadata["slice"] = list(self.slice_index)
+        if self.value_range is not None:
+            metadata["value_range"] = list(self.value_range)  # the result's 0 and 1, in content units
         if progress is not None:
             metadata["losses"] = {
                 "total": progress.total_loss,
@@ -215,8 +248,65 @@ class LayerWriter:
         return metadata
 
     def _add(self, image: np.ndarray, name: str, **extra: Any):
-        kwargs = result_layer_kwargs(self.content, image, name, self._metadata(extra), self.slice_index)
-        return self.viewer.add_image(as_layer_data(image, self.content), **kwargs)
+        kwargs = result_layer_kwargs(self.content, image, name, self._metadata(extra), self.slice_index, self.value_range)
+        return self.viewer.add_image(as_layer_data(in_value_range(image, self.value_range), self.content), **kwargs)
+
+
+#: Options left out of run names: they change how a run is watched, not what it makes.
+UNNAMED_OPTIONS = ("snapshot_every", "device", "channels_last", "cudnn_benchmark")
+#: At most this many changed options in a run's name (then "+N more").
+NAMED_CHANGES = 3
+
+
+def run_name(viewer: napari.Viewer, content_name: str, style_name: str, options: dict[str, Any]) -> str:
+    """``"<content> styled"`` for a content's first run; after that, the style's name and the
+    options that differ from the content's latest result: ``"astronaut styled (starry, steps
+    300)"``, so that runs differ in the layer list (metadata["style_transfer"] has them all)."""
+    base = f"{content_name} styled"
+    earlier = [
+        layer.metadata["style_transfer"]
+        for layer in viewer.layers
+        if isinstance(layer.metadata.get("style_transfer"), dict)
+        and layer.metadata["style_transfer"].get("content") == content_name
+        and not layer.metadata["style_transfer"].get("snapshot")
+    ]
+    if not earlier:
+        return base
+    before = earlier[-1].get("options", {})
+    changed = [
+        _setting(name, value)
+        for name, value in options.items()
+        if name not in UNNAMED_OPTIONS and name in before and _plain(before[name]) != _plain(value)
+    ]
+    if len(changed) > NAMED_CHANGES:
+        changed = [*changed[:NAMED_CHANGES], f"+{len(changed) - NAMED_CHANGES} more"]
+    return f"{base} ({', '.join([style_name, *changed])})"
+
+
+def settings_summary(metadata: dict[str, Any]) -> str:
+    """A run's key settings in one line, from a result layer's metadata["style_transfer"]."""
+    options = metadata.get("options", {})
+    parts = [f"style {metadata.get('style', '?')}"]
+    parts += [_setting(name, options[name]) for name in ("size", "steps", "style_weight", "content_weight",
+                                                        "optimizer", "seed") if name in options]
+    parts += [str(metadata[key]) for key in ("device", "weights") if metadata.get(key)]
+    return " | ".join(parts)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples and lists compare equal (metadata read back from JSON has lists)."""
+    return list(value) if isinstance(value, tuple | list) else value
+
+
+def _setting(name: str, value: Any) -> str:
+    label = name.replace("_", " ")
+    if isinstance(value, bool):
+        return label if value else f"no {label}"
+    if isinstance(value, float):
+        return f"{label} {value:g}"
+    if isinstance(value, tuple | list):
+        return f"{label} {','.join(map(str, value))}"
+    return f"{label} {value}"
 
 
 def run_style_transfer(
@@ -227,6 +317,8 @@ def run_style_transfer(
     stack: str = "current slice",
     start: bool = True,
     scheduler: str | None = None,
+    content_range: bool | None = None,
+    keep_snapshots: bool = True,
     **options: Any,
 ) -> GeneratorWorker:
     """Stylize ``content`` with ``style`` (layers or layer names) in a background thread.
@@ -239,6 +331,11 @@ def run_style_transfer(
     ``frames="independent"``; ``"whole stack"`` is its earlier name); a whole stack fills
     one layer frame by frame. Lazy (dask, zarr) layers are read a frame at a time in the
     worker thread.
+    Grey results come back in the content's units (mapped back through the contrast limits
+    the content was read with) unless ``content_range=False`` ([0, 1] then); results carry
+    the content's colormap, gamma and blending. A later run of the same content is named for
+    its style and what it changed (:func:`run_name`). ``keep_snapshots=False`` removes the
+    snapshot layers once the run has finished (only the result stays).
     Returns the napari worker (started unless ``start=False``); ``cancel(worker)`` stops it
     after the current step and keeps the last image. Options are those of ``stylize``. Bad
     layers or options raise ``StyleTransferError`` before anything starts.
@@ -266,8 +363,12 @@ def run_style_transfer(
     source = layer_input(content_layer, "content", viewer=viewer, stack=stack, size=size, defer=True)
     style_source = layer_input(style_layer, "style", viewer=viewer, size=size, defer=True)
 
+    check_size_fits(source, style_source, content_layer, StyleOptions.from_kwargs(options))
+
     cancel_event = threading.Event()
-    writer = LayerWriter(viewer, content_layer, style_layer, options, source)
+    writer = LayerWriter(
+        viewer, content_layer, style_layer, options, source, content_range=content_range, keep_snapshots=keep_snapshots
+    )
     if scheduler and frames == "independent":
         updates = cluster_frame_updates(source, style_source, options, cancel_event, scheduler)
     else:
@@ -292,6 +393,39 @@ def run_style_transfer(
     if start:
         worker.start()
     return worker
+
+
+def check_size_fits(source: LayerInput, style: LayerInput, content: Image, opts: StyleOptions) -> None:
+    """Refuse, before a worker starts, a size at which the content or the style frame is
+    smaller than the deepest chosen VGG layer needs, naming the smallest size that works
+    (shapes only: nothing is read)."""
+    layers, style_layers = opts.content_layers + opts.style_layers, opts.style_layers
+    lead = content.ndim - 2 if source.slice_index is None else 0
+    content_hw = tuple(int(side) for side in source.data.shape[lead : lead + 2])
+    style_hw = tuple(int(side) for side in style.data.shape[:2])
+    size = opts.size if opts.size is not None else max(content_hw)
+
+    def fits(size: int) -> bool:
+        content_shape = working_shape(*content_hw, size)
+        factor = max(content_shape) / max(content_hw) * opts.style_scale
+        style_shape = (round(style_hw[0] * factor), round(style_hw[1] * factor))
+        return (not layers or min(content_shape) >= min_side_for_layers(layers)) and (
+            not style_layers or min(style_shape) >= min_side_for_layers(style_layers)
+        )
+
+    if fits(size):
+        return
+    works = next((bigger for bigger in range(size + 1, MAX_SUGGESTED_SIZE + 1) if fits(bigger)), None)
+    fix = f"use size {works} or more" if works is not None else "use shallower layers"
+    raise StyleTransferError(
+        f"size {size} is too small for these layers (content {content_hw[0]}x{content_hw[1]}, style "
+        f"{style_hw[0]}x{style_hw[1]} px): the deepest chosen VGG layer needs a shorter side of at least "
+        f"{min_side_for_layers(layers or style_layers)} px; {fix} (or a larger style_scale)"
+    )
+
+
+#: The largest size :func:`check_size_fits` suggests.
+MAX_SUGGESTED_SIZE = 8192
 
 
 #: Every run made here that has not been collected, for :func:`_stop_runs_at_exit`.

@@ -33,7 +33,7 @@ from magicgui.widgets import (
 from ..errors import StyleTransferError
 from ..options import StyleOptions, choices, help_text
 from .layers import STACK_MODES, frames_option, is_time_series, stack_mode
-from .run import cancel, run_style_transfer
+from .run import cancel, run_style_transfer, settings_summary
 from .worker import Cancelled, Downloading, Failed, Finished, Progress, Started, Update
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -185,7 +185,10 @@ class StyleTransferWidget(Container):
         from napari.layers import Image
 
         content = create_widget(annotation=Image, name="content", label="content")
-        content.tooltip = "the Image layer whose layout to keep (grey or RGB, 2D)"
+        content.tooltip = (
+            "the Image layer whose layout to keep: grey or RGB, 2D or a stack (3D+: the slice on screen, "
+            "or every slice, see stack)"
+        )
         style = create_widget(annotation=Image, name="style", label="style")
         style.tooltip = "the Image layer whose colours and textures to transfer"
         self._ratio = Label(name="ratio", label="style / content")
@@ -300,13 +303,35 @@ class StyleTransferWidget(Container):
         self._show_ratio()
         self._show_advanced(False)
         self["content"].changed.connect(self._preselect_stack)
+        self._add_result_controls()
+        self._add_typed_style_weight()
+        self["content"].changed.connect(self._fit_controls_to_content)
+        self._pick_demo_roles()
         self._separate_roles()
         self._preselect_stack(self["content"].value)
+        self._fit_controls_to_content(self["content"].value)
 
     def reset_choices(self, *args: Any) -> None:
         """napari calls this when layers come and go; keep content and style apart."""
         super().reset_choices(*args)
+        self._pick_demo_roles()
         self._separate_roles()
+
+    def _pick_demo_roles(self) -> None:
+        """A demo pair adds its style first and its content last (on top): when the content
+        choice fell on a demo style, the pair's layers take the roles _sample_data marked."""
+        from .._sample_data import DEMO_ROLE
+
+        content, style = self["content"], self["style"]
+        if content.value is None or content.value.metadata.get(DEMO_ROLE) != "style":
+            return
+        marked = {
+            role: [layer for layer in content.choices if layer.metadata.get(DEMO_ROLE) == role]
+            for role in ("content", "style")
+        }
+        if marked["content"]:
+            content.value = marked["content"][-1]
+            style.value = marked["style"][-1] if marked["style"] else style.value
 
     def _separate_roles(self) -> None:
         """Content and style start on different layers: the newest other Image layer that is
@@ -319,6 +344,56 @@ class StyleTransferWidget(Container):
         inputs = [layer for layer in others if "style_transfer" not in layer.metadata]
         if inputs or others:
             style.value = (inputs or others)[-1]
+
+    # --- result layers, the style weight typed, controls that fit the content -------------
+
+    def _add_result_controls(self) -> None:
+        """Two checkboxes after "grey content gives a grey result": the result's value range
+        and whether a finished run's snapshots stay."""
+        at = self.index(self["keep_grey"]) + 1
+        self.insert(at, CheckBox(
+            name="content_range", text="result in the content's value range", value=True,
+            tooltip="a grey result is mapped back through the contrast limits the content was read with "
+            "(its own units) instead of 0..1",
+        ))
+        self.insert(at + 1, CheckBox(
+            name="keep_snapshots", text="keep snapshots after the run", value=True,
+            tooltip="off: a finished run's snapshot layers are removed, only the result stays",
+        ))
+
+    def _add_typed_style_weight(self) -> None:
+        """A text field under the style-weight slider: the weight can be typed (1e6, 250000)."""
+        field = LineEdit(
+            name="style_weight_typed", label="or type it", value=f"{self._style_weight.value:g}",
+            tooltip="type a style weight (1 to 1e10) and press Enter",
+        )
+        self.insert(self.index(self._style_weight) + 1, field)
+
+        def typed(*_: Any) -> None:
+            try:
+                weight = float(field.value)
+            except ValueError:
+                weight = math.nan
+            if 1.0 <= weight <= 1e10:
+                self._style_weight.value = weight
+            field.value = f"{self._style_weight.value:g}"  # a bad entry goes back to the weight
+
+        field.native.editingFinished.connect(typed)
+        self._style_weight.changed.connect(lambda value: setattr(field, "value", f"{self._style_weight.value:g}"))
+
+    def _fit_controls_to_content(self, layer: Any) -> None:
+        """Controls that do nothing for the chosen content are disabled: stack (and its time
+        options) for a 2D layer, the content's colours for grey content, grey result and value
+        range for RGB content."""
+        if layer is None:
+            return
+        stack = getattr(layer, "ndim", 2) > 2
+        rgb = bool(getattr(layer, "rgb", False))
+        for name in ("stack", "temporal_weight", "time_steps"):
+            self[name].enabled = stack
+        self["content_colours"].enabled = rgb
+        self["keep_grey"].enabled = not rgb
+        self["content_range"].enabled = not rgb
 
     def _preselect_stack(self, layer: Any) -> None:
         """A newly chosen content layer whose first axis is labelled t or time starts as a
@@ -368,6 +443,8 @@ class StyleTransferWidget(Container):
                 stack=self["stack"].value,
                 start=False,
                 scheduler=scheduler_preference(),
+                content_range=self["content_range"].value,
+                keep_snapshots=self["keep_snapshots"].value,
                 **self.options(),
             )
         except StyleTransferError as error:
@@ -427,7 +504,7 @@ class StyleTransferWidget(Container):
         elif isinstance(update, Progress):
             self._progress.max = update.total
             self._progress.value = update.done
-            speed = f"{update.steps_per_second:.2f} steps/s" if update.steps_per_second else "first step"
+            speed = _speed_and_time_left(update)
             frame = f"frame {update.frame_number + 1}/{update.frames} | " if update.frames > 1 else ""
             self._status.value = (
                 f"{frame}step {update.step}/{update.steps} | loss {update.total_loss:.3g} "
@@ -438,9 +515,10 @@ class StyleTransferWidget(Container):
             result = update.result
             frames = f"{result.frames} frames x " if result.frames > 1 else ""
             self._status.value = (
-                f"done: {frames}{result.steps_done} steps in {result.seconds:.1f} s, loss {result.losses.total:.3g} | "
+                f"done: {frames}{result.steps_done} steps in {result.seconds:.1f}\u00a0s, loss {result.losses.total:.3g} | "
                 f"{result.device} | {_short_weights(result.weights)}"
             )
+            self._describe_result()
         elif isinstance(update, Cancelled):
             if self.worker is not None and self.worker.layer_writer.closed:
                 self._status.value = "stopped: the content layer was removed, so nothing was added"
@@ -456,6 +534,14 @@ class StyleTransferWidget(Container):
                 self._status.value = f"cancelled at {where}step {update.step}; what was done is kept as a layer"
         elif isinstance(update, Failed):
             self._status.value = f"failed: {update.message}"
+
+    def _describe_result(self) -> None:
+        """The status line names the result layer; its tooltip gives the run's key settings."""
+        layer = self.worker.layer_writer.result_layer if self.worker is not None else None
+        if layer is None:
+            return
+        self._status.value = self._status.value.replace("done: ", f"done: {layer.name!r}, ", 1)
+        self._status.tooltip = settings_summary(layer.metadata["style_transfer"])
 
     def _progress_frames(self) -> int:
         progress = self.worker.layer_writer.last_progress if self.worker is not None else None
@@ -475,6 +561,17 @@ class StyleTransferWidget(Container):
         self._button.text = "Run"
         if self._status.value.startswith(("loading", "downloading", "cancelling", "step", "frame")):
             self._status.value = "stopped"
+
+
+def _speed_and_time_left(update: Progress) -> str:
+    """"2.50 steps/s, ~1 min 20 s left" with no break inside a number and its unit (the
+    status line wraps in a narrow dock; U+2060 keeps "steps/s" whole)."""
+    if not update.steps_per_second:
+        return "first step"
+    left = (update.total - update.done) / update.steps_per_second
+    minutes, seconds = divmod(round(left), 60)
+    eta = f"{minutes}\u00a0min {seconds}\u00a0s" if minutes else f"{seconds}\u00a0s"
+    return f"{update.steps_per_second:.2f}\u00a0steps/\u2060s, ~{eta}\u00a0left"
 
 
 def _device_choices(preferred: str) -> list[str]:

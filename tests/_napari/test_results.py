@@ -1,0 +1,95 @@
+"""Result layers in the content's units and look, runs told apart, a widget that fits the layer."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .conftest import run_and_wait
+
+
+def grey_ramp(shape=(40, 48)) -> np.ndarray:
+    return np.linspace(0, 4000, shape[0] * shape[1]).reshape(shape).astype(np.uint16)
+
+
+def test_a_grey_result_is_in_the_contents_range_with_its_colormap_gamma_and_blending(qtbot, viewer, widget):
+    layer = viewer.add_image(
+        grey_ramp(), name="cells", colormap="magenta", gamma=0.7, blending="additive", contrast_limits=(-5, 300)
+    )
+    widget["content"].value = layer
+    run_and_wait(qtbot, widget)
+    result = viewer.layers["cells styled"]
+    assert tuple(result.contrast_limits) == (-5.0, 300.0)
+    assert result.data.min() >= -5 and result.data.max() <= 300 and result.data.max() > 1.0
+    assert result.colormap.name == "magenta" and result.gamma == 0.7 and str(result.blending) == "additive"
+    assert result.metadata["style_transfer"]["value_range"] == [-5.0, 300.0]
+
+
+def test_a_grey_result_stays_in_0_to_1_when_the_range_option_is_off(qtbot, viewer, widget):
+    layer = viewer.add_image(grey_ramp(), name="cells", contrast_limits=(-5, 300))
+    widget["content"].value = layer
+    widget["content_range"].value = False
+    run_and_wait(qtbot, widget)
+    result = viewer.layers["cells styled"]
+    assert tuple(result.contrast_limits) == (0.0, 1.0) and result.data.max() <= 1.0
+    assert "value_range" not in result.metadata["style_transfer"]
+
+
+def test_a_second_run_with_other_settings_is_named_for_its_style_and_what_changed(qtbot, viewer, widget):
+    widget["snapshot_every"].value = 0
+    run_and_wait(qtbot, widget)
+    widget["steps"].value = 3
+    run_and_wait(qtbot, widget)
+    assert [layer.name for layer in viewer.layers][2:] == ["photo styled", "photo styled (texture, steps 3)"]
+    assert widget["status"].value.startswith("done: 'photo styled (texture, steps 3)', 3 steps")
+    assert widget["status"].tooltip.startswith("style texture | size 32 | steps 3 | style weight")
+
+
+def test_snapshots_of_a_finished_run_can_be_folded_away(qtbot, viewer, widget):
+    widget["keep_snapshots"].value = False
+    run_and_wait(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == ["photo", "texture", "photo styled"]
+
+
+def test_a_size_too_small_for_the_layers_is_refused_before_the_run_with_one_that_works(qtbot, viewer, widget, errors):
+    wide = viewer.add_image(np.random.default_rng(0).random((20, 64, 3)), name="wide", rgb=True)
+    widget["content"].value = wide
+    widget["size"].value = 32  # 10 x 32 px: conv5_1 needs 16
+    assert widget.run() is None and not widget.running
+    assert widget["status"].value.startswith("not started: size 32 is too small for these layers")
+    assert "use size 50 or more" in widget["status"].value
+    assert any("use size 50 or more" in message for message in errors), errors
+
+
+def test_controls_that_do_nothing_for_the_content_are_disabled(viewer, widget):
+    assert widget["content"].value.rgb  # the photo: RGB, 2D
+    assert not widget["stack"].enabled and not widget["keep_grey"].enabled and widget["content_colours"].enabled
+    widget["content"].value = viewer.add_image(np.zeros((3, 40, 48), np.float32), name="zstack")
+    assert widget["stack"].enabled and widget["keep_grey"].enabled and not widget["content_colours"].enabled
+    assert widget["content_range"].enabled
+
+
+def test_the_style_weight_can_be_typed(widget):
+    field = widget["style_weight_typed"]
+    field.value = "2.5e6"
+    field.native.editingFinished.emit()
+    assert widget["style_weight"].value == 2.5e6
+    field.value = "lots"
+    field.native.editingFinished.emit()
+    assert widget["style_weight"].value == 2.5e6 and field.value == "2.5e+06"
+
+
+def test_the_status_gives_the_time_left_and_keeps_steps_per_second_whole():
+    from napari_style_transfer._napari.widget import _speed_and_time_left
+    from napari_style_transfer._napari.worker import Progress
+
+    update = Progress(step=10, steps=100, total_loss=1.0, content_loss=0.5, style_loss=0.5, steps_per_second=0.5, record=None)
+    text = _speed_and_time_left(update)
+    assert text == "0.50\u00a0steps/\u2060s, ~3\u00a0min 0\u00a0s\u00a0left"
+    assert " " not in text.split(", ")[0]  # no breakable space inside "0.50 steps/s"
+
+
+def test_a_demo_pair_puts_the_content_on_top_and_in_the_content_choice(viewer):
+    viewer.open_sample("napari-style-transfer", "astronaut_swirl")
+    assert [layer.name for layer in viewer.layers] == ["swirl", "astronaut"]  # the last one shows on top
+    _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
+    assert widget["content"].value.name == "astronaut" and widget["style"].value.name == "swirl"
