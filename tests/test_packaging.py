@@ -1,7 +1,7 @@
 """The package: manifest and sample data inside it (wheel and editable), npe2 accepts it.
 
 napari.yaml and sample_data/ live at the top level of the checkout, without symbolic links
-(hatch_build.py puts them where the package looks).
+(.ci/hatch_build.py puts them where the package looks).
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def editable(tmp_path_factory) -> tuple[Path, zipfile.ZipFile]:
     source = tmp_path_factory.mktemp("editable") / "tree"
     shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "napari.yaml"))
     shutil.copytree(ROOT / "sample_data", source / "sample_data")
-    for name in ("napari.yaml", "pyproject.toml", "hatch_build.py", "README.md"):
+    (source / ".ci").mkdir()
+    for name in ("napari.yaml", "pyproject.toml", ".ci/hatch_build.py", "README.md"):
         shutil.copy2(ROOT / name, source / name)
     out = tmp_path_factory.mktemp("editable-wheel")
     path = next(WheelBuilder(str(source)).build(directory=str(out), versions=["editable"]))
