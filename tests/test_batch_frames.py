@@ -200,6 +200,18 @@ def test_auto_batches_as_many_frames_as_fit_on_a_gpu_up_to_the_limit(monkeypatch
     assert auto_batch(40, memory.FIXED_BYTES / memory.HEADROOM) == 1  # the memory check refuses it
 
 
+def test_auto_batches_large_frames_less(monkeypatch):
+    from napari_style_transfer import api
+    from napari_style_transfer._image import describe_image
+    from napari_style_transfer.options import StyleOptions
+
+    monkeypatch.setattr(api, "free_memory_bytes", lambda device: 1000 * 2**30)
+    stack = describe_image(np.zeros((40, 32, 32), np.float32) + np.eye(32, dtype=np.float32), "content")
+    options, cuda = StyleOptions().validated(), torch.device("cuda")
+    assert api._frames_per_batch(stack, (512, 512), (512, 512), options, cuda) == 4
+    assert api._frames_per_batch(stack, (1024, 1024), (1024, 1024), options, cuda) == 1
+
+
 def test_auto_styles_one_frame_at_a_time_on_the_cpu():
     from napari_style_transfer import api
     from napari_style_transfer._image import describe_image

@@ -262,9 +262,12 @@ def _check_large_enough(
         )
 
 
-#: Most frames batch_frames=0 (auto) puts in one batch on a GPU: past this, frames of any
-#: size keep a GPU busy on their own, and a batch only delays the first finished frames.
+#: Most frames batch_frames=0 (auto) puts in one batch on a GPU, and most working pixels
+#: (16 frames of 256 px, 4 of 512, 1 of 1024): a batch exists to fill a GPU that small frames
+#: leave idle; past that it only delays the first finished frames. Not yet measured on a GPU
+#: (benchmarks/gpu.py times batch_frames 1, 4, 16 and auto when one is lent).
 AUTO_BATCH_LIMIT = 16
+AUTO_BATCH_PIXELS = 2**20
 
 #: batch_frames=0 (auto) on the CPU: measured in docs/benchmarks.md ("Batched frames").
 AUTO_BATCH_CPU = 1
@@ -278,8 +281,9 @@ def _frames_per_batch(
     device: torch.device,
 ) -> int:
     """How many frames of a stack go through the network together: ``batch_frames``, or
-    for 0 (auto) as many as the memory free now holds, at most AUTO_BATCH_LIMIT (on the CPU
-    AUTO_BATCH_CPU). Always 1 for a time series, whose frames wait for each other."""
+    for 0 (auto) as many as the memory free now holds, at most AUTO_BATCH_LIMIT
+    and AUTO_BATCH_PIXELS (on the CPU AUTO_BATCH_CPU). Always 1 for a time series, whose
+    frames wait for each other."""
     frames = frame_count(content.stack_shape)
     if opts.frames == "time" or frames == 1:
         return 1
@@ -290,8 +294,9 @@ def _frames_per_batch(
     room = free_memory_bytes(device) * memory.HEADROOM
     if device.type != "cuda":  # MPS: the result shares the memory
         room -= _result_bytes(content, content_shape, opts)
+    most = min(AUTO_BATCH_LIMIT, frames, max(1, AUTO_BATCH_PIXELS // (content_shape[0] * content_shape[1])))
     fits = 1
-    while fits < min(AUTO_BATCH_LIMIT, frames) and _run_bytes(content_shape, style_shape, opts, fits + 1) <= room:
+    while fits < most and _run_bytes(content_shape, style_shape, opts, fits + 1) <= room:
         fits += 1
     return fits
 
