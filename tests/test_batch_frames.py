@@ -212,13 +212,15 @@ def test_auto_batches_large_frames_less(monkeypatch):
     assert api._frames_per_batch(stack, (1024, 1024), (1024, 1024), options, cuda) == 1
 
 
-def test_auto_styles_one_frame_at_a_time_on_the_cpu():
+def test_auto_batches_small_frames_on_the_cpu_and_large_ones_one_at_a_time():
     from napari_style_transfer import api
     from napari_style_transfer._image import describe_image
     from napari_style_transfer.options import StyleOptions
 
-    stack = describe_image(slices(), "content")
-    assert api._frames_per_batch(stack, (32, 32), (32, 32), StyleOptions().validated(), torch.device("cpu")) == api.AUTO_BATCH_CPU
+    stack = describe_image(np.concatenate([slices()] * 3), "content")  # 9 frames
+    options, cpu = StyleOptions().validated(), torch.device("cpu")
+    assert api._frames_per_batch(stack, (64, 64), (64, 64), options, cpu) == api.AUTO_BATCH_CPU
+    assert api._frames_per_batch(stack, (256, 256), (256, 256), options, cpu) == 1
 
 
 def test_the_command_line_takes_batch_frames(tmp_path, style):

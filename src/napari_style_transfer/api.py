@@ -268,9 +268,11 @@ def _check_large_enough(
 #: (benchmarks/gpu.py times batch_frames 1, 4, 16 and auto when one is lent).
 AUTO_BATCH_LIMIT = 16
 AUTO_BATCH_PIXELS = 2**20
-
-#: batch_frames=0 (auto) on the CPU: measured in docs/benchmarks.md ("Batched frames").
-AUTO_BATCH_CPU = 1
+#: The same on the CPU, measured in docs/benchmarks.md ("Batched frames"): batches of 4 took
+#: 1.4x (1 thread) to 2x (2 threads) the frames per second of one at a time at 64 and 128 px,
+#: 8 little more; larger frames were not measured to gain, so they go one at a time.
+AUTO_BATCH_CPU = 4
+AUTO_BATCH_CPU_PIXELS = 4 * 128 * 128
 
 
 def _frames_per_batch(
@@ -281,20 +283,19 @@ def _frames_per_batch(
     device: torch.device,
 ) -> int:
     """How many frames of a stack go through the network together: ``batch_frames``, or
-    for 0 (auto) as many as the memory free now holds, at most AUTO_BATCH_LIMIT
-    and AUTO_BATCH_PIXELS (on the CPU AUTO_BATCH_CPU). Always 1 for a time series, whose
-    frames wait for each other."""
+    for 0 (auto) as many as the memory free now holds, at most AUTO_BATCH_LIMIT frames and
+    AUTO_BATCH_PIXELS (on the CPU AUTO_BATCH_CPU and AUTO_BATCH_CPU_PIXELS). Always 1 for a
+    time series, whose frames wait for each other."""
     frames = frame_count(content.stack_shape)
     if opts.frames == "time" or frames == 1:
         return 1
     if opts.batch_frames:
         return min(opts.batch_frames, frames)
-    if device.type == "cpu":
-        return min(AUTO_BATCH_CPU, frames)
+    limit, pixels = (AUTO_BATCH_CPU, AUTO_BATCH_CPU_PIXELS) if device.type == "cpu" else (AUTO_BATCH_LIMIT, AUTO_BATCH_PIXELS)
     room = free_memory_bytes(device) * memory.HEADROOM
-    if device.type != "cuda":  # MPS: the result shares the memory
+    if device.type != "cuda":  # the CPU and MPS: the result shares the memory
         room -= _result_bytes(content, content_shape, opts)
-    most = min(AUTO_BATCH_LIMIT, frames, max(1, AUTO_BATCH_PIXELS // (content_shape[0] * content_shape[1])))
+    most = min(limit, frames, max(1, pixels // (content_shape[0] * content_shape[1])))
     fits = 1
     while fits < most and _run_bytes(content_shape, style_shape, opts, fits + 1) <= room:
         fits += 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
@@ -179,17 +179,31 @@ def optimize(
             yield step, _checked(_as_losses(lbfgs.step()), step), lbfgs.x
         return
 
+    for step, terms, image in _adam(objective, start, options, steps):
+        yield step, _checked(to_losses(terms), step), image
+
+
+def _adam(
+    objective: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    start: torch.Tensor,
+    options: StyleOptions,
+    steps: int,
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Adam on ``start`` with pixels kept in [0, 1]: (step, the terms ``objective`` gave for
+    the image the step started from, the image after the step). The objective's totals are
+    summed: for a batch of frames each frame's total depends on that frame alone, so each
+    gets its own gradient, and Adam's moments are per pixel anyway."""
     image = start.detach().clone().requires_grad_(True)
     adam = torch.optim.Adam([image], lr=options.resolved_learning_rate)
     for step in range(1, steps + 1):
         adam.zero_grad(set_to_none=True)
-        total, terms = objective(image)
-        total.backward()
+        totals, terms = objective(image)
+        totals.sum().backward()
         adam.step()
         with torch.no_grad():
             image.clamp_(0.0, 1.0)
         # a copy: Adam updates ``image`` in place, and a caller may keep the yielded one
-        yield step, _checked(to_losses(terms), step), image.detach().clone()
+        yield step, terms, image.detach().clone()
 
 
 def optimize_frames(
@@ -223,16 +237,8 @@ def optimize_frames(
             yield step, [_checked(_as_losses(report), step) for report in lbfgs.step()], lbfgs.x
         return
 
-    image = start.detach().clone().requires_grad_(True)
-    adam = torch.optim.Adam([image], lr=options.resolved_learning_rate)
-    for step in range(1, steps + 1):
-        adam.zero_grad(set_to_none=True)
-        totals, terms = frames_objective(image)
-        totals.sum().backward()  # frame i's total depends on frame i alone: its own gradient
-        adam.step()
-        with torch.no_grad():
-            image.clamp_(0.0, 1.0)
-        yield step, [_checked(_as_losses(row), step) for row in terms.tolist()], image.detach().clone()
+    for step, terms, images in _adam(frames_objective, start, options, steps):
+        yield step, [_checked(_as_losses(row), step) for row in terms.tolist()], images
 
 
 def _checked(losses: Losses, step: int) -> Losses:

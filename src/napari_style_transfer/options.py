@@ -165,8 +165,9 @@ class StyleOptions:
     batch_frames: int = _option(
         0,
         "frames=independent: how many frames go through the network together as one batch (>= 0), "
-        "each with its own optimiser state, so each comes out as if styled alone; 0 = auto (on a GPU as "
-        "many as free memory holds, at most 16 and 1 Mpx in all; 1 on the CPU). frames=time goes frame by frame",
+        "each with its own optimiser state, so each comes out as if styled alone (to float rounding); 0 = auto "
+        "(as many as free memory holds, on a GPU at most 16 and 1 Mpx in all, on the CPU 4 and 64 kpx). "
+        "frames=time goes frame by frame",
         minimum=0,
     )
     snapshot_every: int = _option(
