@@ -49,7 +49,8 @@ class StepRecord:
     step of each frame; on other steps call :meth:`render` before advancing the generator.
     For a stack, ``step`` counts within the current ``frame`` (``frame_number`` of ``frames``),
     and ``step == steps`` on a frame's last step (a time series' later frames have
-    ``time_steps``).
+    ``time_steps``). Frames styled together (``batch_frames``) step together: each step
+    gives one record per frame of the batch, in frame order.
     """
 
     step: int  # 1-based, within the frame
@@ -64,7 +65,7 @@ class StepRecord:
     frames: int = 1
     size: int = 0  # longest side of the image at this step (coarse-to-fine levels are smaller)
     image: np.ndarray | None = None  # this frame's image (2D), on snapshot and last steps
-    steps_before: int = 0  # steps of the run's earlier frames
+    steps_before: int = 0  # steps of the run done before this one, other than this frame's
     run_steps: int = 0  # steps of the whole run (0: frames * steps)
     _live: torch.Tensor | None = field(default=None, repr=False)
     _cursor: _Cursor | None = field(default=None, repr=False)
@@ -268,11 +269,13 @@ def _check_large_enough(
 #: (benchmarks/gpu.py times batch_frames 1, 4, 16 and auto when one is lent).
 AUTO_BATCH_LIMIT = 16
 AUTO_BATCH_PIXELS = 2**20
-#: The same on the CPU, measured in docs/benchmarks.md ("Batched frames"): batches of 4 took
-#: 1.4x (1 thread) to 2x (2 threads) the frames per second of one at a time at 64 and 128 px,
-#: 8 little more; larger frames were not measured to gain, so they go one at a time.
-AUTO_BATCH_CPU = 4
-AUTO_BATCH_CPU_PIXELS = 4 * 128 * 128
+#: batch_frames=0 (auto) on the CPU. Batches of 4 gave 1.4x (1 thread) to 2x (2 threads) the
+#: frames per second at 64 and 128 px (docs/benchmarks.md, "Batched frames"), but a batch's
+#: frames finish together, and a run stopped in the middle of a batch (Ctrl-C, Cancel) keeps
+#: the finished frames and the one frame it was reporting, not the batch's other unfinished
+#: frames: on the CPU, where stack runs are long and get stopped, frames go one at a time
+#: unless batch_frames says otherwise.
+AUTO_BATCH_CPU = 1
 
 
 def _frames_per_batch(
@@ -284,18 +287,19 @@ def _frames_per_batch(
 ) -> int:
     """How many frames of a stack go through the network together: ``batch_frames``, or
     for 0 (auto) as many as the memory free now holds, at most AUTO_BATCH_LIMIT frames and
-    AUTO_BATCH_PIXELS (on the CPU AUTO_BATCH_CPU and AUTO_BATCH_CPU_PIXELS). Always 1 for a
-    time series, whose frames wait for each other."""
+    AUTO_BATCH_PIXELS (on the CPU AUTO_BATCH_CPU). Always 1 for a time series, whose frames
+    wait for each other."""
     frames = frame_count(content.stack_shape)
     if opts.frames == "time" or frames == 1:
         return 1
     if opts.batch_frames:
         return min(opts.batch_frames, frames)
-    limit, pixels = (AUTO_BATCH_CPU, AUTO_BATCH_CPU_PIXELS) if device.type == "cpu" else (AUTO_BATCH_LIMIT, AUTO_BATCH_PIXELS)
+    if device.type == "cpu":
+        return min(AUTO_BATCH_CPU, frames)
     room = free_memory_bytes(device) * memory.HEADROOM
-    if device.type != "cuda":  # the CPU and MPS: the result shares the memory
+    if device.type != "cuda":  # MPS: the result shares the memory
         room -= _result_bytes(content, content_shape, opts)
-    most = min(limit, frames, max(1, pixels // (content_shape[0] * content_shape[1])))
+    most = min(AUTO_BATCH_LIMIT, frames, max(1, AUTO_BATCH_PIXELS // (content_shape[0] * content_shape[1])))
     fits = 1
     while fits < most and _run_bytes(content_shape, style_shape, opts, fits + 1) <= room:
         fits += 1
@@ -560,8 +564,7 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
         frame_steps += [steps] * len(group)
         index = group[0][1][0][0]
         if in_time and index and index[0] + 1 < p.content.stack_shape[0]:
-            image = images
-            reference = image if temporal is None else image + temporal[1] * (temporal[0] - image)
+            reference = images if temporal is None else images + temporal[1] * (temporal[0] - images)
             kept[index] = (reference, resize(contents_full[0], *p.content_shape))
 
     objective.set_content(resize(contents_full[-1], *p.content_shape))

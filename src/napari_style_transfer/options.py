@@ -166,7 +166,8 @@ class StyleOptions:
         0,
         "frames=independent: how many frames go through the network together as one batch (>= 0), "
         "each with its own optimiser state, so each comes out as if styled alone (to float rounding); 0 = auto "
-        "(as many as free memory holds, on a GPU at most 16 and 1 Mpx in all, on the CPU 4 and 64 kpx). "
+        "(on a GPU as many as free memory holds, at most 16 and 1 Mpx in all; 1 on the CPU). A run stopped "
+        "in the middle of a batch keeps its finished frames and the one it was on. "
         "frames=time goes frame by frame",
         minimum=0,
     )
