@@ -10,6 +10,13 @@ channels-last as the engine runs it) and backward to the image, with per-frame G
 content losses. With ``--lbfgs`` a whole BatchBoxLBFGS step is timed as well, whose extra
 cost over the evaluation is the optimiser's own (two-loop recursion, checks, one host sync).
 
+With ``--whole`` it times whole-stack runs through the public API instead
+(``stylize(stack, style, batch_frames=N)``: network built, targets, every step of every
+frame, results copied back; ``--frames`` frames of ``--steps`` steps, schedule none) and
+prints frames per second of the whole run:
+
+    PYTHONPATH=src python benchmarks/batch_frames.py --whole --sizes 64 128 --batches 1 2 4 8
+
 Each configuration runs ``--repeats`` times after a warm-up, the configurations of one size
 taking turns in every round, and the minimum is kept: the least disturbed run on a machine
 shared with other work. Prints a markdown table.
@@ -82,6 +89,58 @@ def prepare(torch, device, size: int, frames: int, lbfgs: bool, channels_last: b
     return timed
 
 
+def stack_run(device: str, size: int, frames: int, steps: int, batch: int) -> tuple[float, float]:
+    """One whole-stack run of ``frames`` unlike grey frames of ``size`` px with
+    ``batch_frames=batch`` (0: auto) through the public API: (seconds in all, frames per
+    second of its steps). The steps' rate leaves out building the network (about 2.5 s with
+    random weights on a loaded CPU, the same for every batch size) and the first batch's first
+    step: it counts the frame-steps done after the first record over the time they took."""
+    import numpy as np
+
+    from napari_style_transfer import iter_stylize
+    from napari_style_transfer.api import StyleResult
+
+    rng = np.random.default_rng(0)
+    stack = rng.random((frames, size, size), dtype=np.float32)
+    style = rng.random((size, size, 3), dtype=np.float32)
+    began = time.perf_counter()
+    first = None
+    steps_seen = []  # the step of every record, in order
+    for record in iter_stylize(
+        stack, style, size=size, steps=steps, weights="random", batch_frames=batch, schedule="none",
+        snapshot_every=0, device=device,
+    ):
+        if isinstance(record, StyleResult):
+            break
+        first = first or time.perf_counter()
+        steps_seen.append(record.step)
+    ended = time.perf_counter()
+    # the first batch step's frames: the records of step 1 before the first of step 2 (steps >= 2)
+    first_batch = steps_seen.index(2) if 2 in steps_seen else len(steps_seen)
+    return ended - began, (frames * steps - first_batch) / steps / (ended - first)
+
+
+def whole_runs(args) -> None:
+    """Frames per second of whole-stack runs, the batch sizes taking turns in every round."""
+    print(
+        f"Whole-stack runs: {args.frames} frames x {args.steps} steps, weights random, schedule none. "
+        "*s per run* includes building the network; *frames/s* is that of the steps (see stack_run).\n"
+    )
+    print(f"| size (px) | batch_frames | s per run | frames/s | frames/s vs {args.batches[0]} at a time |")
+    print("|---|---|---|---|---|")
+    for size in args.sizes:
+        stack_run(args.device, size, 2, 2, 2)  # warm-up: allocator, oneDNN or cuDNN plans
+        best = {batch: (float("inf"), 0.0) for batch in args.batches}
+        for _ in range(args.repeats):
+            for batch in args.batches:
+                seconds, rate = stack_run(args.device, size, args.frames, args.steps, batch)
+                best[batch] = (min(best[batch][0], seconds), max(best[batch][1], rate))
+        reference = best[args.batches[0]][1]
+        for batch, (seconds, rate) in best.items():
+            shown = batch if batch else "0 (auto)"
+            print(f"| {size} | {shown} | {seconds:.2f} | {rate:.2f} | {rate / reference:.2f}x |", flush=True)
+
+
 def measure(configs: dict, repeats: int) -> dict:
     """Minimum seconds of each timed function, the configurations taking turns in every
     round, so that a change in the machine's load hits them all alike."""
@@ -103,6 +162,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--lbfgs", action="store_true", help="also time a whole BatchBoxLBFGS step")
     parser.add_argument("--contiguous", action="store_true", help="NCHW instead of channels-last")
+    parser.add_argument("--whole", action="store_true", help="time whole-stack runs through the API instead")
+    parser.add_argument("--frames", type=int, default=8, help="--whole: frames in the stack")
+    parser.add_argument("--steps", type=int, default=5, help="--whole: steps per frame (at least 2)")
     args = parser.parse_args(argv)
 
     import torch
@@ -116,6 +178,9 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.repeats} interleaved runs per row. On a machine shared with other work the absolute "
         "times are inflated and noisy; compare rows of one table.\n"
     )
+    if args.whole:
+        whole_runs(args)
+        return
     header = f"| size (px) | frames | s per evaluation | frames/s | frames/s vs {args.batches[0]} at a time |"
     rule = "|---|---|---|---|---|"
     if args.lbfgs:

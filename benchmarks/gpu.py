@@ -9,7 +9,8 @@ Prints markdown: for fp32, tf32 and bf16, the median seconds per step (after cuD
 itself), the peak GPU memory and its bytes per working pixel (the constant behind the memory
 estimate), and the convolutions' achieved TFLOP/s against a matrix multiply measured in the
 same run; then whole 500-step runs at 1024 px through the public API (the goal on an H200:
-under 10 s), and how far fp32 and bf16 results differ. Needs numpy, torch and pillow only
+under 10 s), how far fp32 and bf16 results differ, and frames per second of whole-stack
+runs of small independent frames with batch_frames 1, 4, 16 and auto. Needs numpy, torch and pillow only
 (no napari); untrained weights, so nothing here says anything about image quality. Designed
 to finish in well under 6 minutes on one GPU.
 """
@@ -26,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
+from batch_frames import stack_run  # noqa: E402
 from run import CONTENT_LAYERS, STYLE_LAYERS, conv_gflops, count_evaluations  # noqa: E402
 
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -171,6 +173,10 @@ def main() -> None:
     parser.add_argument("--agreement-steps", type=int, default=50)
     parser.add_argument("--matmul-size", type=int, default=8192)
     parser.add_argument("--refuse-size", type=int, default=40_000, help="a size whose run must be refused up front")
+    parser.add_argument("--stack-sizes", type=int, nargs="+", default=[128, 256], help="batch_frames runs: frame sizes")
+    parser.add_argument("--stack-frames", type=int, default=32, help="batch_frames runs: frames in the stack")
+    parser.add_argument("--stack-steps", type=int, default=20, help="batch_frames runs: steps per frame")
+    parser.add_argument("--stack-batches", type=int, nargs="+", default=[1, 4, 16, 0], help="batch_frames (0: auto)")
     args = parser.parse_args()
 
     import torch
@@ -211,6 +217,20 @@ def main() -> None:
         f"mean absolute pixel difference {difference:.4f} (pixels in [0, 1])"
     )
     print(f"\nA {args.refuse_size} px run is refused before it starts: {refused_size(args.device, args.refuse_size)}")
+    print(
+        f"\nWhole-stack runs of {args.stack_frames} independent frames x {args.stack_steps} steps (fp32/bf16 auto), "
+        "frames per second of the steps (benchmarks/batch_frames.py --whole):\n"
+    )
+    print("| size | batch_frames | s per run | frames/s | vs 1 at a time |")
+    print("| --- | --- | --- | --- | --- |")
+    for size in args.stack_sizes:
+        stack_run(args.device, size, 2, 2, 2)  # warm-up: cuDNN plans for this size
+        reference = None
+        for batch in args.stack_batches:
+            seconds, rate = stack_run(args.device, size, args.stack_frames, args.stack_steps, batch)
+            reference = reference or rate
+            shown = batch if batch else "0 (auto)"
+            print(f"| {size} | {shown} | {seconds:.1f} | {rate:.1f} | {rate / reference:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ def test_the_gpu_benchmark_script_runs_end_to_end_on_the_cpu(tmp_path):
     output = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--device", "cpu", "--sizes", "32",
          "--steps", "6", "--run-size", "32", "--run-steps", "3", "--agreement-size", "32",
-         "--agreement-steps", "2", "--matmul-size", "128"],
+         "--agreement-steps", "2", "--matmul-size", "128", "--stack-sizes", "32", "--stack-frames", "2",
+         "--stack-steps", "2", "--stack-batches", "1", "2"],
         check=True, capture_output=True, text=True, timeout=300,
         env={**os.environ, "PYTHON": sys.executable, "OUT": str(out), "PYTHONPATH": str(site)},
     ).stdout
@@ -48,3 +49,4 @@ def test_the_gpu_benchmark_script_runs_end_to_end_on_the_cpu(tmp_path):
     assert output.count("| none |") == 2 and "| bf16 | auto |" in output
     assert "mean absolute pixel difference" in output
     assert "px run is refused before it starts: a 40000x40000 px run needs about" in output
+    assert "| 32 | 1 |" in output and "| 32 | 2 |" in output

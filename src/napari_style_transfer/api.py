@@ -30,6 +30,7 @@ from .engine import (  # noqa: E402
     free_memory_bytes,
     initial_image,
     optimize,
+    optimize_frames,
     resize,
     resolve_device,
     with_backend_flags,
@@ -48,7 +49,8 @@ class StepRecord:
     step of each frame; on other steps call :meth:`render` before advancing the generator.
     For a stack, ``step`` counts within the current ``frame`` (``frame_number`` of ``frames``),
     and ``step == steps`` on a frame's last step (a time series' later frames have
-    ``time_steps``).
+    ``time_steps``). Frames styled together (``batch_frames``) step together: each step
+    gives one record per frame of the batch, in frame order.
     """
 
     step: int  # 1-based, within the frame
@@ -63,7 +65,7 @@ class StepRecord:
     frames: int = 1
     size: int = 0  # longest side of the image at this step (coarse-to-fine levels are smaller)
     image: np.ndarray | None = None  # this frame's image (2D), on snapshot and last steps
-    steps_before: int = 0  # steps of the run's earlier frames
+    steps_before: int = 0  # steps of the run done before this one, other than this frame's
     run_steps: int = 0  # steps of the whole run (0: frames * steps)
     _live: torch.Tensor | None = field(default=None, repr=False)
     _cursor: _Cursor | None = field(default=None, repr=False)
@@ -267,6 +269,64 @@ def _check_large_enough(
         )
 
 
+#: Most frames batch_frames=0 (auto) puts in one batch on a GPU, and most working pixels
+#: (16 frames of 256 px, 4 of 512, 1 of 1024): a batch exists to fill a GPU that small frames
+#: leave idle; past that it only delays the first finished frames. Not yet measured on a GPU
+#: (benchmarks/gpu.py times batch_frames 1, 4, 16 and auto when one is lent).
+AUTO_BATCH_LIMIT = 16
+AUTO_BATCH_PIXELS = 2**20
+#: batch_frames=0 (auto) on the CPU. Batches of 4 gave 1.4x (1 thread) to 2x (2 threads) the
+#: frames per second at 64 and 128 px (docs/benchmarks.md, "Batched frames"), but a batch's
+#: frames finish together, and a run stopped in the middle of a batch (Ctrl-C, Cancel) keeps
+#: the finished frames and the one frame it was reporting, not the batch's other unfinished
+#: frames: on the CPU, where stack runs are long and get stopped, frames go one at a time
+#: unless batch_frames says otherwise.
+AUTO_BATCH_CPU = 1
+
+
+def _frames_per_batch(
+    content: ImageInput,
+    content_shape: tuple[int, int],
+    style_shape: tuple[int, int],
+    opts: StyleOptions,
+    device: torch.device,
+) -> int:
+    """How many frames of a stack go through the network together: ``batch_frames``, or
+    for 0 (auto) as many as the memory free now holds, at most AUTO_BATCH_LIMIT frames and
+    AUTO_BATCH_PIXELS (on the CPU AUTO_BATCH_CPU). Always 1 for a time series, whose frames
+    wait for each other."""
+    frames = frame_count(content.stack_shape)
+    if opts.frames == "time" or frames == 1:
+        return 1
+    if opts.batch_frames:
+        return min(opts.batch_frames, frames)
+    if device.type == "cpu":
+        return min(AUTO_BATCH_CPU, frames)
+    room = free_memory_bytes(device) * memory.HEADROOM
+    if device.type != "cuda":  # MPS: the result shares the memory
+        room -= _result_bytes(content, content_shape, opts)
+    most = min(AUTO_BATCH_LIMIT, frames, max(1, AUTO_BATCH_PIXELS // (content_shape[0] * content_shape[1])))
+    fits = 1
+    while fits < most and _run_bytes(content_shape, style_shape, opts, fits + 1) <= room:
+        fits += 1
+    return fits
+
+
+def _run_bytes(content_shape: tuple[int, int], style_shape: tuple[int, int], opts: StyleOptions, batch: int) -> int:
+    """The working memory of a run with ``batch`` frames at once: the style goes through
+    the network once per level and alone, the content frames together."""
+    return max(
+        memory.estimate_bytes(content_shape, opts.optimizer, LBFGS_HISTORY, batch),
+        memory.estimate_bytes(style_shape, opts.optimizer, LBFGS_HISTORY),
+    )
+
+
+def _result_bytes(content: ImageInput, content_shape: tuple[int, int], opts: StyleOptions) -> int:
+    """The result's bytes (float32, every frame)."""
+    channels = 4 if content.channels == "rgba" else 1 if content.grey and opts.keep_grey else 3
+    return content_shape[0] * content_shape[1] * 4 * channels * frame_count(content.stack_shape)
+
+
 def _check_memory(
     content: ImageInput,
     content_shape: tuple[int, int],
@@ -274,16 +334,19 @@ def _check_memory(
     opts: StyleOptions,
     device: torch.device,
 ) -> None:
-    """Refuse a run whose working images, or whose result (kept in RAM, every frame of a
-    stack), do not fit in the memory free now."""
+    """Refuse a run whose working images (``batch_frames`` frames of them at once), or whose
+    result (kept in RAM, every frame of a stack), do not fit in the memory free now."""
     biggest = max(content_shape, style_shape, key=lambda shape: shape[0] * shape[1])
-    needed = memory.estimate_bytes(biggest, opts.optimizer, LBFGS_HISTORY)
+    batch = _frames_per_batch(content, content_shape, style_shape, opts, device)
+    needed = _run_bytes(content_shape, style_shape, opts, batch)
     free = free_memory_bytes(device)
     frames = frame_count(content.stack_shape)
-    channels = 4 if content.channels == "rgba" else 1 if content.grey and opts.keep_grey else 3
-    result_per_pixel = 4 * channels * frames  # float32, every frame
-    result = content_shape[0] * content_shape[1] * result_per_pixel
+    result = _result_bytes(content, content_shape, opts)
+    result_per_pixel = result // (content_shape[0] * content_shape[1])
     shared = device.type != "cuda"  # the run works in RAM (or MPS's unified memory) beside the result
+    if needed > free * memory.HEADROOM and batch > 1:
+        _refuse_batch(content_shape, style_shape, batch, needed, free, opts, device)
+        needed = _run_bytes(content_shape, style_shape, opts, 1)  # not even one frame fits
     if needed > free * memory.HEADROOM:
         _refuse_run(content_shape, style_shape, biggest, needed, free, opts, device, result_per_pixel if shared else 0)
     ram = free if shared else free_memory_bytes(torch.device("cpu"))
@@ -304,6 +367,25 @@ def _check_memory(
         f"the result, {frames} frame{'s' if frames > 1 else ''} of {content_shape[0]}x{content_shape[1]} px, needs "
         f"about {memory.format_bytes(result)}{beside} but the computer has {memory.format_bytes(ram)} of RAM free: "
         + (" or ".join(advice) if advice else "free some memory")
+    )
+
+
+def _refuse_batch(
+    content_shape: tuple[int, int],
+    style_shape: tuple[int, int],
+    batch: int,
+    needed: int,
+    free: int,
+    opts: StyleOptions,
+    device: torch.device,
+) -> None:
+    """``batch_frames`` frames at once do not fit on ``device``: say how many would, if one does."""
+    fits = max((n for n in range(1, batch) if _run_bytes(content_shape, style_shape, opts, n) <= free * memory.HEADROOM), default=0)
+    if not fits:
+        return  # not even one frame: _refuse_run says what would
+    raise OutOfMemoryError(
+        f"{batch} frames of {content_shape[0]}x{content_shape[1]} px at once need about {memory.format_bytes(needed)} "
+        f"but {device} has {memory.format_bytes(free)} free: use batch_frames {fits} or less (0 picks what fits)"
     )
 
 
@@ -401,6 +483,9 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
     later = (_Level(p.content_shape, p.style_shape, opts.later_frame_steps),)
     plans = [p.levels if follows is None else later for _, follows in chains]
     run_steps = sum(level.steps for levels in plans for level in levels)
+    # Independent frames go through the network batch by batch (a time series' frames wait
+    # for each other); the batch is chosen now, with the weights loaded, from what is free now.
+    batch = _frames_per_batch(p.content, p.content_shape, p.style_shape, opts, device)
     result = None
     cursor = _Cursor()
     # What the next frame of a series follows: its reference image and its content. The
@@ -414,89 +499,82 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
     steps_before = 0
     frame_steps = []
 
-    for number, ((index, follows), levels) in enumerate(zip(chains, plans, strict=True)):
-        frame = p.content.frame(index, longest_side=max(p.content_shape))
-        content_full = _to_tensor(frame.rgb, device)
-        alpha = None
-        if frame.alpha is not None:
-            alpha_t = resize(torch.from_numpy(np.ascontiguousarray(frame.alpha))[None, None].to(device), *p.content_shape)
-            alpha = alpha_t[0, 0].clamp(0, 1).cpu().numpy()
-
-        def finish(
-            image: torch.Tensor,
-            grey: bool = frame.grey and opts.keep_grey,
-            alpha: np.ndarray | None = alpha,
-            colours: torch.Tensor | None = content_full if opts.content_colours and not frame.grey else None,
-        ) -> np.ndarray:
-            if alpha is not None and tuple(image.shape[-2:]) != alpha.shape:  # a coarse level
-                alpha = resize(torch.from_numpy(alpha)[None, None], *image.shape[-2:])[0, 0].numpy()
-            if colours is not None:
-                image = with_content_colours(image, resize(colours, *image.shape[-2:]))
-            return finish_image(image[0].permute(1, 2, 0).float().cpu().numpy(), grey, alpha)
-
-        temporal = None
+    numbered = list(enumerate(zip(chains, plans, strict=True)))
+    for group in (numbered[i : i + batch] for i in range(0, len(numbered), batch)):
+        # a batch's frames share their levels (only a time series' later frames differ, and
+        # those come one at a time); its frames are read now, not the whole stack
+        levels = group[0][1][1]
+        prepared = [_prepare_frame(p, index) for _, ((index, _), _) in group]
+        contents_full = [content_full for content_full, _ in prepared]
+        temporal = link = None
+        follows = group[0][1][0][1]
         if follows is not None:
             previous_reference, previous_content = kept.pop(follows)
-            link = link_frames(previous_content, resize(content_full, *p.content_shape))
+            link = link_frames(previous_content, resize(contents_full[0], *p.content_shape))
             temporal = (warp(previous_reference, link.flow, WARP_MODE).clamp(0.0, 1.0), link.reliable)
         steps = sum(level.steps for level in levels)
         done = 0
-        image = None
+        images = None
         for level in levels:
-            content_t = resize(content_full, *level.content_shape)
+            contents_t = torch.cat([resize(content_full, *level.content_shape) for content_full in contents_full])
             style_t = resize(style_full, *level.style_shape)
             if temporal is not None:
                 # where the content is new (uncovered, changed) the warped result would bring
                 # the old content's style along: start those pixels as a first frame does
-                fresh = initial_image(content_t, style_t, opts.init, opts.seed)
+                fresh = initial_image(contents_t, style_t, opts.init, opts.seed)
                 start = temporal[0] + link.changed * (fresh - temporal[0])
-            elif image is None:
-                start = initial_image(content_t, style_t, opts.init, opts.seed)
+            elif images is None:  # each frame from the start it has alone (the same noise for one seed)
+                start = torch.cat([initial_image(content_t[None], style_t, opts.init, opts.seed) for content_t in contents_t])
             else:  # the coarser level's result
-                start = resize(image, *level.content_shape).clamp(0, 1)
+                start = resize(images, *level.content_shape).clamp(0, 1)
             if objective is None or objective_style != level.style_shape:
-                objective = StyleObjective(extractor, content_t, style_t, opts, dtype)
+                objective = StyleObjective(extractor, contents_t[:1], style_t, opts, dtype)
                 objective_style = level.style_shape
-            else:
-                objective.set_content(content_t)
             objective.set_temporal(*(temporal or (None,)))
-            for _, losses, image in optimize(objective, start, opts, level.steps):
+            for _, losses, images in _optimise_batch(objective, contents_t, start, opts, level.steps):
                 done += 1
-                cursor.position = (number, done)
                 snapshot = bool(opts.snapshot_every) and done % opts.snapshot_every == 0
-                record = StepRecord(
-                    step=done,
-                    steps=steps,
-                    losses=losses,
-                    seconds=time.perf_counter() - started,
-                    is_snapshot=snapshot,
-                    device=str(device),
-                    weights=loaded.description,
-                    frame=index,
-                    frame_number=number,
-                    frames=frames,
-                    size=max(level.content_shape),
-                    steps_before=steps_before,
-                    run_steps=run_steps,
-                    _live=image,
-                    _cursor=cursor,
-                    _finish=finish,
-                )
-                if snapshot or done == steps:
-                    record.render()
-                yield record
-            image = image.detach().clone()
-        steps_before += steps
-        frame_steps.append(steps)
+                # one record per frame per step, in frame order; a batch's frames step together,
+                # so steps_before counts the other frames' steps so far and progress stays the
+                # share of the whole run done
+                for position, ((number, ((index, _), _)), frame_losses) in enumerate(zip(group, losses, strict=True)):
+                    cursor.position = (number, done)
+                    record = StepRecord(
+                        step=done,
+                        steps=steps,
+                        losses=frame_losses,
+                        seconds=time.perf_counter() - started,
+                        is_snapshot=snapshot,
+                        device=str(device),
+                        weights=loaded.description,
+                        frame=index,
+                        frame_number=number,
+                        frames=frames,
+                        size=max(level.content_shape),
+                        steps_before=steps_before + (done - 1) * (len(group) - 1) + position,
+                        run_steps=run_steps,
+                        _live=images[position : position + 1],
+                        _cursor=cursor,
+                        _finish=prepared[position][1],
+                    )
+                    if snapshot or done == steps:
+                        record.render()
+                    if done == steps:
+                        finished = record.image
+                        if result is None:
+                            result = np.empty(p.content.stack_shape + finished.shape, dtype=np.float32)
+                        result[index] = finished
+                    yield record
+            images = images.detach().clone()
+        steps_before += steps * len(group)
+        frame_steps += [steps] * len(group)
+        index = group[0][1][0][0]
         if in_time and index and index[0] + 1 < p.content.stack_shape[0]:
-            reference = image if temporal is None else image + temporal[1] * (temporal[0] - image)
-            kept[index] = (reference, resize(content_full, *p.content_shape))
-        finished = record.image
-        if result is None:
-            result = np.empty(p.content.stack_shape + finished.shape, dtype=np.float32)
-        result[index] = finished
+            reference = images if temporal is None else images + temporal[1] * (temporal[0] - images)
+            kept[index] = (reference, resize(contents_full[0], *p.content_shape))
 
-    final = evaluate(objective, image)
+    objective.set_content(resize(contents_full[-1], *p.content_shape))
+    final = evaluate(objective, images[-1:])
     yield StyleResult(
         image=result,
         losses=final,
@@ -513,3 +591,39 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
         schedule=tuple(max(level.content_shape) for level in p.levels),
         frame_steps=tuple(frame_steps),
     )
+
+
+def _optimise_batch(
+    objective: StyleObjective, contents: torch.Tensor, start: torch.Tensor, opts: StyleOptions, steps: int
+) -> Iterator[tuple[int, list[Losses], torch.Tensor]]:
+    """``optimize`` for one frame, ``optimize_frames`` for a batch: (step, each frame's losses, images)."""
+    if len(start) > 1:
+        return optimize_frames(objective, contents, start, opts, steps)
+    objective.set_content(contents)
+    return ((step, [losses], image) for step, losses, image in optimize(objective, start, opts, steps))
+
+
+def _prepare_frame(p: _Plan, index: tuple[int, ...]) -> tuple[torch.Tensor, Any]:
+    """Frame ``index`` of the content read and on the device (1, 3, H, W), and the function
+    that turns one of its images into the result's kind (grey, alpha, content colours)."""
+    opts = p.options
+    frame = p.content.frame(index, longest_side=max(p.content_shape))
+    content_full = _to_tensor(frame.rgb, p.device)
+    alpha = None
+    if frame.alpha is not None:
+        alpha_t = resize(torch.from_numpy(np.ascontiguousarray(frame.alpha))[None, None].to(p.device), *p.content_shape)
+        alpha = alpha_t[0, 0].clamp(0, 1).cpu().numpy()
+
+    def finish(
+        image: torch.Tensor,
+        grey: bool = frame.grey and opts.keep_grey,
+        alpha: np.ndarray | None = alpha,
+        colours: torch.Tensor | None = content_full if opts.content_colours and not frame.grey else None,
+    ) -> np.ndarray:
+        if alpha is not None and tuple(image.shape[-2:]) != alpha.shape:  # a coarse level
+            alpha = resize(torch.from_numpy(alpha)[None, None], *image.shape[-2:])[0, 0].numpy()
+        if colours is not None:
+            image = with_content_colours(image, resize(colours, *image.shape[-2:]))
+        return finish_image(image[0].permute(1, 2, 0).float().cpu().numpy(), grey, alpha)
+
+    return content_full, finish

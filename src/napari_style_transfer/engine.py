@@ -1,14 +1,14 @@
 """The optimisation of Gatys, Ecker & Bethge (CVPR 2016) on torch tensors.
 
-Everything here works on (1, 3, H, W) float tensors in [0, 1] that already sit on the run's
-device; ``api.py`` turns numpy arrays into such tensors and back.
+Everything here works on (1, 3, H, W) float tensors in [0, 1] (N frames for
+:func:`optimize_frames`) that already sit on the run's device; ``api.py`` turns numpy arrays into such tensors and back.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
@@ -22,7 +22,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from .errors import StyleTransferError  # noqa: E402
-from .lbfgs import BoxLBFGS  # noqa: E402
+from .lbfgs import BatchBoxLBFGS, BoxLBFGS  # noqa: E402
 from .losses import gram_matrix, gram_mse, temporal_loss, total_variation  # noqa: E402
 from .memory import available_ram_bytes  # noqa: E402
 from .options import StyleOptions  # noqa: E402
@@ -96,14 +96,20 @@ class StyleObjective(nn.Module):
         high, from now on; None turns the temporal term off (a stack's first frame)."""
         self.temporal = None if target is None else (target.detach(), reliable.detach())
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        image: torch.Tensor,
+        features: dict[str, torch.Tensor] | None = None,
+        content_targets: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the total loss (a scalar to differentiate) and the weighted terms
-        stacked as [content, style, tv, temporal], for reporting."""
-        features = self.features(image)
+        stacked as [content, style, tv, temporal], for reporting. A frame of a batch that
+        went through the network together (:func:`optimize_frames`) brings its slice of the
+        batch's ``features`` and its own ``content_targets``."""
+        features = self.features(image) if features is None else features
+        targets = self.content_targets if content_targets is None else content_targets
         zero = image.new_zeros((), dtype=torch.float32)
-        content = sum(
-            (F.mse_loss(features[name], target) for name, target in self.content_targets.items()), zero
-        )
+        content = sum((F.mse_loss(features[name], target) for name, target in targets.items()), zero)
         style = sum((gram_mse(features[name], target) for name, target in self.style_targets.items()), zero)
         tv = total_variation(image) if self.tv_weight else zero
         temporal = zero
@@ -173,17 +179,66 @@ def optimize(
             yield step, _checked(_as_losses(lbfgs.step()), step), lbfgs.x
         return
 
+    for step, terms, image in _adam(objective, start, options, steps):
+        yield step, _checked(to_losses(terms), step), image
+
+
+def _adam(
+    objective: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    start: torch.Tensor,
+    options: StyleOptions,
+    steps: int,
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Adam on ``start`` with pixels kept in [0, 1]: (step, the terms ``objective`` gave for
+    the image the step started from, the image after the step). The objective's totals are
+    summed: for a batch of frames each frame's total depends on that frame alone, so each
+    gets its own gradient, and Adam's moments are per pixel anyway."""
     image = start.detach().clone().requires_grad_(True)
     adam = torch.optim.Adam([image], lr=options.resolved_learning_rate)
     for step in range(1, steps + 1):
         adam.zero_grad(set_to_none=True)
-        total, terms = objective(image)
-        total.backward()
+        totals, terms = objective(image)
+        totals.sum().backward()
         adam.step()
         with torch.no_grad():
             image.clamp_(0.0, 1.0)
         # a copy: Adam updates ``image`` in place, and a caller may keep the yielded one
-        yield step, _checked(to_losses(terms), step), image.detach().clone()
+        yield step, terms, image.detach().clone()
+
+
+def optimize_frames(
+    objective: StyleObjective, contents: torch.Tensor, start: torch.Tensor, options: StyleOptions, steps: int
+) -> Iterator[tuple[int, list[Losses], torch.Tensor]]:
+    """Run ``steps`` optimiser iterations of N independent frames ``start`` (N, 3, H, W),
+    frame i held to its own content ``contents[i]`` and to ``objective``'s style, sent
+    through the network as one batch (the objective's content and temporal terms are not
+    used).
+
+    Every frame keeps its own optimiser state (:class:`~napari_style_transfer.lbfgs.BatchBoxLBFGS`;
+    Adam's state is per pixel anyway), so it takes the iterates it takes alone, up to the
+    rounding of batched convolutions. Yields ``(step, losses of each frame, images (N, ...))``
+    after every step, with the losses as :func:`optimize` gives them.
+    """
+    with torch.no_grad():
+        features = objective.features(contents) if objective.content_layers else {}
+    targets = [{name: features[name][i : i + 1] for name in objective.content_layers} for i in range(len(start))]
+
+    def frames_objective(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = objective.features(images)
+        results = [
+            objective(images[i : i + 1], {name: value[i : i + 1] for name, value in batch.items()}, frame_targets)
+            for i, frame_targets in enumerate(targets)
+        ]
+        return torch.stack([total for total, _ in results]), torch.stack([terms for _, terms in results])
+
+    if options.optimizer == "lbfgs":
+        lbfgs = BatchBoxLBFGS(start, frames_objective, history_size=LBFGS_HISTORY, lr=options.resolved_learning_rate)
+        for step in range(1, steps + 1):
+            yield step, [_checked(_as_losses(report), step) for report in lbfgs.step()], lbfgs.x
+        return
+
+    for step, terms, images in _adam(frames_objective, start, options, steps):
+        yield step, [_checked(_as_losses(row), step) for row in terms.tolist()], images
 
 
 def _checked(losses: Losses, step: int) -> Losses:

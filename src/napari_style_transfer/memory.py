@@ -27,9 +27,10 @@ def bytes_per_pixel(optimizer: str, history: int) -> int:
     return ACTIVATION_BYTES_PER_PIXEL + LBFGS_PAIR_BYTES_PER_PIXEL * pairs
 
 
-def estimate_bytes(shape: tuple[int, int], optimizer: str, history: int) -> int:
-    """Peak bytes for a run whose working image is ``shape`` (H, W)."""
-    return FIXED_BYTES + shape[0] * shape[1] * bytes_per_pixel(optimizer, history)
+def estimate_bytes(shape: tuple[int, int], optimizer: str, history: int, frames: int = 1) -> int:
+    """Peak bytes for a run whose working image is ``shape`` (H, W), with ``frames`` such
+    images optimised together as one batch (activations and optimiser state per frame)."""
+    return FIXED_BYTES + frames * shape[0] * shape[1] * bytes_per_pixel(optimizer, history)
 
 
 def largest_pixels(free_bytes: float, optimizer: str, history: int, extra_per_pixel: float = 0) -> float:

@@ -57,6 +57,8 @@ MAX_STEPS = 10**6
 #: Largest loss weight and learning rate: the losses and the image are float32 (at most 3.4e38),
 #: so larger factors turn every step's loss into infinity.
 MAX_FACTOR = 1e30
+#: Most frames in one batch (batch_frames): the memory check refuses far fewer of any useful size.
+MAX_BATCH_FRAMES = 4096
 #: Largest style_scale (a 16 px tile enlarged to 160,000 px); the memory check refuses far less.
 MAX_STYLE_SCALE = 1e4
 
@@ -160,6 +162,15 @@ class StyleOptions:
         "warped previous result; 0 = auto (half of steps, at least 1)",
         minimum=0,
     )
+    batch_frames: int = _option(
+        0,
+        "frames=independent: how many frames go through the network together as one batch (>= 0), "
+        "each with its own optimiser state, so each comes out as if styled alone (to float rounding); 0 = auto "
+        "(on a GPU as many as free memory holds, at most 16 and 1 Mpx in all; 1 on the CPU). A run stopped "
+        "in the middle of a batch keeps its finished frames and the one it was on. "
+        "frames=time goes frame by frame",
+        minimum=0,
+    )
     snapshot_every: int = _option(
         50, "mark every N-th step as a snapshot with its image (0 = no snapshots)"
     )
@@ -194,6 +205,13 @@ class StyleOptions:
         if time_steps is not None:
             check(time_steps >= 0, f"time_steps must be 0 (auto) or more, got {_shown(time_steps)}")
             check(time_steps <= MAX_STEPS, f"time_steps must be at most {MAX_STEPS}, got {_shown(time_steps)}")
+        batch_frames = _as_int(self.batch_frames, "batch_frames", errors)
+        if batch_frames is not None:
+            check(batch_frames >= 0, f"batch_frames must be 0 (auto) or more, got {_shown(batch_frames)}")
+            check(
+                batch_frames <= MAX_BATCH_FRAMES,
+                f"batch_frames must be at most {MAX_BATCH_FRAMES}, got {_shown(batch_frames)}",
+            )
         if steps is not None:
             check(steps >= 1, f"steps must be at least 1, got {_shown(steps)}")
             check(steps <= MAX_STEPS, f"steps must be at most {MAX_STEPS}, got {_shown(steps)}")
@@ -259,6 +277,7 @@ class StyleOptions:
             tv_weight=float(self.tv_weight),
             temporal_weight=float(self.temporal_weight),
             time_steps=time_steps,
+            batch_frames=batch_frames,
             style_scale=float(self.style_scale),
             learning_rate=None if self.learning_rate is None else float(self.learning_rate),
             seed=None if self.seed is None else int(self.seed),

@@ -63,6 +63,7 @@ ADVANCED = (
     "cudnn_benchmark",
     "temporal_weight",
     "time_steps",
+    "batch_frames",
 )
 
 
@@ -241,6 +242,10 @@ class StyleTransferWidget(Container):
                 name="time_steps", value=defaults["time_steps"], min=0, max=100_000,
                 tooltip=_tip("time_steps", "only for a whole stack as time series"),
             ),
+            SpinBox(
+                name="batch_frames", value=defaults["batch_frames"], min=0, max=4096,
+                tooltip=_tip("batch_frames", "only for a whole stack, frames independent"),
+            ),
             CheckBox(
                 name="content_colours", text="keep the content's colours", value=defaults["content_colours"],
                 tooltip=_tip("content_colours"),
@@ -295,6 +300,7 @@ class StyleTransferWidget(Container):
         for name, decimals in (("content_weight", 4), ("tv_weight", 6), ("learning_rate", 5)):
             self[name].native.setDecimals(decimals)
         self["learning_rate"].native.setSpecialValueText("default")
+        self["batch_frames"].native.setSpecialValueText("auto")
         self["time_steps"].native.setSpecialValueText("auto")  # 0: half of steps  # shown for 0, which means it
         self["content_weight"].changed.connect(self._show_ratio)
         self["style_weight"].changed.connect(self._show_ratio)

@@ -56,12 +56,12 @@ class Progress:
 
     @property
     def done(self) -> int:
-        """Steps done over the whole run (all frames)."""
-        return self.frame_number * self.steps + self.step
+        """Steps done over the whole run (all frames; the frames of a batch step together)."""
+        return self.record.steps_before + self.step
 
     @property
     def total(self) -> int:
-        return self.frames * self.steps
+        return self.record.run_steps or self.frames * self.steps
 
 
 @dataclass(frozen=True)
@@ -228,7 +228,7 @@ def _engine_updates(
                 first_step_at = item.seconds
                 yield Started(item.device, item.weights)
             last = item
-            done = item.frame_number * item.steps + item.step
+            done = item.steps_before + item.step
             elapsed = item.seconds - first_step_at
             rate = (done - 1) / elapsed if done > 1 and elapsed > 0 else 0.0
             yield Progress(
