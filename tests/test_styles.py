@@ -334,3 +334,11 @@ def test_results_record_every_style_control_but_not_the_label_image(content, red
     assert metadata["styles"] == 2
     assert metadata["style_regions"] == {"shape": [40, 48], "labels": [0, 1, 2], "dropped": []}
     assert len(json.dumps(metadata)) < 2000  # plain values, no pixels
+
+
+def test_the_region_gram_loss_gradient_is_that_of_autograd():
+    features = torch.rand(2, 6, 4, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64, requires_grad=True)
+    target = torch.rand(1, 6, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    target = target + target.transpose(1, 2)  # a Gram matrix is symmetric (the backward relies on it)
+    weights = torch.rand(2, 1, 20, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda f: weighted_gram_mse(f, target, weights), (features,))

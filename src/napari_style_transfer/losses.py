@@ -81,15 +81,33 @@ def temporal_loss(image: torch.Tensor, target: torch.Tensor, reliable: torch.Ten
 # region (``weights``, (N, 1, H*W)); statistics are then normalised by the region's area.
 
 
+class _WeightedGramMSE(torch.autograd.Function):
+    """Per image, mean((G_w - A)^2) for the region's Gram matrix G_w = F diag(w) F^T / (C sum w),
+    with a hand-written backward as :class:`_GramMSE`'s: dL/dF = 4 (G_w - A) F diag(w) / (C^3 sum w)."""
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = features.shape
+        flat = features.reshape(n, c, h * w)
+        area = weights.sum(-1, keepdim=True).clamp_min(1e-12)  # (N, 1, 1)
+        difference = torch.bmm(flat * weights, flat.transpose(1, 2)).div_(c * area).sub_(target)
+        ctx.save_for_backward(flat, difference, weights, area)
+        ctx.shape = features.shape
+        return difference.pow(2).mean(dim=(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        flat, difference, weights, area = ctx.saved_tensors
+        c = ctx.shape[1]
+        scale = grad_output[:, None, None] * 4.0 / (c**3 * area)
+        return (torch.bmm(difference, flat).mul_(weights).mul_(scale).reshape(ctx.shape), None, None)
+
+
 def weighted_gram_mse(features: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Per image (N,): mean squared error between the region's Gram matrix and ``target``;
-    the Gram matrix weights each position by ``weights`` and divides by C times their sum,
-    so a region covering everything gives :func:`gram_matrix`."""
-    n, c, h, w = features.shape
-    flat = features.reshape(n, c, h * w)
-    area = weights.sum(-1, keepdim=True).clamp_min(1e-12)
-    gram = torch.bmm(flat * weights, flat.transpose(1, 2)) / (c * area)
-    return (gram - target).pow(2).mean(dim=(1, 2))
+    the Gram matrix weights each position by ``weights`` (N, 1, H*W) and divides by C times
+    their sum, so a region covering everything gives :func:`gram_matrix`."""
+    return _WeightedGramMSE.apply(features, target, weights)
 
 
 def mean_covariance(features: torch.Tensor, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
