@@ -16,7 +16,7 @@ from . import memory
 from ._image import ImageInput, describe_image, finish_image, frame_count, working_shape
 from ._torch_compat import hide_triton
 from .errors import OutOfMemoryError, StyleTransferError, WeightsError
-from .options import WEIGHTS_MODES, StyleOptions, min_side_for_layers, schedule_sizes
+from .options import WEIGHTS_MODES, StyleOptions, _deepest, min_side_for_layers, schedule_sizes
 
 hide_triton()
 
@@ -333,17 +333,11 @@ def _check_regions(
             warnings.warn(
                 f"style_regions label{'s' if len(small) > 1 else ''} {', '.join(map(str, sorted(small)))}{where} "
                 f"cover{'s' if len(small) == 1 else ''} less than one position of the deepest style layer "
-                f"({_deepest_style_layer(opts)}) and are styled as label 0: enlarge them or use a larger size",
+                f"({_deepest(opts.style_layers)}) and are styled as label 0: enlarge them or use a larger size",
                 stacklevel=3,
             )
             dropped[tuple(index)] = small
     return _Regions(labels if isinstance(labels, np.ndarray) else array, per_frame, dropped)
-
-
-def _deepest_style_layer(opts: StyleOptions) -> str:
-    from .options import VGG19_LAYERS
-
-    return max(opts.style_layers, key=VGG19_LAYERS.index)
 
 
 def _nearest(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

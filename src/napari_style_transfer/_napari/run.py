@@ -22,7 +22,15 @@ import numpy as np
 from .._image import resize_image, working_shape
 from ..errors import StyleTransferError
 from ..options import StyleOptions
-from .layers import LayerInput, as_layer_data, frames_option, layer_input, result_layer_kwargs, stack_mode
+from .layers import (
+    LayerInput,
+    as_layer_data,
+    frames_option,
+    layer_input,
+    regions_on_content,
+    result_layer_kwargs,
+    stack_mode,
+)
 from .worker import (
     Cancelled,
     Failed,
@@ -40,7 +48,7 @@ from .worker import (
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
-    from napari.layers import Image
+    from napari.layers import Image, Labels
     from napari.qt.threading import GeneratorWorker
 
 log = logging.getLogger(__name__)
@@ -72,6 +80,7 @@ class LayerWriter:
         self.content = content
         self.content_name = content.name  # a rename during the run does not rename its layers
         self.style_name = style.name
+        self.regions: dict[str, Any] | None = None  # the Labels layer's name and labels, for metadata
         self.options = StyleOptions.from_kwargs(options).to_dict()
         self.slice_index = source.slice_index
         #: how the engine's input was made: a grey layer is mapped by its contrast limits here,
@@ -198,6 +207,7 @@ class LayerWriter:
             "content": self.content_name,
             "style": self.style_name,
             "options": self.options,
+            **({"style_regions_layer": self.regions} if self.regions else {}),
             "device": self.device,
             "weights": self.weights,
             "seconds": round(time.perf_counter() - self.started, 3),
@@ -221,10 +231,11 @@ class LayerWriter:
 def run_style_transfer(
     viewer: napari.Viewer,
     content: Image | str,
-    style: Image | str,
+    style: Image | str | list[Image | str],
     *,
     stack: str = "current slice",
     start: bool = True,
+    style_regions: Labels | str | None = None,
     **options: Any,
 ) -> GeneratorWorker:
     """Stylize ``content`` with ``style`` (layers or layer names) in a background thread.
@@ -240,15 +251,26 @@ def run_style_transfer(
     Returns the napari worker (started unless ``start=False``); ``cancel(worker)`` stops it
     after the current step and keeps the last image. Options are those of ``stylize``. Bad
     layers or options raise ``StyleTransferError`` before anything starts.
+
+    ``style`` may be a list of layers, blended by ``style_blend``; ``style_regions`` a Labels
+    layer (or its name), sampled where the content lies on screen (the layers' transforms):
+    label k takes the k-th style, 0 only the content. A whole stack uses the regions of its
+    first slice for every frame.
     """
     from napari.qt.threading import thread_worker
 
     content_layer = resolve_layer(viewer, content, "content")
-    style_layer = resolve_layer(viewer, style, "style")
-    if content_layer is style_layer:
-        raise StyleTransferError(
-            f"the content and the style are the same layer ({content_layer.name!r}); choose two different layers"
-        )
+    several = isinstance(style, list | tuple)
+    styles = list(style) if several else [style]
+    if not styles:
+        raise StyleTransferError("the style list is empty: choose at least one style layer")
+    style_layers = [resolve_layer(viewer, item, "style") for item in styles]
+    style_layer = style_layers[0]
+    for layer in style_layers:
+        if content_layer is layer:
+            raise StyleTransferError(
+                f"the content and the style are the same layer ({content_layer.name!r}); choose two different layers"
+            )
     frames = frames_option(stack)
     if frames is not None:
         if options.get("frames", frames) != frames:
@@ -260,11 +282,23 @@ def run_style_transfer(
     size = StyleOptions.from_kwargs(options).size
     # Views and contrast limits only: the worker reads the data, a frame at a time.
     source = layer_input(content_layer, "content", viewer=viewer, stack=stack, size=size, defer=True)
-    style_source = layer_input(style_layer, "style", viewer=viewer, size=size, defer=True)
+    style_sources = [layer_input(layer, "style", viewer=viewer, size=size, defer=True) for layer in style_layers]
+    regions = None
+    if style_regions is not None:
+        labels_layer = viewer.layers[style_regions] if isinstance(style_regions, str) else style_regions
+        lead = content_layer.ndim - 2
+        height, width = source.data.shape[-2:] if source.slice_index is not None else source.data.shape[lead : lead + 2]
+        regions = regions_on_content(labels_layer, content_layer, working_shape(height, width, size), source.slice_index)
 
     cancel_event = threading.Event()
     writer = LayerWriter(viewer, content_layer, style_layer, options, source)
-    updates = style_transfer_updates(source, style_source, options, cancel_event)
+    if several:
+        writer.style_name = ", ".join(layer.name for layer in style_layers)
+    if regions is not None:
+        writer.regions = {"layer": labels_layer.name, "labels": [int(v) for v in np.unique(regions)]}
+    updates = style_transfer_updates(
+        source, style_sources if several else style_sources[0], options, cancel_event, regions
+    )
     # ignore_errors: superqt would re-raise an error in the GUI thread (napari's traceback
     # dialog); the writer turns it into a notification instead.
     worker = thread_worker(_relay, start_thread=False, ignore_errors=True)(updates)
