@@ -579,7 +579,8 @@ def _main_run(argv: Sequence[str]) -> int:
     style_paths = args.style + args.more_styles
     if not style_paths:
         raise CommandLineError("give a style image after the content (or with --style FILE)")
-    inputs = {"content": args.content, **{f"style {i}": path for i, path in enumerate(style_paths, start=1)}}
+    roles = ["style"] if len(style_paths) == 1 else [f"style {i}" for i in range(1, len(style_paths) + 1)]
+    inputs = {"content": args.content, **dict(zip(roles, style_paths, strict=True))}
     if args.style_regions is not None:
         inputs["--style-regions"] = args.style_regions
     _check_output_path(args.output, args.snapshot_dir, inputs)

@@ -72,3 +72,14 @@ def test_labels_above_the_number_of_styles_are_a_notification(qtbot, viewer, wid
     run_and_wait(qtbot, widget)
     assert any("style_regions has label 3 but there is 1 style" in message for message in errors)
     assert "photo styled" not in viewer.layers
+
+
+def test_the_blend_slider_shows_only_for_two_styles_without_regions(viewer, widget):
+    def shown() -> bool:
+        return not widget["blend"].native.isHidden()  # hidden on purpose, not only an unshown viewer
+
+    assert not shown()
+    widget["style_2"].value = viewer.add_image(np.zeros((36, 36, 3), np.uint8), name="second", rgb=True)
+    assert shown()
+    widget["regions"].value = viewer.add_labels(np.zeros((40, 48), np.int32))
+    assert not shown()

@@ -318,6 +318,9 @@ class StyleTransferWidget(Container):
         self["content_weight"].changed.connect(self._show_ratio)
         self["style_weight"].changed.connect(self._show_ratio)
         self._advanced.changed.connect(self._show_advanced)
+        self["style_2"].changed.connect(self._show_blend)
+        self["regions"].changed.connect(self._show_blend)
+        self._show_blend()
         self._button.changed.connect(self._toggle)
         self._show_ratio()
         self._show_advanced(False)
@@ -376,6 +379,10 @@ class StyleTransferWidget(Container):
         style_weight = self["style_weight"].value
         self["style_weight"].label = f"style weight ({style_weight:.1e})"
         self._ratio.value = f"{style_weight / content_weight:.1e}" if content_weight else "style only"
+
+    def _show_blend(self, *_: Any) -> None:
+        """The blend slider only where it applies: two styles over the whole image."""
+        self["blend"].visible = self["style_2"].value is not None and self["regions"].value is None
 
     def _show_advanced(self, visible: bool) -> None:
         for name in ADVANCED:
