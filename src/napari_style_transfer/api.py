@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ from . import memory
 from ._image import ImageInput, describe_image, finish_image, frame_count, working_shape
 from ._torch_compat import hide_triton
 from .errors import OutOfMemoryError, StyleTransferError, WeightsError
-from .options import WEIGHTS_MODES, StyleOptions, min_side_for_layers, schedule_sizes
+from .options import WEIGHTS_MODES, StyleOptions, _deepest, min_side_for_layers, schedule_sizes
 
 hide_triton()
 
@@ -114,6 +115,8 @@ class StyleResult:
     frames: int = 1
     schedule: tuple[int, ...] = ()  # the sizes the run went through, coarse to fine
     frame_steps: tuple[int, ...] = ()  # steps of each frame, in run order
+    styles: int = 1  # how many style images
+    regions: dict[str, Any] | None = None  # style_regions described (shape, labels), not the labels
 
     def metadata(self) -> dict[str, Any]:
         """Plain values describing the run, for layer metadata or PNG text chunks."""
@@ -128,6 +131,8 @@ class StyleResult:
             "content_scale": self.content_scale,
             "value_scaling": self.value_scaling,
             "options": self.options.to_dict(),
+            "styles": self.styles,
+            "style_regions": self.regions,
         }
 
 
@@ -141,7 +146,7 @@ class _Level:
     """One size of a coarse-to-fine schedule."""
 
     content_shape: tuple[int, int]
-    style_shape: tuple[int, int]
+    style_shapes: tuple[tuple[int, int], ...]  # one per style
     steps: int
 
 
@@ -151,21 +156,45 @@ class _Plan:
 
     options: StyleOptions
     content: ImageInput
-    style: ImageInput
+    styles: tuple[ImageInput, ...]
     levels: tuple[_Level, ...]  # coarse to fine; the last is the working size
     scale: float  # working size / content size
     device: torch.device
+    regions: _Regions | None = None
 
     @property
     def content_shape(self) -> tuple[int, int]:
         return self.levels[-1].content_shape
 
     @property
-    def style_shape(self) -> tuple[int, int]:
-        return self.levels[-1].style_shape
+    def style_shapes(self) -> tuple[tuple[int, int], ...]:
+        return self.levels[-1].style_shapes
 
 
-def iter_stylize(content: Any, style: Any, **options: Any) -> Iterator[StepRecord | StyleResult]:
+@dataclass(frozen=True)
+class _Regions:
+    """``style_regions`` checked: one label image for every frame or one per frame, and the
+    labels of each label image too small to keep (styled as label 0)."""
+
+    labels: np.ndarray  # the caller's array, never modified: (h, w) or the stack's shape + (h, w)
+    per_frame: bool
+    dropped: dict[tuple[int, ...], frozenset[int]]  # label image index -> labels dropped
+
+    def at(self, frame: tuple[int, ...], shape: tuple[int, int]) -> np.ndarray:
+        """The labels of ``frame`` resized to ``shape`` by nearest neighbour, dropped ones 0."""
+        index = frame if self.per_frame else ()
+        labels = _nearest(np.asarray(self.labels[index]), shape).astype(np.int64)
+        for label in self.dropped.get(index, ()):
+            labels[labels == label] = 0
+        return labels
+
+    def described(self) -> dict[str, Any]:
+        present = np.unique(np.asarray(self.labels)).tolist()
+        dropped = sorted(set().union(*self.dropped.values())) if self.dropped else []
+        return {"shape": list(self.labels.shape), "labels": [int(v) for v in present], "dropped": dropped}
+
+
+def iter_stylize(content: Any, style: Any, *, style_regions: Any = None, **options: Any) -> Iterator[StepRecord | StyleResult]:
     """Style transfer as a generator: one :class:`StepRecord` per step, then a :class:`StyleResult`.
 
     ``content`` is a numpy array: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA, of any
@@ -175,7 +204,11 @@ def iter_stylize(content: Any, style: Any, **options: Any) -> Iterator[StepRecor
     first leading axis is time (further leading axes are independent series): each later
     frame starts from the previous frame's result warped by the optical flow between their
     contents and is kept near it where the flow is reliable (``temporal_weight``), for
-    ``time_steps`` steps at the working size. ``style`` is one 2D image. See
+    ``time_steps`` steps at the working size. ``style`` is one 2D image or a list of them,
+    blended by ``style_blend`` (default equal), each at its ``style_scale``. ``style_regions``
+    is an integer label image covering the content (any size of the content's aspect ratio,
+    resized by nearest neighbour; for a stack one for all frames or one per frame, shaped
+    like the stack): label k >= 1 takes the k-th style, label 0 only the content. See
     ``describe_image`` for how values map to [0, 1]. ``options`` are the fields of
     :class:`~napari_style_transfer.options.StyleOptions`.
 
@@ -183,10 +216,10 @@ def iter_stylize(content: Any, style: Any, **options: Any) -> Iterator[StepRecor
     weights load on the first ``next()``. Stop early by leaving the loop or calling
     ``close()``: the last record still renders its image.
     """
-    return _run(plan(content, style, **options))
+    return _run(plan(content, style, style_regions=style_regions, **options))
 
 
-def stylize(content: Any, style: Any, *, client: Any = None, **options: Any) -> np.ndarray:
+def stylize(content: Any, style: Any, *, client: Any = None, style_regions: Any = None, **options: Any) -> np.ndarray:
     """Style transfer of numpy images; returns the result as float32 in [0, 1].
 
     The result has the working size (longest side ``size``) and the content's kind: grey in,
@@ -197,22 +230,31 @@ def stylize(content: Any, style: Any, *, client: Any = None, **options: Any) -> 
     frames (``frames="independent"``), giving what this process would give.
     """
     if client is not None:
+        if style_regions is not None:
+            raise StyleTransferError("style_regions cannot be used with client= yet: run without a client")
         from .distributed import stylize_on_cluster
 
         return stylize_on_cluster(client, content, style, **options)
-    for item in iter_stylize(content, style, **options):
+    for item in iter_stylize(content, style, style_regions=style_regions, **options):
         if isinstance(item, StyleResult):
             return item.image
     raise AssertionError("iter_stylize ended without a result")  # pragma: no cover
 
 
-def plan(content: Any, style: Any, **options: Any) -> _Plan:
+def plan(content: Any, style: Any, *, style_regions: Any = None, **options: Any) -> _Plan:
     """Check everything that can be checked before a run; raise StyleTransferError if wrong."""
     opts = StyleOptions.from_kwargs(options)
     content_in = describe_image(content, "content")
-    style_in = describe_image(style, "style", allow_stack=False)
-    levels = _levels(opts, content_in.shape, style_in.shape)
-    content_shape, style_shape = levels[-1].content_shape, levels[-1].style_shape
+    styles = _style_list(style)
+    styles_in = tuple(
+        describe_image(image, "style" if len(styles) == 1 else f"style {number}", allow_stack=False)
+        for number, image in enumerate(styles, start=1)
+    )
+    _check_styles(opts, len(styles_in), style_regions is not None)
+    levels = _levels(opts, content_in.shape, tuple(s.shape for s in styles_in))
+    content_shape = levels[-1].content_shape
+    style_shape = max(levels[-1].style_shapes, key=lambda shape: shape[0] * shape[1])
+    regions = None if style_regions is None else _check_regions(style_regions, content_in, len(styles_in), content_shape, opts)
     scale = max(content_shape) / max(content_in.shape)
     if opts.weights not in WEIGHTS_MODES and not os.path.isfile(os.path.expanduser(opts.weights)):
         problem = "is a folder" if os.path.isdir(os.path.expanduser(opts.weights)) else "does not exist"
@@ -220,29 +262,130 @@ def plan(content: Any, style: Any, **options: Any) -> _Plan:
             f"weights file {opts.weights} {problem}; give an existing .pth file or one of {', '.join(WEIGHTS_MODES)}"
         )
     device = resolve_device(opts.device)
-    _check_memory(content_in, content_shape, style_shape, opts, device)
-    return _Plan(opts, content_in, style_in, levels, scale, device)
+    _check_memory(content_in, content_shape, style_shape, opts, device, regions is not None)
+    return _Plan(opts, content_in, styles_in, levels, scale, device, regions)
+
+
+def _style_list(style: Any) -> list[Any]:
+    """``style`` as a list of images: a list or tuple is several, anything else one."""
+    if isinstance(style, list | tuple):
+        if not style:
+            raise StyleTransferError("the style list is empty: give at least one style image")
+        return list(style)
+    return [style]
+
+
+def _check_styles(opts: StyleOptions, count: int, regions: bool) -> None:
+    if opts.style_blend and len(opts.style_blend) != count:
+        raise StyleTransferError(
+            f"style_blend has {len(opts.style_blend)} weight{'s' if len(opts.style_blend) != 1 else ''} "
+            f"but there {'is 1 style' if count == 1 else f'are {count} styles'}: give one weight per style"
+        )
+    if opts.style_blend and regions:
+        raise StyleTransferError(
+            "style_blend mixes the styles over the whole image, but with style_regions each region takes "
+            "its own style: leave out style_blend"
+        )
+    if isinstance(opts.style_scale, tuple) and len(opts.style_scale) != count:
+        raise StyleTransferError(
+            f"style_scale has {len(opts.style_scale)} values but there {'is 1 style' if count == 1 else f'are {count} styles'}: "
+            "give one value for all or one per style"
+        )
+
+
+def _check_regions(
+    labels: Any, content: ImageInput, styles: int, content_shape: tuple[int, int], opts: StyleOptions
+) -> _Regions:
+    """``style_regions`` checked against the content and the styles; labels too small for
+    one position of the deepest style layer are warned about and dropped (become 0)."""
+    array = labels if isinstance(labels, np.ndarray) else np.asarray(labels)
+    if array.dtype == bool:
+        array = array.view(np.uint8)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise StyleTransferError(
+            f"style_regions must be an integer label image (such as a napari Labels layer), got dtype {array.dtype}"
+        )
+    stack = content.stack_shape
+    if array.ndim == 2:
+        per_frame = False
+    elif array.ndim == len(stack) + 2 and array.shape[:-2] == stack:
+        per_frame = bool(stack)
+    else:
+        raise StyleTransferError(
+            f"style_regions has shape {array.shape}; give one label image (H, W) or one per frame "
+            f"{stack + ('H', 'W')} for a content of shape {stack + content.shape}"
+        )
+    h, w = array.shape[-2:]
+    height, width = content.shape
+    if h == 0 or w == 0 or abs(h * width - w * height) > max(h, w, height, width):
+        raise StyleTransferError(
+            f"style_regions is {h}x{w} px but the content is {height}x{width} px: their aspect ratios differ; "
+            "give a label image of the content's shape (any size)"
+        )
+    low, high = int(array.min()), int(array.max())
+    if low < 0:
+        raise StyleTransferError(f"style_regions has label {low}; labels are 0 (content only) or 1..{styles} (a style)")
+    if high > styles:
+        raise StyleTransferError(
+            f"style_regions has label {high} but there {'is 1 style' if styles == 1 else f'are {styles} styles'}: "
+            f"label k takes the k-th style, so labels must be 0..{styles}; give more styles or relabel"
+        )
+    pools = int(math.log2(_min_side(opts.style_layers)))
+    deepest = (content_shape[0] >> pools) * (content_shape[1] >> pools)  # positions of the deepest style layer
+    dropped = {}
+    for index in np.ndindex(*array.shape[:-2]):
+        counts = np.bincount(np.asarray(array[index]).ravel().astype(np.int64), minlength=styles + 1)
+        small = frozenset(
+            label for label in range(1, styles + 1) if 0 < counts[label] and counts[label] * deepest < h * w
+        )
+        if small:
+            where = f" (label image {index})" if index else ""
+            warnings.warn(
+                f"style_regions label{'s' if len(small) > 1 else ''} {', '.join(map(str, sorted(small)))}{where} "
+                f"cover{'s' if len(small) == 1 else ''} less than one position of the deepest style layer "
+                f"({_deepest(opts.style_layers)}) and are styled as label 0: enlarge them or use a larger size",
+                stacklevel=3,
+            )
+            dropped[tuple(index)] = small
+    return _Regions(labels if isinstance(labels, np.ndarray) else array, per_frame, dropped)
+
+
+def _nearest(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``labels`` (h, w) resized to ``shape`` by nearest neighbour (pixel centres)."""
+    h, w = labels.shape
+    if (h, w) == tuple(shape):
+        return labels
+    rows = np.minimum(((np.arange(shape[0]) + 0.5) * h / shape[0]).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(shape[1]) + 0.5) * w / shape[1]).astype(np.int64), w - 1)
+    return labels[rows[:, None], cols[None, :]]
 
 
 #: Share of the steps each level of a coarse-to-fine schedule gets, coarse to fine.
 STEP_SHARES = {1: (1.0,), 2: (0.4, 0.6), 3: (0.25, 0.25, 0.5)}
 
 
-def _levels(opts: StyleOptions, content: tuple[int, int], style: tuple[int, int]) -> tuple[_Level, ...]:
+def _levels(
+    opts: StyleOptions, content: tuple[int, int], styles: tuple[tuple[int, int], ...]
+) -> tuple[_Level, ...]:
     """The schedule's sizes with their shapes and steps; an ``auto`` schedule drops levels
     too small for the layers, an explicit one is refused."""
     layers = opts.content_layers + opts.style_layers
     levels = []
     for size in schedule_sizes(opts.schedule, opts.size):
         content_shape = working_shape(*content, size)
-        factor = max(content_shape) / max(content) * opts.style_scale
-        style_shape = (max(1, round(style[0] * factor)), max(1, round(style[1] * factor)))
-        fits = min(content_shape) >= _min_side(layers) and min(style_shape) >= _min_side(opts.style_layers)
+        style_shapes = []
+        for style, style_scale in zip(styles, opts.style_scales(len(styles)), strict=True):
+            factor = max(content_shape) / max(content) * style_scale
+            style_shapes.append((max(1, round(style[0] * factor)), max(1, round(style[1] * factor))))
+        smallest = min(min(shape) for shape in style_shapes)
+        fits = min(content_shape) >= _min_side(layers) and smallest >= _min_side(opts.style_layers)
         if size != opts.size and opts.schedule == "auto" and not fits:
             continue
         _check_large_enough(content_shape, layers, "content", at=size)
-        _check_large_enough(style_shape, opts.style_layers, "style", hint=" or a larger style_scale", at=size)
-        levels.append((content_shape, style_shape))
+        for number, style_shape in enumerate(style_shapes, start=1):
+            role = "style" if len(styles) == 1 else f"style {number}"
+            _check_large_enough(style_shape, opts.style_layers, role, hint=" or a larger style_scale", at=size)
+        levels.append((content_shape, tuple(style_shapes)))
     levels = levels[-opts.steps :]  # fewer steps than levels: keep the finest
     shares = STEP_SHARES.get(len(levels)) or (1.0 / len(levels),) * len(levels)
     steps = [max(1, int(opts.steps * share)) for share in shares[:-1]]
@@ -290,13 +433,15 @@ def _frames_per_batch(
     style_shape: tuple[int, int],
     opts: StyleOptions,
     device: torch.device,
+    regions: bool = False,
 ) -> int:
     """How many frames of a stack go through the network together: ``batch_frames``, or
     for 0 (auto) as many as the memory free now holds, at most AUTO_BATCH_LIMIT frames and
     AUTO_BATCH_PIXELS (on the CPU AUTO_BATCH_CPU). Always 1 for a time series, whose frames
-    wait for each other."""
+    wait for each other, and with ``regions`` (style_regions), whose labels may differ from
+    frame to frame."""
     frames = frame_count(content.stack_shape)
-    if opts.frames == "time" or frames == 1:
+    if opts.frames == "time" or frames == 1 or regions:
         return 1
     if opts.batch_frames:
         return min(opts.batch_frames, frames)
@@ -333,11 +478,12 @@ def _check_memory(
     style_shape: tuple[int, int],
     opts: StyleOptions,
     device: torch.device,
+    regions: bool = False,
 ) -> None:
     """Refuse a run whose working images (``batch_frames`` frames of them at once), or whose
     result (kept in RAM, every frame of a stack), do not fit in the memory free now."""
     biggest = max(content_shape, style_shape, key=lambda shape: shape[0] * shape[1])
-    batch = _frames_per_batch(content, content_shape, style_shape, opts, device)
+    batch = _frames_per_batch(content, content_shape, style_shape, opts, device, regions)
     needed = _run_bytes(content_shape, style_shape, opts, batch)
     free = free_memory_bytes(device)
     frames = frame_count(content.stack_shape)
@@ -403,7 +549,8 @@ def _refuse_run(
     content_fits = memory.estimate_bytes(content_shape, opts.optimizer, LBFGS_HISTORY) <= free * memory.HEADROOM
     if content_fits:  # the style, enlarged by style_scale, is what does not fit
         pixels = memory.largest_pixels(free, opts.optimizer, LBFGS_HISTORY)
-        scale = _round_down(opts.style_scale * math.sqrt(pixels / (style_shape[0] * style_shape[1])))
+        current = max(opts.style_scale) if isinstance(opts.style_scale, tuple) else opts.style_scale
+        scale = _round_down(current * math.sqrt(pixels / (style_shape[0] * style_shape[1])))
         advice = f"use style_scale {scale:g} or less"
     else:
         aspect = min(content_shape) / max(content_shape)
@@ -474,18 +621,19 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
     dtype = compute_dtype(opts.precision, device)
     memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format
     extractor = VGGFeatures(loaded.features, opts.layers, opts.pooling).to(device, memory_format=memory_format)
-    style_full = _to_tensor(p.style.frame((), longest_side=max(p.style_shape)).rgb, device)
+    styles_full = _style_tensors(p, device)
     frames = frame_count(p.content.stack_shape)
     in_time = opts.frames == "time"
     chains = [(index, follows if in_time else None) for index, follows in time_chains(p.content.stack_shape)]
     # A later frame of a time series starts from the warped previous result at the working
     # size: a coarse-to-fine schedule would only blur that start.
-    later = (_Level(p.content_shape, p.style_shape, opts.later_frame_steps),)
+    later = (_Level(p.content_shape, p.style_shapes, opts.later_frame_steps),)
     plans = [p.levels if follows is None else later for _, follows in chains]
     run_steps = sum(level.steps for levels in plans for level in levels)
     # Independent frames go through the network batch by batch (a time series' frames wait
     # for each other); the batch is chosen now, with the weights loaded, from what is free now.
-    batch = _frames_per_batch(p.content, p.content_shape, p.style_shape, opts, device)
+    largest_style = max(p.style_shapes, key=lambda shape: shape[0] * shape[1])
+    batch = _frames_per_batch(p.content, p.content_shape, largest_style, opts, device, p.regions is not None)
     result = None
     cursor = _Cursor()
     # What the next frame of a series follows: its reference image and its content. The
@@ -495,7 +643,7 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
     # up (measured: 0.004 a frame in static parts at 48 px, 4 steps).
     kept: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
     objective: StyleObjective | None = None
-    objective_style: tuple[int, int] | None = None  # the style size the objective's targets have
+    objective_style: tuple[tuple[int, int], ...] | None = None  # the style sizes the objective's targets have
     steps_before = 0
     frame_steps = []
 
@@ -517,7 +665,8 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
         images = None
         for level in levels:
             contents_t = torch.cat([resize(content_full, *level.content_shape) for content_full in contents_full])
-            style_t = resize(style_full, *level.style_shape)
+            styles_t = [resize(full, *shape) for full, shape in zip(styles_full, level.style_shapes, strict=True)]
+            style_t = styles_t[0]  # init="style" starts from the first style
             if temporal is not None:
                 # where the content is new (uncovered, changed) the warped result would bring
                 # the old content's style along: start those pixels as a first frame does
@@ -527,9 +676,12 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
                 start = torch.cat([initial_image(content_t[None], style_t, opts.init, opts.seed) for content_t in contents_t])
             else:  # the coarser level's result
                 start = resize(images, *level.content_shape).clamp(0, 1)
-            if objective is None or objective_style != level.style_shape:
-                objective = StyleObjective(extractor, contents_t[:1], style_t, opts, dtype)
-                objective_style = level.style_shape
+            if objective is None or objective_style != level.style_shapes:
+                objective = StyleObjective(extractor, contents_t[:1], styles_t, opts, dtype)
+                objective_style = level.style_shapes
+            if p.regions is not None:  # one frame at a time (see _frames_per_batch)
+                labels = p.regions.at(group[0][1][0][0], level.content_shape)
+                objective.set_regions(torch.from_numpy(labels)[None, None].to(device))
             objective.set_temporal(*(temporal or (None,)))
             for _, losses, images in _optimise_batch(objective, contents_t, start, opts, level.steps):
                 done += 1
@@ -590,6 +742,8 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
         frames=frames,
         schedule=tuple(max(level.content_shape) for level in p.levels),
         frame_steps=tuple(frame_steps),
+        styles=len(p.styles),
+        regions=None if p.regions is None else p.regions.described(),
     )
 
 
@@ -618,7 +772,7 @@ def _prepare_frame(p: _Plan, index: tuple[int, ...]) -> tuple[torch.Tensor, Any]
         image: torch.Tensor,
         grey: bool = frame.grey and opts.keep_grey,
         alpha: np.ndarray | None = alpha,
-        colours: torch.Tensor | None = content_full if opts.content_colours and not frame.grey else None,
+        colours: torch.Tensor | None = content_full if opts.content_colours == "luminance" and not frame.grey else None,
     ) -> np.ndarray:
         if alpha is not None and tuple(image.shape[-2:]) != alpha.shape:  # a coarse level
             alpha = resize(torch.from_numpy(alpha)[None, None], *image.shape[-2:])[0, 0].numpy()
@@ -627,3 +781,15 @@ def _prepare_frame(p: _Plan, index: tuple[int, ...]) -> tuple[torch.Tensor, Any]
         return finish_image(image[0].permute(1, 2, 0).float().cpu().numpy(), grey, alpha)
 
     return content_full, finish
+
+
+def _style_tensors(p: _Plan, device: torch.device) -> list[torch.Tensor]:
+    """Each style at its largest size as (1, 3, H, W); with content_colours="histogram" its
+    colours matched to the content's (the first frame's) first, channel by channel."""
+    styles = [style.frame((), longest_side=max(shape)).rgb for style, shape in zip(p.styles, p.style_shapes, strict=True)]
+    if p.options.content_colours == "histogram":
+        from skimage.exposure import match_histograms
+
+        reference = p.content.frame(next(p.content.frames()), longest_side=max(p.content_shape)).rgb
+        styles = [match_histograms(style, reference, channel_axis=-1).astype(np.float32) for style in styles]
+    return [_to_tensor(style, device) for style in styles]

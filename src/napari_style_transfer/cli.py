@@ -98,6 +98,16 @@ def _layers(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _numbers(text: str) -> float | tuple[float, ...]:
+    """'0.7,0.3' as a tuple of numbers, a single number as itself ('' is none)."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        values = tuple(float(part) for part in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    return values[0] if len(values) == 1 and "," not in text else values
+
+
 def add_option_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
     """One ``--option`` per StyleOptions field, defaults and help read from there."""
     defaults = {**dataclasses.asdict(StyleOptions()), **(defaults or {})}
@@ -106,11 +116,19 @@ def add_option_arguments(parser: argparse.ArgumentParser, defaults: dict[str, An
         default = defaults[field.name]
         flag = "--" + field.name.replace("_", "-")
         kwargs: dict[str, Any] = {"dest": field.name, "default": default}
-        if isinstance(default, tuple):
+        if field.metadata.get("numbers"):
+            kwargs.update(type=_numbers, metavar="NUMBER,...")
+            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+            shown = shown if shown != "" else None
+        elif isinstance(default, tuple):
             kwargs.update(type=_layers, metavar="LAYER,...")
             shown = ",".join(default)
-        elif field.name in ("learning_rate", "seed"):
-            kwargs.update(type=_optional(_number(float if field.name == "learning_rate" else int)))
+        elif field.name == "content_colours":  # a mode; the bare flag is the luminance mode, as before
+            kwargs.update(nargs="?", const="luminance", choices=choices(field.name))
+            group.add_argument("--no-content-colours", dest=field.name, action="store_const", const=False, help="keep the style's colours")
+            shown = "off" if not default else default
+        elif field.name in ("learning_rate", "seed", "average"):
+            kwargs.update(type=_optional(_number(int if field.name == "seed" else float)))
             shown = default
         elif choices(field.name):
             kwargs["choices"] = choices(field.name)
@@ -147,7 +165,11 @@ def build_parser(demo: bool = False) -> argparse.ArgumentParser:
             f"'{PROG} batch --help' for many images and styles.",
         )
         parser.add_argument("content", type=Path, help=f"content image ({IMAGE_HINT})")
-        parser.add_argument("style", type=Path, help=f"style image ({IMAGE_HINT})")
+        parser.add_argument("style", type=Path, nargs="*", help=f"style image(s) ({IMAGE_HINT}); several are blended by --style-blend")
+        parser.add_argument("--style", dest="more_styles", type=Path, action="append", default=[], metavar="STYLE", help="a further style image (repeatable), as the positional ones")
+        parser.add_argument(
+            "--style-regions", type=Path, metavar="LABELS", help="integer label image of the content's aspect ratio: label k takes the k-th style, 0 only the content (.npy, .tif or .png)"
+        )
         parser.add_argument("-o", "--output", type=Path, required=True, help="result image file (.png keeps the settings; a stack needs .tif or .npy)")
         parser.add_argument("--snapshot-dir", type=Path, help="also write every snapshot as a PNG into this folder")
         parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -168,6 +190,7 @@ def run(
     snapshot_dir: Path | None,
     stack_shape: tuple[int, ...] = (),
     frame_shape: tuple[int, int] | None = None,
+    style_regions: np.ndarray | None = None,
 ) -> Any:
     """Run with a progress bar; write snapshots as they come; return the StyleResult.
 
@@ -177,7 +200,7 @@ def run(
 
     from .api import StyleResult, iter_stylize
 
-    records = iter_stylize(content, style, **_options(args))
+    records = iter_stylize(content, style, style_regions=style_regions, **_options(args))
     bar = tqdm(total=args.steps, unit="step", disable=args.quiet, file=sys.stderr)
     last = None
     finished: dict[tuple[int, ...], np.ndarray] = {}  # the frames of a stack done so far
@@ -232,16 +255,25 @@ def _partial_stack(
 
 def _main_run(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
-    _check_output_path(args.output, args.snapshot_dir, {"content": args.content, "style": args.style})
+    style_paths = args.style + args.more_styles
+    if not style_paths:
+        raise CommandLineError("give a style image after the content (or with --style FILE)")
+    roles = ["style"] if len(style_paths) == 1 else [f"style {i}" for i in range(1, len(style_paths) + 1)]
+    inputs = {"content": args.content, **dict(zip(roles, style_paths, strict=True))}
+    if args.style_regions is not None:
+        inputs["--style-regions"] = args.style_regions
+    _check_output_path(args.output, args.snapshot_dir, inputs)
     content = read_image(args.content, "content")
-    style = read_image(args.style, "style")
+    styles = [read_image(path, "style") for path in style_paths]
+    style = styles[0] if len(styles) == 1 else styles
+    regions = None if args.style_regions is None else read_image(args.style_regions, "style regions")
     described = _check_output_kind(content, args.output, args.keep_grey)
     _prepare_folder(args.output.parent, "output")
     if args.snapshot_dir is not None:
         _prepare_folder(args.snapshot_dir, "--snapshot-dir")
     frame_shape = working_shape(*described.shape, args.size)
     try:
-        result = run(content, style, args, args.snapshot_dir, described.stack_shape, frame_shape)
+        result = run(content, style, args, args.snapshot_dir, described.stack_shape, frame_shape, regions)
     except RunInterrupted as stop:
         return _save_partial(stop, args.output)
     write_image(args.output, result.image, result.metadata())

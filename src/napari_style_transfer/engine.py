@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ._torch_compat import hide_triton
 
@@ -23,7 +23,19 @@ from torch import nn  # noqa: E402
 
 from .errors import StyleTransferError  # noqa: E402
 from .lbfgs import BatchBoxLBFGS, BoxLBFGS  # noqa: E402
-from .losses import gram_matrix, gram_mse, temporal_loss, total_variation  # noqa: E402
+from .losses import (  # noqa: E402
+    gaussian_target,
+    gram_matrix,
+    gram_mse,
+    random_directions,
+    sliced_target,
+    sliced_wasserstein_loss,
+    sorted_projections,
+    temporal_loss,
+    total_variation,
+    wasserstein2_loss,
+    weighted_gram_mse,
+)
 from .memory import available_ram_bytes  # noqa: E402
 from .options import StyleOptions  # noqa: E402
 from .vgg import VGGFeatures  # noqa: E402
@@ -42,13 +54,23 @@ class Losses:
     temporal: float = 0.0  # a time series' later frames: closeness to the warped previous result
 
 
+#: Factors that put each style loss's strength at a given style_weight near the Gram loss's:
+#: the other losses are about 3e5 times larger at the same images (measured on the bundled
+#: samples at 64 and 128 px with untrained weights: 1.4e-6 to 3.5e-6 of the Gram loss).
+STYLE_LOSS_SCALE = {"gram": 1.0, "mean_cov": 3e-6, "sliced": 3e-6}
+
+
 class StyleObjective(nn.Module):
     """The loss of the paper: content_weight * L_content + style_weight * L_style (+ TV),
     plus temporal_weight * L_temporal for a time series' later frames (:meth:`set_temporal`).
 
     L_content is the mean squared error between activations of the image and of the content
     image, summed over ``content_layers``; L_style is the mean squared error between Gram
-    matrices of the image and of the style image, summed over ``style_layers``; L_temporal is
+    matrices of the image and of the style image, summed over ``style_layers`` (each times its
+    ``style_layer_weights``), or with ``style_loss`` the Wasserstein-2 distance of fitted
+    Gaussians or the sliced Wasserstein distance (times :data:`STYLE_LOSS_SCALE`). Several
+    styles compare with their blended statistics; regions (:meth:`set_regions`) with their
+    own style's statistics, over their positions (see ``losses.py``). L_temporal is
     :func:`~napari_style_transfer.losses.temporal_loss`. With ``compute_dtype`` bfloat16 the
     convolutions run under autocast; activations are cast to float32 before Gram matrices
     and losses.
@@ -58,7 +80,7 @@ class StyleObjective(nn.Module):
         self,
         extractor: VGGFeatures,
         content: torch.Tensor,
-        style: torch.Tensor,
+        style: torch.Tensor | Sequence[torch.Tensor],
         options: StyleOptions,
         compute_dtype: torch.dtype = torch.float32,
     ):
@@ -73,10 +95,126 @@ class StyleObjective(nn.Module):
         self.temporal: tuple[torch.Tensor, torch.Tensor] | None = None  # (target, reliable)
         self.compute_dtype = compute_dtype
         self.memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
+        self.style_loss = options.style_loss
+        self.layer_weights = dict(zip(self.style_layers, options.layer_weights, strict=True))
+        styles = [style] if isinstance(style, torch.Tensor) else list(style)
+        # a style of weight 0 takes no part, so a blend of 1:0 is the first style's run exactly
+        self.blend = [(index, weight) for index, weight in enumerate(options.blend(len(styles))) if weight]
+        self.regions: torch.Tensor | None = None  # (N, 1, H, W) labels, 0 = no style
+        self._region_weights: dict[tuple[int, int], torch.Tensor] = {}
+        self.directions_generator = torch.Generator()
+        if options.seed is None:
+            self.directions_generator.seed()
+        else:
+            self.directions_generator.manual_seed(options.seed % 2**63)
         with torch.no_grad():
-            style_features = self.features(style) if self.style_layers else {}
-            self.style_targets = {name: gram_matrix(style_features[name]) for name in self.style_layers}
+            style_features = [self.features(image) for image in styles] if self.style_layers else []
+            self._style_features = style_features
+            # statistics of the blend (for the whole image) and of each style alone (for its region)
+            self.style_targets = self._targets([i for i, _ in self.blend], [w for _, w in self.blend])
+            self._region_targets: dict[int, dict[str, Any]] = {}
+        self.new_directions()
         self.set_content(content)
+
+    def _targets(self, indices: list[int], blend: list[float]) -> dict[str, Any]:
+        """Per style layer, the target statistics of styles ``indices`` blended by ``blend``."""
+        targets: dict[str, Any] = {}
+        for name in self.style_layers:
+            features = [self._style_features[i][name] for i in indices]
+            if self.style_loss == "gram":
+                target = None
+                for feature, weight in zip(features, blend, strict=True):
+                    gram = gram_matrix(feature) if weight == 1.0 else gram_matrix(feature) * weight
+                    target = gram if target is None else target + gram
+                targets[name] = target
+            elif self.style_loss == "mean_cov":
+                dtype = torch.float32 if features[0].device.type == "mps" else torch.float64
+                targets[name] = gaussian_target(features, blend, dtype)
+            else:  # sliced: the flattened activations; projected afresh with each step's directions
+                targets[name] = ([f[0].reshape(f.shape[1], -1) for f in features], blend)
+        return targets
+
+    def region_targets(self, label: int) -> dict[str, Any]:
+        if label not in self._region_targets:
+            with torch.no_grad():
+                self._region_targets[label] = self._targets([label - 1], [1.0])
+        return self._region_targets[label]
+
+    def new_directions(self) -> None:
+        """Draw the sliced loss's random projections afresh (once per step: the same
+        directions within a step keep L-BFGS's line search on one function)."""
+        if self.style_loss != "sliced":
+            return
+        self.directions = {}
+        self._sorted_styles: dict[tuple[int, str], torch.Tensor] = {}
+        for name in self.style_layers:
+            channels = self._style_features[0][name].shape[1]
+            device = self._style_features[0][name].device
+            self.directions[name] = random_directions(channels, channels, self.directions_generator).to(device)
+
+    def _sorted_style(self, index: int, name: str, flat: torch.Tensor) -> torch.Tensor:
+        key = (index, name)
+        if key not in self._sorted_styles:
+            self._sorted_styles[key] = sorted_projections(flat, self.directions[name])
+        return self._sorted_styles[key]
+
+    def set_regions(self, labels: torch.Tensor | None) -> None:
+        """Give label k >= 1 the k-th style and label 0 none, from now on; ``labels`` is
+        (N, 1, H, W) integers at the image's size (N = 1 for all images alike), or None for
+        the whole image in the blend of the styles."""
+        self.regions = labels
+        self._region_weights = {}
+
+    def _weights(self, shape: tuple[int, int]) -> dict[int, torch.Tensor]:
+        """Per label present, (N, 1, h*w) shares of each position of an (h, w) layer that lie
+        in the region (the guides of Gatys et al. 2017, downsampled by area)."""
+        if shape not in self._region_weights:
+            labels = self.regions
+            guides = {}
+            for label in torch.unique(labels).tolist():
+                if label == 0:
+                    continue
+                mask = (labels == label).float()
+                guides[label] = F.interpolate(mask, size=shape, mode="area").flatten(2)
+            self._region_weights[shape] = guides
+        return self._region_weights[shape]
+
+    def _layer_style_loss(self, name: str, feature: torch.Tensor) -> torch.Tensor:
+        if self.regions is None:
+            return self._loss(name, feature, self.style_targets[name], None, [i for i, _ in self.blend])
+        total = feature.new_zeros(feature.shape[0])
+        positions = feature.shape[2] * feature.shape[3]
+        for label, weights in self._weights(tuple(feature.shape[-2:])).items():
+            # weighted by the region's share of the image: a region covering everything is
+            # the plain loss, and a small region pulls each of its pixels no harder than a large one
+            share = weights.sum(-1)[:, 0] / positions
+            loss = self._loss(name, feature, self.region_targets(label)[name], weights, [label - 1])
+            total = total + share * loss
+        return total.mean()
+
+    def _loss(
+        self, name: str, feature: torch.Tensor, target: Any, weights: torch.Tensor | None, indices: list[int]
+    ) -> torch.Tensor:
+        if self.style_loss == "gram":
+            return gram_mse(feature, target) if weights is None else weighted_gram_mse(feature, target, weights)
+        if self.style_loss == "mean_cov":
+            loss = wasserstein2_loss(feature, target, weights)
+            return loss.mean() if weights is None else loss
+        flats, blend = target
+        sorted_styles = [self._sorted_style(i, name, flat) for i, flat in zip(indices, flats, strict=True)]
+        n, c = feature.shape[:2]
+        projected = self.directions[name].transpose(0, 1) @ feature.reshape(n, c, -1)
+        losses = []
+        for item in range(n):
+            values = projected[item]
+            if weights is not None:  # the positions mostly inside the region
+                values = values[:, weights[item, 0] >= 0.5]
+                if values.shape[-1] == 0:
+                    losses.append(feature.new_zeros(()))
+                    continue
+            losses.append(sliced_wasserstein_loss(values, sliced_target(sorted_styles, blend, values.shape[-1])))
+        loss = torch.stack(losses)
+        return loss.mean() if weights is None else loss
 
     def features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Activations of the layers in use, as float32."""
@@ -109,8 +247,16 @@ class StyleObjective(nn.Module):
         features = self.features(image) if features is None else features
         targets = self.content_targets if content_targets is None else content_targets
         zero = image.new_zeros((), dtype=torch.float32)
-        content = sum((F.mse_loss(features[name], target) for name, target in targets.items()), zero)
-        style = sum((gram_mse(features[name], target) for name, target in self.style_targets.items()), zero)
+        content = sum(
+            (F.mse_loss(features[name], target) for name, target in targets.items()), zero
+        )
+        if self.style_loss == "gram" and self.regions is None and all(w == 1.0 for w in self.layer_weights.values()):
+            style = sum((gram_mse(features[name], target) for name, target in self.style_targets.items()), zero)
+        else:
+            style = sum(
+                (self.layer_weights[name] * self._layer_style_loss(name, features[name]) for name in self.style_layers),
+                zero,
+            )
         tv = total_variation(image) if self.tv_weight else zero
         temporal = zero
         if self.temporal is not None and self.temporal_weight:
@@ -118,7 +264,7 @@ class StyleObjective(nn.Module):
         terms = torch.stack(
             [
                 self.content_weight * content,
-                self.style_weight * style,
+                self.style_weight * STYLE_LOSS_SCALE[self.style_loss] * style,
                 self.tv_weight * tv,
                 self.temporal_weight * temporal,
             ]
@@ -168,18 +314,20 @@ def optimize(
     pixels in [0, 1].
 
     Yields ``(step, losses, image)`` after every step; ``image`` is the image after the step
-    (copy it to keep it). With L-BFGS ``losses`` are those of that image; with Adam they are
-    those of the image the step started from (the evaluation that gave its gradient).
+    (copy it to keep it); with ``options.average`` (Adam) it is the exponential moving average
+    of the iterates. With L-BFGS ``losses`` are those of that image; with Adam they are
+    those of the iterate the step started from (the evaluation that gave its gradient).
     Closing the generator stops the run at once.
     """
     steps = options.steps if steps is None else steps
     if options.optimizer == "lbfgs":
         lbfgs = BoxLBFGS(start, objective, history_size=LBFGS_HISTORY, lr=options.resolved_learning_rate)
         for step in range(1, steps + 1):
+            objective.new_directions()
             yield step, _checked(_as_losses(lbfgs.step()), step), lbfgs.x
         return
 
-    for step, terms, image in _adam(objective, start, options, steps):
+    for step, terms, image in _adam(objective, start, options, steps, objective.new_directions):
         yield step, _checked(to_losses(terms), step), image
 
 
@@ -188,22 +336,32 @@ def _adam(
     start: torch.Tensor,
     options: StyleOptions,
     steps: int,
+    before_step: Callable[[], None],
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     """Adam on ``start`` with pixels kept in [0, 1]: (step, the terms ``objective`` gave for
     the image the step started from, the image after the step). The objective's totals are
     summed: for a batch of frames each frame's total depends on that frame alone, so each
-    gets its own gradient, and Adam's moments are per pixel anyway."""
+    gets its own gradient, and Adam's moments are per pixel anyway. With ``options.average``
+    the image yielded is the iterates' exponential moving average."""
     image = start.detach().clone().requires_grad_(True)
     adam = torch.optim.Adam([image], lr=options.resolved_learning_rate)
+    average = None
     for step in range(1, steps + 1):
+        before_step()  # the sliced loss's fresh projections
         adam.zero_grad(set_to_none=True)
         totals, terms = objective(image)
         totals.sum().backward()
         adam.step()
         with torch.no_grad():
             image.clamp_(0.0, 1.0)
-        # a copy: Adam updates ``image`` in place, and a caller may keep the yielded one
-        yield step, terms, image.detach().clone()
+            if options.average:
+                # bias-corrected (as Adam's moments are), so the start image has no share in it
+                decay = options.average
+                average = image.detach() * (1 - decay) if average is None else average.mul_(decay).add_(image, alpha=1 - decay)
+                shown = average / (1 - decay**step)
+            else:
+                shown = image.detach().clone()  # a copy: Adam updates ``image`` in place, and a caller may keep the yielded one
+        yield step, terms, shown
 
 
 def optimize_frames(
@@ -234,10 +392,11 @@ def optimize_frames(
     if options.optimizer == "lbfgs":
         lbfgs = BatchBoxLBFGS(start, frames_objective, history_size=LBFGS_HISTORY, lr=options.resolved_learning_rate)
         for step in range(1, steps + 1):
+            objective.new_directions()
             yield step, [_checked(_as_losses(report), step) for report in lbfgs.step()], lbfgs.x
         return
 
-    for step, terms, images in _adam(frames_objective, start, options, steps):
+    for step, terms, images in _adam(frames_objective, start, options, steps, objective.new_directions):
         yield step, [_checked(_as_losses(row), step) for row in terms.tolist()], images
 
 

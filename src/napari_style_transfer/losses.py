@@ -3,6 +3,8 @@ loss of a time series."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 
@@ -66,3 +68,149 @@ def temporal_loss(image: torch.Tensor, target: torch.Tensor, reliable: torch.Ten
     disocclusions.
     """
     return (reliable * (image - target).pow(2)).mean()
+
+
+# --- the other style losses, blended and regional targets --------------------------------
+#
+# Each style loss compares the image's activations at one layer with *target statistics* of
+# the style image(s). Several styles blend by blending those statistics with the normalised
+# ``style_blend`` weights (Gram matrices, means and covariances, or sorted projections): for
+# the Gram loss this has the same gradient as the weighted sum of per-style losses, and a
+# blend of 1:0 is exactly the first style alone. Regions (guided losses, Gatys et al., CVPR
+# 2017) weight each position of a layer by the share of its receptive field that lies in the
+# region (``weights``, (N, 1, H*W)); statistics are then normalised by the region's area.
+
+
+class _WeightedGramMSE(torch.autograd.Function):
+    """Per image, mean((G_w - A)^2) for the region's Gram matrix G_w = F diag(w) F^T / (C sum w),
+    with a hand-written backward as :class:`_GramMSE`'s: dL/dF = 4 (G_w - A) F diag(w) / (C^3 sum w)."""
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = features.shape
+        flat = features.reshape(n, c, h * w)
+        area = weights.sum(-1, keepdim=True).clamp_min(1e-12)  # (N, 1, 1)
+        difference = torch.bmm(flat * weights, flat.transpose(1, 2)).div_(c * area).sub_(target)
+        ctx.save_for_backward(flat, difference, weights, area)
+        ctx.shape = features.shape
+        return difference.pow(2).mean(dim=(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        flat, difference, weights, area = ctx.saved_tensors
+        c = ctx.shape[1]
+        scale = grad_output[:, None, None] * 4.0 / (c**3 * area)
+        return (torch.bmm(difference, flat).mul_(weights).mul_(scale).reshape(ctx.shape), None, None)
+
+
+def weighted_gram_mse(features: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Per image (N,): mean squared error between the region's Gram matrix and ``target``;
+    the Gram matrix weights each position by ``weights`` (N, 1, H*W) and divides by C times
+    their sum, so a region covering everything gives :func:`gram_matrix`."""
+    return _WeightedGramMSE.apply(features, target, weights)
+
+
+def mean_covariance(features: torch.Tensor, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means (N, C) and covariances (N, C, C) of (N, C, H, W) activations over positions,
+    each position counted by ``weights`` (N, 1, H*W) when given."""
+    n, c, h, w = features.shape
+    flat = features.reshape(n, c, h * w)
+    if weights is None:
+        mean = flat.mean(-1)
+        centred = flat - mean[..., None]
+        return mean, torch.bmm(centred, centred.transpose(1, 2)) / (h * w)
+    area = weights.sum(-1).clamp_min(1e-12)  # (N, 1)
+    mean = (flat * weights).sum(-1) / area
+    centred = flat - mean[..., None]
+    return mean, torch.bmm(centred * weights, centred.transpose(1, 2)) / area[..., None]
+
+
+@dataclass(frozen=True)
+class GaussianTarget:
+    """A style layer's Gaussian: mean (C,), covariance (C, C) with ``ridge`` on its diagonal,
+    and that covariance's square root, in ``dtype`` (float64 where the device has it)."""
+
+    mean: torch.Tensor
+    covariance: torch.Tensor
+    root: torch.Tensor
+    ridge: float
+
+
+def _psd_sqrt(matrix: torch.Tensor) -> torch.Tensor:
+    values, vectors = torch.linalg.eigh(matrix)
+    return (vectors * values.clamp_min(0).sqrt().unsqueeze(-2)) @ vectors.transpose(-1, -2)
+
+
+def gaussian_target(features: list[torch.Tensor], blend: list[float], dtype: torch.dtype) -> GaussianTarget:
+    """The blend of the styles' Gaussians (weights ``blend``, summing to 1) at one layer.
+
+    The ridge (1e-4 of the mean variance) keeps the matrix square roots' gradients finite
+    where a layer has fewer positions than channels (the covariance is then singular)."""
+    mean = covariance = None
+    for feature, weight in zip(features, blend, strict=True):
+        m, cov = mean_covariance(feature)
+        m, cov = m[0].to(dtype) * weight, cov[0].to(dtype) * weight
+        mean = m if mean is None else mean + m
+        covariance = cov if covariance is None else covariance + cov
+    ridge = 1e-4 * float(covariance.diagonal().mean()) + 1e-12
+    covariance = covariance + ridge * torch.eye(len(covariance), dtype=dtype, device=covariance.device)
+    return GaussianTarget(mean, covariance, _psd_sqrt(covariance), ridge)
+
+
+def wasserstein2_loss(features: torch.Tensor, target: GaussianTarget, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per image (N,): squared Wasserstein-2 distance between the Gaussian fitted to the
+    activations (over ``weights``' positions) and ``target``, divided by the channels:
+
+        |m - m_t|^2 + tr(S + S_t - 2 (S_t^1/2 S S_t^1/2)^1/2)
+
+    The trace of the square root is the sum of the square roots of the eigenvalues, whose
+    gradient needs only eigenvectors (stable where eigenvalues repeat)."""
+    c = features.shape[1]
+    mean, covariance = mean_covariance(features, weights)
+    mean, covariance = mean.to(target.mean.dtype), covariance.to(target.mean.dtype)
+    covariance = covariance + target.ridge * torch.eye(c, dtype=covariance.dtype, device=covariance.device)
+    product = target.root @ covariance @ target.root
+    cross = torch.linalg.eigvalsh(product).clamp_min(target.ridge**2).sqrt().sum(-1)
+    trace = covariance.diagonal(dim1=-2, dim2=-1).sum(-1) + target.covariance.diagonal().sum()
+    distance = (mean - target.mean).pow(2).sum(-1) + trace - 2 * cross
+    return (distance / c).float()
+
+
+def random_directions(channels: int, count: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` random unit vectors in activation space, (C, count), drawn on the CPU."""
+    directions = torch.randn(channels, count, generator=generator)
+    return directions / directions.norm(dim=0, keepdim=True)
+
+
+def sorted_projections(flat: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """(..., C, P) activations projected on ``directions`` (C, K) and sorted: (..., K, P)."""
+    return torch.sort(directions.transpose(0, 1) @ flat, dim=-1).values
+
+
+def quantiles(sorted_values: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` evenly spaced quantiles of each row of ``sorted_values`` (..., M), by linear
+    interpolation between order statistics, so that distributions of different numbers of
+    positions can be compared; the rows themselves when ``count`` is M."""
+    m = sorted_values.shape[-1]
+    if m == count:
+        return sorted_values
+    position = ((torch.arange(count, device=sorted_values.device, dtype=torch.float32) + 0.5) * (m / count) - 0.5).clamp(0, m - 1)
+    low = position.floor().long()
+    high = (low + 1).clamp(max=m - 1)
+    return torch.lerp(sorted_values[..., low], sorted_values[..., high], position - low)
+
+
+def sliced_target(sorted_styles: list[torch.Tensor], blend: list[float], count: int) -> torch.Tensor:
+    """The blend of the styles' sorted projections (each (K, M_s)) at ``count`` quantiles:
+    per direction the 1-D Wasserstein barycentre of the styles' distributions."""
+    target = None
+    for values, weight in zip(sorted_styles, blend, strict=True):
+        part = quantiles(values, count) * weight
+        target = part if target is None else target + part
+    return target
+
+
+def sliced_wasserstein_loss(projected: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Sliced Wasserstein distance (Heitz et al., CVPR 2021): the mean squared difference of
+    the image's sorted projections (K, P) and the target's quantiles (K, P)."""
+    return (torch.sort(projected, dim=-1).values - target).pow(2).mean()

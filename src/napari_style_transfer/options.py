@@ -40,6 +40,12 @@ WEIGHTS_MODES = ("auto", "imagenet", "random")
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 FRAMES = ("independent", "time")
+#: Style losses: the paper's Gram matrices, Wasserstein-2 between Gaussians (means and
+#: covariances), sliced Wasserstein (Heitz et al., CVPR 2021).
+STYLE_LOSSES = ("gram", "mean_cov", "sliced")
+#: content_colours besides False: the luminance transfer after the run, or the style's colours
+#: matched to the content's histogram before it (Gatys et al., "Preserving color", 2016).
+COLOUR_MODES = ("luminance", "histogram")
 
 #: Default temporal_weight: measured with benchmarks/stacks.py (docs/benchmarks.md, "Stacks").
 TEMPORAL_WEIGHT = 1e3
@@ -129,13 +135,44 @@ class StyleOptions:
     )
     device: str = _option("auto", "auto (CUDA, then MPS, else CPU), cpu, cuda, cuda:N or mps")
     seed: int | None = _option(0, "random seed for noise init; the same seed gives the same result")
-    style_scale: float = _option(
-        1.0, "scale of the style image relative to the content's working scale (> 0)"
+    style_scale: float | tuple[float, ...] = _option(
+        1.0,
+        "scale of the style image relative to the content's working scale (> 0); one value, or "
+        "one per style such as 1,0.5",
+        numbers=True,
     )
-    content_colours: bool = _option(
+    style_loss: str = _option(
+        "gram",
+        "how style statistics are compared: gram (the paper's Gram matrices), mean_cov "
+        "(Wasserstein-2 between Gaussians fitted to the activations) or sliced (sliced "
+        "Wasserstein distance of the activations' distributions, random projections each step)",
+        choices=STYLE_LOSSES,
+    )
+    style_layer_weights: tuple[float, ...] = _option(
+        (),
+        "one weight (>= 0) per style layer, such as 1,1,1,0.5,0.5; empty = 1 each",
+        numbers=True,
+    )
+    style_blend: tuple[float, ...] = _option(
+        (),
+        "weights (>= 0, not all 0) of several styles, one per style, such as 0.7,0.3; they are "
+        "normalised to sum to 1; empty = equal (with style_regions each region takes its own "
+        "style whole, so leave it empty)",
+        numbers=True,
+    )
+    content_colours: bool | str = _option(
         False,
-        "keep the content's colours: the result takes the style's brightness pattern only "
-        "(its luminance, recoloured with the content's chroma; RGB content)",
+        "keep the content's colours: luminance (also True: the result takes the style's brightness "
+        "pattern only, recoloured with the content's chroma; RGB content) or histogram (the style's "
+        "colours matched to the content's before the run); False keeps the style's colours",
+        choices=COLOUR_MODES,
+    )
+    average: float | None = _option(
+        None,
+        "optimizer=adam: show the exponential moving average of the image with this decay "
+        "(0 < average < 1, such as 0.99; None or 0 = off): smoother, less noisy results",
+        minimum=0.0,
+        maximum=1.0,
     )
     keep_grey: bool = _option(
         True,
@@ -222,7 +259,26 @@ class StyleOptions:
 
         for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight"):
             _as_float(getattr(self, name), name, errors, MAX_FACTOR)
-        _as_float(self.style_scale, "style_scale", errors, MAX_STYLE_SCALE, above_zero=True)
+        style_scale = _as_numbers(self.style_scale, "style_scale", errors, MAX_STYLE_SCALE, above_zero=True)
+        if isinstance(style_scale, tuple) and len(style_scale) == 1:
+            style_scale = style_scale[0]
+        style_blend = _as_numbers(self.style_blend, "style_blend", errors, MAX_FACTOR, many=True)
+        if style_blend and not any(style_blend):
+            errors.append("style_blend weights are all 0: give at least one style a weight above 0")
+        layer_weights = _as_numbers(self.style_layer_weights, "style_layer_weights", errors, MAX_FACTOR, many=True)
+        average = None
+        if self.average is not None:
+            average = _as_float(self.average, "average", errors, 1.0)
+            if average is not None:
+                check(average < 1, f"average must be below 1 (such as 0.99), got {_shown(self.average)}")
+                average = average or None  # 0 is off
+            if average and self.optimizer != "adam":
+                errors.append("average (averaged iterates) works with optimizer='adam' only; leave it out for lbfgs")
+        check(
+            isinstance(self.style_loss, str) and self.style_loss in STYLE_LOSSES,
+            f"style_loss must be one of {', '.join(STYLE_LOSSES)}, got {self.style_loss!r}",
+        )
+        content_colours = _as_colours(self.content_colours, errors)
         if self.learning_rate is not None:
             _as_float(self.learning_rate, "learning_rate", errors, MAX_FACTOR, above_zero=True)
         if self.seed is not None:
@@ -231,7 +287,7 @@ class StyleOptions:
                 check(-(2**63) <= seed < 2**64, f"seed must be between -2**63 and 2**64 - 1, got {_shown(seed)}")
 
         switches = {}
-        for name in ("content_colours", "keep_grey", "channels_last", "cudnn_benchmark"):
+        for name in ("keep_grey", "channels_last", "cudnn_benchmark"):
             value = getattr(self, name)
             check(_is_bool(value), f"{name} must be True or False, got {value!r}")
             switches[name] = bool(value) if _is_bool(value) else value
@@ -247,6 +303,12 @@ class StyleOptions:
 
         content_layers = _as_layers(self.content_layers, "content_layers", errors)
         style_layers = _as_layers(self.style_layers, "style_layers", errors)
+        if layer_weights and style_layers:
+            check(
+                len(layer_weights) == len(style_layers),
+                f"style_layer_weights needs one weight per style layer: {len(style_layers)} "
+                f"({', '.join(style_layers)}), got {len(layer_weights)}",
+            )
         check(
             bool(content_layers or style_layers),
             "give at least one content or style layer",
@@ -278,7 +340,11 @@ class StyleOptions:
             temporal_weight=float(self.temporal_weight),
             time_steps=time_steps,
             batch_frames=batch_frames,
-            style_scale=float(self.style_scale),
+            style_scale=style_scale,
+            style_blend=style_blend or (),
+            style_layer_weights=layer_weights or (),
+            content_colours=content_colours,
+            average=average,
             learning_rate=None if self.learning_rate is None else float(self.learning_rate),
             seed=None if self.seed is None else int(self.seed),
             content_layers=content_layers,
@@ -294,6 +360,21 @@ class StyleOptions:
         if self.learning_rate is not None:
             return float(self.learning_rate)
         return DEFAULT_LEARNING_RATE[self.optimizer]
+
+    @property
+    def layer_weights(self) -> tuple[float, ...]:
+        """The weight of each style layer (1 each unless ``style_layer_weights`` says)."""
+        return self.style_layer_weights or (1.0,) * len(self.style_layers)
+
+    def style_scales(self, styles: int) -> tuple[float, ...]:
+        """``style_scale`` for each of ``styles`` styles (a validated copy's)."""
+        return self.style_scale if isinstance(self.style_scale, tuple) else (self.style_scale,) * styles
+
+    def blend(self, styles: int) -> tuple[float, ...]:
+        """The normalised weight of each of ``styles`` styles (equal unless ``style_blend``)."""
+        weights = self.style_blend or (1.0,) * styles
+        total = sum(weights)
+        return tuple(weight / total for weight in weights)
 
     @property
     def later_frame_steps(self) -> int:
@@ -418,6 +499,41 @@ def _shown(value: Any) -> str:
             return f"a {'negative ' if value < 0 else ''}number of about {digits} digits"
         return str(value)
     return str(value) if _is_number(value) else repr(value)
+
+
+def _as_numbers(
+    value: Any, name: str, errors: list[str], largest: float, above_zero: bool = False, many: bool = False
+) -> float | tuple[float, ...] | None:
+    """A number, or with several (a sequence, or text such as "0.7,0.3") a tuple of them, each
+    checked as :func:`_as_float` does; ``many`` gives a tuple always. None when wrong (noted)."""
+    if isinstance(value, str):
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        try:
+            value = [float(part) for part in parts]
+        except ValueError:
+            errors.append(f"{name} must be numbers separated by commas, got {_clipped(value)}")
+            return None
+    if not isinstance(value, Iterable):
+        number = _as_float(value, name, errors, largest, above_zero)
+        return None if number is None else (number,) if many else number
+    numbers_ = [_as_float(item, name, errors, largest, above_zero) for item in value]
+    if any(number is None for number in numbers_):
+        return None
+    if not numbers_ and not many:
+        errors.append(f"{name} needs at least one number")
+        return None
+    return tuple(numbers_)
+
+
+def _as_colours(value: Any, errors: list[str]) -> bool | str:
+    if _is_bool(value):
+        return "luminance" if value else False  # True was the luminance transfer before modes
+    if isinstance(value, str) and value in COLOUR_MODES:
+        return value
+    if value is None or value in ("none", "off", "false"):
+        return False
+    errors.append(f"content_colours must be False, luminance (or True) or histogram, got {value!r}")
+    return False
 
 
 def _as_layers(value: Any, name: str, errors: list[str]) -> tuple[str, ...]:

@@ -29,14 +29,16 @@ def test_controls_carry_the_engine_option_names_and_defaults(viewer):
     _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
     defaults = StyleOptions()
     for name in defaults.to_dict():
-        if name != "frames":  # the stack choice sets it
+        if name not in ("frames", "style_blend"):  # the stack choice and the blend slider set them
             assert widget[name] is not None
     assert widget["steps"].value == defaults.steps
     assert widget["size"].value == defaults.size
     assert widget["style_weight"].value == pytest.approx(defaults.style_weight)
     assert widget["content_layers"].value == ",".join(defaults.content_layers)
-    assert widget.options() == {**defaults.to_dict(), "content_layers": "conv4_2",
-                                "style_layers": ",".join(defaults.style_layers)}
+    expected = {**defaults.to_dict(), "content_layers": "conv4_2", "style_layers": ",".join(defaults.style_layers),
+                "style_layer_weights": ""}
+    del expected["style_blend"]  # only with a second style
+    assert widget.options() == expected
 
 
 def test_every_control_has_a_tooltip(viewer):

@@ -366,3 +366,55 @@ def as_layer_data(image: np.ndarray, content: Image) -> np.ndarray:
     colour = image.ndim >= 3 and image.shape[-1] in (3, 4)
     lead = content.ndim - 2 - (image.ndim - colour - 2)
     return image.reshape((1,) * lead + image.shape) if lead > 0 else image
+
+
+def _data_to_world(layer: Any) -> np.ndarray:
+    """The (ndim + 1)-square homogeneous matrix from the layer's data to world coordinates."""
+    from napari.utils.transforms import CompositeAffine
+
+    physical = CompositeAffine(
+        scale=layer.scale, translate=layer.translate, rotate=layer.rotate, shear=layer.shear, ndim=layer.ndim
+    )
+    return np.asarray(layer.affine.affine_matrix) @ physical.affine_matrix
+
+
+def regions_on_content(
+    labels: Any, content: Any, shape: tuple[int, int], slice_index: tuple[int, ...] | None = None
+) -> np.ndarray:
+    """The Labels layer ``labels`` sampled (nearest neighbour) at the centres of an ``shape``
+    (H, W) grid over the content layer's (2D slice's) extent, through both layers'
+    data-to-world transforms: a label image lying where the content lies on screen, 0 where
+    the Labels layer does not reach. A 2D Labels layer over nD content is taken in the
+    content's last two world axes."""
+    from napari.layers import Labels
+
+    if not isinstance(labels, Labels):
+        kind = type(labels).__name__
+        raise StyleTransferError(f"the regions layer is {_article(kind)} {kind} layer; choose a Labels layer")
+    if labels.multiscale:
+        raise StyleTransferError(f"the regions layer {labels.name!r} is multiscale; use a single-scale Labels layer")
+    if labels.ndim not in (2, content.ndim):
+        raise StyleTransferError(
+            f"the regions layer {labels.name!r} has {labels.ndim} dimensions and the content {content.ndim}: "
+            "give a 2D Labels layer or one with the content's dimensions"
+        )
+    lead = content.ndim - 2
+    height, width = _level_shape(content, 0)[-2:]
+    rows = (np.arange(shape[0]) + 0.5) * height / shape[0] - 0.5
+    cols = (np.arange(shape[1]) + 0.5) * width / shape[1] - 0.5
+    grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2)
+    points = np.zeros((len(grid), content.ndim + 1))
+    points[:, lead : lead + 2] = grid
+    points[:, :lead] = slice_index if slice_index is not None else 0
+    points[:, -1] = 1
+    world = points @ _data_to_world(content).T
+    if labels.ndim == 2:
+        world = np.concatenate([world[:, -3:-1], world[:, -1:]], axis=1)
+    data = world @ np.linalg.inv(_data_to_world(labels)).T
+    index = np.round(data[:, :-1]).astype(np.int64)
+    data_shape = np.asarray(labels.data.shape)
+    inside = np.all((index >= 0) & (index < data_shape), axis=1)
+    values = np.zeros(len(index), dtype=np.int64)
+    array = np.asarray(labels.data)
+    values[inside] = array[tuple(index[inside].T)]
+    return values.reshape(shape)

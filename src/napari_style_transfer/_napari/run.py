@@ -28,6 +28,7 @@ from .layers import (
     frames_option,
     in_value_range,
     layer_input,
+    regions_on_content,
     result_layer_kwargs,
     stack_mode,
 )
@@ -49,7 +50,7 @@ from .worker import (
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
-    from napari.layers import Image
+    from napari.layers import Image, Labels
     from napari.qt.threading import GeneratorWorker
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class LayerWriter:
         self.content = content
         self.content_name = content.name  # a rename during the run does not rename its layers
         self.style_name = style.name
+        self.regions: dict[str, Any] | None = None  # the Labels layer's name and labels, for metadata
         self.options = StyleOptions.from_kwargs(options).to_dict()
         #: a run after others of this content is named for its style and what it changed
         self.base_name = run_name(viewer, self.content_name, self.style_name, self.options)
@@ -230,6 +232,7 @@ class LayerWriter:
             "content": self.content_name,
             "style": self.style_name,
             "options": self.options,
+            **({"style_regions_layer": self.regions} if self.regions else {}),
             "device": self.device,
             "weights": self.weights,
             "seconds": round(time.perf_counter() - self.started, 3),
@@ -312,13 +315,14 @@ def _setting(name: str, value: Any) -> str:
 def run_style_transfer(
     viewer: napari.Viewer,
     content: Image | str,
-    style: Image | str,
+    style: Image | str | list[Image | str],
     *,
     stack: str = "current slice",
     start: bool = True,
     scheduler: str | None = None,
     content_range: bool | None = None,
     keep_snapshots: bool = True,
+    style_regions: Labels | str | None = None,
     **options: Any,
 ) -> GeneratorWorker:
     """Stylize ``content`` with ``style`` (layers or layer names) in a background thread.
@@ -341,15 +345,26 @@ def run_style_transfer(
     layers or options raise ``StyleTransferError`` before anything starts.
     ``scheduler``: the address of a running dask cluster; a whole stack with frames
     independent then runs its frames there, and the layer fills in as they come back.
+
+    ``style`` may be a list of layers, blended by ``style_blend``; ``style_regions`` a Labels
+    layer (or its name), sampled where the content lies on screen (the layers' transforms):
+    label k takes the k-th style, 0 only the content. A whole stack uses the regions of its
+    first slice for every frame.
     """
     from napari.qt.threading import thread_worker
 
     content_layer = resolve_layer(viewer, content, "content")
-    style_layer = resolve_layer(viewer, style, "style")
-    if content_layer is style_layer:
-        raise StyleTransferError(
-            f"the content and the style are the same layer ({content_layer.name!r}); choose two different layers"
-        )
+    several = isinstance(style, list | tuple)
+    styles = list(style) if several else [style]
+    if not styles:
+        raise StyleTransferError("the style list is empty: choose at least one style layer")
+    style_layers = [resolve_layer(viewer, item, "style") for item in styles]
+    style_layer = style_layers[0]
+    for layer in style_layers:
+        if content_layer is layer:
+            raise StyleTransferError(
+                f"the content and the style are the same layer ({content_layer.name!r}); choose two different layers"
+            )
     frames = frames_option(stack)
     if frames is not None:
         if options.get("frames", frames) != frames:
@@ -361,18 +376,30 @@ def run_style_transfer(
     size = StyleOptions.from_kwargs(options).size
     # Views and contrast limits only: the worker reads the data, a frame at a time.
     source = layer_input(content_layer, "content", viewer=viewer, stack=stack, size=size, defer=True)
-    style_source = layer_input(style_layer, "style", viewer=viewer, size=size, defer=True)
+    style_sources = [layer_input(layer, "style", viewer=viewer, size=size, defer=True) for layer in style_layers]
+    regions = None
+    if style_regions is not None:
+        labels_layer = viewer.layers[style_regions] if isinstance(style_regions, str) else style_regions
+        lead = content_layer.ndim - 2
+        height, width = source.data.shape[-2:] if source.slice_index is not None else source.data.shape[lead : lead + 2]
+        regions = regions_on_content(labels_layer, content_layer, working_shape(height, width, size), source.slice_index)
 
-    check_size_fits(source, style_source, content_layer, StyleOptions.from_kwargs(options))
+    check_size_fits(source, style_sources, content_layer, StyleOptions.from_kwargs(options))
 
     cancel_event = threading.Event()
     writer = LayerWriter(
         viewer, content_layer, style_layer, options, source, content_range=content_range, keep_snapshots=keep_snapshots
     )
-    if scheduler and frames == "independent":
-        updates = cluster_frame_updates(source, style_source, options, cancel_event, scheduler)
+    if several:
+        writer.style_name = ", ".join(layer.name for layer in style_layers)
+    if regions is not None:
+        writer.regions = {"layer": labels_layer.name, "labels": [int(v) for v in np.unique(regions)]}
+    if scheduler and frames == "independent" and not several and regions is None:
+        updates = cluster_frame_updates(source, style_sources[0], options, cancel_event, scheduler)
     else:
-        updates = style_transfer_updates(source, style_source, options, cancel_event)
+        updates = style_transfer_updates(
+            source, style_sources if several else style_sources[0], options, cancel_event, regions
+        )
     # ignore_errors: superqt would re-raise an error in the GUI thread (napari's traceback
     # dialog); the writer turns it into a notification instead.
     worker = thread_worker(_relay, start_thread=False, ignore_errors=True)(updates)
@@ -395,23 +422,29 @@ def run_style_transfer(
     return worker
 
 
-def check_size_fits(source: LayerInput, style: LayerInput, content: Image, opts: StyleOptions) -> None:
-    """Refuse, before a worker starts, a size at which the content or the style frame is
+def check_size_fits(source: LayerInput, styles: list[LayerInput], content: Image, opts: StyleOptions) -> None:
+    """Refuse, before a worker starts, a size at which the content or a style frame is
     smaller than the deepest chosen VGG layer needs, naming the smallest size that works
     (shapes only: nothing is read)."""
     layers, style_layers = opts.content_layers + opts.style_layers, opts.style_layers
     lead = content.ndim - 2 if source.slice_index is None else 0
     content_hw = tuple(int(side) for side in source.data.shape[lead : lead + 2])
-    style_hw = tuple(int(side) for side in style.data.shape[:2])
+    styles_hw = [tuple(int(side) for side in style.data.shape[:2]) for style in styles]
+    scales = opts.style_scales(len(styles))
+    if len(scales) != len(styles):
+        return  # the run's own check says what is wrong with the style_scale list
+    style_hw = min(styles_hw, key=min)  # for the message
     size = opts.size if opts.size is not None else max(content_hw)
 
     def fits(size: int) -> bool:
         content_shape = working_shape(*content_hw, size)
-        factor = max(content_shape) / max(content_hw) * opts.style_scale
-        style_shape = (round(style_hw[0] * factor), round(style_hw[1] * factor))
-        return (not layers or min(content_shape) >= min_side_for_layers(layers)) and (
-            not style_layers or min(style_shape) >= min_side_for_layers(style_layers)
-        )
+        if layers and min(content_shape) < min_side_for_layers(layers):
+            return False
+        for (height, width), scale in zip(styles_hw, scales, strict=True):
+            factor = max(content_shape) / max(content_hw) * scale
+            if style_layers and min(round(height * factor), round(width * factor)) < min_side_for_layers(style_layers):
+                return False
+        return True
 
     if fits(size):
         return

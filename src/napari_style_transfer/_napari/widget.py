@@ -20,6 +20,7 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
+    FloatSlider,
     FloatSpinBox,
     Label,
     LineEdit,
@@ -64,7 +65,11 @@ ADVANCED = (
     "temporal_weight",
     "time_steps",
     "batch_frames",
+    "style_layer_weights",
+    "average",
 )
+#: The content_colours choice: off is False (the style's colours).
+COLOUR_CHOICES = ("off", *choices("content_colours"))
 
 
 class _WeightSlider(LogSlider):
@@ -192,6 +197,22 @@ class StyleTransferWidget(Container):
         )
         style = create_widget(annotation=Image, name="style", label="style")
         style.tooltip = "the Image layer whose colours and textures to transfer"
+        from napari.layers import Labels
+
+        second_style = create_widget(annotation=Image | None, name="style_2", label="second style")
+        second_style.tooltip = (
+            "optional: a second style Image layer, blended with the first by the blend slider, "
+            "or given to label 2 of the regions"
+        )
+        blend = FloatSlider(
+            name="blend", label="blend (style 1 share)", value=0.5, min=0.0, max=1.0, step=0.05,
+            tooltip="share of the first style in the blend (the second gets the rest); unused with regions",
+        )
+        regions = create_widget(annotation=Labels | None, name="regions", label="regions")
+        regions.tooltip = (
+            "optional: a Labels layer over the content: label 1 takes the style, label 2 the second "
+            "style, 0 only the content (placed by the layers' transforms, as the content is)"
+        )
         self._ratio = Label(name="ratio", label="style / content")
         self._ratio.tooltip = "the ratio the seed report and the paper talk in: 1e4 subtle, 1e6 strong"
         self._advanced = CheckBox(name="show_advanced", text="advanced options", value=False)
@@ -213,6 +234,10 @@ class StyleTransferWidget(Container):
         controls = [
             content,
             style,
+            second_style,
+            blend,
+            regions,
+            ComboBox(name="style_loss", value=defaults["style_loss"], choices=choices("style_loss"), tooltip=_tip("style_loss")),
             FloatSpinBox(
                 name="content_weight", value=defaults["content_weight"], min=0.0, max=1e6, step=0.1,
                 tooltip=_tip("content_weight", "range 0 to 1e6"),
@@ -246,9 +271,9 @@ class StyleTransferWidget(Container):
                 name="batch_frames", value=defaults["batch_frames"], min=0, max=4096,
                 tooltip=_tip("batch_frames", "only for a whole stack, frames independent"),
             ),
-            CheckBox(
-                name="content_colours", text="keep the content's colours", value=defaults["content_colours"],
-                tooltip=_tip("content_colours"),
+            ComboBox(
+                name="content_colours", label="content colours", value=defaults["content_colours"] or "off",
+                choices=COLOUR_CHOICES, tooltip=_tip("content_colours"),
             ),
             CheckBox(
                 name="keep_grey", text="grey content gives a grey result", value=defaults["keep_grey"],
@@ -274,6 +299,14 @@ class StyleTransferWidget(Container):
                 tooltip=_tip("tv_weight", "range 0 to 1e6"),
             ),
             ComboBox(name="pooling", value=defaults["pooling"], choices=choices("pooling"), tooltip=_tip("pooling")),
+            LineEdit(
+                name="style_layer_weights", value=",".join(map(str, defaults["style_layer_weights"])),
+                tooltip=_tip("style_layer_weights", "comma-separated; empty = 1 each"),
+            ),
+            FloatSpinBox(
+                name="average", value=defaults["average"] or 0.0, min=0.0, max=0.9999, step=0.01,
+                tooltip=_tip("average", "0 = off; adam only"),
+            ),
             FloatSpinBox(
                 name="style_scale", value=defaults["style_scale"], min=0.05, max=20.0, step=0.05,
                 tooltip=_tip("style_scale", "range 0.05 to 20"),
@@ -305,6 +338,9 @@ class StyleTransferWidget(Container):
         self["content_weight"].changed.connect(self._show_ratio)
         self["style_weight"].changed.connect(self._show_ratio)
         self._advanced.changed.connect(self._show_advanced)
+        self["style_2"].changed.connect(self._show_blend)
+        self["regions"].changed.connect(self._show_blend)
+        self._show_blend()
         self._button.changed.connect(self._toggle)
         self._show_ratio()
         self._show_advanced(False)
@@ -412,10 +448,22 @@ class StyleTransferWidget(Container):
     def options(self) -> dict[str, Any]:
         """The engine options the controls hold now (keywords of ``stylize``); ``frames``
         comes from the stack choice."""
-        values = {name: self[name].value for name in StyleOptions().to_dict() if name != "frames"}
+        skip = ("frames", "style_blend")
+        values = {name: self[name].value for name in StyleOptions().to_dict() if name not in skip}
         values["frames"] = frames_option(self["stack"].value) or StyleOptions().frames
         values["learning_rate"] = values["learning_rate"] or None
+        values["content_colours"] = False if values["content_colours"] == "off" else values["content_colours"]
+        values["average"] = values["average"] or None
+        values["style_layer_weights"] = values["style_layer_weights"].strip()
+        if self["style_2"].value is not None and self["regions"].value is None:
+            share = self["blend"].value
+            values["style_blend"] = (share, 1.0 - share)
         return values
+
+    def styles(self) -> Any:
+        """The style layer, or [style, second style] when a second one is chosen."""
+        second = self["style_2"].value
+        return self["style"].value if second is None else [self["style"].value, second]
 
 
     def _show_ratio(self, *_: Any) -> None:
@@ -423,6 +471,10 @@ class StyleTransferWidget(Container):
         style_weight = self["style_weight"].value
         self["style_weight"].label = f"style weight ({style_weight:.1e})"
         self._ratio.value = f"{style_weight / content_weight:.1e}" if content_weight else "style only"
+
+    def _show_blend(self, *_: Any) -> None:
+        """The blend slider only where it applies: two styles over the whole image."""
+        self["blend"].visible = self["style_2"].value is not None and self["regions"].value is None
 
     def _show_advanced(self, visible: bool) -> None:
         for name in ADVANCED:
@@ -445,12 +497,13 @@ class StyleTransferWidget(Container):
             worker = run_style_transfer(
                 self.viewer,
                 self["content"].value,
-                self["style"].value,
+                self.styles(),
                 stack=self["stack"].value,
                 start=False,
                 scheduler=scheduler_preference(),
                 content_range=self["content_range"].value,
                 keep_snapshots=self["keep_snapshots"].value,
+                style_regions=self["regions"].value,
                 **self.options(),
             )
         except StyleTransferError as error:

@@ -114,7 +114,11 @@ Update = Downloading | Started | Progress | Snapshot | FrameDone | Finished | Ca
 
 
 def style_transfer_updates(
-    content: np.ndarray | LayerInput, style: np.ndarray | LayerInput, options: dict[str, Any], cancel: threading.Event
+    content: np.ndarray | LayerInput,
+    style: np.ndarray | LayerInput | list[np.ndarray | LayerInput],
+    options: dict[str, Any],
+    cancel: threading.Event,
+    style_regions: np.ndarray | None = None,
 ) -> Iterator[Update]:
     """Run the engine and describe what happens; stops within one step of ``cancel`` being set.
 
@@ -123,7 +127,7 @@ def style_transfer_updates(
     message once; other threads' warnings go where they would have gone. Never raises: an
     error while the engine shuts down is logged (and is a :class:`Failed` update when the run
     had not ended yet)."""
-    updates = _engine_updates(content, style, options, cancel)
+    updates = _engine_updates(content, style, options, cancel, style_regions)
     ended = False
     with _ThisThreadsWarnings() as caught:
         try:
@@ -199,7 +203,11 @@ class _ThisThreadsWarnings:
 
 
 def _engine_updates(
-    content: np.ndarray | LayerInput, style: np.ndarray | LayerInput, options: dict[str, Any], cancel: threading.Event
+    content: np.ndarray | LayerInput,
+    style: np.ndarray | LayerInput | list[np.ndarray | LayerInput],
+    options: dict[str, Any],
+    cancel: threading.Event,
+    style_regions: np.ndarray | None = None,
 ) -> Iterator[Update]:
     """The updates of one run (see :func:`style_transfer_updates`)."""
     last = None
@@ -216,9 +224,11 @@ def _engine_updates(
         options = download.options
         if isinstance(content, LayerInput):
             content = content.engine_array()
-        if isinstance(style, LayerInput):
+        if isinstance(style, list):
+            style = [item.engine_array() if isinstance(item, LayerInput) else item for item in style]
+        elif isinstance(style, LayerInput):
             style = style.engine_array()
-        records = iter_stylize(content, style, **options)
+        records = iter_stylize(content, style, style_regions=style_regions, **options)
         first_step_at = None
         for item in records:
             if isinstance(item, StyleResult):
