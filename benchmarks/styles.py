@@ -4,6 +4,12 @@
                                           # docs/benchmarks.md, docs/styles.json and
                                           # docs/images/style_controls.png
     python benchmarks/styles.py --quick   # a smoke run (tiny sizes), into a temporary folder
+    python benchmarks/styles.py --interleaved   # only the interleaved objective timing below,
+                                                # into docs/styles_interleaved.json
+
+Interleaved: one forward and backward pass of the objective alone (no optimiser), the cases
+taken in turn, round after round, so that a load that comes and goes on a shared machine
+weighs on every case alike; the median of the rounds.
 
 Cost: seconds per L-BFGS step through the API (``iter_stylize``, one size, no schedule) for
 ``gram`` (the paper's), ``mean_cov``, ``sliced``, and ``gram`` / ``mean_cov`` with two
@@ -74,6 +80,43 @@ def step_seconds(content, styles, size: int, steps: int, case: dict) -> float:
     return float(np.median(times))
 
 
+def interleaved(content, styles, size: int, rounds: int) -> dict[str, float]:
+    import torch
+
+    from napari_style_transfer._image import describe_image, working_shape
+    from napari_style_transfer.engine import StyleObjective
+    from napari_style_transfer.options import StyleOptions
+    from napari_style_transfer.vgg import VGGFeatures
+    from napari_style_transfer.weights import load_vgg19_features
+
+    def tensor(image, shape):
+        rgb = describe_image(image, "image").frame(longest_side=max(shape)).rgb
+        return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].contiguous()
+
+    shape = working_shape(*content.shape[:2], size)
+    image = tensor(content, shape)
+    style_tensors = [tensor(style, shape) for style in styles]
+    features = load_vgg19_features("random").features
+    objectives = {}
+    for name, case in CASES.items():
+        opts = StyleOptions(weights="random", style_loss=case["style_loss"]).validated()
+        extractor = VGGFeatures(features, opts.layers, opts.pooling).to(memory_format=torch.channels_last)
+        objective = StyleObjective(extractor, image, style_tensors if case.get("regions") else style_tensors[0], opts)
+        if case.get("regions"):
+            objective.set_regions(torch.from_numpy(bands(tuple(image.shape[-2:])))[None, None].long())
+        objectives[name] = objective
+    times: dict[str, list[float]] = {name: [] for name in CASES}
+    for round_ in range(rounds + 1):
+        for name, objective in objectives.items():
+            x = image.clone().requires_grad_(True)
+            started = time.perf_counter()
+            objective.new_directions()
+            objective(x)[0].backward()
+            if round_:  # the first round warms up
+                times[name].append(time.perf_counter() - started)
+    return {name: float(np.median(values)) for name, values in times.items()}
+
+
 def result(content, style, size: int, steps: int, **options) -> np.ndarray:
     for record in iter_stylize(content, style, size=size, steps=steps, weights="random", snapshot_every=0, **options):
         if isinstance(record, StyleResult):
@@ -130,12 +173,24 @@ def montage(content, styles, size: int, steps: int, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--interleaved", action="store_true")
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp()) if args.quick else ROOT / "docs"
     sizes = (64,) if args.quick else (256, 512)
     steps = {64: 3, 256: 6, 512: 4}
     content = load_sample("chelsea")
     styles = [load_sample("swirl"), load_sample("mosaic")]
+    if args.interleaved:
+        found = {size: interleaved(content, styles, size, 2 if args.quick else 4) for size in sizes}
+        lines = ["| style loss | " + " | ".join(f"{size} px s/evaluation (x gram)" for size in sizes) + " |", "|---|" + "---|" * len(sizes)]
+        for name in CASES:
+            cells = [f"{found[size][name]:.3f} ({found[size][name] / found[size]['gram']:.2f}x)" for size in sizes]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        print("\n".join(lines))
+        record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "omp_threads": os.environ.get("OMP_NUM_THREADS", "default"),
+                  "seconds_per_evaluation": {f"{name} @ {size}": found[size][name] for size in sizes for name in CASES}}
+        (out / "styles_interleaved.json").write_text(json.dumps(record, indent=2) + "\n")
+        return
     rows = {}
     for size in sizes:
         for name, case in CASES.items():
