@@ -112,7 +112,7 @@ def test_step_counts_add_up_for_every_schedule():
     for schedule in ("auto", "64,128,256,512", "256,512"):
         for steps in (1, 2, 3, 4, 5, 7, 10, 100, 301):
             options = StyleOptions.from_kwargs({"size": 512, "steps": steps, "schedule": schedule})
-            levels = _levels(options, (400, 500), (300, 300))
+            levels = _levels(options, (400, 500), [(300, 300)])
             assert sum(level.steps for level in levels) == steps
             assert all(level.steps >= 1 for level in levels)
             assert max(levels[-1].content_shape) == 512
