@@ -53,6 +53,7 @@ def test_a_whole_stack_runs_its_frames_on_the_preferred_cluster(qtbot, viewer, w
     widget["content"].value = layer
     widget["stack"].value = "whole stack, frames independent"
     widget["steps"].value = 2
+    widget["content_range"].value = False  # results in 0..1, as stylize gives them
     run_and_wait(qtbot, widget)
     result = viewer.layers["planes styled"]
     style = viewer.layers["texture"].data

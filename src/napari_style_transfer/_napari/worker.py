@@ -57,11 +57,14 @@ class Progress:
     @property
     def done(self) -> int:
         """Steps done over the whole run (all frames; the frames of a batch step together)."""
+        if self.record is None:
+            return self.frame_number * self.steps + self.step
         return self.record.steps_before + self.step
 
     @property
     def total(self) -> int:
-        return self.record.run_steps or self.frames * self.steps
+        run_steps = 0 if self.record is None else self.record.run_steps
+        return run_steps or self.frames * self.steps
 
 
 @dataclass(frozen=True)
@@ -303,6 +306,8 @@ class _FrameRecord:
     step: int
     frame: tuple[int, ...]
     frame_number: int
+    steps_before: int  # steps of the frames that came back before this one
+    run_steps: int
 
     def kept_image(self) -> None:
         return None  # the frame is in the stack layer already
@@ -346,7 +351,7 @@ def cluster_frame_updates(
                     yield Started(device, result.weights)
                 stack[index] = image
                 last = result
-                record = _FrameRecord(result.steps, index, done)
+                record = _FrameRecord(result.steps, index, done, done * result.steps, count * result.steps)
                 losses = result.losses
                 yield Progress(result.steps, result.steps, losses.total, losses.content, losses.style, 0.0, record, done, count)
                 yield FrameDone(index, done, count, image)
