@@ -130,18 +130,58 @@ def test_batched_records_come_per_frame_per_step_in_frame_order_and_progress_ris
         np.testing.assert_array_equal(record.image, result.image[record.frame])
 
 
-def test_a_batched_step_renders_each_frames_own_image(style):
+def test_a_batched_step_renders_each_frames_own_image_until_the_batch_steps_on(style):
     stack = slices()
     options = {**FAST, "init": "content"}
     run = iter_stylize(stack, style, **options, batch_frames=3)
-    first, second = next(run), next(run)
-    assert (first.frame_number, second.frame_number) == (0, 1)
+    first, second, third = next(run), next(run), next(run)
+    assert (first.frame_number, second.frame_number, third.frame_number) == (0, 1, 2)
+    images = [first.render(), second.render()]  # the run is still at the batch's first step
+    next(run)  # the batch's second step
     with pytest.raises(RuntimeError, match="call render"):
-        first.render()  # the run went on to the next frame's record
-    image = second.render()
+        third.render()
     run.close()
-    alone = stylize(stack[1], style, **{**options, "steps": 1})
-    np.testing.assert_allclose(image, alone, rtol=0, atol=TOLERANCE)
+    for number, image in enumerate(images):
+        alone = stylize(stack[number], style, **{**options, "steps": 1})
+        np.testing.assert_allclose(image, alone, rtol=0, atol=TOLERANCE)
+
+
+def test_a_run_stopped_within_a_batch_still_has_the_image_of_each_of_its_frames(style):
+    stack = slices()
+    run = iter_stylize(stack, style, **{**FAST, "steps": 4}, batch_frames=3)
+    record = next(item for item in run if item.step == 2)  # frame 0's record; frames 1 and 2 not yet seen
+    images = record.batch_images()
+    run.close()
+    assert sorted(images) == [(0,), (1,), (2,)]
+    two_steps = stylize(stack, style, **{**FAST, "steps": 2}, batch_frames=3)
+    for frame, image in images.items():
+        np.testing.assert_allclose(image, two_steps[frame], rtol=0, atol=TOLERANCE)
+
+
+def test_ctrl_c_within_a_batch_keeps_every_frame_of_the_batch(tmp_path, style, monkeypatch):
+    import tifffile
+
+    import napari_style_transfer.api as api
+    from napari_style_transfer.cli import main
+
+    np.save(tmp_path / "stack.npy", slices())
+    np.save(tmp_path / "style.npy", style)
+    real = api.iter_stylize
+
+    def interrupted(*args, **kwargs):  # Ctrl-C after the batch's first step and frame 0's record of its second
+        for number, record in enumerate(real(*args, **kwargs), start=1):
+            yield record
+            if number == 3 + 1:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "iter_stylize", interrupted)
+    out = tmp_path / "styled.tif"
+    argv = [str(tmp_path / "stack.npy"), str(tmp_path / "style.npy"), "-o", str(out), "--size", "32", "--steps", "3",
+            "--weights", "random", "--quiet", "--batch-frames", "3"]
+    assert main(argv) == 130
+    partial = tifffile.imread(out)
+    assert partial.shape == (3, 32, 32)
+    assert all(partial[frame].max() > 0 for frame in range(3))  # none left as zeros
 
 
 class RecordingFrames:

@@ -71,6 +71,8 @@ class StepRecord:
     _live: torch.Tensor | None = field(default=None, repr=False)
     _cursor: _Cursor | None = field(default=None, repr=False)
     _finish: Any = field(default=None, repr=False)
+    _position: tuple[int, int] | None = field(default=None, repr=False)  # what the cursor says while live
+    _batch: list[StepRecord] | None = field(default=None, repr=False)  # this step's records of the batch
 
     @property
     def progress(self) -> float:
@@ -83,7 +85,8 @@ class StepRecord:
         """This step's image as numpy (same kind as the final result, one frame)."""
         if self.image is not None:
             return self.image
-        if self._cursor is None or self._cursor.position != (self.frame_number, self.step):
+        position = self._position or (self.frame_number, self.step)
+        if self._cursor is None or self._cursor.position != position:
             raise RuntimeError(f"the image of step {self.step} is gone: call render() before advancing the run")
         self.image = self._finish(self._live)
         return self.image
@@ -95,6 +98,17 @@ class StepRecord:
             return self.render()
         except RuntimeError:  # the run went on past this record
             return self.image
+
+    def batch_images(self) -> dict[tuple[int, ...], np.ndarray]:
+        """This step's image of every frame that goes through the network with this one
+        (``batch_frames``; this frame's own included), by frame index, as far as they can
+        still be had: what a run stopped now has of its unfinished frames."""
+        images = {}
+        for record in self._batch or [self]:
+            image = record.kept_image()
+            if image is not None:
+                images[record.frame] = image
+        return images
 
 
 @dataclass(frozen=True)
@@ -138,7 +152,9 @@ class StyleResult:
 
 @dataclass
 class _Cursor:
-    position: tuple[int, int] = (0, 0)  # (frame number, step) the live image belongs to
+    # (number of the batch's first frame, step) the live images belong to: every frame of a
+    # batch can be rendered until the batch takes its next step
+    position: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -689,8 +705,9 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
                 # one record per frame per step, in frame order; a batch's frames step together,
                 # so steps_before counts the other frames' steps so far and progress stays the
                 # share of the whole run done
+                cursor.position = (group[0][0], done)
+                batch_records: list[StepRecord] = []
                 for position, ((number, ((index, _), _)), frame_losses) in enumerate(zip(group, losses, strict=True)):
-                    cursor.position = (number, done)
                     record = StepRecord(
                         step=done,
                         steps=steps,
@@ -708,14 +725,20 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
                         _live=images[position : position + 1],
                         _cursor=cursor,
                         _finish=prepared[position][1],
+                        _position=cursor.position,
+                        _batch=batch_records,
                     )
+                    batch_records.append(record)
+                # every record of the step exists before the first is yielded, so a run stopped
+                # between them still has each frame's image (batch_images)
+                for record in batch_records:
                     if snapshot or done == steps:
                         record.render()
                     if done == steps:
                         finished = record.image
                         if result is None:
                             result = np.empty(p.content.stack_shape + finished.shape, dtype=np.float32)
-                        result[index] = finished
+                        result[record.frame] = finished
                     yield record
             images = images.detach().clone()
         steps_before += steps * len(group)

@@ -36,7 +36,7 @@ class RunInterrupted(Exception):
     """Ctrl-C during a run; carries what it made: the last finished step's image, or for a
     stack every finished frame plus that image in the current one."""
 
-    def __init__(self, image: np.ndarray, record: Any, options: dict[str, Any]):
+    def __init__(self, image: np.ndarray, record: Any, options: dict[str, Any], frames_done: int):
         where = f" of frame {record.frame_number + 1} of {record.frames}" if record.frames > 1 else ""
         super().__init__(f"interrupted after step {record.step}{where}")
         self.image = image
@@ -44,7 +44,7 @@ class RunInterrupted(Exception):
         self.metadata = {
             "cancelled": True,
             "steps_done": record.step,
-            "frames_done": record.frame_number + (record.step == record.steps),
+            "frames_done": frames_done,
             "frames": record.frames,
             "weights": record.weights,
             "device": record.device,
@@ -231,25 +231,35 @@ def run(
             raise
         if frame_shape is not None:
             image = resize_image(image, frame_shape)
+        frames_done = int(last.step == last.steps)
         if last.frames > 1:
-            image = _partial_stack(stack_shape, finished, last, image)
+            # the frames that went through the network with the last one (batch_frames) have
+            # their images of this step too
+            current = {frame: frame_image for frame, frame_image in last.batch_images().items() if frame not in finished}
+            if frame_shape is not None:
+                current = {frame: resize_image(frame_image, frame_shape) for frame, frame_image in current.items()}
+            if last.frame not in finished:
+                current.setdefault(last.frame, image)
+            image = _partial_stack(stack_shape, finished, current)
+            frames_done = len(finished)
         options = StyleOptions.from_kwargs(_options(args)).to_dict()
-        raise RunInterrupted(image, last, options) from None
+        raise RunInterrupted(image, last, options, frames_done) from None
     finally:
         bar.close()
     raise AssertionError("the run ended without a result")  # pragma: no cover
 
 
 def _partial_stack(
-    stack_shape: tuple[int, ...], finished: dict[tuple[int, ...], np.ndarray], last: Any, current: np.ndarray
+    stack_shape: tuple[int, ...],
+    finished: dict[tuple[int, ...], np.ndarray],
+    current: dict[tuple[int, ...], np.ndarray],
 ) -> np.ndarray:
-    """The stack as far as it got: finished frames, the interrupted frame's last image,
-    zeros after that."""
-    stack = np.zeros(stack_shape + current.shape, dtype=np.float32)
-    for index, image in finished.items():
+    """The stack as far as it got: finished frames, the interrupted frames' last images
+    (one, or a batch's), zeros after that."""
+    shape = next(iter({**finished, **current}.values())).shape
+    stack = np.zeros(stack_shape + shape, dtype=np.float32)
+    for index, image in {**finished, **current}.items():
         stack[index] = image
-    if last.frame not in finished:
-        stack[last.frame] = current
     return stack
 
 

@@ -137,6 +137,23 @@ def test_cancelling_a_stack_keeps_the_finished_frames(qtbot, viewer, widget):
     assert widget["status"].value.startswith("cancelled at frame 3 of 5, step")
 
 
+def test_cancelling_a_batched_stack_keeps_the_last_image_of_every_frame_of_the_batch(qtbot, viewer, widget):
+    stack = np.stack([ramp((40, 48), np.float32, 0, 1 + z) for z in range(3)])
+    layer = viewer.add_image(stack, name="cells", contrast_limits=(0, 3))
+    use(widget, layer, stack="whole stack, frames independent", steps=6, batch_frames=3)
+    worker = widget.run()
+
+    def cancel_in_the_second_step(update):
+        if getattr(update, "step", 0) == 2 and hasattr(update, "total_loss"):
+            widget.cancel()
+
+    worker.yielded.connect(cancel_in_the_second_step)
+    wait_until_idle(qtbot, widget)
+    (kept,) = [lyr for lyr in viewer.layers if lyr.name.startswith("cells styled (cancelled at frame")]
+    assert all(kept.data[z].max() > 0 for z in range(3))  # no frame of the batch left empty
+    assert kept.metadata["style_transfer"]["frames_done"] == 0
+
+
 def test_a_z_stack_shown_with_reordered_axes_is_refused_not_misread(qtbot, viewer, widget, errors):
     stack = np.stack([ramp((40, 48), np.uint16, 0, 1000 * (z + 1)) for z in range(4)])
     layer = viewer.add_image(stack, name="zstack")

@@ -119,6 +119,7 @@ class LayerWriter:
         self.closed = False
         self.result_layer = None
         self.stack_layer = None
+        self.finished_frames: set[tuple[int, ...]] = set()  # of a stack, as they came back
 
     def close(self) -> None:
         """The viewer is gone: add nothing more."""
@@ -135,6 +136,7 @@ class LayerWriter:
             layer = self._add(update.image, f"{self.base_name} (step {update.step})", step=update.step, snapshot=True)
             self.snapshot_layers.append(layer)
         elif isinstance(update, FrameDone):
+            self.finished_frames.add(update.frame)
             self._put_frame(update.frame, update.image, update.frames)
         elif isinstance(update, Finished):
             self.done = True
@@ -151,7 +153,7 @@ class LayerWriter:
                 self.fold_snapshots()
         elif isinstance(update, Cancelled):
             self.done = True
-            self._keep(update.image, update.step, update.frame_number, "cancelled", cancelled=True)
+            self._keep(update.image, update.step, update.frame_number, "cancelled", batch=update.batch, cancelled=True)
         elif isinstance(update, Warned):
             from napari.utils.notifications import show_warning
 
@@ -188,16 +190,29 @@ class LayerWriter:
         record = self.last_progress.record
         self._keep(last_image(record), record.step, record.frame_number, "cancelled", cancelled=True)
 
-    def _keep(self, image: np.ndarray | None, step: int, frame_number: int, how: str, **extra: Any) -> None:
-        """Keep what an interrupted run made, marked as such."""
+    def _keep(
+        self,
+        image: np.ndarray | None,
+        step: int,
+        frame_number: int,
+        how: str,
+        batch: dict[tuple[int, ...], np.ndarray] | None = None,
+        **extra: Any,
+    ) -> None:
+        """Keep what an interrupted run made, marked as such: for a stack, the finished frames
+        and the last step's image of the current frame and of the frames of its batch."""
         progress = self.last_progress
         if progress is not None and progress.frames > 1:
+            current = progress.record.frame
             if image is not None and step != progress.steps:
-                self._put_frame(progress.record.frame, image, progress.frames)
+                self._put_frame(current, image, progress.frames)
+            for frame, frame_image in (batch or {}).items():
+                if frame != current and frame not in self.finished_frames:
+                    self._put_frame(frame, frame_image, progress.frames)
             if self.stack_layer is not None:
                 self._finish_stack(
                     f"{self.base_name} ({how} at frame {frame_number + 1} of {progress.frames})",
-                    {"step": step, "frames_done": frame_number + (step == progress.steps), **extra},
+                    {"step": step, "frames_done": len(self.finished_frames), **extra},
                 )
             return
         if image is not None:

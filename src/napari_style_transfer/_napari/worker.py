@@ -93,6 +93,9 @@ class Cancelled:
     step: int
     image: np.ndarray | None  # the last step's image (of the current frame); None if none finished
     frame_number: int = 0
+    #: a stack's frames that went through the network with the current one (batch_frames):
+    #: their images of the last step, by frame index
+    batch: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -262,7 +265,7 @@ def _engine_updates(
                 yield FrameDone(item.frame, item.frame_number, item.frames, item.image)
             if cancel.is_set():
                 close_logging_errors(records, "the engine")
-                yield Cancelled(item.step, item.render(), item.frame_number)
+                yield Cancelled(item.step, item.render(), item.frame_number, item.batch_images() if item.frames > 1 else {})
                 return
     except Exception as error:  # any failure becomes a message for the user
         from ..errors import StyleTransferError
