@@ -63,9 +63,20 @@ def test_a_size_too_small_for_the_layers_is_refused_before_the_run_with_one_that
 def test_controls_that_do_nothing_for_the_content_are_disabled(viewer, widget):
     assert widget["content"].value.rgb  # the photo: RGB, 2D
     assert not widget["stack"].enabled and not widget["keep_grey"].enabled and widget["content_colours"].enabled
+    assert not widget["batch_frames"].enabled
     widget["content"].value = viewer.add_image(np.zeros((3, 40, 48), np.float32), name="zstack")
     assert widget["stack"].enabled and widget["keep_grey"].enabled and not widget["content_colours"].enabled
-    assert widget["content_range"].enabled
+    assert widget["content_range"].enabled and widget["batch_frames"].enabled
+
+
+def test_averaged_iterates_can_be_set_only_with_adam(widget):
+    assert widget["optimizer"].value == "lbfgs" and not widget["average"].enabled
+    widget["optimizer"].value = "adam"
+    assert widget["average"].enabled
+    widget["average"].value = 0.9
+    assert widget.options()["average"] == 0.9
+    widget["optimizer"].value = "lbfgs"  # a value left in the disabled control is not sent
+    assert widget.options()["average"] is None
 
 
 def test_the_style_weight_can_be_typed(widget):

@@ -352,6 +352,8 @@ class StyleTransferWidget(Container):
         self._separate_roles()
         self._preselect_stack(self["content"].value)
         self._fit_controls_to_content(self["content"].value)
+        self["optimizer"].changed.connect(self._fit_average_to_optimizer)
+        self._fit_average_to_optimizer(self["optimizer"].value)
 
     def reset_choices(self, *args: Any) -> None:
         """napari calls this when layers come and go; keep content and style apart."""
@@ -425,17 +427,21 @@ class StyleTransferWidget(Container):
 
     def _fit_controls_to_content(self, layer: Any) -> None:
         """Controls that do nothing for the chosen content are disabled: stack (and its time
-        options) for a 2D layer, the content's colours for grey content, grey result and value
+        and batch options) for a 2D layer, the content's colours for grey content, grey result and value
         range for RGB content."""
         if layer is None:
             return
         stack = getattr(layer, "ndim", 2) > 2
         rgb = bool(getattr(layer, "rgb", False))
-        for name in ("stack", "temporal_weight", "time_steps"):
+        for name in ("stack", "temporal_weight", "time_steps", "batch_frames"):
             self[name].enabled = stack
         self["content_colours"].enabled = rgb
         self["keep_grey"].enabled = not rgb
         self["content_range"].enabled = not rgb
+
+    def _fit_average_to_optimizer(self, optimizer: str) -> None:
+        """Averaged iterates are Adam's (L-BFGS refuses them)."""
+        self["average"].enabled = optimizer == "adam"
 
     def _preselect_stack(self, layer: Any) -> None:
         """A newly chosen content layer whose first axis is labelled t or time starts as a
@@ -453,7 +459,7 @@ class StyleTransferWidget(Container):
         values["frames"] = frames_option(self["stack"].value) or StyleOptions().frames
         values["learning_rate"] = values["learning_rate"] or None
         values["content_colours"] = False if values["content_colours"] == "off" else values["content_colours"]
-        values["average"] = values["average"] or None
+        values["average"] = (values["average"] or None) if values["optimizer"] == "adam" else None  # disabled otherwise
         values["style_layer_weights"] = values["style_layer_weights"].strip()
         if self["style_2"].value is not None and self["regions"].value is None:
             share = self["blend"].value
