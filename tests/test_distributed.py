@@ -183,3 +183,22 @@ def test_a_scheduler_without_workers_is_a_clear_error():
     with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as empty:
         with pytest.raises(StyleTransferError, match="has no workers after 1 s; start one with `dask worker"):
             connect(empty.scheduler_address, timeout=1)
+
+
+def test_a_cluster_started_here_has_one_worker_per_gpu_each_pinned_to_its_own(monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from napari_style_transfer.distributed import _THREADS_VARIABLE, WorkerSetup, default_workers
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert default_workers() == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # restored after the test, as is the next
+    monkeypatch.setenv(_THREADS_VARIABLE, "")
+    setup = WorkerSetup(gpus=2, workers_here=2)
+    pinned = []
+    for name in (0, 1, 2):  # a restarted worker gets the next number
+        setup.setup(SimpleNamespace(name=name, state=SimpleNamespace(nthreads=1)))
+        pinned.append(os.environ["CUDA_VISIBLE_DEVICES"])
+    assert pinned == ["0", "1", "0"]
