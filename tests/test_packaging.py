@@ -169,3 +169,22 @@ def test_the_widget_is_a_dock_widget_and_a_layers_filter():
     contributions = yaml.safe_load((ROOT / "napari.yaml").read_text())["contributions"]
     assert contributions["widgets"] == [{"command": "napari-style-transfer.make_widget", "display_name": "Style Transfer"}]
     assert contributions["menus"]["napari/layers/filter"] == [{"command": "napari-style-transfer.make_widget"}]
+
+
+def test_the_wheel_carries_the_licence_and_the_classifiers(wheel):
+    names = wheel.namelist()
+    (licence,) = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+    assert wheel.read(licence) == (ROOT / "LICENSE").read_bytes()
+    (metadata_file,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    metadata = wheel.read(metadata_file).decode()
+    assert "License-Expression: BSD-3-Clause" in metadata
+    for classifier in ("Intended Audience :: Science/Research", "Programming Language :: Python :: 3.13"):
+        assert f"Classifier: {classifier}" in metadata
+
+
+def test_the_manifest_is_public_and_names_its_categories():
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_file(ROOT / "napari.yaml")
+    assert manifest.visibility == "public"
+    assert "Image Processing" in manifest.categories
