@@ -335,7 +335,7 @@ def test_a_snapshot_that_cannot_be_written_is_a_warning_and_the_run_goes_on(tmp_
     snaps = tmp_path / "snaps"
     (snaps / "snapshot_step0001.png").mkdir(parents=True)  # a folder where the first snapshot goes
     out = tmp_path / "r.png"
-    argv = [*map(str, image_files), "-o", str(out), *FAST, "--snapshot-every", "1", "--snapshot-dir", str(snaps)]
+    argv = [*map(str, image_files), "-o", str(out), *FAST, "--steps", "3", "--snapshot-every", "1", "--snapshot-dir", str(snaps)]
     assert main(argv) == 0
     assert out.is_file() and (snaps / "snapshot_step0002.png").is_file()
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
@@ -371,7 +371,7 @@ def test_an_upper_case_npy_suffix_writes_exactly_the_named_file(tmp_path, image_
 
 def test_missing_output_and_snapshot_folders_are_created_and_said(tmp_path, image_files, capsys):
     out, snaps = tmp_path / "new" / "deeper" / "r.png", tmp_path / "snaps"
-    argv = [*map(str, image_files), "-o", str(out), *FAST, "--snapshot-every", "2", "--snapshot-dir", str(snaps)]
+    argv = [*map(str, image_files), "-o", str(out), *FAST, "--steps", "3", "--snapshot-every", "2", "--snapshot-dir", str(snaps)]
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert f"created folder {out.parent}" in err and f"created folder {snaps}" in err

@@ -214,7 +214,10 @@ def run(
                     bar.write(f"device {record.device}; weights {record.weights}")
             bar.set_postfix(loss=f"{record.losses.total:.4g}", refresh=False)
             bar.update(1)
-            if record.is_snapshot and snapshot_dir is not None:
+            # a 2D run's last step is the result itself: no twin snapshot file (a stack's frames
+            # keep theirs, a PNG preview of each frame of the TIFF)
+            twin = record.frames == 1 and record.step == record.steps
+            if record.is_snapshot and snapshot_dir is not None and not twin:
                 frame = f"frame{record.frame_number:04d}_" if record.frames > 1 else ""
                 try:
                     write_image(snapshot_dir / f"snapshot_{frame}step{record.step:04d}.png", record.image)
