@@ -135,6 +135,33 @@ def test_the_weights_load_once_for_a_whole_batch(tmp_path, files, monkeypatch):
     assert loads == ["random"]
 
 
+def test_a_batch_where_runs_already_keep_their_network_finishes(tmp_path, files, monkeypatch):
+    import threading
+
+    import napari_style_transfer.api as api
+    from napari_style_transfer.batch import keep_network_for_good
+
+    monkeypatch.setattr(api, "load_vgg19_features", api.load_vgg19_features)  # put back after the test
+    keep_network_for_good()  # what a worker of an in-process dask cluster does to this process
+    loads = []
+    real = api.load_vgg19_features
+
+    def counted(weights, **kwargs):
+        loads.append(weights)
+        return real(weights, **kwargs)
+
+    monkeypatch.setattr(api, "load_vgg19_features", counted)
+    records = []
+    batch = threading.Thread(
+        target=lambda: records.extend(stylize_batch([files["a"]], [files["stripes"]], tmp_path / "out", **FAST)),
+        daemon=True,
+    )
+    batch.start()
+    batch.join(timeout=600)  # a deadlock, not a slow machine, leaves it running this long
+    assert not batch.is_alive(), "the batch hung: the loader wrapped twice waited for itself"
+    assert [record["status"] for record in records] == ["done"] and loads == ["random"]
+
+
 def test_an_empty_input_list_is_refused(tmp_path, files):
     with pytest.raises(StyleTransferError, match="no input images"):
         stylize_batch([], [files["stripes"]], tmp_path / "out", **FAST)

@@ -342,7 +342,9 @@ def _run_here(batch: Batch, todo: list[int]) -> Iterator[tuple[int, Outcome]]:
 # read (or drawn) once per process and each run gets a copy, because a run's extractor hangs
 # forward hooks on the modules it is given and never takes them off.
 _NETWORKS: dict[tuple[Any, ...], Any] = {}
-_NETWORKS_LOCK = threading.Lock()
+#: Reentrant: a loader wrapped twice (a batch in a process whose runs already keep their
+#: network, such as the client of an in-process dask cluster) takes it twice on one thread.
+_NETWORKS_LOCK = threading.RLock()
 
 
 def _weights_key(weights: Any) -> tuple[Any, ...]:

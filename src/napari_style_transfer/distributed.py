@@ -7,6 +7,7 @@ the input files (a shared file system); results come back to the client, which w
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -89,7 +90,10 @@ def _prepare_process() -> None:
     threads = os.environ.get(_THREADS_VARIABLE)
     if threads:
         torch.set_num_threads(int(threads))
-    keep_network_for_good()
+    # Only in a worker process of its own (a nanny's child): a worker that shares the client's
+    # process (an in-process cluster) leaves that process's own runs as they were.
+    if multiprocessing.parent_process() is not None:
+        keep_network_for_good()
     _PREPARED = True
 
 
