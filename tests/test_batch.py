@@ -120,7 +120,8 @@ def test_a_16_bit_input_is_written_as_a_float32_tiff(tmp_path, files, content):
     assert tifffile.imread(tmp_path / "out" / "deep__stripes.tif").dtype == np.float32
 
 
-def test_the_weights_load_once_for_a_whole_batch(tmp_path, files, monkeypatch):
+def count_weight_loads(monkeypatch) -> list:
+    """The weights of every load_vgg19_features call the runs make from now on."""
     import napari_style_transfer.api as api
 
     loads = []
@@ -131,6 +132,11 @@ def test_the_weights_load_once_for_a_whole_batch(tmp_path, files, monkeypatch):
         return real(weights, **kwargs)
 
     monkeypatch.setattr(api, "load_vgg19_features", counted)
+    return loads
+
+
+def test_the_weights_load_once_for_a_whole_batch(tmp_path, files, monkeypatch):
+    loads = count_weight_loads(monkeypatch)
     stylize_batch([files["a"], files["b"]], [files["stripes"], files["flipped"]], tmp_path / "out", **FAST)
     assert loads == ["random"]
 
@@ -143,14 +149,7 @@ def test_a_batch_where_runs_already_keep_their_network_finishes(tmp_path, files,
 
     monkeypatch.setattr(api, "load_vgg19_features", api.load_vgg19_features)  # put back after the test
     keep_network_for_good()  # what a worker of an in-process dask cluster does to this process
-    loads = []
-    real = api.load_vgg19_features
-
-    def counted(weights, **kwargs):
-        loads.append(weights)
-        return real(weights, **kwargs)
-
-    monkeypatch.setattr(api, "load_vgg19_features", counted)
+    loads = count_weight_loads(monkeypatch)
     records = []
     batch = threading.Thread(
         target=lambda: records.extend(stylize_batch([files["a"]], [files["stripes"]], tmp_path / "out", **FAST)),
