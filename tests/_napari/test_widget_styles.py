@@ -26,12 +26,20 @@ def test_without_a_second_style_there_is_no_blend(widget, layers):
 def test_style_loss_colour_and_average_choices_reach_the_options(widget):
     widget["style_loss"].value = "sliced"
     widget["content_colours"].value = "histogram"
+    widget["optimizer"].value = "adam"
     widget["average"].value = 0.9
     options = widget.options()
     assert (options["style_loss"], options["content_colours"], options["average"]) == ("sliced", "histogram", 0.9)
     widget["content_colours"].value = "off"
     widget["average"].value = 0.0
     assert widget.options()["content_colours"] is False and widget.options()["average"] is None
+
+
+def test_average_is_off_and_disabled_unless_the_optimizer_is_adam(widget):
+    widget["optimizer"].value = "adam"
+    widget["average"].value = 0.9
+    widget["optimizer"].value = "lbfgs"
+    assert not widget["average"].enabled and widget.options()["average"] is None
 
 
 def test_regions_follow_the_layers_transforms(viewer, layers):
