@@ -191,7 +191,7 @@ def three_bands(shape=(40, 48)) -> np.ndarray:
 
 
 # With untrained weights the Gram loss does not carry colour (a plain red-style run gets no
-# redder in 12 steps), so its regions are checked by the whole-image test below instead.
+# redder in 12 steps); the Gram loss is checked with colour-passing weights further down.
 @pytest.mark.parametrize("loss", ["mean_cov", "sliced"])
 def test_each_region_moves_toward_its_own_style_and_label_0_stays_nearest_the_content(content, red, blue, loss):
     result = stylize(content, [red, blue], style_regions=three_bands(), **{**FAST, "size": 64, "steps": 12}, style_loss=loss)
@@ -205,6 +205,35 @@ def test_each_region_moves_toward_its_own_style_and_label_0_stays_nearest_the_co
     assert moved["left"] > 0 > moved["right"]  # left toward red, right toward blue
     distance = {name: np.abs(result[part] - start[part]).mean() for name, part in parts.items()}
     assert min(distance, key=distance.get) == "middle"
+
+
+@pytest.fixture
+def colour_vgg19(tmp_path, untrained_vgg19_state) -> str:
+    """Untrained VGG19 weights whose conv1_1 passes R, G and B through in its first three
+    channels, so that a Gram matrix of conv1_1 carries colour (written by the test)."""
+    state = {name: tensor.clone() for name, tensor in untrained_vgg19_state.items()}
+    weight, bias = state["features.0.weight"], state["features.0.bias"]
+    for channel in range(3):
+        weight[channel].zero_()
+        weight[channel, channel, 1, 1] = 1.0
+        bias[channel] = 3.0  # above the normalised colours' range: the channel stays linear
+    path = tmp_path / "colour_vgg19.pth"
+    torch.save(state, path)
+    return str(path)
+
+
+def test_gram_regions_move_toward_their_own_styles_colours(content, red, blue, colour_vgg19):
+    options = {**FAST, "size": 64, "weights": colour_vgg19, "style_layers": ("conv1_1",)}
+    result = stylize(content, [red, blue], style_regions=three_bands(), **{**options, "steps": 12})
+    start = stylize(content, red, **{**options, "steps": 1, "style_weight": 0.0})
+    parts = {"left": np.s_[:, :16], "middle": np.s_[:, 24:29], "right": np.s_[:, -16:]}
+
+    def redness(image):
+        return image[..., 0].mean() - image[..., 2].mean()
+
+    moved = {name: redness(result[part]) - redness(start[part]) for name, part in parts.items()}
+    assert moved["left"] > 0.2 and moved["right"] < -0.2  # left toward red, right toward blue
+    assert abs(moved["middle"]) < 0.1
 
 
 @pytest.mark.parametrize("loss", LOSSES)
