@@ -227,19 +227,23 @@ def _png_rgb16(image: np.ndarray) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
-def interrupt_after(monkeypatch, records: int) -> None:
-    """Make the run raise KeyboardInterrupt (as Ctrl-C does) after ``records`` steps."""
+def interrupt_after(monkeypatch, records: int) -> list:
+    """Make the run raise KeyboardInterrupt (as Ctrl-C does) after ``records`` steps; returns
+    the list the records given so far go into."""
     import napari_style_transfer.api as api
 
     real = api.iter_stylize
+    given = []
 
     def interrupted(*args, **kwargs):
         for number, record in enumerate(real(*args, **kwargs), start=1):
+            given.append(record)
             yield record
             if number == records:
                 raise KeyboardInterrupt
 
     monkeypatch.setattr(api, "iter_stylize", interrupted)
+    return given
 
 
 def test_ctrl_c_writes_the_last_step_with_the_settings(tmp_path, image_files, monkeypatch, capsys):
@@ -283,3 +287,20 @@ def test_ctrl_c_in_a_coarse_level_writes_the_result_size(tmp_path, image_files, 
     assert main(argv) == 130
     with Image.open(out) as image:
         assert image.size == (64, 53)
+
+
+@pytest.mark.parametrize(("records", "level"), [(1, 32), (2, 64)])
+def test_ctrl_c_says_which_level_of_the_schedule_the_result_comes_from(tmp_path, image_files, monkeypatch, capsys, records, level):
+    given = interrupt_after(monkeypatch, records)  # 4 steps of a 32,64 schedule: 1 at 32 px, 3 at 64 px
+    out = tmp_path / "r.png"
+    argv = [*map(str, image_files), "-o", str(out), *FAST, "--size", "64", "--schedule", "32,64", "--steps", "4"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    enlarged = "from the 32 px level of the schedule, enlarged to 64x53 px"
+    assert (enlarged in err) == (level == 32), err
+    with Image.open(out) as image:
+        assert image.size == (64, 53)
+        metadata = json.loads(image.text["napari-style-transfer"])
+    assert metadata["level_size"] == given[-1].size == level
+    assert metadata["losses"] == pytest.approx(dataclasses.asdict(given[-1].losses))
+    assert metadata["losses"]["total"] > 0

@@ -80,7 +80,7 @@ def test_a_run_without_a_style_is_refused_in_one_line(image_files, tmp_path, cap
 def test_bad_blend_is_refused_in_one_line(image_files, tmp_path, capsys):
     content, style = image_files
     assert main([str(content), str(style), "-o", str(tmp_path / "out.png"), *TINY, "--style-blend", "1,2"]) == 2
-    assert "style_blend has 2 weights but there is 1 style" in capsys.readouterr().err
+    assert "--style-blend has 2 weights but there is 1 style" in capsys.readouterr().err
 
 
 def test_the_cli_result_equals_the_api_result_for_two_styles(image_files, second_style, tmp_path, content, style):

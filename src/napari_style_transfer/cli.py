@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
+import shlex
 import sys
 import tempfile
 import warnings
@@ -34,18 +36,38 @@ CommandLineError = ImageFileError
 
 class RunInterrupted(Exception):
     """Ctrl-C during a run; carries what it made: the last finished step's image, or for a
-    stack every finished frame plus that image in the current one."""
+    stack every finished frame plus that image in the current one.
 
-    def __init__(self, image: np.ndarray, record: Any, options: dict[str, Any], frames_done: int):
+    ``result_shape`` (H, W) is the result's size: a step of a coarser level of the schedule
+    was enlarged to it, which :attr:`origin` says and the metadata records (``level_size``,
+    the longest side the step ran at, and its ``losses``)."""
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        record: Any,
+        options: dict[str, Any],
+        frames_done: int,
+        result_shape: tuple[int, int] | None = None,
+    ):
         where = f" of frame {record.frame_number + 1} of {record.frames}" if record.frames > 1 else ""
         super().__init__(f"interrupted after step {record.step}{where}")
         self.image = image
         self.step = record.step
+        self.origin = ""
+        if result_shape is not None and 0 < record.size < max(result_shape):
+            what = "it comes" if record.frames == 1 else "its unfinished frames come"
+            height, width = result_shape
+            self.origin = (
+                f"; {what} from the {record.size} px level of the schedule, enlarged to {width}x{height} px"
+            )
         self.metadata = {
             "cancelled": True,
             "steps_done": record.step,
             "frames_done": frames_done,
             "frames": record.frames,
+            "level_size": record.size,
+            "losses": vars(record.losses).copy(),
             "weights": record.weights,
             "device": record.device,
             "options": options,
@@ -108,13 +130,49 @@ def _numbers(text: str) -> float | tuple[float, ...]:
     return values[0] if len(values) == 1 and "," not in text else values
 
 
+def option_flag(name: str) -> str:
+    """The command-line flag of a keyword of the API (a StyleOptions field, ``style_regions``)."""
+    return "--" + name.replace("_", "-")
+
+
+def _keyword_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """What :func:`command_line_syntax` rewrites: ``name=value`` of a keyword that has a flag
+    here, and (unambiguous outside code) a bare keyword with an underscore."""
+    names = [field.name for field in dataclasses.fields(StyleOptions)] + ["style_regions"]
+    alone = r"(?<![\w./\\-])({})"  # not the end of a longer name or part of a path
+    value = r"""(?:'([^']*)'|"([^"]*)"|([\w.+~/:-]*\w))"""
+    assignment = re.compile(alone.format("|".join(names)) + "=" + value)
+    bare = re.compile(alone.format("|".join(name for name in names if "_" in name)) + r"(?![\w/\\]|\.\w)")
+    return assignment, bare
+
+
+_ASSIGNMENT, _BARE_KEYWORD = _keyword_patterns()
+
+
+def command_line_syntax(text: str) -> str:
+    """An API message in this command line's syntax: ``weights='random'`` as ``--weights random``,
+    ``keep_grey=False`` as ``--no-keep-grey``, ``style_scale`` as ``--style-scale``. Only the
+    API's keywords are rewritten; the API's own messages keep Python's syntax."""
+    switches = {field.name for field in dataclasses.fields(StyleOptions) if isinstance(field.default, bool)}
+
+    def assigned(match: re.Match[str]) -> str:
+        name = match.group(1)
+        value = next(group for group in match.groups()[1:] if group is not None)
+        if value in ("True", "False") and name in switches:
+            return option_flag(name) if value == "True" else option_flag(name).replace("--", "--no-", 1)
+        return f"{option_flag(name)} {shlex.quote(value)}"
+
+    text = _ASSIGNMENT.sub(assigned, text)
+    return _BARE_KEYWORD.sub(lambda match: option_flag(match.group(1)), text)
+
+
 def add_option_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
     """One ``--option`` per StyleOptions field, defaults and help read from there."""
     defaults = {**dataclasses.asdict(StyleOptions()), **(defaults or {})}
     group = parser.add_argument_group("style-transfer options")
     for field in dataclasses.fields(StyleOptions):
         default = defaults[field.name]
-        flag = "--" + field.name.replace("_", "-")
+        flag = option_flag(field.name)
         kwargs: dict[str, Any] = {"dest": field.name, "default": default}
         if field.metadata.get("numbers"):
             kwargs.update(type=_numbers, metavar="NUMBER,...")
@@ -142,7 +200,7 @@ def add_option_arguments(parser: argparse.ArgumentParser, defaults: dict[str, An
             kwargs["type"] = _number(type(default))
             shown = f"{default:g}" if isinstance(default, float) else default
         suffix = "" if shown is None else f" (default: {shown})"
-        group.add_argument(flag, help=help_text(field.name) + suffix, **kwargs)
+        group.add_argument(flag, help=command_line_syntax(help_text(field.name)) + suffix, **kwargs)
 
 
 def build_parser(demo: bool = False) -> argparse.ArgumentParser:
@@ -213,7 +271,10 @@ def run(
                 if not args.quiet:
                     bar.write(f"device {record.device}; weights {record.weights}")
             bar.set_postfix(loss=f"{record.losses.total:.4g}", refresh=False)
-            bar.update(1)
+            if bar.n + 1 < bar.total:
+                bar.update(1)
+            else:  # the last step is drawn by close(), which draws the final line anyway: once
+                bar.n += 1
             # a 2D run's last step is the result itself: no twin snapshot file (a stack's frames
             # keep theirs, a PNG preview of each frame of the TIFF)
             twin = record.frames == 1 and record.step == record.steps
@@ -246,7 +307,7 @@ def run(
             image = _partial_stack(stack_shape, finished, current)
             frames_done = len(finished)
         options = StyleOptions.from_kwargs(_options(args)).to_dict()
-        raise RunInterrupted(image, last, options, frames_done) from None
+        raise RunInterrupted(image, last, options, frames_done, frame_shape) from None
     finally:
         bar.close()
     raise AssertionError("the run ended without a result")  # pragma: no cover
@@ -480,7 +541,7 @@ def _check_output_kind(content: np.ndarray, output: Path, keep_grey: bool) -> An
 
 def _save_partial(stop: RunInterrupted, path: Path) -> int:
     write_image(path, stop.image, stop.metadata)
-    print(f"{PROG}: {stop}; wrote the partial result to {path}", file=sys.stderr)
+    print(f"{PROG}: {stop}; wrote the partial result to {path}{stop.origin}", file=sys.stderr)
     return 130
 
 
@@ -496,7 +557,10 @@ def _report(result: Any, path: Path) -> None:
 
 
 def _warn_in_one_line(message: Any, category: type, *_: Any, **__: Any) -> None:
-    print(f"{PROG}: warning: {message}", file=sys.stderr)
+    from tqdm import tqdm
+
+    # through tqdm, which takes a progress bar off its line first and draws it again after
+    tqdm.write(f"{PROG}: warning: {command_line_syntax(str(message))}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -510,7 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _main_batch(argv[1:])
             return _main_run(argv[1:] if argv[:1] == ["run"] else argv)
     except (CommandLineError, StyleTransferError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {command_line_syntax(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

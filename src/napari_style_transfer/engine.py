@@ -497,11 +497,11 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise StyleTransferError(f"device {name!r} asked for, but CUDA is not available here; use device='cpu' or 'auto'")
+            raise StyleTransferError(f"device {name!r} asked for, but CUDA is not available here; use device='cpu' or device='auto'")
         if device.index is not None and device.index >= count:
             raise StyleTransferError(f"device {name!r} does not exist: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise StyleTransferError(f"device {name!r} asked for, but MPS is not available here; use device='cpu' or 'auto'")
+        raise StyleTransferError(f"device {name!r} asked for, but MPS is not available here; use device='cpu' or device='auto'")
     return device
 
 
