@@ -136,9 +136,13 @@ def test_a_stack_run_names_snapshots_by_frame_and_writes_a_tiff(tmp_path, conten
     argv = [str(stack), str(style_path), "-o", str(out), *FAST, "--snapshot-every", "3", "--snapshot-dir", str(snaps)]
     assert main(argv) == 0
     assert sorted(p.name for p in snaps.iterdir()) == ["snapshot_frame0000_step0003.png", "snapshot_frame0001_step0003.png"]
-    with Image.open(out) as tiff:
-        assert tiff.n_frames == 2
-        settings = json.loads(tiff.tag_v2[270])["napari-style-transfer"]  # ImageDescription
+    import tifffile
+
+    from napari_style_transfer.files import read_settings
+
+    written = tifffile.imread(out)
+    assert written.shape == (2, 27, 32, 3) and written.dtype == np.float32
+    settings = read_settings(out)  # the ImageDescription's JSON
     assert settings["frames"] == 2 and settings["options"]["snapshot_every"] == 3
 
 

@@ -68,6 +68,11 @@ class ImageInput:
     def grey(self) -> bool:
         return self.channels == "grey"
 
+    def value_scale(self) -> ValueScale:
+        """How this input's values were mapped to [0, 1], to give a result back in them."""
+        rgba = self.channels == "rgba"
+        return ValueScale(np.dtype(self.data.dtype), self.low, self.high, rgba, self.alpha_as_is)
+
     def frames(self) -> Iterator[tuple[int, ...]]:
         """Indices of every 2D frame, in order (one empty tuple for a 2D image)."""
         return iter(np.ndindex(*self.stack_shape)) if self.stack_shape else iter([()])
@@ -107,6 +112,39 @@ class ImageInput:
         mapped -= low
         mapped /= span
         return np.clip(mapped, 0.0, 1.0, out=mapped).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ValueScale:
+    """An input's dtype and the values :meth:`ImageInput.frame` mapped to 0 and 1: small and
+    picklable, so that it travels back from a batch worker with the result."""
+
+    dtype: np.dtype
+    low: float  # value mapped to 0
+    high: float  # value mapped to 1
+    rgba: bool  # the last channel is alpha, mapped as ImageInput._unit_alpha maps it
+    alpha_as_is: bool = True
+
+    def to_own_units(self, image: np.ndarray) -> np.ndarray:
+        """A [0, 1] result (or stack) in the input's units and dtype: ``low`` at 0, ``high``
+        at 1, linear between; integers rounded and clipped to the dtype's range (bool: True
+        from above 0.5), floats in the input's float dtype; alpha back as it was read."""
+        unit = np.clip(image, 0.0, 1.0).astype(np.float64)
+        # low * (1 - x) + high * x: no overflow even where high - low does (-1.7e308..1.7e308)
+        values = self.low * (1.0 - unit) + self.high * unit
+        if self.rgba:
+            alpha = unit[..., 3]
+            if self.dtype.kind in "iu":
+                values[..., 3] = alpha * float(np.iinfo(self.dtype).max)
+            elif self.alpha_as_is:
+                values[..., 3] = alpha
+        if self.dtype.kind == "f":
+            return values.astype(self.dtype)
+        info = np.iinfo(self.dtype) if self.dtype.kind != "b" else None
+        bottom, top = (0, 1) if info is None else (info.min, info.max)
+        # float(2**63 - 1) rounds up to 2**63, which no longer fits in int64
+        ceiling = float(top) if float(top) <= top else float(np.nextafter(float(top), 0.0))
+        return np.clip(np.rint(values), float(bottom), ceiling).astype(self.dtype)
 
 
 def describe_image(array: object, role: str, allow_stack: bool = True) -> ImageInput:

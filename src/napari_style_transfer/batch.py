@@ -26,16 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from ._image import describe_image, frame_count
+from ._image import ValueScale, describe_image, frame_count
 from .errors import StyleTransferError
 from .files import (
+    OUTPUT_DTYPES,
     ImageFileError,
     read_image,
     read_settings,
     result_suffix,
     write_image,
     write_replacing,
-    write_tiff,
 )
 from .options import StyleOptions
 
@@ -68,6 +68,7 @@ class Outcome:
     device: str = ""
     weights: str = ""
     error: str = ""
+    scale: ValueScale | None = None  # how the input's values were mapped to [0, 1]
 
 
 @dataclass
@@ -96,6 +97,7 @@ class Batch:
     out_dir: Path
     options: dict[str, Any]  # StyleOptions fields, validated
     force: bool = False
+    output_dtype: str = "float32"  # of the .tif results: one of OUTPUT_DTYPES
 
     def output_for(self, item: Item, suffix: str) -> Path:
         return self.out_dir / f"{item.stem}{suffix}"
@@ -107,12 +109,13 @@ def plan_batch(
     out_dir: str | os.PathLike[str],
     *,
     force: bool = False,
+    output_dtype: str = "float32",
     **options: Any,
 ) -> Batch:
     """Check a batch before any item runs: raise :class:`StyleTransferError` for no inputs or
-    styles, options out of range, an output folder that cannot be written, a style that
-    cannot be read, or two items that would write the same file. Inputs are read only by
-    their items (a damaged one fails alone)."""
+    styles, options out of range, an unknown ``output_dtype``, an output folder that cannot be
+    written, a style that cannot be read, or two items that would write the same file. Inputs
+    are read only by their items (a damaged one fails alone)."""
     inputs = [Path(path) for path in inputs]
     styles = [Path(path) for path in styles]
     if not inputs:
@@ -120,6 +123,10 @@ def plan_batch(
     if not styles:
         raise StyleTransferError("no style images given; give one or more style image files")
     opts = StyleOptions.from_kwargs(options).to_dict()
+    if output_dtype not in OUTPUT_DTYPES:
+        raise StyleTransferError(
+            f"output_dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {output_dtype!r}"
+        )
     style_images = []
     for path in styles:
         image = read_image(path, "style")
@@ -137,9 +144,12 @@ def plan_batch(
                     f"{out / stem}.*; rename one of them (output names come from the file names)"
                 )
             owners[stem] = content
-            settings = _json({"input": _identity(content), "style": _identity(style), "options": opts})
+            settings = {"input": _identity(content), "style": _identity(style), "options": opts}
+            if output_dtype != "float32":  # results made before there was a choice stay valid
+                settings["output_dtype"] = output_dtype
+            settings = _json(settings)
             items.append(Item(str(content), str(style), style_index, stem, settings))
-    return Batch(items, style_images, out, opts, force)
+    return Batch(items, style_images, out, opts, force, output_dtype)
 
 
 def prepare_folder(folder: Path) -> None:
@@ -196,7 +206,7 @@ def run_item(item: Item, style: np.ndarray, options: dict[str, Any]) -> Outcome:
     try:
         # the absolute path: a worker started elsewhere has another working folder
         content = read_image(Path(item.settings["input"]["path"]), "input")
-        frames = frame_count(describe_image(content, "input").stack_shape)
+        described = describe_image(content, "input")
         result = None
         for record in iter_stylize(content, style, **options):
             if isinstance(record, StyleResult):
@@ -205,9 +215,10 @@ def run_item(item: Item, style: np.ndarray, options: dict[str, Any]) -> Outcome:
         return Outcome(None, {}, "", time.perf_counter() - started, error=str(error))
     assert result is not None, "iter_stylize ended without a result"
     metadata = {**result.metadata(), "batch": item.settings}
-    suffix = result_suffix(content, frames)
+    suffix = result_suffix(content, frame_count(described.stack_shape))
     seconds = time.perf_counter() - started
-    return Outcome(result.image, metadata, suffix, seconds, result.device, result.weights)
+    scale = described.value_scale()
+    return Outcome(result.image, metadata, suffix, seconds, result.device, result.weights, scale=scale)
 
 
 def write_outcome(batch: Batch, item: Item, outcome: Outcome) -> ItemRecord:
@@ -217,11 +228,9 @@ def write_outcome(batch: Batch, item: Item, outcome: Outcome) -> ItemRecord:
     if outcome.image is None:
         return record
     path = batch.output_for(item, outcome.suffix)
+    scale = outcome.scale if batch.output_dtype == "same" else None
     try:
-        if outcome.suffix == ".png":
-            write_image(path, outcome.image, outcome.metadata)
-        else:
-            write_tiff(path, outcome.image, outcome.metadata)
+        write_image(path, outcome.image, outcome.metadata, scale)  # a .png is 8-bit either way
     except ImageFileError as error:
         record.message = str(error)
         return record
@@ -235,6 +244,7 @@ class BatchLog:
     def __init__(self, batch: Batch):
         self.path = batch.out_dir / RECORD_NAME
         self.options = batch.options
+        self.output_dtype = batch.output_dtype
         self.records = [ItemRecord(item.input, item.style, None, "pending") for item in batch.items]
         self._lock = threading.Lock()
 
@@ -244,7 +254,9 @@ class BatchLog:
             self.save()
 
     def save(self) -> None:
-        text = json.dumps({"options": self.options, "items": [r.to_dict() for r in self.records]}, indent=1)
+        items = [r.to_dict() for r in self.records]
+        record = {"options": self.options, "output_dtype": self.output_dtype, "items": items}
+        text = json.dumps(record, indent=1)
         write_replacing(self.path, lambda file: file.write(text.encode()))
 
 
@@ -282,23 +294,25 @@ def stylize_batch(
     force: bool = False,
     progress: bool = False,
     on_item: Callable[[dict[str, Any]], None] | None = None,
+    output_dtype: str = "float32",
     **options: Any,
 ) -> list[dict[str, Any]]:
     """Style every input image file with every style image file; write each result as
     ``out_dir/<input stem>__<style stem>.png`` (a 2D result of 8-bit input) or ``.tif``
-    (float32: stacks, inputs of more than 8 bits), carrying its settings, and
+    (stacks, inputs of more than 8 bits: float32 in [0, 1], or with ``output_dtype="same"``
+    the input's dtype and units), carrying its settings, and
     ``out_dir/batch.json``. Returns one record per item (input, style, output, status
     ``done`` / ``skipped`` / ``failed``, message, seconds, device, weights).
 
     ``options`` are :class:`~napari_style_transfer.options.StyleOptions` fields, for every
-    item. An item whose result exists with the same settings (options, input and style file)
-    is skipped unless ``force``. ``client``: a ``dask.distributed.Client``; the items then run
+    item. An item whose result exists with the same settings (options, output dtype, input and
+    style file) is skipped unless ``force``. ``client``: a ``dask.distributed.Client``; the items then run
     on its workers (which must see the input files), results are written here. Without one
     they run in this process. ``on_item`` is called with each item's record as it finishes
     (skipped ones first). Raises :class:`StyleTransferError` before any item runs for
     what can be checked then; an item that fails is recorded and the others go on.
     """
-    batch = plan_batch(inputs, styles, out_dir, force=force, **options)
+    batch = plan_batch(inputs, styles, out_dir, force=force, output_dtype=output_dtype, **options)
     log = BatchLog(batch)
     bar = Progress(len(batch.items), progress)
     try:

@@ -22,10 +22,19 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from ._image import resize_image, working_shape
+from ._image import ImageInput, ValueScale, resize_image, working_shape
 from ._sample_data import DEMO_PAIRS, load_sample
 from .errors import StyleTransferError
-from .files import IMAGE_HINT, ImageFileError, frames_of, one_line, read_image, write_image
+from .files import (
+    IMAGE_HINT,
+    OUTPUT_DTYPES,
+    ImageFileError,
+    fits_8_bits,
+    frames_of,
+    one_line,
+    read_image,
+    write_image,
+)
 from .options import DEMO_DEFAULTS, StyleOptions, choices, help_text
 
 PROG = "napari-style-transfer"
@@ -203,6 +212,16 @@ def add_option_arguments(parser: argparse.ArgumentParser, defaults: dict[str, An
         group.add_argument(flag, help=command_line_syntax(help_text(field.name)) + suffix, **kwargs)
 
 
+def add_output_dtype_argument(parser: argparse.ArgumentParser, results: str, eight_bits: str) -> None:
+    """``--output-dtype``: what ``results`` hold; ``eight_bits`` says which results it leaves alone."""
+    parser.add_argument(
+        "--output-dtype", choices=OUTPUT_DTYPES, default="float32",
+        help=f"what {results} holds: float32 in [0, 1] (default), or 'same': the content's own dtype and "
+        "units, its values mapped back through the scaling that took them to [0, 1] (uint16 content "
+        f"spanning 1000..40000 gives uint16 in 1000..40000); {eight_bits} 8-bit either way",
+    )
+
+
 def build_parser(demo: bool = False) -> argparse.ArgumentParser:
     if demo:
         parser = _Parser(
@@ -228,8 +247,13 @@ def build_parser(demo: bool = False) -> argparse.ArgumentParser:
         parser.add_argument(
             "--style-regions", type=Path, metavar="LABELS", help="integer label image of the content's aspect ratio: label k takes the k-th style, 0 only the content (.npy, .tif or .png)"
         )
-        parser.add_argument("-o", "--output", type=Path, required=True, help="result image file (.png keeps the settings; a stack needs .tif or .npy)")
+        parser.add_argument(
+            "-o", "--output", type=Path, required=True,
+            help="result image file (.png: 8-bit, .tif: float32 or --output-dtype, both with the settings; "
+            "a stack needs .tif or .npy)",
+        )
         parser.add_argument("--snapshot-dir", type=Path, help="also write every snapshot as a PNG into this folder")
+        add_output_dtype_argument(parser, "a .tif or .npy result", "a .png or .jpg result is")
         parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_option_arguments(parser, DEMO_DEFAULTS if demo else None)
@@ -342,6 +366,7 @@ def _main_run(argv: Sequence[str]) -> int:
     style = styles[0] if len(styles) == 1 else styles
     regions = None if args.style_regions is None else read_image(args.style_regions, "style regions")
     described = _check_output_kind(content, args.output, args.keep_grey)
+    scale = _output_scale(described, args.output, args.output_dtype)
     _prepare_folder(args.output.parent, "output")
     if args.snapshot_dir is not None:
         _prepare_folder(args.snapshot_dir, "--snapshot-dir")
@@ -349,8 +374,8 @@ def _main_run(argv: Sequence[str]) -> int:
     try:
         result = run(content, style, args, args.snapshot_dir, described.stack_shape, frame_shape, regions)
     except RunInterrupted as stop:
-        return _save_partial(stop, args.output)
-    write_image(args.output, result.image, result.metadata())
+        return _save_partial(stop, args.output, scale)
+    write_image(args.output, result.image, result.metadata(), scale)
     _report(result, args.output)
     return 0
 
@@ -382,10 +407,10 @@ def build_batch_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=f"{PROG} batch",
         description="Style every INPUT with every --style and write each result as "
-        "OUTDIR/<input stem>__<style stem>.png (2D results of 8-bit inputs) or .tif (float32: stacks, "
-        "inputs of more than 8 bits), with its settings, and OUTDIR/batch.json. A rerun skips the results "
-        "already made with the same settings. Runs on a dask cluster: started here (--workers) or running "
-        "(--scheduler). Exit status 0 when every item succeeded, 1 when one failed.",
+        "OUTDIR/<input stem>__<style stem>.png (2D results of 8-bit inputs) or .tif (stacks, inputs of "
+        "more than 8 bits; see --output-dtype), with its settings, and OUTDIR/batch.json. A rerun skips "
+        "the results already made with the same settings. Runs on a dask cluster: started here (--workers) "
+        "or running (--scheduler). Exit status 0 when every item succeeded, 1 when one failed.",
     )
     parser.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help=f"input images ({IMAGE_HINT})")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="folder for the results")
@@ -407,6 +432,7 @@ def build_batch_parser() -> argparse.ArgumentParser:
         "--connect-timeout", type=_number(float), default=10.0, metavar="SECONDS",
         help="give up reaching --scheduler after this long (default: 10)",
     )
+    add_output_dtype_argument(parser, "each .tif result", "a .png result (2D, 8-bit input) is")
     parser.add_argument("--force", action="store_true", help="redo items whose result is already there")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_option_arguments(parser)
@@ -427,7 +453,7 @@ def _main_batch(argv: Sequence[str]) -> int:
     # Everything that can be wrong before a task starts is refused before a cluster starts.
     from .batch import plan_batch
 
-    plan_batch(args.inputs, args.styles, args.output, **options)
+    plan_batch(args.inputs, args.styles, args.output, output_dtype=args.output_dtype, **options)
     if args.workers == 0:
         where: Any = nullcontext(None)
     else:
@@ -436,7 +462,8 @@ def _main_batch(argv: Sequence[str]) -> int:
         where = cluster_client(args.workers, args.scheduler, connect_timeout=args.connect_timeout)
     with where as client:
         records = stylize_batch(
-            args.inputs, args.styles, args.output, client=client, force=args.force, progress=not args.quiet, **options
+            args.inputs, args.styles, args.output, client=client, force=args.force, progress=not args.quiet,
+            output_dtype=args.output_dtype, **options,
         )
     counts = {status: sum(r["status"] == status for r in records) for status in ("done", "skipped", FAILED)}
     print(
@@ -539,8 +566,22 @@ def _check_output_kind(content: np.ndarray, output: Path, keep_grey: bool) -> An
     return described
 
 
-def _save_partial(stop: RunInterrupted, path: Path) -> int:
-    write_image(path, stop.image, stop.metadata)
+def _output_scale(described: ImageInput, output: Path, output_dtype: str) -> ValueScale | None:
+    """The content's value scale for ``--output-dtype same`` (None for float32), refused
+    before the run where an 8-bit output format cannot hold the content's dtype."""
+    if output_dtype != "same":
+        return None
+    scale = described.value_scale()
+    if output.suffix.lower() not in (".tif", ".tiff", ".npy") and not fits_8_bits(scale.dtype):
+        raise CommandLineError(
+            f"--output-dtype same keeps the content's {scale.dtype}, which {output.name} (8 bits) "
+            "cannot hold: write a .tif or .npy file, or leave out --output-dtype same"
+        )
+    return scale
+
+
+def _save_partial(stop: RunInterrupted, path: Path, scale: ValueScale | None = None) -> int:
+    write_image(path, stop.image, stop.metadata, scale)
     print(f"{PROG}: {stop}; wrote the partial result to {path}{stop.origin}", file=sys.stderr)
     return 130
 

@@ -21,13 +21,17 @@ from typing import Any
 import numpy as np
 
 from . import memory
-from ._image import to_uint8
+from ._image import ValueScale, to_uint8
 from .errors import StyleTransferError
 
 #: The key the settings are stored under: a PNG text chunk's, and the top level of a TIFF's
 #: JSON description.
 METADATA_KEY = "napari-style-transfer"
 IMAGE_HINT = "PNG, JPEG, TIFF (multi-page: a stack), BMP or .npy"
+#: What a TIFF or .npy result holds (``--output-dtype``, ``output_dtype``): float32 in
+#: [0, 1], or the content's own dtype and units (its values mapped back through the scaling
+#: that took them to [0, 1]). 8-bit formats (PNG, JPEG) are 8-bit either way.
+OUTPUT_DTYPES = ("float32", "same")
 
 
 class ImageFileError(StyleTransferError):
@@ -266,39 +270,35 @@ def _as_array(image: Any) -> np.ndarray:
     return np.asarray(image)
 
 
-def write_image(path: Path, image: np.ndarray, metadata: dict[str, Any] | None = None) -> None:
-    """Write a [0, 1] float image as 8-bit; PNG files carry ``metadata`` as a JSON text chunk.
-
-    A stack (more than one frame) goes to a multi-page TIFF, or to .npy as float32. The format
-    follows the suffix in any case (``OUT.NPY`` is written as named); the folder must exist."""
+def write_image(
+    path: Path, image: np.ndarray, metadata: dict[str, Any] | None = None, scale: ValueScale | None = None
+) -> None:
+    """Write a [0, 1] float image (or stack) in the format its suffix names (``OUT.NPY`` is
+    written as named; the folder must exist): TIFF through :func:`write_tiff`; .npy as
+    float32, or with ``scale`` in the content's units and dtype; other formats as 8-bit,
+    PNG carrying ``metadata`` as a JSON text chunk. A stack needs a TIFF or .npy."""
     from PIL import Image, PngImagePlugin
 
     suffix = path.suffix.lower()
     frames = frames_of(image)
+    if suffix in (".tif", ".tiff"):
+        write_tiff(path, image, metadata, scale)
+        return
     if suffix == ".npy":
-        data = image.astype(np.float32)
+        data = image.astype(np.float32) if scale is None else scale.to_own_units(image)
 
         def write(file: Any) -> None:
             np.save(file, data)  # to a file object: given a name, np.save would add .npy to OUT.NPY
 
     elif len(frames) > 1:
-        if suffix not in (".tif", ".tiff"):
-            raise ImageFileError(
-                f"the result is a stack of {len(frames)} frames: write it to a .tif or .npy file, not {path.name}"
-            )
-        pages = [Image.fromarray(to_uint8(frame)) for frame in frames]
-
-        def write(file: Any) -> None:
-            description = _tiff_description(metadata)
-            pages[0].save(file, format="TIFF", save_all=True, append_images=pages[1:], **description)
-
+        raise ImageFileError(
+            f"the result is a stack of {len(frames)} frames: write it to a .tif or .npy file, not {path.name}"
+        )
     else:
         extra: dict[str, Any] = {}
         if metadata is not None and suffix == ".png":
             extra["pnginfo"] = PngImagePlugin.PngInfo()
             extra["pnginfo"].add_text(METADATA_KEY, json.dumps(metadata))
-        elif suffix in (".tif", ".tiff"):
-            extra = _tiff_description(metadata)
         picture = Image.fromarray(to_uint8(frames[0]))
 
         def write(file: Any) -> None:
@@ -336,11 +336,6 @@ def _new_file_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
-def _tiff_description(metadata: dict[str, Any] | None) -> dict[str, Any]:
-    """The settings as JSON in the TIFF ImageDescription tag (``tifffile`` and ImageJ show it)."""
-    return {} if metadata is None else {"description": json.dumps({METADATA_KEY: metadata})}
-
-
 def frames_of(image: np.ndarray) -> list[np.ndarray]:
     """The 2D frames of a result: (H, W), (H, W, 3|4), or a stack of those."""
     colour = image.ndim >= 3 and image.shape[-1] in (3, 4)
@@ -353,20 +348,16 @@ def frames_of(image: np.ndarray) -> list[np.ndarray]:
 
 
 def write_tiff(
-    path: Path, image: np.ndarray, metadata: dict[str, Any] | None = None, dtype: Any = np.float32
+    path: Path, image: np.ndarray, metadata: dict[str, Any] | None = None, scale: ValueScale | None = None
 ) -> None:
-    """Write a [0, 1] float image or stack as a TIFF through tifffile, in ``dtype`` (float32
-    by default, so that no precision of the result is lost; an integer dtype is scaled to its
-    range), with ``metadata`` as JSON in the ImageDescription tag. A stack is one page per
-    frame; the file is replaced atomically."""
+    """Write a [0, 1] float image or stack as a TIFF through tifffile: float32 in [0, 1], so
+    that no precision of the result is lost, or with ``scale`` in the content's own units and
+    dtype (:meth:`ValueScale.to_own_units`); ``metadata`` goes as JSON into the
+    ImageDescription tag (``tifffile`` and ImageJ show it). A stack is one page per frame;
+    the file is replaced atomically."""
     import tifffile
 
-    dtype = np.dtype(dtype)
-    data = np.clip(image, 0.0, 1.0)
-    if dtype.kind in "ui":
-        data = (data * float(np.iinfo(dtype).max) + 0.5).astype(dtype)
-    else:
-        data = data.astype(dtype)
+    data = np.clip(image, 0.0, 1.0).astype(np.float32) if scale is None else scale.to_own_units(image)
     colour = data.ndim >= 3 and data.shape[-1] in (3, 4)
     extra: dict[str, Any] = {"photometric": "rgb" if colour else "minisblack", "metadata": None}
     if colour and data.shape[-1] == 4:
@@ -389,8 +380,12 @@ def result_suffix(content: np.ndarray, frames: int) -> str:
     """The file type a batch writes a result in: ``.png`` for a 2D result of 8-bit content
     (PNG holds it exactly), ``.tif`` (float32) for stacks and for content of more than 8
     bits, whose precision an 8-bit PNG would throw away."""
-    eight_bits = content.dtype in (np.uint8, np.bool_)
-    return ".png" if frames == 1 and eight_bits else ".tif"
+    return ".png" if frames == 1 and fits_8_bits(content.dtype) else ".tif"
+
+
+def fits_8_bits(dtype: np.dtype) -> bool:
+    """Whether an 8-bit file (PNG, JPEG) holds content of ``dtype`` without loss."""
+    return dtype in (np.uint8, np.bool_)
 
 
 def read_settings(path: Path) -> dict[str, Any] | None:
