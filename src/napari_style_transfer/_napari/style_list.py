@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QAbstractSpinBox
 
 from magicgui.widgets import Container, FloatSpinBox, Label, PushButton, create_widget
 
@@ -20,7 +21,7 @@ from ..options import StyleOptions, help_text
 MAX_BLEND = 1000.0
 #: Pixel widths of the weight and scale boxes and of the remove button, so that the rows'
 #: columns line up under the header.
-NUMBER_WIDTH = 80
+NUMBER_WIDTH = 56
 BUTTON_WIDTH = 26
 
 
@@ -58,6 +59,10 @@ class StyleRow(Container):
         super().__init__(widgets=[self.layer, self.weight, self.scale, self.remove_button], layout="horizontal", labels=False)
         _compact(self)
         for box in (self.weight, self.scale):
+            # typed (or the mouse wheel): napari's wide -/+ buttons would squeeze the layer name
+            box.native.setButtonSymbols(QAbstractSpinBox.ButtonSymbols.NoButtons)
+            box.native.setAlignment(Qt.AlignmentFlag.AlignRight)
+            box.native.setStyleSheet("QAbstractSpinBox { min-width: 0px; }")  # napari's theme asks for 70 px
             box.native.setFixedWidth(NUMBER_WIDTH)
         self.remove_button.native.setFixedWidth(BUTTON_WIDTH)
         # an only row's button is hidden, but keeps its place so the columns stay aligned
