@@ -167,7 +167,8 @@ def test_a_whole_stack_run_passes_one_label_image_per_frame(qtbot, viewer, widge
     viewer.add_labels(_halves(2), name="halves")
     widget["content"].value = movie
     widget["regions"].value = viewer.layers["halves"]
-    for name, value in {"stack": "whole stack, frames independent", "size": 32, "steps": 1, "snapshot_every": 0}.items():
+    widget["stack"].value = "whole stack, frames independent"
+    for name, value in {"size": 32, "steps": 1, "snapshot_every": 0}.items():
         widget[name].value = value
     run_and_wait(qtbot, widget)
     metadata = viewer.layers["cells styled"].metadata["style_transfer"]

@@ -56,7 +56,8 @@ class StyleRow(Container):
             tooltip=f"{help_text('style_scale').split(';')[0]}, for this style (0.05 to 20)",
         )
         self.remove_button = PushButton(text="\u2715", tooltip="remove this style")
-        super().__init__(widgets=[self.layer, self.weight, self.scale, self.remove_button], layout="horizontal", labels=False)
+        self._controls = (self.layer, self.weight, self.scale, self.remove_button)
+        super().__init__(widgets=list(self._controls), layout="horizontal", labels=False)
         _compact(self)
         for box in (self.weight, self.scale):
             # typed (or the mouse wheel): napari's wide -/+ buttons would squeeze the layer name
@@ -78,7 +79,7 @@ class StyleRow(Container):
     @number.setter
     def number(self, number: int) -> None:
         self._number = number
-        for control, name in zip((self.layer, self.weight, self.scale, self.remove_button), _control_names(number), strict=True):
+        for control, name in zip(self._controls, _control_names(number), strict=True):
             control.name = name
 
 
@@ -96,7 +97,9 @@ class StyleList(Container):
         for label, width in zip(header[1:], (NUMBER_WIDTH, NUMBER_WIDTH, BUTTON_WIDTH), strict=True):
             label.native.setFixedWidth(width)
         self._header = header
-        self._add_button = PushButton(name="add_style_button", text="add style", tooltip="add a row for another style layer")
+        self._add_button = PushButton(
+            name="add_style_button", text="add style", tooltip="add a row for another style layer"
+        )
         super().__init__(widgets=[header, StyleRow(1, scale=scale), self._add_button], labels=False, **kwargs)
         _compact(self)
         self.rows[0].remove_button.changed.connect(lambda *_, row=self.rows[0]: self.remove_row(row))

@@ -495,7 +495,10 @@ class StyleTransferWidget(Container):
         from napari.layers import Image
 
         taken = [self["content"].value, *(row.layer.value for row in self._styles.rows)]
-        free = [layer for layer in self.viewer.layers if isinstance(layer, Image) and all(layer is not t for t in taken)]
+        free = [
+            layer for layer in self.viewer.layers
+            if isinstance(layer, Image) and all(layer is not other for other in taken)
+        ]
         inputs = [layer for layer in free if "style_transfer" not in layer.metadata]
         return (inputs or free or [None])[-1]
 
