@@ -1,12 +1,13 @@
 """Screenshots of napari with the Style Transfer widget, before and after a run.
 
-    xvfb-run -a python docs/make_screenshots.py [--weights random] [--out docs/images]
+    xvfb-run -a python docs/make_screenshots.py [--weights random] [--out docs/images] [--only styles]
 
 Opens the astronaut + swirl demo pair, docks the widget, takes a screenshot (controls that do
 nothing for a 2D RGB content are disabled), runs a short transfer (snapshots become layers),
 then a second, shorter run with a stronger style weight and its snapshots folded away, and
 takes the last screenshot when it has finished: the second result is named for what
-changed, and the status line names it.
+changed, and the status line names it. Then (or with ``--only styles``, alone) the widget
+with three styles, one row each (widget_styles.png).
 """
 
 from __future__ import annotations
@@ -23,8 +24,39 @@ def main() -> None:
     parser.add_argument("--weights", default="random")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--size", type=int, default=192)
+    parser.add_argument("--only", choices=("runs", "styles"), help="only the run screenshots, or only the styles one")
     args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.only != "styles":
+        runs(args)
+    if args.only != "runs":
+        styles(args.out)
 
+
+def styles(out: Path) -> None:
+    """The widget with three styles: each row's layer, blend weight and style scale."""
+    import napari
+
+    from napari_style_transfer._sample_data import layer_data
+
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1400, 900)
+    for key in ("he_stain", "mosaic", "swirl", "chelsea"):
+        data, kwargs, _ = layer_data(key)
+        viewer.add_image(data, **kwargs, visible=key == "chelsea")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
+    widget["content"].value = viewer.layers["chelsea"]
+    widget["style"].value = viewer.layers["swirl"]
+    widget.add_style(viewer.layers["mosaic"], weight=2.0)
+    widget.add_style(viewer.layers["he_stain"], weight=0.5, scale=0.5)
+    widget["style_loss"].value = "mean_cov"
+    napari.qt.get_qapp().processEvents()
+    viewer.screenshot(str(out / "widget_styles.png"), canvas_only=False)
+    viewer.close()
+
+
+def runs(args: argparse.Namespace) -> None:
+    """The widget before, during and after two runs of the astronaut + swirl pair."""
     import napari
     from qtpy.QtCore import QEventLoop, QTimer
 
@@ -41,7 +73,6 @@ def main() -> None:
     widget["show_advanced"].value = True
     viewer.layers["swirl"].visible = False
 
-    args.out.mkdir(parents=True, exist_ok=True)
     napari.qt.get_qapp().processEvents()
     viewer.screenshot(str(args.out / "widget_before.png"), canvas_only=False)
 

@@ -29,7 +29,7 @@ def test_controls_carry_the_engine_option_names_and_defaults(viewer):
     _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
     defaults = StyleOptions()
     for name in defaults.to_dict():
-        if name not in ("frames", "style_blend"):  # the stack choice and the blend slider set them
+        if name not in ("frames", "style_blend"):  # the stack choice and the style rows' weights set them
             assert widget[name] is not None
     assert widget["steps"].value == defaults.steps
     assert widget["size"].value == defaults.size
@@ -37,7 +37,7 @@ def test_controls_carry_the_engine_option_names_and_defaults(viewer):
     assert widget["content_layers"].value == ",".join(defaults.content_layers)
     expected = {**defaults.to_dict(), "content_layers": "conv4_2", "style_layers": ",".join(defaults.style_layers),
                 "style_layer_weights": ""}
-    del expected["style_blend"]  # only with a second style
+    del expected["style_blend"]  # only with several styles
     assert widget.options() == expected
 
 

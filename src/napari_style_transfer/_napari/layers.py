@@ -379,13 +379,22 @@ def _data_to_world(layer: Any) -> np.ndarray:
 
 
 def regions_on_content(
-    labels: Any, content: Any, shape: tuple[int, int], slice_index: tuple[int, ...] | None = None
+    labels: Any,
+    content: Any,
+    shape: tuple[int, int],
+    slice_index: tuple[int, ...] | None = None,
+    *,
+    stack: tuple[int, ...] = (),
 ) -> np.ndarray:
     """The Labels layer ``labels`` sampled (nearest neighbour) at the centres of an ``shape``
     (H, W) grid over the content layer's (2D slice's) extent, through both layers'
     data-to-world transforms: a label image lying where the content lies on screen, 0 where
     the Labels layer does not reach. A 2D Labels layer over nD content is taken in the
-    content's last two world axes."""
+    content's last two world axes, one label image for every frame.
+
+    ``stack``: the leading shape of a whole-stack run's frames (the content's own, or a
+    coarser pyramid level's). A Labels layer with the content's dimensions then gives one
+    label image per frame, ``stack + shape``, each sampled where its frame lies."""
     from napari.layers import Labels
 
     if not isinstance(labels, Labels):
@@ -399,22 +408,34 @@ def regions_on_content(
             "give a 2D Labels layer or one with the content's dimensions"
         )
     lead = content.ndim - 2
-    height, width = _level_shape(content, 0)[-2:]
+    full = _level_shape(content, 0)
+    height, width = full[-2:]
     rows = (np.arange(shape[0]) + 0.5) * height / shape[0] - 0.5
     cols = (np.arange(shape[1]) + 0.5) * width / shape[1] - 0.5
     grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2)
-    points = np.zeros((len(grid), content.ndim + 1))
-    points[:, lead : lead + 2] = grid
-    points[:, :lead] = slice_index if slice_index is not None else 0
-    points[:, -1] = 1
-    world = points @ _data_to_world(content).T
-    if labels.ndim == 2:
-        world = np.concatenate([world[:, -3:-1], world[:, -1:]], axis=1)
-    data = world @ np.linalg.inv(_data_to_world(labels)).T
-    index = np.round(data[:, :-1]).astype(np.int64)
-    data_shape = np.asarray(labels.data.shape)
-    inside = np.all((index >= 0) & (index < data_shape), axis=1)
-    values = np.zeros(len(index), dtype=np.int64)
-    array = np.asarray(labels.data)
-    values[inside] = array[tuple(index[inside].T)]
-    return values.reshape(shape)
+    content_to_world, world_to_labels = _data_to_world(content), np.linalg.inv(_data_to_world(labels))
+    array = np.asarray(labels.data)  # read once: a lazy layer would be read again for each frame
+
+    def sample(frame_index: Any) -> np.ndarray:
+        points = np.zeros((len(grid), content.ndim + 1))
+        points[:, lead : lead + 2] = grid
+        points[:, :lead] = frame_index
+        points[:, -1] = 1
+        world = points @ content_to_world.T
+        if labels.ndim == 2:
+            world = np.concatenate([world[:, -3:-1], world[:, -1:]], axis=1)
+        data = world @ world_to_labels.T
+        index = np.round(data[:, :-1]).astype(np.int64)
+        inside = np.all((index >= 0) & (index < np.asarray(array.shape)), axis=1)
+        values = np.zeros(len(index), dtype=np.int64)
+        values[inside] = array[tuple(index[inside].T)]
+        return values.reshape(shape)
+
+    if not stack or labels.ndim == 2:
+        return sample(slice_index if slice_index is not None else 0)
+    # frame j of a coarser level is centred where level-0 index (j + 0.5) * f - 0.5 is
+    factors = np.asarray(full[:lead], dtype=float) / np.asarray(stack, dtype=float)
+    frames = np.empty(tuple(stack) + tuple(shape), dtype=np.int64)
+    for frame in np.ndindex(*stack):
+        frames[frame] = sample((np.asarray(frame) + 0.5) * factors - 0.5)
+    return frames

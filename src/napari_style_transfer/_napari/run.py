@@ -363,8 +363,8 @@ def run_style_transfer(
 
     ``style`` may be a list of layers, blended by ``style_blend``; ``style_regions`` a Labels
     layer (or its name), sampled where the content lies on screen (the layers' transforms):
-    label k takes the k-th style, 0 only the content. A whole stack uses the regions of its
-    first slice for every frame.
+    label k takes the k-th style, 0 only the content. A whole stack takes a 2D Labels layer
+    for every frame, and one with the content's dimensions frame by frame.
     """
     from napari.qt.threading import thread_worker
 
@@ -397,7 +397,10 @@ def run_style_transfer(
         labels_layer = viewer.layers[style_regions] if isinstance(style_regions, str) else style_regions
         lead = content_layer.ndim - 2
         height, width = source.data.shape[-2:] if source.slice_index is not None else source.data.shape[lead : lead + 2]
-        regions = regions_on_content(labels_layer, content_layer, working_shape(height, width, size), source.slice_index)
+        stack_shape = tuple(source.data.shape[:lead]) if source.slice_index is None else ()
+        regions = regions_on_content(
+            labels_layer, content_layer, working_shape(height, width, size), source.slice_index, stack=stack_shape
+        )
 
     check_size_fits(source, style_sources, content_layer, StyleOptions.from_kwargs(options))
 
@@ -408,7 +411,9 @@ def run_style_transfer(
     if several:
         writer.style_name = ", ".join(layer.name for layer in style_layers)
     if regions is not None:
-        writer.regions = {"layer": labels_layer.name, "labels": [int(v) for v in np.unique(regions)]}
+        writer.regions = {
+            "layer": labels_layer.name, "labels": [int(v) for v in np.unique(regions)], "per_frame": regions.ndim > 2
+        }
     if scheduler and frames == "independent" and not several and regions is None:
         updates = cluster_frame_updates(source, style_sources[0], options, cancel_event, scheduler)
     else:

@@ -20,7 +20,6 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
-    FloatSlider,
     FloatSpinBox,
     Label,
     LineEdit,
@@ -35,6 +34,7 @@ from ..errors import StyleTransferError
 from ..options import StyleOptions, choices, help_text
 from .layers import STACK_MODES, frames_option, is_time_series, stack_mode
 from .run import cancel, run_style_transfer, settings_summary
+from .style_list import StyleList, StyleRow
 from .worker import Cancelled, Downloading, Failed, Finished, Progress, Started, Update
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,7 +54,6 @@ ADVANCED = (
     "style_layers",
     "tv_weight",
     "pooling",
-    "style_scale",
     "device",
     "weights",
     "seed",
@@ -195,23 +194,20 @@ class StyleTransferWidget(Container):
             "the Image layer whose layout to keep: grey or RGB, 2D or a stack (3D+: the slice on screen, "
             "or every slice, see stack)"
         )
-        style = create_widget(annotation=Image, name="style", label="style")
-        style.tooltip = "the Image layer whose colours and textures to transfer"
+        self._styles = StyleList(
+            name="style_list", label="style", scale=defaults["style_scale"],
+            tooltip="the style Image layers, one row each with its blend weight and style scale; "
+            "several styles are blended by their weights, or each takes its label of the regions",
+        )
+        self._styles.changed.connect(self._fit_weights)
+        self._styles.control("add_style_button").changed.connect(self._add_style_pressed)
         from napari.layers import Labels
 
-        second_style = create_widget(annotation=Image | None, name="style_2", label="second style")
-        second_style.tooltip = (
-            "optional: a second style Image layer, blended with the first by the blend slider, "
-            "or given to label 2 of the regions"
-        )
-        blend = FloatSlider(
-            name="blend", label="blend (style 1 share)", value=0.5, min=0.0, max=1.0, step=0.05,
-            tooltip="share of the first style in the blend (the second gets the rest); unused with regions",
-        )
         regions = create_widget(annotation=Labels | None, name="regions", label="regions")
         regions.tooltip = (
-            "optional: a Labels layer over the content: label 1 takes the style, label 2 the second "
-            "style, 0 only the content (placed by the layers' transforms, as the content is)"
+            "optional: a Labels layer over the content: label k takes the k-th style, 0 only the "
+            "content (placed by the layers' transforms, as the content is); for a whole stack a "
+            "2D Labels layer applies to every frame, one with the content's dimensions frame by frame"
         )
         self._ratio = Label(name="ratio", label="style / content")
         self._ratio.tooltip = "the ratio the seed report and the paper talk in: 1e4 subtle, 1e6 strong"
@@ -233,9 +229,7 @@ class StyleTransferWidget(Container):
 
         controls = [
             content,
-            style,
-            second_style,
-            blend,
+            self._styles,
             regions,
             ComboBox(name="style_loss", value=defaults["style_loss"], choices=choices("style_loss"), tooltip=_tip("style_loss")),
             FloatSpinBox(
@@ -307,10 +301,6 @@ class StyleTransferWidget(Container):
                 name="average", value=defaults["average"] or 0.0, min=0.0, max=0.9999, step=0.01,
                 tooltip=_tip("average", "0 = off; adam only"),
             ),
-            FloatSpinBox(
-                name="style_scale", value=defaults["style_scale"], min=0.05, max=20.0, step=0.05,
-                tooltip=_tip("style_scale", "range 0.05 to 20"),
-            ),
             ComboBox(
                 name="device", value=defaults["device"], choices=_device_choices(defaults["device"]),
                 tooltip=_tip("device"),
@@ -338,9 +328,8 @@ class StyleTransferWidget(Container):
         self["content_weight"].changed.connect(self._show_ratio)
         self["style_weight"].changed.connect(self._show_ratio)
         self._advanced.changed.connect(self._show_advanced)
-        self["style_2"].changed.connect(self._show_blend)
-        self["regions"].changed.connect(self._show_blend)
-        self._show_blend()
+        self["regions"].changed.connect(self._fit_weights)
+        self._fit_weights()
         self._button.changed.connect(self._toggle)
         self._show_ratio()
         self._show_advanced(False)
@@ -354,6 +343,17 @@ class StyleTransferWidget(Container):
         self._fit_controls_to_content(self["content"].value)
         self["optimizer"].changed.connect(self._fit_average_to_optimizer)
         self._fit_average_to_optimizer(self["optimizer"].value)
+
+    def __getattr__(self, name: str) -> Any:
+        """Controls by name, the style rows' too (``widget["style_2"]``, ``widget["blend_2"]``)."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            styles = self.__dict__.get("_styles")
+            control = styles.control(name) if styles is not None else None
+            if control is None:
+                raise
+            return control
 
     def reset_choices(self, *args: Any) -> None:
         """napari calls this when layers come and go; keep content and style apart."""
@@ -454,33 +454,63 @@ class StyleTransferWidget(Container):
     def options(self) -> dict[str, Any]:
         """The engine options the controls hold now (keywords of ``stylize``); ``frames``
         comes from the stack choice."""
-        skip = ("frames", "style_blend")
+        skip = ("frames", "style_blend", "style_scale")
         values = {name: self[name].value for name in StyleOptions().to_dict() if name not in skip}
         values["frames"] = frames_option(self["stack"].value) or StyleOptions().frames
         values["learning_rate"] = values["learning_rate"] or None
         values["content_colours"] = False if values["content_colours"] == "off" else values["content_colours"]
         values["average"] = (values["average"] or None) if values["optimizer"] == "adam" else None  # disabled otherwise
         values["style_layer_weights"] = values["style_layer_weights"].strip()
-        if self["style_2"].value is not None and self["regions"].value is None:
-            share = self["blend"].value
-            values["style_blend"] = (share, 1.0 - share)
+        rows = self._styles.rows
+        scales = tuple(row.scale.value for row in rows)
+        values["style_scale"] = scales[0] if len(set(scales)) == 1 else scales
+        if len(rows) > 1 and self["regions"].value is None:
+            values["style_blend"] = tuple(row.weight.value for row in rows)  # stylize normalises them
         return values
 
     def styles(self) -> Any:
-        """The style layer, or [style, second style] when a second one is chosen."""
-        second = self["style_2"].value
-        return self["style"].value if second is None else [self["style"].value, second]
+        """The style layer, or the list of style layers when there are several rows."""
+        layers = [row.layer.value for row in self._styles.rows]
+        return layers[0] if len(layers) == 1 else layers
 
+    def add_style(self, layer: Any = None, weight: float = 1.0, scale: float | None = None) -> StyleRow:
+        """Add a style row: ``layer`` (an Image layer; by default the newest one that is
+        neither the content nor a style yet, nor a result), its blend ``weight`` (0 to 1000,
+        relative) and ``scale`` (its style_scale, 0.05 to 20; by default the engine's)."""
+        return self._styles.add_row(layer if layer is not None else self._new_style_layer(), weight, scale)
+
+    def _add_style_pressed(self, *_: Any) -> None:
+        self.add_style()
+
+    def remove_style(self, number: int) -> None:
+        """Remove the ``number``-th style (1 is the first); the last one left stays."""
+        rows = self._styles.rows
+        if not 1 <= number <= len(rows):
+            raise IndexError(f"there is no style {number}: the styles are 1 to {len(rows)}")
+        self._styles.remove_row(rows[number - 1])
+
+    def _new_style_layer(self) -> Any:
+        """The newest Image layer that is neither the content nor already a style, preferring
+        inputs to results; None (the choice's default) when every layer is taken."""
+        from napari.layers import Image
+
+        taken = [self["content"].value, *(row.layer.value for row in self._styles.rows)]
+        free = [
+            layer for layer in self.viewer.layers
+            if isinstance(layer, Image) and all(layer is not other for other in taken)
+        ]
+        inputs = [layer for layer in free if "style_transfer" not in layer.metadata]
+        return (inputs or free or [None])[-1]
+
+    def _fit_weights(self, *_: Any) -> None:
+        """The weights apply to several styles over the whole image (not with regions)."""
+        self._styles.fit_weights(self["regions"].value is None)
 
     def _show_ratio(self, *_: Any) -> None:
         content_weight = self["content_weight"].value
         style_weight = self["style_weight"].value
         self["style_weight"].label = f"style weight ({style_weight:.1e})"
         self._ratio.value = f"{style_weight / content_weight:.1e}" if content_weight else "style only"
-
-    def _show_blend(self, *_: Any) -> None:
-        """The blend slider only where it applies: two styles over the whole image."""
-        self["blend"].visible = self["style_2"].value is not None and self["regions"].value is None
 
     def _show_advanced(self, visible: bool) -> None:
         for name in ADVANCED:

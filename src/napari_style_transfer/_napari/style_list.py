@@ -1,0 +1,149 @@
+"""The dock widget's styles: one compact row per style Image layer, with its blend weight
+and its style scale; "add style" adds a row, a row's remove button takes it out.
+
+The rows' controls are named for their style's number k, as the label image of regions
+counts: ``style``, ``blend`` and ``style_scale`` for the first style, ``style_k``,
+``blend_k`` and ``style_scale_k`` for the k-th (renumbered when a row goes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QAbstractSpinBox
+
+from magicgui.widgets import Container, FloatSpinBox, Label, PushButton, create_widget
+
+from ..options import StyleOptions, help_text
+
+#: The largest blend weight a row takes (weights are relative: 1:1 is 50:50).
+MAX_BLEND = 1000.0
+#: Pixel widths of the weight and scale boxes and of the remove button, so that the rows'
+#: columns line up under the header.
+NUMBER_WIDTH = 56
+BUTTON_WIDTH = 26
+
+
+def _control_names(number: int) -> tuple[str, str, str, str]:
+    """The names of the k-th style's layer, weight, scale and remove controls."""
+    suffix = "" if number == 1 else f"_{number}"
+    return f"style{suffix}", f"blend{suffix}", f"style_scale{suffix}", f"remove_button{suffix}"
+
+
+def _compact(container: Container) -> Container:
+    container.margins = (0, 0, 0, 0)
+    container.native.layout().setSpacing(4)
+    return container
+
+
+class StyleRow(Container):
+    """One style: its Image layer, its blend weight and its style scale, and a remove button."""
+
+    def __init__(self, number: int, weight: float = 1.0, scale: float | None = None):
+        from napari.layers import Image
+
+        self.layer = create_widget(annotation=Image, name="style", label="style")
+        self.layer.tooltip = "a style Image layer: its colours and textures are transferred"
+        self.weight = FloatSpinBox(
+            value=weight, min=0.0, max=MAX_BLEND, step=0.1,
+            tooltip="this style's blend weight (0 to 1000; the weights are normalised to sum 1, so 1 and 1 "
+            "is half each); only with several styles and no regions (a region takes its style whole)",
+        )
+        self.scale = FloatSpinBox(
+            value=StyleOptions().style_scales(1)[0] if scale is None else scale,
+            min=0.05, max=20.0, step=0.05,
+            tooltip=f"{help_text('style_scale').split(';')[0]}, for this style (0.05 to 20)",
+        )
+        self.remove_button = PushButton(text="\u2715", tooltip="remove this style")
+        self._controls = (self.layer, self.weight, self.scale, self.remove_button)
+        super().__init__(widgets=list(self._controls), layout="horizontal", labels=False)
+        _compact(self)
+        for box in (self.weight, self.scale):
+            # typed (or the mouse wheel): napari's wide -/+ buttons would squeeze the layer name
+            box.native.setButtonSymbols(QAbstractSpinBox.ButtonSymbols.NoButtons)
+            box.native.setAlignment(Qt.AlignmentFlag.AlignRight)
+            box.native.setStyleSheet("QAbstractSpinBox { min-width: 0px; }")  # napari's theme asks for 70 px
+            box.native.setFixedWidth(NUMBER_WIDTH)
+        self.remove_button.native.setFixedWidth(BUTTON_WIDTH)
+        # an only row's button is hidden, but keeps its place so the columns stay aligned
+        policy = self.remove_button.native.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        self.remove_button.native.setSizePolicy(policy)
+        self.number = number
+
+    @property
+    def number(self) -> int:
+        return self._number
+
+    @number.setter
+    def number(self, number: int) -> None:
+        self._number = number
+        for control, name in zip(self._controls, _control_names(number), strict=True):
+            control.name = name
+
+
+class StyleList(Container):
+    """The style rows under a header, and an "add style" button."""
+
+    def __init__(self, *, scale: float | None = None, **kwargs: Any):
+        header = Container(
+            widgets=[Label(value="layer"), Label(value="weight"), Label(value="scale"), Label(value="")],
+            layout="horizontal", labels=False,
+        )
+        _compact(header)
+        for label in header:
+            label.native.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        for label, width in zip(header[1:], (NUMBER_WIDTH, NUMBER_WIDTH, BUTTON_WIDTH), strict=True):
+            label.native.setFixedWidth(width)
+        self._header = header
+        self._add_button = PushButton(
+            name="add_style_button", text="add style", tooltip="add a row for another style layer"
+        )
+        super().__init__(widgets=[header, StyleRow(1, scale=scale), self._add_button], labels=False, **kwargs)
+        _compact(self)
+        self.rows[0].remove_button.changed.connect(lambda *_, row=self.rows[0]: self.remove_row(row))
+        self._fit()
+
+    @property
+    def rows(self) -> list[StyleRow]:
+        return [widget for widget in self if isinstance(widget, StyleRow)]
+
+    def control(self, name: str) -> Any:
+        """The row control (or the add button) named ``name``, or None."""
+        for widget in (*(control for row in self.rows for control in row), self._add_button):
+            if widget.name == name:
+                return widget
+        return None
+
+    def add_row(self, layer: Any = None, weight: float = 1.0, scale: float | None = None) -> StyleRow:
+        """A new last row (its layer ``layer`` if given, else the choice's default)."""
+        row = StyleRow(len(self.rows) + 1, weight, scale)
+        self.insert(self.index(self._add_button), row)
+        row.remove_button.changed.connect(lambda *_: self.remove_row(row))
+        row.reset_choices()
+        if layer is not None:
+            row.layer.value = layer
+        self._fit()
+        return row
+
+    def remove_row(self, row: StyleRow) -> None:
+        """Take ``row`` out (the last row stays); the rows after it are renumbered."""
+        rows = self.rows
+        if len(rows) == 1 or row not in rows:
+            return
+        self.remove(row)
+        for number, rest in enumerate(self.rows, start=1):
+            rest.number = number
+        self._fit()
+
+    def fit_weights(self, apply: bool) -> None:
+        """Weights are enabled where they apply (``apply``: several styles, no regions)."""
+        for row in self.rows:
+            row.weight.enabled = apply and len(self.rows) > 1
+
+    def _fit(self) -> None:
+        rows = self.rows
+        for row in rows:
+            row.remove_button.visible = len(rows) > 1
+        self.changed.emit(self)
