@@ -134,8 +134,8 @@ def style_transfer_updates(
     and at once (:data:`CANCEL_CHECK_S`) before the first step: while the weights download,
     load or the network is built, with a ``Cancelled`` update of step 0 and no image.
 
-    Layer inputs are copied or mapped here, in the worker thread. Warnings this thread raises
-    come as :class:`Warned` updates (before the update during which they were raised), each
+    Layer inputs are copied or mapped in the worker thread's helper. Warnings these two threads
+    raise come as :class:`Warned` updates (before the update during which they were raised), each
     message once; other threads' warnings go where they would have gone. Never raises: an
     error while the engine shuts down is logged (and is a :class:`Failed` update when the run
     had not ended yet)."""
@@ -172,8 +172,8 @@ def close_logging_errors(generator: Generator, what: str) -> None:
 
 
 class _ThisThreadsWarnings:
-    """Collects the warnings shown in the thread that enters it, each message once; warnings
-    of other threads go on to the ``showwarning`` that was there.
+    """Collects the warnings shown in the thread that enters it (and in its helpers, see
+    :meth:`this_thread_too`), each message once; warnings of other threads go on to the ``showwarning`` that was there.
 
     ``warnings.catch_warnings`` would be no use: it swaps process-wide state, and superqt's
     worker already relays every thread's warnings while it runs (a GUI-thread deprecation
