@@ -173,7 +173,8 @@ def close_logging_errors(generator: Generator, what: str) -> None:
 
 class _ThisThreadsWarnings:
     """Collects the warnings shown in the thread that enters it (and in its helpers, see
-    :meth:`this_thread_too`), each message once; warnings of other threads go on to the ``showwarning`` that was there.
+    :meth:`this_thread_too`), each message once; warnings of other threads go on to the
+    ``showwarning`` that was there.
 
     ``warnings.catch_warnings`` would be no use: it swaps process-wide state, and superqt's
     worker already relays every thread's warnings while it runs (a GUI-thread deprecation
