@@ -78,11 +78,57 @@ def test_backend_flags_are_set_for_a_cuda_run_and_restored_after():
     assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32) == before
 
 
-def test_auto_precision_is_fp32_on_the_cpu():
-    from napari_style_transfer.engine import compute_dtype
+@pytest.mark.parametrize(("native", "expected"), [(True, torch.bfloat16), (False, torch.float32)])
+def test_auto_precision_on_the_cpu_is_bf16_only_where_the_cpu_computes_bf16_natively(monkeypatch, native, expected):
+    from napari_style_transfer import engine
 
-    assert compute_dtype("auto", torch.device("cpu")) == torch.float32
-    assert compute_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert engine.compute_dtype("auto", cpu) == expected
+    assert engine.compute_dtype("bf16", cpu) == torch.bfloat16  # asked for: even where emulated
+    assert engine.compute_dtype("fp32", cpu) == torch.float32
+    assert engine.compute_dtype("tf32", cpu) == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("native", "precision", "ran"),
+    [(True, "auto", "bf16"), (False, "auto", "fp32"), (True, "fp32", "fp32"), (False, "bf16", "bf16")],
+)
+def test_a_run_records_the_precision_its_convolutions_ran_in(content, style, monkeypatch, native, precision, ran):
+    from napari_style_transfer import api, engine
+
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: native)
+    dtypes = []
+    real = api.StyleObjective
+
+    def recorded(*args, **kwargs):
+        objective = real(*args, **kwargs)
+        dtypes.append(objective.compute_dtype)
+        return objective
+
+    monkeypatch.setattr(api, "StyleObjective", recorded)
+    result = list(iter_stylize(content, style, precision=precision, device="cpu", **{**FAST, "steps": 1}))[-1]
+    assert dtypes == [torch.bfloat16 if ran == "bf16" else torch.float32]
+    assert result.precision == ran
+    assert result.metadata()["precision"] == ran
+    assert result.metadata()["options"]["precision"] == precision  # what was asked stays recorded too
+
+
+def test_native_bf16_is_what_the_cpu_feature_probes_say(monkeypatch):
+    from napari_style_transfer.engine import cpu_has_native_bf16
+
+    probe = cpu_has_native_bf16.__wrapped__  # the answer is cached per process
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    for avx512_bf16, amx, native in [(True, False, True), (False, True, True), (False, False, False)]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        assert probe() is native
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert probe() is False  # a torch without the probes: fp32, as before
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert probe() is False  # no oneDNN: bf16 convolutions would not use the hardware
 
 
 def test_conv_flop_count_matches_a_hand_count():

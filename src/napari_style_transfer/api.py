@@ -32,6 +32,7 @@ from .engine import (  # noqa: E402
     initial_image,
     optimize,
     optimize_frames,
+    precision_used,
     resize,
     resolve_device,
     with_backend_flags,
@@ -131,12 +132,14 @@ class StyleResult:
     frame_steps: tuple[int, ...] = ()  # steps of each frame, in run order
     styles: int = 1  # how many style images
     regions: dict[str, Any] | None = None  # style_regions described (shape, labels), not the labels
+    precision: str = "fp32"  # what the convolutions computed in: bf16, tf32 or fp32 (what auto became)
 
     def metadata(self) -> dict[str, Any]:
         """Plain values describing the run, for layer metadata or PNG text chunks."""
         return {
             "weights": self.weights,
             "device": self.device,
+            "precision": self.precision,
             "steps_done": self.steps_done,
             "frames": self.frames,
             "schedule": list(self.schedule),
@@ -767,6 +770,7 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
         frame_steps=tuple(frame_steps),
         styles=len(p.styles),
         regions=None if p.regions is None else p.regions.described(),
+        precision=precision_used(opts.precision, device),
     )
 
 

@@ -6,6 +6,7 @@ Everything here works on (1, 3, H, W) float tensors in [0, 1] (N frames for
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -416,12 +417,40 @@ def _as_losses(terms: list[float]) -> Losses:
 
 
 def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The convolutions' dtype: bf16 for ``bf16``, and for ``auto`` on CUDA GPUs with bf16."""
+    """The convolutions' dtype: bf16 for ``bf16``, and for ``auto`` where bf16 is native: CUDA
+    GPUs from Ampere on, CPUs with AVX-512 BF16 or AMX (:func:`cpu_has_native_bf16`). Elsewhere
+    fp32: emulated bf16 is slower than fp32."""
     if precision == "bf16":
         return torch.bfloat16
-    if precision == "auto" and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8:
-        return torch.bfloat16  # Ampere and newer compute bf16 natively
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8:
+            return torch.bfloat16  # Ampere and newer compute bf16 natively
+        if device.type == "cpu" and cpu_has_native_bf16():
+            return torch.bfloat16
     return torch.float32
+
+
+def precision_used(precision: str, device: torch.device) -> str:
+    """What the convolutions of a run with ``precision`` compute in on ``device``: ``"bf16"``,
+    ``"tf32"`` (CUDA only) or ``"fp32"``; what ``auto`` became, for a run's record."""
+    if compute_dtype(precision, device) == torch.bfloat16:
+        return "bf16"
+    return "tf32" if precision == "tf32" and device.type == "cuda" else "fp32"
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware that oneDNN uses (AVX-512 BF16 or AMX);
+    without it, oneDNN emulates bf16 convolutions with fp32 instructions. (oneDNN's own
+    ``_is_mkldnn_bf16_supported`` is no answer: it says yes for emulation too.) Asked once
+    per process; False where torch cannot tell."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    try:
+        return any(bool(check()) for check in checks if check is not None)
+    except RuntimeError:  # a torch build without the CPU feature probe
+        return False
 
 
 #: Device types whose runs set the flags below (a test adds the CPU, to watch them there).

@@ -218,8 +218,8 @@ class StyleOptions:
     )
     precision: str = _option(
         "auto",
-        "convolution arithmetic: auto (bf16 on CUDA GPUs that have it, else fp32), fp32, tf32 (CUDA) "
-        "or bf16; Gram matrices and losses stay fp32",
+        "convolution arithmetic: auto (bf16 where it is native: CUDA GPUs from Ampere on, CPUs with "
+        "AVX-512 BF16 or AMX; else fp32), fp32, tf32 (CUDA) or bf16; Gram matrices and losses stay fp32",
         choices=PRECISIONS,
     )
     channels_last: bool = _option(True, "channels-last memory layout for the convolutions (faster on GPUs and most CPUs)")

@@ -356,7 +356,7 @@ def run_style_transfer(
     its style and what it changed (:func:`run_name`). ``keep_snapshots=False`` removes the
     snapshot layers once the run has finished (only the result stays).
     Returns the napari worker (started unless ``start=False``); ``cancel(worker)`` stops it
-    after the current step and keeps the last image. Options are those of ``stylize``. Bad
+    after the current step and keeps the last image (before the first step: at once). Options are those of ``stylize``. Bad
     layers or options raise ``StyleTransferError`` before anything starts.
     ``scheduler``: the address of a running dask cluster; a whole stack with frames
     independent then runs its frames there, and the layer fills in as they come back.
@@ -536,5 +536,6 @@ def _stop_when_the_content_goes(viewer: napari.Viewer, content: Image, worker: G
 
 
 def cancel(worker: GeneratorWorker) -> None:
-    """Ask a run to stop after its current step; its last image becomes a layer."""
+    """Ask a run to stop after its current step; its last image becomes a layer. Before the
+    first step (weights loading, VGG19 being built) the run ends at once, keeping nothing."""
     worker.cancel_event.set()

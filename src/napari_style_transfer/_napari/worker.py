@@ -1,7 +1,9 @@
 """The background side of a napari run: a generator of typed updates for a thread_worker.
 
 Everything heavy (importing torch, loading weights, building VGG19, optimising) happens in
-the generator, i.e. in the worker thread; the widget only renders the updates it yields.
+the worker thread (reading the inputs, loading the weights, building VGG19 and the first step
+in a helper thread of the worker's, so that a cancel meanwhile ends the run at once); the
+widget only renders the updates the generator yields.
 Errors travel as a :class:`Failed` update, so napari shows no exception dialog, and the
 run's own warnings as :class:`Warned` updates. The generator never raises: superqt's worker
 ends without ``finished`` when its generator raises a RuntimeError.
@@ -9,13 +11,15 @@ ends without ``finished`` when its generator raises a RuntimeError.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
 import threading
 import traceback
 import warnings
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,16 +130,19 @@ def style_transfer_updates(
     cancel: threading.Event,
     style_regions: np.ndarray | None = None,
 ) -> Iterator[Update]:
-    """Run the engine and describe what happens; stops within one step of ``cancel`` being set.
+    """Run the engine and describe what happens; stops within one step of ``cancel`` being set,
+    and at once (:data:`CANCEL_CHECK_S`) before the first step: while the weights download,
+    load or the network is built, with a ``Cancelled`` update of step 0 and no image.
 
-    Layer inputs are copied or mapped here, in the worker thread. Warnings this thread raises
-    come as :class:`Warned` updates (before the update during which they were raised), each
+    Layer inputs are copied or mapped in the worker thread's helper. Warnings these two threads
+    raise come as :class:`Warned` updates (before the update during which they were raised), each
     message once; other threads' warnings go where they would have gone. Never raises: an
     error while the engine shuts down is logged (and is a :class:`Failed` update when the run
     had not ended yet)."""
-    updates = _engine_updates(content, style, options, cancel, style_regions)
+    caught = _ThisThreadsWarnings()
+    updates = _engine_updates(content, style, options, cancel, style_regions, caught)
     ended = False
-    with _ThisThreadsWarnings() as caught:
+    with caught:
         try:
             while True:
                 try:
@@ -165,8 +172,9 @@ def close_logging_errors(generator: Generator, what: str) -> None:
 
 
 class _ThisThreadsWarnings:
-    """Collects the warnings shown in the thread that enters it, each message once; warnings
-    of other threads go on to the ``showwarning`` that was there.
+    """Collects the warnings shown in the thread that enters it (and in its helpers, see
+    :meth:`this_thread_too`), each message once; warnings of other threads go on to the
+    ``showwarning`` that was there.
 
     ``warnings.catch_warnings`` would be no use: it swaps process-wide state, and superqt's
     worker already relays every thread's warnings while it runs (a GUI-thread deprecation
@@ -174,24 +182,36 @@ class _ThisThreadsWarnings:
     """
 
     def __init__(self) -> None:
-        self._thread: int | None = None
+        self._threads: set[int] = set()
         self._previous = warnings.showwarning
         self._seen: set[str] = set()
         self._pending: list[str] = []
         self._lock = threading.Lock()
 
     def __enter__(self) -> _ThisThreadsWarnings:
-        self._thread = threading.get_ident()
+        self._threads.add(threading.get_ident())
         self._previous = warnings.showwarning
         warnings.showwarning = self._show
         return self
+
+    @contextmanager
+    def this_thread_too(self) -> Iterator[None]:
+        """Within, the warnings of the calling thread (a helper of the run's) are collected too."""
+        thread = threading.get_ident()
+        with self._lock:
+            self._threads.add(thread)
+        try:
+            yield
+        finally:
+            with self._lock:  # an ended thread's id can be given to another thread
+                self._threads.discard(thread)
 
     def __exit__(self, *_: Any) -> None:
         if warnings.showwarning == self._show:  # else someone replaced it since: leave theirs
             warnings.showwarning = self._previous
 
     def _show(self, message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-        if threading.get_ident() != self._thread:
+        if threading.get_ident() not in self._threads:
             self._previous(message, category, filename, lineno, file, line)
             return
         text = str(message)
@@ -214,8 +234,10 @@ def _engine_updates(
     options: dict[str, Any],
     cancel: threading.Event,
     style_regions: np.ndarray | None = None,
+    caught: _ThisThreadsWarnings | None = None,
 ) -> Iterator[Update]:
-    """The updates of one run (see :func:`style_transfer_updates`)."""
+    """The updates of one run (see :func:`style_transfer_updates`). ``caught`` collects the
+    warnings of the thread that prepares the run too."""
     last = None
     records = None
     niceness = lower_this_threads_priority()
@@ -228,15 +250,29 @@ def _engine_updates(
             if isinstance(update, Cancelled):
                 return
         options = download.options
-        if isinstance(content, LayerInput):
-            content = content.engine_array()
-        if isinstance(style, list):
-            style = [item.engine_array() if isinstance(item, LayerInput) else item for item in style]
-        elif isinstance(style, LayerInput):
-            style = style.engine_array()
-        records = iter_stylize(content, style, style_regions=style_regions, **options)
+
+        def first_step() -> tuple[Iterator[Any], Any]:
+            nonlocal content, style
+            if isinstance(content, LayerInput):
+                content = content.engine_array()
+            if isinstance(style, list):
+                style = [item.engine_array() if isinstance(item, LayerInput) else item for item in style]
+            elif isinstance(style, LayerInput):
+                style = style.engine_array()
+            steps = iter_stylize(content, style, style_regions=style_regions, **options)
+            try:
+                return steps, next(steps)  # the weights load, VGG19 is built, the first step runs
+            except BaseException:
+                close_logging_errors(steps, "the engine")
+                raise
+
+        prepared = _Preparation(first_step, caught).wait(cancel)
+        if prepared is None:  # cancelled before the first step: the preparation's outcome is dropped
+            yield Cancelled(0, None)
+            return
+        records, first = prepared
         first_step_at = None
-        for item in records:
+        for item in itertools.chain((first,), records):
             if isinstance(item, StyleResult):
                 yield Finished(item)
                 return
@@ -373,6 +409,60 @@ def cluster_frame_updates(
         from ..errors import StyleTransferError
 
         yield Failed(_describe(error), 0, None, traceback.format_exc(), done, expected=isinstance(error, StyleTransferError))
+
+
+#: Seconds between two looks at the cancel flag while a run prepares (a cancel ends it within this).
+CANCEL_CHECK_S = 0.05
+
+
+class _Preparation:
+    """Runs ``prepare`` (read the inputs, load the weights, build VGG19, take the first step)
+    in a thread of its own, so that a cancel meanwhile ends the run at once: reading a
+    weights file or building the network cannot be interrupted, so the thread goes on
+    unseen, and then closes what it made (an error it meets then is logged, not raised).
+    Its warnings go to ``caught``, its priority is lowered as the worker's is."""
+
+    def __init__(self, prepare: Callable[[], tuple[Iterator[Any], Any]], caught: _ThisThreadsWarnings | None):
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._outcome: tuple[Iterator[Any], Any] | BaseException | None = None
+        self._dropped = False
+        thread = threading.Thread(
+            target=self._prepare, args=(prepare, caught), name="style transfer: loading", daemon=True
+        )
+        thread.start()
+
+    def _prepare(self, prepare: Callable[[], tuple[Iterator[Any], Any]], caught: _ThisThreadsWarnings | None) -> None:
+        lower_this_threads_priority()  # the thread ends here: nothing to restore
+        with caught.this_thread_too() if caught is not None else nullcontext():
+            try:
+                outcome: tuple[Iterator[Any], Any] | BaseException = prepare()
+            except BaseException as error:  # handed to the worker thread, which reports it
+                outcome = error
+        with self._lock:
+            dropped = self._dropped
+            if not dropped:
+                self._outcome = outcome
+                self._ready.set()
+        if not dropped:
+            return
+        if isinstance(outcome, BaseException):
+            log.info("style transfer: a run cancelled while it prepared then failed: %s", _describe(outcome))
+        else:
+            close_logging_errors(outcome[0], "a run cancelled while it prepared")
+
+    def wait(self, cancel: threading.Event) -> tuple[Iterator[Any], Any] | None:
+        """The engine's steps and their first item, or None when ``cancel`` came first;
+        raises what the preparation raised."""
+        while not self._ready.wait(CANCEL_CHECK_S):
+            if cancel.is_set():
+                with self._lock:
+                    if not self._ready.is_set():
+                        self._dropped = True
+                        return None
+        if isinstance(self._outcome, BaseException):
+            raise self._outcome
+        return self._outcome
 
 
 #: Bytes between two :class:`Downloading` updates (the cancel is checked far more often).
