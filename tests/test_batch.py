@@ -198,6 +198,28 @@ def test_the_batch_command_exits_1_when_an_item_failed(tmp_path, files):
     assert main([*argv, str(files["a"]), "--workers", "0", *FAST_ARGS]) == 1
 
 
+def test_the_progress_lines_of_a_failed_item_are_worded_by_the_caller(tmp_path, files, capsys):
+    (tmp_path / "broken.png").write_bytes(b"broken")
+    records = stylize_batch([tmp_path / "broken.png"], [files["stripes"]], tmp_path / "out", progress=True, wording=str.upper, **FAST)
+    assert "FAILED: " in capsys.readouterr().err
+    assert "could not read input image" in records[0]["message"]  # the record keeps the API's wording
+
+
+def test_the_batch_command_words_its_progress_lines_with_flags(tmp_path, files, monkeypatch):
+    from napari_style_transfer import batch
+
+    seen = {}
+
+    def fake_batch(*args, **kwargs):
+        seen.update(kwargs)
+        return []
+
+    monkeypatch.setattr(batch, "stylize_batch", fake_batch)  # the command imports it when it runs
+    argv = ["batch", "-o", str(tmp_path / "out"), "--style", str(files["stripes"]), str(files["a"])]
+    assert main([*argv, "--workers", "0", *FAST_ARGS]) == 0
+    assert seen["wording"]("use weights='random'") == "use --weights random"
+
+
 def test_the_batch_command_takes_several_styles(tmp_path, files):
     argv = ["batch", "-o", str(tmp_path / "out"), "--style", str(files["stripes"]), "--style", str(files["flipped"])]
     assert main([*argv, str(files["a"]), "--workers", "0", *FAST_ARGS]) == 0

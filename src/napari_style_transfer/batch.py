@@ -263,16 +263,17 @@ class BatchLog:
 class Progress:
     """One bar for the batch: items finished of all, failures, time left."""
 
-    def __init__(self, total: int, enabled: bool):
+    def __init__(self, total: int, enabled: bool, wording: Callable[[str], str] | None = None):
         from tqdm import tqdm
 
         self.failed = 0
         self.enabled = enabled
+        self.wording = wording
         self.bar = tqdm(total=total, unit="item", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
 
     def say(self, text: str) -> None:
         if self.enabled:
-            self.bar.write(text, file=sys.stderr)
+            self.bar.write(text if self.wording is None else self.wording(text), file=sys.stderr)
 
     def finished(self, record: ItemRecord) -> None:
         if record.status == FAILED:
@@ -295,6 +296,7 @@ def stylize_batch(
     progress: bool = False,
     on_item: Callable[[dict[str, Any]], None] | None = None,
     output_dtype: str = "float32",
+    wording: Callable[[str], str] | None = None,
     **options: Any,
 ) -> list[dict[str, Any]]:
     """Style every input image file with every style image file; write each result as
@@ -309,12 +311,13 @@ def stylize_batch(
     style file) is skipped unless ``force``. ``client``: a ``dask.distributed.Client``; the items then run
     on its workers (which must see the input files), results are written here. Without one
     they run in this process. ``on_item`` is called with each item's record as it finishes
-    (skipped ones first). Raises :class:`StyleTransferError` before any item runs for
+    (skipped ones first). ``wording`` rewrites the lines the progress bar prints (the command
+    line passes its flag syntax; the records keep the API's wording). Raises :class:`StyleTransferError` before any item runs for
     what can be checked then; an item that fails is recorded and the others go on.
     """
     batch = plan_batch(inputs, styles, out_dir, force=force, output_dtype=output_dtype, **options)
     log = BatchLog(batch)
-    bar = Progress(len(batch.items), progress)
+    bar = Progress(len(batch.items), progress, wording)
     try:
         todo = []
         for index, item in enumerate(batch.items):

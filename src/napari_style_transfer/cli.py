@@ -463,7 +463,7 @@ def _main_batch(argv: Sequence[str]) -> int:
     with where as client:
         records = stylize_batch(
             args.inputs, args.styles, args.output, client=client, force=args.force, progress=not args.quiet,
-            output_dtype=args.output_dtype, **options,
+            output_dtype=args.output_dtype, wording=command_line_syntax, **options,
         )
     counts = {status: sum(r["status"] == status for r in records) for status in ("done", "skipped", FAILED)}
     print(
