@@ -156,18 +156,19 @@ def _keyword_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
 
 
 _ASSIGNMENT, _BARE_KEYWORD = _keyword_patterns()
+#: The API's True/False keywords, written as ``--name`` / ``--no-name`` here.
+_SWITCHES = frozenset(field.name for field in dataclasses.fields(StyleOptions) if isinstance(field.default, bool))
 
 
 def command_line_syntax(text: str) -> str:
     """An API message in this command line's syntax: ``weights='random'`` as ``--weights random``,
     ``keep_grey=False`` as ``--no-keep-grey``, ``style_scale`` as ``--style-scale``. Only the
     API's keywords are rewritten; the API's own messages keep Python's syntax."""
-    switches = {field.name for field in dataclasses.fields(StyleOptions) if isinstance(field.default, bool)}
 
     def assigned(match: re.Match[str]) -> str:
         name = match.group(1)
         value = next(group for group in match.groups()[1:] if group is not None)
-        if value in ("True", "False") and name in switches:
+        if value in ("True", "False") and name in _SWITCHES:
             return option_flag(name) if value == "True" else option_flag(name).replace("--", "--no-", 1)
         return f"{option_flag(name)} {shlex.quote(value)}"
 

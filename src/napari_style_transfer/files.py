@@ -280,10 +280,10 @@ def write_image(
     from PIL import Image, PngImagePlugin
 
     suffix = path.suffix.lower()
-    frames = frames_of(image)
     if suffix in (".tif", ".tiff"):
         write_tiff(path, image, metadata, scale)
         return
+    frames = frames_of(image)
     if suffix == ".npy":
         data = image.astype(np.float32) if scale is None else scale.to_own_units(image)
 

@@ -415,6 +415,7 @@ def regions_on_content(
     grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2)
     content_to_world, world_to_labels = _data_to_world(content), np.linalg.inv(_data_to_world(labels))
     array = np.asarray(labels.data)  # read once: a lazy layer would be read again for each frame
+    extent = np.asarray(array.shape)
 
     def sample(frame_index: Any) -> np.ndarray:
         points = np.zeros((len(grid), content.ndim + 1))
@@ -426,7 +427,7 @@ def regions_on_content(
             world = np.concatenate([world[:, -3:-1], world[:, -1:]], axis=1)
         data = world @ world_to_labels.T
         index = np.round(data[:, :-1]).astype(np.int64)
-        inside = np.all((index >= 0) & (index < np.asarray(array.shape)), axis=1)
+        inside = np.all((index >= 0) & (index < extent), axis=1)
         values = np.zeros(len(index), dtype=np.int64)
         values[inside] = array[tuple(index[inside].T)]
         return values.reshape(shape)
