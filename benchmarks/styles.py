@@ -61,7 +61,7 @@ def bands(shape: tuple[int, int]) -> np.ndarray:
     return labels
 
 
-def step_seconds(content, styles, size: int, steps: int, case: dict) -> float:
+def step_seconds(content, styles, size: int, steps: int, case: dict, precision: str) -> float:
     options = {k: v for k, v in case.items() if k != "regions"}
     regions = bands(content.shape[:2]) if case.get("regions") else None
     style = styles if regions is not None else styles[0]
@@ -69,7 +69,7 @@ def step_seconds(content, styles, size: int, steps: int, case: dict) -> float:
     last = None
     for record in iter_stylize(
         content, style, style_regions=regions, size=size, steps=steps, weights="random", schedule="none",
-        snapshot_every=0, **options,
+        snapshot_every=0, precision=precision, **options,
     ):
         if isinstance(record, StyleResult):
             break
@@ -80,17 +80,17 @@ def step_seconds(content, styles, size: int, steps: int, case: dict) -> float:
     return float(np.median(times))
 
 
-def interleaved(content, styles, size: int, rounds: int) -> dict[str, float]:
+def interleaved(content, styles, size: int, rounds: int, precision: str) -> dict[str, float]:
     import torch
 
-    from napari_style_transfer._image import describe_image, working_shape
-    from napari_style_transfer.engine import StyleObjective
+    from napari_style_transfer._image import describe_image, resize_image, working_shape
+    from napari_style_transfer.engine import StyleObjective, compute_dtype
     from napari_style_transfer.options import StyleOptions
     from napari_style_transfer.vgg import VGGFeatures
     from napari_style_transfer.weights import load_vgg19_features
 
     def tensor(image, shape):
-        rgb = describe_image(image, "image").frame(longest_side=max(shape)).rgb
+        rgb = resize_image(describe_image(image, "image").frame(longest_side=max(shape)).rgb, shape)
         return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].contiguous()
 
     shape = working_shape(*content.shape[:2], size)
@@ -101,7 +101,8 @@ def interleaved(content, styles, size: int, rounds: int) -> dict[str, float]:
     for name, case in CASES.items():
         opts = StyleOptions(weights="random", style_loss=case["style_loss"]).validated()
         extractor = VGGFeatures(features, opts.layers, opts.pooling).to(memory_format=torch.channels_last)
-        objective = StyleObjective(extractor, image, style_tensors if case.get("regions") else style_tensors[0], opts)
+        dtype = compute_dtype(precision, torch.device("cpu"))
+        objective = StyleObjective(extractor, image, style_tensors if case.get("regions") else style_tensors[0], opts, dtype)
         if case.get("regions"):
             objective.set_regions(torch.from_numpy(bands(tuple(image.shape[-2:])))[None, None].long())
         objectives[name] = objective
@@ -174,6 +175,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--interleaved", action="store_true")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="the runs' precision (auto: bf16 on CPUs with native bf16, else fp32)")
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp()) if args.quick else ROOT / "docs"
     sizes = (64,) if args.quick else (256, 512)
@@ -181,20 +184,20 @@ def main() -> None:
     content = load_sample("chelsea")
     styles = [load_sample("swirl"), load_sample("mosaic")]
     if args.interleaved:
-        found = {size: interleaved(content, styles, size, 2 if args.quick else 4) for size in sizes}
+        found = {size: interleaved(content, styles, size, 2 if args.quick else 4, args.precision) for size in sizes}
         lines = ["| style loss | " + " | ".join(f"{size} px s/evaluation (x gram)" for size in sizes) + " |", "|---|" + "---|" * len(sizes)]
         for name in CASES:
             cells = [f"{found[size][name]:.3f} ({found[size][name] / found[size]['gram']:.2f}x)" for size in sizes]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         print("\n".join(lines))
         record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "omp_threads": os.environ.get("OMP_NUM_THREADS", "default"),
-                  "seconds_per_evaluation": {f"{name} @ {size}": found[size][name] for size in sizes for name in CASES}}
+                  "precision": args.precision, "seconds_per_evaluation": {f"{name} @ {size}": found[size][name] for size in sizes for name in CASES}}
         (out / "styles_interleaved.json").write_text(json.dumps(record, indent=2) + "\n")
         return
     rows = {}
     for size in sizes:
         for name, case in CASES.items():
-            rows[(name, size)] = step_seconds(content, styles, size, steps[size], case)
+            rows[(name, size)] = step_seconds(content, styles, size, steps[size], case, args.precision)
             print(f"{name:22s} {size:4d} px  {rows[(name, size)]:.3f} s/step", flush=True)
     (out / "images").mkdir(exist_ok=True, parents=True)
     montage_size, montage_steps = (64, 3) if args.quick else (128, 60)
@@ -203,6 +206,7 @@ def main() -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "omp_threads": os.environ.get("OMP_NUM_THREADS", "default"),
+        "precision": args.precision,
         "seconds_per_step": {f"{name} @ {size}": value for (name, size), value in rows.items()},
     }
     (out / "styles.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -79,3 +79,47 @@ def test_the_engine_still_offers_gram_matrix():
     from napari_style_transfer.engine import gram_matrix as from_engine
 
     assert from_engine is gram_matrix and from_package is gram_matrix
+
+
+def _wasserstein2_through_autograd(features, target, weights=None):
+    """The mean_cov loss written plainly, for autograd to differentiate."""
+    from napari_style_transfer.losses import mean_covariance
+
+    c = features.shape[1]
+    mean, covariance = mean_covariance(features, weights)
+    covariance = covariance.to(target.mean.dtype) + target.ridge * torch.eye(c, dtype=target.mean.dtype)
+    product = target.root @ covariance @ target.root
+    cross = torch.linalg.eigvalsh(product).clamp_min(target.ridge**2).sqrt().sum(-1)
+    trace = covariance.diagonal(dim1=-2, dim2=-1).sum(-1) + target.covariance.diagonal().sum()
+    return ((mean.to(target.mean.dtype) - target.mean).pow(2).sum(-1) + trace - 2 * cross) / c
+
+
+@pytest.mark.parametrize(
+    ("shape", "regional"),
+    [((2, 6, 5, 4), False), ((2, 6, 5, 4), True), ((1, 8, 2, 2), False), ((2, 8, 2, 2), True)],
+    ids=["plain", "regions", "fewer-positions-than-channels", "fewer-positions-with-regions"],
+)
+def test_the_mean_cov_loss_has_the_value_and_gradient_autograd_would_compute(shape, regional):
+    from napari_style_transfer.losses import gaussian_target, wasserstein2_loss
+
+    generator = torch.Generator().manual_seed(7)
+    n, c, h, w = shape
+    style = torch.randn(1, c, 6, 6, generator=generator, dtype=torch.float64).relu() + 0.1
+    target = gaussian_target([style], [1.0], torch.float64)
+    features = (torch.randn(shape, generator=generator, dtype=torch.float64).relu() + 0.2).requires_grad_(True)
+    weights = torch.rand(n, 1, h * w, generator=generator, dtype=torch.float64) if regional else None
+    ours = wasserstein2_loss(features, target, weights)
+    expected = _wasserstein2_through_autograd(features, target, weights)
+    torch.testing.assert_close(ours.double(), expected, rtol=1e-6, atol=1e-7)
+    scale = torch.arange(1.0, n + 1, dtype=torch.float64)  # each image's loss counted differently
+    (gradient,) = torch.autograd.grad((ours.double() * scale).sum(), features)
+    (reference,) = torch.autograd.grad((expected * scale).sum(), features)
+    torch.testing.assert_close(gradient, reference, rtol=1e-5, atol=1e-7)
+
+
+def test_the_mean_cov_loss_is_zero_for_the_styles_own_activations():
+    from napari_style_transfer.losses import gaussian_target, wasserstein2_loss
+
+    style = torch.randn(1, 16, 9, 9, generator=torch.Generator().manual_seed(8)).relu()
+    loss = wasserstein2_loss(style, gaussian_target([style], [1.0], torch.float64))
+    assert abs(loss.item()) < 1e-5 * float(style.var(dim=(2, 3)).mean())

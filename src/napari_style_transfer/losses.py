@@ -157,23 +157,76 @@ def gaussian_target(features: list[torch.Tensor], blend: list[float], dtype: tor
     return GaussianTarget(mean, covariance, _psd_sqrt(covariance), ridge)
 
 
+class _Wasserstein2(torch.autograd.Function):
+    """:func:`wasserstein2_loss` with a hand-written backward.
+
+    Through autograd the loss differentiates the centring, the covariance's product and two
+    products with the target's root (each backward product twice the forward's), and the
+    eigendecomposition. By hand: with M = R (S + rI) R (R = S_t^1/2) = V diag(l) V^T, the
+    gradient of the loss (times C) is I - R V diag(l^-1/2) V^T R for the covariance S and
+    2 (m - m_t) for the mean, and both reach the activations through one product with them,
+    as the Gram loss's backward does. Eigenvalues clamped at r^2 get no gradient. On the CPU
+    this costs about a quarter of the autograd version's time at conv1_1 (64 channels, many
+    positions); at 512 channels the float64 eigendecomposition, which the squared condition
+    number of M needs, is most of what is left (docs/benchmarks.md, "Style controls")."""
+
+    @staticmethod
+    def forward(ctx, features, weights, mean_t, covariance_t, root, ridge):
+        n, c, h, w = features.shape
+        flat = features.reshape(n, c, h * w)
+        dtype = mean_t.dtype
+        if weights is None:
+            area = flat.new_full((n, 1), float(h * w))
+            mean = flat.mean(-1)
+            second = torch.bmm(flat, flat.transpose(1, 2)).div_(h * w)
+        else:
+            area = weights.sum(-1).clamp_min(1e-12)  # (N, 1)
+            mean = (flat * weights).sum(-1) / area
+            second = torch.bmm(flat * weights, flat.transpose(1, 2)).div_(area[..., None])
+        mean, second = mean.to(dtype), second.to(dtype)
+        eye = torch.eye(c, dtype=dtype, device=second.device)
+        covariance = second - mean[:, :, None] * mean[:, None, :] + ridge * eye
+        product = root @ covariance @ root
+        if ctx.needs_input_grad[0]:
+            values, vectors = torch.linalg.eigh(product)
+        else:
+            values, vectors = torch.linalg.eigvalsh(product), None
+        kept = values > ridge**2
+        roots = values.clamp_min(ridge**2).sqrt()
+        trace = covariance.diagonal(dim1=-2, dim2=-1).sum(-1) + covariance_t.diagonal().sum()
+        distance = (mean - mean_t).pow(2).sum(-1) + trace - 2 * roots.sum(-1)
+        ctx.save_for_backward(flat, weights, area, mean, mean_t, root, vectors, kept, roots)
+        ctx.shape = features.shape
+        return (distance / c).float()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        flat, weights, area, mean, mean_t, root, vectors, kept, roots = ctx.saved_tensors
+        n, c = ctx.shape[:2]
+        dtype = mean.dtype
+        inverse_roots = torch.where(kept, 1.0 / roots, torch.zeros_like(roots))
+        rotated = root @ vectors  # R V: R V diag(l^-1/2) V^T R in two products
+        inner = (rotated * inverse_roots.unsqueeze(-2)) @ rotated.transpose(-1, -2)
+        scale = grad_output.to(dtype)[:, None, None] / c
+        grad_covariance = (torch.eye(c, dtype=dtype, device=root.device) - inner) * scale
+        # S = E[x x^T] - m m^T: the mean's gradient gains -2 dL/dS m
+        grad_mean = 2 * (mean - mean_t) * scale[:, :, 0] - 2 * (grad_covariance @ mean[..., None])[..., 0]
+        grad = torch.bmm(grad_covariance.to(flat.dtype), flat).mul_(2).add_(grad_mean.to(flat.dtype)[..., None])
+        if weights is not None:
+            grad = grad.mul_(weights)
+        return grad.div_(area[..., None]).reshape(ctx.shape), None, None, None, None, None
+
+
 def wasserstein2_loss(features: torch.Tensor, target: GaussianTarget, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Per image (N,): squared Wasserstein-2 distance between the Gaussian fitted to the
     activations (over ``weights``' positions) and ``target``, divided by the channels:
 
         |m - m_t|^2 + tr(S + S_t - 2 (S_t^1/2 S S_t^1/2)^1/2)
 
-    The trace of the square root is the sum of the square roots of the eigenvalues, whose
-    gradient needs only eigenvectors (stable where eigenvalues repeat)."""
-    c = features.shape[1]
-    mean, covariance = mean_covariance(features, weights)
-    mean, covariance = mean.to(target.mean.dtype), covariance.to(target.mean.dtype)
-    covariance = covariance + target.ridge * torch.eye(c, dtype=covariance.dtype, device=covariance.device)
-    product = target.root @ covariance @ target.root
-    cross = torch.linalg.eigvalsh(product).clamp_min(target.ridge**2).sqrt().sum(-1)
-    trace = covariance.diagonal(dim1=-2, dim2=-1).sum(-1) + target.covariance.diagonal().sum()
-    distance = (mean - target.mean).pow(2).sum(-1) + trace - 2 * cross
-    return (distance / c).float()
+    with the ridge added to S as to S_t. The trace of the square root is the sum of the square
+    roots of the eigenvalues, whose gradient needs only eigenvectors (stable where eigenvalues
+    repeat); the statistics are taken in float32, the rest in the target's dtype."""
+    return _Wasserstein2.apply(features, weights, target.mean, target.covariance, target.root, target.ridge)
 
 
 def random_directions(channels: int, count: int, generator: torch.Generator) -> torch.Tensor:
