@@ -260,6 +260,46 @@ def steps_to_reach(losses: list[float], target: float) -> int | None:
 # --- the report --------------------------------------------------------------------------
 
 
+def _sweep_reading(sweep: dict, old: dict | None) -> list[str]:
+    """What the temporal_weight sweep shows, in words computed from its numbers."""
+    from napari_style_transfer.options import StyleOptions
+
+    def ratios(e: dict) -> tuple[float, float]:
+        return old["flicker"] / e["flicker"], old["drift"] / e["drift"]
+
+    def reaches(e: dict) -> bool:
+        return all(r is not None for r in e.get("later_steps_to_first_loss", [None]))
+
+    lines = ["Reading it:", ""]
+    reaching = [w for w, e in sweep.items() if reaches(e)]
+    steady = [w for w, e in sweep.items() if old and e.get("flicker") and min(ratios(e)) >= 5]
+    both = [w for w in steady if w in reaching]
+    lines.append(
+        f"- Later frames reach the first frame's content + style loss within their steps at temporal_weight "
+        f"{', '.join(reaching) or 'none'}; static flicker and drift are 5x or more below old's at "
+        f"{', '.join(steady) or 'none'}; both at {', '.join(both) or 'none'}."
+    )
+    if steady:
+        low = sweep[steady[0]]
+        lines.append(
+            f"- The lowest weight that holds static parts 5x steadier than old, {steady[0]}: flicker "
+            f"{ratios(low)[0]:.1f}x and drift {ratios(low)[1]:.1f}x below old, the later frames' loss "
+            f"{low['later_loss'] / low['first_loss']:.2f}x the first frame's."
+            + (" The held pixels cannot follow the content's features, which with VGG19's receptive fields change "
+               "well beyond the moving object, so the higher the weight the further above the first frame's loss "
+               "the later frames stop." if low["later_loss"] > low["first_loss"] else "")
+        )
+    default = f"{StyleOptions().temporal_weight:g}"
+    if default in sweep and old:
+        e = sweep[default]
+        ghost = f"ghost {e['ghost'] / e['ghost_variation']:.2f} of the independent runs' variation, " if e.get("ghost_variation") else ""
+        lines.append(
+            f"- The default, {default}: flicker {ratios(e)[0]:.0f}x and drift {ratios(e)[1]:.0f}x below old, "
+            f"{ghost}the later frames' loss {e['later_loss'] / e['first_loss']:.2f}x the first frame's."
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
@@ -278,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     size, steps, frames = (48, 6, 3) if args.quick else (64, 30, 5)
     margin = max(2, size // 8)
-    base = {"size": size, "steps": steps, "weights": "random", "snapshot_every": 0, "style_weight": 1e6}
+    # fp32 throughout: precision auto is bf16 on CPUs with native bf16, and the tables should
+    # not depend on which machine ran them
+    base = {"size": size, "steps": steps, "weights": "random", "snapshot_every": 0, "style_weight": 1e6, "precision": "fp32"}
     style = style_image(size)
     raw: dict = {"size": size, "steps": steps, "frames": frames, "margin": margin, "sequences": {}}
     outputs: dict = {}
@@ -319,23 +361,24 @@ def main(argv: list[str] | None = None) -> int:
     if "sweep" in parts:
         movie, masks = moving(size, frames)
         independent = run_api(movie, style, {**base, "frames": "independent"})["image"]
+        raw["sweep_old"] = measures(run_old(movie, style, base)["image"], independent, movie, masks, margin)
         raw["sweep"] = {}
-        for weight in (0.0, 1e1, 1e2, 1e3, 1e4):
+        for weight in (0.0, 1.0, 3.0, 1e1, 3e1, 1e2, 1e3, 1e4):
             run = run_api(movie, style, {**base, "frames": "time", "temporal_weight": weight})
+            first = run["frames"][0]["losses"][-1]
             entry = {**measures(run["image"], independent, movie, masks, margin),
                      "later_loss": float(np.mean([f["losses"][-1] for f in run["frames"][1:]])),
-                     "first_loss": run["frames"][0]["losses"][-1]}
+                     "first_loss": first,
+                     "later_steps_to_first_loss": [steps_to_reach(f["losses"], first) for f in run["frames"][1:]]}
             raw["sweep"][f"{weight:g}"] = entry
             print("sweep", weight, json.dumps(entry), flush=True)
 
     if args.json.exists():  # keep the parts this run did not redo
         earlier = json.loads(args.json.read_text())
-        for part, key in (("modes", "sequences"), ("sweep", "sweep")):
-            if earlier.get(key):
-                raw[key] = {**earlier[key], **raw.get(key, {})}
-    raw["sweep_stale"] = False
-    if "sweep" not in parts and args.json.exists():  # the sweep came from an earlier run
-        raw["sweep_stale"] = json.loads(args.json.read_text()).get("sweep_stale", True)
+        if earlier.get("sequences"):  # a run of some sequences keeps the others'
+            raw["sequences"] = {**earlier["sequences"], **raw.get("sequences", {})}
+        if "sweep" not in parts and earlier.get("sweep"):  # a sweep is kept or redone whole
+            raw["sweep"], raw["sweep_old"] = earlier["sweep"], earlier.get("sweep_old")
     raw["seconds"] = time.perf_counter() - started
     raw["machine"] = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -346,6 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not parts & {"modes", "sweep"} and args.json.exists():  # only the report is rewritten
         raw["machine"], raw["seconds"] = earlier["machine"], earlier["seconds"]
+    # when each part was last measured (a run of one part keeps the other's date)
+    raw["dates"] = dict(earlier.get("dates", {})) if args.json.exists() else {}
+    for part in parts & {"modes", "sweep"}:
+        raw["dates"][part] = raw["machine"]["date"]
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(raw, indent=1))
     if "moving" in outputs:
@@ -379,10 +426,14 @@ def write_section(path: Path, raw: dict, defaults) -> None:
 
     opts = StyleOptions()
     m = raw["machine"]
+    dates = {"modes": "?", "sweep": "?", **raw.get("dates", {})}
     lines = [
         SECTION,
         "",
-        f"Written by `python benchmarks/stacks.py` on {m['date']}: {m['cpu']}, {m['threads']} torch threads, "
+        f"Written by `python benchmarks/stacks.py` on {m['date']}"
+        + (f" (the modes table measured on {dates['modes']}, the temporal_weight sweep on {dates['sweep']})"
+           if len(set(dates.values())) > 1 else "")
+        + f": {m['cpu']}, {m['threads']} torch threads, "
         f"torch {m['torch']}, load average {m['load']:.2f} at the end, {raw['seconds']:.0f} s in all. "
         f"Raw numbers: `docs/stacks.json`.",
         "",
@@ -449,26 +500,25 @@ def write_section(path: Path, raw: dict, defaults) -> None:
             "",
         ]
     if raw.get("sweep"):
+        old = raw.get("sweep_old")
         lines += [
-            "temporal_weight on the moving disc (time mode, auto time_steps). Measured before two later changes "
-            "(new content starting afresh with a 3 px untrusted margin around it, and time_steps auto from a quarter "
-            "to half of steps), so its absolute numbers differ from the table above; the choice of 1e3 rests on "
-            "its trend: each tenfold weight roughly halves the static flicker and drift and adds 5-10% to the "
-            "later frames' content + style loss:" if raw["sweep_stale"] else
-            "temporal_weight on the moving disc (time mode, auto time_steps). The default, 1e3, halves the static "
-            "flicker and drift of 1e2 for 10% more content + style loss in the later frames; 0 is a warm start "
-            "alone, which drifts like the independent runs:",
+            "temporal_weight on the moving disc (time mode, auto time_steps, the same sequence and steps as above). "
+            + ("*x below old*: old's static flicker and drift over this weight's (the goal is 5x). " if old else "")
+            + "*reach*: as in the table above.",
             "",
-            "| temporal_weight | flicker (static) | drift (static) | ghost | ghost / independent variation | warp error | loss first / later |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "| temporal_weight | flicker (static) | drift (static) | x below old (flicker, drift) | ghost / independent variation "
+            "| warp error | loss first / later | later frames' steps to the first frame's loss |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for weight, e in raw["sweep"].items():
             ratio = f"{e['ghost'] / e['ghost_variation']:.2f}" if "ghost" in e and e["ghost_variation"] else "-"
+            below = f"{old['flicker'] / e['flicker']:.1f}, {old['drift'] / e['drift']:.1f}" if old and e.get("flicker") else "-"
+            reach = ", ".join("-" if r is None else str(r) for r in e.get("later_steps_to_first_loss", []))
             lines.append(
-                f"| {weight} | {_f(e.get('flicker'))} | {_f(e.get('drift'))} | {_f(e.get('ghost'))} | {ratio} "
-                f"| {_f(e.get('warp_error'))} | {e['first_loss']:.4g} / {e['later_loss']:.4g} |"
+                f"| {weight} | {_f(e.get('flicker'))} | {_f(e.get('drift'))} | {below} | {ratio} "
+                f"| {_f(e.get('warp_error'))} | {e['first_loss']:.4g} / {e['later_loss']:.4g} | {reach or '-'} |"
             )
-        lines.append("")
+        lines += ["", *_sweep_reading(raw["sweep"], old), ""]
     section = "\n".join(lines)
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     if SECTION in text:
