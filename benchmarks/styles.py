@@ -5,7 +5,7 @@
                                           # docs/images/style_controls.png
     python benchmarks/styles.py --quick   # a smoke run (tiny sizes), into a temporary folder
     python benchmarks/styles.py --interleaved   # only the interleaved objective timing below,
-                                                # into docs/styles_interleaved.json
+                                                # into docs/styles_interleaved_PRECISION.json
 
 Interleaved: one forward and backward pass of the objective alone (no optimiser), the cases
 taken in turn, round after round, so that a load that comes and goes on a shared machine
@@ -192,7 +192,7 @@ def main() -> None:
         print("\n".join(lines))
         record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "omp_threads": os.environ.get("OMP_NUM_THREADS", "default"),
                   "precision": args.precision, "seconds_per_evaluation": {f"{name} @ {size}": found[size][name] for size in sizes for name in CASES}}
-        (out / "styles_interleaved.json").write_text(json.dumps(record, indent=2) + "\n")
+        (out / f"styles_interleaved_{args.precision}.json").write_text(json.dumps(record, indent=2) + "\n")
         return
     rows = {}
     for size in sizes:
