@@ -61,3 +61,34 @@ def test_a_frame_source_with_an_empty_range_is_refused():
 
     with pytest.raises(StyleTransferError, match="maps values 5..5"):
         describe_image(RecordingFrames(stack(), (5.0, 5.0)), "content")
+
+
+def logged_zarr(data: np.ndarray, chunks: tuple[int, ...], reads: list):
+    """``data`` as an in-memory zarr array whose store appends each chunk key it reads to ``reads``."""
+    zarr = pytest.importorskip("zarr")
+    from zarr.storage import MemoryStore, WrapperStore
+
+    class LoggingStore(WrapperStore):
+        async def get(self, key, prototype, byte_range=None):
+            if key.startswith("c/"):  # a chunk (not metadata)
+                reads.append(key)
+            return await super().get(key, prototype, byte_range)
+
+    array = zarr.create_array(LoggingStore(MemoryStore()), shape=data.shape, chunks=chunks, dtype=data.dtype)
+    array[...] = data
+    reads.clear()
+    return array
+
+
+def test_a_zarr_stack_is_read_frame_by_frame_once_and_styles_like_the_array(style):
+    from napari_style_transfer._napari.layers import LayerFrames
+
+    data = stack()[..., None]  # a trailing axis of 1: grey, dropped from each frame as it is read
+    reads: list[str] = []
+    frames = LayerFrames(logged_zarr(data, (1, 16, 16, 1), reads), "zarr stack", "content")
+    frames.value_range = (0.0, 4000.0)
+    assert reads == [] and frames.shape == (3, 32, 32)
+    lazy = stylize(frames, style, **FAST)
+    assert sorted(reads) == sorted(f"c/{t}/{y}/{x}/0" for t in range(3) for y in range(2) for x in range(2))
+    in_memory = stylize(data[..., 0].astype(np.float32) / 4000.0, style, **FAST)
+    np.testing.assert_allclose(lazy, in_memory, atol=1e-5)

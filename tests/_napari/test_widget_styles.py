@@ -174,3 +174,11 @@ def test_a_whole_stack_run_passes_one_label_image_per_frame(qtbot, viewer, widge
     metadata = viewer.layers["cells styled"].metadata["style_transfer"]
     assert metadata["style_regions_layer"] == {"layer": "halves", "labels": [0, 1], "per_frame": True}
     assert metadata["style_regions"]["shape"] == [2, 27, 32]  # the engine got a label image per frame
+
+
+def test_a_regions_layer_of_other_dimensions_is_refused_at_run(viewer, layers):
+    from napari_style_transfer import StyleTransferError, run_style_transfer
+
+    labels = viewer.add_labels(np.zeros((2, 40, 48), np.int32), name="cube")
+    with pytest.raises(StyleTransferError, match="'cube' has 3 dimensions and the content 2"):
+        run_style_transfer(viewer, layers[0], layers[1], style_regions=labels, start=False, size=32)

@@ -61,8 +61,9 @@ def is_time_series(viewer: napari.Viewer | None, layer: Any) -> bool:
 class LayerInput:
     """What a run reads from a layer, and where that sits in the layer.
 
-    For a deferred input ``data`` is the layer's own array or a view of a slice of it (numpy,
-    dask, zarr): nothing of it is computed or copied on the GUI thread. :meth:`engine_array`,
+    For a deferred input ``data`` is the layer's own array (numpy, dask, zarr) or a slice of
+    it (a numpy view, else a :class:`LazySlice`): nothing of it is computed or copied on the
+    GUI thread. :meth:`engine_array`,
     called in the worker, gives the engine something that reads one frame at a time."""
 
     data: Any
@@ -103,6 +104,27 @@ class LayerInput:
         return _map_by_limits(data, *self.limits)
 
 
+class LazySlice:
+    """A slice of a layer's array along its leading axes, read only when indexed or made an
+    array (in the worker): indexing a zarr array reads at once, indexing this does not."""
+
+    def __init__(self, data: Any, index: tuple[int, ...]):
+        self.data = data
+        self.index = tuple(index)
+        self.shape = tuple(int(side) for side in data.shape[len(self.index) :])
+        self.dtype = np.dtype(data.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.data[self.index + (index if isinstance(index, tuple) else (index,))]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self.data[self.index], dtype=dtype)
+
+
 class LayerFrames:
     """A layer's data as the engine reads it (a frame source, see ``describe_image``):
     ``frames[index]`` computes one frame, for a dask or zarr layer only that frame's chunks,
@@ -111,8 +133,11 @@ class LayerFrames:
 
     def __init__(self, data: Any, name: str, role: str):
         shape = tuple(int(side) for side in data.shape)
-        if len(shape) >= 3 and shape[-1] == 1:  # a trailing axis of 1 is no colour axis
-            data, shape = data[..., 0], shape[:-1]
+        #: a trailing axis of 1 is no colour axis; dropped from each frame as it is read
+        #: (``data[..., 0]`` of a zarr array would read all of it)
+        self.squeeze = len(shape) >= 3 and shape[-1] == 1
+        if self.squeeze:
+            shape = shape[:-1]
         self.data = data
         self.shape = shape
         self.dtype = np.dtype(data.dtype)
@@ -130,6 +155,8 @@ class LayerFrames:
 
     def __getitem__(self, index: tuple[int, ...]) -> np.ndarray:
         frame = np.asarray(self.data[index])
+        if self.squeeze:
+            frame = frame[..., 0]
         _check_finite(frame, self.role, self.name, index)
         if self.refuse_constant and frame.size:
             low, high = self.value_range
@@ -236,7 +263,9 @@ def layer_input(
     slice_index = None
     if layer.ndim > 2 and (stack == "current slice" or role == "style"):
         slice_index = current_slice(viewer, layer, role) if viewer is not None else (0,) * (layer.ndim - 2)
-        data = data[_level_index(layer, level, slice_index)]  # a view: lazy data stays lazy
+        index = _level_index(layer, level, slice_index)
+        # numpy gives a view; zarr (or h5py) would read the slice here, on the GUI thread
+        data = data[index] if isinstance(data, np.ndarray) else LazySlice(data, index)
     limits = None
     if not layer.rgb:
         low, high = (float(v) for v in layer.contrast_limits)
@@ -378,6 +407,129 @@ def _data_to_world(layer: Any) -> np.ndarray:
     return np.asarray(layer.affine.affine_matrix) @ physical.affine_matrix
 
 
+@dataclass(frozen=True, eq=False)
+class RegionsPlan:
+    """What a run samples of a Labels layer, recorded on the GUI thread without reading it
+    (see :func:`regions_plan`); :meth:`sample`, called in the worker, reads it."""
+
+    name: str  # the Labels layer's, for the result's metadata
+    labels: Any  # the Labels layer's data (numpy, dask, zarr): read only by sample()
+    labels_ndim: int
+    content_ndim: int
+    content_to_world: np.ndarray  # (content_ndim + 1)-square
+    world_to_labels: np.ndarray  # (labels_ndim + 1)-square
+    content_shape: tuple[int, ...]  # level 0's, all axes
+    shape: tuple[int, int]  # (H, W) of the label image per frame
+    slice_index: tuple[int, ...] | None = None
+    stack: tuple[int, ...] = ()
+
+    @property
+    def per_frame(self) -> bool:
+        """One label image per frame (a whole-stack run over a Labels layer of the content's
+        dimensions), not one for every frame."""
+        return bool(self.stack) and self.labels_ndim != 2
+
+    def sample(self) -> np.ndarray:
+        """The label image, ``shape`` or ``stack + shape`` (int64): the Labels layer sampled
+        (nearest neighbour) at the centres of the grid over the content's extent, 0 where it
+        does not reach. A lazy Labels layer is read a frame at a time, only the frames sampled."""
+        lead = self.content_ndim - 2
+        height, width = self.content_shape[-2:]
+        rows = (np.arange(self.shape[0]) + 0.5) * height / self.shape[0] - 0.5
+        cols = (np.arange(self.shape[1]) + 0.5) * width / self.shape[1] - 0.5
+        grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2)
+        reader = _LabelFrames(self.labels)
+
+        def sample(frame_index: Any) -> np.ndarray:
+            points = np.zeros((len(grid), self.content_ndim + 1))
+            points[:, lead : lead + 2] = grid
+            points[:, :lead] = frame_index
+            points[:, -1] = 1
+            world = points @ self.content_to_world.T
+            if self.labels_ndim == 2:
+                world = np.concatenate([world[:, -3:-1], world[:, -1:]], axis=1)
+            data = world @ self.world_to_labels.T
+            index = np.round(data[:, :-1]).astype(np.int64)
+            inside = np.all((index >= 0) & (index < reader.extent), axis=1)
+            values = np.zeros(len(index), dtype=np.int64)
+            values[inside] = reader.at(index[inside])
+            return values.reshape(self.shape)
+
+        if not self.per_frame:
+            return sample(self.slice_index if self.slice_index is not None else 0)
+        # frame j of a coarser level is centred where level-0 index (j + 0.5) * f - 0.5 is
+        factors = np.asarray(self.content_shape[:lead], dtype=float) / np.asarray(self.stack, dtype=float)
+        frames = np.empty(tuple(self.stack) + tuple(self.shape), dtype=np.int64)
+        for frame in np.ndindex(*self.stack):
+            frames[frame] = sample((np.asarray(frame) + 0.5) * factors - 0.5)
+        return frames
+
+
+class _LabelFrames:
+    """Label values at data indices: a numpy array indexed as it is; a lazy one (dask, zarr)
+    read one 2D frame at a time, only the frames asked for, the last one kept (consecutive
+    frames of a run mostly sample the same Labels frame, a 2D layer always)."""
+
+    def __init__(self, labels: Any):
+        self.labels = labels
+        self.extent = np.asarray([int(side) for side in labels.shape])
+        self._frame: tuple[tuple[int, ...], np.ndarray] | None = None
+
+    def at(self, index: np.ndarray) -> np.ndarray:
+        """The labels at ``index`` (points x ndim, all inside the extent)."""
+        if isinstance(self.labels, np.ndarray):
+            return self.labels[tuple(index.T)]
+        values = np.zeros(len(index), dtype=np.int64)
+        lead = len(self.extent) - 2
+        frames = index[:, :lead]
+        for frame in np.unique(frames, axis=0) if lead else [np.zeros(0, np.int64)]:
+            here = np.all(frames == frame, axis=1)
+            values[here] = self._read(tuple(int(i) for i in frame))[tuple(index[here, lead:].T)]
+        return values
+
+    def _read(self, frame: tuple[int, ...]) -> np.ndarray:
+        if self._frame is None or self._frame[0] != frame:
+            self._frame = (frame, np.asarray(self.labels[frame]))
+        return self._frame[1]
+
+
+def regions_plan(
+    labels: Any,
+    content: Any,
+    shape: tuple[int, int],
+    slice_index: tuple[int, ...] | None = None,
+    *,
+    stack: tuple[int, ...] = (),
+) -> RegionsPlan:
+    """Check the Labels layer ``labels`` as style regions of ``content`` and record what to
+    sample of it (transforms, shapes, its data unread): cheap, for the GUI thread. Bad
+    layers raise ``StyleTransferError``. See :func:`regions_on_content` for the sampling."""
+    from napari.layers import Labels
+
+    if not isinstance(labels, Labels):
+        kind = type(labels).__name__
+        raise StyleTransferError(f"the regions layer is {_article(kind)} {kind} layer; choose a Labels layer")
+    if labels.multiscale:
+        raise StyleTransferError(f"the regions layer {labels.name!r} is multiscale; use a single-scale Labels layer")
+    if labels.ndim not in (2, content.ndim):
+        raise StyleTransferError(
+            f"the regions layer {labels.name!r} has {labels.ndim} dimensions and the content {content.ndim}: "
+            "give a 2D Labels layer or one with the content's dimensions"
+        )
+    return RegionsPlan(
+        name=labels.name,
+        labels=labels.data,
+        labels_ndim=labels.ndim,
+        content_ndim=content.ndim,
+        content_to_world=_data_to_world(content),
+        world_to_labels=np.linalg.inv(_data_to_world(labels)),
+        content_shape=_level_shape(content, 0),
+        shape=(int(shape[0]), int(shape[1])),
+        slice_index=slice_index,
+        stack=tuple(int(side) for side in stack),
+    )
+
+
 def regions_on_content(
     labels: Any,
     content: Any,
@@ -394,49 +546,8 @@ def regions_on_content(
 
     ``stack``: the leading shape of a whole-stack run's frames (the content's own, or a
     coarser pyramid level's). A Labels layer with the content's dimensions then gives one
-    label image per frame, ``stack + shape``, each sampled where its frame lies."""
-    from napari.layers import Labels
+    label image per frame, ``stack + shape``, each sampled where its frame lies.
 
-    if not isinstance(labels, Labels):
-        kind = type(labels).__name__
-        raise StyleTransferError(f"the regions layer is {_article(kind)} {kind} layer; choose a Labels layer")
-    if labels.multiscale:
-        raise StyleTransferError(f"the regions layer {labels.name!r} is multiscale; use a single-scale Labels layer")
-    if labels.ndim not in (2, content.ndim):
-        raise StyleTransferError(
-            f"the regions layer {labels.name!r} has {labels.ndim} dimensions and the content {content.ndim}: "
-            "give a 2D Labels layer or one with the content's dimensions"
-        )
-    lead = content.ndim - 2
-    full = _level_shape(content, 0)
-    height, width = full[-2:]
-    rows = (np.arange(shape[0]) + 0.5) * height / shape[0] - 0.5
-    cols = (np.arange(shape[1]) + 0.5) * width / shape[1] - 0.5
-    grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), -1).reshape(-1, 2)
-    content_to_world, world_to_labels = _data_to_world(content), np.linalg.inv(_data_to_world(labels))
-    array = np.asarray(labels.data)  # read once: a lazy layer would be read again for each frame
-    extent = np.asarray(array.shape)
-
-    def sample(frame_index: Any) -> np.ndarray:
-        points = np.zeros((len(grid), content.ndim + 1))
-        points[:, lead : lead + 2] = grid
-        points[:, :lead] = frame_index
-        points[:, -1] = 1
-        world = points @ content_to_world.T
-        if labels.ndim == 2:
-            world = np.concatenate([world[:, -3:-1], world[:, -1:]], axis=1)
-        data = world @ world_to_labels.T
-        index = np.round(data[:, :-1]).astype(np.int64)
-        inside = np.all((index >= 0) & (index < extent), axis=1)
-        values = np.zeros(len(index), dtype=np.int64)
-        values[inside] = array[tuple(index[inside].T)]
-        return values.reshape(shape)
-
-    if not stack or labels.ndim == 2:
-        return sample(slice_index if slice_index is not None else 0)
-    # frame j of a coarser level is centred where level-0 index (j + 0.5) * f - 0.5 is
-    factors = np.asarray(full[:lead], dtype=float) / np.asarray(stack, dtype=float)
-    frames = np.empty(tuple(stack) + tuple(shape), dtype=np.int64)
-    for frame in np.ndindex(*stack):
-        frames[frame] = sample((np.asarray(frame) + 0.5) * factors - 0.5)
-    return frames
+    This reads the Labels layer now; runs check and record it with :func:`regions_plan` on
+    the GUI thread and sample it in the worker."""
+    return regions_plan(labels, content, shape, slice_index, stack=stack).sample()

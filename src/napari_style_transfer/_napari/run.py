@@ -28,7 +28,7 @@ from .layers import (
     frames_option,
     in_value_range,
     layer_input,
-    regions_on_content,
+    regions_plan,
     result_layer_kwargs,
     stack_mode,
 )
@@ -38,6 +38,7 @@ from .worker import (
     Finished,
     FrameDone,
     Progress,
+    RegionsSampled,
     Snapshot,
     Started,
     Update,
@@ -128,7 +129,11 @@ class LayerWriter:
     def handle(self, update: Update) -> None:
         if self.closed:
             return
-        if isinstance(update, Started):
+        if isinstance(update, RegionsSampled):
+            self.regions = {
+                "layer": update.layer, "labels": list(update.labels), "per_frame": update.per_frame
+            }
+        elif isinstance(update, Started):
             self.device, self.weights = update.device, update.weights
         elif isinstance(update, Progress):
             self.last_progress = update
@@ -348,8 +353,8 @@ def run_style_transfer(
     shows), ``"whole stack as time series"`` (every frame, each following the previous
     result: ``frames="time"``) or ``"whole stack, frames independent"`` (Z slices, channels:
     ``frames="independent"``; ``"whole stack"`` is its earlier name); a whole stack fills
-    one layer frame by frame. Lazy (dask, zarr) layers are read a frame at a time in the
-    worker thread.
+    one layer frame by frame. Lazy (dask, zarr) layers, the regions' Labels layer too, are
+    read a frame at a time in the worker thread.
     Grey results come back in the content's units (mapped back through the contrast limits
     the content was read with) unless ``content_range=False`` ([0, 1] then); results carry
     the content's colormap, gamma and blending. A later run of the same content is named for
@@ -398,7 +403,8 @@ def run_style_transfer(
         lead = content_layer.ndim - 2
         height, width = source.data.shape[-2:] if source.slice_index is not None else source.data.shape[lead : lead + 2]
         stack_shape = tuple(source.data.shape[:lead]) if source.slice_index is None else ()
-        regions = regions_on_content(
+        # checked now (a bad layer is refused at Run), read and sampled in the worker
+        regions = regions_plan(
             labels_layer, content_layer, working_shape(height, width, size), source.slice_index, stack=stack_shape
         )
 
@@ -410,10 +416,6 @@ def run_style_transfer(
     )
     if several:
         writer.style_name = ", ".join(layer.name for layer in style_layers)
-    if regions is not None:
-        writer.regions = {
-            "layer": labels_layer.name, "labels": [int(v) for v in np.unique(regions)], "per_frame": regions.ndim > 2
-        }
     if scheduler and frames == "independent" and not several and regions is None:
         updates = cluster_frame_updates(source, style_sources[0], options, cancel_event, scheduler)
     else:

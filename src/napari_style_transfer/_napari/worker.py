@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .layers import LayerInput
+from .layers import LayerInput, RegionsPlan
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,16 @@ class Started:
 
     device: str
     weights: str
+
+
+@dataclass(frozen=True)
+class RegionsSampled:
+    """The style regions' Labels layer was read and sampled (in the worker): what the result
+    records of it. Comes before :class:`Started`."""
+
+    layer: str  # the Labels layer's name
+    labels: tuple[int, ...]  # the labels present in the label image, 0 included where it is
+    per_frame: bool  # one label image per frame of a stack
 
 
 @dataclass(frozen=True)
@@ -120,7 +130,9 @@ class Warned:
     message: str
 
 
-Update = Downloading | Started | Progress | Snapshot | FrameDone | Finished | Cancelled | Failed | Warned
+Update = (
+    Downloading | RegionsSampled | Started | Progress | Snapshot | FrameDone | Finished | Cancelled | Failed | Warned
+)
 
 
 def style_transfer_updates(
@@ -128,13 +140,14 @@ def style_transfer_updates(
     style: np.ndarray | LayerInput | list[np.ndarray | LayerInput],
     options: dict[str, Any],
     cancel: threading.Event,
-    style_regions: np.ndarray | None = None,
+    style_regions: np.ndarray | RegionsPlan | None = None,
 ) -> Iterator[Update]:
     """Run the engine and describe what happens; stops within one step of ``cancel`` being set,
     and at once (:data:`CANCEL_CHECK_S`) before the first step: while the weights download,
     load or the network is built, with a ``Cancelled`` update of step 0 and no image.
 
-    Layer inputs are copied or mapped in the worker thread's helper. Warnings these two threads
+    Layer inputs are copied or mapped in the worker thread's helper, and a :class:`RegionsPlan`
+    sampled there (then a :class:`RegionsSampled` update says what it held). Warnings these two threads
     raise come as :class:`Warned` updates (before the update during which they were raised), each
     message once; other threads' warnings go where they would have gone. Never raises: an
     error while the engine shuts down is logged (and is a :class:`Failed` update when the run
@@ -233,7 +246,7 @@ def _engine_updates(
     style: np.ndarray | LayerInput | list[np.ndarray | LayerInput],
     options: dict[str, Any],
     cancel: threading.Event,
-    style_regions: np.ndarray | None = None,
+    style_regions: np.ndarray | RegionsPlan | None = None,
     caught: _ThisThreadsWarnings | None = None,
 ) -> Iterator[Update]:
     """The updates of one run (see :func:`style_transfer_updates`). ``caught`` collects the
@@ -251,8 +264,14 @@ def _engine_updates(
                 return
         options = download.options
 
+        regions_sampled = None
+
         def first_step() -> tuple[Iterator[Any], Any]:
-            nonlocal content, style
+            nonlocal content, style, style_regions, regions_sampled
+            if isinstance(style_regions, RegionsPlan):
+                plan, style_regions = style_regions, style_regions.sample()
+                present = tuple(int(label) for label in np.unique(style_regions))
+                regions_sampled = RegionsSampled(plan.name, present, plan.per_frame)
             if isinstance(content, LayerInput):
                 content = content.engine_array()
             if isinstance(style, list):
@@ -271,6 +290,8 @@ def _engine_updates(
             yield Cancelled(0, None)
             return
         records, first = prepared
+        if regions_sampled is not None:
+            yield regions_sampled
         first_step_at = None
         for item in itertools.chain((first,), records):
             if isinstance(item, StyleResult):
