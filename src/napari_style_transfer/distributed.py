@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -280,11 +281,18 @@ class _Frame:
         return self.data[index]
 
 
-def iter_frames(client: Client, content: Any, style: Any, **options: Any) -> Iterator[tuple[tuple[int, ...], Any]]:
+#: Seconds between two looks at ``iter_frames``'s ``stop`` while no frame has come back.
+STOP_CHECK_S = 0.05
+
+
+def iter_frames(
+    client: Client, content: Any, style: Any, *, stop: threading.Event | None = None, **options: Any
+) -> Iterator[tuple[tuple[int, ...], Any]]:
     """Style a stack's frames (``frames="independent"``) each as a task on the cluster;
     yield (frame index, the frame's StyleResult) as they come back, in any order. Each
     frame's image is what the single-process run of the whole stack gives for it with the
-    same seed."""
+    same seed. ``stop``: once set, the iteration ends within ``STOP_CHECK_S`` seconds even
+    while no frame comes back; the frames not yet returned are cancelled on the cluster."""
     opts = StyleOptions.from_kwargs(options)
     if opts.frames != "independent":
         raise StyleTransferError(
@@ -302,7 +310,13 @@ def iter_frames(client: Client, content: Any, style: Any, **options: Any) -> Ite
         future = client.submit(_stylize_frame, frame, style_future, options, key=f"frame-{number}-{run}", pure=False)
         futures[future] = index
     try:
-        for future, image in as_completed(futures, with_results=True):
+        returned = as_completed(futures, with_results=True)
+        while not returned.is_empty():
+            if stop is not None:
+                while not returned.has_ready():
+                    if stop.wait(STOP_CHECK_S):
+                        return
+            future, image = next(returned)
             yield futures[future], image
     finally:
         client.cancel([*futures, style_future])
