@@ -21,7 +21,7 @@ from distributed import Client, LocalCluster, as_completed
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from ._image import describe_image
-from .batch import Batch, Outcome, keep_network_for_good, run_item
+from .batch import Batch, Outcome, run_item
 from .errors import StyleTransferError
 from .options import StyleOptions
 
@@ -82,7 +82,7 @@ _PREPARED = False
 
 
 def _prepare_process() -> None:
-    """Once per worker process: torch's threads, and weights that load once (see batch)."""
+    """Once per worker process: torch's threads, and weights that load once (see weights)."""
     global _PREPARED
     if _PREPARED:
         return
@@ -94,7 +94,9 @@ def _prepare_process() -> None:
     # Only in a worker process of its own (a nanny's child): a worker that shares the client's
     # process (an in-process cluster) leaves that process's own runs as they were.
     if multiprocessing.parent_process() is not None:
-        keep_network_for_good()
+        from .weights import keep_weights_for_good
+
+        keep_weights_for_good()
     _PREPARED = True
 
 
