@@ -121,17 +121,17 @@ def test_a_16_bit_input_is_written_as_a_float32_tiff(tmp_path, files, content):
 
 
 def count_weight_loads(monkeypatch) -> list:
-    """The weights of every load_vgg19_features call the runs make from now on."""
-    import napari_style_transfer.api as api
+    """The weights of every load (not copy) of VGG19 weights the runs make from now on."""
+    from napari_style_transfer import weights
 
     loads = []
-    real = api.load_vgg19_features
+    real = weights._load
 
-    def counted(weights, **kwargs):
-        loads.append(weights)
-        return real(weights, **kwargs)
+    def counted(spec, **kwargs):
+        loads.append(spec)
+        return real(spec, **kwargs)
 
-    monkeypatch.setattr(api, "load_vgg19_features", counted)
+    monkeypatch.setattr(weights, "_load", counted)
     return loads
 
 
@@ -141,14 +141,20 @@ def test_the_weights_load_once_for_a_whole_batch(tmp_path, files, monkeypatch):
     assert loads == ["random"]
 
 
+def test_runs_after_a_batch_load_their_weights_again(tmp_path, files, content, style, monkeypatch):
+    stylize_batch([files["a"]], [files["stripes"]], tmp_path / "out", **FAST)
+    loads = count_weight_loads(monkeypatch)
+    stylize(content, style, **FAST)
+    assert loads == ["random"]  # the batch let its network go
+
+
 def test_a_batch_where_runs_already_keep_their_network_finishes(tmp_path, files, monkeypatch):
     import threading
 
-    import napari_style_transfer.api as api
-    from napari_style_transfer.batch import keep_network_for_good
+    from napari_style_transfer import weights
 
-    monkeypatch.setattr(api, "load_vgg19_features", api.load_vgg19_features)  # put back after the test
-    keep_network_for_good()  # what a worker of an in-process dask cluster does to this process
+    monkeypatch.setattr(weights, "_KEPT", weights._KeptWeights())  # this process's own is left as it was
+    weights.keep_weights_for_good()  # what a dask worker process does
     loads = count_weight_loads(monkeypatch)
     records = []
     batch = threading.Thread(
@@ -157,7 +163,7 @@ def test_a_batch_where_runs_already_keep_their_network_finishes(tmp_path, files,
     )
     batch.start()
     batch.join(timeout=600)  # a deadlock, not a slow machine, leaves it running this long
-    assert not batch.is_alive(), "the batch hung: the loader wrapped twice waited for itself"
+    assert not batch.is_alive(), "the batch hung: keeping the weights twice waited for itself"
     assert [record["status"] for record in records] == ["done"] and loads == ["random"]
 
 
@@ -243,3 +249,26 @@ def test_the_package_and_the_batch_module_import_no_dask():
 
     code = "import sys, napari_style_transfer.batch, napari_style_transfer.cli; print('distributed' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_the_batch_command_with_force_redoes_finished_items(tmp_path, files):
+    argv = ["batch", "-o", str(tmp_path / "out"), "--style", str(files["stripes"]), str(files["a"]), "--workers", "0"]
+    assert main([*argv, *FAST_ARGS]) == 0
+    assert main([*argv, *FAST_ARGS]) == 0
+    assert json.loads((tmp_path / "out" / "batch.json").read_text())["items"][0]["status"] == "skipped"
+    assert main([*argv, "--force", *FAST_ARGS]) == 0
+    assert json.loads((tmp_path / "out" / "batch.json").read_text())["items"][0]["status"] == "done"
+
+
+def test_one_progress_bar_counts_the_items_and_the_failures_with_the_time_left(tmp_path, files, capsys):
+    (tmp_path / "broken.png").write_bytes(b"broken")
+    stylize_batch([tmp_path / "broken.png", files["a"]], [files["stripes"]], tmp_path / "out", progress=True, **FAST)
+    bar = capsys.readouterr().err.split("\r")[-1]  # the bar's last state
+    assert "2/2" in bar and "failed=1" in bar and ("item/s" in bar or "s/item" in bar)
+    assert "<00:00" in bar  # elapsed<left: the time left
+
+
+def test_an_npy_input_is_styled_like_an_image_file(tmp_path, files, content):
+    np.save(tmp_path / "array.npy", content)
+    records = stylize_batch([tmp_path / "array.npy"], [files["stripes"]], tmp_path / "out", **FAST)
+    assert records[0]["status"] == "done" and records[0]["output"] == str(tmp_path / "out" / "array__stripes.png")

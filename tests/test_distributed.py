@@ -78,9 +78,10 @@ def test_batch_results_on_a_cluster_equal_single_runs_with_the_same_seed(tmp_pat
 def test_each_worker_keeps_its_network_between_items(tmp_path, files, two_workers, weights_file):
     inputs, style = files
     stylize_batch(inputs, [style], tmp_path / "out", client=two_workers, **options(weights_file))
-    # a lambda travels by value (this test module cannot be imported on the workers)
-    kept = two_workers.run(lambda: len(__import__("napari_style_transfer.batch", fromlist=["x"])._NETWORKS))
-    assert set(kept.values()) <= {0, 1} and 1 in kept.values()
+    # a lambda travels by value (this test module cannot be imported on the workers); three
+    # items on two workers: one worker ran two or more, and loaded the weights once
+    loads = two_workers.run(lambda: __import__("napari_style_transfer.weights", fromlist=["x"])._KEPT.loads)
+    assert set(loads.values()) <= {0, 1} and 1 in loads.values()
 
 
 def test_a_corrupt_input_on_a_cluster_is_recorded_and_the_others_finish(tmp_path, files, two_workers, weights_file):
@@ -202,3 +203,46 @@ def test_a_cluster_started_here_has_one_worker_per_gpu_each_pinned_to_its_own(mo
         setup.setup(SimpleNamespace(name=name, state=SimpleNamespace(nthreads=1)))
         pinned.append(os.environ["CUDA_VISIBLE_DEVICES"])
     assert pinned == ["0", "1", "0"]
+
+
+def test_a_rerun_on_a_cluster_skips_everything_done_and_leaves_the_files_untouched(
+    tmp_path, files, two_workers, weights_file
+):
+    inputs, style = files
+    out = tmp_path / "out"
+    stylize_batch(inputs, [style], out, client=two_workers, **options(weights_file))
+    before = {path.name: path.stat().st_mtime_ns for path in out.glob("*.tif")}
+    records = stylize_batch(inputs, [style], out, client=two_workers, **options(weights_file))
+    assert [r["status"] for r in records] == ["skipped"] * 3
+    assert {path.name: path.stat().st_mtime_ns for path in out.glob("*.tif")} == before
+
+
+def test_the_dask_dashboard_address_is_printed_when_there_is_one(tmp_path, files, two_workers, weights_file,
+                                                                 monkeypatch, capsys):
+    from napari_style_transfer import distributed as ours
+
+    inputs, style = files
+    monkeypatch.setattr(ours, "dashboard", lambda client: "http://127.0.0.1:8787/status")
+    stylize_batch(inputs[:1], [style], tmp_path / "out", client=two_workers, progress=True, **options(weights_file))
+    assert "dask dashboard: http://127.0.0.1:8787/status" in capsys.readouterr().err
+
+
+def test_no_dashboard_address_is_made_up_for_a_scheduler_without_one(two_workers):
+    from napari_style_transfer.distributed import dashboard
+
+    services = two_workers.scheduler_info().get("services", {})
+    assert (dashboard(two_workers) is None) == ("dashboard" not in services)
+
+
+def test_the_workers_of_one_machine_share_its_cpus_among_their_torch_threads(monkeypatch):
+    from types import SimpleNamespace
+
+    from napari_style_transfer import distributed as ours
+
+    monkeypatch.setattr(ours, "_cpus", lambda: 8)
+    monkeypatch.setenv(ours._THREADS_VARIABLE, "")  # restored after the test
+    threads = []
+    for setup in (ours.WorkerSetup(workers_here=2), ours.WorkerSetup(workers_here=3), ours.WorkerSetup(workers_here=16)):
+        setup.setup(SimpleNamespace(name=0, state=SimpleNamespace(nthreads=1)))
+        threads.append(os.environ[ours._THREADS_VARIABLE])
+    assert threads == ["4", "2", "1"]

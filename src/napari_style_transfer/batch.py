@@ -10,7 +10,6 @@ and torch only once an item runs.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import os
@@ -19,7 +18,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -349,62 +347,9 @@ def stylize_batch(
 
 
 def _run_here(batch: Batch, todo: list[int]) -> Iterator[tuple[int, Outcome]]:
-    with kept_network():
+    from .weights import keeping_weights  # imports torch: only once items run
+
+    with keeping_weights():  # the items share one network
         for index in todo:
             item = batch.items[index]
             yield index, run_item(item, batch.styles[item.style_index], batch.options)
-
-
-# The network is kept between items by wrapping the API's weight loader: the weights are
-# read (or drawn) once per process and each run gets a copy, because a run's extractor hangs
-# forward hooks on the modules it is given and never takes them off.
-_NETWORKS: dict[tuple[Any, ...], Any] = {}
-#: Reentrant: a loader wrapped twice (a batch in a process whose runs already keep their
-#: network, such as the client of an in-process dask cluster) takes it twice on one thread.
-_NETWORKS_LOCK = threading.RLock()
-
-
-def _weights_key(weights: Any) -> tuple[Any, ...]:
-    path = Path(os.path.expanduser(str(weights)))
-    if str(weights) not in ("auto", "imagenet", "random") and path.is_file():
-        stat = path.stat()
-        return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    return (str(weights),)
-
-
-def caching_loader(load: Callable[..., Any]) -> Callable[..., Any]:
-    """``load`` (``load_vgg19_features``) that loads each weights once per process."""
-    if getattr(load, "keeps_networks", False):
-        return load
-
-    def load_kept(weights: Any = "auto", **kwargs: Any) -> Any:
-        key = _weights_key(weights)
-        with _NETWORKS_LOCK:
-            loaded = _NETWORKS.get(key)
-            if loaded is None:
-                loaded = _NETWORKS[key] = load(weights, **kwargs)
-        return dataclasses.replace(loaded, features=copy.deepcopy(loaded.features))
-
-    load_kept.keeps_networks = True  # type: ignore[attr-defined]
-    return load_kept
-
-
-@contextmanager
-def kept_network() -> Iterator[None]:
-    """Within: runs in this process load each weights once (see :func:`caching_loader`)."""
-    from . import api
-
-    original = api.load_vgg19_features
-    api.load_vgg19_features = caching_loader(original)
-    try:
-        yield
-    finally:
-        api.load_vgg19_features = original
-        _NETWORKS.clear()
-
-
-def keep_network_for_good() -> None:
-    """In a worker process, which is ours: every later run loads each weights once."""
-    from . import api
-
-    api.load_vgg19_features = caching_loader(api.load_vgg19_features)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from distributed import Client, LocalCluster, as_completed
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from ._image import describe_image
-from .batch import Batch, Outcome, keep_network_for_good, run_item
+from .batch import Batch, Outcome, run_item
 from .errors import StyleTransferError
 from .options import StyleOptions
 
@@ -81,7 +82,7 @@ _PREPARED = False
 
 
 def _prepare_process() -> None:
-    """Once per worker process: torch's threads, and weights that load once (see batch)."""
+    """Once per worker process: torch's threads, and weights that load once (see weights)."""
     global _PREPARED
     if _PREPARED:
         return
@@ -93,7 +94,9 @@ def _prepare_process() -> None:
     # Only in a worker process of its own (a nanny's child): a worker that shares the client's
     # process (an in-process cluster) leaves that process's own runs as they were.
     if multiprocessing.parent_process() is not None:
-        keep_network_for_good()
+        from .weights import keep_weights_for_good
+
+        keep_weights_for_good()
     _PREPARED = True
 
 
@@ -280,11 +283,18 @@ class _Frame:
         return self.data[index]
 
 
-def iter_frames(client: Client, content: Any, style: Any, **options: Any) -> Iterator[tuple[tuple[int, ...], Any]]:
+#: Seconds between two looks at ``iter_frames``'s ``stop`` while no frame has come back.
+STOP_CHECK_S = 0.05
+
+
+def iter_frames(
+    client: Client, content: Any, style: Any, *, stop: threading.Event | None = None, **options: Any
+) -> Iterator[tuple[tuple[int, ...], Any]]:
     """Style a stack's frames (``frames="independent"``) each as a task on the cluster;
     yield (frame index, the frame's StyleResult) as they come back, in any order. Each
     frame's image is what the single-process run of the whole stack gives for it with the
-    same seed."""
+    same seed. ``stop``: once set, the iteration ends within ``STOP_CHECK_S`` seconds even
+    while no frame comes back; the frames not yet returned are cancelled on the cluster."""
     opts = StyleOptions.from_kwargs(options)
     if opts.frames != "independent":
         raise StyleTransferError(
@@ -302,7 +312,13 @@ def iter_frames(client: Client, content: Any, style: Any, **options: Any) -> Ite
         future = client.submit(_stylize_frame, frame, style_future, options, key=f"frame-{number}-{run}", pure=False)
         futures[future] = index
     try:
-        for future, image in as_completed(futures, with_results=True):
+        returned = as_completed(futures, with_results=True)
+        while not returned.is_empty():
+            if stop is not None:
+                while not returned.has_ready():
+                    if stop.wait(STOP_CHECK_S):
+                        return
+            future, image = next(returned)
             yield futures[future], image
     finally:
         client.cancel([*futures, style_future])

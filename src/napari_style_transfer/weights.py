@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import http.client
 import logging
@@ -22,12 +24,15 @@ import re
 import secrets
 import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
+import contextlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,7 +126,15 @@ def cached_imagenet_file(url: str | None = None) -> Path | None:
 
 
 def load_vgg19_features(weights: str | os.PathLike[str] = "auto", *, progress: bool = True) -> LoadedWeights:
-    """Build torchvision's VGG19 ``features`` and load ``weights`` into it (on the CPU)."""
+    """Build torchvision's VGG19 ``features`` and load ``weights`` into it (on the CPU).
+    While this process keeps its weights (:func:`keeping_weights`, :func:`keep_weights_for_good`)
+    each weights loads once and every call gets its own copy of the network."""
+    if _KEPT.active:
+        return _KEPT.get(weights, progress)
+    return _load(weights, progress=progress)
+
+
+def _load(weights: str | os.PathLike[str], *, progress: bool) -> LoadedWeights:
     mode = str(weights)
     if mode == "random":
         return _random_weights()
@@ -134,6 +147,71 @@ def load_vgg19_features(weights: str | os.PathLike[str] = "auto", *, progress: b
             warn_random_fallback(error)
             return _random_weights()
     return _file_weights(Path(mode).expanduser())
+
+
+class _KeptWeights:
+    """The weights loaded in this process while it keeps them: each weights (a name, or a
+    file by its path, size and time, so that a file changed since is read again) loads once,
+    and every caller gets a copy of the network, because a run's extractor hangs forward
+    hooks on the modules it is given and never takes them off. (Not keyed by device: the
+    weights load on the CPU and each run moves its own copy to its device.)"""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[object, ...], LoadedWeights] = {}
+        self._lock = threading.Lock()
+        self._keepers = 0  # keeping_weights() blocks open, in any thread
+        self._for_good = False
+        self.loads = 0  # weights loaded (not copied) in this process while kept
+
+    @property
+    def active(self) -> bool:
+        return self._for_good or self._keepers > 0
+
+    def get(self, weights: str | os.PathLike[str], progress: bool) -> LoadedWeights:
+        key = _weights_key(weights)
+        with self._lock:
+            loaded = self._loaded.get(key)
+            if loaded is None:
+                loaded = self._loaded[key] = _load(weights, progress=progress)
+                self.loads += 1
+        return dataclasses.replace(loaded, features=copy.deepcopy(loaded.features))
+
+    @contextmanager
+    def keeping(self) -> Iterator[None]:
+        with self._lock:
+            self._keepers += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._keepers -= 1
+                if not self.active:  # the last batch here is over: give the memory back
+                    self._loaded.clear()
+
+    def keep_for_good(self) -> None:
+        self._for_good = True
+
+
+def _weights_key(weights: str | os.PathLike[str]) -> tuple[object, ...]:
+    path = Path(os.path.expanduser(str(weights)))
+    if str(weights) not in ("auto", "imagenet", "random") and path.is_file():
+        stat = path.stat()
+        return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return (str(weights),)
+
+
+_KEPT = _KeptWeights()
+
+
+def keeping_weights() -> contextlib.AbstractContextManager[None]:
+    """Within (any thread, nested too): each weights loads once in this process (a batch's
+    items share the network); afterwards the kept networks are let go."""
+    return _KEPT.keeping()
+
+
+def keep_weights_for_good() -> None:
+    """From now on each weights loads once in this process (a dask worker's, which is ours)."""
+    _KEPT.keep_for_good()
 
 
 def warn_random_fallback(error: WeightsError) -> None:

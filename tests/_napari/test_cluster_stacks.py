@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
-from .conftest import run_and_wait
+from napari_style_transfer import api
+
+from .conftest import FAST, RUN_WAIT_MS, run_and_wait, wait_until_idle
 
 distributed = pytest.importorskip("distributed")
 
 
 @pytest.fixture(scope="module")
-def scheduler_address():
-    """A small cluster in this process (one worker thread): the GUI side is what is tested."""
+def cluster():
+    """A small cluster in this process (one worker thread): the GUI side is what is tested,
+    and a frame's task sees what a test patches in this process."""
     cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0")
     try:
-        yield cluster.scheduler_address
+        yield cluster
     finally:
         cluster.close()
+
+
+@pytest.fixture
+def scheduler_address(cluster):
+    return cluster.scheduler_address
 
 
 @pytest.fixture
@@ -61,3 +71,100 @@ def test_a_whole_stack_runs_its_frames_on_the_preferred_cluster(qtbot, viewer, w
     np.testing.assert_allclose(result.data, alone, atol=1e-5)
     assert result.metadata["style_transfer"]["device"].startswith("dask cluster")
     assert widget["status"].value.startswith("done")
+
+
+class HeldFrames:
+    """``iter_stylize`` on the cluster's worker: the first ``free`` frames run, each later one
+    waits until the test releases it."""
+
+    def __init__(self, monkeypatch, free=0):
+        self.real = api.iter_stylize
+        self.free = free
+        self.held = threading.Event()  # a frame is waiting
+        self.release = threading.Event()
+        self.calls = 0
+        self._lock = threading.Lock()
+        monkeypatch.setattr(api, "iter_stylize", self)
+
+    def __call__(self, *args, **kwargs):
+        with self._lock:
+            self.calls += 1
+            held = self.calls > self.free
+        if held:
+            self.held.set()
+            self.release.wait()
+        return self.real(*args, **kwargs)
+
+
+def wait_until_the_cluster_is_idle(cluster):
+    """Every task is gone from the scheduler and from the worker (a cancelled task that was
+    running is forgotten once it ends)."""
+    (worker,) = cluster.workers.values()
+    done = threading.Event()
+    for _ in range(RUN_WAIT_MS // 50):
+        if not cluster.scheduler.tasks and not worker.state.tasks:
+            done.set()
+            break
+        done.wait(0.05)
+    assert done.is_set(), "the cluster never went idle"
+
+
+def test_a_cancel_before_the_first_frame_comes_back_ends_the_updates_at_once(content, style, cluster, monkeypatch):
+    from napari_style_transfer._napari.worker import Cancelled, cluster_frame_updates
+
+    frames = HeldFrames(monkeypatch)
+    cancel = threading.Event()
+    grey = np.stack([content[..., 0], content[..., 1]])
+    updates = cluster_frame_updates(grey, style, dict(FAST), cancel, cluster.scheduler_address)
+
+    def cancel_once_a_frame_is_held():
+        frames.held.wait()
+        cancel.set()
+        if not frames.release.wait(RUN_WAIT_MS / 1000):  # the updates did not end: let them, to fail
+            frames.release.set()
+
+    canceller = threading.Thread(target=cancel_once_a_frame_is_held)
+    canceller.start()
+    try:
+        got = list(updates)
+        assert not frames.release.is_set(), "the updates waited for the held frame"
+        assert [(type(update), update.step, update.image) for update in got] == [(Cancelled, 0, None)]
+    finally:
+        frames.release.set()
+        canceller.join()
+    wait_until_the_cluster_is_idle(cluster)
+    assert frames.calls == 1  # the second frame was cancelled on the cluster, never run
+
+
+def test_cancel_while_frames_are_on_the_cluster_makes_the_widget_idle_at_once_and_keeps_the_frames_back(
+    qtbot, viewer, widget, on_the_cluster, cluster, content, errors, monkeypatch
+):
+    frames = HeldFrames(monkeypatch, free=1)
+    grey = np.stack([content[..., 0], content[..., 1], content[..., 2]])
+    layer = viewer.add_image(grey, name="planes")
+    widget["content"].value = layer
+    widget["stack"].value = "whole stack, frames independent"
+    widget["steps"].value = 2
+    try:
+        worker = widget.run()
+        assert worker is not None
+        qtbot.waitUntil(lambda: len(worker.layer_writer.finished_frames) == 1 and frames.held.is_set(),
+                        timeout=RUN_WAIT_MS)
+        assert widget["run_button"].text == "Cancel"
+        widget["run_button"].clicked.emit()  # the same as pressing Cancel
+        wait_until_idle(qtbot, widget)
+        assert not frames.release.is_set(), "the widget waited for the held frame"
+        assert widget["run_button"].text == "Run" and widget["run_button"].enabled
+        assert widget["status"].value.startswith("cancelled at frame 1 of 3, step 2")
+    finally:
+        frames.release.set()
+    (kept,) = [layer for layer in viewer.layers if layer.name.startswith("planes styled")]
+    assert kept.name == "planes styled (cancelled at frame 1 of 3)"
+    (finished,) = worker.layer_writer.finished_frames
+    assert kept.data[finished].max() > kept.data[finished].min()  # the frame that came back is there
+    assert kept.metadata["style_transfer"]["frames_done"] == 1
+    wait_until_the_cluster_is_idle(cluster)
+    assert frames.calls == 2  # the third frame was cancelled on the cluster, never run
+    qtbot.wait(0)  # deliver anything the cancelled run might have sent
+    assert [layer.name for layer in viewer.layers if layer.name.startswith("planes styled")] == [kept.name]
+    assert not [message for message in errors if "failed" in message], errors

@@ -381,55 +381,118 @@ def cluster_frame_updates(
     scheduler: str,
 ) -> Iterator[Update]:
     """A whole stack's frames (independent) on the dask cluster at ``scheduler``: a
-    :class:`FrameDone` per frame as it comes back, in any order; a cancel stops the tasks
-    left. Never raises: errors are :class:`Failed` updates."""
+    :class:`FrameDone` per frame as it comes back, in any order. A cancel ends the run at
+    once, while it connects or waits for a frame too: the frames back are kept, those not
+    back are cancelled on the cluster (by :class:`_ClusterFrames`'s thread, unseen). Never
+    raises: errors are :class:`Failed` updates."""
     import time
 
     started = time.perf_counter()
     done = 0
     try:
-        from ..distributed import connect, iter_frames  # dask is imported here, in the worker thread
-
-        if isinstance(content, LayerInput):
-            content = content.engine_array()
-        if isinstance(style, LayerInput):
-            style = style.engine_array()
-        from .._image import describe_image, frame_count
-
-        described = describe_image(content, "content")
-        count = frame_count(described.stack_shape)
-        client = connect(scheduler)
+        returned = _ClusterFrames(content, style, options, cancel, scheduler)
+        first = returned.next(cancel)
+        if first is None:
+            yield Cancelled(0, None)
+            return
+        stack_shape, count = first
         device = f"dask cluster {scheduler}"
-        try:
-            frames = iter_frames(client, content, style, **options)
-            stack = None
-            last = None
-            for index, result in frames:
-                image = result.image[()]
-                if stack is None:
-                    stack = np.empty(described.stack_shape + image.shape, dtype=np.float32)
-                    yield Started(device, result.weights)
-                stack[index] = image
-                last = result
-                record = _FrameRecord(result.steps, index, done, done * result.steps, count * result.steps)
-                losses = result.losses
-                yield Progress(result.steps, result.steps, losses.total, losses.content, losses.style, 0.0, record, done, count)
-                yield FrameDone(index, done, count, image)
-                done += 1
-                if cancel.is_set() and done < count:
-                    frames.close()  # cancels the tasks left
-                    yield Cancelled(result.steps, None, done - 1)
-                    return
-            assert last is not None
-            seconds = time.perf_counter() - started
-            yield Finished(ClusterResult(stack, count, last.steps_done, seconds, last.losses, device, last.weights,
-                                         last.metadata()))
-        finally:
-            client.close()
+        stack = None
+        last = None
+        while done < count:
+            got = returned.next(cancel)
+            if got is None:  # cancelled while waiting for a frame
+                break
+            index, result = got
+            image = result.image[()]
+            if stack is None:
+                stack = np.empty(stack_shape + image.shape, dtype=np.float32)
+                yield Started(device, result.weights)
+            stack[index] = image
+            last = result
+            record = _FrameRecord(result.steps, index, done, done * result.steps, count * result.steps)
+            losses = result.losses
+            yield Progress(result.steps, result.steps, losses.total, losses.content, losses.style, 0.0, record, done, count)
+            yield FrameDone(index, done, count, image)
+            done += 1
+            if cancel.is_set():
+                break
+        if done < count:  # cancelled: the frames back are in the stack layer already
+            yield Cancelled(last.steps if last is not None else 0, None, max(done - 1, 0))
+            return
+        assert last is not None
+        seconds = time.perf_counter() - started
+        yield Finished(ClusterResult(stack, count, last.steps_done, seconds, last.losses, device, last.weights,
+                                     last.metadata()))
     except Exception as error:  # any failure becomes a message for the user
         from ..errors import StyleTransferError
 
         yield Failed(_describe(error), 0, None, traceback.format_exc(), done, expected=isinstance(error, StyleTransferError))
+
+
+_END = object()
+
+
+class _ClusterFrames:
+    """Everything dask of a cluster run, in a thread of its own: read the inputs, connect
+    (up to ``distributed.CONNECT_TIMEOUT``), submit the frames, hand over what comes back. The
+    worker thread only waits for the next item or the cancel, whichever comes first; after a
+    cancel this thread sees ``stop`` within ``distributed.STOP_CHECK_S``, cancels the frames
+    left and closes the client, unseen (an error it meets then is logged, not raised)."""
+
+    def __init__(self, content: Any, style: Any, options: dict[str, Any], stop: threading.Event, scheduler: str):
+        import queue
+
+        self._items: queue.Queue = queue.Queue()
+        self._stop = stop
+        thread = threading.Thread(
+            target=self._run, args=(content, style, options, scheduler), name="style transfer: cluster", daemon=True
+        )
+        thread.start()
+
+    def _run(self, content: Any, style: Any, options: dict[str, Any], scheduler: str) -> None:
+        lower_this_threads_priority()  # the thread ends here: nothing to restore
+        try:
+            from .._image import describe_image, frame_count
+            from ..distributed import connect, iter_frames  # dask is imported here, off the GUI thread
+
+            if isinstance(content, LayerInput):
+                content = content.engine_array()
+            if isinstance(style, LayerInput):
+                style = style.engine_array()
+            stack_shape = describe_image(content, "content").stack_shape
+            client = connect(scheduler)
+            try:
+                frames = iter_frames(client, content, style, stop=self._stop, **options)
+                self._items.put((stack_shape, frame_count(stack_shape)))
+                for item in frames:
+                    self._items.put(item)
+            finally:
+                client.close()
+        except BaseException as error:  # handed to the worker thread, which reports it
+            if self._stop.is_set():
+                log.info("style transfer: a cancelled cluster run then failed: %s", _describe(error))
+            self._items.put(error)
+        self._items.put(_END)
+
+    def next(self, cancel: threading.Event) -> Any:
+        """The next item, or None when ``cancel`` comes first; raises what the thread raised."""
+        import queue
+
+        while True:
+            try:
+                item = self._items.get(timeout=CANCEL_CHECK_S)
+                break
+            except queue.Empty:
+                if cancel.is_set():
+                    return None
+        if cancel.is_set() and (item is _END or isinstance(item, BaseException)):
+            return None  # the thread stopped for the cancel (and logged what it met then)
+        if isinstance(item, BaseException):
+            raise item
+        if item is _END:
+            raise RuntimeError("the cluster run ended before all its frames came back")
+        return item
 
 
 #: Seconds between two looks at the cancel flag while a run prepares (a cancel ends it within this).
