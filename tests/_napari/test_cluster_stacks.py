@@ -168,3 +168,15 @@ def test_cancel_while_frames_are_on_the_cluster_makes_the_widget_idle_at_once_an
     qtbot.wait(0)  # deliver anything the cancelled run might have sent
     assert [layer.name for layer in viewer.layers if layer.name.startswith("planes styled")] == [kept.name]
     assert not [message for message in errors if "failed" in message], errors
+
+
+def test_frames_back_from_the_cluster_give_the_status_a_speed_and_time_left(content, style, cluster):
+    from napari_style_transfer._napari.widget import _speed_and_time_left
+    from napari_style_transfer._napari.worker import Progress, cluster_frame_updates
+
+    grey = np.stack([content[..., 0], content[..., 1]])
+    updates = list(cluster_frame_updates(grey, style, dict(FAST), threading.Event(), cluster.scheduler_address))
+    progress = [update for update in updates if isinstance(update, Progress)]
+    assert len(progress) == 2
+    assert all(update.steps_per_second > 0 for update in progress)
+    assert "left" in _speed_and_time_left(progress[0])  # not "first step" for the whole run

@@ -412,7 +412,10 @@ def cluster_frame_updates(
             last = result
             record = _FrameRecord(result.steps, index, done, done * result.steps, count * result.steps)
             losses = result.losses
-            yield Progress(result.steps, result.steps, losses.total, losses.content, losses.style, 0.0, record, done, count)
+            # the cluster's rate so far, its start included: frames come back whole, not step by step
+            elapsed = time.perf_counter() - started
+            rate = (done + 1) * result.steps / elapsed if elapsed > 0 else 0.0
+            yield Progress(result.steps, result.steps, losses.total, losses.content, losses.style, rate, record, done, count)
             yield FrameDone(index, done, count, image)
             done += 1
             if cancel.is_set():
