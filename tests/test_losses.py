@@ -94,27 +94,63 @@ def _wasserstein2_through_autograd(features, target, weights=None):
     return ((mean.to(target.mean.dtype) - target.mean).pow(2).sum(-1) + trace - 2 * cross) / c
 
 
-@pytest.mark.parametrize(
-    ("shape", "regional"),
-    [((2, 6, 5, 4), False), ((2, 6, 5, 4), True), ((1, 8, 2, 2), False), ((2, 8, 2, 2), True)],
-    ids=["plain", "regions", "fewer-positions-than-channels", "fewer-positions-with-regions"],
-)
-def test_the_mean_cov_loss_has_the_value_and_gradient_autograd_would_compute(shape, regional):
-    from napari_style_transfer.losses import gaussian_target, wasserstein2_loss
+MEAN_COV_CASES = {
+    # name: (image shape, style shape, region weights: None, "own" per image, "shared" (1, 1, HW), "empty")
+    "plain": ((2, 6, 5, 4), (1, 6, 6, 6), None),
+    "regions": ((2, 6, 5, 4), (1, 6, 6, 6), "own"),
+    "one-region-for-all-images": ((2, 6, 5, 4), (1, 6, 6, 6), "shared"),
+    "an-empty-region": ((2, 6, 5, 4), (1, 6, 6, 6), "empty"),
+    "fewer-positions-than-channels": ((1, 8, 2, 2), (1, 8, 6, 6), None),
+    "fewer-positions-with-regions": ((2, 8, 2, 2), (1, 8, 6, 6), "own"),
+    "a-style-with-fewer-positions-than-channels": ((2, 8, 5, 4), (1, 8, 2, 2), None),
+}
 
+
+def _mean_cov_case(name, dtype, offset=0.0):
+    from napari_style_transfer.losses import gaussian_target
+
+    shape, style_shape, kind = MEAN_COV_CASES[name]
     generator = torch.Generator().manual_seed(7)
     n, c, h, w = shape
-    style = torch.randn(1, c, 6, 6, generator=generator, dtype=torch.float64).relu() + 0.1
+    style = torch.randn(style_shape, generator=generator, dtype=torch.float64).relu() + 0.1 + offset
     target = gaussian_target([style], [1.0], torch.float64)
-    features = (torch.randn(shape, generator=generator, dtype=torch.float64).relu() + 0.2).requires_grad_(True)
-    weights = torch.rand(n, 1, h * w, generator=generator, dtype=torch.float64) if regional else None
+    features = torch.randn(shape, generator=generator, dtype=torch.float64).relu() + 0.2 + offset
+    weights = {
+        None: None,
+        "own": torch.rand(n, 1, h * w, generator=generator, dtype=torch.float64),
+        "shared": torch.rand(1, 1, h * w, generator=generator, dtype=torch.float64),
+        "empty": torch.zeros(n, 1, h * w, dtype=torch.float64),
+    }[kind]
+    return features.to(dtype), target, None if weights is None else weights.to(dtype)
+
+
+@pytest.mark.parametrize("name", list(MEAN_COV_CASES))
+def test_the_mean_cov_loss_has_the_value_and_gradient_autograd_would_compute(name):
+    from napari_style_transfer.losses import wasserstein2_loss
+
+    features, target, weights = _mean_cov_case(name, torch.float64)
+    features.requires_grad_(True)
     ours = wasserstein2_loss(features, target, weights)
     expected = _wasserstein2_through_autograd(features, target, weights)
     torch.testing.assert_close(ours.double(), expected, rtol=1e-6, atol=1e-7)
-    scale = torch.arange(1.0, n + 1, dtype=torch.float64)  # each image's loss counted differently
+    scale = torch.arange(1.0, features.shape[0] + 1, dtype=torch.float64)  # each image's loss counted differently
     (gradient,) = torch.autograd.grad((ours.double() * scale).sum(), features)
     (reference,) = torch.autograd.grad((expected * scale).sum(), features)
     torch.testing.assert_close(gradient, reference, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("offset", [0.0, 15.0], ids=["means-like-the-spread", "means-15x-the-spread"])
+def test_the_mean_cov_gradient_of_float32_activations_is_that_of_float64_ones(offset):
+    # the engine's case: float32 activations, a float64 target; large means must not cancel
+    from napari_style_transfer.losses import wasserstein2_loss
+
+    features, target, weights = _mean_cov_case("regions", torch.float64, offset)
+    reference_input = features.clone().requires_grad_(True)
+    (reference,) = torch.autograd.grad(_wasserstein2_through_autograd(reference_input, target, weights).sum(), reference_input)
+    single = features.float().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(wasserstein2_loss(single, target, weights.float()).sum(), single)
+    assert gradient.dtype == torch.float32
+    torch.testing.assert_close(gradient.double(), reference, rtol=1e-4, atol=1e-4 * float(reference.abs().max()))
 
 
 def test_the_mean_cov_loss_is_zero_for_the_styles_own_activations():

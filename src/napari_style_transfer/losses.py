@@ -175,17 +175,21 @@ class _Wasserstein2(torch.autograd.Function):
         n, c, h, w = features.shape
         flat = features.reshape(n, c, h * w)
         dtype = mean_t.dtype
+        # centred before the product: E[x x^T] - m m^T cancels in float32 where the means are
+        # large against the spread
         if weights is None:
             area = flat.new_full((n, 1), float(h * w))
             mean = flat.mean(-1)
-            second = torch.bmm(flat, flat.transpose(1, 2)).div_(h * w)
+            centred = flat - mean[..., None]
+            covariance = torch.bmm(centred, centred.transpose(1, 2)).div_(h * w)
         else:
             area = weights.sum(-1).clamp_min(1e-12)  # (N, 1)
             mean = (flat * weights).sum(-1) / area
-            second = torch.bmm(flat * weights, flat.transpose(1, 2)).div_(area[..., None])
-        mean, second = mean.to(dtype), second.to(dtype)
-        eye = torch.eye(c, dtype=dtype, device=second.device)
-        covariance = second - mean[:, :, None] * mean[:, None, :] + ridge * eye
+            centred = flat - mean[..., None]
+            covariance = torch.bmm(centred * weights, centred.transpose(1, 2)).div_(area[..., None])
+        eye = torch.eye(c, dtype=dtype, device=covariance.device)
+        covariance = covariance.to(dtype) + ridge * eye
+        mean = mean.to(dtype)
         product = root @ covariance @ root
         if ctx.needs_input_grad[0]:
             values, vectors = torch.linalg.eigh(product)
@@ -195,13 +199,13 @@ class _Wasserstein2(torch.autograd.Function):
         roots = values.clamp_min(ridge**2).sqrt()
         trace = covariance.diagonal(dim1=-2, dim2=-1).sum(-1) + covariance_t.diagonal().sum()
         distance = (mean - mean_t).pow(2).sum(-1) + trace - 2 * roots.sum(-1)
-        ctx.save_for_backward(flat, weights, area, mean, mean_t, root, vectors, kept, roots)
+        ctx.save_for_backward(centred, weights, area, mean, mean_t, root, vectors, kept, roots)
         ctx.shape = features.shape
         return (distance / c).float()
 
     @staticmethod
     def backward(ctx, grad_output):
-        flat, weights, area, mean, mean_t, root, vectors, kept, roots = ctx.saved_tensors
+        centred, weights, area, mean, mean_t, root, vectors, kept, roots = ctx.saved_tensors
         n, c = ctx.shape[:2]
         dtype = mean.dtype
         inverse_roots = torch.where(kept, 1.0 / roots, torch.zeros_like(roots))
@@ -209,9 +213,11 @@ class _Wasserstein2(torch.autograd.Function):
         inner = (rotated * inverse_roots.unsqueeze(-2)) @ rotated.transpose(-1, -2)
         scale = grad_output.to(dtype)[:, None, None] / c
         grad_covariance = (torch.eye(c, dtype=dtype, device=root.device) - inner) * scale
-        # S = E[x x^T] - m m^T: the mean's gradient gains -2 dL/dS m
-        grad_mean = 2 * (mean - mean_t) * scale[:, :, 0] - 2 * (grad_covariance @ mean[..., None])[..., 0]
-        grad = torch.bmm(grad_covariance.to(flat.dtype), flat).mul_(2).add_(grad_mean.to(flat.dtype)[..., None])
+        # S = E[(x - m)(x - m)^T]: through the centring the mean gains nothing from S, since the
+        # weighted centred activations sum to 0
+        grad_mean = 2 * (mean - mean_t) * scale[:, :, 0]
+        kind = centred.dtype  # the activations' (float32 in the engine)
+        grad = torch.bmm(grad_covariance.to(kind), centred).mul_(2).add_(grad_mean.to(kind)[..., None])
         if weights is not None:
             grad = grad.mul_(weights)
         return grad.div_(area[..., None]).reshape(ctx.shape), None, None, None, None, None
