@@ -285,9 +285,15 @@ def _sweep_reading(sweep: dict, old: dict | None) -> list[str]:
             f"- The lowest weight that holds static parts 5x steadier than old, {steady[0]}: flicker "
             f"{ratios(low)[0]:.1f}x and drift {ratios(low)[1]:.1f}x below old, the later frames' loss "
             f"{low['later_loss'] / low['first_loss']:.2f}x the first frame's."
-            + (" The held pixels cannot follow the content's features, which with VGG19's receptive fields change "
-               "well beyond the moving object, so the higher the weight the further above the first frame's loss "
-               "the later frames stop." if low["later_loss"] > low["first_loss"] else "")
+        )
+    ordered = sorted(sweep.items(), key=lambda item: float(item[0]))
+    growth = [e["later_loss"] / e["first_loss"] for _, e in ordered]
+    if len(growth) > 1 and all(b >= a for a, b in zip(growth, growth[1:])):
+        lines.append(
+            f"- The later frames' loss grows with the weight at every step of the sweep ({growth[0]:.2f}x to "
+            f"{growth[-1]:.2f}x the first frame's): a held pixel keeps its value while the content's features "
+            "around it change (VGG19's receptive fields reach well beyond the moving object; a likely reason, "
+            "not measured here)."
         )
     default = f"{StyleOptions().temporal_weight:g}"
     if default in sweep and old:
@@ -295,7 +301,14 @@ def _sweep_reading(sweep: dict, old: dict | None) -> list[str]:
         ghost = f"ghost {e['ghost'] / e['ghost_variation']:.2f} of the independent runs' variation, " if e.get("ghost_variation") else ""
         lines.append(
             f"- The default, {default}: flicker {ratios(e)[0]:.0f}x and drift {ratios(e)[1]:.0f}x below old, "
-            f"{ghost}the later frames' loss {e['later_loss'] / e['first_loss']:.2f}x the first frame's."
+            f"{ghost}the later frames' loss {e['later_loss'] / e['first_loss']:.2f}x the first frame's. It is kept "
+            "because time mode is for steady static parts: each tenfold step up to it cuts the static flicker "
+            "further"
+            + (f" (1e2 to 1e3: {sweep['100']['flicker'] / e['flicker']:.1f}x lower)" if "100" in sweep else "")
+            + (f", and the next, 1e4, only {e['flicker'] / sweep['10000']['flicker']:.1f}x more for "
+               f"{sweep['10000']['later_loss'] / sweep['10000']['first_loss']:.2f}x the first frame's loss"
+               if "10000" in sweep else "")
+            + "."
         )
     return lines
 
@@ -433,9 +446,8 @@ def write_section(path: Path, raw: dict, defaults) -> None:
         f"Written by `python benchmarks/stacks.py` on {m['date']}"
         + (f" (the modes table measured on {dates['modes']}, the temporal_weight sweep on {dates['sweep']})"
            if len(set(dates.values())) > 1 else "")
-        + f": {m['cpu']}, {m['threads']} torch threads, "
-        f"torch {m['torch']}, load average {m['load']:.2f} at the end, {raw['seconds']:.0f} s in all. "
-        f"Raw numbers: `docs/stacks.json`.",
+        + f": {m['cpu']}, {m['threads']} torch threads, torch {m['torch']}; the last run: load average "
+        f"{m['load']:.2f} at its end, {raw['seconds']:.0f} s in all. Raw numbers: `docs/stacks.json`.",
         "",
         f"Generated grey sequences of {raw['frames']} frames at {raw['size']} px (see the script), the bundled swirl "
         f"as the style, weights `random`, {raw['steps']} steps for a first frame, the default temporal_weight "
@@ -445,6 +457,9 @@ def write_section(path: Path, raw: dict, defaults) -> None:
         "the object goes. Differences are mean absolute values in [0, 1].",
         "",
     ]
+    moving_runs = raw["sequences"].get("moving", {})
+    moving_half = moving_runs.get("time", {}).get("later_loss")
+    moving_full = moving_runs.get("time, full steps", {}).get("later_loss") if moving_half else None
     if raw["sequences"]:
         lines += [
             "| sequence | mode | flicker (static) | drift (static) | ghost | ghost / independent variation | warp error "
@@ -484,14 +499,15 @@ def write_section(path: Path, raw: dict, defaults) -> None:
             "- Static parts: time mode holds them (flicker and drift well over 5x below old and independent); "
             "old drifts further every frame, as each frame adds its full steps on top of the previous.",
             "- Where the disc has been: old leaves grey ghost discs (visible in the montage); time mode starts "
-            "uncovered pixels afresh and leaves a darker, less stylised trail where the disc was, since those pixels "
-            "got only the later frames' steps before the next frame pins them. Its ghost measure stays under the "
-            "independent runs' own variation there, but the trail is visible; more time_steps make it fainter.",
+            "uncovered pixels afresh and leaves a darker, less stylised trail where the disc was. Its ghost measure "
+            "stays under the independent runs' own variation there, but the trail is visible, and all the steps "
+            "for the later frames (*time, full steps*) do not remove it.",
             "- Steps: time mode's later frames stop above the first frame's content + style loss even with all "
-            "the steps (*time, full steps*): the temporal term holds static pixels at the first frame's solution "
-            "while the style's statistics change with the disc; at half the steps they end within 10% of where "
-            "all the steps take them. So half of steps is the auto time_steps; the first frame's loss is not the "
-            "yardstick here.",
+            "the steps (*time, full steps*)"
+            + (f"; at half the steps they end within {abs(moving_half / moving_full - 1) * 100:.0f}% of where all "
+               "the steps take them" if moving_full else "")
+            + ". So half of steps is the auto time_steps; see the temporal_weight sweep below for what the first "
+            "frame's loss asks of the weight.",
             "- zstack: time mode is the wrong choice for unlike slices (the flow finds no reliable pixels, every "
             "slice starts afresh with only the later frames' steps: lower likeness, higher loss); independent is "
             "the default for that reason.",
@@ -504,7 +520,7 @@ def write_section(path: Path, raw: dict, defaults) -> None:
         lines += [
             "temporal_weight on the moving disc (time mode, auto time_steps, the same sequence and steps as above). "
             + ("*x below old*: old's static flicker and drift over this weight's (the goal is 5x). " if old else "")
-            + "*reach*: as in the table above.",
+            + "*later frames' steps to the first frame's loss*: as in the table above.",
             "",
             "| temporal_weight | flicker (static) | drift (static) | x below old (flicker, drift) | ghost / independent variation "
             "| warp error | loss first / later | later frames' steps to the first frame's loss |",
