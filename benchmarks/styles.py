@@ -171,6 +171,15 @@ def montage(content, styles, size: int, steps: int, path: Path) -> None:
     sheet.save(path)
 
 
+def _ran_in(precision: str) -> str:
+    """What ``precision`` ran as on this CPU (auto: bf16 where native, else fp32)."""
+    import torch
+
+    from napari_style_transfer.engine import precision_used
+
+    return precision_used(precision, torch.device("cpu"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -191,7 +200,7 @@ def main() -> None:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         print("\n".join(lines))
         record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "omp_threads": os.environ.get("OMP_NUM_THREADS", "default"),
-                  "precision": args.precision, "seconds_per_evaluation": {f"{name} @ {size}": found[size][name] for size in sizes for name in CASES}}
+                  "precision": args.precision, "ran_in": _ran_in(args.precision), "seconds_per_evaluation": {f"{name} @ {size}": found[size][name] for size in sizes for name in CASES}}
         (out / f"styles_interleaved_{args.precision}.json").write_text(json.dumps(record, indent=2) + "\n")
         return
     rows = {}
@@ -207,6 +216,7 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "omp_threads": os.environ.get("OMP_NUM_THREADS", "default"),
         "precision": args.precision,
+        "ran_in": _ran_in(args.precision),
         "seconds_per_step": {f"{name} @ {size}": value for (name, size), value in rows.items()},
     }
     (out / "styles.json").write_text(json.dumps(record, indent=2) + "\n")

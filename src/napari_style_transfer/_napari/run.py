@@ -354,7 +354,9 @@ def run_style_transfer(
     result: ``frames="time"``) or ``"whole stack, frames independent"`` (Z slices, channels:
     ``frames="independent"``; ``"whole stack"`` is its earlier name); a whole stack fills
     one layer frame by frame. Lazy (dask, zarr) layers, the regions' Labels layer too, are
-    read a frame at a time in the worker thread.
+    read a frame at a time in the worker thread; every layer is read when the run gets to it
+    (the regions once the weights are loaded), not at Run, so a layer edited meanwhile is
+    read as it is then.
     Grey results come back in the content's units (mapped back through the contrast limits
     the content was read with) unless ``content_range=False`` ([0, 1] then); results carry
     the content's colormap, gamma and blending. A later run of the same content is named for
