@@ -246,3 +246,75 @@ def test_the_workers_of_one_machine_share_its_cpus_among_their_torch_threads(mon
         setup.setup(SimpleNamespace(name=0, state=SimpleNamespace(nthreads=1)))
         threads.append(os.environ[ours._THREADS_VARIABLE])
     assert threads == ["4", "2", "1"]
+
+
+class CountedFrames:
+    """A frame source (see ``_image.is_frame_source``) that records each frame read; the
+    frame ``bad`` (if given) is unreadable, as a NaN frame is."""
+
+    def __init__(self, stack, bad=None, on_read=None):
+        self.stack, self.bad, self.on_read = stack, bad, on_read
+        self.shape, self.dtype, self.ndim = stack.shape, stack.dtype, stack.ndim
+        self.value_range = (0.0, 1.0)
+        self.read = []
+
+    def __getitem__(self, index):
+        self.read.append(index)
+        if self.on_read is not None:
+            self.on_read()
+        if index == self.bad:
+            raise StyleTransferError(f"frame {index} contains NaN values")
+        return self.stack[index]
+
+
+class RecordingClient:
+    """What ``iter_frames`` asks of a dask client before any task comes back: submit and cancel."""
+
+    def __init__(self):
+        self.submitted, self.cancelled = [], []
+
+    def submit(self, *args, **kwargs):
+        future = object()
+        self.submitted.append(future)
+        return future
+
+    def cancel(self, futures):
+        self.cancelled.extend(futures)
+
+
+def a_stack(content):
+    return np.stack([content[..., 0], content[..., 1], content[..., 2]])
+
+
+def test_a_stop_set_before_the_frames_are_submitted_reads_and_submits_none(content, style):
+    import threading
+
+    from napari_style_transfer.distributed import iter_frames
+
+    source, client, stop = CountedFrames(a_stack(content)), RecordingClient(), threading.Event()
+    stop.set()
+    assert list(iter_frames(client, source, style, stop=stop, frames="independent", weights="random")) == []
+    assert source.read == [] and client.submitted == []
+
+
+def test_a_stop_during_submission_reads_no_further_frame_and_cancels_those_submitted(content, style):
+    import threading
+
+    from napari_style_transfer.distributed import iter_frames
+
+    stop = threading.Event()
+    source, client = CountedFrames(a_stack(content), on_read=stop.set), RecordingClient()
+    assert list(iter_frames(client, source, style, stop=stop, frames="independent", weights="random")) == []
+    assert source.read == [(0,)]
+    assert len(client.submitted) == 2  # the style and the first frame
+    assert sorted(map(id, client.cancelled)) == sorted(map(id, client.submitted))
+
+
+def test_a_frame_that_fails_partway_through_submission_cancels_the_frames_submitted(content, style):
+    from napari_style_transfer.distributed import iter_frames
+
+    source, client = CountedFrames(a_stack(content), bad=(1,)), RecordingClient()
+    with pytest.raises(StyleTransferError, match="NaN"):
+        list(iter_frames(client, source, style, frames="independent", weights="random"))
+    assert len(client.submitted) == 2  # the style and the first frame
+    assert sorted(map(id, client.cancelled)) == sorted(map(id, client.submitted))

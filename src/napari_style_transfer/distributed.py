@@ -294,7 +294,8 @@ def iter_frames(
     yield (frame index, the frame's StyleResult) as they come back, in any order. Each
     frame's image is what the single-process run of the whole stack gives for it with the
     same seed. ``stop``: once set, the iteration ends within ``STOP_CHECK_S`` seconds even
-    while no frame comes back; the frames not yet returned are cancelled on the cluster."""
+    while no frame comes back, and no further frame is read or submitted; the frames not yet
+    returned are cancelled on the cluster."""
     opts = StyleOptions.from_kwargs(options)
     if opts.frames != "independent":
         raise StyleTransferError(
@@ -305,13 +306,21 @@ def iter_frames(
     style_in = describe_image(style, "style", allow_stack=False)
     options = opts.to_dict()
     run = uuid.uuid4().hex[:8]
-    style_future = client.submit(_keep, np.asarray(style_in.data), key=f"style-{run}", pure=False)
-    futures = {}
-    for number, index in enumerate(described.frames()):
-        frame = _Frame(described.data[index], described.low, described.high, described.scaling, described.alpha_as_is)
-        future = client.submit(_stylize_frame, frame, style_future, options, key=f"frame-{number}-{run}", pure=False)
-        futures[future] = index
+    stopped = stop.is_set if stop is not None else (lambda: False)
+    futures: dict[Any, tuple[int, ...]] = {}
+    styles: list[Any] = []
+    # From the first submission on, whatever ends the iteration (a stop, an error reading a
+    # frame, the caller closing it) cancels every task submitted.
     try:
+        if stopped():
+            return
+        styles.append(client.submit(_keep, np.asarray(style_in.data), key=f"style-{run}", pure=False))
+        for number, index in enumerate(described.frames()):
+            if stopped():  # before reading the frame: a stop during submission uploads no more
+                return
+            frame = _Frame(described.data[index], described.low, described.high, described.scaling, described.alpha_as_is)
+            future = client.submit(_stylize_frame, frame, styles[0], options, key=f"frame-{number}-{run}", pure=False)
+            futures[future] = index
         returned = as_completed(futures, with_results=True)
         while not returned.is_empty():
             if stop is not None:
@@ -321,7 +330,8 @@ def iter_frames(
             future, image = next(returned)
             yield futures[future], image
     finally:
-        client.cancel([*futures, style_future])
+        if styles:
+            client.cancel([*futures, *styles])
 
 
 def stylize_on_cluster(client: Client, content: Any, style: Any, **options: Any) -> np.ndarray:

@@ -180,3 +180,67 @@ def test_frames_back_from_the_cluster_give_the_status_a_speed_and_time_left(cont
     assert len(progress) == 2
     assert all(update.steps_per_second > 0 for update in progress)
     assert "left" in _speed_and_time_left(progress[0])  # not "first step" for the whole run
+
+
+def wait_until(condition, message):
+    done = threading.Event()
+    for _ in range(RUN_WAIT_MS // 50):
+        if condition():
+            done.set()
+            break
+        done.wait(0.05)
+    assert done.is_set(), message
+
+
+def test_updates_closed_without_a_cancel_stop_the_frames_left_on_the_cluster(content, style, cluster, monkeypatch):
+    """As ``worker.quit()`` does, or the run's end closing its updates: no frame is left to run for nobody."""
+    from napari_style_transfer._napari.worker import Progress, cluster_frame_updates
+
+    frames = HeldFrames(monkeypatch, free=1)
+    grey = np.stack([content[..., 0], content[..., 1], content[..., 2]])
+    updates = cluster_frame_updates(grey, style, dict(FAST), threading.Event(), cluster.scheduler_address)
+    try:
+        assert any(isinstance(update, Progress) for update in updates)  # read up to the first frame back
+        assert frames.held.wait(RUN_WAIT_MS / 1000)  # the second frame runs, the third waits for the worker
+        updates.close()
+        wait_until(lambda: not cluster.scheduler.tasks, "the frames left were never cancelled on the cluster")
+    finally:
+        frames.release.set()
+    wait_until_the_cluster_is_idle(cluster)
+    assert frames.calls == 2  # the third frame was cancelled on the cluster, never run
+
+
+class ClosedClient:
+    def close(self):
+        pass
+
+
+def test_a_cluster_run_interrupted_in_its_thread_is_a_failure_that_names_the_scheduler(content, style, monkeypatch):
+    from napari_style_transfer import distributed as on_dask
+    from napari_style_transfer._napari.worker import Failed, cluster_frame_updates
+
+    def interrupted(address):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(on_dask, "connect", interrupted)
+    grey = np.stack([content[..., 0], content[..., 1]])
+    (failed,) = cluster_frame_updates(grey, style, dict(FAST), threading.Event(), "tcp://10.0.0.1:8786")
+    assert isinstance(failed, Failed) and failed.expected
+    assert "tcp://10.0.0.1:8786" in failed.message and "workers" in failed.message
+
+
+def test_a_cluster_run_that_ends_before_its_frames_come_back_is_a_failure_that_names_the_scheduler(
+    content, style, monkeypatch
+):
+    from napari_style_transfer import distributed as on_dask
+    from napari_style_transfer._napari.worker import Failed, cluster_frame_updates
+
+    def no_frame_back(*args, **kwargs):
+        yield from ()
+
+    monkeypatch.setattr(on_dask, "connect", lambda address: ClosedClient())
+    monkeypatch.setattr(on_dask, "iter_frames", no_frame_back)
+    grey = np.stack([content[..., 0], content[..., 1]])
+    (failed,) = cluster_frame_updates(grey, style, dict(FAST), threading.Event(), "tcp://10.0.0.1:8786")
+    assert isinstance(failed, Failed) and failed.expected
+    assert "tcp://10.0.0.1:8786" in failed.message and "dashboard" in failed.message

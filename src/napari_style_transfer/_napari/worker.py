@@ -383,14 +383,16 @@ def cluster_frame_updates(
     """A whole stack's frames (independent) on the dask cluster at ``scheduler``: a
     :class:`FrameDone` per frame as it comes back, in any order. A cancel ends the run at
     once, while it connects or waits for a frame too: the frames back are kept, those not
-    back are cancelled on the cluster (by :class:`_ClusterFrames`'s thread, unseen). Never
-    raises: errors are :class:`Failed` updates."""
+    back are cancelled on the cluster (by :class:`_ClusterFrames`'s thread, unseen). Closing
+    the updates early (``worker.quit()``, an error on the worker's side) stops that thread
+    likewise. Never raises: errors are :class:`Failed` updates."""
     import time
 
     started = time.perf_counter()
     done = 0
+    returned = None
     try:
-        returned = _ClusterFrames(content, style, options, cancel, scheduler)
+        returned = _ClusterFrames(content, style, options, scheduler)
         first = returned.next(cancel)
         if first is None:
             yield Cancelled(0, None)
@@ -431,6 +433,11 @@ def cluster_frame_updates(
         from ..errors import StyleTransferError
 
         yield Failed(_describe(error), 0, None, traceback.format_exc(), done, expected=isinstance(error, StyleTransferError))
+    finally:
+        # however the updates end (finished, cancelled, failed, closed unread), the thread
+        # stops: no frame is left running on the cluster for nobody, the client is closed
+        if returned is not None:
+            returned.stop()
 
 
 _END = object()
@@ -440,14 +447,16 @@ class _ClusterFrames:
     """Everything dask of a cluster run, in a thread of its own: read the inputs, connect
     (up to ``distributed.CONNECT_TIMEOUT``), submit the frames, hand over what comes back. The
     worker thread only waits for the next item or the cancel, whichever comes first; after a
-    cancel this thread sees ``stop`` within ``distributed.STOP_CHECK_S``, cancels the frames
-    left and closes the client, unseen (an error it meets then is logged, not raised)."""
+    cancel or :meth:`stop` this thread stops within ``distributed.STOP_CHECK_S`` (or once
+    ``connect`` returns), reads and submits no more frames, cancels those left and closes the
+    client, unseen (an error it meets then is logged, not raised)."""
 
-    def __init__(self, content: Any, style: Any, options: dict[str, Any], stop: threading.Event, scheduler: str):
+    def __init__(self, content: Any, style: Any, options: dict[str, Any], scheduler: str):
         import queue
 
         self._items: queue.Queue = queue.Queue()
-        self._stop = stop
+        self._stop = threading.Event()  # its own: the user's cancel is not the only reason to stop
+        self._scheduler = scheduler
         thread = threading.Thread(
             target=self._run, args=(content, style, options, scheduler), name="style transfer: cluster", daemon=True
         )
@@ -464,23 +473,38 @@ class _ClusterFrames:
             if isinstance(style, LayerInput):
                 style = style.engine_array()
             stack_shape = describe_image(content, "content").stack_shape
+            if self._stop.is_set():
+                return
             client = connect(scheduler)
             try:
+                if self._stop.is_set():  # stopped while it connected: read and upload nothing
+                    return
                 frames = iter_frames(client, content, style, stop=self._stop, **options)
                 self._items.put((stack_shape, frame_count(stack_shape)))
-                for item in frames:
-                    self._items.put(item)
+                try:
+                    for item in frames:
+                        self._items.put(item)
+                finally:
+                    frames.close()  # cancels the frames not back, whatever ended the loop
             finally:
                 client.close()
         except BaseException as error:  # handed to the worker thread, which reports it
             if self._stop.is_set():
-                log.info("style transfer: a cancelled cluster run then failed: %s", _describe(error))
+                log.info("style transfer: a stopped cluster run then failed: %s", _describe(error))
             self._items.put(error)
-        self._items.put(_END)
+        finally:
+            self._items.put(_END)
+
+    def stop(self) -> None:
+        """Stop the thread (cancel the frames not back, close the client) without waiting for it."""
+        self._stop.set()
 
     def next(self, cancel: threading.Event) -> Any:
-        """The next item, or None when ``cancel`` comes first; raises what the thread raised."""
+        """The next item, or None when ``cancel`` comes first (which stops the thread); raises
+        what the thread raised, as a :class:`StyleTransferError` if it was no ``Exception``."""
         import queue
+
+        from ..errors import StyleTransferError
 
         while True:
             try:
@@ -488,13 +512,24 @@ class _ClusterFrames:
                 break
             except queue.Empty:
                 if cancel.is_set():
+                    self.stop()
                     return None
-        if cancel.is_set() and (item is _END or isinstance(item, BaseException)):
-            return None  # the thread stopped for the cancel (and logged what it met then)
-        if isinstance(item, BaseException):
+        if cancel.is_set():
+            self.stop()
+            if item is _END or isinstance(item, BaseException):
+                return None  # the thread stopped for the cancel (and logged what it met then)
+        if isinstance(item, Exception):
             raise item
+        if isinstance(item, BaseException):  # KeyboardInterrupt, asyncio's CancelledError: a Failed, too
+            raise StyleTransferError(
+                f"the cluster run at {self._scheduler} was interrupted ({item!r}); check that the "
+                "scheduler and its workers still run (the dask dashboard shows them), then run again"
+            ) from item
         if item is _END:
-            raise RuntimeError("the cluster run ended before all its frames came back")
+            raise StyleTransferError(
+                f"the cluster run at {self._scheduler} ended before all its frames came back; check that the "
+                "scheduler and its workers still run (the dask dashboard shows them), then run again"
+            )
         return item
 
 
