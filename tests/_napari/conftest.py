@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,22 @@ FAST = {"size": 32, "steps": 4, "snapshot_every": 2, "weights": "random"}
 #: than everything else: on a 2-core machine with two busy-loop processes, a 4-step 32 px run
 #: took over 120 s. A wait, not a time limit on the run: a healthy run ends long before.
 RUN_WAIT_MS = 900_000
+
+
+def cancel_once_waiting(waiting: threading.Event, cancel: threading.Event, release: threading.Event) -> threading.Thread:
+    """A started thread that sets ``cancel`` once ``waiting`` is set (the run is blocked where
+    the test holds it), then, if the run's updates have not ended by themselves within
+    RUN_WAIT_MS, sets ``release`` so that they do and the test fails instead of hanging."""
+
+    def cancel_then_release():
+        waiting.wait()
+        cancel.set()
+        if not release.wait(RUN_WAIT_MS / 1000):
+            release.set()
+
+    thread = threading.Thread(target=cancel_then_release)
+    thread.start()
+    return thread
 
 
 def wait_until_idle(qtbot, widget, timeout=RUN_WAIT_MS):

@@ -8,7 +8,7 @@ import threading
 from napari_style_transfer import api
 from napari_style_transfer._napari.worker import Cancelled, style_transfer_updates
 
-from .conftest import FAST, RUN_WAIT_MS, run_and_wait, wait_until_idle
+from .conftest import FAST, RUN_WAIT_MS, cancel_once_waiting, run_and_wait, wait_until_idle
 
 LOADING_THREAD = "style transfer: loading"
 
@@ -40,14 +40,7 @@ def test_a_cancel_while_the_weights_load_ends_the_updates_before_the_load_does(c
     cancel = threading.Event()
     updates = style_transfer_updates(content, style, dict(FAST), cancel)
 
-    def cancel_once_the_load_waits():
-        load.started.wait()
-        cancel.set()
-        if not load.release.wait(RUN_WAIT_MS / 1000):  # the updates did not end: let them, to fail
-            load.release.set()
-
-    canceller = threading.Thread(target=cancel_once_the_load_waits)
-    canceller.start()
+    canceller = cancel_once_waiting(load.started, cancel, load.release)
     try:
         got = list(updates)
         assert not load.release.is_set()

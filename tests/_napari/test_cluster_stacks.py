@@ -9,7 +9,7 @@ import pytest
 
 from napari_style_transfer import api
 
-from .conftest import FAST, RUN_WAIT_MS, run_and_wait, wait_until_idle
+from .conftest import FAST, RUN_WAIT_MS, cancel_once_waiting, run_and_wait, wait_until_idle
 
 distributed = pytest.importorskip("distributed")
 
@@ -117,14 +117,7 @@ def test_a_cancel_before_the_first_frame_comes_back_ends_the_updates_at_once(con
     grey = np.stack([content[..., 0], content[..., 1]])
     updates = cluster_frame_updates(grey, style, dict(FAST), cancel, cluster.scheduler_address)
 
-    def cancel_once_a_frame_is_held():
-        frames.held.wait()
-        cancel.set()
-        if not frames.release.wait(RUN_WAIT_MS / 1000):  # the updates did not end: let them, to fail
-            frames.release.set()
-
-    canceller = threading.Thread(target=cancel_once_a_frame_is_held)
-    canceller.start()
+    canceller = cancel_once_waiting(frames.held, cancel, frames.release)
     try:
         got = list(updates)
         assert not frames.release.is_set(), "the updates waited for the held frame"
