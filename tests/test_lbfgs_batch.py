@@ -255,3 +255,69 @@ def test_the_batch_frames_benchmark_runs_end_to_end():
         check=True, capture_output=True, text=True, timeout=600,
     ).stdout
     assert "| 16 | 1 |" in output and "| 16 | 2 |" in output
+
+
+def stiff_problem():
+    """A soft non-quadratic objective over the pixels plus a stiff quadratic hold on most of
+    them (a time series' temporal term at a high weight): the free pixels' own curvature is
+    about 1e3 times below the held ones'."""
+    generator = torch.Generator().manual_seed(4)
+    start = torch.full((1, *SHAPE), 0.5, dtype=torch.float64)
+    target = start.clone()
+    held = (torch.rand((1, 1, *SHAPE[1:]), generator=generator) < 0.8).to(torch.float64).expand_as(start)
+    centre = 0.1 + 0.8 * torch.rand(start.shape, generator=generator, dtype=torch.float64)
+    weight = 2000.0
+
+    def objective(x):
+        soft = 0.5 * ((x - centre) ** 2).sum() + 0.02 * torch.cos(6.0 * x).sum()
+        hold = 0.5 * weight * (held * (x - target) ** 2).sum()
+        return soft + hold, torch.stack([soft, hold]).detach()
+
+    return start, objective, weight * held, held == 0, centre
+
+
+def test_a_known_stiff_curvature_lets_the_free_pixels_move_at_their_own_pace():
+    start, objective, curvature, free, centre = stiff_problem()
+    plain = BoxLBFGS(start, objective, history_size=5)
+    informed = BoxLBFGS(start, objective, history_size=5, curvature=curvature)
+    for _ in range(6):
+        plain_loss, informed_loss = plain.step(), informed.step()
+    assert sum(informed_loss) < sum(plain_loss)
+    plain_error = (plain.x - centre)[free].abs().mean()
+    informed_error = (informed.x - centre)[free].abs().mean()
+    assert informed_error < 0.5 * plain_error
+
+
+def test_a_curvature_of_zero_is_plain_lbfgs():
+    problem = toy_problem(1)
+    objective = lone_objective(problem, 0)
+    plain = BoxLBFGS(problem["start"], objective, history_size=5)
+    zero = BoxLBFGS(problem["start"], objective, history_size=5, curvature=torch.zeros_like(problem["start"]))
+    for _ in range(4):
+        assert zero.step() == pytest.approx(plain.step(), rel=1e-9)
+    torch.testing.assert_close(zero.x, plain.x, rtol=0, atol=1e-12)
+
+
+def test_the_temporal_terms_curvature_is_its_second_derivative(style_setup):
+    from napari_style_transfer.engine import StyleObjective
+    from napari_style_transfer.losses import temporal_loss
+
+    extractor, frames, style_image, options = style_setup
+    objective = StyleObjective(extractor, frames[:1], style_image, options)
+    image = frames[:1].clone()
+    assert objective.temporal_curvature(image) is None  # no temporal term
+    target = torch.rand(image.shape, generator=torch.Generator().manual_seed(5))
+    reliable = (torch.rand((1, 1, *image.shape[-2:]), generator=torch.Generator().manual_seed(6)) < 0.5).float()
+    reliable[..., 3, 4] = 1.0
+    objective.set_temporal(target, reliable)
+    curvature = objective.temporal_curvature(image)
+    # the temporal term is quadratic and separable: its Hessian is diagonal, and a unit step
+    # along one pixel changes its gradient there by the curvature
+    x = image.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(objective.temporal_weight * temporal_loss(x, target, reliable), x)
+    moved = x.detach().clone()
+    moved[0, 1, 3, 4] += 1.0
+    moved.requires_grad_(True)
+    (moved_grad,) = torch.autograd.grad(objective.temporal_weight * temporal_loss(moved, target, reliable), moved)
+    torch.testing.assert_close((moved_grad - grad)[0, 1, 3, 4], curvature[0, 1, 3, 4])
+    assert curvature.shape == image.shape and torch.equal(curvature[0, 0] > 0, reliable[0, 0] > 0)

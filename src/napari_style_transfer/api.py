@@ -38,7 +38,7 @@ from .engine import (  # noqa: E402
     with_backend_flags,
     with_content_colours,
 )
-from .frames import WARP_MODE, link_frames, time_chains, warp  # noqa: E402
+from .frames import WARP_MODE, fill_from_surroundings, link_frames, time_chains, warp  # noqa: E402
 from .vgg import VGGFeatures  # noqa: E402
 from .weights import load_vgg19_features  # noqa: E402
 
@@ -688,9 +688,16 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
             style_t = styles_t[0]  # init="style" starts from the first style
             if temporal is not None:
                 # where the content is new (uncovered, changed) the warped result would bring
-                # the old content's style along: start those pixels as a first frame does
+                # the old content's style along. A first frame's start (the content, with
+                # init="content") would stay nearly unstyled there in a later frame's steps:
+                # the rest of the image already matches the style, so the style loss barely
+                # pulls on a few new pixels, and held from the next frame on they leave a flat
+                # trail. They start from their content plus the styling (result - content) of
+                # known pixels nearby instead.
+                styling, copied = fill_from_surroundings(temporal[0] - contents_t, link.fresh, link.reliable)
                 fresh = initial_image(contents_t, style_t, opts.init, opts.seed)
-                start = temporal[0] + link.changed * (fresh - temporal[0])
+                fresh = torch.where(copied > 0, (contents_t + styling).clamp(0.0, 1.0), fresh)
+                start = temporal[0] + link.fresh * (fresh - temporal[0])
             elif images is None:  # each frame from the start it has alone (the same noise for one seed)
                 start = torch.cat([initial_image(content_t[None], style_t, opts.init, opts.seed) for content_t in contents_t])
             else:  # the coarser level's result

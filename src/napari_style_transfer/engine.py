@@ -230,6 +230,15 @@ class StyleObjective(nn.Module):
         features = self.features(content) if self.content_layers else {}
         self.content_targets = {name: features[name] for name in self.content_layers}
 
+    def temporal_curvature(self, image: torch.Tensor) -> torch.Tensor | None:
+        """The temporal term's second derivative per pixel of ``image`` (its weight times
+        2 reliable / the number of values, as the loss is a mean), or None without one: the
+        optimiser's starting Hessian takes it in (lbfgs.BoxLBFGS)."""
+        if self.temporal is None or not self.temporal_weight:
+            return None
+        reliable = self.temporal[1].to(image.device, torch.float32)
+        return (2.0 * self.temporal_weight / image.numel()) * reliable.expand_as(image).contiguous()
+
     def set_temporal(self, target: torch.Tensor | None, reliable: torch.Tensor | None = None) -> None:
         """Keep the image near ``target`` (N, 3, H, W) where ``reliable`` (N, 1, H, W, 0..1) is
         high, from now on; None turns the temporal term off (a stack's first frame)."""
@@ -322,7 +331,10 @@ def optimize(
     """
     steps = options.steps if steps is None else steps
     if options.optimizer == "lbfgs":
-        lbfgs = BoxLBFGS(start, objective, history_size=LBFGS_HISTORY, lr=options.resolved_learning_rate)
+        lbfgs = BoxLBFGS(
+            start, objective, history_size=LBFGS_HISTORY, lr=options.resolved_learning_rate,
+            curvature=objective.temporal_curvature(start),
+        )
         for step in range(1, steps + 1):
             objective.new_directions()
             yield step, _checked(_as_losses(lbfgs.step()), step), lbfgs.x

@@ -5,7 +5,8 @@ its stored steps disagree with the steps really taken, and runs then oscillate (
 the test images: losses jumping up 10-50x between iterations). Here each iteration projects
 onto the box, stores the step actually taken, and backtracks (Armijo) until the loss falls,
 so the loss decreases monotonically. An iteration costs one loss evaluation when the full
-step is accepted, which is the usual case after the first few.
+step is accepted, which is the usual case after the first few. A known diagonal curvature (a
+time series' temporal term) can go into the starting Hessian (``curvature``).
 
 BatchBoxLBFGS does the same for a stack of independent frames (Z slices, channels) sent
 through VGG19 as one batch, which keeps a GPU busy on small frames: every frame keeps its own
@@ -50,8 +51,10 @@ class BoxLBFGS:
         high: float = 1.0,
         sufficient_decrease: float = 1e-4,
         max_backtracks: int = 12,
+        curvature: torch.Tensor | None = None,
     ):
         self.x = image.detach().clamp(low, high)
+        self.curvature = curvature
         self.objective = objective
         self.history: deque[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = deque(maxlen=history_size)
         self.lr = lr
@@ -81,13 +84,31 @@ class BoxLBFGS:
             alphas.append(alpha)
         if self.history:
             s, y, _ = self.history[-1]
-            q.mul_(torch.vdot(s.flatten(), y.flatten()) / torch.vdot(y.flatten(), y.flatten()))
+            q.mul_(self._initial_inverse_hessian(s, y))
         else:  # first iteration: steepest descent moving no pixel by more than FIRST_STEP
             q.mul_(FIRST_STEP / grad.abs().amax().clamp_min(1e-30))
         for (s, y, rho), alpha in zip(self.history, reversed(alphas), strict=True):
             beta = rho * torch.vdot(y.flatten(), q.flatten())
             q.addcmul_(s, alpha - beta)
         return q
+
+    def _initial_inverse_hessian(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The two-loop recursion's starting inverse Hessian: the usual scalar s.y / y.y or,
+        with a known ``curvature``, per pixel 1 / (1 / gamma + curvature), where gamma is the
+        scalar of the rest of the objective (its y: y - curvature * s).
+
+        A stiff quadratic term (a time series' temporal loss at a high weight, on most of the
+        pixels) otherwise sets the one scalar for every pixel, and the pixels it does not hold
+        move by steps sized for the ones it does."""
+        scalar = torch.vdot(s.flatten(), y.flatten()) / torch.vdot(y.flatten(), y.flatten())
+        if self.curvature is None:
+            return scalar
+        rest = y - self.curvature * s
+        sy, yy = torch.vdot(s.flatten(), rest.flatten()), torch.vdot(rest.flatten(), rest.flatten())
+        gamma = sy / yy.clamp_min(1e-30)
+        per_pixel = 1.0 / (1.0 / gamma.clamp_min(1e-30) + self.curvature)
+        # where the rest is not convex along the step, the scalar (no host sync to decide)
+        return torch.where(sy > 0, per_pixel, scalar.expand_as(per_pixel))
 
     def step(self) -> list[float]:
         """One iteration. Returns the report of the image it ends on (``self.x``) as floats.
