@@ -112,6 +112,35 @@ def test_a_fresh_pixel_on_its_own_copies_its_nearest_known_neighbour():
     assert any(torch.equal(filled[0, :, 5, 5], value) for value in neighbours)
 
 
+def test_fresh_pixels_far_from_anything_known_are_not_copied():
+    from napari_style_transfer.frames import COPY_REACH
+
+    image = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(1))
+    known = torch.zeros(1, 1, 40, 40)
+    known[..., :, :2] = 1.0  # a strip along the left edge: too little to copy a region from
+    fresh = 1.0 - known
+    filled, copied = fill_from_surroundings(image, fresh, known)
+    columns = torch.arange(40).expand(40, 40)
+    near = (columns - 1 <= COPY_REACH)
+    assert copied[0, 0][near & (columns >= 2)].all()  # the nearest known pixel, within reach
+    assert not copied[0, 0][~near].any()
+    assert torch.equal(filled[..., ~near], image[..., ~near])
+
+
+def test_a_fresh_pixel_copies_only_from_its_own_group():
+    image = torch.from_numpy(np.stack([texture(24, seed) for seed in range(3)]))[None]
+    groups = np.zeros((24, 24), np.int64)
+    groups[:, 12:] = 1
+    fresh = torch.zeros(1, 1, 24, 24)
+    fresh[..., 8:16, 12:14] = 1.0  # on the edge of group 1, group 0 right beside it
+    filled, copied = fill_from_surroundings(image, fresh, 1.0 - fresh, groups)
+    assert copied.sum() == fresh.sum()
+    group_one = image[0][:, (groups == 1) & (fresh[0, 0].numpy() == 0)]
+    for row, column in zip(*np.nonzero(fresh[0, 0].numpy())):
+        value = filled[0, :, row, column]
+        assert (group_one == value[:, None]).all(0).any()
+
+
 def test_nothing_is_copied_where_nothing_is_known():
     image = torch.rand(1, 3, 16, 16)
     filled, copied = fill_from_surroundings(image, torch.ones(1, 1, 16, 16), torch.zeros(1, 1, 16, 16))
@@ -124,8 +153,9 @@ def test_a_later_frame_starts_its_new_pixels_from_their_content_plus_nearby_styl
     fills, starts = [], []
     real_fill, real_optimise = api.fill_from_surroundings, api._optimise_batch
 
-    def recording_fill(styling, fresh, known):
-        filled, copied = real_fill(styling, fresh, known)
+    def recording_fill(styling, fresh, known, groups):
+        assert groups is None  # no style regions
+        filled, copied = real_fill(styling, fresh, known, groups)
         fills.append((styling, fresh, filled, copied))
         return filled, copied
 
@@ -254,3 +284,23 @@ def test_the_command_line_styles_a_time_series_into_a_stack(tmp_path, style):
             "--steps", "3", "--weights", "random", "--quiet", "--frames", "time", "--time-steps", "1"]
     assert main(argv) == 0
     assert tifffile.imread(out).shape == (3, 48, 48)
+
+
+def test_a_time_series_with_style_regions_fills_new_pixels_within_their_region(style, monkeypatch):
+    from napari_style_transfer import api
+
+    groups_seen = []
+    real_fill = api.fill_from_surroundings
+
+    def recording_fill(styling, fresh, known, groups):
+        groups_seen.append(groups)
+        return real_fill(styling, fresh, known, groups)
+
+    monkeypatch.setattr(api, "fill_from_surroundings", recording_fill)
+    movie, _ = moving_disc(frames=2)
+    labels = np.zeros((48, 48), np.int64)
+    labels[:, 24:] = 1
+    result = result_of(movie, [style, style[::-1]], frames="time", time_steps=2, style_regions=labels)
+    assert result.image.shape == (2, 48, 48) and np.isfinite(result.image).all()
+    (groups,) = groups_seen
+    np.testing.assert_array_equal(groups, labels)

@@ -319,5 +319,46 @@ def test_the_temporal_terms_curvature_is_its_second_derivative(style_setup):
     moved[0, 1, 3, 4] += 1.0
     moved.requires_grad_(True)
     (moved_grad,) = torch.autograd.grad(objective.temporal_weight * temporal_loss(moved, target, reliable), moved)
-    torch.testing.assert_close((moved_grad - grad)[0, 1, 3, 4], curvature[0, 1, 3, 4])
-    assert curvature.shape == image.shape and torch.equal(curvature[0, 0] > 0, reliable[0, 0] > 0)
+    torch.testing.assert_close((moved_grad - grad)[0, 1, 3, 4], curvature[0, 0, 3, 4])
+    assert curvature.shape == reliable.shape  # the same for every channel
+    assert torch.equal(curvature[0, 0] > 0, reliable[0, 0] > 0)
+
+
+def test_a_time_series_frame_runs_lbfgs_with_its_temporal_curvature(style_setup, monkeypatch):
+    from napari_style_transfer import engine
+
+    extractor, frames, style_image, options = style_setup
+    objective = engine.StyleObjective(extractor, frames[:1], style_image, options)
+    given = []
+    real = engine.BoxLBFGS
+
+    def recording(*args, **kwargs):
+        given.append(kwargs.get("curvature"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "BoxLBFGS", recording)
+    list(engine.optimize(objective, frames[:1], options, steps=1))
+    reliable = torch.ones((1, 1, *frames.shape[-2:]))
+    objective.set_temporal(frames[:1].clone(), reliable)
+    list(engine.optimize(objective, frames[:1], options, steps=1))
+    assert given[0] is None
+    torch.testing.assert_close(given[1], objective.temporal_curvature(frames[:1]))
+
+
+def test_where_the_rest_is_not_convex_the_curvature_falls_back_to_the_plain_scale():
+    # a concave rest (pushing every pixel away from the middle) under a stiff hold on some
+    generator = torch.Generator().manual_seed(7)
+    start = 0.4 + 0.2 * torch.rand((1, *SHAPE), generator=generator, dtype=torch.float64)
+    held = (torch.rand((1, 1, *SHAPE[1:]), generator=generator) < 0.5).to(torch.float64)
+
+    def objective(x):
+        rest = -0.5 * ((x - 0.5) ** 2).sum()
+        hold = 0.5 * 500.0 * (held * (x - start) ** 2).sum()
+        return rest + hold, torch.stack([rest, hold]).detach()
+
+    lbfgs = BoxLBFGS(start, objective, history_size=5, curvature=500.0 * held)
+    totals = [sum(lbfgs.step()) for _ in range(8)]
+    assert all(math.isfinite(t) for t in totals)
+    assert all(later <= earlier + 1e-12 for earlier, later in zip(totals, totals[1:]))
+    assert totals[-1] < totals[0]
+    assert 0.0 <= lbfgs.x.min() and lbfgs.x.max() <= 1.0

@@ -686,6 +686,7 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
             contents_t = torch.cat([resize(content_full, *level.content_shape) for content_full in contents_full])
             styles_t = [resize(full, *shape) for full, shape in zip(styles_full, level.style_shapes, strict=True)]
             style_t = styles_t[0]  # init="style" starts from the first style
+            labels = None if p.regions is None else p.regions.at(group[0][1][0][0], level.content_shape)
             if temporal is not None:
                 # where the content is new (uncovered, changed) the warped result would bring
                 # the old content's style along. A first frame's start (the content, with
@@ -693,8 +694,8 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
                 # the rest of the image already matches the style, so the style loss barely
                 # pulls on a few new pixels, and held from the next frame on they leave a flat
                 # trail. They start from their content plus the styling (result - content) of
-                # known pixels nearby instead.
-                styling, copied = fill_from_surroundings(temporal[0] - contents_t, link.fresh, link.reliable)
+                # known pixels nearby instead (of their own style region), whatever ``init``.
+                styling, copied = fill_from_surroundings(temporal[0] - contents_t, link.fresh, link.reliable, labels)
                 fresh = initial_image(contents_t, style_t, opts.init, opts.seed)
                 fresh = torch.where(copied > 0, (contents_t + styling).clamp(0.0, 1.0), fresh)
                 start = temporal[0] + link.fresh * (fresh - temporal[0])
@@ -705,8 +706,7 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
             if objective is None or objective_style != level.style_shapes:
                 objective = StyleObjective(extractor, contents_t[:1], styles_t, opts, dtype)
                 objective_style = level.style_shapes
-            if p.regions is not None:  # one frame at a time (see _frames_per_batch)
-                labels = p.regions.at(group[0][1][0][0], level.content_shape)
+            if labels is not None:  # one frame at a time (see _frames_per_batch)
                 objective.set_regions(torch.from_numpy(labels)[None, None].to(device))
             objective.set_temporal(*(temporal or (None,)))
             for _, losses, images in _optimise_batch(objective, contents_t, start, opts, level.steps):

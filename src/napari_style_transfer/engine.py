@@ -231,13 +231,14 @@ class StyleObjective(nn.Module):
         self.content_targets = {name: features[name] for name in self.content_layers}
 
     def temporal_curvature(self, image: torch.Tensor) -> torch.Tensor | None:
-        """The temporal term's second derivative per pixel of ``image`` (its weight times
-        2 reliable / the number of values, as the loss is a mean), or None without one: the
-        optimiser's starting Hessian takes it in (lbfgs.BoxLBFGS)."""
+        """The temporal term's second derivative per value of ``image`` (its weight times
+        2 reliable / the number of values, as the loss is a mean), (N, 1, H, W) to broadcast
+        over the channels, or None without one: the optimiser's starting Hessian takes it in
+        (lbfgs.BoxLBFGS)."""
         if self.temporal is None or not self.temporal_weight:
             return None
         reliable = self.temporal[1].to(image.device, torch.float32)
-        return (2.0 * self.temporal_weight / image.numel()) * reliable.expand_as(image).contiguous()
+        return (2.0 * self.temporal_weight / image.numel()) * reliable
 
     def set_temporal(self, target: torch.Tensor | None, reliable: torch.Tensor | None = None) -> None:
         """Keep the image near ``target`` (N, 3, H, W) where ``reliable`` (N, 1, H, W, 0..1) is

@@ -47,10 +47,11 @@ BRIGHTNESS_TOLERANCE = 0.1
 #: on unchanged texture and would otherwise stay pinned where the object was. Measured on the
 #: benchmark's moving disc (64 px): 3 px left the static flicker as it was (0.0005) and took
 #: the trail of halos away; dilating every untrusted pixel by 3 px instead raised it to 0.003.
-#: Once the optimiser took the temporal term's curvature in (lbfgs.BoxLBFGS), 6 px left the
-#: flicker at 0.0007 as 3 px did and brought the later frames' loss from 1.26x the first
-#: frame's to 1.13x (the pixels freed take up some of the change VGG19 sees around the object);
-#: 8 px, 1.08x, nearly doubled the flicker.
+#: Once the optimiser took the temporal term's curvature in (lbfgs.BoxLBFGS), which moved
+#: 3 px's flicker to 0.0008, 6 px gave 0.0007 and brought the later frames' loss from 1.26x
+#: the first frame's to 1.13x (the pixels freed take up some of the change VGG19 sees around
+#: the object); 8 px, 1.08x, nearly doubled the flicker. On the rotating disc 6 px costs
+#: flicker: 0.0008 with 3 px, 0.0013 with 6 (old: 0.0126), for 1.25x to 1.10x the loss.
 UNTRUSTED_MARGIN = 6
 
 
@@ -136,9 +137,12 @@ def consistent(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:
     |w + w^|^2 > 0.01 (|w|^2 + |w^|^2) + 0.5 with w^ the backward flow at x + w(x), and on a
     motion boundary where |grad u|^2 + |grad v|^2 > 0.01 |w|^2 + 0.002.
     """
-    gradient = _gradient_squared(forward)
-    boundary = gradient > 0.01 * forward.pow(2).sum(1, keepdim=True) + 0.002
-    return ~(disoccluded(forward, backward) | boundary)
+    return ~(disoccluded(forward, backward) | motion_boundary(forward))
+
+
+def motion_boundary(forward: torch.Tensor) -> torch.Tensor:
+    """The motion-boundary half of :func:`consistent`, (N, 1, H, W) bool."""
+    return _gradient_squared(forward) > 0.01 * forward.pow(2).sum(1, keepdim=True) + 0.002
 
 
 def disoccluded(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:
@@ -174,7 +178,8 @@ def link_frames(previous: torch.Tensor, content: torch.Tensor) -> FrameLink:
     forward = torch.from_numpy(optical_flow(current_grey, previous_grey))[None].to(content.device)
     backward = torch.from_numpy(optical_flow(previous_grey, current_grey))[None].to(content.device)
     inside = _inside(forward)
-    trusted = consistent(forward, backward) & inside
+    hidden = disoccluded(forward, backward)
+    trusted = ~(hidden | motion_boundary(forward)) & inside  # consistent(), the round trip once
     change = (warp(previous.float(), forward) - content.float()).abs().amax(dim=1, keepdim=True)
     changed = change > BRIGHTNESS_TOLERANCE
     near = _dilated(changed.float(), UNTRUSTED_MARGIN) > 0
@@ -187,7 +192,7 @@ def link_frames(previous: torch.Tensor, content: torch.Tensor) -> FrameLink:
     # the test also flags the slowly turning middle of a rotating object, which warps well.
     unmoved = (previous.float() - content.float()).abs().amax(dim=1, keepdim=True) <= BRIGHTNESS_TOLERANCE
     dragged = ~trusted & unmoved & (forward.pow(2).sum(1, keepdim=True) >= 1.0)
-    fresh = changed | (near & (disoccluded(forward, backward) | ~inside | dragged))
+    fresh = changed | (near & (hidden | ~inside | dragged))
     return FrameLink(forward, (trusted & ~near).float(), fresh.float())
 
 
@@ -211,7 +216,9 @@ MIN_COVER = 0.5
 COPY_REACH = 2 * UNTRUSTED_MARGIN
 
 
-def fill_from_surroundings(image: torch.Tensor, fresh: torch.Tensor, known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def fill_from_surroundings(
+    image: torch.Tensor, fresh: torch.Tensor, known: torch.Tensor, groups: np.ndarray | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``image`` (1, C, H, W) with its ``fresh`` pixels copied from ``known`` ones nearby, and
     the (1, 1, H, W) mask of the pixels that were copied.
 
@@ -219,45 +226,59 @@ def fill_from_surroundings(image: torch.Tensor, fresh: torch.Tensor, known: torc
     directions, 0.5, 1 or 1.5 times the region's extent) that lands most of it on known pixels,
     so that it gets a stretch of texture rather than smeared edge values (if MIN_COVER of it
     lands); elsewhere, the nearest known pixel within COPY_REACH pixels. Pixels beyond both
-    are not copied.
-    ``fresh`` and ``known`` are (1, 1, H, W), 1 or 0.
+    are not copied. ``fresh`` and ``known`` are (1, 1, H, W), 1 or 0; with ``groups`` (an
+    (H, W) label image, e.g. style regions) a pixel copies only from its own label's pixels.
     """
     from scipy import ndimage
 
-    values = image[0].detach().cpu().numpy()
+    values = image[0].detach().float().cpu().numpy()
     is_fresh = fresh[0, 0].cpu().numpy() > 0.5
     is_known = (known[0, 0].cpu().numpy() > 0.5) & ~is_fresh
-    copied = np.zeros_like(is_fresh)
     if not is_known.any() or not is_fresh.any():
-        return image, torch.from_numpy(copied).to(image)[None, None]
+        return image, torch.zeros_like(fresh, dtype=image.dtype)
     height, width = is_fresh.shape
+
+    def usable(source_rows, source_columns, rows, columns):
+        usable = is_known[source_rows, source_columns]
+        if groups is not None:
+            usable &= groups[source_rows, source_columns] == groups[rows, columns]
+        return usable
+
     distance, (source_rows, source_columns) = ndimage.distance_transform_edt(~is_known, return_indices=True)
     copied = is_fresh & (distance <= COPY_REACH)
-    regions, _ = ndimage.label(is_fresh)
+    copied[copied] = usable(source_rows[copied], source_columns[copied], *np.nonzero(copied))
+
+    # every region's 48 shifts scored at once: a noisy change makes many thousand regions
+    regions, count = ndimage.label(is_fresh)
+    sizes = np.bincount(regions.ravel(), minlength=count + 1)
+    extents = np.zeros(count + 1)
     for number, box in enumerate(ndimage.find_objects(regions), start=1):
-        rows, columns = np.nonzero(regions[box] == number)
-        if len(rows) < SMALL_REGION:
-            continue
-        rows, columns = rows + box[0].start, columns + box[1].start
-        extent = max(box[0].stop - box[0].start, box[1].stop - box[1].start)
-        best, best_cover = None, 0
-        for distance in (0.5 * extent, extent, 1.5 * extent):
-            for angle in np.arange(16) * (np.pi / 8):
-                shifted_rows = rows + int(round(distance * np.sin(angle)))
-                shifted_columns = columns + int(round(distance * np.cos(angle)))
-                inside = (shifted_rows >= 0) & (shifted_rows < height) & (shifted_columns >= 0) & (shifted_columns < width)
-                lands = np.zeros_like(inside)
-                lands[inside] = is_known[shifted_rows[inside], shifted_columns[inside]]
-                if lands.sum() > best_cover:
-                    best, best_cover = (shifted_rows, shifted_columns, lands), lands.sum()
-        if best is not None and best_cover >= MIN_COVER * len(rows):
-            shifted_rows, shifted_columns, lands = best
-            source_rows[rows[lands], columns[lands]] = shifted_rows[lands]
-            source_columns[rows[lands], columns[lands]] = shifted_columns[lands]
-            copied[rows[lands], columns[lands]] = True
+        extents[number] = max(box[0].stop - box[0].start, box[1].stop - box[1].start)
+    rows, columns = np.nonzero(is_fresh & (sizes[regions] >= SMALL_REGION))
+    region_of = regions[rows, columns]
+    best_cover = np.zeros(count + 1)
+    best_shift = np.zeros((2, count + 1), dtype=np.int64)
+
+    def landing(shift):
+        shifted_rows, shifted_columns = rows + shift[0][region_of], columns + shift[1][region_of]
+        inside = (shifted_rows >= 0) & (shifted_rows < height) & (shifted_columns >= 0) & (shifted_columns < width)
+        lands = np.zeros_like(inside)
+        lands[inside] = usable(shifted_rows[inside], shifted_columns[inside], rows[inside], columns[inside])
+        return shifted_rows, shifted_columns, lands
+
+    for reach in (0.5, 1.0, 1.5):
+        for angle in np.arange(16) * (np.pi / 8):
+            shift = np.rint(reach * extents * np.array([[np.sin(angle)], [np.cos(angle)]])).astype(np.int64)
+            cover = np.bincount(region_of, weights=landing(shift)[2], minlength=count + 1)
+            better = cover > best_cover  # ties keep the first, shortest shift
+            best_cover[better] = cover[better]
+            best_shift[:, better] = shift[:, better]
+    shifted_rows, shifted_columns, lands = landing(best_shift)
+    lands &= (best_cover >= MIN_COVER * sizes)[region_of]
+    source_rows[rows[lands], columns[lands]] = shifted_rows[lands]
+    source_columns[rows[lands], columns[lands]] = shifted_columns[lands]
+    copied[rows[lands], columns[lands]] = True
+
     filled = values.copy()
     filled[:, copied] = values[:, source_rows[copied], source_columns[copied]]
-    return (
-        torch.from_numpy(filled).to(image)[None],
-        torch.from_numpy(copied).to(image)[None, None],
-    )
+    return torch.from_numpy(filled)[None].to(image), torch.from_numpy(copied)[None, None].to(image)
