@@ -66,11 +66,16 @@ def test_the_consistency_test_marks_a_disoccluded_region():
     assert reliable[:5].all() and reliable[25:].all()
 
 
-def test_the_pixels_a_moving_object_uncovers_are_not_trusted():
+def disc_step():
+    """The link between the moving disc's first two frames, and the pixels the disc uncovers."""
     movie, _ = moving_disc(frames=2)
     link = link_frames(as_tensor(movie[0]), as_tensor(movie[1]))
     yy, xx = np.mgrid[0:48, 0:48]
-    uncovered = (np.hypot(yy - 24, xx - 12) < 7) & (np.hypot(yy - 24, xx - 16) >= 7)
+    return link, (np.hypot(yy - 24, xx - 12) < 7) & (np.hypot(yy - 24, xx - 16) >= 7)
+
+
+def test_the_pixels_a_moving_object_uncovers_are_not_trusted():
+    link, uncovered = disc_step()
     reliable = link.reliable[0, 0].numpy() > 0.5
     assert reliable[uncovered].mean() < 0.2
     assert reliable[:8].mean() > 0.8  # the static texture far from the disc is trusted
@@ -79,10 +84,7 @@ def test_the_pixels_a_moving_object_uncovers_are_not_trusted():
 def test_the_pixels_a_moving_object_uncovers_start_afresh_whatever_their_brightness():
     # TV-L1 drags the disc's edge into the pixels it uncovers; many of those pass the brightness
     # test, and starting them from the warped result drew a dark trail behind the disc
-    movie, _ = moving_disc(frames=2)
-    link = link_frames(as_tensor(movie[0]), as_tensor(movie[1]))
-    yy, xx = np.mgrid[0:48, 0:48]
-    uncovered = (np.hypot(yy - 24, xx - 12) < 7) & (np.hypot(yy - 24, xx - 16) >= 7)
+    link, uncovered = disc_step()
     fresh = link.fresh[0, 0].numpy() > 0.5
     assert fresh[uncovered].mean() > 0.6  # 0.31 when only changed pixels started afresh
     assert not fresh[:8].any()  # the static texture far from the disc follows the flow

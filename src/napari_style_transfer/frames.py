@@ -239,10 +239,11 @@ def fill_from_surroundings(
     height, width = is_fresh.shape
 
     def usable(source_rows, source_columns, rows, columns):
-        usable = is_known[source_rows, source_columns]
+        """Whether each source pixel is known (and in its destination's group)."""
+        known_there = is_known[source_rows, source_columns]
         if groups is not None:
-            usable &= groups[source_rows, source_columns] == groups[rows, columns]
-        return usable
+            known_there &= groups[source_rows, source_columns] == groups[rows, columns]
+        return known_there
 
     distance, (source_rows, source_columns) = ndimage.distance_transform_edt(~is_known, return_indices=True)
     copied = is_fresh & (distance <= COPY_REACH)
