@@ -30,6 +30,21 @@ def cancel_once_waiting(waiting: threading.Event, cancel: threading.Event, relea
     return thread
 
 
+def cancel_in_the_worker_at(worker, **fields) -> None:
+    """Cancel the run, as the Cancel button does, at its first step report whose attributes
+    equal ``fields`` (``frame_number=2``, ``step=1``), from the worker's own thread: the run
+    then stops at that very step. (A slot left to the GUI thread runs when its event loop gets
+    there, by which time a busy worker may be a frame or more further on.)"""
+    from qtpy.QtCore import Qt
+
+    def cancel_if(update):
+        is_step = hasattr(update, "total_loss")
+        if is_step and all(getattr(update, name, None) == value for name, value in fields.items()):
+            worker.cancel_event.set()
+
+    worker.yielded.connect(cancel_if, Qt.ConnectionType.DirectConnection)
+
+
 def wait_until_idle(qtbot, widget, timeout=RUN_WAIT_MS):
     """Wait for the widget's run to end. (Waiting on ``worker.finished`` would race: a run
     that fails at once can emit it before the test connects; the widget connected first.)"""

@@ -8,7 +8,7 @@ import copy
 import numpy as np
 import pytest
 
-from .conftest import FAST, RUN_WAIT_MS, run_and_wait, wait_until_idle
+from .conftest import FAST, RUN_WAIT_MS, cancel_in_the_worker_at, run_and_wait, wait_until_idle
 
 
 def snapshot_of(layer):
@@ -121,13 +121,7 @@ def test_cancelling_a_stack_keeps_the_finished_frames(qtbot, viewer, widget):
     stack = np.stack([ramp((40, 48), np.float32, 0, 1 + z) for z in range(5)])
     layer = viewer.add_image(stack, name="cells", contrast_limits=(0, 5))
     use(widget, layer, stack="whole stack", steps=2)
-    worker = widget.run()
-
-    def cancel_in_third_frame(update):
-        if getattr(update, "frame_number", 0) == 2 and hasattr(update, "total_loss"):
-            widget.cancel()
-
-    worker.yielded.connect(cancel_in_third_frame)
+    cancel_in_the_worker_at(widget.run(), frame_number=2)
     wait_until_idle(qtbot, widget)
     (kept,) = [lyr for lyr in viewer.layers if lyr.name.startswith("cells styled (cancelled at frame")]
     assert kept.name == "cells styled (cancelled at frame 3 of 5)"
@@ -141,13 +135,7 @@ def test_cancelling_a_batched_stack_keeps_the_last_image_of_every_frame_of_the_b
     stack = np.stack([ramp((40, 48), np.float32, 0, 1 + z) for z in range(3)])
     layer = viewer.add_image(stack, name="cells", contrast_limits=(0, 3))
     use(widget, layer, stack="whole stack, frames independent", steps=6, batch_frames=3)
-    worker = widget.run()
-
-    def cancel_in_the_second_step(update):
-        if getattr(update, "step", 0) == 2 and hasattr(update, "total_loss"):
-            widget.cancel()
-
-    worker.yielded.connect(cancel_in_the_second_step)
+    cancel_in_the_worker_at(widget.run(), step=2)
     wait_until_idle(qtbot, widget)
     (kept,) = [lyr for lyr in viewer.layers if lyr.name.startswith("cells styled (cancelled at frame")]
     assert all(kept.data[z].max() > 0 for z in range(3))  # no frame of the batch left empty
@@ -171,13 +159,7 @@ def test_cancelling_a_stack_in_a_coarse_level_keeps_frames_at_the_result_size(qt
     layer = viewer.add_image(stack, name="cells", contrast_limits=(0, 3))
     use(widget, layer, stack="whole stack", steps=6, size=32, schedule="16,32")
     widget["content_layers"].value, widget["style_layers"].value = "conv2_1", "conv1_1,conv2_1"
-    worker = widget.run()
-
-    def cancel_in_the_coarse_level_of_frame_two(update):
-        if getattr(update, "frame_number", 0) == 1 and getattr(update, "step", 0) == 1:
-            widget.cancel()
-
-    worker.yielded.connect(cancel_in_the_coarse_level_of_frame_two)
+    cancel_in_the_worker_at(widget.run(), frame_number=1, step=1)
     wait_until_idle(qtbot, widget)
     (kept,) = [lyr for lyr in viewer.layers if lyr.name.startswith("cells styled (cancelled")]
     assert kept.data.shape == (3, 27, 32)
