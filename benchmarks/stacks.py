@@ -54,6 +54,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 SECTION = "## Stacks"
 
+#: What a run measures (``--parts``); the report is written from all that docs/stacks.json holds.
+MEASURED_PARTS = ("modes", "sweep", "sizes")
+
 #: The issue's goals: static flicker and drift this many times below old's, and the ghost
 #: measure within this many times the independent runs' own variation.
 STEADY_GOAL = 5.0
@@ -133,7 +136,8 @@ def style_image(size: int) -> np.ndarray:
 
 
 def run_api(movie: np.ndarray, style: np.ndarray, options: dict) -> dict:
-    """One API run; per frame: seconds, steps, the content + style loss of each step."""
+    """One API run; per frame: seconds, steps, the content + style loss of each step (and
+    each of the two)."""
     from napari_style_transfer import iter_stylize
     from napari_style_transfer.api import StyleResult
 
@@ -143,9 +147,11 @@ def run_api(movie: np.ndarray, style: np.ndarray, options: dict) -> dict:
         if isinstance(item, StyleResult):
             return {"image": item.image, "frames": frames}
         if item.step == 1:
-            frames.append({"losses": [], "seconds": 0.0})
+            frames.append({"losses": [], "content": [], "style": [], "seconds": 0.0})
         now = time.perf_counter()
         frames[-1]["losses"].append(item.losses.content + item.losses.style)
+        frames[-1]["content"].append(item.losses.content)
+        frames[-1]["style"].append(item.losses.style)
         frames[-1]["seconds"] += now - last
         last = now
     raise AssertionError("no result")
@@ -268,6 +274,39 @@ def measures(out: np.ndarray, independent: np.ndarray, content: np.ndarray, mask
     return result
 
 
+def later_frames_by_size(side: int, frames: int, steps: int, options: dict) -> dict:
+    """The moving disc drawn at ``side`` px, time mode with all the steps for every frame: per
+    later frame, the step at which its content + style loss reaches the first frame's final
+    loss and the independent run of the same frame's, its start and its loss at the auto
+    time_steps, and the content and style terms of its final loss against the independent run's."""
+    from napari_style_transfer.options import StyleOptions
+
+    movie, _ = moving(side, frames)
+    style = style_image(side)
+    independent = run_api(movie, style, {**options, "frames": "independent"})["frames"]
+    timed = run_api(movie, style, {**options, "frames": "time", "time_steps": steps})["frames"]
+    first = timed[0]["losses"][-1]
+    auto = StyleOptions(steps=steps).later_frame_steps
+    return {
+        "first_loss": first,
+        "auto_steps": auto,
+        "later": [
+            {
+                "to_first": steps_to_reach(warm["losses"], first),
+                "to_independent": steps_to_reach(warm["losses"], cold["losses"][-1]),
+                "start": warm["losses"][0] / first,
+                "at_auto": warm["losses"][auto - 1] / first,
+                "end": warm["losses"][-1] / first,
+                "independent": cold["losses"][-1] / first,
+                "independent_halfway": cold["losses"][auto - 1] / first,
+                "content_over_independent": warm["content"][-1] / cold["content"][-1],
+                "style_over_independent": warm["style"][-1] / cold["style"][-1],
+            }
+            for warm, cold in zip(timed[1:], independent[1:], strict=True)
+        ],
+    }
+
+
 def steps_to_reach(losses: list[float], target: float) -> int | None:
     for step, loss in enumerate(losses, start=1):
         if loss <= target:
@@ -337,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "stacks.json")
     parser.add_argument("--images", type=Path, default=ROOT / "docs" / "images")
-    parser.add_argument("--parts", default="modes,sweep", help="modes and/or sweep (temporal_weight)")
+    parser.add_argument(
+        "--parts", default=",".join(MEASURED_PARTS), help="any of modes, sweep (temporal_weight), sizes (later frames' steps by frame size)"
+    )
     parser.add_argument("--sequences", default=",".join(SEQUENCES), help="which sequences the modes part runs")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared machine more threads only spin)")
     args = parser.parse_args(argv)
@@ -411,12 +452,20 @@ def main(argv: list[str] | None = None) -> int:
             raw["sweep"][f"{weight:g}"] = entry
             print("sweep", weight, json.dumps(entry), flush=True)
 
+    if "sizes" in parts:
+        raw["sizes"] = {}
+        for side in (size, 2 * size, 4 * size):
+            raw["sizes"][str(side)] = later_frames_by_size(side, frames, steps, {**base, "size": side})
+            print("sizes", side, json.dumps(raw["sizes"][str(side)]), flush=True)
+
     if args.json.exists():  # keep the parts this run did not redo
         earlier = json.loads(args.json.read_text())
         if earlier.get("sequences"):  # a run of some sequences keeps the others'
             raw["sequences"] = {**earlier["sequences"], **raw.get("sequences", {})}
         if "sweep" not in parts and earlier.get("sweep"):  # a sweep is kept or redone whole
             raw["sweep"], raw["sweep_old"] = earlier["sweep"], earlier.get("sweep_old")
+        if "sizes" not in parts and earlier.get("sizes"):
+            raw["sizes"] = earlier["sizes"]
     raw["seconds"] = time.perf_counter() - started
     raw["machine"] = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -425,11 +474,11 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "load": os.getloadavg()[0],
     }
-    if not parts & {"modes", "sweep"} and args.json.exists():  # only the report is rewritten
+    if not parts & set(MEASURED_PARTS) and args.json.exists():  # only the report is rewritten
         raw["machine"], raw["seconds"] = earlier["machine"], earlier["seconds"]
     # when each part was last measured (a run of one part keeps the other's date)
     raw["dates"] = dict(earlier.get("dates", {})) if args.json.exists() else {}
-    for part in parts & {"modes", "sweep"}:
+    for part in parts & set(MEASURED_PARTS):
         raw["dates"][part] = raw["machine"]["date"]
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(raw, indent=1))
@@ -464,13 +513,13 @@ def write_section(path: Path, raw: dict, defaults) -> None:
 
     opts = StyleOptions()
     m = raw["machine"]
-    dates = {"modes": "?", "sweep": "?", **raw.get("dates", {})}
+    dates = {**dict.fromkeys(MEASURED_PARTS, "?"), **raw.get("dates", {})}
     lines = [
         SECTION,
         "",
         f"Written by `python benchmarks/stacks.py` on {m['date']}"
-        + (f" (the modes table measured on {dates['modes']}, the temporal_weight sweep on {dates['sweep']})"
-           if len(set(dates.values())) > 1 else "")
+        + (f" (the modes table measured on {dates['modes']}, the temporal_weight sweep on {dates['sweep']}, "
+           f"the sizes table on {dates['sizes']})" if len(set(dates.values())) > 1 else "")
         + f": {m['cpu']}, {m['threads']} torch threads, torch {m['torch']}; the last run: load average "
         f"{m['load']:.2f} at its end, {raw['seconds']:.0f} s in all. Raw numbers: `docs/stacks.json`.",
         "",
@@ -526,12 +575,12 @@ def write_section(path: Path, raw: dict, defaults) -> None:
             "",
             _static_reading(raw["sequences"]),
             *_trail_reading(moving_runs, 2 * raw["size"]),
-            "- Steps: time mode's later frames stop above the first frame's content + style loss even with all "
-            "the steps (*time, full steps*)"
+            f"- Steps: at {raw['size']} px time mode's later frames stop above the first frame's content + style "
+            "loss even with all the steps (*time, full steps*)"
             + (f"; at half the steps they end within {abs(moving_half / moving_full - 1) * 100:.0f}% of where all "
                "the steps take them" if moving_full else "")
-            + ". So half of steps is the auto time_steps; see the temporal_weight sweep below for what the first "
-            "frame's loss asks of the weight.",
+            + ". Larger frames get there: see the sizes table below; and the temporal_weight sweep for what the "
+            "first frame's loss asks of the weight at this size.",
             *_size_reading(moving_runs, 2 * raw["size"]),
             "- zstack: time mode is the wrong choice for unlike slices (the flow finds no reliable pixels, every "
             "slice starts afresh with only the later frames' steps: lower likeness, higher loss); independent is "
@@ -560,6 +609,8 @@ def write_section(path: Path, raw: dict, defaults) -> None:
                 f"| {_f(e.get('trail_texture'), 2)} | {_f(e.get('warp_error'))} | {e['first_loss']:.4g} / {e['later_loss']:.4g} | {reach or '-'} |"
             )
         lines += ["", *_sweep_reading(raw["sweep"], old), ""]
+    if raw.get("sizes"):
+        lines += _sizes_table(raw["sizes"], raw["steps"])
     section = "\n".join(lines)
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     if SECTION in text:
@@ -612,11 +663,76 @@ def _size_reading(runs: dict, larger: int) -> list[str]:
     return [
         f"- At {larger} px (the same sequence drawn at twice the size) the later frames end at "
         f"{big['later_loss'] / big['first_loss']:.2f}x the first frame's loss, against "
-        f"{small['later_loss'] / small['first_loss']:.2f}x here: held static pixels cost less as the frame grows "
-        f"against VGG19's receptive fields, which at {larger // 2} px see nearly the whole frame from every deep feature "
-        "(a likely reason, not measured). Static flicker there: "
-        f"{big['flicker']:.4f}.",
+        f"{small['later_loss'] / small['first_loss']:.2f}x here (the sizes table below has the cause). Static "
+        f"flicker there: {big['flicker']:.4f}.",
     ]
+
+
+def _sizes_table(sizes: dict, steps: int) -> list[str]:
+    """The later frames' steps to the first frame's loss by frame size, and the reading."""
+    lines = [
+        f"Later frames by frame size: the moving disc drawn at each size (the disc and its moves scale with it), time "
+        f"mode with all {steps} steps for every frame, so that one sees where each later frame gets to. Losses are "
+        "content + style over the first frame's final loss; *steps to ...*: the step at which each later frame's "
+        "loss first fell to the first frame's final loss, and to the independent run of that frame's final loss "
+        "(- : not within the steps); *content, style over independent*: the terms of each later frame's final "
+        "loss over the independent run's.",
+        "",
+        "| size | later frames' start | at time_steps auto | after all steps | independent runs of those frames "
+        "| steps to the first frame's loss | steps to the independent run's loss | content, style over independent |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def listed(entry: dict, key: str, digits: int = 2) -> str:
+        return ", ".join(f"{frame[key]:.{digits}f}" for frame in entry["later"])
+
+    def steps_list(entry: dict, key: str) -> str:
+        return ", ".join("-" if frame[key] is None else str(frame[key]) for frame in entry["later"])
+
+    for side, e in sizes.items():
+        terms = ", ".join(f"{f['content_over_independent']:.2f} / {f['style_over_independent']:.2f}" for f in e["later"])
+        lines.append(
+            f"| {side} px | {listed(e, 'start')} | {listed(e, 'at_auto')} ({e['auto_steps']} steps) | {listed(e, 'end')} "
+            f"| {listed(e, 'independent')} | {steps_list(e, 'to_first')} | {steps_list(e, 'to_independent')} | {terms} |"
+        )
+
+    def within_auto(e: dict) -> bool:
+        return all(f["to_first"] is not None and f["to_first"] <= e["auto_steps"] for f in e["later"])
+
+    meets = [side for side, e in sizes.items() if within_auto(e)]
+    misses = [side for side, e in sizes.items() if not within_auto(e)]
+    lines += ["", "Reading it:", ""]
+    for side in meets:
+        e = sizes[side]
+        worst = max(f["to_first"] for f in e["later"])
+        cold = [f["independent"] for f in e["later"]]
+        halfway = np.mean([f["independent_halfway"] for f in e["later"]])
+        lines.append(
+            f"- At {side} px every later frame reaches the first frame's loss within {worst} steps, inside half the "
+            f"first frame's steps (time_steps auto). That target is loose there, though: {steps} steps are far from "
+            f"converged at this size (the independent runs are at {halfway:.2f}x the first frame's final loss after "
+            f"{e['auto_steps']} steps), and the independent runs of the later frames end at {min(cold):.2f} to "
+            f"{max(cold):.2f}x the first frame's, below where the later frames of time mode get to."
+        )
+    if misses:
+        small = sizes[misses[0]]
+        content = np.mean([f["content_over_independent"] for f in small["later"]])
+        style_ratio = np.mean([f["style_over_independent"] for f in small["later"]])
+        lines.append(
+            f"- At {', '.join(misses)} px they stop above it. What is left over is the content term: after all "
+            f"the steps at {misses[0]} px it is {content:.2f}x the independent run's, the style term "
+            f"{style_ratio:.2f}x. A likely reason (the terms are measured, the reason is not): the held static "
+            "pixels keep values fitted to the first frame's content features, while the deep content layer's "
+            "features there also see the moving object, which a small frame puts within reach of nearly all of "
+            "them."
+        )
+    beaten = [side for side, e in sizes.items() if any(f["to_independent"] is not None for f in e["later"])]
+    lines.append(
+        "- Against the independent run of the same frame (the fairer target where frames' losses differ), "
+        + (f"later frames get there within their steps at {', '.join(beaten)} px only." if beaten
+           else "no later frame gets there within all the steps at any size here.")
+    )
+    return [*lines, ""]
 
 
 def _f(value: float | None, digits: int = 4) -> str:
