@@ -274,17 +274,24 @@ def measures(out: np.ndarray, independent: np.ndarray, content: np.ndarray, mask
     return result
 
 
-def later_frames_by_size(side: int, frames: int, steps: int, options: dict) -> dict:
+def later_frames_by_size(side: int, frames: int, steps: int, options: dict, done: dict) -> dict:
     """The moving disc drawn at ``side`` px, time mode with all the steps for every frame: per
     later frame, the step at which its content + style loss reaches the first frame's final
     loss and the independent run of the same frame's, its start and its loss at the auto
-    time_steps, and the content and style terms of its final loss against the independent run's."""
+    time_steps, and the content and style terms of its final loss against the independent run's.
+    ``done``: runs of the moving disc the modes part made, by (side, mode), used as they are."""
     from napari_style_transfer.options import StyleOptions
 
     movie, _ = moving(side, frames)
     style = style_image(side)
-    independent = run_api(movie, style, {**options, "frames": "independent"})["frames"]
-    timed = run_api(movie, style, {**options, "frames": "time", "time_steps": steps})["frames"]
+
+    def run(mode: str, extra: dict) -> list[dict]:
+        if (side, mode) not in done:
+            done[side, mode] = run_api(movie, style, {**options, **extra})
+        return done[side, mode]["frames"]
+
+    independent = run("independent", {"frames": "independent"})
+    timed = run("time, full steps", {"frames": "time", "time_steps": steps})
     first = timed[0]["losses"][-1]
     auto = StyleOptions(steps=steps).later_frame_steps
     return {
@@ -396,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     style = style_image(size)
     raw: dict = {"size": size, "steps": steps, "frames": frames, "margin": margin, "sequences": {}}
     outputs: dict = {}
+    moving_runs: dict = {}  # (size, mode): the modes part's runs of the moving disc, for the sizes part
     parts = set(args.parts.split(","))
     started = time.perf_counter()
 
@@ -415,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
                 larger = {**base, "size": 2 * size}
                 for mode in ("independent", "time"):
                     runs[f"{mode}, {2 * size} px"] = run_api(big_movie, style_image(2 * size), {**larger, "frames": mode})
+            if name == "moving":
+                moving_runs.update({(size, "independent"): runs["independent"], (size, "time, full steps"): runs["time, full steps"],
+                                    (2 * size, "independent"): runs[f"independent, {2 * size} px"]})
             outputs[name] = {mode: run["image"] for mode, run in runs.items()}
             outputs[name]["content"] = movie
             entry = {}
@@ -455,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     if "sizes" in parts:
         raw["sizes"] = {}
         for side in (size, 2 * size, 4 * size):
-            raw["sizes"][str(side)] = later_frames_by_size(side, frames, steps, {**base, "size": side})
+            raw["sizes"][str(side)] = later_frames_by_size(side, frames, steps, {**base, "size": side}, moving_runs)
             print("sizes", side, json.dumps(raw["sizes"][str(side)]), flush=True)
 
     if args.json.exists():  # keep the parts this run did not redo
@@ -579,8 +590,8 @@ def write_section(path: Path, raw: dict, defaults) -> None:
             "loss even with all the steps (*time, full steps*)"
             + (f"; at half the steps they end within {abs(moving_half / moving_full - 1) * 100:.0f}% of where all "
                "the steps take them" if moving_full else "")
-            + ". Larger frames get there: see the sizes table below; and the temporal_weight sweep for what the "
-            "first frame's loss asks of the weight at this size.",
+            + ". The sizes table below shows how that changes with the frame's size, and the temporal_weight sweep "
+            "what the first frame's loss asks of the weight at this size.",
             *_size_reading(moving_runs, 2 * raw["size"]),
             "- zstack: time mode is the wrong choice for unlike slices (the flow finds no reliable pixels, every "
             "slice starts afresh with only the later frames' steps: lower likeness, higher loss); independent is "
@@ -663,7 +674,7 @@ def _size_reading(runs: dict, larger: int) -> list[str]:
     return [
         f"- At {larger} px (the same sequence drawn at twice the size) the later frames end at "
         f"{big['later_loss'] / big['first_loss']:.2f}x the first frame's loss, against "
-        f"{small['later_loss'] / small['first_loss']:.2f}x here (the sizes table below has the cause). Static "
+        f"{small['later_loss'] / small['first_loss']:.2f}x here (the sizes table below splits the loss into its terms). Static "
         f"flicker there: {big['flicker']:.4f}.",
     ]
 
