@@ -55,7 +55,11 @@ sys.path.insert(0, str(ROOT / "src"))
 SECTION = "## Stacks"
 
 #: What a run measures (``--parts``); the report is written from all that docs/stacks.json holds.
-MEASURED_PARTS = ("modes", "sweep", "sizes")
+MEASURED_PARTS = ("modes", "sweep", "sizes", "demo")
+
+#: Frames of the demo part's sequence (its first frame and two later ones: each later frame at
+#: 256 px and 100 steps costs minutes on a CPU).
+DEMO_FRAMES = 3
 
 #: The issue's goals: static flicker and drift this many times below old's, and the ghost
 #: measure within this many times the independent runs' own variation.
@@ -303,6 +307,8 @@ def later_frames_by_size(side: int, frames: int, steps: int, options: dict, done
                 "to_independent": steps_to_reach(warm["losses"], cold["losses"][-1]),
                 "start": warm["losses"][0] / first,
                 "at_auto": warm["losses"][auto - 1] / first,
+                # the warm start's worth: how long the first frame took to the loss this frame has at the auto steps
+                "first_steps_to_auto_loss": steps_to_reach(timed[0]["losses"], warm["losses"][auto - 1]),
                 "end": warm["losses"][-1] / first,
                 "independent": cold["losses"][-1] / first,
                 "independent_halfway": cold["losses"][auto - 1] / first,
@@ -384,7 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "stacks.json")
     parser.add_argument("--images", type=Path, default=ROOT / "docs" / "images")
     parser.add_argument(
-        "--parts", default=",".join(MEASURED_PARTS), help="any of modes, sweep (temporal_weight), sizes (later frames' steps by frame size)"
+        "--parts", default=",".join(MEASURED_PARTS),
+        help="any of modes, sweep (temporal_weight), sizes (later frames' steps by frame size), demo (the same at the "
+        "command-line demo's size and steps, 20 minutes or more on a CPU)",
     )
     parser.add_argument("--sequences", default=",".join(SEQUENCES), help="which sequences the modes part runs")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared machine more threads only spin)")
@@ -469,14 +477,23 @@ def main(argv: list[str] | None = None) -> int:
             raw["sizes"][str(side)] = later_frames_by_size(side, frames, steps, {**base, "size": side}, moving_runs)
             print("sizes", side, json.dumps(raw["sizes"][str(side)]), flush=True)
 
+    if "demo" in parts:
+        # where the later frames get to once the first frame is nearer convergence: the demo's
+        # size and steps (a first frame of 30 steps at 256 px is far from it)
+        side, demo_steps = (2 * size, 2 * steps) if args.quick else (option_defaults.DEMO_DEFAULTS["size"], option_defaults.DEMO_DEFAULTS["steps"])
+        raw["demo"] = {"size": side, "steps": demo_steps, "frames": DEMO_FRAMES,
+                       **later_frames_by_size(side, DEMO_FRAMES, demo_steps, {**base, "size": side, "steps": demo_steps}, {})}
+        print("demo", json.dumps(raw["demo"]), flush=True)
+
     if args.json.exists():  # keep the parts this run did not redo
         earlier = json.loads(args.json.read_text())
         if earlier.get("sequences"):  # a run of some sequences keeps the others'
             raw["sequences"] = {**earlier["sequences"], **raw.get("sequences", {})}
         if "sweep" not in parts and earlier.get("sweep"):  # a sweep is kept or redone whole
             raw["sweep"], raw["sweep_old"] = earlier["sweep"], earlier.get("sweep_old")
-        if "sizes" not in parts and earlier.get("sizes"):
-            raw["sizes"] = earlier["sizes"]
+        for part in ("sizes", "demo"):
+            if part not in parts and earlier.get(part):
+                raw[part] = earlier[part]
     raw["seconds"] = time.perf_counter() - started
     raw["machine"] = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -530,7 +547,7 @@ def write_section(path: Path, raw: dict, defaults) -> None:
         "",
         f"Written by `python benchmarks/stacks.py` on {m['date']}"
         + (f" (the modes table measured on {dates['modes']}, the temporal_weight sweep on {dates['sweep']}, "
-           f"the sizes table on {dates['sizes']})" if len(set(dates.values())) > 1 else "")
+           f"the sizes table on {dates['sizes']}, its demo row on {dates['demo']})" if len(set(dates.values())) > 1 else "")
         + f": {m['cpu']}, {m['threads']} torch threads, torch {m['torch']}; the last run: load average "
         f"{m['load']:.2f} at its end, {raw['seconds']:.0f} s in all. Raw numbers: `docs/stacks.json`.",
         "",
@@ -621,7 +638,7 @@ def write_section(path: Path, raw: dict, defaults) -> None:
             )
         lines += ["", *_sweep_reading(raw["sweep"], old), ""]
     if raw.get("sizes"):
-        lines += _sizes_table(raw["sizes"], raw["steps"])
+        lines += _sizes_table(raw["sizes"], raw["steps"], raw.get("demo"))
     section = "\n".join(lines)
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     if SECTION in text:
@@ -679,69 +696,106 @@ def _size_reading(runs: dict, larger: int) -> list[str]:
     ]
 
 
-def _sizes_table(sizes: dict, steps: int) -> list[str]:
-    """The later frames' steps to the first frame's loss by frame size, and the reading."""
+def _sizes_table(sizes: dict, steps: int, demo: dict | None = None) -> list[str]:
+    """The later frames' steps to the first frame's loss by frame size (and at the demo's size
+    and steps), and the reading."""
+    rows = {f"{side} px": (e, steps) for side, e in sizes.items()}
+    if demo:
+        rows[f"{demo['size']} px, {demo['steps']} steps (the demo's)"] = (demo, demo["steps"])
     lines = [
         f"Later frames by frame size: the moving disc drawn at each size (the disc and its moves scale with it), time "
-        f"mode with all {steps} steps for every frame, so that one sees where each later frame gets to. Losses are "
-        "content + style over the first frame's final loss; *steps to ...*: the step at which each later frame's "
-        "loss first fell to the first frame's final loss, and to the independent run of that frame's final loss "
-        "(- : not within the steps); *content, style over independent*: the terms of each later frame's final "
-        "loss over the independent run's.",
+        f"mode with all the first frame's steps ({steps} unless the row says) for every frame, so that one sees "
+        "where each later frame gets to"
+        + (f"; the last row has {demo['frames']} frames at the command-line demo's size and steps" if demo else "")
+        + ". Losses are content + style over the first frame's final loss; *first frame's steps to it*: the step at "
+        "which the first frame's own loss first fell to the loss each later frame has at time_steps auto; *steps "
+        "to ...*: the step at which each later frame's loss first fell to the first frame's final loss, and to the "
+        "independent run of that frame's final loss (- : not within the steps); *content, style over "
+        "independent*: the terms of each later frame's final loss over the independent run's.",
         "",
-        "| size | later frames' start | at time_steps auto | after all steps | independent runs of those frames "
-        "| steps to the first frame's loss | steps to the independent run's loss | content, style over independent |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| size | later frames' start | at time_steps auto | first frame's steps to it | after all steps "
+        "| independent runs of those frames | steps to the first frame's loss | steps to the independent run's loss "
+        "| content, style over independent |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     def listed(entry: dict, key: str, digits: int = 2) -> str:
         return ", ".join(f"{frame[key]:.{digits}f}" for frame in entry["later"])
 
-    def steps_list(entry: dict, key: str) -> str:
-        return ", ".join("-" if frame[key] is None else str(frame[key]) for frame in entry["later"])
+    def steps_list(entry: dict, key: str, none: str = "-") -> str:
+        return ", ".join(none if frame.get(key, "?") is None else str(frame.get(key, "?")) for frame in entry["later"])
 
-    for side, e in sizes.items():
+    for label, (e, first_steps) in rows.items():
         terms = ", ".join(f"{f['content_over_independent']:.2f} / {f['style_over_independent']:.2f}" for f in e["later"])
         lines.append(
-            f"| {side} px | {listed(e, 'start')} | {listed(e, 'at_auto')} ({e['auto_steps']} steps) | {listed(e, 'end')} "
+            f"| {label} | {listed(e, 'start')} | {listed(e, 'at_auto')} ({e['auto_steps']} steps) "
+            f"| {steps_list(e, 'first_steps_to_auto_loss', f'> {first_steps}')} | {listed(e, 'end')} "
             f"| {listed(e, 'independent')} | {steps_list(e, 'to_first')} | {steps_list(e, 'to_independent')} | {terms} |"
         )
 
     def within_auto(e: dict) -> bool:
         return all(f["to_first"] is not None and f["to_first"] <= e["auto_steps"] for f in e["later"])
 
-    meets = [side for side, e in sizes.items() if within_auto(e)]
-    misses = [side for side, e in sizes.items() if not within_auto(e)]
+    meets = [label for label, (e, _) in rows.items() if within_auto(e)]
+    misses = [label for label, (e, _) in rows.items() if not within_auto(e)]
     lines += ["", "Reading it:", ""]
-    for side in meets:
-        e = sizes[side]
+    for label in meets:
+        e, first_steps = rows[label]
         worst = max(f["to_first"] for f in e["later"])
         cold = [f["independent"] for f in e["later"]]
+        ends = [f["end"] for f in e["later"]]
         halfway = np.mean([f["independent_halfway"] for f in e["later"]])
         lines.append(
-            f"- At {side} px every later frame reaches the first frame's loss within {worst} steps, inside half the "
-            f"first frame's steps (time_steps auto). That target is loose there, though: {steps} steps are far from "
-            f"converged at this size (the independent runs are at {halfway:.2f}x the first frame's final loss after "
-            f"{e['auto_steps']} steps), and the independent runs of the later frames end at {min(cold):.2f} to "
-            f"{max(cold):.2f}x the first frame's, below where the later frames of time mode get to."
+            f"- At {label} every later frame reaches the first frame's loss within {worst} step{'s' if worst > 1 else ''}, inside half the "
+            f"first frame's steps (time_steps auto). That target is loose there, though: {first_steps} steps are far "
+            f"from converged at this size (the independent runs are at {halfway:.2f}x the first frame's final loss "
+            f"after {e['auto_steps']} steps): the independent runs of the later frames end at {min(cold):.2f} to "
+            f"{max(cold):.2f}x the first frame's final loss and time mode's at {min(ends):.2f} to {max(ends):.2f}x, "
+            "so where a first frame's run happens to stop sets the target as much as the frames do."
         )
     if misses:
-        small = sizes[misses[0]]
-        content = np.mean([f["content_over_independent"] for f in small["later"]])
-        style_ratio = np.mean([f["style_over_independent"] for f in small["later"]])
+        e = rows[misses[0]][0]
+        content = np.mean([f["content_over_independent"] for f in e["later"]])
+        style_ratio = np.mean([f["style_over_independent"] for f in e["later"]])
+        ends = [f["end"] for label in misses for f in rows[label][0]["later"]]
         lines.append(
-            f"- At {', '.join(misses)} px they stop above it. What is left over is the content term: after all "
-            f"the steps at {misses[0]} px it is {content:.2f}x the independent run's, the style term "
-            f"{style_ratio:.2f}x. A likely reason (the terms are measured, the reason is not): the held static "
-            "pixels keep values fitted to the first frame's content features, while the deep content layer's "
-            "features there also see the moving object, which a small frame puts within reach of nearly all of "
-            "them."
+            f"- At {'; '.join(misses)} they stop above it, even with all the steps: at {min(ends):.2f} to "
+            f"{max(ends):.2f}x the first frame's loss. What is left over is the content term: after all the steps "
+            f"at {misses[0]} it is {content:.2f}x the independent run's, the style term {style_ratio:.2f}x. A likely "
+            "reason (the terms are measured, the reason is not): the held static pixels keep values fitted to the "
+            "first frame's content features, while the deep content layer's features there also see the moving "
+            "object."
         )
-    beaten = [side for side, e in sizes.items() if any(f["to_independent"] is not None for f in e["later"])]
+    if demo and f"{demo['size']} px" in meets and misses[-1:] == [list(rows)[-1]]:
+        lines.append(
+            f"- The same sequence at the same size with {demo['steps']} steps, where the first frame gets nearer "
+            f"convergence (the demo's row), does not reach it: the {demo['size']} px row at {steps} steps reaches the "
+            "first frame's loss because that frame stopped early, not because its later frames get further."
+        )
+    # None: the later frame ended below anywhere the first frame got, i.e. beyond all its steps
+    firsts = {label: [f.get("first_steps_to_auto_loss", "?") for f in e["later"]] for label, (e, _) in rows.items()}
+    if all("?" not in values for values in firsts.values()):
+        def span(label: str) -> str:
+            values, first_steps = firsts[label], rows[label][1]
+            auto = rows[label][0]["auto_steps"]
+            known = [v for v in values if v is not None]
+            if not known:
+                return f"more than all its {first_steps} steps at {label} (time_steps auto over that: under {auto / first_steps:.2f})"
+            most = f"more than {first_steps}" if None in values else str(max(known))
+            least_ratio = f"under {auto / first_steps:.2f}" if None in values else f"{auto / max(known):.2f}"
+            return f"{min(known)} to {most} steps at {label} (time_steps auto over that: {least_ratio} to {auto / min(known):.2f})"
+
+        lines.append(
+            "- What the warm start buys: the loss each later frame has at time_steps auto took the first frame "
+            + "; ".join(span(label) for label in rows)
+            + ". Read as \"for the same loss, no more than half the first frame's steps\", that holds where the "
+            "last figures are at most 0.5; read against the first frame's final loss, see the columns after it."
+        )
+    beaten = [label for label, (e, _) in rows.items() if any(f["to_independent"] is not None for f in e["later"])]
     lines.append(
         "- Against the independent run of the same frame (the fairer target where frames' losses differ), "
-        + (f"later frames get there within their steps at {', '.join(beaten)} px only." if beaten
-           else "no later frame gets there within all the steps at any size here.")
+        + (f"later frames get there within their steps at {'; '.join(beaten)} only." if beaten
+           else "no later frame gets there within all the steps in any row here.")
     )
     return [*lines, ""]
 
