@@ -785,11 +785,18 @@ def _sizes_table(sizes: dict, steps: int, demo: dict | None = None) -> list[str]
             least_ratio = f"under {auto / first_steps:.2f}" if None in values else f"{auto / max(known):.2f}"
             return f"{min(known)} to {most} steps at {label} (time_steps auto over that: {least_ratio} to {auto / min(known):.2f})"
 
+        def worst_ratio(label: str) -> float:
+            known = [v for v in firsts[label] if v is not None]
+            return rows[label][0]["auto_steps"] / (min(known) if known else rows[label][1])
+
+        holds = [label for label in rows if worst_ratio(label) <= 0.5]
         lines.append(
             "- What the warm start buys: the loss each later frame has at time_steps auto took the first frame "
             + "; ".join(span(label) for label in rows)
-            + ". Read as \"for the same loss, no more than half the first frame's steps\", that holds where the "
-            "last figures are at most 0.5; read against the first frame's final loss, see the columns after it."
+            + ". Read as \"for the same loss, no more than half the first frame's steps\" (the last figures at "
+            "most 0.5), that holds "
+            + (f"at {'; '.join(holds)} only" if holds else "in no row")
+            + "; read against the first frame's final loss, see the columns after it."
         )
     beaten = [label for label, (e, _) in rows.items() if any(f["to_independent"] is not None for f in e["later"])]
     lines.append(
