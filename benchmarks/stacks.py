@@ -723,7 +723,7 @@ def _sizes_table(sizes: dict, steps: int, demo: dict | None = None) -> list[str]
         return ", ".join(f"{frame[key]:.{digits}f}" for frame in entry["later"])
 
     def steps_list(entry: dict, key: str, none: str = "-") -> str:
-        return ", ".join(none if frame.get(key, "?") is None else str(frame.get(key, "?")) for frame in entry["later"])
+        return ", ".join(none if frame[key] is None else str(frame[key]) for frame in entry["later"])
 
     for label, (e, first_steps) in rows.items():
         terms = ", ".join(f"{f['content_over_independent']:.2f} / {f['style_over_independent']:.2f}" for f in e["later"])
@@ -772,32 +772,29 @@ def _sizes_table(sizes: dict, steps: int, demo: dict | None = None) -> list[str]
             f"convergence (the demo's row), does not reach it: the {demo['size']} px row at {steps} steps reaches the "
             "first frame's loss because that frame stopped early, not because its later frames get further."
         )
-    # None: the later frame ended below anywhere the first frame got, i.e. beyond all its steps
-    firsts = {label: [f.get("first_steps_to_auto_loss", "?") for f in e["later"]] for label, (e, _) in rows.items()}
-    if all("?" not in values for values in firsts.values()):
-        def span(label: str) -> str:
-            values, first_steps = firsts[label], rows[label][1]
-            auto = rows[label][0]["auto_steps"]
-            known = [v for v in values if v is not None]
-            if not known:
-                return f"more than all its {first_steps} steps at {label} (time_steps auto over that: under {auto / first_steps:.2f})"
-            most = f"more than {first_steps}" if None in values else str(max(known))
-            least_ratio = f"under {auto / first_steps:.2f}" if None in values else f"{auto / max(known):.2f}"
-            return f"{min(known)} to {most} steps at {label} (time_steps auto over that: {least_ratio} to {auto / min(known):.2f})"
-
-        def worst_ratio(label: str) -> float:
-            known = [v for v in firsts[label] if v is not None]
-            return rows[label][0]["auto_steps"] / (min(known) if known else rows[label][1])
-
-        holds = [label for label in rows if worst_ratio(label) <= 0.5]
-        lines.append(
-            "- What the warm start buys: the loss each later frame has at time_steps auto took the first frame "
-            + "; ".join(span(label) for label in rows)
-            + ". Read as \"for the same loss, no more than half the first frame's steps\" (the last figures at "
-            "most 0.5), that holds "
-            + (f"at {'; '.join(holds)} only" if holds else "in no row")
-            + "; read against the first frame's final loss, see the columns after it."
-        )
+    # the first frame's steps to each later frame's loss at time_steps auto; None (the later frame
+    # ended below anywhere the first frame got) counts as all its steps, a lower bound
+    spans, holds = [], []
+    for label, (e, first_steps) in rows.items():
+        values = [f["first_steps_to_auto_loss"] for f in e["later"]]
+        bounds = [first_steps if v is None else v for v in values]
+        auto, beyond = e["auto_steps"], None in values
+        if all(v is None for v in values):
+            spans.append(f"more than all its {first_steps} steps at {label} (time_steps auto over that: under {auto / first_steps:.2f})")
+        else:
+            most = f"more than {first_steps}" if beyond else str(max(bounds))
+            fewest = f"under {auto / first_steps:.2f}" if beyond else f"{auto / max(bounds):.2f}"
+            spans.append(f"{min(bounds)} to {most} steps at {label} (time_steps auto over that: {fewest} to {auto / min(bounds):.2f})")
+        if auto / min(bounds) <= 0.5:
+            holds.append(label)
+    lines.append(
+        "- What the warm start buys: the loss each later frame has at time_steps auto took the first frame "
+        + "; ".join(spans)
+        + ". Read as \"for the same loss, no more than half the first frame's steps\" (the last figures at "
+        "most 0.5), that holds "
+        + (f"at {'; '.join(holds)} only" if holds else "in no row")
+        + "; read against the first frame's final loss, see the columns after it."
+    )
     beaten = [label for label, (e, _) in rows.items() if any(f["to_independent"] is not None for f in e["later"])]
     lines.append(
         "- Against the independent run of the same frame (the fairer target where frames' losses differ), "
