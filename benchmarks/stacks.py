@@ -33,11 +33,16 @@ Measures (values in [0, 1]; *static* pixels are those the object never comes wit
   reliable (the engine's own flow and consistency mask), averaged over t >= 1;
 - steps and seconds per frame (first frame, later frames), and the content + style loss of
   each frame's result.
+
+The ``ahead`` part times time mode's later frames with the next frame read and its flows
+computed in a thread while a frame optimises (the API's way) against each frame read when it
+is needed (the way before), and the flows alone by frame size.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -55,11 +60,19 @@ sys.path.insert(0, str(ROOT / "src"))
 SECTION = "## Stacks"
 
 #: What a run measures (``--parts``); the report is written from all that docs/stacks.json holds.
-MEASURED_PARTS = ("modes", "sweep", "sizes", "demo")
+MEASURED_PARTS = ("modes", "sweep", "sizes", "demo", "ahead")
 
 #: Frames of the demo part's sequence (its first frame and two later ones: each later frame at
 #: 256 px and 100 steps costs minutes on a CPU).
 DEMO_FRAMES = 3
+
+#: The ahead part: frame sizes timed, and the later frames' steps at each besides time_steps
+#: auto: few, so that the steps take about as long as the flows, as on a fast device.
+AHEAD_SIZES = (64, 128, 256)
+AHEAD_FEW_STEPS = 3
+AHEAD_FRAMES = 4
+#: Sizes at which one later frame's flows (link_frames) are timed alone.
+FLOW_SIZES = (64, 128, 256, 512)
 
 #: The issue's goals: static flicker and drift this many times below old's, and the ghost
 #: measure within this many times the independent runs' own variation.
@@ -320,6 +333,66 @@ def later_frames_by_size(side: int, frames: int, steps: int, options: dict, done
     }
 
 
+@contextlib.contextmanager
+def frames_read(when: str):
+    """Within it, time mode reads each frame and computes its flows ``when``: "ahead" (in a
+    thread, while the previous frame optimises) or "when taken" (as before that), whatever the
+    API would choose for the machine."""
+    from napari_style_transfer import api
+
+    choose = api._reads_ahead
+    api._reads_ahead = lambda device: when == "ahead"
+    try:
+        yield
+    finally:
+        api._reads_ahead = choose
+
+
+def flow_seconds(side: int, repeats: int = 3) -> float:
+    """Seconds for one later frame's link (two TV-L1 flows and the consistency tests) of the
+    moving disc at ``side`` px."""
+    import torch
+
+    from napari_style_transfer.frames import link_frames
+
+    first, second = (torch.from_numpy(np.repeat(frame[None, None], 3, axis=1)) for frame in moving(side, 2)[0])
+    link_frames(first, second)  # the first call pays for imports
+    started = time.perf_counter()
+    for _ in range(repeats):
+        link_frames(first, second)
+    return (time.perf_counter() - started) / repeats
+
+
+def read_ahead(side: int, options: dict, threads: int) -> dict:
+    """Time mode on the moving disc at ``side`` px with ``threads`` torch threads, frames read
+    ahead and when taken (each twice, alternating, as the machine's load drifts; the faster
+    run of each kept): seconds per later frame and for the run, by the later frames' steps."""
+    import torch
+
+    from napari_style_transfer.options import StyleOptions
+
+    movie, _ = moving(side, AHEAD_FRAMES)
+    style = style_image(side)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    entry = {}
+    try:
+        for later_steps in (StyleOptions(steps=options["steps"]).later_frame_steps, AHEAD_FEW_STEPS):
+            runs: dict[str, list] = {"when taken": [], "ahead": []}
+            for when in [*runs] * 2:
+                with frames_read(when):
+                    started = time.perf_counter()
+                    run = run_api(movie, style, {**options, "size": side, "frames": "time", "time_steps": later_steps})
+                runs[when].append((time.perf_counter() - started, float(np.mean([f["seconds"] for f in run["frames"][1:]])), run["image"]))
+            entry[str(later_steps)] = {
+                **{when: {"run": min(r[0] for r in done), "later": min(r[1] for r in done)} for when, done in runs.items()},
+                "identical": all(np.array_equal(a[2], b[2]) for a, b in zip(runs["when taken"], runs["ahead"], strict=True)),
+            }
+    finally:
+        torch.set_num_threads(before)
+    return entry
+
+
 def steps_to_reach(losses: list[float], target: float) -> int | None:
     for step, loss in enumerate(losses, start=1):
         if loss <= target:
@@ -392,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--parts", default=",".join(MEASURED_PARTS),
         help="any of modes, sweep (temporal_weight), sizes (later frames' steps by frame size), demo (the same at the "
-        "command-line demo's size and steps, 20 minutes or more on a CPU)",
+        "command-line demo's size and steps, 20 minutes or more on a CPU), ahead (time mode reading frames ahead, "
+        "and the flows' seconds)",
     )
     parser.add_argument("--sequences", default=",".join(SEQUENCES), help="which sequences the modes part runs")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared machine more threads only spin)")
@@ -485,13 +559,26 @@ def main(argv: list[str] | None = None) -> int:
                        **later_frames_by_size(side, DEMO_FRAMES, demo_steps, {**base, "size": side, "steps": demo_steps}, {})}
         print("demo", json.dumps(raw["demo"]), flush=True)
 
+    if "ahead" in parts:
+        from napari_style_transfer.memory import usable_cpus
+
+        sizes, flow_sizes = (AHEAD_SIZES[:1], FLOW_SIZES[:1]) if args.quick else (AHEAD_SIZES, FLOW_SIZES)
+        raw["ahead"] = {
+            "frames": AHEAD_FRAMES,
+            "cpus": usable_cpus(),
+            "flow_seconds": {str(side): flow_seconds(side) for side in flow_sizes},
+            "runs": {str(threads): {str(side): read_ahead(side, base, threads) for side in sizes}
+                     for threads in sorted({args.threads, usable_cpus()})},
+        }
+        print("ahead", json.dumps(raw["ahead"]), flush=True)
+
     if args.json.exists():  # keep the parts this run did not redo
         earlier = json.loads(args.json.read_text())
         if earlier.get("sequences"):  # a run of some sequences keeps the others'
             raw["sequences"] = {**earlier["sequences"], **raw.get("sequences", {})}
         if "sweep" not in parts and earlier.get("sweep"):  # a sweep is kept or redone whole
             raw["sweep"], raw["sweep_old"] = earlier["sweep"], earlier.get("sweep_old")
-        for part in ("sizes", "demo"):
+        for part in ("sizes", "demo", "ahead"):
             if part not in parts and earlier.get(part):
                 raw[part] = earlier[part]
     raw["seconds"] = time.perf_counter() - started
@@ -547,7 +634,8 @@ def write_section(path: Path, raw: dict, defaults) -> None:
         "",
         f"Written by `python benchmarks/stacks.py` on {m['date']}"
         + (f" (the modes table measured on {dates['modes']}, the temporal_weight sweep on {dates['sweep']}, "
-           f"the sizes table on {dates['sizes']}, its demo row on {dates['demo']})" if len(set(dates.values())) > 1 else "")
+           f"the sizes table on {dates['sizes']}, its demo row on {dates['demo']}, reading ahead on {dates['ahead']})"
+           if len(set(dates.values())) > 1 else "")
         + f": {m['cpu']}, {m['threads']} torch threads, torch {m['torch']}; the last run: load average "
         f"{m['load']:.2f} at its end, {raw['seconds']:.0f} s in all. Raw numbers: `docs/stacks.json`.",
         "",
@@ -614,7 +702,9 @@ def write_section(path: Path, raw: dict, defaults) -> None:
             "slice starts afresh with only the later frames' steps: lower likeness, higher loss); independent is "
             "the default for that reason.",
             "- Seconds are wall time on a shared, loaded machine (other jobs ran alongside); compare them only "
-            "within a row. The optical flow (TV-L1, two per later frame) adds about 1 s a frame at 64 px here.",
+            "within a row."
+            + (f" A later frame's optical flows (TV-L1, two per frame) take {raw['ahead']['flow_seconds'][str(raw['size'])]:.2f} s "
+               f"at {raw['size']} px (the reading-ahead table below)." if str(raw["size"]) in raw.get("ahead", {}).get("flow_seconds", {}) else ""),
             "",
         ]
     if raw.get("sweep"):
@@ -639,6 +729,8 @@ def write_section(path: Path, raw: dict, defaults) -> None:
         lines += ["", *_sweep_reading(raw["sweep"], old), ""]
     if raw.get("sizes"):
         lines += _sizes_table(raw["sizes"], raw["steps"], raw.get("demo"))
+    if raw.get("ahead"):
+        lines += _ahead_table(raw["ahead"], raw["steps"])
     section = "\n".join(lines)
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     if SECTION in text:
@@ -800,6 +892,62 @@ def _sizes_table(sizes: dict, steps: int, demo: dict | None = None) -> list[str]
         "- Against the independent run of the same frame (the fairer target where frames' losses differ), "
         + (f"later frames get there within their steps at {'; '.join(beaten)} only." if beaten
            else "no later frame gets there within all the steps in any row here.")
+    )
+    return [*lines, ""]
+
+
+def _ahead_table(ahead: dict, steps: int) -> list[str]:
+    """Time mode's seconds with frames read ahead against read when needed, and the flows'."""
+    flows = ", ".join(f"{seconds:.2f} s at {side} px" for side, seconds in ahead["flow_seconds"].items())
+    lines = [
+        f"Reading ahead: time mode reads each later frame and computes its two optical flows in a thread while the "
+        f"frame before it optimises (*ahead*), rather than when the frame's turn comes (*when taken*, as before). "
+        f"The moving disc, {ahead['frames']} frames, {steps} steps for the first frame, the later frames' steps as in "
+        "the row; seconds of the faster of two runs each (alternating). One later frame's flows (link_frames: two "
+        f"TV-L1 flows and the consistency tests) alone take {flows}.",
+        "",
+        "| torch threads | size | later frames' steps | s per later frame, when taken / ahead | saved per later frame "
+        "| s for the run, when taken / ahead | results the same |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    one_thread = []  # (size, steps, seconds saved, share of the later frame's seconds)
+    all_threads = []  # the same with torch's threads on every core, as shares of the run's seconds
+    for threads, by_size in ahead["runs"].items():
+        for side, by_steps in by_size.items():
+            for later_steps, e in by_steps.items():
+                taken, early = e["when taken"], e["ahead"]
+                saved = taken["later"] - early["later"]
+                if threads == "1":
+                    one_thread.append((side, later_steps, saved, saved / taken["later"]))
+                elif int(threads) == ahead.get("cpus"):
+                    all_threads.append(early["run"] / taken["run"] - 1)
+                lines.append(
+                    f"| {threads} | {side} px | {later_steps} | {taken['later']:.2f} / {early['later']:.2f} | {saved:.2f} s "
+                    f"({saved / taken['later'] * 100:.0f}%) | {taken['run']:.1f} / {early['run']:.1f} | {'yes' if e['identical'] else 'no'} |"
+                )
+    lines += ["", "Reading it:", ""]
+    if one_thread:
+        lines.append(
+            "- With one torch thread (a core left free for the reading thread), reading ahead saves per later frame "
+            + "; ".join(f"{saved:.2f} s at {side} px, {later_steps} steps ({share * 100:.0f}%)" for side, later_steps, saved, share in one_thread)
+            + ", against flows of "
+            + ", ".join(f"{ahead['flow_seconds'][side]:.2f} s at {side} px" for side in dict.fromkeys(r[0] for r in one_thread) if side in ahead["flow_seconds"])
+            + ". The flows are a small part of a later frame's seconds on this CPU, so the most it can save is small here."
+        )
+    if all_threads:
+        lines.append(
+            f"- With torch's threads on all {ahead['cpus']} cores, the reading thread takes a core from them: a run read "
+            f"ahead took {min(all_threads) * 100:+.0f}% to {max(all_threads) * 100:+.0f}% more time than read when taken. "
+            "So the "
+            "API reads ahead beside a GPU, and on the CPU only where torch's threads leave a core free "
+            "(`api._reads_ahead`; a 4-frame 128 px series with 2 threads on 2 cores, four runs each: 13.7-13.8 s "
+            "ahead against 12.1-12.2 s)."
+        )
+    if all(e["identical"] for by_size in ahead["runs"].values() for by_steps in by_size.values() for e in by_steps.values()):
+        lines.append("- The results are the same bit for bit either way: the thread changes when the flows are computed, not what.")
+    lines.append(
+        "- On a GPU the steps of a frame are much faster while the flows stay on the CPU, so the flows' share, and "
+        "what reading ahead can hide, is larger there; it was not measured on a GPU."
     )
     return [*lines, ""]
 

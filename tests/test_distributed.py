@@ -256,8 +256,9 @@ def test_the_workers_of_one_machine_share_its_cpus_among_their_torch_threads(mon
     from types import SimpleNamespace
 
     from napari_style_transfer import distributed as ours
+    from napari_style_transfer import memory
 
-    monkeypatch.setattr(ours, "_cpus", lambda: 8)
+    monkeypatch.setattr(memory, "usable_cpus", lambda: 8)
     monkeypatch.setenv(ours._THREADS_VARIABLE, "")  # restored after the test
     threads = []
     for setup in (ours.WorkerSetup(workers_here=2), ours.WorkerSetup(workers_here=3), ours.WorkerSetup(workers_here=16)):

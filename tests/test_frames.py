@@ -3,11 +3,13 @@ optical flow from frame to frame and keeps static parts still."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 
-from napari_style_transfer import StyleTransferError, iter_stylize, stylize
+from napari_style_transfer import StyleTransferError, api, iter_stylize, stylize
 from napari_style_transfer.api import StyleResult
 from napari_style_transfer.frames import consistent, fill_from_surroundings, link_frames, time_chains, warp
 
@@ -226,6 +228,77 @@ def test_later_time_frames_run_time_steps_and_progress_reaches_one(style):
     assert [r.step for r in records if r.frame_number == 2] == [1, 2]
     assert records[-1].progress == 1.0 and records[3].progress == 0.5
     assert records[4].losses.temporal > 0.0 and records[0].losses.temporal == 0.0
+
+
+#: Seconds to wait for the thread that reads a time series ahead: it needs a fraction of one
+#: at 48 px, the rest is room for a loaded machine.
+READER_WAIT = 600
+
+
+class Linking(list):
+    """The thread that computed each flow (link_frames) of a run, in turn; ``linked`` is set
+    at the first."""
+
+    def __init__(self):
+        super().__init__()
+        self.linked = threading.Event()
+
+
+@pytest.fixture
+def linking_threads(monkeypatch) -> Linking:
+    threads = Linking()
+
+    def recording(previous, content):
+        link = link_frames(previous, content)
+        threads.append(threading.current_thread())
+        threads.linked.set()
+        return link
+
+    monkeypatch.setattr(api, "link_frames", recording)
+    return threads
+
+
+def test_the_next_frame_and_its_flow_are_made_while_the_caller_holds_the_current_frame(style, monkeypatch, linking_threads):
+    monkeypatch.setattr(api, "_reads_ahead", lambda device: True)
+    movie, _ = moving_disc(frames=3)
+    run = iter_stylize(movie, style, **{**FAST, "frames": "time"})
+    first = next(run)  # the run now waits in frame 0's first step
+    assert (first.frame, first.step) == ((0,), 1)
+    assert linking_threads.linked.wait(READER_WAIT), "frame 1's flow waited for frame 0's steps"
+    assert linking_threads[0] is not threading.current_thread()
+    run.close()
+
+
+@pytest.mark.parametrize("spare_cores, ahead", [(0, False), (1, True)])
+def test_on_the_cpu_frames_are_read_ahead_only_with_a_core_torch_leaves_free(style, monkeypatch, linking_threads, spare_cores, ahead):
+    from napari_style_transfer import memory
+
+    monkeypatch.setattr(memory, "usable_cpus", lambda: torch.get_num_threads() + spare_cores)
+    movie, _ = moving_disc(frames=2)
+    list(iter_stylize(movie, style, **{**FAST, "frames": "time"}))
+    assert len(linking_threads) == 1
+    assert (linking_threads[0] is not threading.current_thread()) == ahead
+
+
+def test_beside_a_gpu_frames_are_read_ahead():
+    assert api._reads_ahead(torch.device("cuda"))
+
+
+def test_a_stopped_time_series_reads_no_further_frame_and_its_reading_thread_ends(style, monkeypatch):
+    monkeypatch.setattr(api, "_reads_ahead", lambda device: True)
+    reads = []
+    read_frame = api._read_frame
+    monkeypatch.setattr(api, "_read_frame", lambda plan, index: reads.append(index) or read_frame(plan, index))
+    movie, _ = moving_disc(frames=4)
+    run = iter_stylize(movie, style, **{**FAST, "frames": "time"})
+    next(run)
+    readers = [thread for thread in threading.enumerate() if thread.name.startswith(api.READER_THREAD)]
+    assert readers  # the run's own, waiting for its next job
+    run.close()
+    for thread in readers:
+        thread.join(READER_WAIT)
+    assert not any(thread.is_alive() for thread in readers)
+    assert reads == [(0,), (1,)]  # the frame under way and the one read ahead
 
 
 def test_a_one_frame_time_series_is_a_single_image(style):

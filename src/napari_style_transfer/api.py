@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import memory
-from ._image import ImageInput, describe_image, finish_image, frame_count, working_shape
+from ._image import ImageInput, PreparedImage, describe_image, finish_image, frame_count, working_shape
 from ._torch_compat import hide_triton
 from .errors import OutOfMemoryError, StyleTransferError, WeightsError
 from .options import WEIGHTS_MODES, StyleOptions, _deepest, min_side_for_layers, schedule_sizes
@@ -38,7 +39,7 @@ from .engine import (  # noqa: E402
     with_backend_flags,
     with_content_colours,
 )
-from .frames import WARP_MODE, fill_from_surroundings, link_frames, time_chains, warp  # noqa: E402
+from .frames import WARP_MODE, FrameLink, fill_from_surroundings, link_frames, time_chains, warp  # noqa: E402
 from .vgg import VGGFeatures  # noqa: E402
 from .weights import load_vgg19_features  # noqa: E402
 
@@ -619,8 +620,10 @@ def _ran_out_of_memory(p: _Plan) -> OutOfMemoryError:
 
 
 def _run(p: _Plan) -> Iterator[StepRecord | StyleResult]:
+    # a time series' frames are read from now on, while the weights load
+    reader = _TimeSeriesReader(p) if p.options.frames == "time" else None
     try:
-        yield from with_backend_flags(_optimise_frames(p), p.options, p.device)
+        yield from with_backend_flags(_optimise_frames(p, reader), p.options, p.device)
     except (_OUT_OF_MEMORY, MemoryError) as error:  # MemoryError: numpy's allocations
         raise _ran_out_of_memory(p) from error
     except RuntimeError as error:
@@ -628,12 +631,15 @@ def _run(p: _Plan) -> Iterator[StepRecord | StyleResult]:
             raise
         raise _ran_out_of_memory(p) from error
     finally:
+        if reader is not None:
+            reader.close()
         # _optimise_frames has finished or been closed: its tensors are gone, give the memory back.
         if p.device.type == "cuda":
             torch.cuda.empty_cache()
 
 
-def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
+def _optimise_frames(p: _Plan, reader: _TimeSeriesReader | None) -> Iterator[StepRecord | StyleResult]:
+    """The run's records and result; a time series' frames come from ``reader``."""
     started = time.perf_counter()
     opts, device = p.options, p.device
     loaded = load_vgg19_features(opts.weights)
@@ -655,12 +661,12 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
     batch = _frames_per_batch(p.content, p.content_shape, largest_style, opts, device, p.regions is not None)
     result = None
     cursor = _Cursor()
-    # What the next frame of a series follows: its reference image and its content. The
-    # reference is the result where the flow was not reliable and, where it was, the target
-    # the frame was held to, so that a static pixel keeps the value it got when it was first
-    # seen: re-pinning each frame to the previous result instead lets small per-frame moves add
-    # up (measured: 0.004 a frame in static parts at 48 px, 4 steps).
-    kept: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+    # What the next frame of a series follows: its reference image, the result where the flow
+    # was not reliable and, where it was, the target the frame was held to, so that a static
+    # pixel keeps the value it got when it was first seen: re-pinning each frame to the previous
+    # result instead lets small per-frame moves add up (measured: 0.004 a frame in static parts
+    # at 48 px, 4 steps).
+    kept: dict[tuple[int, ...], torch.Tensor] = {}
     objective: StyleObjective | None = None
     objective_style: tuple[tuple[int, int], ...] | None = None  # the style sizes the objective's targets have
     steps_before = 0
@@ -671,13 +677,16 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
         # a batch's frames share their levels (only a time series' later frames differ, and
         # those come one at a time); its frames are read now, not the whole stack
         levels = group[0][1][1]
-        prepared = [_prepare_frame(p, index) for _, ((index, _), _) in group]
-        contents_full = [content_full for content_full, _ in prepared]
         temporal = link = None
+        if reader is None:
+            prepared = [_prepare_frame(p, index) for _, ((index, _), _) in group]
+        else:  # a time series: one frame a batch
+            frame, link = reader.take(group[0][0])
+            prepared = [_prepare_frame(p, group[0][1][0][0], frame)]
+        contents_full = [content_full for content_full, _ in prepared]
         follows = group[0][1][0][1]
         if follows is not None:
-            previous_reference, previous_content = kept.pop(follows)
-            link = link_frames(previous_content, resize(contents_full[0], *p.content_shape))
+            previous_reference = kept.pop(follows)
             temporal = (warp(previous_reference, link.flow, WARP_MODE).clamp(0.0, 1.0), link.reliable)
         steps = sum(level.steps for level in levels)
         done = 0
@@ -756,7 +765,7 @@ def _optimise_frames(p: _Plan) -> Iterator[StepRecord | StyleResult]:
         index = group[0][1][0][0]
         if in_time and index and index[0] + 1 < p.content.stack_shape[0]:
             reference = images if temporal is None else images + temporal[1] * (temporal[0] - images)
-            kept[index] = (reference, resize(contents_full[0], *p.content_shape))
+            kept[index] = reference
 
     objective.set_content(resize(contents_full[-1], *p.content_shape))
     final = evaluate(objective, images[-1:])
@@ -791,11 +800,12 @@ def _optimise_batch(
     return ((step, [losses], image) for step, losses, image in optimize(objective, start, opts, steps))
 
 
-def _prepare_frame(p: _Plan, index: tuple[int, ...]) -> tuple[torch.Tensor, Any]:
-    """Frame ``index`` of the content read and on the device (1, 3, H, W), and the function
-    that turns one of its images into the result's kind (grey, alpha, content colours)."""
+def _prepare_frame(p: _Plan, index: tuple[int, ...], frame: PreparedImage | None = None) -> tuple[torch.Tensor, Any]:
+    """Frame ``index`` of the content on the device (1, 3, H, W), read now unless ``frame``
+    has it, and the function that turns one of its images into the result's kind (grey,
+    alpha, content colours)."""
     opts = p.options
-    frame = p.content.frame(index, longest_side=max(p.content_shape))
+    frame = _read_frame(p, index) if frame is None else frame
     content_full = _to_tensor(frame.rgb, p.device)
     alpha = None
     if frame.alpha is not None:
@@ -815,6 +825,85 @@ def _prepare_frame(p: _Plan, index: tuple[int, ...]) -> tuple[torch.Tensor, Any]
         return finish_image(image[0].permute(1, 2, 0).float().cpu().numpy(), grey, alpha)
 
     return content_full, finish
+
+
+def _read_frame(p: _Plan, index: tuple[int, ...]) -> PreparedImage:
+    return p.content.frame(index, longest_side=max(p.content_shape))
+
+
+#: The name of the thread that reads a time series ahead (its start: Python numbers them).
+READER_THREAD = "napari-style-transfer-frames"
+
+
+def _reads_ahead(device: torch.device) -> bool:
+    """Whether a time series on ``device`` reads its frames ahead (:class:`_TimeSeriesReader`):
+    beside a GPU's steps, and on the CPU where torch's threads leave a core free. With every
+    core in torch's threads the reading thread slowed the steps by more than it saved: a
+    4-frame 128 px series with 2 threads on 2 cores took 13.7-13.8 s read ahead against
+    12.1-12.2 s without (four runs each); with 1 thread the flows' time was saved
+    (docs/benchmarks.md, "Stacks")."""
+    return device.type != "cpu" or torch.get_num_threads() < memory.usable_cpus()
+
+
+class _WhenAsked:
+    """A job that runs when its result is asked for, in the thread that asks."""
+
+    def __init__(self, job):
+        self._job = job
+
+    def result(self):
+        return self._job()
+
+
+class _TimeSeriesReader:
+    """A time series' frames, each read with the optical flow back to the frame it follows
+    (:func:`~napari_style_transfer.frames.link_frames`), one frame ahead in a thread where
+    :func:`_reads_ahead` says, else each when its turn comes.
+
+    Both depend on the content alone, so the next frame's read and flows can run while the
+    current frame optimises: TV-L1 runs on the CPU, 0.7 s for a later frame's two flows at
+    256 px and 3.0 s at 512 px on this project's 2-core machine, which would otherwise stop a
+    GPU between frames. The flow is computed on the CPU copy of the working-size content, so
+    nothing but the CPU is used from the thread. What a frame's read raises (a NaN frame, a
+    reader's error) is raised by :meth:`take` of that frame, where reading it would have."""
+
+    def __init__(self, p: _Plan):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._p = p
+        self._frames, self._follows = zip(*time_chains(p.content.stack_shape), strict=True)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=READER_THREAD) if _reads_ahead(p.device) else None
+        self._contents: dict[tuple[int, ...], torch.Tensor] = {}  # working-size CPU contents still followed
+        self._pending = self._submit(0)
+
+    def take(self, position: int) -> tuple[PreparedImage, FrameLink | None]:
+        """The frame at ``position`` (0, 1, ... in turn) and its link to the frame it follows
+        (None for a first frame), on the plan's device; the next frame is then read ahead."""
+        frame, content, link = self._pending.result()
+        self._contents[self._frames[position]] = content
+        if position + 1 < len(self._frames):
+            self._pending = self._submit(position + 1)
+        device = self._p.device
+        if link is not None:
+            link = FrameLink(*(tensor.to(device) for tensor in (link.flow, link.reliable, link.fresh)))
+        return frame, link
+
+    def _submit(self, position: int):
+        follows = self._follows[position]
+        previous = None if follows is None else self._contents.pop(follows)
+        job = functools.partial(self._read, self._frames[position], previous)
+        return _WhenAsked(job) if self._pool is None else self._pool.submit(job)
+
+    def _read(self, index: tuple[int, ...], previous: torch.Tensor | None):
+        frame = _read_frame(self._p, index)
+        content = resize(_to_tensor(frame.rgb, torch.device("cpu")), *self._p.content_shape)
+        return frame, content, None if previous is None else link_frames(previous, content)
+
+    def close(self) -> None:
+        """Stops reading ahead: a run has ended or was stopped (a read or flow under way
+        finishes in its thread, unused)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _style_tensors(p: _Plan, device: torch.device) -> list[torch.Tensor]:

@@ -20,6 +20,7 @@ import numpy as np
 from distributed import Client, LocalCluster, as_completed
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from . import memory
 from ._image import describe_image
 from .batch import Batch, Outcome, run_item
 from .errors import StyleTransferError
@@ -60,7 +61,7 @@ class WorkerSetup(WorkerPlugin):
         # Before torch first touches CUDA in this process, which reads the variable once.
         if self.gpus:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(_worker_number(worker.name) % self.gpus)
-        threads = self.torch_threads or max(1, _cpus() // max(1, self.workers_here * worker.state.nthreads))
+        threads = self.torch_threads or max(1, memory.usable_cpus() // max(1, self.workers_here * worker.state.nthreads))
         os.environ[_THREADS_VARIABLE] = str(threads)
 
 
@@ -69,13 +70,6 @@ def _worker_number(name: Any) -> int:
         return int(name)
     except (TypeError, ValueError):
         return sum(str(name).encode())
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 _PREPARED = False

@@ -180,3 +180,11 @@ def _address_space_room(proc: Path) -> int | None:
         return None
     mapped = _read_keyed(proc / "self" / "status").get("VmSize", 0) * 1024
     return soft - mapped
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity where the system says, else all)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
