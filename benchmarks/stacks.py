@@ -900,8 +900,9 @@ def _ahead_table(ahead: dict, steps: int) -> list[str]:
     """Time mode's seconds with frames read ahead against read when needed, and the flows'."""
     flows = ", ".join(f"{seconds:.2f} s at {side} px" for side, seconds in ahead["flow_seconds"].items())
     lines = [
-        f"Reading ahead: time mode reads each later frame and computes its two optical flows in a thread while the "
-        f"frame before it optimises (*ahead*), rather than when the frame's turn comes (*when taken*, as before). "
+        f"Reading ahead: time mode can read each later frame and compute its two optical flows in a thread while the "
+        f"frame before it optimises (*ahead*), rather than when the frame's turn comes (*when taken*, as before); "
+        "which of the two the API does is in the readings below. "
         f"The moving disc, {ahead['frames']} frames, {steps} steps for the first frame, the later frames' steps as in "
         "the row; seconds of the faster of two runs each (alternating). One later frame's flows (link_frames: two "
         f"TV-L1 flows and the consistency tests) alone take {flows}.",
