@@ -7,7 +7,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -845,16 +845,6 @@ def _reads_ahead(device: torch.device) -> bool:
     return device.type != "cpu" or torch.get_num_threads() < memory.usable_cpus()
 
 
-class _WhenAsked:
-    """A job that runs when its result is asked for, in the thread that asks."""
-
-    def __init__(self, job):
-        self._job = job
-
-    def result(self):
-        return self._job()
-
-
 class _TimeSeriesReader:
     """A time series' frames, each read with the optical flow back to the frame it follows
     (:func:`~napari_style_transfer.frames.link_frames`), one frame ahead in a thread where
@@ -879,7 +869,7 @@ class _TimeSeriesReader:
     def take(self, position: int) -> tuple[PreparedImage, FrameLink | None]:
         """The frame at ``position`` (0, 1, ... in turn) and its link to the frame it follows
         (None for a first frame), on the plan's device; the next frame is then read ahead."""
-        frame, content, link = self._pending.result()
+        frame, content, link = self._pending()
         self._contents[self._frames[position]] = content
         if position + 1 < len(self._frames):
             self._pending = self._submit(position + 1)
@@ -888,11 +878,13 @@ class _TimeSeriesReader:
             link = FrameLink(*(tensor.to(device) for tensor in (link.flow, link.reliable, link.fresh)))
         return frame, link
 
-    def _submit(self, position: int):
+    def _submit(self, position: int) -> Callable[[], tuple[PreparedImage, torch.Tensor, FrameLink | None]]:
+        """What :meth:`take` calls for the frame at ``position``: the read itself, or the
+        wait for the thread's."""
         follows = self._follows[position]
         previous = None if follows is None else self._contents.pop(follows)
         job = functools.partial(self._read, self._frames[position], previous)
-        return _WhenAsked(job) if self._pool is None else self._pool.submit(job)
+        return job if self._pool is None else self._pool.submit(job).result
 
     def _read(self, index: tuple[int, ...], previous: torch.Tensor | None):
         frame = _read_frame(self._p, index)
