@@ -60,10 +60,10 @@ sys.path.insert(0, str(ROOT / "src"))
 SECTION = "## Stacks"
 
 #: What a run measures (``--parts``); the report is written from all that docs/stacks.json holds.
-MEASURED_PARTS = ("modes", "sweep", "sizes", "demo", "ahead")
+MEASURED_PARTS = ("modes", "sweep", "sizes", "demo", "default", "ahead")
 
-#: Frames of the demo part's sequence (its first frame and two later ones: each later frame at
-#: 256 px and 100 steps costs minutes on a CPU).
+#: Frames of the demo and default parts' sequence (its first frame and two later ones: each
+#: later frame at 256 px and 100 steps costs minutes on a CPU, at 512 px and 300 steps ten).
 DEMO_FRAMES = 3
 
 #: The ahead part: frame sizes timed, and the later frames' steps at each besides time_steps
@@ -465,8 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--parts", default=",".join(MEASURED_PARTS),
         help="any of modes, sweep (temporal_weight), sizes (later frames' steps by frame size), demo (the same at the "
-        "command-line demo's size and steps, 20 minutes or more on a CPU), ahead (time mode reading frames ahead, "
-        "and the flows' seconds)",
+        "command-line demo's size and steps, 20 minutes or more on a CPU), default (the same at the API's default "
+        "size and steps, 40 minutes or more), ahead (time mode reading frames ahead, and the flows' seconds)",
     )
     parser.add_argument("--sequences", default=",".join(SEQUENCES), help="which sequences the modes part runs")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared machine more threads only spin)")
@@ -551,13 +551,16 @@ def main(argv: list[str] | None = None) -> int:
             raw["sizes"][str(side)] = later_frames_by_size(side, frames, steps, {**base, "size": side}, moving_runs)
             print("sizes", side, json.dumps(raw["sizes"][str(side)]), flush=True)
 
-    if "demo" in parts:
-        # where the later frames get to once the first frame is nearer convergence: the demo's
-        # size and steps (a first frame of 30 steps at 256 px is far from it)
-        side, demo_steps = (2 * size, 2 * steps) if args.quick else (option_defaults.DEMO_DEFAULTS["size"], option_defaults.DEMO_DEFAULTS["steps"])
-        raw["demo"] = {"size": side, "steps": demo_steps, "frames": DEMO_FRAMES,
-                       **later_frames_by_size(side, DEMO_FRAMES, demo_steps, {**base, "size": side, "steps": demo_steps}, {})}
-        print("demo", json.dumps(raw["demo"]), flush=True)
+    # where the later frames get to once the first frame is nearer convergence (a first frame of
+    # 30 steps at 256 px is far from it): the demo's size and steps, and the API's defaults
+    defaults = option_defaults.StyleOptions()
+    for part, (side, part_steps) in (("demo", (option_defaults.DEMO_DEFAULTS["size"], option_defaults.DEMO_DEFAULTS["steps"])),
+                                     ("default", (defaults.size, defaults.steps))):
+        if part in parts:
+            side, part_steps = (2 * size, 2 * steps) if args.quick else (side, part_steps)
+            raw[part] = {"size": side, "steps": part_steps, "frames": DEMO_FRAMES,
+                         **later_frames_by_size(side, DEMO_FRAMES, part_steps, {**base, "size": side, "steps": part_steps}, {})}
+            print(part, json.dumps(raw[part]), flush=True)
 
     if "ahead" in parts:
         from napari_style_transfer.memory import usable_cpus
@@ -578,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
             raw["sequences"] = {**earlier["sequences"], **raw.get("sequences", {})}
         if "sweep" not in parts and earlier.get("sweep"):  # a sweep is kept or redone whole
             raw["sweep"], raw["sweep_old"] = earlier["sweep"], earlier.get("sweep_old")
-        for part in ("sizes", "demo", "ahead"):
+        for part in ("sizes", "demo", "default", "ahead"):
             if part not in parts and earlier.get(part):
                 raw[part] = earlier[part]
     raw["seconds"] = time.perf_counter() - started
@@ -591,10 +594,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not parts & set(MEASURED_PARTS) and args.json.exists():  # only the report is rewritten
         raw["machine"], raw["seconds"] = earlier["machine"], earlier["seconds"]
-    # when each part was last measured (a run of one part keeps the other's date)
+    # when each part was last measured, and with how many torch threads (a run of one part keeps
+    # the others'; parts measured before threads were kept had the run's)
     raw["dates"] = dict(earlier.get("dates", {})) if args.json.exists() else {}
+    raw["threads"] = ({part: earlier.get("threads", {}).get(part, earlier["machine"]["threads"]) for part in raw["dates"]}
+                      if args.json.exists() else {})
     for part in parts & set(MEASURED_PARTS):
         raw["dates"][part] = raw["machine"]["date"]
+        raw["threads"][part] = raw["machine"]["threads"]
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(raw, indent=1))
     if "moving" in outputs:
@@ -634,9 +641,10 @@ def write_section(path: Path, raw: dict, defaults) -> None:
         "",
         f"Written by `python benchmarks/stacks.py` on {m['date']}"
         + (f" (the modes table measured on {dates['modes']}, the temporal_weight sweep on {dates['sweep']}, "
-           f"the sizes table on {dates['sizes']}, its demo row on {dates['demo']}, reading ahead on {dates['ahead']})"
+           f"the sizes table on {dates['sizes']}, its demo row on {dates['demo']}, its default row on {dates['default']}, "
+           f"reading ahead on {dates['ahead']})"
            if len(set(dates.values())) > 1 else "")
-        + f": {m['cpu']}, {m['threads']} torch threads, torch {m['torch']}; the last run: load average "
+        + f": {m['cpu']}, {_threads(raw.get('threads', {}), m['threads'])}, torch {m['torch']}; the last run: load average "
         f"{m['load']:.2f} at its end, {raw['seconds']:.0f} s in all. Raw numbers: `docs/stacks.json`.",
         "",
         f"Generated grey sequences of {raw['frames']} frames at {raw['size']} px (see the script), the bundled swirl "
@@ -728,7 +736,7 @@ def write_section(path: Path, raw: dict, defaults) -> None:
             )
         lines += ["", *_sweep_reading(raw["sweep"], old), ""]
     if raw.get("sizes"):
-        lines += _sizes_table(raw["sizes"], raw["steps"], raw.get("demo"))
+        lines += _sizes_table(raw["sizes"], raw["steps"], raw.get("demo"), raw.get("default"))
     if raw.get("ahead"):
         lines += _ahead_table(raw["ahead"], raw["steps"])
     section = "\n".join(lines)
@@ -788,18 +796,23 @@ def _size_reading(runs: dict, larger: int) -> list[str]:
     ]
 
 
-def _sizes_table(sizes: dict, steps: int, demo: dict | None = None) -> list[str]:
-    """The later frames' steps to the first frame's loss by frame size (and at the demo's size
-    and steps), and the reading."""
+def _sizes_table(sizes: dict, steps: int, demo: dict | None = None, default: dict | None = None) -> list[str]:
+    """The later frames' steps to the first frame's loss by frame size (and at the demo's and
+    the API's default size and steps), and the reading."""
     rows = {f"{side} px": (e, steps) for side, e in sizes.items()}
-    if demo:
-        rows[f"{demo['size']} px, {demo['steps']} steps (the demo's)"] = (demo, demo["steps"])
+    settings = [(e, whose, at) for e, whose, at in ((demo, "demo's", "the command-line demo's size and steps"),
+                                                  (default, "defaults", "the API's default size and steps")) if e]
+    for e, whose, _ in settings:
+        rows[f"{e['size']} px, {e['steps']} steps (the {whose})"] = (e, e["steps"])
+    last = ""
+    if settings:
+        ats = " and one at ".join(at for _, _, at in settings)
+        frames = settings[0][0]["frames"]
+        last = f"; the last rows have {frames} frames, one at {ats}" if len(settings) > 1 else f"; the last row has {frames} frames at {ats}"
     lines = [
         f"Later frames by frame size: the moving disc drawn at each size (the disc and its moves scale with it), time "
         f"mode with all the first frame's steps ({steps} unless the row says) for every frame, so that one sees "
-        "where each later frame gets to"
-        + (f"; the last row has {demo['frames']} frames at the command-line demo's size and steps" if demo else "")
-        + ". Losses are content + style over the first frame's final loss; *first frame's steps to it*: the step at "
+        f"where each later frame gets to{last}. Losses are content + style over the first frame's final loss; *first frame's steps to it*: the step at "
         "which the first frame's own loss first fell to the loss each later frame has at time_steps auto; *steps "
         "to ...*: the step at which each later frame's loss first fell to the first frame's final loss, and to the "
         "independent run of that frame's final loss (- : not within the steps); *content, style over "
@@ -846,19 +859,14 @@ def _sizes_table(sizes: dict, steps: int, demo: dict | None = None) -> list[str]
             "so where a first frame's run happens to stop sets the target as much as the frames do."
         )
     if misses:
-        e = rows[misses[0]][0]
-        content = np.mean([f["content_over_independent"] for f in e["later"]])
-        style_ratio = np.mean([f["style_over_independent"] for f in e["later"]])
         ends = [f["end"] for label in misses for f in rows[label][0]["later"]]
         lines.append(
             f"- At {'; '.join(misses)} they stop above it, even with all the steps: at {min(ends):.2f} to "
-            f"{max(ends):.2f}x the first frame's loss. What is left over is the content term: after all the steps "
-            f"at {misses[0]} it is {content:.2f}x the independent run's, the style term {style_ratio:.2f}x. A likely "
-            "reason (the terms are measured, the reason is not): the held static pixels keep values fitted to the "
-            "first frame's content features, while the deep content layer's features there also see the moving "
-            "object."
+            f"{max(ends):.2f}x the first frame's loss."
         )
-    if demo and f"{demo['size']} px" in meets and misses[-1:] == [list(rows)[-1]]:
+        lines += _leftover_reading({label: rows[label][0] for label in misses})
+    demo_label = next((label for label, (e, _) in rows.items() if e is demo), None)
+    if demo and f"{demo['size']} px" in meets and demo_label in misses:
         lines.append(
             f"- The same sequence at the same size with {demo['steps']} steps, where the first frame gets nearer "
             f"convergence (the demo's row), does not reach it: the {demo['size']} px row at {steps} steps reaches the "
@@ -894,6 +902,51 @@ def _sizes_table(sizes: dict, steps: int, demo: dict | None = None) -> list[str]
            else "no later frame gets there within all the steps in any row here.")
     )
     return [*lines, ""]
+
+
+def _leftover_reading(rows: dict) -> list[str]:
+    """Which of the two terms keeps the later frames above the first frame's loss, row by row
+    (``rows``: the sizes table's rows that stop above it)."""
+    terms, by_term = [], {"content": [], "style": [], "both": []}
+    for label, e in rows.items():
+        content = float(np.mean([f["content_over_independent"] for f in e["later"]]))
+        style_ratio = float(np.mean([f["style_over_independent"] for f in e["later"]]))
+        terms.append(f"at {label} content {content:.2f}x, style {style_ratio:.2f}x")
+        # within 0.03 of each other neither term is the one
+        term = "both" if abs(content - style_ratio) < 0.03 else "content" if content > style_ratio else "style"
+        by_term[term].append(label)
+    which = "; ".join(
+        f"{'both terms' if term == 'both' else f'the {term} term'} at {', '.join(labels)}" for term, labels in by_term.items() if labels
+    )
+    reasons = {
+        "content": "the held static pixels keep values fitted to the first frame's content features, while the deep "
+        "content layer's features there also see the moving object (at 64 px conv4_2 is 8 x 8 and each of its "
+        "positions sees the whole frame)",
+        "style": "the pixels the object uncovered start from nearby styling and get only the later frames' steps, "
+        "while the held pixels cannot rebalance the whole image's Gram statistics around them",
+    }
+    named = [f"for the {term} term, {reasons[term]}" for term in reasons if by_term[term] or by_term["both"]]
+    return [
+        "- What is left over after all the steps, each term of the later frames' final loss over the independent "
+        f"runs': {'; '.join(terms)}. So it is {which}. Likely reasons (the terms are measured, the reasons are not): "
+        + "; ".join(named) + "."
+    ]
+
+
+_PART_NAMES = {"modes": "the modes table", "sweep": "the temporal_weight sweep", "sizes": "the sizes table",
+               "demo": "the sizes table's demo row", "default": "the sizes table's default row", "ahead": "reading ahead"}
+
+
+def _threads(by_part: dict, last: int) -> str:
+    """The torch threads the parts were measured with, e.g. "1 torch thread (2 for ...)"."""
+    def counted(n: int) -> str:
+        return f"{n} torch thread{'' if n == 1 else 's'}"
+
+    counts = set(by_part.values()) or {last}
+    most = max(sorted(counts), key=lambda n: sum(v == n for v in by_part.values()))
+    others = ["{} for {}".format(n, ", ".join(_PART_NAMES.get(part, part) for part, v in by_part.items() if v == n))
+              for n in sorted(counts - {most})]
+    return counted(most) + (f" ({'; '.join(others)})" if others else "")
 
 
 def _ahead_table(ahead: dict, steps: int) -> list[str]:
