@@ -916,7 +916,7 @@ def _leftover_reading(rows: dict) -> list[str]:
         term = "both" if abs(content - style_ratio) < 0.03 else "content" if content > style_ratio else "style"
         by_term[term].append(label)
     which = "; ".join(
-        f"{'both terms' if term == 'both' else f'the {term} term'} at {', '.join(labels)}" for term, labels in by_term.items() if labels
+        f"{'both terms' if term == 'both' else f'the {term} term'} at {' and '.join(labels)}" for term, labels in by_term.items() if labels
     )
     reasons = {
         "content": "the held static pixels keep values fitted to the first frame's content features, while the deep "
