@@ -49,6 +49,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -554,10 +555,11 @@ def main(argv: list[str] | None = None) -> int:
     # where the later frames get to once the first frame is nearer convergence (a first frame of
     # 30 steps at 256 px is far from it): the demo's size and steps, and the API's defaults
     defaults = option_defaults.StyleOptions()
-    for part, (side, part_steps) in (("demo", (option_defaults.DEMO_DEFAULTS["size"], option_defaults.DEMO_DEFAULTS["steps"])),
-                                     ("default", (defaults.size, defaults.steps))):
+    settings = {"demo": (option_defaults.DEMO_DEFAULTS["size"], option_defaults.DEMO_DEFAULTS["steps"]),
+                "default": (defaults.size, defaults.steps)}
+    for part in ("demo", "default"):
         if part in parts:
-            side, part_steps = (2 * size, 2 * steps) if args.quick else (side, part_steps)
+            side, part_steps = (2 * size, 2 * steps) if args.quick else settings[part]
             raw[part] = {"size": side, "steps": part_steps, "frames": DEMO_FRAMES,
                          **later_frames_by_size(side, DEMO_FRAMES, part_steps, {**base, "size": side, "steps": part_steps}, {})}
             print(part, json.dumps(raw[part]), flush=True)
@@ -942,10 +944,9 @@ def _threads(by_part: dict, last: int) -> str:
     def counted(n: int) -> str:
         return f"{n} torch thread{'' if n == 1 else 's'}"
 
-    counts = set(by_part.values()) or {last}
-    most = max(sorted(counts), key=lambda n: sum(v == n for v in by_part.values()))
+    most = Counter(by_part.values()).most_common(1)[0][0] if by_part else last
     others = ["{} for {}".format(n, ", ".join(_PART_NAMES.get(part, part) for part, v in by_part.items() if v == n))
-              for n in sorted(counts - {most})]
+              for n in sorted(set(by_part.values()) - {most})]
     return counted(most) + (f" ({'; '.join(others)})" if others else "")
 
 
