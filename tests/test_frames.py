@@ -11,7 +11,16 @@ import torch
 
 from napari_style_transfer import StyleTransferError, api, iter_stylize, stylize
 from napari_style_transfer.api import StyleResult
-from napari_style_transfer.frames import consistent, fill_from_surroundings, link_frames, time_chains, warp
+from napari_style_transfer.frames import (
+    UNTRUSTED_MARGIN,
+    consistent,
+    fill_from_surroundings,
+    held,
+    link_frames,
+    steps_owed,
+    time_chains,
+    warp,
+)
 
 FAST = {"size": 48, "steps": 4, "weights": "random", "snapshot_every": 0}
 
@@ -90,6 +99,72 @@ def test_the_pixels_a_moving_object_uncovers_start_afresh_whatever_their_brightn
     fresh = link.fresh[0, 0].numpy() > 0.5
     assert fresh[uncovered].mean() > 0.6  # 0.31 when only changed pixels started afresh
     assert not fresh[:8].any()  # the static texture far from the disc follows the flow
+
+
+def test_the_pixels_near_a_change_are_restyled_within_a_disc():
+    link, uncovered = disc_step()
+    restyled = link.restyled[0, 0].numpy() > 0.5
+    assert restyled[uncovered].all()
+    changed = np.zeros((48, 48), bool)  # the disc where it was and where it is
+    yy, xx = np.mgrid[0:48, 0:48]
+    for column in (12, 16):
+        changed |= np.hypot(yy - 24, xx - column) < 7
+    from scipy import ndimage
+
+    distance = ndimage.distance_transform_edt(~changed)
+    assert not restyled[distance > UNTRUSTED_MARGIN + 1].any()  # a disc, not the square's corners
+    assert not restyled[:8].any()
+
+
+def test_restyled_pixels_are_held_only_once_they_have_had_a_first_frames_steps():
+    link, _ = disc_step()
+    restyled = link.restyled > 0
+    owed = steps_owed(link, None, steps=10, first_steps=30)
+    assert torch.equal(owed[restyled], torch.full_like(owed[restyled], 20.0))
+    assert not owed[~restyled].any()
+    assert not steps_owed(link, None, steps=30, first_steps=30).any()  # all steps: nothing owed
+
+    still = type(link)(*(torch.zeros_like(link.flow), torch.ones_like(link.reliable), *[torch.zeros_like(link.fresh)] * 2))
+    assert torch.equal(held(still, None), still.reliable)
+    assert torch.equal(held(still, owed) > 0, ~restyled)  # owing steps: not held yet
+    owed = steps_owed(still, owed, steps=10, first_steps=30)
+    assert torch.equal(held(still, owed) > 0, ~restyled)  # 10 steps still owed
+    owed = steps_owed(still, owed, steps=10, first_steps=30)
+    assert not owed.any() and held(still, owed).all()  # 30 in all: held from now on
+
+
+def test_a_time_series_holds_the_pixels_it_restyled_only_after_a_first_frames_steps(style, monkeypatch):
+    from napari_style_transfer.engine import StyleObjective
+
+    masks = []
+    real = StyleObjective.set_temporal
+
+    def recording(objective, target, reliable=None):
+        masks.append(reliable)
+        return real(objective, target, reliable)
+
+    linked = []
+    real_link = api.link_frames
+
+    def recording_link(previous, content):
+        linked.append(real_link(previous, content))
+        return linked[-1]
+
+    monkeypatch.setattr(StyleObjective, "set_temporal", recording)
+    monkeypatch.setattr(api, "link_frames", recording_link)
+    movie, _ = moving_disc(frames=3)
+    for time_steps, owing in ((2, True), (4, False)):  # FAST has 4 steps
+        masks.clear()
+        linked.clear()
+        result_of(movie, style, frames="time", time_steps=time_steps)
+        _, second, third = masks
+        assert torch.equal(second, linked[0].reliable)  # after a first frame everything is settled
+        # the pixels restyled in frame 1, where frame 2's flow takes them, owe steps after 2
+        came = warp(linked[0].restyled, linked[1].flow, "nearest") > 0
+        left_out = (linked[1].reliable > 0) & came
+        assert left_out.sum() > 20
+        assert bool((third[left_out] == 0).all()) is owing
+        assert torch.equal(third[~came], linked[1].reliable[~came])
 
 
 def test_a_fresh_region_is_copied_whole_from_known_pixels_nearby():

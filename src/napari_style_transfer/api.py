@@ -39,7 +39,16 @@ from .engine import (  # noqa: E402
     with_backend_flags,
     with_content_colours,
 )
-from .frames import WARP_MODE, FrameLink, fill_from_surroundings, link_frames, time_chains, warp  # noqa: E402
+from .frames import (  # noqa: E402
+    WARP_MODE,
+    FrameLink,
+    fill_from_surroundings,
+    held,
+    link_frames,
+    steps_owed,
+    time_chains,
+    warp,
+)
 from .vgg import VGGFeatures  # noqa: E402
 from .weights import load_vgg19_features  # noqa: E402
 
@@ -661,12 +670,13 @@ def _optimise_frames(p: _Plan, reader: _TimeSeriesReader | None) -> Iterator[Ste
     batch = _frames_per_batch(p.content, p.content_shape, largest_style, opts, device, p.regions is not None)
     result = None
     cursor = _Cursor()
-    # What the next frame of a series follows: its reference image, the result where the flow
-    # was not reliable and, where it was, the target the frame was held to, so that a static
-    # pixel keeps the value it got when it was first seen: re-pinning each frame to the previous
-    # result instead lets small per-frame moves add up (measured: 0.004 a frame in static parts
-    # at 48 px, 4 steps).
-    kept: dict[tuple[int, ...], torch.Tensor] = {}
+    # What the next frame of a series follows: its reference image, the result where the frame
+    # was not held and, where it was, the target it was held to, so that a static pixel keeps
+    # the value it got when it was first seen: re-pinning each frame to the previous result
+    # instead lets small per-frame moves add up (measured: 0.004 a frame in static parts at
+    # 48 px, 4 steps); and the steps its pixels still owe (frames.steps_owed).
+    kept: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor | None]] = {}
+    first_steps = sum(level.steps for level in p.levels)
     objective: StyleObjective | None = None
     objective_style: tuple[tuple[int, int], ...] | None = None  # the style sizes the objective's targets have
     steps_before = 0
@@ -686,8 +696,8 @@ def _optimise_frames(p: _Plan, reader: _TimeSeriesReader | None) -> Iterator[Ste
         contents_full = [content_full for content_full, _ in prepared]
         follows = group[0][1][0][1]
         if follows is not None:
-            previous_reference = kept.pop(follows)
-            temporal = (warp(previous_reference, link.flow, WARP_MODE).clamp(0.0, 1.0), link.reliable)
+            previous_reference, previous_owed = kept.pop(follows)
+            temporal = (warp(previous_reference, link.flow, WARP_MODE).clamp(0.0, 1.0), held(link, previous_owed))
         steps = sum(level.steps for level in levels)
         done = 0
         images = None
@@ -764,8 +774,11 @@ def _optimise_frames(p: _Plan, reader: _TimeSeriesReader | None) -> Iterator[Ste
         frame_steps += [steps] * len(group)
         index = group[0][1][0][0]
         if in_time and index and index[0] + 1 < p.content.stack_shape[0]:
-            reference = images if temporal is None else images + temporal[1] * (temporal[0] - images)
-            kept[index] = reference
+            if temporal is None:
+                kept[index] = (images, None)
+            else:
+                reference = images + temporal[1] * (temporal[0] - images)
+                kept[index] = (reference, steps_owed(link, previous_owed, steps, first_steps))
 
     objective.set_content(resize(contents_full[-1], *p.content_shape))
     final = evaluate(objective, images[-1:])
@@ -875,7 +888,7 @@ class _TimeSeriesReader:
             self._pending = self._submit(position + 1)
         device = self._p.device
         if link is not None:
-            link = FrameLink(*(tensor.to(device) for tensor in (link.flow, link.reliable, link.fresh)))
+            link = link.to(device)
         return frame, link
 
     def _submit(self, position: int) -> Callable[[], tuple[PreparedImage, torch.Tensor, FrameLink | None]]:
