@@ -34,6 +34,10 @@ Measures (values in [0, 1]; *static* pixels are those the object never comes wit
 - steps and seconds per frame (first frame, later frames), and the content + style loss of
   each frame's result.
 
+The ``long`` part runs the rotating disc for LONG_FRAMES frames in time mode and old: how
+far static pixels have moved from the first frame by frame 2, 10, 25 and 50 (the issue: "a
+static region must look the same in frame 50 as in frame 1"), and each frame's loss.
+
 The ``ahead`` part times time mode's later frames with the next frame read and its flows
 computed in a thread while a frame optimises (the API's way) against each frame read when it
 is needed (the way before), and the flows alone by frame size.
@@ -61,7 +65,7 @@ sys.path.insert(0, str(ROOT / "src"))
 SECTION = "## Stacks"
 
 #: What a run measures (``--parts``); the report is written from all that docs/stacks.json holds.
-MEASURED_PARTS = ("modes", "sweep", "sizes", "demo", "default", "ahead")
+MEASURED_PARTS = ("modes", "sweep", "sizes", "demo", "default", "ahead", "long")
 
 #: Frames of the demo and default parts' sequence (its first frame and two later ones: each
 #: later frame at 256 px and 100 steps costs minutes on a CPU, at 512 px and 300 steps ten).
@@ -74,6 +78,11 @@ AHEAD_FEW_STEPS = 3
 AHEAD_FRAMES = 4
 #: Sizes at which one later frame's flows (link_frames) are timed alone.
 FLOW_SIZES = (64, 128, 256, 512)
+
+#: The long part: frames of the rotating disc, and the frames (counted from 0) whose static
+#: drift from the first frame and loss it reports.
+LONG_FRAMES = 50
+LONG_AT = (1, 9, 24, 49)
 
 #: The issue's goals: static flicker and drift this many times below old's, and the ghost
 #: measure within this many times the independent runs' own variation.
@@ -334,6 +343,29 @@ def later_frames_by_size(side: int, frames: int, steps: int, options: dict, done
     }
 
 
+def long_run(side: int, frames: int, options: dict, margin: int) -> dict:
+    """The rotating disc for ``frames`` frames, time mode and old: per later frame, static
+    drift from the first frame and flicker from the frame before, and the content + style
+    loss over the first frame's."""
+    from scipy.ndimage import binary_dilation
+
+    movie, masks = rotating(side, frames)
+    style = style_image(side)
+    static = ~binary_dilation(masks.any(axis=0), iterations=margin)
+    entry: dict = {}
+    for mode in ("time", "old"):
+        started = time.perf_counter()
+        run = run_api(movie, style, {**options, "frames": "time"}) if mode == "time" else run_old(movie, style, options)
+        image, first = run["image"], run["frames"][0]["losses"][-1]
+        entry[mode] = {
+            "drift": [float(np.abs(image[t] - image[0])[static].mean()) for t in range(1, frames)],
+            "flicker": [float(np.abs(image[t] - image[t - 1])[static].mean()) for t in range(1, frames)],
+            "loss": [f["losses"][-1] / first for f in run["frames"][1:]],
+            "seconds": time.perf_counter() - started,
+        }
+    return entry
+
+
 @contextlib.contextmanager
 def frames_read(when: str):
     """Within it, time mode reads each frame and computes its flows ``when``: "ahead" (in a
@@ -467,7 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         "--parts", default=",".join(MEASURED_PARTS),
         help="any of modes, sweep (temporal_weight), sizes (later frames' steps by frame size), demo (the same at the "
         "command-line demo's size and steps, 20 minutes or more on a CPU), default (the same at the API's default "
-        "size and steps, 40 minutes or more), ahead (time mode reading frames ahead, and the flows' seconds)",
+        "size and steps, 40 minutes or more), ahead (time mode reading frames ahead, and the flows' seconds), long (the rotating disc for "
+        f"{LONG_FRAMES} frames: static drift and loss by frame)",
     )
     parser.add_argument("--sequences", default=",".join(SEQUENCES), help="which sequences the modes part runs")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared machine more threads only spin)")
@@ -577,13 +610,19 @@ def main(argv: list[str] | None = None) -> int:
         }
         print("ahead", json.dumps(raw["ahead"]), flush=True)
 
+    if "long" in parts:
+        long_frames = 6 if args.quick else LONG_FRAMES
+        raw["long"] = {"size": size, "steps": steps, "frames": long_frames, "margin": margin,
+                       **long_run(size, long_frames, base, margin)}
+        print("long", json.dumps(raw["long"]), flush=True)
+
     if args.json.exists():  # keep the parts this run did not redo
         earlier = json.loads(args.json.read_text())
         if earlier.get("sequences"):  # a run of some sequences keeps the others'
             raw["sequences"] = {**earlier["sequences"], **raw.get("sequences", {})}
         if "sweep" not in parts and earlier.get("sweep"):  # a sweep is kept or redone whole
             raw["sweep"], raw["sweep_old"] = earlier["sweep"], earlier.get("sweep_old")
-        for part in ("sizes", "demo", "default", "ahead"):
+        for part in ("sizes", "demo", "default", "ahead", "long"):
             if part not in parts and earlier.get(part):
                 raw[part] = earlier[part]
     raw["seconds"] = time.perf_counter() - started
@@ -644,7 +683,7 @@ def write_section(path: Path, raw: dict, defaults) -> None:
         f"Written by `python benchmarks/stacks.py` on {m['date']}"
         + (f" (the modes table measured on {dates['modes']}, the temporal_weight sweep on {dates['sweep']}, "
            f"the sizes table on {dates['sizes']}, its demo row on {dates['demo']}, its default row on {dates['default']}, "
-           f"reading ahead on {dates['ahead']})"
+           f"reading ahead on {dates['ahead']}, the long run on {dates['long']})"
            if len(set(dates.values())) > 1 else "")
         + f": {m['cpu']}, {_threads(raw.get('threads', {}), m['threads'])}, torch {m['torch']}; the last run: load average "
         f"{m['load']:.2f} at its end, {raw['seconds']:.0f} s in all. Raw numbers: `docs/stacks.json`.",
@@ -741,6 +780,8 @@ def write_section(path: Path, raw: dict, defaults) -> None:
         lines += _sizes_table(raw["sizes"], raw["steps"], raw.get("demo"), raw.get("default"))
     if raw.get("ahead"):
         lines += _ahead_table(raw["ahead"], raw["steps"])
+    if raw.get("long"):
+        lines += _long_table(raw["long"])
     section = "\n".join(lines)
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     if SECTION in text:
@@ -936,7 +977,8 @@ def _leftover_reading(rows: dict) -> list[str]:
 
 
 _PART_NAMES = {"modes": "the modes table", "sweep": "the temporal_weight sweep", "sizes": "the sizes table",
-               "demo": "the sizes table's demo row", "default": "the sizes table's default row", "ahead": "reading ahead"}
+               "demo": "the sizes table's demo row", "default": "the sizes table's default row", "ahead": "reading ahead",
+               "long": "the long run"}
 
 
 def _threads(by_part: dict, last: int) -> str:
@@ -1005,6 +1047,45 @@ def _ahead_table(ahead: dict, steps: int) -> list[str]:
         "what reading ahead can hide, is larger there; it was not measured on a GPU."
     )
     return [*lines, ""]
+
+
+def _long_table(long: dict) -> list[str]:
+    """The long part's table and reading."""
+    frames = long["frames"]
+    at = list(LONG_AT) if frames > max(LONG_AT) else list(range(1, frames))
+    numbers = ", ".join(str(t + 1) for t in at)
+    lines = [
+        f"A long time series: the rotating disc for {frames} frames at {long['size']} px ({frames - 1} turns of 6 degrees), "
+        f"{long['steps']} steps for the first frame and time_steps auto (old: all the steps for every frame), the "
+        f"static pixels as above. *drift*: mean |out_t - out_1| over the static pixels at frame t (counted from 1); "
+        "*flicker*: mean |out_t - out_t-1| there, over the first and the last ten later frames; *loss*: each frame's "
+        "content + style loss over the first frame's.",
+        "",
+        f"| mode | drift at frames {numbers} | flicker, frames 2-11 / last 10 | loss at frames {numbers} | s in all |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for mode in ("time", "old"):
+        e = long[mode]
+        drift = ", ".join(f"{e['drift'][t - 1]:.4f}" for t in at)
+        loss = ", ".join(f"{e['loss'][t - 1]:.2f}" for t in at)
+        lines.append(
+            f"| {mode} | {drift} | {np.mean(e['flicker'][:10]):.4f} / {np.mean(e['flicker'][-10:]):.4f} "
+            f"| {loss} | {e['seconds']:.0f} |"
+        )
+    timed, old = long["time"], long["old"]
+    lines += [
+        "",
+        "Reading it:",
+        "",
+        f"- Static parts in time mode: drift {timed['drift'][0]:.4f} at frame 2 and {timed['drift'][-1]:.4f} at frame "
+        f"{frames} ({timed['drift'][-1] / timed['drift'][0]:.1f}x); old's {old['drift'][0]:.4f} and {old['drift'][-1]:.4f} "
+        f"({old['drift'][-1] / old['drift'][0]:.1f}x), {old['drift'][-1] / timed['drift'][-1]:.0f}x time mode's at "
+        f"frame {frames}.",
+        f"- The loss of time mode's frames: {timed['loss'][0]:.2f}x the first frame's at frame 2, {max(timed['loss']):.2f}x "
+        f"at most, {timed['loss'][-1]:.2f}x at frame {frames}.",
+        "",
+    ]
+    return lines
 
 
 def _f(value: float | None, digits: int = 4) -> str:
