@@ -237,9 +237,10 @@ def _within(mask: torch.Tensor, radius: int) -> torch.Tensor:
 # in all. Measured on the benchmark's moving disc (30 steps, time_steps auto), the later
 # frames' loss over the first frame's: 128 px, 1.031, 1.042, 1.057, 1.075 before and 1.031,
 # 1.032, 1.039, 1.048 so; 64 px, 10 frames, the last 1.42 before and 1.35 so. Static flicker
-# stayed as it was (0.0001 at 128 px, 0.0007 at 64, 0.0013 on the rotating disc); the warp
-# error of consecutive results rose (0.0005 to 0.0009 at 128 px, 0.0009 to 0.0012 at 64), as
-# those pixels now change over two frames. The disc, rather than the square of
+# stayed as it was (0.0001 at 128 px, 0.0007 at 64, 0.0013 on the rotating disc; that was
+# before _inside trusted the border); the warp error of consecutive results rose (0.0005 to
+# 0.0009 at 128 px, 0.0009 to 0.0012 at 64), as those pixels now change over two frames.
+# The disc, rather than the square of
 # UNTRUSTED_MARGIN: the square's corners reach static pixels 8.5 px from a change, which then
 # moved in two frames rather than one (tests/test_frames.py's static region drifted past its
 # bound).
