@@ -178,8 +178,8 @@ def _inside(flow: torch.Tensor) -> torch.Tensor:
 
     Not the frame's outermost pixel centres: TV-L1 gives static parts flows of a few hundredths
     of a pixel, and most border pixels' flows pointed just outside, so they were never trusted
-    and were styled afresh every frame. Measured on the benchmark's sequences (64 px, 30 steps, time
-    mode): static flicker 0.0007 to 0.0002 and drift 0.0021 to 0.0007 on the moving disc
+    and were styled afresh every frame. Measured on the benchmark's sequences (64 px, 30 steps,
+    time mode): static flicker 0.0007 to 0.0002 and drift 0.0021 to 0.0007 on the moving disc
     (128 px: 0.0001 to 0.00002), and the rotating disc's static drift at frame 50 0.0103 to
     0.0044, with the later frames' loss as it was."""
     _, _, height, width = flow.shape
@@ -240,10 +240,9 @@ def _within(mask: torch.Tensor, radius: int) -> torch.Tensor:
 # stayed as it was (0.0001 at 128 px, 0.0007 at 64, 0.0013 on the rotating disc; that was
 # before _inside trusted the border); the warp error of consecutive results rose (0.0005 to
 # 0.0009 at 128 px, 0.0009 to 0.0012 at 64), as those pixels now change over two frames.
-# The disc, rather than the square of
-# UNTRUSTED_MARGIN: the square's corners reach static pixels 8.5 px from a change, which then
-# moved in two frames rather than one (tests/test_frames.py's static region drifted past its
-# bound).
+# The disc, rather than the square of UNTRUSTED_MARGIN: the square's corners reach static
+# pixels 8.5 px from a change, which then moved in two frames rather than one
+# (tests/test_frames.py's static region drifted past its bound).
 
 
 def steps_owed(link: FrameLink, owed: torch.Tensor | None, steps: int, first_steps: int) -> torch.Tensor:
