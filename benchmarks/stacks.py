@@ -88,6 +88,13 @@ LONG_AT = (1, 9, 24, 49)
 #: measure within this many times the independent runs' own variation.
 STEADY_GOAL = 5.0
 GHOST_GOAL = 1.5
+#: The steps goal: later frames at no more than this share of the first frame's steps for its loss.
+STEPS_GOAL = 0.5
+
+#: The sweep runs every weight a second time with this many times the first frame's steps for
+#: each later frame, to see how many steps the later frames need for the first frame's loss
+#: where time_steps auto is not enough.
+SWEEP_LONGER = 3
 
 
 # --- sequences ---------------------------------------------------------------------------
@@ -462,6 +469,28 @@ def _sweep_reading(sweep: dict, old: dict | None) -> list[str]:
             f"{ratios(low)[0]:.1f}x and drift {ratios(low)[1]:.1f}x below old, the later frames' loss "
             f"{low['later_loss'] / low['first_loss']:.2f}x the first frame's."
         )
+    measured = {w: e["longer_steps_to_first_loss"] for w, e in sweep.items() if e.get("longer_steps_to_first_loss")}
+    if measured:
+        steps = next(e["longer_steps"] for w, e in sweep.items() if w in measured) // SWEEP_LONGER
+        allowed = STEPS_GOAL * steps
+
+        def most(reach: list) -> str:
+            return "-" if None in reach else str(max(reach))
+
+        quick = [w for w, reach in measured.items() if None not in reach and max(reach) <= allowed]
+        steady_too = [w for w in quick if w in steady]
+        text = (
+            f"- Given {SWEEP_LONGER}x the first frame's steps each, the most steps a later frame needed for the first "
+            "frame's loss, by weight (- : one did not get there): "
+            + ", ".join(f"{w}: {most(reach)}" for w, reach in measured.items())
+            + f". Within the steps goal (at most {allowed:g}, half the first frame's {steps}) at "
+            f"{', '.join(quick) or 'none'}; with static parts also {STEADY_GOAL:g}x steadier than old at "
+            f"{', '.join(steady_too) or 'none'}."
+        )
+        if quick and not steady_too:
+            text += (" The term that holds static parts costs the later frames content + style loss, the more the "
+                     "higher its weight: at this size no one weight meets both goals.")
+        lines.append(text)
     ordered = sorted(sweep.items(), key=lambda item: float(item[0]))
     growth = [e["later_loss"] / e["first_loss"] for _, e in ordered]
     if len(growth) > 1 and all(b >= a for a, b in zip(growth, growth[1:])):
@@ -576,6 +605,11 @@ def main(argv: list[str] | None = None) -> int:
                      "later_loss": float(np.mean([f["losses"][-1] for f in run["frames"][1:]])),
                      "first_loss": first,
                      "later_steps_to_first_loss": [steps_to_reach(f["losses"], first) for f in run["frames"][1:]]}
+            longer = run_api(movie, style, {**base, "frames": "time", "temporal_weight": weight,
+                                            "time_steps": SWEEP_LONGER * steps})
+            entry["longer_steps"] = SWEEP_LONGER * steps
+            entry["longer_steps_to_first_loss"] = [
+                steps_to_reach(f["losses"], longer["frames"][0]["losses"][-1]) for f in longer["frames"][1:]]
             raw["sweep"][f"{weight:g}"] = entry
             print("sweep", weight, json.dumps(entry), flush=True)
 
@@ -761,19 +795,24 @@ def write_section(path: Path, raw: dict, defaults) -> None:
         lines += [
             "temporal_weight on the moving disc (time mode, auto time_steps, the same sequence and steps as above). "
             + (f"*x below old*: old's static flicker and drift over this weight's (the goal is {STEADY_GOAL:g}x). " if old else "")
-            + "*later frames' steps to the first frame's loss*: as in the table above.",
+            + "*later frames' steps to the first frame's loss*: as in the table above; *the same with "
+            f"{SWEEP_LONGER}x*: a second run of each weight that gives every later frame {SWEEP_LONGER}x the first "
+            "frame's steps, to see how many it needs where the auto steps are not enough.",
             "",
             "| temporal_weight | flicker (static) | drift (static) | x below old (flicker, drift) | ghost / independent variation "
-            "| trail texture | warp error | loss first / later | later frames' steps to the first frame's loss |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| trail texture | warp error | loss first / later | later frames' steps to the first frame's loss "
+            f"| the same with {SWEEP_LONGER}x the first frame's steps |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for weight, e in raw["sweep"].items():
             ratio = f"{e['ghost'] / e['ghost_variation']:.2f}" if "ghost" in e and e["ghost_variation"] else "-"
             below = f"{old['flicker'] / e['flicker']:.1f}, {old['drift'] / e['drift']:.1f}" if old and e.get("flicker") else "-"
-            reach = ", ".join("-" if r is None else str(r) for r in e.get("later_steps_to_first_loss", []))
+            reach, longer = (", ".join("-" if r is None else str(r) for r in e.get(key, []))
+                             for key in ("later_steps_to_first_loss", "longer_steps_to_first_loss"))
             lines.append(
                 f"| {weight} | {_f(e.get('flicker'))} | {_f(e.get('drift'))} | {below} | {ratio} "
-                f"| {_f(e.get('trail_texture'), 2)} | {_f(e.get('warp_error'))} | {e['first_loss']:.4g} / {e['later_loss']:.4g} | {reach or '-'} |"
+                f"| {_f(e.get('trail_texture'), 2)} | {_f(e.get('warp_error'))} | {e['first_loss']:.4g} / {e['later_loss']:.4g} "
+                f"| {reach or '-'} | {longer or '-'} |"
             )
         lines += ["", *_sweep_reading(raw["sweep"], old), ""]
     if raw.get("sizes"):
