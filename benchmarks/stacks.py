@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import sys
@@ -487,9 +488,10 @@ def _sweep_reading(sweep: dict, old: dict | None) -> list[str]:
             f"{', '.join(quick) or 'none'}; with static parts also {STEADY_GOAL:g}x steadier than old at "
             f"{', '.join(steady_too) or 'none'}."
         )
-        if quick and not steady_too:
-            text += (" The term that holds static parts costs the later frames content + style loss, the more the "
-                     "higher its weight: at this size no one weight meets both goals.")
+        needed = [math.inf if None in reach else max(reach) for _, reach in sorted(measured.items(), key=lambda item: float(item[0]))]
+        if quick and not steady_too and all(b >= a for a, b in zip(needed, needed[1:])):
+            text += (" The steps needed grow with the weight: the term that holds static parts costs the later "
+                     "frames content + style loss, so at this size no one weight meets both goals.")
         lines.append(text)
     ordered = sorted(sweep.items(), key=lambda item: float(item[0]))
     growth = [e["later_loss"] / e["first_loss"] for _, e in ordered]
