@@ -444,8 +444,9 @@ def steps_to_reach(losses: list[float], target: float) -> int | None:
 # --- the report --------------------------------------------------------------------------
 
 
-def _sweep_reading(sweep: dict, old: dict | None) -> list[str]:
-    """What the temporal_weight sweep shows, in words computed from its numbers."""
+def _sweep_reading(sweep: dict, old: dict | None, steps: int) -> list[str]:
+    """What the temporal_weight sweep shows, in words computed from its numbers (``steps``: the
+    first frame's)."""
     from napari_style_transfer.options import StyleOptions
 
     def ratios(e: dict) -> tuple[float, float]:
@@ -470,26 +471,23 @@ def _sweep_reading(sweep: dict, old: dict | None) -> list[str]:
             f"{ratios(low)[0]:.1f}x and drift {ratios(low)[1]:.1f}x below old, the later frames' loss "
             f"{low['later_loss'] / low['first_loss']:.2f}x the first frame's."
         )
-    measured = {w: e["longer_steps_to_first_loss"] for w, e in sweep.items() if e.get("longer_steps_to_first_loss")}
-    if measured:
-        steps = next(e["longer_steps"] for w, e in sweep.items() if w in measured) // SWEEP_LONGER
+    # the most steps a later frame needed with SWEEP_LONGER times the first frame's, by weight
+    needed = {w: math.inf if None in e["longer_steps_to_first_loss"] else max(e["longer_steps_to_first_loss"])
+              for w, e in sorted(sweep.items(), key=lambda item: float(item[0])) if e.get("longer_steps_to_first_loss")}
+    if needed:
         allowed = STEPS_GOAL * steps
-
-        def most(reach: list) -> str:
-            return "-" if None in reach else str(max(reach))
-
-        quick = [w for w, reach in measured.items() if None not in reach and max(reach) <= allowed]
+        quick = [w for w, most in needed.items() if most <= allowed]
         steady_too = [w for w in quick if w in steady]
         text = (
             f"- Given {SWEEP_LONGER}x the first frame's steps each, the most steps a later frame needed for the first "
             "frame's loss, by weight (- : one did not get there): "
-            + ", ".join(f"{w}: {most(reach)}" for w, reach in measured.items())
+            + ", ".join(f"{w}: {'-' if most == math.inf else most}" for w, most in needed.items())
             + f". Within the steps goal (at most {allowed:g}, half the first frame's {steps}) at "
             f"{', '.join(quick) or 'none'}; with static parts also {STEADY_GOAL:g}x steadier than old at "
             f"{', '.join(steady_too) or 'none'}."
         )
-        needed = [math.inf if None in reach else max(reach) for _, reach in sorted(measured.items(), key=lambda item: float(item[0]))]
-        if quick and not steady_too and all(b >= a for a, b in zip(needed, needed[1:])):
+        growing = list(needed.values())
+        if quick and not steady_too and all(b >= a for a, b in zip(growing, growing[1:])):
             text += (" The steps needed grow with the weight: the term that holds static parts costs the later "
                      "frames content + style loss, so at this size no one weight meets both goals.")
         lines.append(text)
@@ -610,8 +608,8 @@ def main(argv: list[str] | None = None) -> int:
             longer = run_api(movie, style, {**base, "frames": "time", "temporal_weight": weight,
                                             "time_steps": SWEEP_LONGER * steps})
             entry["longer_steps"] = SWEEP_LONGER * steps
-            entry["longer_steps_to_first_loss"] = [
-                steps_to_reach(f["losses"], longer["frames"][0]["losses"][-1]) for f in longer["frames"][1:]]
+            # its first frame is the run above's (time_steps changes only the later frames)
+            entry["longer_steps_to_first_loss"] = [steps_to_reach(f["losses"], first) for f in longer["frames"][1:]]
             raw["sweep"][f"{weight:g}"] = entry
             print("sweep", weight, json.dumps(entry), flush=True)
 
@@ -816,7 +814,7 @@ def write_section(path: Path, raw: dict, defaults) -> None:
                 f"| {_f(e.get('trail_texture'), 2)} | {_f(e.get('warp_error'))} | {e['first_loss']:.4g} / {e['later_loss']:.4g} "
                 f"| {reach or '-'} | {longer or '-'} |"
             )
-        lines += ["", *_sweep_reading(raw["sweep"], old), ""]
+        lines += ["", *_sweep_reading(raw["sweep"], old, raw["steps"]), ""]
     if raw.get("sizes"):
         lines += _sizes_table(raw["sizes"], raw["steps"], raw.get("demo"), raw.get("default"))
     if raw.get("ahead"):
