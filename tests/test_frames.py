@@ -13,6 +13,7 @@ from napari_style_transfer import StyleTransferError, api, iter_stylize, stylize
 from napari_style_transfer.api import StyleResult
 from napari_style_transfer.frames import (
     UNTRUSTED_MARGIN,
+    anchored,
     consistent,
     fill_from_surroundings,
     held,
@@ -138,13 +139,105 @@ def test_restyled_pixels_are_held_only_once_they_have_had_a_first_frames_steps()
     assert not owed[~restyled].any()
     assert not steps_owed(link, None, steps=30, first_steps=30).any()  # all steps: nothing owed
 
-    still = type(link)(*(torch.zeros_like(link.flow), torch.ones_like(link.reliable), *[torch.zeros_like(link.fresh)] * 2))
+    still = type(link)(*(torch.zeros_like(link.flow), torch.ones_like(link.reliable), *[torch.zeros_like(link.fresh)] * 3))
     assert torch.equal(held(still, None), still.reliable)
     assert torch.equal(held(still, owed) > 0, ~restyled)  # owing steps: not held yet
     owed = steps_owed(still, owed, steps=10, first_steps=30)
     assert torch.equal(held(still, owed) > 0, ~restyled)  # 10 steps still owed
     owed = steps_owed(still, owed, steps=10, first_steps=30)
     assert not owed.any() and held(still, owed).all()  # 30 in all: held from now on
+
+
+def test_unchanged_pixels_near_a_change_are_still_and_anchored_though_not_held():
+    link, _ = disc_step()
+    still, reliable, restyled = (getattr(link, name)[0, 0] > 0 for name in ("still", "reliable", "restyled"))
+    near_only = still & ~reliable  # in the square margin around the change, outside the disc
+    assert near_only.sum() > 20
+    assert not (still & restyled).any()
+    assert torch.equal(anchored(link, None)[0, 0] > 0, still | reliable)
+    owed = steps_owed(link, None, steps=10, first_steps=30)  # the restyled pixels owe 20 steps
+    owing = warp(owed, link.flow, "nearest")[0, 0] > 0
+    anchor = anchored(link, owed)[0, 0] > 0
+    assert owing.any() and not anchor[owing].any()  # owing steps: not anchored yet
+    assert torch.equal(anchor[~owing], (still | reliable)[~owing])
+
+
+def rotating_disc(frames: int, size: int = 48, turn: float = 12.0) -> np.ndarray:
+    """A textured disc turning ``turn`` degrees a frame about the middle of a static texture."""
+    from scipy.ndimage import rotate
+
+    background = 0.2 + 0.4 * texture(size)
+    pattern = texture(size, seed=1)
+    yy, xx = np.mgrid[0:size, 0:size]
+    inside = np.hypot(yy - size / 2, xx - size / 2) < 10
+    movie = []
+    for t in range(frames):
+        frame = background.copy()
+        frame[inside] = 0.55 + 0.4 * rotate(pattern, turn * t, reshape=False, order=1, mode="nearest")[inside]
+        movie.append(frame)
+    return np.stack(movie)
+
+
+def test_still_pixels_beside_a_turning_object_keep_their_first_value_as_the_next_frames_target(style, monkeypatch):
+    # free within each frame, but each frame's result there as the next frame's reference let
+    # them random-walk beside the object (static drift grew 6x over 50 frames)
+    from napari_style_transfer.engine import StyleObjective
+
+    targets, linked = [], []
+    real, real_link = StyleObjective.set_temporal, api.link_frames
+
+    def recording(objective, target, reliable=None):
+        targets.append(None if target is None else target.clone())
+        return real(objective, target, reliable)
+
+    def recording_link(previous, content):
+        linked.append(real_link(previous, content))
+        return linked[-1]
+
+    monkeypatch.setattr(StyleObjective, "set_temporal", recording)
+    monkeypatch.setattr(api, "link_frames", recording_link)
+    result_of(rotating_disc(6), style, frames="time", time_steps=4)
+    targets = targets[1:]  # the later frames'
+    # pixels still in every frame whose flow keeps them in place (nearest warping moves nothing)
+    kept_in_place = torch.stack([(link.still[0, 0] > 0) & (link.flow[0].abs().amax(0) < 0.5) for link in linked]).all(0)
+    freed = torch.stack([link.reliable[0, 0] == 0 for link in linked]).any(0)  # some frame left them free
+    watched = kept_in_place & freed
+    assert watched.sum() > 20
+    for target in targets[1:]:
+        torch.testing.assert_close(target[..., watched], targets[0][..., watched], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("series", [1, 2, "unlike"])
+def test_a_later_frame_starts_lbfgs_from_the_curvature_pairs_of_the_frame_it_follows(style, monkeypatch, series):
+    # a series of series (T, Z) keeps no pairs across the other series: one history at a time;
+    # nor does a frame that mostly starts afresh (pairs measured around an unlike image misled it)
+    from napari_style_transfer.lbfgs import CarriedCurvature
+
+    given, left = [], []
+    real_give, real_take = CarriedCurvature.give, CarriedCurvature.take
+
+    def recording_give(carried, lbfgs):
+        given.append(len(carried))
+        real_give(carried, lbfgs)
+
+    def recording_take(carried, lbfgs):
+        real_take(carried, lbfgs)
+        left.append(len(carried))
+
+    monkeypatch.setattr(CarriedCurvature, "give", recording_give)
+    monkeypatch.setattr(CarriedCurvature, "take", recording_take)
+    movie, _ = moving_disc(frames=3)
+    if series == 2:
+        movie = np.stack([movie, movie[:, ::-1]], axis=1)  # (T, Z, Y, X)
+    elif series == "unlike":
+        yy, xx = np.mgrid[0:48, 0:48]
+        movie = np.stack([np.sin(xx / 3.0), np.sin(yy / 3.0), np.sin((xx + yy) / 4.0)]) * 0.4 + 0.5
+    result_of(movie, style, frames="time", time_steps=2)
+    assert len(given) == len(left) == (6 if series == 2 else 3) and any(left)
+    if series == 1:
+        assert given == [0, *left[:-1]]
+    else:
+        assert given == [0] * len(left)
 
 
 def test_a_time_series_holds_the_pixels_it_restyled_only_after_a_first_frames_steps(style, monkeypatch):
@@ -252,9 +345,9 @@ def test_a_later_frame_starts_its_new_pixels_from_their_content_plus_nearby_styl
         fills.append((styling, fresh, filled, copied))
         return filled, copied
 
-    def recording_optimise(objective, contents, start, opts, steps):
+    def recording_optimise(objective, contents, start, opts, steps, carried=None):
         starts.append((contents, start.clone()))
-        return real_optimise(objective, contents, start, opts, steps)
+        return real_optimise(objective, contents, start, opts, steps, carried)
 
     monkeypatch.setattr(api, "fill_from_surroundings", recording_fill)
     monkeypatch.setattr(api, "_optimise_batch", recording_optimise)

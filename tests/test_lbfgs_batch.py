@@ -367,3 +367,70 @@ def test_where_the_rest_is_not_convex_the_curvature_falls_back_to_the_plain_scal
     assert all(later <= earlier + 1e-12 for earlier, later in zip(totals, totals[1:]))
     assert totals[-1] < totals[0]
     assert 0.0 <= lbfgs.x.min() and lbfgs.x.max() <= 1.0
+
+
+def quadratic_with_hold(slopes: torch.Tensor, curvature: torch.Tensor):
+    """A separable quadratic (per-pixel ``slopes``) plus a hold of known ``curvature``."""
+
+    def objective(x):
+        rest = 0.5 * (slopes * (x - 0.7) ** 2).sum()
+        hold = 0.5 * (curvature * (x - 0.3) ** 2).sum()
+        return rest + hold, torch.stack([rest, hold]).detach()
+
+    return objective
+
+
+def test_carried_curvature_pairs_take_on_the_next_runs_known_curvature():
+    from napari_style_transfer.lbfgs import CarriedCurvature
+
+    generator = torch.Generator().manual_seed(11)
+    start = 0.4 + 0.2 * torch.rand((1, *SHAPE), generator=generator, dtype=torch.float64)
+    slopes = 1.0 + torch.rand(start.shape, generator=generator, dtype=torch.float64)
+    first_hold = 50.0 * (torch.rand((1, 1, *SHAPE[1:]), generator=generator) < 0.5).to(torch.float64)
+    second_hold = 80.0 * (torch.rand((1, 1, *SHAPE[1:]), generator=generator) < 0.5).to(torch.float64)
+    first = BoxLBFGS(start, quadratic_with_hold(slopes, first_hold), history_size=5, curvature=first_hold)
+    for _ in range(4):
+        first.step()
+    carried = CarriedCurvature()
+    carried.take(first)
+    assert len(carried) == len(first.history) > 0
+
+    second = BoxLBFGS(start, quadratic_with_hold(slopes, second_hold), history_size=5, curvature=second_hold)
+    carried.give(second)
+    assert len(second.history) == len(first.history)
+    for s, y, rho in second.history:  # the pair the second objective itself would have given
+        torch.testing.assert_close(y, (slopes + second_hold) * s)
+        assert rho == pytest.approx(1.0 / torch.vdot(s.flatten(), y.flatten()).item())
+
+
+def test_carried_curvature_pairs_of_another_shape_are_dropped():
+    from napari_style_transfer.lbfgs import CarriedCurvature
+
+    start = torch.full((1, *SHAPE), 0.5, dtype=torch.float64)
+    slopes = torch.ones_like(start)
+    first = BoxLBFGS(start, quadratic_with_hold(slopes, torch.zeros_like(start[:, :1])), history_size=5)
+    for _ in range(3):
+        first.step()
+    carried = CarriedCurvature()
+    carried.take(first)
+    larger = torch.full((1, SHAPE[0], SHAPE[1] + 2, SHAPE[2]), 0.5, dtype=torch.float64)
+    second = BoxLBFGS(larger, quadratic_with_hold(torch.ones_like(larger), torch.zeros_like(larger[:, :1])), history_size=5)
+    carried.give(second)
+    assert not second.history and not len(carried)
+
+
+def test_a_run_given_carried_curvature_starts_from_it_and_leaves_its_own(style_setup):
+    from napari_style_transfer import engine
+    from napari_style_transfer.lbfgs import CarriedCurvature
+
+    extractor, frames, style_image, options = style_setup
+    objective = engine.StyleObjective(extractor, frames[:1], style_image, options)
+    carried = CarriedCurvature()
+    first = list(engine.optimize(objective, frames[:1], options, steps=3, carried=carried))
+    assert len(carried) > 0
+    kept = len(carried)
+    lone = list(engine.optimize(objective, first[-1][2], options, steps=1))
+    given = list(engine.optimize(objective, first[-1][2], options, steps=1, carried=carried))
+    assert len(carried) == min(kept + 1, engine.LBFGS_HISTORY)  # its own pairs: the kept ones and one more
+    # the same start, a different first step: the carried pairs shaped it
+    assert not torch.equal(lone[-1][2], given[-1][2])

@@ -23,7 +23,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from .errors import StyleTransferError  # noqa: E402
-from .lbfgs import BatchBoxLBFGS, BoxLBFGS  # noqa: E402
+from .lbfgs import BatchBoxLBFGS, BoxLBFGS, CarriedCurvature  # noqa: E402
 from .losses import (  # noqa: E402
     gaussian_target,
     gram_matrix,
@@ -319,7 +319,11 @@ LBFGS_HISTORY = 30
 
 
 def optimize(
-    objective: StyleObjective, start: torch.Tensor, options: StyleOptions, steps: int | None = None
+    objective: StyleObjective,
+    start: torch.Tensor,
+    options: StyleOptions,
+    steps: int | None = None,
+    carried: CarriedCurvature | None = None,
 ) -> Iterator[tuple[int, Losses, torch.Tensor]]:
     """Run ``steps`` (default ``options.steps``) optimiser iterations from ``start``, keeping
     pixels in [0, 1].
@@ -328,7 +332,9 @@ def optimize(
     (copy it to keep it); with ``options.average`` (Adam) it is the exponential moving average
     of the iterates. With L-BFGS ``losses`` are those of that image; with Adam they are
     those of the iterate the step started from (the evaluation that gave its gradient).
-    Closing the generator stops the run at once.
+    Closing the generator stops the run at once. With ``carried`` (L-BFGS only; a time
+    series' frames) the run starts from the curvature pairs ``carried`` holds and leaves its
+    own there when it has run all its steps.
     """
     steps = options.steps if steps is None else steps
     if options.optimizer == "lbfgs":
@@ -336,9 +342,13 @@ def optimize(
             start, objective, history_size=LBFGS_HISTORY, lr=options.resolved_learning_rate,
             curvature=objective.temporal_curvature(start),
         )
+        if carried is not None:
+            carried.give(lbfgs)
         for step in range(1, steps + 1):
             objective.new_directions()
             yield step, _checked(_as_losses(lbfgs.step()), step), lbfgs.x
+        if carried is not None:
+            carried.take(lbfgs)
         return
 
     for step, terms, image in _adam(objective, start, options, steps, objective.new_directions):
