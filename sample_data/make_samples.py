@@ -3,7 +3,7 @@
     python sample_data/make_samples.py            # everything (photos need scikit-image)
     python sample_data/make_samples.py --generated-only --out DIR
 
-The style images and the synthetic microscopy image are drawn here from fixed seeds with
+The style images and the synthetic microscopy images are drawn here from fixed seeds with
 numpy alone, so the same command always writes the same pixels. The photographs are copied
 from scikit-image's data module, which documents each as public domain or CC0 (see README.md).
 """
@@ -107,11 +107,43 @@ def nuclei_fluorescence(size: int = 384, seed: int = 4, count: int = 60) -> np.n
     return np.clip(counts, 0, 4095).astype(np.uint16)
 
 
+def nuclei_timelapse(frames: int = 8, size: int = 192, seed: int = 5, count: int = 14) -> np.ndarray:
+    """A synthetic 16-bit fluorescence time-lapse of nuclei, (frames, size, size): about half
+    sit still, the others crawl 1-3 px a frame and turn a little, each carrying its own
+    chromatin pattern; the camera noise is new in every frame."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    centres = rng.random((count, 2)) * size
+    radii = 8 + rng.random((count, 2)) * 8
+    angles = rng.random(count) * np.pi
+    brightness = 0.5 + rng.random(count)
+    moving = rng.random(count) < 0.5
+    velocities = rng.normal(0.0, 1.5, (count, 2)) * moving[:, None]
+    turns = rng.normal(0.0, 0.05, count) * moving
+    phases = rng.random((count, 2)) * 2 * np.pi
+    stack = np.empty((frames, size, size), np.uint16)
+    for t in range(frames):
+        signal = np.zeros((size, size), np.float32)
+        for i in range(count):
+            (cy, cx), (ry, rx), angle = centres[i] + velocities[i] * t, radii[i], angles[i] + turns[i] * t
+            dy, dx = y - cy, x - cx
+            u = (dx * np.cos(angle) + dy * np.sin(angle)) / rx
+            v = (-dx * np.sin(angle) + dy * np.cos(angle)) / ry
+            body = 1.0 / (1.0 + np.exp((np.sqrt(u**2 + v**2) - 1.0) * 8.0))
+            chromatin = 0.75 + 0.25 * np.sin(4 * u + phases[i, 0]) * np.sin(4 * v + phases[i, 1])
+            signal += body * chromatin * brightness[i]
+        photons = 180 + 2200 * signal
+        counts = rng.poisson(photons).astype(np.float32) + rng.normal(0, 12, photons.shape)
+        stack[t] = np.clip(counts, 0, 4095)
+    return stack
+
+
 GENERATED = {
     "swirl.png": swirl,
     "mosaic.png": mosaic,
     "he_stain.png": he_stain,
     "nuclei_fluorescence.png": nuclei_fluorescence,
+    "nuclei_timelapse.tif": nuclei_timelapse,
 }
 
 #: Photographs taken from scikit-image's data module: file name -> skimage.data function.
@@ -120,7 +152,12 @@ PHOTOS = {"astronaut.png": "astronaut", "chelsea.png": "chelsea", "coffee.png": 
 
 def write_generated(out: Path) -> None:
     for name, make in GENERATED.items():
-        Image.fromarray(make()).save(out / name, optimize=True)
+        if name.endswith(".tif"):  # a stack: Pillow writes one page
+            import tifffile
+
+            tifffile.imwrite(out / name, make(), compression="zlib", metadata={"axes": "TYX"})
+        else:
+            Image.fromarray(make()).save(out / name, optimize=True)
 
 
 def write_photos(out: Path) -> None:

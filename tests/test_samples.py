@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from napari_style_transfer import _sample_data
-from napari_style_transfer._sample_data import DEMO_PAIRS, SAMPLES, load_sample, sample_dir
+from napari_style_transfer._sample_data import AXIS_LABELS, DEMO_PAIRS, SAMPLES, load_sample, read_sample_file, sample_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +24,8 @@ def _generator_module():
 @pytest.mark.parametrize("key", list(SAMPLES))
 def test_every_sample_loads_and_is_at_most_512_px(key):
     image = load_sample(key)
-    assert max(image.shape[:2]) <= 512
+    frame = image[0] if key in AXIS_LABELS else image
+    assert max(frame.shape[:2]) <= 512
     assert image.dtype in (np.uint8, np.uint16)
 
 
@@ -34,9 +34,18 @@ def test_the_microscopy_sample_is_16_bit_grey():
     assert image.ndim == 2 and image.dtype == np.uint16 and image.max() > 255
 
 
+def test_the_time_lapse_sample_is_a_16_bit_stack_whose_nuclei_move_and_whose_noise_is_new():
+    stack = load_sample("nuclei_timelapse").astype(np.float32)
+    assert stack.ndim == 3 and len(stack) > 2 and load_sample("nuclei_timelapse").dtype == np.uint16
+    change = np.abs(np.diff(stack, axis=0))
+    assert (change > 1000).mean() > 0.001  # nuclei moved: large changes in places
+    background = stack[0] < 400
+    assert np.median(change[0][background]) > 0  # fresh camera noise, not a copied frame
+
+
 def test_every_image_file_is_a_sample_and_named_in_the_readme():
     readme = (ROOT / "sample_data" / "README.md").read_text()
-    files = {p.name for p in sample_dir().glob("*.png")}
+    files = {p.name for p in sample_dir().iterdir() if p.suffix in (".png", ".tif")}
     assert files == {name for name, _ in SAMPLES.values()}
     for name in files:
         assert f"`{name}`" in readme
@@ -46,8 +55,8 @@ def test_generated_images_are_reproduced_exactly(tmp_path):
     make_samples = _generator_module()
     make_samples.write_generated(tmp_path)
     for name in make_samples.GENERATED:
-        with Image.open(tmp_path / name) as new, Image.open(ROOT / "sample_data" / name) as bundled:
-            np.testing.assert_array_equal(np.asarray(new), np.asarray(bundled), err_msg=name)
+        new, bundled = read_sample_file(tmp_path / name), read_sample_file(ROOT / "sample_data" / name)
+        np.testing.assert_array_equal(new, bundled, err_msg=name)
 
 
 @pytest.mark.parametrize("key", list(SAMPLES) + list(DEMO_PAIRS))
@@ -56,7 +65,8 @@ def test_every_sample_command_returns_napari_layer_data(key):
     assert len(layers) == (2 if key in DEMO_PAIRS else 1)
     for data, kwargs, kind in layers:
         assert kind == "image" and isinstance(data, np.ndarray)
-        assert kwargs.get("rgb", False) == (data.ndim == 3)
+        assert kwargs.get("rgb", False) == (data.ndim == 3 and data.shape[-1] == 3)
+        assert kwargs.get("axis_labels") == AXIS_LABELS.get(kwargs["name"])
 
 
 def test_the_manifest_lists_every_sample_and_pair():

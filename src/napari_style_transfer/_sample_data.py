@@ -18,10 +18,15 @@ SAMPLES: dict[str, tuple[str, str]] = {
     "chelsea": ("chelsea.png", "Chelsea the cat (content photo)"),
     "coffee": ("coffee.png", "Coffee (content photo)"),
     "nuclei_fluorescence": ("nuclei_fluorescence.png", "Nuclei, 16-bit fluorescence (content, synthetic)"),
+    "nuclei_timelapse": ("nuclei_timelapse.tif", "Nuclei time-lapse, 8 frames, 16-bit (content, synthetic)"),
     "swirl": ("swirl.png", "Swirl (style)"),
     "mosaic": ("mosaic.png", "Mosaic (style)"),
     "he_stain": ("he_stain.png", "H&E-like stain (style)"),
 }
+
+#: Sample key -> the axis labels its layer gets (a time-lapse's first axis is t, so the widget
+#: offers it as a time series).
+AXIS_LABELS: dict[str, tuple[str, ...]] = {"nuclei_timelapse": ("t", "y", "x")}
 
 #: Demo pair key -> (content sample, style sample, display name).
 DEMO_PAIRS: dict[str, tuple[str, str, str]] = {
@@ -47,10 +52,20 @@ def sample_path(key: str) -> Path:
 
 
 def load_sample(key: str) -> np.ndarray:
-    """A sample as numpy: (H, W, 3) uint8 for colour, (H, W) uint16 for the fluorescence image."""
+    """A sample as numpy: (H, W, 3) uint8 for colour, (H, W) uint16 for the fluorescence image,
+    (T, H, W) uint16 for the time-lapse."""
+    return read_sample_file(sample_path(key))
+
+
+def read_sample_file(path: Path) -> np.ndarray:
+    """A sample file's pixels: a PNG through Pillow, a TIFF stack through tifffile."""
+    if path.suffix == ".tif":
+        import tifffile
+
+        return tifffile.imread(path)
     from PIL import Image
 
-    with Image.open(sample_path(key)) as image:
+    with Image.open(path) as image:
         return np.asarray(image)
 
 
@@ -63,10 +78,12 @@ def layer_data(key: str, role: str | None = None) -> tuple[np.ndarray, dict[str,
     kwargs: dict[str, Any] = {"name": key}
     if role is not None:
         kwargs["metadata"] = {DEMO_ROLE: role}
-    if data.ndim == 2:
-        kwargs.update(colormap="gray", contrast_limits=(float(data.min()), float(data.max())))
-    else:
+    if key in AXIS_LABELS:
+        kwargs["axis_labels"] = AXIS_LABELS[key]
+    if data.ndim == 3 and data.shape[-1] == 3:
         kwargs["rgb"] = True
+    else:
+        kwargs.update(colormap="gray", contrast_limits=(float(data.min()), float(data.max())))
     return data, kwargs, "image"
 
 
@@ -97,6 +114,7 @@ astronaut = _sample("astronaut")
 chelsea = _sample("chelsea")
 coffee = _sample("coffee")
 nuclei_fluorescence = _sample("nuclei_fluorescence")
+nuclei_timelapse = _sample("nuclei_timelapse")
 swirl = _sample("swirl")
 mosaic = _sample("mosaic")
 he_stain = _sample("he_stain")

@@ -70,7 +70,7 @@ def test_a_whole_stack_runs_its_frames_on_the_preferred_cluster(qtbot, viewer, w
     alone = stylize(grey, style, frames="independent", size=32, steps=2, weights="random", keep_grey=True)
     np.testing.assert_allclose(result.data, alone, atol=1e-5)
     assert result.metadata["style_transfer"]["device"].startswith("dask cluster")
-    assert widget["status"].value.startswith("done")
+    assert widget["status"].value.startswith("done: 'planes styled', 2 frames x 2 steps in")
 
 
 class HeldFrames:

@@ -345,3 +345,9 @@ def test_a_zarr_whole_stack_is_read_in_the_worker_frame_by_frame(qtbot, viewer, 
     in_memory = run_and_wait(qtbot, widget).layer_writer.result_layer
     assert lazy_result.data.shape == (3, 32, 32)
     np.testing.assert_array_equal(lazy_result.data, in_memory.data)
+
+
+def test_the_time_lapse_sample_opens_as_a_time_series(viewer, widget):
+    viewer.open_sample("napari-style-transfer", "nuclei_timelapse")
+    widget["content"].value = viewer.layers["nuclei_timelapse"]
+    assert widget["stack"].value == "whole stack as time series"

@@ -104,3 +104,20 @@ def test_a_demo_pair_puts_the_content_on_top_and_in_the_content_choice(viewer):
     assert [layer.name for layer in viewer.layers] == ["swirl", "astronaut"]  # the last one shows on top
     _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
     assert widget["content"].value.name == "astronaut" and widget["style"].value.name == "swirl"
+
+
+def test_a_finished_time_series_reports_the_steps_it_took_in_all(qtbot, viewer, widget):
+    movie = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
+    widget["content"].value = viewer.add_image(movie, name="movie", axis_labels=("t", "y", "x"))
+    widget["snapshot_every"].value = 0
+    run_and_wait(qtbot, widget)
+    # 4 steps for the first frame, time_steps auto (half of them) for each later one
+    assert "3 frames, 8 steps in all in" in widget["status"].value
+
+
+def test_a_finished_stack_of_independent_frames_reports_steps_per_frame(qtbot, viewer, widget):
+    widget["content"].value = viewer.add_image(np.zeros((2, 32, 32), np.float32), name="zstack")
+    widget["stack"].value = "whole stack, frames independent"
+    widget["snapshot_every"].value = 0
+    run_and_wait(qtbot, widget)
+    assert "2 frames x 4 steps in" in widget["status"].value

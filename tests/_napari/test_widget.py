@@ -208,6 +208,12 @@ def test_bad_settings_become_a_notification_not_a_run(viewer, widget, errors, ch
     assert not widget.running
 
 
+def test_picking_the_styles_layer_as_content_moves_the_style_to_another_layer(viewer, widget):
+    assert (widget["content"].value.name, widget["style"].value.name) == ("photo", "texture")
+    widget["content"].value = viewer.layers["texture"]
+    assert widget["style"].value is viewer.layers["photo"]
+
+
 def test_run_without_layers_asks_for_a_content_layer(viewer, errors):
     _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
     assert widget.run() is None

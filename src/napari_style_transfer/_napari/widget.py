@@ -337,6 +337,7 @@ class StyleTransferWidget(Container):
         self._add_result_controls()
         self._add_typed_style_weight()
         self["content"].changed.connect(self._fit_controls_to_content)
+        self["content"].changed.connect(lambda _: self._separate_roles())  # content picked on the style's layer
         self._pick_demo_roles()
         self._separate_roles()
         self._preselect_stack(self["content"].value)
@@ -378,9 +379,9 @@ class StyleTransferWidget(Container):
             style.value = marked["style"][-1] if marked["style"] else style.value
 
     def _separate_roles(self) -> None:
-        """Content and style start on different layers: the newest other Image layer that is
-        not a style-transfer result becomes the style (a demo pair adds its content first,
-        then its style)."""
+        """Content and style start on different layers, and stay so when the content is picked
+        on the style's layer: the newest other Image layer that is not a style-transfer result
+        becomes the style (a demo pair adds its content first, then its style)."""
         content, style = self["content"], self["style"]
         if content.value is None or style.value is not content.value:
             return
@@ -608,9 +609,8 @@ class StyleTransferWidget(Container):
             )
         elif isinstance(update, Finished):
             result = update.result
-            frames = f"{result.frames} frames x " if result.frames > 1 else ""
             self._status.value = (
-                f"done: {frames}{result.steps_done} steps in {result.seconds:.1f}\u00a0s, loss {result.losses.total:.3g} | "
+                f"done: {_steps_run(result)} in {result.seconds:.1f}\u00a0s, loss {result.losses.total:.3g} | "
                 f"{result.device} | {_short_weights(result.weights)}"
             )
             self._describe_result()
@@ -656,6 +656,15 @@ class StyleTransferWidget(Container):
         self._button.text = "Run"
         if self._status.value.startswith(("loading", "downloading", "cancelling", "step", "frame")):
             self._status.value = "stopped"
+
+
+def _steps_run(result: Any) -> str:
+    """The steps a finished run took: a time series' later frames take fewer (time_steps)."""
+    if result.frames == 1:
+        return f"{result.steps_done} steps"
+    if len(set(result.frame_steps)) > 1:
+        return f"{result.frames} frames, {sum(result.frame_steps)} steps in all"
+    return f"{result.frames} frames x {result.steps_done} steps"
 
 
 def _speed_and_time_left(update: Progress) -> str:

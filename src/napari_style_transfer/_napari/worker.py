@@ -354,6 +354,7 @@ class ClusterResult:
     device: str
     weights: str
     frame_metadata: dict[str, Any]
+    frame_steps: tuple[int, ...] = ()  # as StyleResult's; a cluster's frames are independent, so each took steps_done
 
     def metadata(self) -> dict[str, Any]:
         return {**self.frame_metadata, "frames": self.frames, "seconds": round(self.seconds, 3), "device": self.device}
