@@ -11,6 +11,7 @@ from scikit-image's data module, which documents each as public domain or CC0 (s
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,17 @@ def he_stain(size: int = 384, seed: int = 3, nuclei: int = 90) -> np.ndarray:
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
+def _nucleus(
+    y: np.ndarray, x: np.ndarray, centre: Sequence[float], radii: Sequence[float], angle: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A soft-edged elliptical nucleus on the pixel grid (y, x): its body in [0, 1] and the
+    coordinates (u, v) along its axes, in radii (centre and radii as (y, x))."""
+    dy, dx = y - centre[0], x - centre[1]
+    u = (dx * np.cos(angle) + dy * np.sin(angle)) / radii[1]
+    v = (-dx * np.sin(angle) + dy * np.cos(angle)) / radii[0]
+    return 1.0 / (1.0 + np.exp((np.sqrt(u**2 + v**2) - 1.0) * 8.0)), u, v
+
+
 def nuclei_fluorescence(size: int = 384, seed: int = 4, count: int = 60) -> np.ndarray:
     """A synthetic 16-bit fluorescence image of nuclei (12-bit camera range, noisy background)."""
     rng = np.random.default_rng(seed)
@@ -96,10 +108,7 @@ def nuclei_fluorescence(size: int = 384, seed: int = 4, count: int = 60) -> np.n
         cy, cx = rng.random(2) * size
         ry, rx = 8 + rng.random(2) * 10
         angle = rng.random() * np.pi
-        dy, dx = y - cy, x - cx
-        u = (dx * np.cos(angle) + dy * np.sin(angle)) / rx
-        v = (-dx * np.sin(angle) + dy * np.cos(angle)) / ry
-        body = 1.0 / (1.0 + np.exp((np.sqrt(u**2 + v**2) - 1.0) * 8.0))
+        body, _, _ = _nucleus(y, x, (cy, cx), (ry, rx), angle)
         signal += body * (0.5 + rng.random())
     chromatin = 0.7 + 0.6 * _smooth_noise(rng, (size, size), 48)
     photons = 180 + 2200 * signal * chromatin
@@ -125,11 +134,7 @@ def nuclei_timelapse(frames: int = 8, size: int = 192, seed: int = 5, count: int
     for t in range(frames):
         signal = np.zeros((size, size), np.float32)
         for i in range(count):
-            (cy, cx), (ry, rx), angle = centres[i] + velocities[i] * t, radii[i], angles[i] + turns[i] * t
-            dy, dx = y - cy, x - cx
-            u = (dx * np.cos(angle) + dy * np.sin(angle)) / rx
-            v = (-dx * np.sin(angle) + dy * np.cos(angle)) / ry
-            body = 1.0 / (1.0 + np.exp((np.sqrt(u**2 + v**2) - 1.0) * 8.0))
+            body, u, v = _nucleus(y, x, centres[i] + velocities[i] * t, radii[i], angles[i] + turns[i] * t)
             chromatin = 0.75 + 0.25 * np.sin(4 * u + phases[i, 0]) * np.sin(4 * v + phases[i, 1])
             signal += body * chromatin * brightness[i]
         photons = 180 + 2200 * signal

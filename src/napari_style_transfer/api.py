@@ -692,14 +692,14 @@ def _optimise_frames(p: _Plan, reader: _TimeSeriesReader | None) -> Iterator[Ste
         # a batch's frames share their levels (only a time series' later frames differ, and
         # those come one at a time); its frames are read now, not the whole stack
         levels = group[0][1][1]
+        index, follows = group[0][1][0]  # the batch's first frame (a time series' only one)
         temporal = link = None
         if reader is None:
-            prepared = [_prepare_frame(p, index) for _, ((index, _), _) in group]
+            prepared = [_prepare_frame(p, frame_index) for _, ((frame_index, _), _) in group]
         else:  # a time series: one frame a batch
             frame, link = reader.take(group[0][0])
-            prepared = [_prepare_frame(p, group[0][1][0][0], frame)]
+            prepared = [_prepare_frame(p, index, frame)]
         contents_full = [content_full for content_full, _ in prepared]
-        follows = group[0][1][0][1]
         if follows is not None:
             previous_reference, previous_owed = kept.pop(follows)
             temporal = (warp(previous_reference, link.flow, WARP_MODE).clamp(0.0, 1.0), held(link, previous_owed))
@@ -710,7 +710,7 @@ def _optimise_frames(p: _Plan, reader: _TimeSeriesReader | None) -> Iterator[Ste
         if in_time:
             follows_closely = link is not None and link.fresh.mean().item() < CARRY_CURVATURE_FRESH
             curvature = carried[1] if carried is not None and carried[0] == follows and follows_closely else CarriedCurvature()
-            carried = (group[0][1][0][0], curvature)
+            carried = (index, curvature)
         for level in levels:
             contents_t = torch.cat([resize(content_full, *level.content_shape) for content_full in contents_full])
             styles_t = [resize(full, *shape) for full, shape in zip(styles_full, level.style_shapes, strict=True)]
@@ -748,7 +748,7 @@ def _optimise_frames(p: _Plan, reader: _TimeSeriesReader | None) -> Iterator[Ste
                 # share of the whole run done
                 cursor.position = (group[0][0], done)
                 batch_records: list[StepRecord] = []
-                for position, ((number, ((index, _), _)), frame_losses) in enumerate(zip(group, losses, strict=True)):
+                for position, ((number, ((frame_index, _), _)), frame_losses) in enumerate(zip(group, losses, strict=True)):
                     record = StepRecord(
                         step=done,
                         steps=steps,
@@ -757,7 +757,7 @@ def _optimise_frames(p: _Plan, reader: _TimeSeriesReader | None) -> Iterator[Ste
                         is_snapshot=snapshot,
                         device=str(device),
                         weights=loaded.description,
-                        frame=index,
+                        frame=frame_index,
                         frame_number=number,
                         frames=frames,
                         size=max(level.content_shape),
@@ -784,7 +784,6 @@ def _optimise_frames(p: _Plan, reader: _TimeSeriesReader | None) -> Iterator[Ste
             images = images.detach().clone()
         steps_before += steps * len(group)
         frame_steps += [steps] * len(group)
-        index = group[0][1][0][0]
         if in_time and index and index[0] + 1 < p.content.stack_shape[0]:
             if temporal is None:
                 kept[index] = (images, None)
