@@ -877,10 +877,9 @@ READER_THREAD = "napari-style-transfer-frames"
 def _reads_ahead(device: torch.device) -> bool:
     """Whether a time series on ``device`` reads its frames ahead (:class:`_TimeSeriesReader`):
     beside a GPU's steps, and on the CPU where torch's threads leave a core free. With every
-    core in torch's threads the reading thread slowed the steps by more than it saved: a
-    4-frame 128 px series with 2 threads on 2 cores took 13.7-13.8 s read ahead against
-    12.1-12.2 s without (four runs each); with 1 thread the flows' time was saved
-    (docs/benchmarks.md, "Stacks")."""
+    core in torch's threads the reading thread slowed the steps by more than it saved: with
+    2 threads on 2 cores a 4-frame series took up to 40% longer read ahead; with 1 thread
+    4-21% of a later frame's time was saved (docs/benchmarks.md, "Stacks", reading ahead)."""
     return device.type != "cpu" or torch.get_num_threads() < memory.usable_cpus()
 
 
