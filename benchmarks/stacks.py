@@ -362,9 +362,10 @@ def later_frames_by_size(side: int, frames: int, steps: int, options: dict, done
 
 def demo_sweep(side: int, steps: int, options: dict, margin: int) -> dict:
     """The moving disc at ``side`` px and ``steps`` steps, DEMO_FRAMES frames, time mode at
-    each of DEMO_SWEEP_WEIGHTS with time_steps auto, against old and independent runs: per
-    weight the static flicker and drift, the ghost measure, and each later frame's content +
-    style loss at its last step over the first frame's, with the step at which it reached it."""
+    each of DEMO_SWEEP_WEIGHTS with time_steps auto, and old: per weight the measures (static
+    flicker and drift, warp error, likeness; with so few frames no ghost), and each later
+    frame's content + style loss at its last step over the first frame's, with the step at
+    which it reached it."""
     movie, masks = moving(side, DEMO_FRAMES)
     style = style_image(side)
     independent = run_api(movie, style, {**options, "frames": "independent"})["image"]
@@ -464,6 +465,11 @@ def read_ahead(side: int, options: dict, threads: int) -> dict:
     finally:
         torch.set_num_threads(before)
     return entry
+
+
+def _steps_text(steps: list[int | None]) -> str:
+    """Steps to a loss, one per later frame, as "12, -, 9" (- : not reached)."""
+    return ", ".join("-" if step is None else str(step) for step in steps)
 
 
 def steps_to_reach(losses: list[float], target: float) -> int | None:
@@ -780,7 +786,7 @@ def write_section(path: Path, raw: dict, defaults) -> None:
             for mode, e in entry.items():
                 ghost = f"{e['ghost']:.4f}" if "ghost" in e else "-"
                 ratio = f"{e['ghost'] / e['ghost_variation']:.2f}" if "ghost" in e and e["ghost_variation"] else "-"
-                reach = ", ".join("-" if r is None else str(r) for r in e["later_steps_to_first_loss"])
+                reach = _steps_text(e["later_steps_to_first_loss"])
                 lines.append(
                     f"| {name} | {mode} | {_f(e.get('flicker'))} | {_f(e.get('drift'))} | {ghost} | {ratio} "
                     f"| {_f(e.get('trail_texture'), 2)} | {_f(e.get('trail_bias'))} | {_f(e.get('warp_error'))} | {_f(e.get('likeness'))} | {e['first_steps']} / {e['later_steps']:g} | {reach} "
@@ -844,7 +850,7 @@ def write_section(path: Path, raw: dict, defaults) -> None:
         for weight, e in raw["sweep"].items():
             ratio = f"{e['ghost'] / e['ghost_variation']:.2f}" if "ghost" in e and e["ghost_variation"] else "-"
             below = f"{old['flicker'] / e['flicker']:.1f}, {old['drift'] / e['drift']:.1f}" if old and e.get("flicker") else "-"
-            reach, longer = (", ".join("-" if r is None else str(r) for r in e.get(key, []))
+            reach, longer = (_steps_text(e.get(key, []))
                              for key in ("later_steps_to_first_loss", "longer_steps_to_first_loss"))
             lines.append(
                 f"| {weight} | {_f(e.get('flicker'))} | {_f(e.get('drift'))} | {below} | {ratio} "
@@ -1065,6 +1071,9 @@ def _demo_sweep_table(sweep: dict) -> list[str]:
     def below(e: dict) -> tuple[float, float]:
         return old["flicker"] / e["flicker"], old["drift"] / e["drift"]
 
+    def losses(e: dict) -> str:
+        return ", ".join(f"{r:.3f}" for r in e["later_loss"])
+
     lines = [
         f"temporal_weight at the command-line demo's size and steps: the moving disc at {sweep['size']} px, "
         f"{sweep['frames']} frames, {sweep['steps']} steps for the first frame and time_steps auto ({auto}) for the "
@@ -1081,10 +1090,9 @@ def _demo_sweep_table(sweep: dict) -> list[str]:
     ]
     for weight, e in weights.items():
         flicker, drift = below(e)
-        reach = ", ".join("-" if r is None else str(r) for r in e["later_steps_to_first_loss"])
         lines.append(
             f"| {weight} | {_f(e['flicker'])} | {_f(e['drift'])} | {flicker:.1f}, {drift:.1f} | {_f(e.get('warp_error'))} "
-            f"| {', '.join(f'{r:.3f}' for r in e['later_loss'])} | {reach} |"
+            f"| {losses(e)} | {_steps_text(e['later_steps_to_first_loss'])} |"
         )
     reaching = [w for w, e in weights.items() if None not in e["later_steps_to_first_loss"]]
     steady = [w for w, e in weights.items() if min(below(e)) >= STEADY_GOAL]
@@ -1101,18 +1109,16 @@ def _demo_sweep_table(sweep: dict) -> list[str]:
         low = weights[steady[0]]
         lines.append(
             f"- The lowest weight {STEADY_GOAL:g}x steadier than old, {steady[0]}: flicker {below(low)[0]:.1f}x and "
-            f"drift {below(low)[1]:.1f}x below old, the later frames' loss "
-            f"{', '.join(f'{r:.3f}' for r in low['later_loss'])} of the first frame's."
+            f"drift {below(low)[1]:.1f}x below old, the later frames' loss {losses(low)} of the first frame's."
         )
-    if reaching and steady and not both and max(map(float, reaching)) < min(map(float, steady)):
-        between = [w for w in weights if max(map(float, reaching)) < float(w) < min(map(float, steady))]
+    highest, lowest = max(reaching, key=float, default=None), min(steady, key=float, default=None)
+    if highest and lowest and float(highest) < float(lowest):
+        between = [w for w in weights if float(highest) < float(w) < float(lowest)]
         lines.append(
-            f"- No weight meets both here: the steps goal holds up to {max(reaching, key=float)}, the steadiness "
-            f"goal from {min(steady, key=float)} on"
+            f"- No weight meets both here: the steps goal holds up to {highest}, the steadiness goal from {lowest} on"
             + "".join(
                 f"; at {w}, between them, flicker {below(weights[w])[0]:.1f}x and drift {below(weights[w])[1]:.1f}x "
-                f"below old with the later frames' loss {', '.join(f'{r:.3f}' for r in weights[w]['later_loss'])} "
-                "of the first frame's"
+                f"below old with the later frames' loss {losses(weights[w])} of the first frame's"
                 for w in between
             )
             + ". As at 64 px, holding static parts steadier costs the later frames content + style loss."
