@@ -32,4 +32,6 @@ class BundleTopLevelFiles(BuildHookInterface):
         if version == "editable":
             shutil.copyfile(root / "napari.yaml", root / "src" / "napari_style_transfer" / "napari.yaml")
         else:
-            build_data["force_include"].update({str(root / source): target for source, target in BUNDLED.items()})
+            build_data["force_include"].update(
+                {str(root / source): target for source, target in BUNDLED.items()}
+            )

@@ -27,7 +27,7 @@ import signal
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +134,7 @@ def main() -> int:
                 runs[f"{workers} worker{'s' if workers > 1 else ''}"] = entry
     raw["seconds"] = time.perf_counter() - started
     raw["machine"] = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": platform.machine(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,

@@ -107,8 +107,15 @@ def stack_run(device: str, size: int, frames: int, steps: int, batch: int) -> tu
     first = None
     steps_seen = []  # the step of every record, in order
     for record in iter_stylize(
-        stack, style, size=size, steps=steps, weights="random", batch_frames=batch, schedule="none",
-        snapshot_every=0, device=device,
+        stack,
+        style,
+        size=size,
+        steps=steps,
+        weights="random",
+        batch_frames=batch,
+        schedule="none",
+        snapshot_every=0,
+        device=device,
     ):
         if isinstance(record, StyleResult):
             break

@@ -84,8 +84,13 @@ def step_times(device: Device, size: int, precision: str, steps: int) -> dict:
 
     torch = device.torch
     options = StyleOptions(
-        size=size, steps=steps, weights="random", precision=precision, schedule="none",
-        content_layers=tuple(CONTENT_LAYERS), style_layers=tuple(STYLE_LAYERS),
+        size=size,
+        steps=steps,
+        weights="random",
+        precision=precision,
+        schedule="none",
+        content_layers=tuple(CONTENT_LAYERS),
+        style_layers=tuple(STYLE_LAYERS),
     ).validated()
     generator = torch.Generator(device="cpu").manual_seed(0)
     target = torch.device(device.name)
@@ -95,7 +100,9 @@ def step_times(device: Device, size: int, precision: str, steps: int) -> dict:
     extractor = VGGFeatures(features, options.layers).to(target, memory_format=torch.channels_last)
     before = device.reset_peak()
     with backend_flags(options, target):
-        objective = StyleObjective(extractor, content, style, options, compute_dtype(options.precision, target))
+        objective = StyleObjective(
+            extractor, content, style, options, compute_dtype(options.precision, target)
+        )
         calls = count_evaluations(objective)
         stamps = []
         for _ in optimize(objective, content, options):
@@ -127,8 +134,15 @@ def whole_run(device: str, size: int, steps: int, precision: str, schedule: str)
     content, style = rng.random((size, size, 3)), rng.random((size, size, 3))
     started = time.perf_counter()
     for record in iter_stylize(
-        content, style, size=size, steps=steps, weights="random", precision=precision,
-        schedule=schedule, snapshot_every=0, device=device,
+        content,
+        style,
+        size=size,
+        steps=steps,
+        weights="random",
+        precision=precision,
+        schedule=schedule,
+        snapshot_every=0,
+        device=device,
     ):
         if isinstance(record, StyleResult):
             return time.perf_counter() - started, record.losses.total
@@ -164,7 +178,9 @@ def refused_size(device: str, size: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda", help="cuda (the benchmark) or cpu (a smoke run of this script)")
+    parser.add_argument(
+        "--device", default="cuda", help="cuda (the benchmark) or cpu (a smoke run of this script)"
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048])
     parser.add_argument("--steps", type=int, default=20, help="steps per timing (the first 3 are not timed)")
     parser.add_argument("--run-steps", type=int, default=500)
@@ -172,11 +188,17 @@ def main() -> None:
     parser.add_argument("--agreement-size", type=int, default=256)
     parser.add_argument("--agreement-steps", type=int, default=50)
     parser.add_argument("--matmul-size", type=int, default=8192)
-    parser.add_argument("--refuse-size", type=int, default=40_000, help="a size whose run must be refused up front")
-    parser.add_argument("--stack-sizes", type=int, nargs="+", default=[128, 256], help="batch_frames runs: frame sizes")
+    parser.add_argument(
+        "--refuse-size", type=int, default=40_000, help="a size whose run must be refused up front"
+    )
+    parser.add_argument(
+        "--stack-sizes", type=int, nargs="+", default=[128, 256], help="batch_frames runs: frame sizes"
+    )
     parser.add_argument("--stack-frames", type=int, default=32, help="batch_frames runs: frames in the stack")
     parser.add_argument("--stack-steps", type=int, default=20, help="batch_frames runs: steps per frame")
-    parser.add_argument("--stack-batches", type=int, nargs="+", default=[1, 4, 16, 0], help="batch_frames (0: auto)")
+    parser.add_argument(
+        "--stack-batches", type=int, nargs="+", default=[1, 4, 16, 0], help="batch_frames (0: auto)"
+    )
     args = parser.parse_args()
 
     import torch
@@ -186,10 +208,19 @@ def main() -> None:
     device = Device(torch, args.device)
     from napari_style_transfer.memory import ACTIVATION_BYTES_PER_PIXEL
 
-    print(f"# GPU benchmark: {device.describe()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+    print(
+        f"# GPU benchmark: {device.describe()}, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
+    )
     matmul = {precision: matmul_tflops(device, precision, args.matmul_size) for precision in PRECISIONS}
-    print(f"Matrix multiply {args.matmul_size}^3: " + ", ".join(f"{p} {v:.1f} TFLOP/s" for p, v in matmul.items()) + "\n", flush=True)
-    print(f"Steps: median of {args.steps - 4} after 3 warm-up steps; the memory estimate assumes {ACTIVATION_BYTES_PER_PIXEL} bytes/pixel for activations.\n")
+    print(
+        f"Matrix multiply {args.matmul_size}^3: "
+        + ", ".join(f"{p} {v:.1f} TFLOP/s" for p, v in matmul.items())
+        + "\n",
+        flush=True,
+    )
+    print(
+        f"Steps: median of {args.steps - 4} after 3 warm-up steps; the memory estimate assumes {ACTIVATION_BYTES_PER_PIXEL} bytes/pixel for activations.\n"
+    )
     print("| size | precision | ms/step | TFLOP/s | of matmul | peak GB | bytes/pixel |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for size in args.sizes:
@@ -205,7 +236,9 @@ def main() -> None:
                 f"{r['tflops'] / matmul[precision]:.0%} | {_number(r['peak_gb'], '.2f')} | {_number(r['bytes_per_pixel'], '.0f')} |",
                 flush=True,
             )
-    print(f"\nWhole runs through iter_stylize, {args.run_size} px x {args.run_steps} steps (weights built, targets, all steps):\n")
+    print(
+        f"\nWhole runs through iter_stylize, {args.run_size} px x {args.run_steps} steps (weights built, targets, all steps):\n"
+    )
     print("| precision | schedule | seconds | final loss |")
     print("| --- | --- | --- | --- |")
     for precision, schedule in (("bf16", "none"), ("bf16", "auto"), ("fp32", "none")):
@@ -216,7 +249,9 @@ def main() -> None:
         f"\nfp32 against bf16 after {args.agreement_steps} steps at {args.agreement_size} px: "
         f"mean absolute pixel difference {difference:.4f} (pixels in [0, 1])"
     )
-    print(f"\nA {args.refuse_size} px run is refused before it starts: {refused_size(args.device, args.refuse_size)}")
+    print(
+        f"\nA {args.refuse_size} px run is refused before it starts: {refused_size(args.device, args.refuse_size)}"
+    )
     print(
         f"\nWhole-stack runs of {args.stack_frames} independent frames x {args.stack_steps} steps (fp32/bf16 auto), "
         "frames per second of the steps (benchmarks/batch_frames.py --whole):\n"

@@ -26,7 +26,7 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,8 +37,8 @@ IDLE_S = 3.0
 
 def measure(size: int, steps: int, snapshot_every: int) -> dict:
     """One viewer: idle ticks, then ticks during one run (in this process)."""
-    import numpy as np
     import napari
+    import numpy as np
     from qtpy.QtCore import QEventLoop, QTimer
 
     from napari_style_transfer._sample_data import load_sample
@@ -48,7 +48,13 @@ def measure(size: int, steps: int, snapshot_every: int) -> dict:
     style = viewer.add_image(load_sample("swirl"), name="swirl", rgb=True)
     _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
     widget["content"].value, widget["style"].value = content, style
-    values = {"size": size, "steps": steps, "snapshot_every": snapshot_every, "weights": "random", "device": "cpu"}
+    values = {
+        "size": size,
+        "steps": steps,
+        "snapshot_every": snapshot_every,
+        "weights": "random",
+        "device": "cpu",
+    }
     for name, value in values.items():
         widget[name].value = value
 
@@ -156,7 +162,9 @@ def main() -> None:
     parser.add_argument("--hogs", type=int, default=2, help="CPU hogs for the loaded measurement")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "gui_latency.json")
-    parser.add_argument("--section-only", action="store_true", help="rewrite the section from --json, measure nothing")
+    parser.add_argument(
+        "--section-only", action="store_true", help="rewrite the section from --json, measure nothing"
+    )
     parser.add_argument("--measure", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -186,7 +194,7 @@ def main() -> None:
     saved = {
         "command": "xvfb-run -a python benchmarks/gui_latency.py" + (" --quick" if args.quick else ""),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "tick_ms": TICK_MS,
         "idle_s": IDLE_S,
         "results": results,

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,9 +43,18 @@ CURVE_BUDGET = 0.6
 #: Implementations timed per step: name -> (description, engine options). fp32 is named, not
 #: left to precision="auto", which is bf16 on CPUs with native bf16: the runs compare the two.
 CONFIGS = {
-    "reference": ("seed report: loss modules in a copied Sequential, torch.optim.LBFGS, clamp in the closure", {}),
-    "ours": ("this engine, defaults: forward hooks, box L-BFGS, channels-last, precision fp32", {"precision": "fp32"}),
-    "ours-contiguous": ("this engine in fp32 with channels_last=False", {"precision": "fp32", "channels_last": False}),
+    "reference": (
+        "seed report: loss modules in a copied Sequential, torch.optim.LBFGS, clamp in the closure",
+        {},
+    ),
+    "ours": (
+        "this engine, defaults: forward hooks, box L-BFGS, channels-last, precision fp32",
+        {"precision": "fp32"},
+    ),
+    "ours-contiguous": (
+        "this engine in fp32 with channels_last=False",
+        {"precision": "fp32", "channels_last": False},
+    ),
     "ours-bf16": ("this engine with precision=bf16 (autocast on the CPU)", {"precision": "bf16"}),
     "ours-adam": ("this engine in fp32 with optimizer=adam", {"precision": "fp32", "optimizer": "adam"}),
 }
@@ -95,8 +104,14 @@ def measure_steps(name: str, size: int, steps: int, weights: str) -> dict:
     features = load_vgg19_features(weights, progress=False).features
     overrides = CONFIGS[name][1]
     options = StyleOptions(
-        steps=steps, size=size, weights=weights, schedule="none", snapshot_every=0,
-        content_layers=tuple(CONTENT_LAYERS), style_layers=tuple(STYLE_LAYERS), **overrides,
+        steps=steps,
+        size=size,
+        weights=weights,
+        schedule="none",
+        snapshot_every=0,
+        content_layers=tuple(CONTENT_LAYERS),
+        style_layers=tuple(STYLE_LAYERS),
+        **overrides,
     ).validated()
     baseline = _peak_reset()
     times: list[float] = []
@@ -105,18 +120,27 @@ def measure_steps(name: str, size: int, steps: int, weights: str) -> dict:
         from reference import run_reference
 
         history, final = run_reference(
-            features, content, style, content, steps=steps, content_layers=CONTENT_LAYERS,
-            style_layers=STYLE_LAYERS, content_weight=options.content_weight, style_weight=options.style_weight,
+            features,
+            content,
+            style,
+            content,
+            steps=steps,
+            content_layers=CONTENT_LAYERS,
+            style_layers=STYLE_LAYERS,
+            content_weight=options.content_weight,
+            style_weight=options.style_weight,
         )
         times = [t for _, _, t in history]
         evaluations = len(history)
     else:
         memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
         extractor = VGGFeatures(features, options.layers).to(memory_format=memory_format)
-        objective = StyleObjective(extractor, content, style, options, compute_dtype(options.precision, content.device))
+        objective = StyleObjective(
+            extractor, content, style, options, compute_dtype(options.precision, content.device)
+        )
         calls = count_evaluations(objective)
         started = time.perf_counter()
-        for _, _, image in optimize(objective, content, options):
+        for _, _, image in optimize(objective, content, options):  # noqa: B007 (the last image is kept)
             times.append(time.perf_counter() - started)
         final = image.detach().clone()
         evaluations = calls[0]
@@ -124,9 +148,13 @@ def measure_steps(name: str, size: int, steps: int, weights: str) -> dict:
     judge = StyleObjective(VGGFeatures(features, options.layers), content, style, options)
     durations = [b - a for a, b in zip([0.0, *times], times, strict=False)]
     return {
-        "name": name, "size": size, "steps": len(times), "evaluations": evaluations,
+        "name": name,
+        "size": size,
+        "steps": len(times),
+        "evaluations": evaluations,
         "seconds_per_step": statistics.median(durations[2:] if len(durations) > 4 else durations),
-        "peak_mb": peak / 2**20, "optimisation_mb": (peak - baseline) / 2**20,
+        "peak_mb": peak / 2**20,
+        "optimisation_mb": (peak - baseline) / 2**20,
         "final_loss": evaluate(judge, final).total,
     }
 
@@ -153,7 +181,9 @@ def measure_curve(name: str, size: int, steps: int, weights: str, budget: float 
     from napari_style_transfer.api import StyleResult
 
     if name == "reference":
-        return measure_steps("reference", size, steps, weights) | {"curve": _reference_curve(size, steps, weights)}
+        return measure_steps("reference", size, steps, weights) | {
+            "curve": _reference_curve(size, steps, weights)
+        }
     content, style = _images(size)
     as_numpy = [t[0].permute(1, 2, 0).numpy() for t in (content, style)]
     overrides = {
@@ -186,8 +216,15 @@ def _reference_curve(size: int, steps: int, weights: str) -> list[tuple[float, f
     content, style = _images(size)
     features = load_vgg19_features(weights, progress=False).features
     history, _ = run_reference(
-        features, content, style, content, steps=steps, content_layers=CONTENT_LAYERS,
-        style_layers=STYLE_LAYERS, content_weight=1.0, style_weight=1e6,
+        features,
+        content,
+        style,
+        content,
+        steps=steps,
+        content_layers=CONTENT_LAYERS,
+        style_layers=STYLE_LAYERS,
+        content_weight=1.0,
+        style_weight=1e6,
     )
     return [(t, loss) for _, loss, t in history]
 
@@ -196,10 +233,11 @@ def measure_first_step(size: int, torch_home: str, started: float) -> dict:
     """Seconds from the start of this process (before any import) to the first step."""
     os.environ["TORCH_HOME"] = torch_home
     from napari_style_transfer import iter_stylize
-
     from napari_style_transfer._sample_data import load_sample
 
-    records = iter_stylize(load_sample("astronaut"), load_sample("swirl"), size=size, steps=5, weights="imagenet")
+    records = iter_stylize(
+        load_sample("astronaut"), load_sample("swirl"), size=size, steps=5, weights="imagenet"
+    )
     first = next(records)
     records.close()
     return {"size": size, "seconds": time.perf_counter() - started, "first_step_size": first.size}
@@ -235,7 +273,9 @@ def measure_cancel(size: int, trials: int, weights: str) -> dict:
     latencies, step_seconds = [], []
     for trial in range(trials):
         cancel = threading.Event()
-        updates = style_transfer_updates(content, style, {"size": size, "steps": 1000, "weights": weights, "schedule": "none"}, cancel)
+        updates = style_transfer_updates(
+            content, style, {"size": size, "steps": 1000, "weights": weights, "schedule": "none"}, cancel
+        )
         box: dict[str, float] = {}
 
         def consume(updates=updates, box=box) -> None:
@@ -260,7 +300,12 @@ def measure_cancel(size: int, trials: int, weights: str) -> dict:
         thread.join()
         latencies.append(box["stopped"] - requested)
         step_seconds.append(box["step"])
-    return {"size": size, "median": statistics.median(latencies), "max": max(latencies), "step": statistics.median(step_seconds)}
+    return {
+        "size": size,
+        "median": statistics.median(latencies),
+        "max": max(latencies),
+        "step": statistics.median(step_seconds),
+    }
 
 
 # --- FLOPs --------------------------------------------------------------------------------
@@ -293,7 +338,9 @@ def conv_gflops(size: int, deepest: str = "conv5_1") -> float:
 
 def _child(kind: str, **kwargs) -> dict:
     command = [sys.executable, __file__, "--child", kind, "--kwargs", json.dumps(kwargs)]
-    out = subprocess.run(command, check=True, capture_output=True, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    out = subprocess.run(
+        command, check=True, capture_output=True, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"}
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -310,8 +357,12 @@ def machine(threads: int) -> dict:
             cpu = line.split(":", 1)[1].strip()
             break
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
-        "python": platform.python_version(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
 
@@ -323,7 +374,9 @@ def write_torch_home(path: Path) -> None:
 
     checkpoints = path / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
-    torch.save(import_torchvision().models.vgg19(weights=None).state_dict(), checkpoints / "vgg19-dcbb9e9d.pth")
+    torch.save(
+        import_torchvision().models.vgg19(weights=None).state_dict(), checkpoints / "vgg19-dcbb9e9d.pth"
+    )
 
 
 def main() -> None:
@@ -333,13 +386,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="steps per speed measurement")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quality-size", type=int, default=512)
-    parser.add_argument("--quality-steps", type=int, default=100, help="reference steps that set the target loss")
+    parser.add_argument(
+        "--quality-steps", type=int, default=100, help="reference steps that set the target loss"
+    )
     parser.add_argument("--weights", default="random")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--images", type=Path, default=ROOT / "docs" / "images")
-    parser.add_argument("--json", type=Path, default=ROOT / "docs" / "benchmarks.json",
-                        help="raw measurements; parts not rerun are read from here")
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure again")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=ROOT / "docs" / "benchmarks.json",
+        help="raw measurements; parts not rerun are read from here",
+    )
+    parser.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure again"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--kwargs", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -349,8 +410,13 @@ def main() -> None:
         kwargs = json.loads(args.kwargs)
         if args.child == "first_step":
             kwargs["started"] = started
-        function = {"steps": measure_steps, "curve": measure_curve, "first_step": measure_first_step,
-                    "matmul": measure_matmul, "cancel": measure_cancel}[args.child]
+        function = {
+            "steps": measure_steps,
+            "curve": measure_curve,
+            "first_step": measure_first_step,
+            "matmul": measure_matmul,
+            "cancel": measure_cancel,
+        }[args.child]
         print(json.dumps(function(**kwargs)))
         return
 
@@ -369,17 +435,35 @@ def main() -> None:
         for size in args.sizes:
             steps = max(8, args.steps * 256 // max(size, 256))  # fewer at 512 px, where a step is slow
             for name in CONFIGS:
-                runs = [_child("steps", name=name, size=size, steps=steps, weights=args.weights) for _ in range(args.repeats)]
+                runs = [
+                    _child("steps", name=name, size=size, steps=steps, weights=args.weights)
+                    for _ in range(args.repeats)
+                ]
                 results["speed"][f"{name}@{size}"] = runs
-                print(f"{size:4d} px {name:16s} {_median_of(runs, 'seconds_per_step'):.3f} s/step", flush=True)
+                print(
+                    f"{size:4d} px {name:16s} {_median_of(runs, 'seconds_per_step'):.3f} s/step", flush=True
+                )
 
     if "curves" in args.parts:
-        curves = {"reference": _child("curve", name="reference", size=args.quality_size, steps=args.quality_steps,
-                                      weights=args.weights)}
+        curves = {
+            "reference": _child(
+                "curve",
+                name="reference",
+                size=args.quality_size,
+                steps=args.quality_steps,
+                weights=args.weights,
+            )
+        }
         budget = CURVE_BUDGET * curves["reference"]["curve"][-1][0]
         for name in ("ours-auto", "ours-single", "ours-noise", "ours-adam", "ours-auto-bf16"):
-            curves[name] = _child("curve", name=name, size=args.quality_size, steps=args.quality_steps * 3,
-                                  weights=args.weights, budget=budget)
+            curves[name] = _child(
+                "curve",
+                name=name,
+                size=args.quality_size,
+                steps=args.quality_steps * 3,
+                weights=args.weights,
+                budget=budget,
+            )
             print(f"curve {name}: final loss {curves[name]['final_loss']:.4g}", flush=True)
         results["curves"] = curves
 
@@ -388,14 +472,20 @@ def main() -> None:
             write_torch_home(Path(home))
             _child("first_step", size=args.sizes[0], torch_home=home)  # writes the features-only copy
             results["first_steps"] = [
-                {"size": size, "seconds": statistics.median(
-                    _child("first_step", size=size, torch_home=home)["seconds"] for _ in range(args.repeats)
-                )}
+                {
+                    "size": size,
+                    "seconds": statistics.median(
+                        _child("first_step", size=size, torch_home=home)["seconds"]
+                        for _ in range(args.repeats)
+                    ),
+                }
                 for size in args.sizes
             ]
     if "cancel" in args.parts:
-        results["cancels"] = [_child("cancel", size=size, trials=3 if args.quick else 5, weights=args.weights)
-                              for size in args.sizes]
+        results["cancels"] = [
+            _child("cancel", size=size, trials=3 if args.quick else 5, weights=args.weights)
+            for size in args.sizes
+        ]
     results["loads"].append(os.getloadavg()[0])
     results = {**saved, **results, "parts": args.parts}
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -484,7 +574,11 @@ def write_report(args, results: dict) -> None:
         cells = []
         for target in (target_loss, best_loss):
             reached = next((t for t, loss in result["curve"] if loss <= target), None)
-            cells += [f"{reached:.1f}", f"{reached / target_time:.2f}"] if reached is not None else ["not reached", "-"]
+            cells += (
+                [f"{reached:.1f}", f"{reached / target_time:.2f}"]
+                if reached is not None
+                else ["not reached", "-"]
+            )
         lines.append(f"| {name} | {' | '.join(cells)} | {result['final_loss']:.4g} |")
     lines += [
         "",
@@ -529,16 +623,25 @@ def write_report(args, results: dict) -> None:
         axes.plot(times, losses, label=name, lw=2 if name in ("reference", "ours-auto") else 1)
     axes.axhline(target_loss, color="grey", ls=":", lw=1)
     axes.axhline(best_loss, color="grey", ls="--", lw=1)
-    axes.set(xlabel="wall time (s)", ylabel="loss (full-size objective)", yscale="log",
-             title=f"Loss against time at {curves['reference']['size']} px ({args.weights} weights)")
+    axes.set(
+        xlabel="wall time (s)",
+        ylabel="loss (full-size objective)",
+        yscale="log",
+        title=f"Loss against time at {curves['reference']['size']} px ({args.weights} weights)",
+    )
     axes.legend()
     figure.tight_layout()
     figure.savefig(args.images / "bench_loss_time.png", dpi=110)
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for name in CONFIGS:
         axes.plot(sizes, [_median_of(speed[name, s], "seconds_per_step") for s in sizes], "o-", label=name)
-    axes.set(xlabel="working size (px, longest side)", ylabel="seconds per step", xscale="log", yscale="log",
-             title="Seconds per step against size (CPU)")
+    axes.set(
+        xlabel="working size (px, longest side)",
+        ylabel="seconds per step",
+        xscale="log",
+        yscale="log",
+        title="Seconds per step against size (CPU)",
+    )
     axes.legend()
     figure.tight_layout()
     figure.savefig(args.images / "bench_step_time.png", dpi=110)

@@ -59,7 +59,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -170,8 +170,9 @@ SEQUENCES = {"moving": moving, "rotating": rotating, "zstack": zstack}
 
 
 def style_image(size: int) -> np.ndarray:
-    from napari_style_transfer._sample_data import load_sample
     from PIL import Image
+
+    from napari_style_transfer._sample_data import load_sample
 
     return np.asarray(Image.fromarray(load_sample("swirl")).resize((size, size), Image.BILINEAR))
 
@@ -241,7 +242,7 @@ def run_old(movie: np.ndarray, style: np.ndarray, options: dict) -> dict:
             start = (previous + weight * (fresh - previous)).clamp(0.0, 1.0)
             objective.set_content(content)
         losses = []
-        for _, loss, image in optimize(objective, start, opts):
+        for _, loss, image in optimize(objective, start, opts):  # noqa: B007 (the last image is kept)
             losses.append(loss.content + loss.style)
         previous, previous_content = image.detach().clone(), content
         images.append(finish_image(previous[0].permute(1, 2, 0).numpy(), True, None))
@@ -258,7 +259,9 @@ def _resize_masks(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(m).resize(shape[::-1], Image.NEAREST)) for m in masks])
 
 
-def measures(out: np.ndarray, independent: np.ndarray, content: np.ndarray, masks: np.ndarray, margin: int) -> dict:
+def measures(
+    out: np.ndarray, independent: np.ndarray, content: np.ndarray, masks: np.ndarray, margin: int
+) -> dict:
     import torch
     from scipy.ndimage import binary_dilation
 
@@ -276,14 +279,20 @@ def measures(out: np.ndarray, independent: np.ndarray, content: np.ndarray, mask
     frames = len(out)
     result: dict = {}
     if static.any() and frames > 1:
-        result["flicker"] = float(np.mean([np.abs(out[t] - out[t - 1])[static].mean() for t in range(1, frames)]))
+        result["flicker"] = float(
+            np.mean([np.abs(out[t] - out[t - 1])[static].mean() for t in range(1, frames)])
+        )
         result["drift"] = float(np.abs(out[-1] - out[0])[static].mean())
     ghosts, variations = [], []
     for t in range(1, frames):
         left = masks[t - 1] & ~masks[t]
         if not left.any():
             continue
-        clear = [s for s in range(frames) if s != t and not (binary_dilation(masks[s], iterations=margin) & left).any()]
+        clear = [
+            s
+            for s in range(frames)
+            if s != t and not (binary_dilation(masks[s], iterations=margin) & left).any()
+        ]
         if not clear:
             continue
         ghosts.append(np.abs(out[t] - independent[t])[left].mean())
@@ -314,7 +323,9 @@ def measures(out: np.ndarray, independent: np.ndarray, content: np.ndarray, mask
     if errors and np.isfinite(errors).all():  # unlike slices: no pixel is reliable
         result["warp_error"] = float(np.mean(errors))
     # untrained weights may invert grey levels: the sign of the correlation says nothing
-    result["likeness"] = float(np.mean([abs(np.corrcoef(out[t].ravel(), content_at(t).ravel())[0, 1]) for t in range(frames)]))
+    result["likeness"] = float(
+        np.mean([abs(np.corrcoef(out[t].ravel(), content_at(t).ravel())[0, 1]) for t in range(frames)])
+    )
     return result
 
 
@@ -369,8 +380,14 @@ def demo_sweep(side: int, steps: int, options: dict, margin: int) -> dict:
     movie, masks = moving(side, DEMO_FRAMES)
     style = style_image(side)
     independent = run_api(movie, style, {**options, "frames": "independent"})["image"]
-    entry: dict = {"size": side, "steps": steps, "frames": DEMO_FRAMES, "margin": margin,
-                   "old": measures(run_old(movie, style, options)["image"], independent, movie, masks, margin), "weights": {}}
+    entry: dict = {
+        "size": side,
+        "steps": steps,
+        "frames": DEMO_FRAMES,
+        "margin": margin,
+        "old": measures(run_old(movie, style, options)["image"], independent, movie, masks, margin),
+        "weights": {},
+    }
     for weight in DEMO_SWEEP_WEIGHTS:
         run = run_api(movie, style, {**options, "frames": "time", "temporal_weight": weight})
         first = run["frames"][0]["losses"][-1]
@@ -396,7 +413,11 @@ def long_run(side: int, frames: int, options: dict, margin: int) -> dict:
     entry: dict = {}
     for mode in ("time", "old"):
         started = time.perf_counter()
-        run = run_api(movie, style, {**options, "frames": "time"}) if mode == "time" else run_old(movie, style, options)
+        run = (
+            run_api(movie, style, {**options, "frames": "time"})
+            if mode == "time"
+            else run_old(movie, style, options)
+        )
         image, first = run["image"], run["frames"][0]["losses"][-1]
         entry[mode] = {
             "drift": [float(np.abs(image[t] - image[0])[static].mean()) for t in range(1, frames)],
@@ -429,7 +450,9 @@ def flow_seconds(side: int, repeats: int = 3) -> float:
 
     from napari_style_transfer.frames import link_frames
 
-    first, second = (torch.from_numpy(np.repeat(frame[None, None], 3, axis=1)) for frame in moving(side, 2)[0])
+    first, second = (
+        torch.from_numpy(np.repeat(frame[None, None], 3, axis=1)) for frame in moving(side, 2)[0]
+    )
     link_frames(first, second)  # the first call pays for imports
     started = time.perf_counter()
     for _ in range(repeats):
@@ -456,11 +479,24 @@ def read_ahead(side: int, options: dict, threads: int) -> dict:
             for when in [*runs] * 2:
                 with frames_read(when):
                     started = time.perf_counter()
-                    run = run_api(movie, style, {**options, "size": side, "frames": "time", "time_steps": later_steps})
-                runs[when].append((time.perf_counter() - started, float(np.mean([f["seconds"] for f in run["frames"][1:]])), run["image"]))
+                    run = run_api(
+                        movie, style, {**options, "size": side, "frames": "time", "time_steps": later_steps}
+                    )
+                runs[when].append(
+                    (
+                        time.perf_counter() - started,
+                        float(np.mean([f["seconds"] for f in run["frames"][1:]])),
+                        run["image"],
+                    )
+                )
             entry[str(later_steps)] = {
-                **{when: {"run": min(r[0] for r in done), "later": min(r[1] for r in done)} for when, done in runs.items()},
-                "identical": all(np.array_equal(a[2], b[2]) for a, b in zip(runs["when taken"], runs["ahead"], strict=True)),
+                **{
+                    when: {"run": min(r[0] for r in done), "later": min(r[1] for r in done)}
+                    for when, done in runs.items()
+                },
+                "identical": all(
+                    np.array_equal(a[2], b[2]) for a, b in zip(runs["when taken"], runs["ahead"], strict=True)
+                ),
             }
     finally:
         torch.set_num_threads(before)
@@ -510,8 +546,11 @@ def _sweep_reading(sweep: dict, old: dict | None, steps: int) -> list[str]:
             f"{low['later_loss'] / low['first_loss']:.2f}x the first frame's."
         )
     # the most steps a later frame needed with SWEEP_LONGER times the first frame's, by weight
-    needed = {w: math.inf if None in e["longer_steps_to_first_loss"] else max(e["longer_steps_to_first_loss"])
-              for w, e in sorted(sweep.items(), key=lambda item: float(item[0])) if e.get("longer_steps_to_first_loss")}
+    needed = {
+        w: math.inf if None in e["longer_steps_to_first_loss"] else max(e["longer_steps_to_first_loss"])
+        for w, e in sorted(sweep.items(), key=lambda item: float(item[0]))
+        if e.get("longer_steps_to_first_loss")
+    }
     if needed:
         allowed = STEPS_GOAL * steps
         quick = [w for w, most in needed.items() if most <= allowed]
@@ -525,13 +564,15 @@ def _sweep_reading(sweep: dict, old: dict | None, steps: int) -> list[str]:
             f"{', '.join(steady_too) or 'none'}."
         )
         growing = list(needed.values())
-        if quick and not steady_too and all(b >= a for a, b in zip(growing, growing[1:])):
-            text += (" The steps needed grow with the weight: the term that holds static parts costs the later "
-                     "frames content + style loss, so at this size no one weight meets both goals.")
+        if quick and not steady_too and all(b >= a for a, b in zip(growing, growing[1:], strict=False)):
+            text += (
+                " The steps needed grow with the weight: the term that holds static parts costs the later "
+                "frames content + style loss, so at this size no one weight meets both goals."
+            )
         lines.append(text)
     ordered = sorted(sweep.items(), key=lambda item: float(item[0]))
     growth = [e["later_loss"] / e["first_loss"] for _, e in ordered]
-    if len(growth) > 1 and all(b >= a for a, b in zip(growth, growth[1:])):
+    if len(growth) > 1 and all(b >= a for a, b in zip(growth, growth[1:], strict=False)):
         lines.append(
             f"- The later frames' loss grows with the weight at every step of the sweep ({growth[0]:.2f}x to "
             f"{growth[-1]:.2f}x the first frame's): a held pixel keeps its value while the content's features "
@@ -541,16 +582,27 @@ def _sweep_reading(sweep: dict, old: dict | None, steps: int) -> list[str]:
     default = f"{StyleOptions().temporal_weight:g}"
     if default in sweep and old:
         e = sweep[default]
-        ghost = f"ghost {e['ghost'] / e['ghost_variation']:.2f} of the independent runs' variation, " if e.get("ghost_variation") else ""
+        ghost = (
+            f"ghost {e['ghost'] / e['ghost_variation']:.2f} of the independent runs' variation, "
+            if e.get("ghost_variation")
+            else ""
+        )
         lines.append(
             f"- The default, {default}: flicker {ratios(e)[0]:.0f}x and drift {ratios(e)[1]:.0f}x below old, "
             f"{ghost}the later frames' loss {e['later_loss'] / e['first_loss']:.2f}x the first frame's. It is kept "
             "because time mode is for steady static parts: each tenfold step up to it cuts the static flicker "
             "further"
-            + (f" (1e2 to 1e3: {sweep['100']['flicker'] / e['flicker']:.1f}x lower)" if "100" in sweep else "")
-            + (f", and the next, 1e4, only {e['flicker'] / sweep['10000']['flicker']:.1f}x more for "
-               f"{sweep['10000']['later_loss'] / sweep['10000']['first_loss']:.2f}x the first frame's loss"
-               if "10000" in sweep else "")
+            + (
+                f" (1e2 to 1e3: {sweep['100']['flicker'] / e['flicker']:.1f}x lower)"
+                if "100" in sweep
+                else ""
+            )
+            + (
+                f", and the next, 1e4, only {e['flicker'] / sweep['10000']['flicker']:.1f}x more for "
+                f"{sweep['10000']['later_loss'] / sweep['10000']['first_loss']:.2f}x the first frame's loss"
+                if "10000" in sweep
+                else ""
+            )
             + "."
         )
     return lines
@@ -563,14 +615,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "stacks.json")
     parser.add_argument("--images", type=Path, default=ROOT / "docs" / "images")
     parser.add_argument(
-        "--parts", default=",".join(MEASURED_PARTS),
+        "--parts",
+        default=",".join(MEASURED_PARTS),
         help="any of modes, sweep (temporal_weight), sizes (later frames' steps by frame size), demo (the same at the "
         "command-line demo's size and steps, 20 minutes or more on a CPU), default (the same at the API's default "
         "size and steps, 40 minutes or more), demo_sweep (temporal_weight at the demo's size and steps, 20 minutes or more), ahead (time mode reading frames ahead, and the flows' seconds), long (the rotating disc for "
         f"{LONG_FRAMES} frames: static drift and loss by frame)",
     )
-    parser.add_argument("--sequences", default=",".join(SEQUENCES), help="which sequences the modes part runs")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared machine more threads only spin)")
+    parser.add_argument(
+        "--sequences", default=",".join(SEQUENCES), help="which sequences the modes part runs"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: on a shared machine more threads only spin)"
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -582,7 +639,14 @@ def main(argv: list[str] | None = None) -> int:
     margin = max(2, size // 8)
     # fp32 throughout: precision auto is bf16 on CPUs with native bf16, and the tables should
     # not depend on which machine ran them
-    base = {"size": size, "steps": steps, "weights": "random", "snapshot_every": 0, "style_weight": 1e6, "precision": "fp32"}
+    base = {
+        "size": size,
+        "steps": steps,
+        "weights": "random",
+        "snapshot_every": 0,
+        "style_weight": 1e6,
+        "precision": "fp32",
+    }
     style = style_image(size)
     raw: dict = {"size": size, "steps": steps, "frames": frames, "margin": margin, "sequences": {}}
     outputs: dict = {}
@@ -600,15 +664,24 @@ def main(argv: list[str] | None = None) -> int:
                 "old": run_old(movie, style, base),
             }
             if name == "moving":  # how many warm steps reach the first frame's loss, and at twice the size
-                runs["time, full steps"] = run_api(movie, style, {**base, "frames": "time", "time_steps": steps})
+                runs["time, full steps"] = run_api(
+                    movie, style, {**base, "frames": "time", "time_steps": steps}
+                )
                 # the same sequence drawn at twice the size (the disc moves twice as many pixels)
                 big_movie, big_masks = make(2 * size, frames)
                 larger = {**base, "size": 2 * size}
                 for mode in ("independent", "time"):
-                    runs[f"{mode}, {2 * size} px"] = run_api(big_movie, style_image(2 * size), {**larger, "frames": mode})
+                    runs[f"{mode}, {2 * size} px"] = run_api(
+                        big_movie, style_image(2 * size), {**larger, "frames": mode}
+                    )
             if name == "moving":
-                moving_runs.update({(size, "independent"): runs["independent"], (size, "time, full steps"): runs["time, full steps"],
-                                    (2 * size, "independent"): runs[f"independent, {2 * size} px"]})
+                moving_runs.update(
+                    {
+                        (size, "independent"): runs["independent"],
+                        (size, "time, full steps"): runs["time, full steps"],
+                        (2 * size, "independent"): runs[f"independent, {2 * size} px"],
+                    }
+                )
             outputs[name] = {mode: run["image"] for mode, run in runs.items()}
             outputs[name]["content"] = movie
             entry = {}
@@ -618,8 +691,17 @@ def main(argv: list[str] | None = None) -> int:
                 reach = [steps_to_reach(f["losses"], target) for f in later]
                 big = mode.endswith(f"{2 * size} px")
                 entry[mode] = {
-                    **(measures(run["image"], runs[f"independent, {2 * size} px"]["image"], big_movie, big_masks, 2 * margin) if big
-                       else measures(run["image"], runs["independent"]["image"], movie, masks, margin)),
+                    **(
+                        measures(
+                            run["image"],
+                            runs[f"independent, {2 * size} px"]["image"],
+                            big_movie,
+                            big_masks,
+                            2 * margin,
+                        )
+                        if big
+                        else measures(run["image"], runs["independent"]["image"], movie, masks, margin)
+                    ),
                     "first_steps": len(first["losses"]),
                     "later_steps": float(np.mean([len(f["losses"]) for f in later])),
                     "first_seconds": first["seconds"],
@@ -639,39 +721,58 @@ def main(argv: list[str] | None = None) -> int:
         for weight in (0.0, 1.0, 3.0, 1e1, 3e1, 1e2, 1e3, 1e4):
             run = run_api(movie, style, {**base, "frames": "time", "temporal_weight": weight})
             first = run["frames"][0]["losses"][-1]
-            entry = {**measures(run["image"], independent, movie, masks, margin),
-                     "later_loss": float(np.mean([f["losses"][-1] for f in run["frames"][1:]])),
-                     "first_loss": first,
-                     "later_steps_to_first_loss": [steps_to_reach(f["losses"], first) for f in run["frames"][1:]]}
-            longer = run_api(movie, style, {**base, "frames": "time", "temporal_weight": weight,
-                                            "time_steps": SWEEP_LONGER * steps})
+            entry = {
+                **measures(run["image"], independent, movie, masks, margin),
+                "later_loss": float(np.mean([f["losses"][-1] for f in run["frames"][1:]])),
+                "first_loss": first,
+                "later_steps_to_first_loss": [steps_to_reach(f["losses"], first) for f in run["frames"][1:]],
+            }
+            longer = run_api(
+                movie,
+                style,
+                {**base, "frames": "time", "temporal_weight": weight, "time_steps": SWEEP_LONGER * steps},
+            )
             entry["longer_steps"] = SWEEP_LONGER * steps
             # its first frame is the run above's (time_steps changes only the later frames)
-            entry["longer_steps_to_first_loss"] = [steps_to_reach(f["losses"], first) for f in longer["frames"][1:]]
+            entry["longer_steps_to_first_loss"] = [
+                steps_to_reach(f["losses"], first) for f in longer["frames"][1:]
+            ]
             raw["sweep"][f"{weight:g}"] = entry
             print("sweep", weight, json.dumps(entry), flush=True)
 
     if "sizes" in parts:
         raw["sizes"] = {}
         for side in (size, 2 * size, 4 * size):
-            raw["sizes"][str(side)] = later_frames_by_size(side, frames, steps, {**base, "size": side}, moving_runs)
+            raw["sizes"][str(side)] = later_frames_by_size(
+                side, frames, steps, {**base, "size": side}, moving_runs
+            )
             print("sizes", side, json.dumps(raw["sizes"][str(side)]), flush=True)
 
     # where the later frames get to once the first frame is nearer convergence (a first frame of
     # 30 steps at 256 px is far from it): the demo's size and steps, and the API's defaults
     defaults = option_defaults.StyleOptions()
-    settings = {"demo": (option_defaults.DEMO_DEFAULTS["size"], option_defaults.DEMO_DEFAULTS["steps"]),
-                "default": (defaults.size, defaults.steps)}
+    settings = {
+        "demo": (option_defaults.DEMO_DEFAULTS["size"], option_defaults.DEMO_DEFAULTS["steps"]),
+        "default": (defaults.size, defaults.steps),
+    }
     for part in ("demo", "default"):
         if part in parts:
             side, part_steps = (2 * size, 2 * steps) if args.quick else settings[part]
-            raw[part] = {"size": side, "steps": part_steps, "frames": DEMO_FRAMES,
-                         **later_frames_by_size(side, DEMO_FRAMES, part_steps, {**base, "size": side, "steps": part_steps}, {})}
+            raw[part] = {
+                "size": side,
+                "steps": part_steps,
+                "frames": DEMO_FRAMES,
+                **later_frames_by_size(
+                    side, DEMO_FRAMES, part_steps, {**base, "size": side, "steps": part_steps}, {}
+                ),
+            }
             print(part, json.dumps(raw[part]), flush=True)
 
     if "demo_sweep" in parts:
         side, part_steps = (2 * size, 2 * steps) if args.quick else settings["demo"]
-        raw["demo_sweep"] = demo_sweep(side, part_steps, {**base, "size": side, "steps": part_steps}, max(2, side // 8))
+        raw["demo_sweep"] = demo_sweep(
+            side, part_steps, {**base, "size": side, "steps": part_steps}, max(2, side // 8)
+        )
         print("demo_sweep", json.dumps(raw["demo_sweep"]), flush=True)
 
     if "ahead" in parts:
@@ -682,15 +783,22 @@ def main(argv: list[str] | None = None) -> int:
             "frames": AHEAD_FRAMES,
             "cpus": usable_cpus(),
             "flow_seconds": {str(side): flow_seconds(side) for side in flow_sizes},
-            "runs": {str(threads): {str(side): read_ahead(side, base, threads) for side in sizes}
-                     for threads in sorted({args.threads, usable_cpus()})},
+            "runs": {
+                str(threads): {str(side): read_ahead(side, base, threads) for side in sizes}
+                for threads in sorted({args.threads, usable_cpus()})
+            },
         }
         print("ahead", json.dumps(raw["ahead"]), flush=True)
 
     if "long" in parts:
         long_frames = 6 if args.quick else LONG_FRAMES
-        raw["long"] = {"size": size, "steps": steps, "frames": long_frames, "margin": margin,
-                       **long_run(size, long_frames, base, margin)}
+        raw["long"] = {
+            "size": size,
+            "steps": steps,
+            "frames": long_frames,
+            "margin": margin,
+            **long_run(size, long_frames, base, margin),
+        }
         print("long", json.dumps(raw["long"]), flush=True)
 
     if args.json.exists():  # keep the parts this run did not redo
@@ -704,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
                 raw[part] = earlier[part]
     raw["seconds"] = time.perf_counter() - started
     raw["machine"] = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -715,8 +823,11 @@ def main(argv: list[str] | None = None) -> int:
     # when each part was last measured, and with how many torch threads (a run of one part keeps
     # the others'; parts measured before threads were kept had the run's)
     raw["dates"] = dict(earlier.get("dates", {})) if args.json.exists() else {}
-    raw["threads"] = ({part: earlier.get("threads", {}).get(part, earlier["machine"]["threads"]) for part in raw["dates"]}
-                      if args.json.exists() else {})
+    raw["threads"] = (
+        {part: earlier.get("threads", {}).get(part, earlier["machine"]["threads"]) for part in raw["dates"]}
+        if args.json.exists()
+        else {}
+    )
     for part in parts & set(MEASURED_PARTS):
         raw["dates"][part] = raw["machine"]["date"]
         raw["threads"][part] = raw["machine"]["threads"]
@@ -758,10 +869,13 @@ def write_section(path: Path, raw: dict, defaults) -> None:
         SECTION,
         "",
         f"Written by `python benchmarks/stacks.py` on {m['date']}"
-        + (f" (the modes table measured on {dates['modes']}, the temporal_weight sweep on {dates['sweep']}, "
-           f"the sizes table on {dates['sizes']}, its demo row on {dates['demo']}, its default row on {dates['default']}, "
-           f"the temporal_weight sweep at the demo's size on {dates['demo_sweep']}, reading ahead on {dates['ahead']}, the long run on {dates['long']})"
-           if len(set(dates.values())) > 1 else "")
+        + (
+            f" (the modes table measured on {dates['modes']}, the temporal_weight sweep on {dates['sweep']}, "
+            f"the sizes table on {dates['sizes']}, its demo row on {dates['demo']}, its default row on {dates['default']}, "
+            f"the temporal_weight sweep at the demo's size on {dates['demo_sweep']}, reading ahead on {dates['ahead']}, the long run on {dates['long']})"
+            if len(set(dates.values())) > 1
+            else ""
+        )
         + f": {m['cpu']}, {_threads(raw.get('threads', {}), m['threads'])}, torch {m['torch']}; the last run: load average "
         f"{m['load']:.2f} at its end, {raw['seconds']:.0f} s in all. Raw numbers: `docs/stacks.json`.",
         "",
@@ -785,7 +899,11 @@ def write_section(path: Path, raw: dict, defaults) -> None:
         for name, entry in raw["sequences"].items():
             for mode, e in entry.items():
                 ghost = f"{e['ghost']:.4f}" if "ghost" in e else "-"
-                ratio = f"{e['ghost'] / e['ghost_variation']:.2f}" if "ghost" in e and e["ghost_variation"] else "-"
+                ratio = (
+                    f"{e['ghost'] / e['ghost_variation']:.2f}"
+                    if "ghost" in e and e["ghost_variation"]
+                    else "-"
+                )
                 reach = _steps_text(e["later_steps_to_first_loss"])
                 lines.append(
                     f"| {name} | {mode} | {_f(e.get('flicker'))} | {_f(e.get('drift'))} | {ghost} | {ratio} "
@@ -819,8 +937,12 @@ def write_section(path: Path, raw: dict, defaults) -> None:
             *_trail_reading(moving_runs, 2 * raw["size"]),
             f"- Steps: at {raw['size']} px time mode's later frames stop above the first frame's content + style "
             "loss even with all the steps (*time, full steps*)"
-            + (f"; at half the steps they end within {abs(moving_half / moving_full - 1) * 100:.0f}% of where all "
-               "the steps take them" if moving_full else "")
+            + (
+                f"; at half the steps they end within {abs(moving_half / moving_full - 1) * 100:.0f}% of where all "
+                "the steps take them"
+                if moving_full
+                else ""
+            )
             + ". The sizes table below shows how that changes with the frame's size, and the temporal_weight sweep "
             "what the first frame's loss asks of the weight at this size.",
             *_size_reading(moving_runs, 2 * raw["size"]),
@@ -829,15 +951,23 @@ def write_section(path: Path, raw: dict, defaults) -> None:
             "the default for that reason.",
             "- Seconds are wall time on a shared, loaded machine (other jobs ran alongside); compare them only "
             "within a row."
-            + (f" A later frame's optical flows (TV-L1, two per frame) take {raw['ahead']['flow_seconds'][str(raw['size'])]:.2f} s "
-               f"at {raw['size']} px (the reading-ahead table below)." if str(raw["size"]) in raw.get("ahead", {}).get("flow_seconds", {}) else ""),
+            + (
+                f" A later frame's optical flows (TV-L1, two per frame) take {raw['ahead']['flow_seconds'][str(raw['size'])]:.2f} s "
+                f"at {raw['size']} px (the reading-ahead table below)."
+                if str(raw["size"]) in raw.get("ahead", {}).get("flow_seconds", {})
+                else ""
+            ),
             "",
         ]
     if raw.get("sweep"):
         old = raw.get("sweep_old")
         lines += [
             "temporal_weight on the moving disc (time mode, auto time_steps, the same sequence and steps as above). "
-            + (f"*x below old*: old's static flicker and drift over this weight's (the goal is {STEADY_GOAL:g}x). " if old else "")
+            + (
+                f"*x below old*: old's static flicker and drift over this weight's (the goal is {STEADY_GOAL:g}x). "
+                if old
+                else ""
+            )
             + "*later frames' steps to the first frame's loss*: as in the table above; *the same with "
             f"{SWEEP_LONGER}x*: a second run of each weight that gives every later frame {SWEEP_LONGER}x the first "
             "frame's steps, to see how many it needs where the auto steps are not enough.",
@@ -848,10 +978,18 @@ def write_section(path: Path, raw: dict, defaults) -> None:
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for weight, e in raw["sweep"].items():
-            ratio = f"{e['ghost'] / e['ghost_variation']:.2f}" if "ghost" in e and e["ghost_variation"] else "-"
-            below = f"{old['flicker'] / e['flicker']:.1f}, {old['drift'] / e['drift']:.1f}" if old and e.get("flicker") else "-"
-            reach, longer = (_steps_text(e.get(key, []))
-                             for key in ("later_steps_to_first_loss", "longer_steps_to_first_loss"))
+            ratio = (
+                f"{e['ghost'] / e['ghost_variation']:.2f}" if "ghost" in e and e["ghost_variation"] else "-"
+            )
+            below = (
+                f"{old['flicker'] / e['flicker']:.1f}, {old['drift'] / e['drift']:.1f}"
+                if old and e.get("flicker")
+                else "-"
+            )
+            reach, longer = (
+                _steps_text(e.get(key, []))
+                for key in ("later_steps_to_first_loss", "longer_steps_to_first_loss")
+            )
             lines.append(
                 f"| {weight} | {_f(e.get('flicker'))} | {_f(e.get('drift'))} | {below} | {ratio} "
                 f"| {_f(e.get('trail_texture'), 2)} | {_f(e.get('warp_error'))} | {e['first_loss']:.4g} / {e['later_loss']:.4g} "
@@ -900,9 +1038,15 @@ def _trail_reading(runs: dict, larger: int) -> list[str]:
 
 def _static_reading(sequences: dict) -> str:
     """How much steadier time mode holds static parts than old and independent, at worst."""
-    below = {other: min(entry[other][key] / entry["time"][key] for entry in sequences.values()
-                        for key in ("flicker", "drift") if entry.get("time", {}).get(key) and other in entry)
-             for other in ("old", "independent")}
+    below = {
+        other: min(
+            entry[other][key] / entry["time"][key]
+            for entry in sequences.values()
+            for key in ("flicker", "drift")
+            if entry.get("time", {}).get(key) and other in entry
+        )
+        for other in ("old", "independent")
+    }
     return (
         f"- Static parts: time mode holds them (flicker and drift at least {below['old']:.0f}x below old and "
         f"{below['independent']:.0f}x below independent on every sequence, against the goal of {STEADY_GOAL:g}x "
@@ -927,15 +1071,25 @@ def _sizes_table(sizes: dict, steps: int, demo: dict | None = None, default: dic
     """The later frames' steps to the first frame's loss by frame size (and at the demo's and
     the API's default size and steps), and the reading."""
     rows = {f"{side} px": (e, steps) for side, e in sizes.items()}
-    settings = [(e, whose, at) for e, whose, at in ((demo, "demo's", "the command-line demo's size and steps"),
-                                                  (default, "defaults", "the API's default size and steps")) if e]
+    settings = [
+        (e, whose, at)
+        for e, whose, at in (
+            (demo, "demo's", "the command-line demo's size and steps"),
+            (default, "defaults", "the API's default size and steps"),
+        )
+        if e
+    ]
     for e, whose, _ in settings:
         rows[f"{e['size']} px, {e['steps']} steps (the {whose})"] = (e, e["steps"])
     last = ""
     if settings:
         ats = " and one at ".join(at for _, _, at in settings)
         frames = settings[0][0]["frames"]
-        last = f"; the last rows have {frames} frames, one at {ats}" if len(settings) > 1 else f"; the last row has {frames} frames at {ats}"
+        last = (
+            f"; the last rows have {frames} frames, one at {ats}"
+            if len(settings) > 1
+            else f"; the last row has {frames} frames at {ats}"
+        )
     lines = [
         f"Later frames by frame size: the moving disc drawn at each size (the disc and its moves scale with it), time "
         f"mode with all the first frame's steps ({steps} unless the row says) for every frame, so that one sees "
@@ -958,7 +1112,9 @@ def _sizes_table(sizes: dict, steps: int, demo: dict | None = None, default: dic
         return ", ".join(none if frame[key] is None else str(frame[key]) for frame in entry["later"])
 
     for label, (e, first_steps) in rows.items():
-        terms = ", ".join(f"{f['content_over_independent']:.2f} / {f['style_over_independent']:.2f}" for f in e["later"])
+        terms = ", ".join(
+            f"{f['content_over_independent']:.2f} / {f['style_over_independent']:.2f}" for f in e["later"]
+        )
         lines.append(
             f"| {label} | {listed(e, 'start')} | {listed(e, 'at_auto')} ({e['auto_steps']} steps) "
             f"| {steps_list(e, 'first_steps_to_auto_loss', f'> {first_steps}')} | {listed(e, 'end')} "
@@ -1007,26 +1163,35 @@ def _sizes_table(sizes: dict, steps: int, demo: dict | None = None, default: dic
         bounds = [first_steps if v is None else v for v in values]
         auto, beyond = e["auto_steps"], None in values
         if all(v is None for v in values):
-            spans.append(f"more than all its {first_steps} steps at {label} (time_steps auto over that: under {auto / first_steps:.2f})")
+            spans.append(
+                f"more than all its {first_steps} steps at {label} (time_steps auto over that: under {auto / first_steps:.2f})"
+            )
         else:
             most = f"more than {first_steps}" if beyond else str(max(bounds))
             fewest = f"under {auto / first_steps:.2f}" if beyond else f"{auto / max(bounds):.2f}"
-            spans.append(f"{min(bounds)} to {most} steps at {label} (time_steps auto over that: {fewest} to {auto / min(bounds):.2f})")
+            spans.append(
+                f"{min(bounds)} to {most} steps at {label} (time_steps auto over that: {fewest} to {auto / min(bounds):.2f})"
+            )
         if auto / min(bounds) <= 0.5:
             holds.append(label)
     lines.append(
         "- What the warm start buys: the loss each later frame has at time_steps auto took the first frame "
         + "; ".join(spans)
-        + ". Read as \"for the same loss, no more than half the first frame's steps\" (the last figures at "
+        + '. Read as "for the same loss, no more than half the first frame\'s steps" (the last figures at '
         "most 0.5), that holds "
         + (f"at {'; '.join(holds)} only" if holds else "in no row")
         + "; read against the first frame's final loss, see the columns after it."
     )
-    beaten = [label for label, (e, _) in rows.items() if any(f["to_independent"] is not None for f in e["later"])]
+    beaten = [
+        label for label, (e, _) in rows.items() if any(f["to_independent"] is not None for f in e["later"])
+    ]
     lines.append(
         "- Against the independent run of the same frame (the fairer target where frames' losses differ), "
-        + (f"later frames get there within their steps at {'; '.join(beaten)} only." if beaten
-           else "no later frame gets there within all the steps in any row here.")
+        + (
+            f"later frames get there within their steps at {'; '.join(beaten)} only."
+            if beaten
+            else "no later frame gets there within all the steps in any row here."
+        )
     )
     return [*lines, ""]
 
@@ -1040,10 +1205,14 @@ def _leftover_reading(rows: dict) -> list[str]:
         style_ratio = float(np.mean([f["style_over_independent"] for f in e["later"]]))
         terms.append(f"at {label} content {content:.2f}x, style {style_ratio:.2f}x")
         # within 0.03 of each other neither term is the one
-        term = "both" if abs(content - style_ratio) < 0.03 else "content" if content > style_ratio else "style"
+        term = (
+            "both" if abs(content - style_ratio) < 0.03 else "content" if content > style_ratio else "style"
+        )
         by_term[term].append(label)
     which = "; ".join(
-        f"{'both terms' if term == 'both' else f'the {term} term'} at {' and '.join(labels)}" for term, labels in by_term.items() if labels
+        f"{'both terms' if term == 'both' else f'the {term} term'} at {' and '.join(labels)}"
+        for term, labels in by_term.items()
+        if labels
     )
     reasons = {
         "content": "the held static pixels keep values fitted to the first frame's content features, while the deep "
@@ -1056,7 +1225,8 @@ def _leftover_reading(rows: dict) -> list[str]:
     return [
         "- What is left over after all the steps, each term of the later frames' final loss over the independent "
         f"runs': {'; '.join(terms)}. So it is {which}. Likely reasons (the terms are measured, the reasons are not): "
-        + "; ".join(named) + "."
+        + "; ".join(named)
+        + "."
     ]
 
 
@@ -1126,20 +1296,29 @@ def _demo_sweep_table(sweep: dict) -> list[str]:
     return lines + [""]
 
 
-_PART_NAMES = {"modes": "the modes table", "sweep": "the temporal_weight sweep", "sizes": "the sizes table",
-               "demo": "the sizes table's demo row", "default": "the sizes table's default row",
-               "demo_sweep": "the temporal_weight sweep at the demo's size", "ahead": "reading ahead",
-               "long": "the long run"}
+_PART_NAMES = {
+    "modes": "the modes table",
+    "sweep": "the temporal_weight sweep",
+    "sizes": "the sizes table",
+    "demo": "the sizes table's demo row",
+    "default": "the sizes table's default row",
+    "demo_sweep": "the temporal_weight sweep at the demo's size",
+    "ahead": "reading ahead",
+    "long": "the long run",
+}
 
 
 def _threads(by_part: dict, last: int) -> str:
     """The torch threads the parts were measured with, e.g. "1 torch thread (2 for ...)"."""
+
     def counted(n: int) -> str:
         return f"{n} torch thread{'' if n == 1 else 's'}"
 
     most = Counter(by_part.values()).most_common(1)[0][0] if by_part else last
-    others = ["{} for {}".format(n, ", ".join(_PART_NAMES.get(part, part) for part, v in by_part.items() if v == n))
-              for n in sorted(set(by_part.values()) - {most})]
+    others = [
+        "{} for {}".format(n, ", ".join(_PART_NAMES.get(part, part) for part, v in by_part.items() if v == n))
+        for n in sorted(set(by_part.values()) - {most})
+    ]
     return counted(most) + (f" ({'; '.join(others)})" if others else "")
 
 
@@ -1177,9 +1356,16 @@ def _ahead_table(ahead: dict, steps: int) -> list[str]:
     if one_thread:
         lines.append(
             "- With one torch thread (a core left free for the reading thread), reading ahead saves per later frame "
-            + "; ".join(f"{saved:.2f} s at {side} px, {later_steps} steps ({share * 100:.0f}%)" for side, later_steps, saved, share in one_thread)
+            + "; ".join(
+                f"{saved:.2f} s at {side} px, {later_steps} steps ({share * 100:.0f}%)"
+                for side, later_steps, saved, share in one_thread
+            )
             + ", against flows of "
-            + ", ".join(f"{ahead['flow_seconds'][side]:.2f} s at {side} px" for side in dict.fromkeys(r[0] for r in one_thread) if side in ahead["flow_seconds"])
+            + ", ".join(
+                f"{ahead['flow_seconds'][side]:.2f} s at {side} px"
+                for side in dict.fromkeys(r[0] for r in one_thread)
+                if side in ahead["flow_seconds"]
+            )
             + ". The flows are a small part of a later frame's seconds on this CPU, so the most it can save is small here."
         )
     if all_threads:
@@ -1190,8 +1376,15 @@ def _ahead_table(ahead: dict, steps: int) -> list[str]:
             "API reads ahead beside a GPU, and on the CPU only where torch's threads leave a core free "
             "(`api._reads_ahead`)."
         )
-    if all(e["identical"] for by_size in ahead["runs"].values() for by_steps in by_size.values() for e in by_steps.values()):
-        lines.append("- The results are the same bit for bit either way: the thread changes when the flows are computed, not what.")
+    if all(
+        e["identical"]
+        for by_size in ahead["runs"].values()
+        for by_steps in by_size.values()
+        for e in by_steps.values()
+    ):
+        lines.append(
+            "- The results are the same bit for bit either way: the thread changes when the flows are computed, not what."
+        )
     lines.append(
         "- On a GPU the steps of a frame are much faster while the flows stay on the CPU, so the flows' share, and "
         "what reading ahead can hide, is larger there; it was not measured on a GPU."
@@ -1263,6 +1456,12 @@ def _f(value: float | None, digits: int = 4) -> str:
 if __name__ == "__main__":
     if "--quick" in sys.argv and "--output" not in sys.argv:
         folder = Path(tempfile.mkdtemp())
-        sys.argv += ["--output", str(folder / "benchmarks.md"), "--json", str(folder / "stacks.json"),
-                     "--images", str(folder / "images")]
+        sys.argv += [
+            "--output",
+            str(folder / "benchmarks.md"),
+            "--json",
+            str(folder / "stacks.json"),
+            "--images",
+            str(folder / "images"),
+        ]
     raise SystemExit(main())

@@ -32,7 +32,7 @@ import platform
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -68,8 +68,16 @@ def step_seconds(content, styles, size: int, steps: int, case: dict, precision: 
     times = []
     last = None
     for record in iter_stylize(
-        content, style, style_regions=regions, size=size, steps=steps, weights="random", schedule="none",
-        snapshot_every=0, precision=precision, **options,
+        content,
+        style,
+        style_regions=regions,
+        size=size,
+        steps=steps,
+        weights="random",
+        schedule="none",
+        snapshot_every=0,
+        precision=precision,
+        **options,
     ):
         if isinstance(record, StyleResult):
             break
@@ -102,7 +110,9 @@ def interleaved(content, styles, size: int, rounds: int, precision: str) -> dict
         opts = StyleOptions(weights="random", style_loss=case["style_loss"]).validated()
         extractor = VGGFeatures(features, opts.layers, opts.pooling).to(memory_format=torch.channels_last)
         dtype = compute_dtype(precision, torch.device("cpu"))
-        objective = StyleObjective(extractor, image, style_tensors if case.get("regions") else style_tensors[0], opts, dtype)
+        objective = StyleObjective(
+            extractor, image, style_tensors if case.get("regions") else style_tensors[0], opts, dtype
+        )
         if case.get("regions"):
             objective.set_regions(torch.from_numpy(bands(tuple(image.shape[-2:])))[None, None].long())
         objectives[name] = objective
@@ -119,7 +129,9 @@ def interleaved(content, styles, size: int, rounds: int, precision: str) -> dict
 
 
 def result(content, style, size: int, steps: int, **options) -> np.ndarray:
-    for record in iter_stylize(content, style, size=size, steps=steps, weights="random", snapshot_every=0, **options):
+    for record in iter_stylize(
+        content, style, size=size, steps=steps, weights="random", snapshot_every=0, **options
+    ):
         if isinstance(record, StyleResult):
             image = record.image
             return np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image[..., :3]
@@ -144,17 +156,38 @@ def montage(content, styles, size: int, steps: int, path: Path) -> None:
     base = shown(content)
     mask = np.stack([labels == 1, labels == 2, labels == 0], -1).astype(np.float32)
     mask = resize_image(mask, base.shape[:2]) * 0.5 + base * 0.5
-    panels.append([("content", base), ("style 1: swirl", shown(swirl)), ("style 2: mosaic", shown(mosaic)), ("regions mask", mask)])
     panels.append(
-        [(f"blend {a}:{b}", result(content, [swirl, mosaic], **common, style_blend=(a, b))) for a, b in ((1, 0), (1, 1), (0, 1))]
+        [
+            ("content", base),
+            ("style 1: swirl", shown(swirl)),
+            ("style 2: mosaic", shown(mosaic)),
+            ("regions mask", mask),
+        ]
+    )
+    panels.append(
+        [
+            (f"blend {a}:{b}", result(content, [swirl, mosaic], **common, style_blend=(a, b)))
+            for a, b in ((1, 0), (1, 1), (0, 1))
+        ]
         + [("2 regions (gram)", result(content, [swirl, mosaic], **common, style_regions=labels))]
     )
     panels.append(
-        [(f"loss {loss}", result(content, swirl, **common, style_loss=loss)) for loss in ("gram", "mean_cov", "sliced")]
-        + [("2 regions (mean_cov)", result(content, [swirl, mosaic], **common, style_regions=labels, style_loss="mean_cov"))]
+        [
+            (f"loss {loss}", result(content, swirl, **common, style_loss=loss))
+            for loss in ("gram", "mean_cov", "sliced")
+        ]
+        + [
+            (
+                "2 regions (mean_cov)",
+                result(content, [swirl, mosaic], **common, style_regions=labels, style_loss="mean_cov"),
+            )
+        ]
     )
     panels.append(
-        [(f"colours {mode}", result(content, swirl, **common, content_colours=mode)) for mode in (False, "luminance", "histogram")]
+        [
+            (f"colours {mode}", result(content, swirl, **common, content_colours=mode))
+            for mode in (False, "luminance", "histogram")
+        ]
         + [("adam, average 0.99", result(content, swirl, **common, optimizer="adam", average=0.99))]
     )
     h, w = panels[0][0][1].shape[:2]
@@ -164,7 +197,9 @@ def montage(content, styles, size: int, steps: int, path: Path) -> None:
     draw = ImageDraw.Draw(sheet)
     for row, items in enumerate(panels):
         for col, (title, image) in enumerate(items):
-            tile = Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).resize((w * scale, h * scale), Image.NEAREST)
+            tile = Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).resize(
+                (w * scale, h * scale), Image.NEAREST
+            )
             x, y = col * w * scale, row * (h * scale + label_h)
             sheet.paste(tile, (x, y + label_h))
             draw.text((x + 3, y + 2), title, fill="black")
@@ -184,8 +219,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--interleaved", action="store_true")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                        help="the runs' precision (auto: bf16 on CPUs with native bf16, else fp32)")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16"),
+        help="the runs' precision (auto: bf16 on CPUs with native bf16, else fp32)",
+    )
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp()) if args.quick else ROOT / "docs"
     sizes = (64,) if args.quick else (256, 512)
@@ -193,14 +232,28 @@ def main() -> None:
     content = load_sample("chelsea")
     styles = [load_sample("swirl"), load_sample("mosaic")]
     if args.interleaved:
-        found = {size: interleaved(content, styles, size, 2 if args.quick else 4, args.precision) for size in sizes}
-        lines = ["| style loss | " + " | ".join(f"{size} px s/evaluation (x gram)" for size in sizes) + " |", "|---|" + "---|" * len(sizes)]
+        found = {
+            size: interleaved(content, styles, size, 2 if args.quick else 4, args.precision) for size in sizes
+        }
+        lines = [
+            "| style loss | " + " | ".join(f"{size} px s/evaluation (x gram)" for size in sizes) + " |",
+            "|---|" + "---|" * len(sizes),
+        ]
         for name in CASES:
-            cells = [f"{found[size][name]:.3f} ({found[size][name] / found[size]['gram']:.2f}x)" for size in sizes]
+            cells = [
+                f"{found[size][name]:.3f} ({found[size][name] / found[size]['gram']:.2f}x)" for size in sizes
+            ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         print("\n".join(lines))
-        record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "omp_threads": os.environ.get("OMP_NUM_THREADS", "default"),
-                  "precision": args.precision, "ran_in": _ran_in(args.precision), "seconds_per_evaluation": {f"{name} @ {size}": found[size][name] for size in sizes for name in CASES}}
+        record = {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "omp_threads": os.environ.get("OMP_NUM_THREADS", "default"),
+            "precision": args.precision,
+            "ran_in": _ran_in(args.precision),
+            "seconds_per_evaluation": {
+                f"{name} @ {size}": found[size][name] for size in sizes for name in CASES
+            },
+        }
         (out / f"styles_interleaved_{args.precision}.json").write_text(json.dumps(record, indent=2) + "\n")
         return
     rows = {}
@@ -212,7 +265,7 @@ def main() -> None:
     montage_size, montage_steps = (64, 3) if args.quick else (128, 60)
     montage(content, styles, montage_size, montage_steps, out / "images" / "style_controls.png")
     record = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "omp_threads": os.environ.get("OMP_NUM_THREADS", "default"),
         "precision": args.precision,
@@ -220,9 +273,14 @@ def main() -> None:
         "seconds_per_step": {f"{name} @ {size}": value for (name, size), value in rows.items()},
     }
     (out / "styles.json").write_text(json.dumps(record, indent=2) + "\n")
-    lines = ["| style loss | " + " | ".join(f"{size} px s/step (x gram)" for size in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    lines = [
+        "| style loss | " + " | ".join(f"{size} px s/step (x gram)" for size in sizes) + " |",
+        "|---|" + "---|" * len(sizes),
+    ]
     for name in CASES:
-        cells = [f"{rows[(name, size)]:.3f} ({rows[(name, size)] / rows[('gram', size)]:.2f}x)" for size in sizes]
+        cells = [
+            f"{rows[(name, size)]:.3f} ({rows[(name, size)] / rows[('gram', size)]:.2f}x)" for size in sizes
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     print("\n".join(lines))
     (out / "styles_table.md").write_text("\n".join(lines) + "\n")

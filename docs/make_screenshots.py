@@ -24,7 +24,9 @@ def main() -> None:
     parser.add_argument("--weights", default="random")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--size", type=int, default=192)
-    parser.add_argument("--only", choices=("runs", "styles"), help="only the run screenshots, or only the styles one")
+    parser.add_argument(
+        "--only", choices=("runs", "styles"), help="only the run screenshots, or only the styles one"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.only != "styles":

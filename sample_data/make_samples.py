@@ -55,7 +55,9 @@ def mosaic(size: int = 384, seed: int = 2, tiles: int = 140) -> np.ndarray:
     rng = np.random.default_rng(seed)
     centres = rng.random((tiles, 2)).astype(np.float32) * size
     colours = rng.choice(
-        np.array([(200, 40, 40), (240, 170, 30), (40, 110, 190), (40, 150, 90), (150, 60, 160), (235, 225, 200)]),
+        np.array(
+            [(200, 40, 40), (240, 170, 30), (40, 110, 190), (40, 150, 90), (150, 60, 160), (235, 225, 200)]
+        ),
         size=tiles,
     )
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -76,14 +78,22 @@ def he_stain(size: int = 384, seed: int = 3, nuclei: int = 90) -> np.ndarray:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
     fibres = np.sin(2 * np.pi * (x / 23.0 + 2.0 * _smooth_noise(rng, (size, size), 6)))
-    stroma = 0.55 + 0.2 * fibres * _smooth_noise(rng, (size, size), 10) + 0.25 * _smooth_noise(rng, (size, size), 40)
+    stroma = (
+        0.55
+        + 0.2 * fibres * _smooth_noise(rng, (size, size), 10)
+        + 0.25 * _smooth_noise(rng, (size, size), 40)
+    )
     nucleus = np.zeros((size, size), np.float32)
-    for cy, cx, r in zip(rng.random(nuclei) * size, rng.random(nuclei) * size, 5 + rng.random(nuclei) * 7, strict=True):
+    for cy, cx, r in zip(
+        rng.random(nuclei) * size, rng.random(nuclei) * size, 5 + rng.random(nuclei) * 7, strict=True
+    ):
         stretch = 0.6 + rng.random() * 0.8
-        nucleus = np.maximum(nucleus, np.exp(-(((y - cy) / (r * stretch)) ** 2 + ((x - cx) / r) ** 2) ** 2))
+        nucleus = np.maximum(nucleus, np.exp(-((((y - cy) / (r * stretch)) ** 2 + ((x - cx) / r) ** 2) ** 2)))
     eosin = np.array([238, 160, 200], np.float32) * 0.55 + np.array([255, 235, 245], np.float32) * 0.45
     pink = eosin[None, None] * (0.75 + 0.3 * np.clip(stroma, 0, 1))[..., None]
-    purple = np.array([85, 40, 140], np.float32) * (0.8 + 0.4 * _smooth_noise(rng, (size, size), 60))[..., None]
+    purple = (
+        np.array([85, 40, 140], np.float32) * (0.8 + 0.4 * _smooth_noise(rng, (size, size), 60))[..., None]
+    )
     rgb = pink * (1 - nucleus[..., None]) + purple * nucleus[..., None]
     return np.clip(rgb, 0, 255).astype(np.uint8)
 

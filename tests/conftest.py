@@ -51,6 +51,7 @@ def image_files(tmp_path, content, style):
 def untrained_vgg19_state():
     """The state dict of a whole untrained torchvision VGG19 (features + classifier)."""
     import torch
+
     from napari_style_transfer._torch_compat import import_torchvision
 
     torchvision = import_torchvision()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 import pytest
+from PIL import Image
 
 from napari_style_transfer import StyleTransferError, iter_stylize, stylize
 from napari_style_transfer.api import StepRecord, StyleResult
@@ -24,7 +24,7 @@ def test_result_is_float_rgb_in_unit_range_at_the_working_size(content, style):
     result = stylize(content, style, **FAST)
     assert result.dtype == np.float32
     assert result.shape == (27, 32, 3)  # 40 x 48 scaled to a longest side of 32
-    assert 0.0 <= result.min() and result.max() <= 1.0
+    assert result.min() >= 0.0 and result.max() <= 1.0
 
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
@@ -119,8 +119,9 @@ def test_uint16_and_float_inputs_work(content, style):
 
 
 def test_tv_weight_smooths_the_result(content, style):
-    from napari_style_transfer.engine import total_variation
     import torch
+
+    from napari_style_transfer.engine import total_variation
 
     def tv(image):
         return total_variation(torch.from_numpy(image).permute(2, 0, 1)[None]).item()
@@ -150,7 +151,9 @@ def test_content_too_thin_for_the_layers_names_the_minimum(style):
 
 def test_shallow_layers_allow_tiny_images(style):
     tiny = np.random.default_rng(0).random((6, 6, 3))
-    result = stylize(tiny, style, size=6, steps=2, weights="random", content_layers=["conv1_2"], style_layers=["conv1_1"])
+    result = stylize(
+        tiny, style, size=6, steps=2, weights="random", content_layers=["conv1_2"], style_layers=["conv1_1"]
+    )
     assert result.shape == (6, 6, 3)
 
 

@@ -51,7 +51,9 @@ def assert_each_run_saw_its_own_flags(seen):
     assert all(flags == EXPECTED[weight] for weight, flags in seen), seen
 
 
-def test_interleaved_runs_each_see_their_own_flags_and_the_caller_its_own_in_between(watched_flags, content, style):
+def test_interleaved_runs_each_see_their_own_flags_and_the_caller_its_own_in_between(
+    watched_flags, content, style
+):
     runs = [run(content, style, weight) for weight in RUNS]
     between = []
     while runs:

@@ -158,7 +158,9 @@ def test_a_batch_where_runs_already_keep_their_network_finishes(tmp_path, files,
     loads = count_weight_loads(monkeypatch)
     records = []
     batch = threading.Thread(
-        target=lambda: records.extend(stylize_batch([files["a"]], [files["stripes"]], tmp_path / "out", **FAST)),
+        target=lambda: records.extend(
+            stylize_batch([files["a"]], [files["stripes"]], tmp_path / "out", **FAST)
+        ),
         daemon=True,
     )
     batch.start()
@@ -189,7 +191,9 @@ def test_two_inputs_that_would_write_one_file_are_refused(tmp_path, files, conte
     (tmp_path / "other").mkdir()
     Image.fromarray(content).save(tmp_path / "other" / "a.png")
     with pytest.raises(StyleTransferError, match="would both be written"):
-        stylize_batch([files["a"], tmp_path / "other" / "a.png"], [files["stripes"]], tmp_path / "out", **FAST)
+        stylize_batch(
+            [files["a"], tmp_path / "other" / "a.png"], [files["stripes"]], tmp_path / "out", **FAST
+        )
 
 
 def test_the_batch_command_exits_0_when_every_item_succeeded(tmp_path, files):
@@ -200,13 +204,27 @@ def test_the_batch_command_exits_0_when_every_item_succeeded(tmp_path, files):
 
 def test_the_batch_command_exits_1_when_an_item_failed(tmp_path, files):
     (tmp_path / "broken.png").write_bytes(b"broken")
-    argv = ["batch", "-o", str(tmp_path / "out"), "--style", str(files["stripes"]), str(tmp_path / "broken.png")]
+    argv = [
+        "batch",
+        "-o",
+        str(tmp_path / "out"),
+        "--style",
+        str(files["stripes"]),
+        str(tmp_path / "broken.png"),
+    ]
     assert main([*argv, str(files["a"]), "--workers", "0", *FAST_ARGS]) == 1
 
 
 def test_the_progress_lines_of_a_failed_item_are_worded_by_the_caller(tmp_path, files, capsys):
     (tmp_path / "broken.png").write_bytes(b"broken")
-    records = stylize_batch([tmp_path / "broken.png"], [files["stripes"]], tmp_path / "out", progress=True, wording=str.upper, **FAST)
+    records = stylize_batch(
+        [tmp_path / "broken.png"],
+        [files["stripes"]],
+        tmp_path / "out",
+        progress=True,
+        wording=str.upper,
+        **FAST,
+    )
     assert "FAILED: " in capsys.readouterr().err
     assert "could not read input image" in records[0]["message"]  # the record keeps the API's wording
 
@@ -227,13 +245,23 @@ def test_the_batch_command_words_its_progress_lines_with_flags(tmp_path, files, 
 
 
 def test_the_batch_command_takes_several_styles(tmp_path, files):
-    argv = ["batch", "-o", str(tmp_path / "out"), "--style", str(files["stripes"]), "--style", str(files["flipped"])]
+    argv = [
+        "batch",
+        "-o",
+        str(tmp_path / "out"),
+        "--style",
+        str(files["stripes"]),
+        "--style",
+        str(files["flipped"]),
+    ]
     assert main([*argv, str(files["a"]), "--workers", "0", *FAST_ARGS]) == 0
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["a__flipped.png", "a__stripes.png"]
 
 
 def test_the_batch_command_without_inputs_is_a_usage_error(tmp_path, files, capsys):
-    assert main(["batch", "-o", str(tmp_path / "out"), "--style", str(files["stripes"]), "--workers", "0"]) == 2
+    assert (
+        main(["batch", "-o", str(tmp_path / "out"), "--style", str(files["stripes"]), "--workers", "0"]) == 2
+    )
     assert "no input images" in capsys.readouterr().err
 
 
@@ -248,11 +276,25 @@ def test_the_package_and_the_batch_module_import_no_dask():
     import sys
 
     code = "import sys, napari_style_transfer.batch, napari_style_transfer.cli; print('distributed' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "False"
+    )
 
 
 def test_the_batch_command_with_force_redoes_finished_items(tmp_path, files):
-    argv = ["batch", "-o", str(tmp_path / "out"), "--style", str(files["stripes"]), str(files["a"]), "--workers", "0"]
+    argv = [
+        "batch",
+        "-o",
+        str(tmp_path / "out"),
+        "--style",
+        str(files["stripes"]),
+        str(files["a"]),
+        "--workers",
+        "0",
+    ]
     assert main([*argv, *FAST_ARGS]) == 0
     assert main([*argv, *FAST_ARGS]) == 0
     assert json.loads((tmp_path / "out" / "batch.json").read_text())["items"][0]["status"] == "skipped"
@@ -262,7 +304,9 @@ def test_the_batch_command_with_force_redoes_finished_items(tmp_path, files):
 
 def test_one_progress_bar_counts_the_items_and_the_failures_with_the_time_left(tmp_path, files, capsys):
     (tmp_path / "broken.png").write_bytes(b"broken")
-    stylize_batch([tmp_path / "broken.png", files["a"]], [files["stripes"]], tmp_path / "out", progress=True, **FAST)
+    stylize_batch(
+        [tmp_path / "broken.png", files["a"]], [files["stripes"]], tmp_path / "out", progress=True, **FAST
+    )
     bar = capsys.readouterr().err.split("\r")[-1]  # the bar's last state
     assert "2/2" in bar and "failed=1" in bar and ("item/s" in bar or "s/item" in bar)
     assert "<00:00" in bar  # elapsed<left: the time left
@@ -271,4 +315,6 @@ def test_one_progress_bar_counts_the_items_and_the_failures_with_the_time_left(t
 def test_an_npy_input_is_styled_like_an_image_file(tmp_path, files, content):
     np.save(tmp_path / "array.npy", content)
     records = stylize_batch([tmp_path / "array.npy"], [files["stripes"]], tmp_path / "out", **FAST)
-    assert records[0]["status"] == "done" and records[0]["output"] == str(tmp_path / "out" / "array__stripes.png")
+    assert records[0]["status"] == "done" and records[0]["output"] == str(
+        tmp_path / "out" / "array__stripes.png"
+    )

@@ -24,15 +24,26 @@ import torch
 from napari_style_transfer import OutOfMemoryError, iter_stylize, stylize
 from napari_style_transfer.api import StyleResult
 
-FAST = {"size": 32, "steps": 3, "weights": "random", "snapshot_every": 0, "init": "noise", "seed": 3, "pooling": "avg",
-        "style_weight": 1e3, "precision": "fp32"}
+FAST = {
+    "size": 32,
+    "steps": 3,
+    "weights": "random",
+    "snapshot_every": 0,
+    "init": "noise",
+    "seed": 3,
+    "pooling": "avg",
+    "style_weight": 1e3,
+    "precision": "fp32",
+}
 TOLERANCE = 1e-5
 
 
 def slices() -> np.ndarray:
     """Three unlike 32 px grey frames (Z slices)."""
     yy, xx = np.mgrid[0:32, 0:32]
-    return (np.stack([np.sin(xx / 3.0), np.sin(yy / 3.0), np.sin((xx + yy) / 4.0)]) * 0.4 + 0.5).astype(np.float32)
+    return (np.stack([np.sin(xx / 3.0), np.sin(yy / 3.0), np.sin((xx + yy) / 4.0)]) * 0.4 + 0.5).astype(
+        np.float32
+    )
 
 
 def records_of(content, style, **options):
@@ -77,10 +88,15 @@ def test_in_float64_batched_frames_take_the_iterates_they_take_alone(optimizer):
     contents, start = (torch.rand(3, 3, 32, 32, generator=generator, dtype=torch.float64) for _ in range(2))
     style_image = torch.rand(1, 3, 32, 32, generator=generator, dtype=torch.float64)
     objective = Float64Objective(extractor, contents[:1], style_image, options)
-    batched = [(losses, images.clone()) for _, losses, images in optimize_frames(objective, contents, start, options, 5)]
+    batched = [
+        (losses, images.clone())
+        for _, losses, images in optimize_frames(objective, contents, start, options, 5)
+    ]
     for i in range(3):
         objective.set_content(contents[i : i + 1])
-        for (losses, images), (_, lone_losses, lone) in zip(batched, optimize(objective, start[i : i + 1], options, 5)):
+        for (losses, images), (_, lone_losses, lone) in zip(
+            batched, optimize(objective, start[i : i + 1], options, 5), strict=False
+        ):
             torch.testing.assert_close(images[i : i + 1], lone, rtol=0, atol=1e-12)  # measured 4e-15
             assert losses[i].total == pytest.approx(lone_losses.total, rel=1e-10)
 
@@ -89,8 +105,10 @@ def test_batched_frames_with_max_pooling_equal_frames_one_at_a_time(style):
     stack = slices()
     options = {**FAST, "pooling": "max"}
     np.testing.assert_allclose(
-        stylize(stack, style, **options, batch_frames=3), stylize(stack, style, **options, batch_frames=1),
-        rtol=0, atol=1e-4,
+        stylize(stack, style, **options, batch_frames=3),
+        stylize(stack, style, **options, batch_frames=1),
+        rtol=0,
+        atol=1e-4,
     )
 
 
@@ -104,8 +122,10 @@ def test_adam_batches_frames_too(style):
     stack = slices()
     options = {**FAST, "optimizer": "adam"}
     np.testing.assert_allclose(
-        stylize(stack, style, **options, batch_frames=3), stylize(stack, style, **options, batch_frames=1),
-        rtol=0, atol=TOLERANCE,
+        stylize(stack, style, **options, batch_frames=3),
+        stylize(stack, style, **options, batch_frames=1),
+        rtol=0,
+        atol=TOLERANCE,
     )
 
 
@@ -122,7 +142,15 @@ def test_a_coarse_to_fine_schedule_batches_every_level(style):
 def test_batched_records_come_per_frame_per_step_in_frame_order_and_progress_rises(style):
     records, result = records_of(slices(), style, batch_frames=2)
     assert [(r.frame_number, r.step) for r in records] == [
-        (0, 1), (1, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 1), (2, 2), (2, 3)
+        (0, 1),
+        (1, 1),
+        (0, 2),
+        (1, 2),
+        (0, 3),
+        (1, 3),
+        (2, 1),
+        (2, 2),
+        (2, 3),
     ]
     progress = [r.progress for r in records]
     assert progress == sorted(progress) and len(set(progress)) == len(progress) and progress[-1] == 1.0
@@ -170,7 +198,9 @@ def test_ctrl_c_within_a_batch_keeps_every_frame_of_the_batch(tmp_path, style, m
     np.save(tmp_path / "style.npy", style)
     real = api.iter_stylize
 
-    def interrupted(*args, **kwargs):  # Ctrl-C after the batch's first step and frame 0's record of its second
+    def interrupted(
+        *args, **kwargs
+    ):  # Ctrl-C after the batch's first step and frame 0's record of its second
         for number, record in enumerate(real(*args, **kwargs), start=1):
             yield record
             if number == 3 + 1:
@@ -178,8 +208,21 @@ def test_ctrl_c_within_a_batch_keeps_every_frame_of_the_batch(tmp_path, style, m
 
     monkeypatch.setattr(api, "iter_stylize", interrupted)
     out = tmp_path / "styled.tif"
-    argv = [str(tmp_path / "stack.npy"), str(tmp_path / "style.npy"), "-o", str(out), "--size", "32", "--steps", "3",
-            "--weights", "random", "--quiet", "--batch-frames", "3"]
+    argv = [
+        str(tmp_path / "stack.npy"),
+        str(tmp_path / "style.npy"),
+        "-o",
+        str(out),
+        "--size",
+        "32",
+        "--steps",
+        "3",
+        "--weights",
+        "random",
+        "--quiet",
+        "--batch-frames",
+        "3",
+    ]
     assert main(argv) == 130
     partial = tifffile.imread(out)
     assert partial.shape == (3, 32, 32)
@@ -202,8 +245,11 @@ class RecordingFrames:
 
 def test_a_lazy_stack_is_read_one_batch_at_a_time(style):
     source = RecordingFrames(np.concatenate([slices(), slices()[:1]]))  # 4 frames
-    read_by_record = [(record.frame_number, len(source.reads)) for record in iter_stylize(source, style, **FAST, batch_frames=2)
-                      if not isinstance(record, StyleResult)]
+    read_by_record = [
+        (record.frame_number, len(source.reads))
+        for record in iter_stylize(source, style, **FAST, batch_frames=2)
+        if not isinstance(record, StyleResult)
+    ]
     assert read_by_record[0] == (0, 2) and read_by_record[5] == (1, 2)  # the first batch's steps
     assert read_by_record[6] == (2, 4)  # the second batch is read when it starts
     assert sorted(source.reads) == [(0,), (1,), (2,), (3,)]
@@ -212,7 +258,9 @@ def test_a_lazy_stack_is_read_one_batch_at_a_time(style):
 def test_a_time_series_ignores_batch_frames(style):
     stack = slices()
     options = {**FAST, "frames": "time", "time_steps": 2}
-    np.testing.assert_array_equal(stylize(stack, style, **options, batch_frames=3), stylize(stack, style, **options))
+    np.testing.assert_array_equal(
+        stylize(stack, style, **options, batch_frames=3), stylize(stack, style, **options)
+    )
 
 
 def test_a_batch_that_does_not_fit_is_refused_naming_one_that_does(style, monkeypatch):
@@ -220,7 +268,9 @@ def test_a_batch_that_does_not_fit_is_refused_naming_one_that_does(style, monkey
 
     two_and_a_half = memory.FIXED_BYTES + 2.5 * 32 * 32 * memory.bytes_per_pixel("lbfgs", 30)
     monkeypatch.setattr(api, "free_memory_bytes", lambda device: int(two_and_a_half / memory.HEADROOM))
-    with pytest.raises(OutOfMemoryError, match=r"3 frames of 32x32 px at once need about .* use batch_frames 2 or less"):
+    with pytest.raises(
+        OutOfMemoryError, match=r"3 frames of 32x32 px at once need about .* use batch_frames 2 or less"
+    ):
         iter_stylize(slices(), style, **FAST, batch_frames=3)
     iter_stylize(slices(), style, **FAST, batch_frames=2).close()
 
@@ -232,8 +282,12 @@ def test_auto_batches_as_many_frames_as_fit_on_a_gpu_up_to_the_limit(monkeypatch
 
     def auto_batch(frames, free):
         monkeypatch.setattr(api, "free_memory_bytes", lambda device: free)
-        stack = describe_image(np.zeros((frames, 32, 32), np.float32) + np.eye(32, dtype=np.float32), "content")
-        return api._frames_per_batch(stack, (32, 32), (32, 32), StyleOptions().validated(), torch.device("cuda"))
+        stack = describe_image(
+            np.zeros((frames, 32, 32), np.float32) + np.eye(32, dtype=np.float32), "content"
+        )
+        return api._frames_per_batch(
+            stack, (32, 32), (32, 32), StyleOptions().validated(), torch.device("cuda")
+        )
 
     per_frame = 32 * 32 * memory.bytes_per_pixel("lbfgs", 30)
     assert auto_batch(40, 100 * 2**30) == api.AUTO_BATCH_LIMIT
@@ -272,7 +326,20 @@ def test_the_command_line_takes_batch_frames(tmp_path, style):
     np.save(tmp_path / "stack.npy", slices())
     np.save(tmp_path / "style.npy", style)
     out = tmp_path / "styled.tif"
-    argv = [str(tmp_path / "stack.npy"), str(tmp_path / "style.npy"), "-o", str(out), "--size", "32", "--steps", "2",
-            "--weights", "random", "--quiet", "--batch-frames", "3"]
+    argv = [
+        str(tmp_path / "stack.npy"),
+        str(tmp_path / "style.npy"),
+        "-o",
+        str(out),
+        "--size",
+        "32",
+        "--steps",
+        "2",
+        "--weights",
+        "random",
+        "--quiet",
+        "--batch-frames",
+        "3",
+    ]
     assert main(argv) == 0
     assert tifffile.imread(out).shape == (3, 32, 32)

@@ -30,7 +30,16 @@ def test_a_run_writes_the_result_with_its_settings(tmp_path, image_files, capsys
 
 def test_snapshots_go_into_the_snapshot_dir(tmp_path, image_files):
     snaps = tmp_path / "snaps"
-    argv = [*map(str, image_files), "-o", str(tmp_path / "r.png"), *FAST, "--snapshot-every", "1", "--snapshot-dir", str(snaps)]
+    argv = [
+        *map(str, image_files),
+        "-o",
+        str(tmp_path / "r.png"),
+        *FAST,
+        "--snapshot-every",
+        "1",
+        "--snapshot-dir",
+        str(snaps),
+    ]
     assert main(argv) == 0
     # the last step (3) is the result itself
     assert sorted(p.name for p in snaps.iterdir()) == [f"snapshot_step000{i}.png" for i in (1, 2)]
@@ -48,9 +57,32 @@ def test_16_bit_grey_and_npy_inputs(tmp_path, image_files):
 
 def test_the_demo_writes_content_style_snapshots_and_result(tmp_path):
     out = tmp_path / "demo"
-    assert main(["demo", "-o", str(out), "--size", "32", "--steps", "4", "--snapshot-every", "2", "--weights", "random", "-q"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "-o",
+                str(out),
+                "--size",
+                "32",
+                "--steps",
+                "4",
+                "--snapshot-every",
+                "2",
+                "--weights",
+                "random",
+                "-q",
+            ]
+        )
+        == 0
+    )
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["content.png", "result.png", "snapshot_step0002.png", "style.png"]  # step 4 is result.png
+    assert names == [
+        "content.png",
+        "result.png",
+        "snapshot_step0002.png",
+        "style.png",
+    ]  # step 4 is result.png
 
 
 def test_the_demo_runs_every_pair(tmp_path):
@@ -58,7 +90,25 @@ def test_the_demo_runs_every_pair(tmp_path):
 
     for pair in DEMO_PAIRS:
         out = tmp_path / pair
-        assert main(["demo", "-o", str(out), "--pair", pair, "--size", "32", "--steps", "1", "--weights", "random", "-q"]) == 0
+        assert (
+            main(
+                [
+                    "demo",
+                    "-o",
+                    str(out),
+                    "--pair",
+                    pair,
+                    "--size",
+                    "32",
+                    "--steps",
+                    "1",
+                    "--weights",
+                    "random",
+                    "-q",
+                ]
+            )
+            == 0
+        )
         assert (out / "result.png").is_file()
 
 
@@ -110,7 +160,12 @@ def test_a_bad_value_gives_one_line_and_exit_status_2(image_files, tmp_path, cap
 def test_a_bad_path_gives_one_line(tmp_path, image_files, capsys, paths, message):
     (tmp_path / "folder").mkdir()
     (tmp_path / "notimage.png").write_text("hello")
-    named = {"content": image_files[0], "style": image_files[1], "folder": tmp_path / "folder", "notimage": tmp_path / "notimage.png"}
+    named = {
+        "content": image_files[0],
+        "style": image_files[1],
+        "folder": tmp_path / "folder",
+        "notimage": tmp_path / "notimage.png",
+    }
     argv = [str(named.get(p, p)) for p in paths]
     assert main([*argv, "-o", str(tmp_path / "r.png"), *FAST]) == 2
     err = capsys.readouterr().err.strip()
@@ -119,7 +174,15 @@ def test_a_bad_path_gives_one_line(tmp_path, image_files, capsys, paths, message
 
 def test_the_installed_command_exists_and_reports_errors_without_a_traceback(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "napari_style_transfer", "nope.png", "nope2.png", "-o", str(tmp_path / "x.png")],
+        [
+            sys.executable,
+            "-m",
+            "napari_style_transfer",
+            "nope.png",
+            "nope2.png",
+            "-o",
+            str(tmp_path / "x.png"),
+        ],
         capture_output=True,
         text=True,
     )
@@ -133,9 +196,22 @@ def test_a_stack_run_names_snapshots_by_frame_and_writes_a_tiff(tmp_path, conten
     style_path = tmp_path / "style.npy"
     np.save(style_path, style)
     out, snaps = tmp_path / "result.tif", tmp_path / "snaps"
-    argv = [str(stack), str(style_path), "-o", str(out), *FAST, "--snapshot-every", "3", "--snapshot-dir", str(snaps)]
+    argv = [
+        str(stack),
+        str(style_path),
+        "-o",
+        str(out),
+        *FAST,
+        "--snapshot-every",
+        "3",
+        "--snapshot-dir",
+        str(snaps),
+    ]
     assert main(argv) == 0
-    assert sorted(p.name for p in snaps.iterdir()) == ["snapshot_frame0000_step0003.png", "snapshot_frame0001_step0003.png"]
+    assert sorted(p.name for p in snaps.iterdir()) == [
+        "snapshot_frame0000_step0003.png",
+        "snapshot_frame0001_step0003.png",
+    ]
     import tifffile
 
     from napari_style_transfer.files import read_settings
@@ -175,7 +251,10 @@ def test_an_unwritable_output_is_refused_in_one_line(tmp_path, image_files, caps
 def test_paths_that_are_files_where_folders_are_needed_are_refused(tmp_path, image_files, capsys):
     afile = tmp_path / "afile"
     afile.write_text("not a folder")
-    assert main([*map(str, image_files), "-o", str(tmp_path / "r.png"), "--snapshot-dir", str(afile), *FAST]) == 2
+    assert (
+        main([*map(str, image_files), "-o", str(tmp_path / "r.png"), "--snapshot-dir", str(afile), *FAST])
+        == 2
+    )
     assert "--snapshot-dir" in capsys.readouterr().err
     assert main(["demo", "-o", str(afile), *FAST]) == 2
     assert "give a folder" in capsys.readouterr().err
@@ -228,7 +307,12 @@ def _png_rgb16(image: np.ndarray) -> bytes:
     height, width = image.shape[:2]
     rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in image)
     header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 def interrupt_after(monkeypatch, records: int) -> list:
@@ -287,17 +371,41 @@ def test_ctrl_c_in_the_first_frame_of_a_stack_still_writes_a_stack(tmp_path, con
 def test_ctrl_c_in_a_coarse_level_writes_the_result_size(tmp_path, image_files, monkeypatch):
     interrupt_after(monkeypatch, 1)  # the first step runs at 32 px of a 32,64 schedule
     out = tmp_path / "r.png"
-    argv = [*map(str, image_files), "-o", str(out), *FAST, "--size", "64", "--schedule", "32,64", "--steps", "4"]
+    argv = [
+        *map(str, image_files),
+        "-o",
+        str(out),
+        *FAST,
+        "--size",
+        "64",
+        "--schedule",
+        "32,64",
+        "--steps",
+        "4",
+    ]
     assert main(argv) == 130
     with Image.open(out) as image:
         assert image.size == (64, 53)
 
 
 @pytest.mark.parametrize(("records", "level"), [(1, 32), (2, 64)])
-def test_ctrl_c_says_which_level_of_the_schedule_the_result_comes_from(tmp_path, image_files, monkeypatch, capsys, records, level):
+def test_ctrl_c_says_which_level_of_the_schedule_the_result_comes_from(
+    tmp_path, image_files, monkeypatch, capsys, records, level
+):
     given = interrupt_after(monkeypatch, records)  # 4 steps of a 32,64 schedule: 1 at 32 px, 3 at 64 px
     out = tmp_path / "r.png"
-    argv = [*map(str, image_files), "-o", str(out), *FAST, "--size", "64", "--schedule", "32,64", "--steps", "4"]
+    argv = [
+        *map(str, image_files),
+        "-o",
+        str(out),
+        *FAST,
+        "--size",
+        "64",
+        "--schedule",
+        "32,64",
+        "--steps",
+        "4",
+    ]
     assert main(argv) == 130
     err = capsys.readouterr().err
     enlarged = "from the 32 px level of the schedule, enlarged to 64x53 px"

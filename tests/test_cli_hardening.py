@@ -82,8 +82,15 @@ def tiff_file(width: int, height: int, pages: int = 1, strip: bytes = b"") -> by
     for page in range(pages):
         following = first_ifd + (page + 1) * ifd_size if page + 1 < pages else 0
         entries = [  # tag, type (3 SHORT, 4 LONG), count, value
-            (256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
-            (273, 4, 1, strip_at), (277, 3, 1, 1), (278, 4, 1, height), (279, 4, 1, min(width * height, 2**32 - 1)),
+            (256, 4, 1, width),
+            (257, 4, 1, height),
+            (258, 3, 1, 8),
+            (259, 3, 1, 1),
+            (262, 3, 1, 1),
+            (273, 4, 1, strip_at),
+            (277, 3, 1, 1),
+            (278, 4, 1, height),
+            (279, 4, 1, min(width * height, 2**32 - 1)),
         ]
         out += struct.pack("<H", entry_count)
         out += b"".join(struct.pack("<HHII", *entry) for entry in entries)
@@ -106,7 +113,11 @@ def npy_header(shape: tuple[int, ...], descr: str = "<f4") -> bytes:
     [
         ("bomb.bmp", bmp_header(100_000, 100_000), "declares 100000 x 100000 px, 3 bands of 1 byte"),
         ("bomb.tif", tiff_file(100_000, 100_000), "declares 100000 x 100000 px, 1 band of 1 byte"),
-        ("bomb.npy", npy_header((100_000, 100_000, 3)), "declares an array of shape (100000, 100000, 3) float32"),
+        (
+            "bomb.npy",
+            npy_header((100_000, 100_000, 3)),
+            "declares an array of shape (100000, 100000, 3) float32",
+        ),
     ],
     ids=["bmp", "tiff", "npy"],
 )
@@ -170,18 +181,24 @@ def test_a_multi_page_tiff_over_the_memory_is_refused_before_any_page_is_decoded
 def test_a_bigtiff_counts_its_pages_too(tmp_path, image_files, capsys, small_memory, decoding_fails):
     import tifffile
 
-    tifffile.imwrite(tmp_path / "big.tif", np.zeros((3, 32, 32), np.uint8), bigtiff=True, photometric="minisblack")
+    tifffile.imwrite(
+        tmp_path / "big.tif", np.zeros((3, 32, 32), np.uint8), bigtiff=True, photometric="minisblack"
+    )
     assert main([str(tmp_path / "big.tif"), str(image_files[1]), "-o", str(tmp_path / "r.tif"), *FAST]) == 2
     assert "declares 3 pages of 32 x 32 px" in one_line_error(capsys)
 
 
-def test_an_npy_over_the_memory_is_refused_before_loading(tmp_path, image_files, capsys, small_memory, decoding_fails):
+def test_an_npy_over_the_memory_is_refused_before_loading(
+    tmp_path, image_files, capsys, small_memory, decoding_fails
+):
     np.save(tmp_path / "big.npy", np.zeros((32, 32), np.float32))
     assert main([str(tmp_path / "big.npy"), str(image_files[1]), "-o", str(tmp_path / "r.png"), *FAST]) == 2
     assert "declares an array of shape (32, 32) float32 (4096 bytes)" in one_line_error(capsys)
 
 
-def test_a_png_over_the_memory_is_refused_before_decoding(tmp_path, image_files, capsys, small_memory, decoding_fails):
+def test_a_png_over_the_memory_is_refused_before_decoding(
+    tmp_path, image_files, capsys, small_memory, decoding_fails
+):
     assert main([*map(str, image_files), "-o", str(tmp_path / "r.png"), *FAST]) == 2
     assert "declares 48 x 40 px, 3 bands of 1 byte (5760 bytes)" in one_line_error(capsys)
 
@@ -216,7 +233,11 @@ def npz_bytes() -> bytes:
         ("empty.npy", b"", "could not read content image"),
         ("garbled.npy", garbled_npy(), "its header is damaged"),
         ("archive.npy", npz_bytes(), "is an .npz archive, not an .npy array"),
-        ("short.npy", npy_header((64, 64)) + bytes(100), "is truncated: its header declares 16384 bytes of data"),
+        (
+            "short.npy",
+            npy_header((64, 64)) + bytes(100),
+            "is truncated: its header declares 16384 bytes of data",
+        ),
     ],
     ids=["empty", "garbled-header", "npz", "truncated"],
 )
@@ -251,7 +272,9 @@ def test_a_header_whose_size_overflows_gives_one_line(tmp_path, image_files, cap
     ],
     ids=lambda error: type(error).__name__,
 )
-def test_any_error_a_reader_raises_on_a_bad_file_gives_one_line(image_files, tmp_path, capsys, monkeypatch, error):
+def test_any_error_a_reader_raises_on_a_bad_file_gives_one_line(
+    image_files, tmp_path, capsys, monkeypatch, error
+):
     def fails(*args, **kwargs):
         raise error
 
@@ -291,9 +314,17 @@ def test_an_output_folder_that_refuses_new_files_is_refused_before_the_run(
     assert list(read_only.iterdir()) == []
 
 
-def test_a_snapshot_dir_that_cannot_be_created_is_refused_before_the_run(tmp_path, image_files, capsys, no_run):
+def test_a_snapshot_dir_that_cannot_be_created_is_refused_before_the_run(
+    tmp_path, image_files, capsys, no_run
+):
     (tmp_path / "afile").write_text("not a folder")
-    argv = [*map(str, image_files), "-o", str(tmp_path / "r.png"), "--snapshot-dir", str(tmp_path / "afile" / "snaps")]
+    argv = [
+        *map(str, image_files),
+        "-o",
+        str(tmp_path / "r.png"),
+        "--snapshot-dir",
+        str(tmp_path / "afile" / "snaps"),
+    ]
     assert main([*argv, *FAST]) == 2
     assert "cannot create the --snapshot-dir folder" in one_line_error(capsys)
 
@@ -335,7 +366,18 @@ def test_a_snapshot_that_cannot_be_written_is_a_warning_and_the_run_goes_on(tmp_
     snaps = tmp_path / "snaps"
     (snaps / "snapshot_step0001.png").mkdir(parents=True)  # a folder where the first snapshot goes
     out = tmp_path / "r.png"
-    argv = [*map(str, image_files), "-o", str(out), *FAST, "--steps", "3", "--snapshot-every", "1", "--snapshot-dir", str(snaps)]
+    argv = [
+        *map(str, image_files),
+        "-o",
+        str(out),
+        *FAST,
+        "--steps",
+        "3",
+        "--snapshot-every",
+        "1",
+        "--snapshot-dir",
+        str(snaps),
+    ]
     assert main(argv) == 0
     assert out.is_file() and (snaps / "snapshot_step0002.png").is_file()
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
@@ -371,7 +413,18 @@ def test_an_upper_case_npy_suffix_writes_exactly_the_named_file(tmp_path, image_
 
 def test_missing_output_and_snapshot_folders_are_created_and_said(tmp_path, image_files, capsys):
     out, snaps = tmp_path / "new" / "deeper" / "r.png", tmp_path / "snaps"
-    argv = [*map(str, image_files), "-o", str(out), *FAST, "--steps", "3", "--snapshot-every", "2", "--snapshot-dir", str(snaps)]
+    argv = [
+        *map(str, image_files),
+        "-o",
+        str(out),
+        *FAST,
+        "--steps",
+        "3",
+        "--snapshot-every",
+        "2",
+        "--snapshot-dir",
+        str(snaps),
+    ]
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert f"created folder {out.parent}" in err and f"created folder {snaps}" in err
@@ -389,7 +442,16 @@ def test_a_seed_beyond_float_precision_reaches_the_options_exactly(tmp_path, ima
 
 
 def test_the_largest_documented_seed_is_accepted(tmp_path, image_files):
-    argv = [*map(str, image_files), "-o", str(tmp_path / "r.png"), *FAST, "--init", "noise", "--seed", str(2**64 - 1)]
+    argv = [
+        *map(str, image_files),
+        "-o",
+        str(tmp_path / "r.png"),
+        *FAST,
+        "--init",
+        "noise",
+        "--seed",
+        str(2**64 - 1),
+    ]
     assert main(argv) == 0
 
 
@@ -404,7 +466,9 @@ def test_whole_numbers_may_be_written_as_decimals(text, steps):
     assert args.steps == steps and type(args.steps) is int
 
 
-@pytest.mark.parametrize(("text", "message"), [("1.5", "expected a whole number"), ("1e999999999", "at most 100 digits")])
+@pytest.mark.parametrize(
+    ("text", "message"), [("1.5", "expected a whole number"), ("1e999999999", "at most 100 digits")]
+)
 def test_an_integer_option_refuses_what_is_not_a_whole_number(capsys, text, message):
     assert exit_status(["c.png", "s.png", "-o", "r.png", "--steps", text]) == 2
     assert message in one_line_error(capsys)

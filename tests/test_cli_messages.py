@@ -27,7 +27,10 @@ def on_a_terminal(stream: str) -> list[str]:
 @pytest.mark.parametrize(
     ("api", "command_line"),
     [
-        ("use weights='random' or weights=\"my file.pth\"", "use --weights random or --weights 'my file.pth'"),
+        (
+            "use weights='random' or weights=\"my file.pth\"",
+            "use --weights random or --weights 'my file.pth'",
+        ),
         ("with optimizer='adam' only", "with --optimizer adam only"),
         ("frames=time: the weight", "--frames time: the weight"),
         ("keep_grey=False, keep_grey=True", "--no-keep-grey, --keep-grey"),
@@ -35,7 +38,10 @@ def on_a_terminal(stream: str) -> list[str]:
         ("use style_scale 0.5 or less; style_regions", "use --style-scale 0.5 or less; --style-regions"),
         # not the API's keywords: prose, file names, paths, other keywords
         ("at size 32, a larger size", "at size 32, a larger size"),
-        ("read /data/style_scale/weights=1.png and style_blend.png", "read /data/style_scale/weights=1.png and style_blend.png"),
+        (
+            "read /data/style_scale/weights=1.png and style_blend.png",
+            "read /data/style_scale/weights=1.png and style_blend.png",
+        ),
         ("run without client=", "run without client="),
     ],
 )
@@ -46,13 +52,24 @@ def test_the_apis_keywords_are_written_as_flags(api, command_line):
 def test_a_refusal_names_the_options_by_their_flags(image_files, tmp_path, capsys, content, style):
     with pytest.raises(StyleTransferError, match="works with optimizer='adam' only"):
         iter_stylize(content, style, average=0.9, weights="random")
-    argv = [*map(str, image_files), "-o", str(tmp_path / "r.png"), *TINY, "--weights", "random", "--average", "0.9"]
+    argv = [
+        *map(str, image_files),
+        "-o",
+        str(tmp_path / "r.png"),
+        *TINY,
+        "--weights",
+        "random",
+        "--average",
+        "0.9",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "works with --optimizer adam only" in err and "optimizer=" not in err
 
 
-def test_the_fallback_warning_has_a_line_of_its_own_beside_the_bar(image_files, tmp_path, capsys, torch_home, offline):
+def test_the_fallback_warning_has_a_line_of_its_own_beside_the_bar(
+    image_files, tmp_path, capsys, torch_home, offline
+):
     assert main([*map(str, image_files), "-o", str(tmp_path / "r.png"), *TINY]) == 0  # weights auto, offline
     err = capsys.readouterr().err
     (warning,) = [line for line in on_a_terminal(err) if "warning" in line]

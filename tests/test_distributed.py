@@ -65,7 +65,9 @@ def files(tmp_path, content, style):
     for number in range(3):
         path = tmp_path / f"in{number}.tif"
         # 16-bit inputs: results are float32 TIFFs, compared without PNG's rounding
-        Image.fromarray((np.roll(content[..., number % 3], number * 5, axis=1).astype(np.uint16) * 200)).save(path)
+        Image.fromarray(np.roll(content[..., number % 3], number * 5, axis=1).astype(np.uint16) * 200).save(
+            path
+        )
         paths.append(path)
     style_path = tmp_path / "style.png"
     Image.fromarray(to_uint8(style)).save(style_path)
@@ -81,7 +83,9 @@ def options(weights_file):
     return {"steps": 2, "size": 32, "weights": str(weights_file), "seed": 4}
 
 
-def test_batch_results_on_a_cluster_equal_single_runs_with_the_same_seed(tmp_path, files, two_workers, weights_file, one_thread):
+def test_batch_results_on_a_cluster_equal_single_runs_with_the_same_seed(
+    tmp_path, files, two_workers, weights_file, one_thread
+):
     import tifffile
 
     inputs, style = files
@@ -102,11 +106,17 @@ def test_each_worker_keeps_its_network_between_items(tmp_path, files, two_worker
     assert set(loads.values()) <= {0, 1} and 1 in loads.values()
 
 
-def test_a_corrupt_input_on_a_cluster_is_recorded_and_the_others_finish(tmp_path, files, two_workers, weights_file):
+def test_a_corrupt_input_on_a_cluster_is_recorded_and_the_others_finish(
+    tmp_path, files, two_workers, weights_file
+):
     inputs, style = files
     (tmp_path / "broken.tif").write_bytes(b"II*\x00 damaged")
     records = stylize_batch(
-        [tmp_path / "broken.tif", inputs[0]], [style], tmp_path / "out", client=two_workers, **options(weights_file)
+        [tmp_path / "broken.tif", inputs[0]],
+        [style],
+        tmp_path / "out",
+        client=two_workers,
+        **options(weights_file),
     )
     assert [r["status"] for r in records] == ["failed", "done"]
     on_disk = json.loads((tmp_path / "out" / "batch.json").read_text())["items"]
@@ -128,14 +138,23 @@ def test_a_worker_killed_mid_batch_loses_no_item(tmp_path, files, two_workers, w
         killed.append((address, busy[address]))
 
     records = stylize_batch(
-        inputs, [style], tmp_path / "out", client=two_workers, on_item=kill_a_busy_worker, **options(weights_file)
+        inputs,
+        [style],
+        tmp_path / "out",
+        client=two_workers,
+        on_item=kill_a_busy_worker,
+        **options(weights_file),
     )
     assert killed
     assert [r["status"] for r in records] == ["done"] * 3
-    assert sorted(p.name for p in (tmp_path / "out").glob("*.tif")) == [f"{p.stem}__style.tif" for p in inputs]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.tif")) == [
+        f"{p.stem}__style.tif" for p in inputs
+    ]
 
 
-def test_a_stacks_frames_on_a_cluster_equal_the_single_process_run(two_workers, weights_file, content, style, one_thread):
+def test_a_stacks_frames_on_a_cluster_equal_the_single_process_run(
+    two_workers, weights_file, content, style, one_thread
+):
     stack = np.stack([content[..., 0], content[..., 1], content[..., 2]]).astype(np.uint16) * 250
     spread = stylize(stack, style, client=two_workers, **options(weights_file))
     alone = stylize(stack, style, **options(weights_file))
@@ -161,12 +180,30 @@ def dask_cluster_processes(tmp_path):
     """A scheduler and one worker started with dask's own commands, as separate processes."""
     scheduler_file = tmp_path / "scheduler.json"
     command = Path(sys.executable).with_name("dask")  # dask's own command, beside this Python
-    dask = [str(command), "scheduler"] if command.is_file() else [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-    worker_cli = [str(command), "worker"] if command.is_file() else [sys.executable, "-m", "distributed.cli.dask_worker"]
+    dask = (
+        [str(command), "scheduler"]
+        if command.is_file()
+        else [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    )
+    worker_cli = (
+        [str(command), "worker"]
+        if command.is_file()
+        else [sys.executable, "-m", "distributed.cli.dask_worker"]
+    )
     started = [
         subprocess.Popen(
-            [*dask, "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(scheduler_file)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                *dask,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(scheduler_file),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
     ]
     try:
@@ -175,7 +212,8 @@ def dask_cluster_processes(tmp_path):
         started.append(
             subprocess.Popen(
                 [*worker_cli, address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
         )
         yield address
@@ -193,15 +231,20 @@ def test_the_batch_command_runs_on_a_scheduler_and_worker_started_with_dask_comm
     argv = ["batch", "-o", str(tmp_path / "out"), "--style", str(style), *map(str, inputs[:2])]
     run = ["--steps", "2", "--size", "32", "--weights", str(weights_file), "-q", "--connect-timeout", "300"]
     assert main([*argv, *run, "--scheduler", dask_cluster_processes]) == 0
-    assert sorted(Path(p).name for p in (tmp_path / "out").glob("*.tif")) == ["in0__style.tif", "in1__style.tif"]
+    assert sorted(Path(p).name for p in (tmp_path / "out").glob("*.tif")) == [
+        "in0__style.tif",
+        "in1__style.tif",
+    ]
 
 
 def test_a_scheduler_without_workers_is_a_clear_error():
     from napari_style_transfer.distributed import connect
 
-    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as empty:
-        with pytest.raises(StyleTransferError, match="has no workers after 1 s; start one with `dask worker"):
-            connect(empty.scheduler_address, timeout=1)
+    with (
+        distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as empty,
+        pytest.raises(StyleTransferError, match="has no workers after 1 s; start one with `dask worker"),
+    ):
+        connect(empty.scheduler_address, timeout=1)
 
 
 def test_a_cluster_started_here_has_one_worker_per_gpu_each_pinned_to_its_own(monkeypatch):
@@ -235,13 +278,16 @@ def test_a_rerun_on_a_cluster_skips_everything_done_and_leaves_the_files_untouch
     assert {path.name: path.stat().st_mtime_ns for path in out.glob("*.tif")} == before
 
 
-def test_the_dask_dashboard_address_is_printed_when_there_is_one(tmp_path, files, two_workers, weights_file,
-                                                                 monkeypatch, capsys):
+def test_the_dask_dashboard_address_is_printed_when_there_is_one(
+    tmp_path, files, two_workers, weights_file, monkeypatch, capsys
+):
     from napari_style_transfer import distributed as ours
 
     inputs, style = files
     monkeypatch.setattr(ours, "dashboard", lambda client: "http://127.0.0.1:8787/status")
-    stylize_batch(inputs[:1], [style], tmp_path / "out", client=two_workers, progress=True, **options(weights_file))
+    stylize_batch(
+        inputs[:1], [style], tmp_path / "out", client=two_workers, progress=True, **options(weights_file)
+    )
     assert "dask dashboard: http://127.0.0.1:8787/status" in capsys.readouterr().err
 
 
@@ -261,7 +307,11 @@ def test_the_workers_of_one_machine_share_its_cpus_among_their_torch_threads(mon
     monkeypatch.setattr(memory, "usable_cpus", lambda: 8)
     monkeypatch.setenv(ours._THREADS_VARIABLE, "")  # restored after the test
     threads = []
-    for setup in (ours.WorkerSetup(workers_here=2), ours.WorkerSetup(workers_here=3), ours.WorkerSetup(workers_here=16)):
+    for setup in (
+        ours.WorkerSetup(workers_here=2),
+        ours.WorkerSetup(workers_here=3),
+        ours.WorkerSetup(workers_here=16),
+    ):
         setup.setup(SimpleNamespace(name=0, state=SimpleNamespace(nthreads=1)))
         threads.append(os.environ[ours._THREADS_VARIABLE])
     assert threads == ["4", "2", "1"]

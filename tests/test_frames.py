@@ -139,7 +139,9 @@ def test_restyled_pixels_are_held_only_once_they_have_had_a_first_frames_steps()
     assert not owed[~restyled].any()
     assert not steps_owed(link, None, steps=30, first_steps=30).any()  # all steps: nothing owed
 
-    still = type(link)(*(torch.zeros_like(link.flow), torch.ones_like(link.reliable), *[torch.zeros_like(link.fresh)] * 3))
+    still = type(link)(
+        *(torch.zeros_like(link.flow), torch.ones_like(link.reliable), *[torch.zeros_like(link.fresh)] * 3)
+    )
     assert torch.equal(held(still, None), still.reliable)
     assert torch.equal(held(still, owed) > 0, ~restyled)  # owing steps: not held yet
     owed = steps_owed(still, owed, steps=10, first_steps=30)
@@ -178,7 +180,9 @@ def rotating_disc(frames: int, size: int = 48, turn: float = 12.0) -> np.ndarray
     return np.stack(movie)
 
 
-def test_still_pixels_beside_a_turning_object_keep_their_first_value_as_the_next_frames_target(style, monkeypatch):
+def test_still_pixels_beside_a_turning_object_keep_their_first_value_as_the_next_frames_target(
+    style, monkeypatch
+):
     # free within each frame, but each frame's result there as the next frame's reference let
     # them random-walk beside the object (static drift grew 6x over 50 frames)
     from napari_style_transfer.engine import StyleObjective
@@ -199,7 +203,9 @@ def test_still_pixels_beside_a_turning_object_keep_their_first_value_as_the_next
     result_of(rotating_disc(6), style, frames="time", time_steps=4)
     targets = targets[1:]  # the later frames'
     # pixels still in every frame whose flow keeps them in place (nearest warping moves nothing)
-    kept_in_place = torch.stack([(link.still[0, 0] > 0) & (link.flow[0].abs().amax(0) < 0.5) for link in linked]).all(0)
+    kept_in_place = torch.stack(
+        [(link.still[0, 0] > 0) & (link.flow[0].abs().amax(0) < 0.5) for link in linked]
+    ).all(0)
     freed = torch.stack([link.reliable[0, 0] == 0 for link in linked]).any(0)  # some frame left them free
     watched = kept_in_place & freed
     assert watched.sum() > 20
@@ -208,7 +214,9 @@ def test_still_pixels_beside_a_turning_object_keep_their_first_value_as_the_next
 
 
 @pytest.mark.parametrize("series", [1, 2, "unlike"])
-def test_a_later_frame_starts_lbfgs_from_the_curvature_pairs_of_the_frame_it_follows(style, monkeypatch, series):
+def test_a_later_frame_starts_lbfgs_from_the_curvature_pairs_of_the_frame_it_follows(
+    style, monkeypatch, series
+):
     # a series of series (T, Z) keeps no pairs across the other series: one history at a time;
     # nor does a frame that mostly starts afresh (pairs measured around an unlike image misled it)
     from napari_style_transfer.lbfgs import CarriedCurvature
@@ -282,8 +290,12 @@ def test_a_fresh_region_is_copied_whole_from_known_pixels_nearby():
     assert torch.equal(copied, fresh)
     assert torch.equal(filled[..., fresh[0, 0] == 0], image[..., fresh[0, 0] == 0])
     patch = filled[0, :, 12:18, 10:16]
-    shifts = [(dy, dx) for dy in range(-12, 19) for dx in range(-10, 17)
-              if (dy, dx) != (0, 0) and torch.equal(patch, image[0, :, 12 + dy : 18 + dy, 10 + dx : 16 + dx])]
+    shifts = [
+        (dy, dx)
+        for dy in range(-12, 19)
+        for dx in range(-10, 17)
+        if (dy, dx) != (0, 0) and torch.equal(patch, image[0, :, 12 + dy : 18 + dy, 10 + dx : 16 + dx])
+    ]
     assert len(shifts) == 1  # one stretch of texture, shifted as a whole
     dy, dx = shifts[0]
     assert not ((-6 < dy < 6) and (-6 < dx < 6))  # from outside the region
@@ -307,7 +319,7 @@ def test_fresh_pixels_far_from_anything_known_are_not_copied():
     fresh = 1.0 - known
     filled, copied = fill_from_surroundings(image, fresh, known)
     columns = torch.arange(40).expand(40, 40)
-    near = (columns - 1 <= COPY_REACH)
+    near = columns - 1 <= COPY_REACH
     assert copied[0, 0][near & (columns >= 2)].all()  # the nearest known pixel, within reach
     assert not copied[0, 0][~near].any()
     assert torch.equal(filled[..., ~near], image[..., ~near])
@@ -322,7 +334,7 @@ def test_a_fresh_pixel_copies_only_from_its_own_group():
     filled, copied = fill_from_surroundings(image, fresh, 1.0 - fresh, groups)
     assert copied.sum() == fresh.sum()
     group_one = image[0][:, (groups == 1) & (fresh[0, 0].numpy() == 0)]
-    for row, column in zip(*np.nonzero(fresh[0, 0].numpy())):
+    for row, column in zip(*np.nonzero(fresh[0, 0].numpy()), strict=True):
         value = filled[0, :, row, column]
         assert (group_one == value[:, None]).all(0).any()
 
@@ -440,7 +452,9 @@ def linking_threads(monkeypatch) -> Linking:
     return threads
 
 
-def test_the_next_frame_and_its_flow_are_made_while_the_caller_holds_the_current_frame(style, monkeypatch, linking_threads):
+def test_the_next_frame_and_its_flow_are_made_while_the_caller_holds_the_current_frame(
+    style, monkeypatch, linking_threads
+):
     monkeypatch.setattr(api, "_reads_ahead", lambda device: True)
     movie, _ = moving_disc(frames=3)
     run = iter_stylize(movie, style, **{**FAST, "frames": "time"})
@@ -452,7 +466,9 @@ def test_the_next_frame_and_its_flow_are_made_while_the_caller_holds_the_current
 
 
 @pytest.mark.parametrize("spare_cores, ahead", [(0, False), (1, True)])
-def test_on_the_cpu_frames_are_read_ahead_only_with_a_core_torch_leaves_free(style, monkeypatch, linking_threads, spare_cores, ahead):
+def test_on_the_cpu_frames_are_read_ahead_only_with_a_core_torch_leaves_free(
+    style, monkeypatch, linking_threads, spare_cores, ahead
+):
     from napari_style_transfer import memory
 
     monkeypatch.setattr(memory, "usable_cpus", lambda: torch.get_num_threads() + spare_cores)
@@ -470,7 +486,9 @@ def test_a_stopped_time_series_reads_no_further_frame_and_its_reading_thread_end
     monkeypatch.setattr(api, "_reads_ahead", lambda device: True)
     reads = []
     read_frame = api._read_frame
-    monkeypatch.setattr(api, "_read_frame", lambda plan, index: reads.append(index) or read_frame(plan, index))
+    monkeypatch.setattr(
+        api, "_read_frame", lambda plan, index: reads.append(index) or read_frame(plan, index)
+    )
     movie, _ = moving_disc(frames=4)
     run = iter_stylize(movie, style, **{**FAST, "frames": "time"})
     next(run)
@@ -537,8 +555,23 @@ def test_the_command_line_styles_a_time_series_into_a_stack(tmp_path, style):
     np.save(tmp_path / "movie.npy", movie)
     np.save(tmp_path / "style.npy", style)
     out = tmp_path / "styled.tif"
-    argv = [str(tmp_path / "movie.npy"), str(tmp_path / "style.npy"), "-o", str(out), "--size", "48",
-            "--steps", "3", "--weights", "random", "--quiet", "--frames", "time", "--time-steps", "1"]
+    argv = [
+        str(tmp_path / "movie.npy"),
+        str(tmp_path / "style.npy"),
+        "-o",
+        str(out),
+        "--size",
+        "48",
+        "--steps",
+        "3",
+        "--weights",
+        "random",
+        "--quiet",
+        "--frames",
+        "time",
+        "--time-steps",
+        "1",
+    ]
     assert main(argv) == 0
     assert tifffile.imread(out).shape == (3, 48, 48)
 

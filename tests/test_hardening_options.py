@@ -46,7 +46,9 @@ def test_extreme_option_values_are_refused_before_any_work(content, style, optio
         plan(content, style, **{**RANDOM, **options})
 
 
-@pytest.mark.parametrize(("device", "fix"), [("cuda:00", "cuda:0"), ("cuda:٣", "cuda:3"), ("mps:01", "mps:1")])
+@pytest.mark.parametrize(
+    ("device", "fix"), [("cuda:00", "cuda:0"), ("cuda:٣", "cuda:3"), ("mps:01", "mps:1")]
+)
 def test_a_device_number_torch_cannot_read_is_refused_naming_the_fix(content, style, device, fix):
     with pytest.raises(StyleTransferError, match=f"got '{device}'; write {fix}"):
         plan(content, style, **RANDOM, device=device)
@@ -58,11 +60,22 @@ NASTY_NUMBERS = st.one_of(
     st.sampled_from(
         [10**400, -(10**400), 10**5000, 2**63, 2**64, 1e300, -1e300, 5e-324, -0.0, 1.7976931348623157e308]
     ),
-    st.sampled_from([np.int64(2**63 - 1), np.uint64(2**64 - 1), np.float64(1e300), np.float32(np.inf), np.float16(6e4)]),
+    st.sampled_from(
+        [np.int64(2**63 - 1), np.uint64(2**64 - 1), np.float64(1e300), np.float32(np.inf), np.float16(6e4)]
+    ),
     st.sampled_from([True, "12", None, [3], 1j]),
 )
-NUMERIC_OPTIONS = ("steps", "size", "content_weight", "style_weight", "tv_weight", "learning_rate", "seed",
-                   "style_scale", "snapshot_every")
+NUMERIC_OPTIONS = (
+    "steps",
+    "size",
+    "content_weight",
+    "style_weight",
+    "tv_weight",
+    "learning_rate",
+    "seed",
+    "style_scale",
+    "snapshot_every",
+)
 
 
 @settings(max_examples=300, deadline=None)

@@ -16,7 +16,13 @@ from napari_style_transfer.api import StyleResult
 
 FAST = {"size": 32, "steps": 3, "weights": "random", "snapshot_every": 0}
 #: Shallow layers: lets the property test run many tiny examples quickly.
-SHALLOW = {"size": 16, "steps": 1, "weights": "random", "content_layers": ["conv1_1"], "style_layers": ["conv1_1"]}
+SHALLOW = {
+    "size": 16,
+    "steps": 1,
+    "weights": "random",
+    "content_layers": ["conv1_1"],
+    "style_layers": ["conv1_1"],
+}
 
 
 def result_of(content, style, **options):
@@ -161,7 +167,9 @@ def test_a_huge_image_is_shrunk_before_it_is_converted(style):
 
 def test_a_run_that_cannot_fit_in_memory_is_refused_with_the_size_that_fits(content, style, monkeypatch):
     monkeypatch.setattr(api_module, "free_memory_bytes", lambda device: 600 * 2**20)
-    with pytest.raises(OutOfMemoryError, match=r"needs about .* but cpu has 600 MB free: use size \d+ or less"):
+    with pytest.raises(
+        OutOfMemoryError, match=r"needs about .* but cpu has 600 MB free: use size \d+ or less"
+    ):
         iter_stylize(content, style, size=4096, weights="random")
 
 
@@ -179,7 +187,9 @@ def test_out_of_memory_during_a_run_becomes_a_message(content, style, monkeypatc
         yield  # pragma: no cover
 
     monkeypatch.setattr(api_module, "optimize", exhausted)
-    with pytest.raises(OutOfMemoryError, match="ran out of memory at a working size of 32 px: use a smaller size"):
+    with pytest.raises(
+        OutOfMemoryError, match="ran out of memory at a working size of 32 px: use a smaller size"
+    ):
         stylize(content, style, **FAST)
 
 
@@ -189,7 +199,9 @@ def test_imagenet_weights_offline_fail_with_a_message(content, style, torch_home
 
 
 def test_a_stack_style_is_refused(content, style):
-    with pytest.raises(StyleTransferError, match="the style image has shape \\(2, 36, 36, 3\\); give one 2D image"):
+    with pytest.raises(
+        StyleTransferError, match="the style image has shape \\(2, 36, 36, 3\\); give one 2D image"
+    ):
         iter_stylize(content, np.stack([style, style]), **FAST)
 
 
@@ -225,7 +237,9 @@ def images(draw):
     return draw(hnp.arrays(dtype, shape, elements=elements))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 @given(content=images(), style=images())
 def test_any_array_gives_a_valid_image_or_the_projects_own_error(content, style):
     try:

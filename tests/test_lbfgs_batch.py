@@ -257,7 +257,10 @@ def test_the_batch_frames_benchmark_runs_end_to_end():
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "batch_frames.py"
     output = subprocess.run(
         [sys.executable, str(script), "--sizes", "16", "--batches", "1", "2", "--repeats", "1", "--lbfgs"],
-        check=True, capture_output=True, text=True, timeout=600,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
     ).stdout
     assert "| 16 | 1 |" in output and "| 16 | 2 |" in output
 
@@ -312,7 +315,9 @@ def test_the_temporal_terms_curvature_is_its_second_derivative(style_setup):
     image = frames[:1].clone()
     assert objective.temporal_curvature(image) is None  # no temporal term
     target = torch.rand(image.shape, generator=torch.Generator().manual_seed(5))
-    reliable = (torch.rand((1, 1, *image.shape[-2:]), generator=torch.Generator().manual_seed(6)) < 0.5).float()
+    reliable = (
+        torch.rand((1, 1, *image.shape[-2:]), generator=torch.Generator().manual_seed(6)) < 0.5
+    ).float()
     reliable[..., 3, 4] = 1.0
     objective.set_temporal(target, reliable)
     curvature = objective.temporal_curvature(image)
@@ -323,7 +328,9 @@ def test_the_temporal_terms_curvature_is_its_second_derivative(style_setup):
     moved = x.detach().clone()
     moved[0, 1, 3, 4] += 1.0
     moved.requires_grad_(True)
-    (moved_grad,) = torch.autograd.grad(objective.temporal_weight * temporal_loss(moved, target, reliable), moved)
+    (moved_grad,) = torch.autograd.grad(
+        objective.temporal_weight * temporal_loss(moved, target, reliable), moved
+    )
     torch.testing.assert_close((moved_grad - grad)[0, 1, 3, 4], curvature[0, 0, 3, 4])
     assert curvature.shape == reliable.shape  # the same for every channel
     assert torch.equal(curvature[0, 0] > 0, reliable[0, 0] > 0)
@@ -364,9 +371,9 @@ def test_where_the_rest_is_not_convex_the_curvature_falls_back_to_the_plain_scal
     lbfgs = BoxLBFGS(start, objective, history_size=5, curvature=500.0 * held)
     totals = [sum(lbfgs.step()) for _ in range(8)]
     assert all(math.isfinite(t) for t in totals)
-    assert all(later <= earlier + 1e-12 for earlier, later in zip(totals, totals[1:]))
+    assert all(later <= earlier + 1e-12 for earlier, later in zip(totals, totals[1:], strict=False))
     assert totals[-1] < totals[0]
-    assert 0.0 <= lbfgs.x.min() and lbfgs.x.max() <= 1.0
+    assert lbfgs.x.min() >= 0.0 and lbfgs.x.max() <= 1.0
 
 
 def quadratic_with_hold(slopes: torch.Tensor, curvature: torch.Tensor):
@@ -414,7 +421,9 @@ def test_carried_curvature_pairs_of_another_shape_are_dropped():
     carried = CarriedCurvature()
     carried.take(first)
     larger = torch.full((1, SHAPE[0], SHAPE[1] + 2, SHAPE[2]), 0.5, dtype=torch.float64)
-    second = BoxLBFGS(larger, quadratic_with_hold(torch.ones_like(larger), torch.zeros_like(larger[:, :1])), history_size=5)
+    second = BoxLBFGS(
+        larger, quadratic_with_hold(torch.ones_like(larger), torch.zeros_like(larger[:, :1])), history_size=5
+    )
     carried.give(second)
     assert not second.history and not len(carried)
 

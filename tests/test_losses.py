@@ -133,7 +133,9 @@ def test_the_mean_cov_loss_has_the_value_and_gradient_autograd_would_compute(nam
     ours = wasserstein2_loss(features, target, weights)
     expected = _wasserstein2_through_autograd(features, target, weights)
     torch.testing.assert_close(ours.double(), expected, rtol=1e-6, atol=1e-7)
-    scale = torch.arange(1.0, features.shape[0] + 1, dtype=torch.float64)  # each image's loss counted differently
+    scale = torch.arange(
+        1.0, features.shape[0] + 1, dtype=torch.float64
+    )  # each image's loss counted differently
     (gradient,) = torch.autograd.grad((ours.double() * scale).sum(), features)
     (reference,) = torch.autograd.grad((expected * scale).sum(), features)
     torch.testing.assert_close(gradient, reference, rtol=1e-5, atol=1e-7)
@@ -146,11 +148,15 @@ def test_the_mean_cov_gradient_of_float32_activations_is_that_of_float64_ones(of
 
     features, target, weights = _mean_cov_case("regions", torch.float64, offset)
     reference_input = features.clone().requires_grad_(True)
-    (reference,) = torch.autograd.grad(_wasserstein2_through_autograd(reference_input, target, weights).sum(), reference_input)
+    (reference,) = torch.autograd.grad(
+        _wasserstein2_through_autograd(reference_input, target, weights).sum(), reference_input
+    )
     single = features.float().requires_grad_(True)
     (gradient,) = torch.autograd.grad(wasserstein2_loss(single, target, weights.float()).sum(), single)
     assert gradient.dtype == torch.float32
-    torch.testing.assert_close(gradient.double(), reference, rtol=1e-4, atol=1e-4 * float(reference.abs().max()))
+    torch.testing.assert_close(
+        gradient.double(), reference, rtol=1e-4, atol=1e-4 * float(reference.abs().max())
+    )
 
 
 def test_the_mean_cov_loss_is_zero_for_the_styles_own_activations():

@@ -114,7 +114,9 @@ def test_cgroup_v1_no_limit_is_a_huge_number(proc, v1):
 
 
 def test_cgroup_v1_limit_on_a_parent_group_holds_for_the_groups_inside(proc, v1):
-    write_group(v1 / "memory" / "slurm", memory_limit_in_bytes=str(10 * GB), memory_usage_in_bytes=str(7 * GB))
+    write_group(
+        v1 / "memory" / "slurm", memory_limit_in_bytes=str(10 * GB), memory_usage_in_bytes=str(7 * GB)
+    )
     write_group(
         v1 / "memory" / "slurm" / "job",
         memory_limit_in_bytes=str(2**63 - 4096),
@@ -168,8 +170,11 @@ def test_a_stacks_result_that_does_not_fit_in_ram_is_refused_before_the_run(styl
     frame = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
     stack = np.broadcast_to(frame, (20000, 32, 32))  # 20000 frames in the memory of one
     free_ram(400 * 2**20)  # the run (about 300 MB) fits, its 20000 results (78 MB) beside it do not
-    with pytest.raises(OutOfMemoryError, match=r"the result, 20000 frames of 32x32 px, needs about 78 MB .* "
-                       r"style at most \d+ frames at a time"):
+    with pytest.raises(
+        OutOfMemoryError,
+        match=r"the result, 20000 frames of 32x32 px, needs about 78 MB .* "
+        r"style at most \d+ frames at a time",
+    ):
         iter_stylize(stack, style, **FAST)
 
 
@@ -180,7 +185,12 @@ def test_a_grey_stack_styled_in_colour_counts_three_channels_of_result(style, fr
 
     frame = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
     stack = np.broadcast_to(frame, (20000, 32, 32))
-    free_ram(int((memory.FIXED_BYTES + 32 * 32 * memory.bytes_per_pixel("lbfgs", 30) + 20000 * 32 * 32 * 4 * 2) / 0.9))
+    free_ram(
+        int(
+            (memory.FIXED_BYTES + 32 * 32 * memory.bytes_per_pixel("lbfgs", 30) + 20000 * 32 * 32 * 4 * 2)
+            / 0.9
+        )
+    )
     iter_stylize(stack, style, **FAST).close()  # grey results (78 MB) fit
     with pytest.raises(OutOfMemoryError, match=r"needs about 234 MB"):  # RGB results do not
         iter_stylize(stack, style, **FAST, keep_grey=False)
@@ -221,7 +231,9 @@ def test_running_out_of_ram_during_a_run_becomes_the_projects_message(content, s
         yield  # pragma: no cover
 
     monkeypatch.setattr(api, "optimize", exhausted)
-    with pytest.raises(OutOfMemoryError, match="cpu ran out of memory at a working size of 32 px: use a smaller size"):
+    with pytest.raises(
+        OutOfMemoryError, match="cpu ran out of memory at a working size of 32 px: use a smaller size"
+    ):
         stylize(content, style, **FAST)
 
 
@@ -248,6 +260,9 @@ def test_a_gpu_runs_result_is_checked_against_ram_not_gpu_memory(monkeypatch):
     free = {"cuda": 100 * GB, "cpu": 50 * 2**20}  # the GPU has room for anything; RAM has not
     monkeypatch.setattr(api, "free_memory_bytes", lambda device: free[device.type])
     stack = describe_image(np.broadcast_to(np.eye(32, dtype=np.float32), (20000, 32, 32)), "content")
-    with pytest.raises(OutOfMemoryError, match=r"needs about 78 MB but the computer has 50 MB of RAM free: "
-                       r"style at most \d+ frames at a time"):
+    with pytest.raises(
+        OutOfMemoryError,
+        match=r"needs about 78 MB but the computer has 50 MB of RAM free: "
+        r"style at most \d+ frames at a time",
+    ):
         api._check_memory(stack, (32, 32), (32, 32), StyleOptions().validated(), torch.device("cuda"))

@@ -101,7 +101,9 @@ def test_layers_property_is_in_network_order():
     assert options.layers == ("conv1_1", "conv4_2", "conv5_1")
 
 
-@pytest.mark.parametrize(("layers", "side"), [(["conv1_1"], 1), (["pool1"], 2), (["conv4_2"], 8), (["conv5_1"], 16)])
+@pytest.mark.parametrize(
+    ("layers", "side"), [(["conv1_1"], 1), (["pool1"], 2), (["conv4_2"], 8), (["conv5_1"], 16)]
+)
 def test_min_side_counts_the_poolings_before_the_deepest_layer(layers, side):
     assert min_side_for_layers(layers) == side
 
@@ -137,7 +139,9 @@ def test_learning_rate_defaults_per_optimizer():
 def test_numpy_scalars_are_accepted_as_numbers():
     import numpy as np
 
-    options = StyleOptions.from_kwargs({"steps": np.int64(3), "style_weight": np.float32(1e5), "seed": np.uint32(7)})
+    options = StyleOptions.from_kwargs(
+        {"steps": np.int64(3), "style_weight": np.float32(1e5), "seed": np.uint32(7)}
+    )
     assert (options.steps, options.style_weight, options.seed) == (3, 1e5, 7)
     assert type(options.steps) is int and type(options.style_weight) is float
     with pytest.raises(StyleTransferError, match="steps must be a whole number"):

@@ -28,11 +28,24 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
         ROOT,
         source,
         symlinks=True,
-        ignore=shutil.ignore_patterns(".git", ".venv", "*.egg-info", "__pycache__", ".pytest_cache", "build", "dist"),
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "*.egg-info", "__pycache__", ".pytest_cache", "build", "dist"
+        ),
     )
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(source),
+        ],
         check=True,
         capture_output=True,
     )
@@ -58,7 +71,12 @@ def editable(tmp_path_factory) -> tuple[Path, zipfile.ZipFile]:
 
 
 def test_the_checkout_has_no_symbolic_links():
-    paths = [ROOT / "napari.yaml", ROOT / "sample_data", *(ROOT / "sample_data").iterdir(), *(ROOT / "src").rglob("*")]
+    paths = [
+        ROOT / "napari.yaml",
+        ROOT / "sample_data",
+        *(ROOT / "sample_data").iterdir(),
+        *(ROOT / "src").rglob("*"),
+    ]
     assert [p for p in paths if p.is_symlink()] == []
     assert (ROOT / "napari.yaml").is_file() and (ROOT / "sample_data").is_dir()
 
@@ -82,7 +100,9 @@ def test_the_wheel_registers_the_manifest_and_the_command(wheel):
 def test_an_editable_install_puts_src_on_the_path_and_copies_the_manifest_into_the_package(editable):
     source, wheel = editable
     names = wheel.namelist()
-    assert not [n for n in names if n.startswith("napari_style_transfer/")], "an editable wheel holds no package files"
+    assert not [n for n in names if n.startswith("napari_style_transfer/")], (
+        "an editable wheel holds no package files"
+    )
     (pth,) = [n for n in names if n.endswith(".pth")]
     assert Path(wheel.read(pth).decode().strip()) == source / "src"
     copy = source / "src" / "napari_style_transfer" / "napari.yaml"
@@ -99,7 +119,9 @@ def test_an_editable_install_resolves_the_entry_point_and_the_sample_data(editab
         "print(sample_path('astronaut'))"
     )
     env = {**os.environ, "PYTHONPATH": str(source / "src")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout.split()
     assert out == ["True", str(source / "sample_data" / "astronaut.png")]
 
 
@@ -112,7 +134,11 @@ def test_the_manifest_npe2_reads_is_the_top_level_one():
 def test_the_wheel_leaves_torchvision_to_the_test_extra(wheel):
     """The plugin never imports torchvision (it would bring torch._dynamo and triton along)."""
     (metadata_file,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
-    requires = [line.split(":", 1)[1].strip() for line in wheel.read(metadata_file).decode().splitlines() if line.startswith("Requires-Dist:")]
+    requires = [
+        line.split(":", 1)[1].strip()
+        for line in wheel.read(metadata_file).decode().splitlines()
+        if line.startswith("Requires-Dist:")
+    ]
     torchvision = [r for r in requires if r.startswith("torchvision")]
     assert torchvision and all("extra ==" in r for r in torchvision)
     assert any("extra == 'testing'" in r or 'extra == "testing"' in r for r in torchvision)
@@ -167,8 +193,12 @@ def test_the_widget_is_a_dock_widget_and_a_layers_filter():
     import yaml
 
     contributions = yaml.safe_load((ROOT / "napari.yaml").read_text())["contributions"]
-    assert contributions["widgets"] == [{"command": "napari-style-transfer.make_widget", "display_name": "Style Transfer"}]
-    assert contributions["menus"]["napari/layers/filter"] == [{"command": "napari-style-transfer.make_widget"}]
+    assert contributions["widgets"] == [
+        {"command": "napari-style-transfer.make_widget", "display_name": "Style Transfer"}
+    ]
+    assert contributions["menus"]["napari/layers/filter"] == [
+        {"command": "napari-style-transfer.make_widget"}
+    ]
 
 
 def test_the_wheel_carries_the_licence_and_the_classifiers(wheel):

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from napari_style_transfer import _sample_data
-from napari_style_transfer._sample_data import AXIS_LABELS, DEMO_PAIRS, SAMPLES, load_sample, read_sample_file, sample_dir
+from napari_style_transfer._sample_data import (
+    AXIS_LABELS,
+    DEMO_PAIRS,
+    SAMPLES,
+    load_sample,
+    read_sample_file,
+    sample_dir,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

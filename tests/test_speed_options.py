@@ -25,15 +25,22 @@ EARLY_PIXELS, LATE_PIXELS, LATE_LOSS = 0.002, 0.06, 0.10
 
 def test_bf16_and_fp32_results_agree_within_the_stated_tolerance(content, style):
     options = {**FAST, "schedule": "none"}
-    early = [stylize(content, style, precision=p, **{**options, "size": 64, "steps": 1}) for p in ("fp32", "bf16")]
+    early = [
+        stylize(content, style, precision=p, **{**options, "size": 64, "steps": 1}) for p in ("fp32", "bf16")
+    ]
     assert 0 < np.abs(early[0] - early[1]).mean() < EARLY_PIXELS
-    late = [list(iter_stylize(content, style, precision=p, **{**options, "size": 128, "steps": 20}))[-1] for p in ("fp32", "bf16")]
+    late = [
+        list(iter_stylize(content, style, precision=p, **{**options, "size": 128, "steps": 20}))[-1]
+        for p in ("fp32", "bf16")
+    ]
     assert np.abs(late[0].image - late[1].image).mean() < LATE_PIXELS
     assert abs(late[1].losses.total / late[0].losses.total - 1) < LATE_LOSS
 
 
 def test_bf16_losses_are_float32_and_fall(content, style):
-    records = [r for r in iter_stylize(content, style, precision="bf16", init="noise", **{**FAST, "steps": 10})]
+    records = [
+        r for r in iter_stylize(content, style, precision="bf16", init="noise", **{**FAST, "steps": 10})
+    ]
     totals = [r.losses.total for r in records[:-1]]
     assert totals[-1] < 0.5 * totals[0]
 
@@ -50,7 +57,9 @@ def test_channels_last_gives_the_same_result(content, style):
 
 
 def test_coarse_to_fine_goes_through_its_sizes_and_ends_at_the_working_size(content, style):
-    records = list(iter_stylize(content, style, size=64, steps=8, schedule="32,64", weights="random", snapshot_every=1))
+    records = list(
+        iter_stylize(content, style, size=64, steps=8, schedule="32,64", weights="random", snapshot_every=1)
+    )
     steps, result = records[:-1], records[-1]
     assert isinstance(result, StyleResult)
     assert result.image.shape == (53, 64, 3) and result.schedule == (32, 64)
@@ -86,7 +95,9 @@ def test_backend_flags_are_set_for_a_cuda_run_and_restored_after():
 
 
 @pytest.mark.parametrize(("native", "expected"), [(True, torch.bfloat16), (False, torch.float32)])
-def test_auto_precision_on_the_cpu_is_bf16_only_where_the_cpu_computes_bf16_natively(monkeypatch, native, expected):
+def test_auto_precision_on_the_cpu_is_bf16_only_where_the_cpu_computes_bf16_natively(
+    monkeypatch, native, expected
+):
     from napari_style_transfer import engine
 
     monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: native)
@@ -101,7 +112,9 @@ def test_auto_precision_on_the_cpu_is_bf16_only_where_the_cpu_computes_bf16_nati
     ("native", "precision", "ran"),
     [(True, "auto", "bf16"), (False, "auto", "fp32"), (True, "fp32", "fp32"), (False, "bf16", "bf16")],
 )
-def test_a_run_records_the_precision_its_convolutions_ran_in(content, style, monkeypatch, native, precision, ran):
+def test_a_run_records_the_precision_its_convolutions_ran_in(
+    content, style, monkeypatch, native, precision, ran
+):
     from napari_style_transfer import api, engine
 
     monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: native)
@@ -151,8 +164,18 @@ def test_conv_flop_count_matches_a_hand_count():
 
 @pytest.mark.parametrize("steps", [1, 2, 3])
 def test_fewer_steps_than_levels_keep_the_finest_levels_and_end_at_the_working_size(content, style, steps):
-    records = list(iter_stylize(content, style, size=512, steps=steps, weights="random", snapshot_every=0,
-                                content_layers=["conv1_1"], style_layers=["conv1_1"]))
+    records = list(
+        iter_stylize(
+            content,
+            style,
+            size=512,
+            steps=steps,
+            weights="random",
+            snapshot_every=0,
+            content_layers=["conv1_1"],
+            style_layers=["conv1_1"],
+        )
+    )
     assert [r.step for r in records[:-1]] == list(range(1, steps + 1))
     assert records[-2].size == 512 and records[-2].image is not None
     assert records[-1].image.shape[:2] == (427, 512)

@@ -91,7 +91,9 @@ def test_style_loss_is_zero_when_image_and_style_statistics_match(loss):
 
 @pytest.mark.parametrize("loss", LOSSES)
 def test_style_loss_decreases_in_a_short_run(content, style, loss):
-    steps = [r for r in iter_stylize(content, style, **{**FAST, "steps": 8}, style_loss=loss, init="noise")][:-1]
+    steps = [r for r in iter_stylize(content, style, **{**FAST, "steps": 8}, style_loss=loss, init="noise")][
+        :-1
+    ]
     assert steps[-1].losses.style < 0.8 * steps[0].losses.style
 
 
@@ -104,7 +106,9 @@ def test_quantiles_compare_distributions_of_different_sizes():
 def test_sliced_loss_compares_a_style_of_another_size():
     image = image_tensor(3, 32)
     tiled = image.repeat(1, 1, 2, 2)  # the same distribution over four times the positions
-    objective = objective_for(image_tensor(4), tiled, style_loss="sliced", style_layers=("conv1_1",), content_weight=0.0)
+    objective = objective_for(
+        image_tensor(4), tiled, style_loss="sliced", style_layers=("conv1_1",), content_weight=0.0
+    )
     with torch.no_grad():
         same = objective(image)[1][1].item()
         different = objective(image_tensor(4))[1][1].item()
@@ -193,8 +197,16 @@ def three_bands(shape=(40, 48)) -> np.ndarray:
 # With untrained weights the Gram loss does not carry colour (a plain red-style run gets no
 # redder in 12 steps); the Gram loss is checked with colour-passing weights further down.
 @pytest.mark.parametrize("loss", ["mean_cov", "sliced"])
-def test_each_region_moves_toward_its_own_style_and_label_0_stays_nearest_the_content(content, red, blue, loss):
-    result = stylize(content, [red, blue], style_regions=three_bands(), **{**FAST, "size": 64, "steps": 12}, style_loss=loss)
+def test_each_region_moves_toward_its_own_style_and_label_0_stays_nearest_the_content(
+    content, red, blue, loss
+):
+    result = stylize(
+        content,
+        [red, blue],
+        style_regions=three_bands(),
+        **{**FAST, "size": 64, "steps": 12},
+        style_loss=loss,
+    )
     start = stylize(content, red, **{**FAST, "size": 64, "steps": 1, "style_weight": 0.0})
     parts = {"left": np.s_[:, :16], "middle": np.s_[:, 24:29], "right": np.s_[:, -16:]}
 
@@ -240,7 +252,9 @@ def test_gram_regions_move_toward_their_own_styles_colours(content, red, blue, c
 def test_one_region_over_the_whole_image_is_the_plain_loss(loss):
     image, style = image_tensor(1, 64), image_tensor(2)
     plain = objective_for(image_tensor(3, 64), style, style_loss=loss)
-    regional = objective_for(image_tensor(3, 64), [style, image_tensor(4)], style_loss=loss, style_blend=(1, 0))
+    regional = objective_for(
+        image_tensor(3, 64), [style, image_tensor(4)], style_loss=loss, style_blend=(1, 0)
+    )
     regional.set_regions(torch.ones((1, 1, 64, 64), dtype=torch.int64))
     with torch.no_grad():
         torch.testing.assert_close(regional(image)[1], plain(image)[1], rtol=1e-4, atol=0)
@@ -249,7 +263,9 @@ def test_one_region_over_the_whole_image_is_the_plain_loss(loss):
 def test_region_labels_of_any_size_are_resized_by_nearest_neighbour(content, red, blue):
     options = {**FAST, "size": 64}
     small = stylize(content, [red, blue], style_regions=three_bands((40, 48)), **options)
-    large = stylize(content, [red, blue], style_regions=np.repeat(np.repeat(three_bands((40, 48)), 2, 0), 2, 1), **options)
+    large = stylize(
+        content, [red, blue], style_regions=np.repeat(np.repeat(three_bands((40, 48)), 2, 0), 2, 1), **options
+    )
     np.testing.assert_array_equal(small, large)
 
 
@@ -313,7 +329,9 @@ def test_histogram_colours_match_the_styles_colours_to_the_content_before_the_ru
     from napari_style_transfer._image import describe_image
 
     rgb = describe_image(content, "content").frame(longest_side=32).rgb
-    matched = match_histograms(describe_image(style, "style").frame(longest_side=32).rgb, rgb, channel_axis=-1)
+    matched = match_histograms(
+        describe_image(style, "style").frame(longest_side=32).rgb, rgb, channel_axis=-1
+    )
     np.testing.assert_array_equal(
         stylize(content, style, **FAST, content_colours="histogram"),
         stylize(content, matched.astype(np.float32), **FAST),
@@ -323,7 +341,8 @@ def test_histogram_colours_match_the_styles_colours_to_the_content_before_the_ru
 def test_content_colours_true_is_the_luminance_mode(content, style):
     assert StyleOptions(content_colours=True).validated().content_colours == "luminance"
     np.testing.assert_array_equal(
-        stylize(content, style, **FAST, content_colours=True), stylize(content, style, **FAST, content_colours="luminance")
+        stylize(content, style, **FAST, content_colours=True),
+        stylize(content, style, **FAST, content_colours="luminance"),
     )
 
 
@@ -353,8 +372,15 @@ def test_average_with_lbfgs_is_refused(content, style):
 
 def test_results_record_every_style_control_but_not_the_label_image(content, red, blue):
     result = result_of(
-        content, [red, blue], size=64, style_regions=three_bands(), style_loss="mean_cov",
-        content_colours="histogram", optimizer="adam", average=0.9, style_layer_weights=(1, 1, 1, 1, 0.5),
+        content,
+        [red, blue],
+        size=64,
+        style_regions=three_bands(),
+        style_loss="mean_cov",
+        content_colours="histogram",
+        optimizer="adam",
+        average=0.9,
+        style_layer_weights=(1, 1, 1, 1, 0.5),
     )
     metadata = result.metadata()
     options = metadata["options"]
@@ -366,7 +392,9 @@ def test_results_record_every_style_control_but_not_the_label_image(content, red
 
 
 def test_the_region_gram_loss_gradient_is_that_of_autograd():
-    features = torch.rand(2, 6, 4, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64, requires_grad=True)
+    features = torch.rand(
+        2, 6, 4, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64, requires_grad=True
+    )
     target = torch.rand(1, 6, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     target = target + target.transpose(1, 2)  # a Gram matrix is symmetric (the backward relies on it)
     weights = torch.rand(2, 1, 20, generator=torch.Generator().manual_seed(2), dtype=torch.float64)

@@ -101,7 +101,9 @@ def test_our_vgg19_features_have_torchvisions_layout():
     reference = import_torchvision().models.vgg19(weights=None).features
     ours = vgg19_features_module()
     assert [type(m) for m in ours] == [type(m) for m in reference]
-    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {
+        k: v.shape for k, v in reference.state_dict().items()
+    }
     for mine, theirs in zip(ours, reference, strict=True):
         assert repr(mine) == repr(theirs)
 
@@ -110,7 +112,7 @@ def test_the_imagenet_url_is_torchvisions():
     from napari_style_transfer._torch_compat import import_torchvision
     from napari_style_transfer.weights import IMAGENET_URL
 
-    assert IMAGENET_URL == import_torchvision().models.VGG19_Weights.IMAGENET1K_V1.url
+    assert import_torchvision().models.VGG19_Weights.IMAGENET1K_V1.url == IMAGENET_URL
 
 
 def test_loading_cached_weights_does_not_import_torchvision(tmp_path, untrained_vgg19_state):

@@ -54,7 +54,9 @@ def test_a_whole_vgg19_state_dict_file_loads(tmp_path, untrained_vgg19_state):
 
 
 def test_a_features_only_state_dict_file_loads(tmp_path, untrained_vgg19_state):
-    features_only = {k.removeprefix("features."): v for k, v in untrained_vgg19_state.items() if k.startswith("features.")}
+    features_only = {
+        k.removeprefix("features."): v for k, v in untrained_vgg19_state.items() if k.startswith("features.")
+    }
     path = tmp_path / "features.pth"
     torch.save(features_only, path)
     assert_same_weights(load_vgg19_features(str(path)).features, untrained_vgg19_state)
@@ -186,7 +188,9 @@ def test_auto_falls_back_to_random_weights_when_the_cache_cannot_be_written(tmp_
         home.chmod(0o700)
 
 
-def test_a_features_copy_that_cannot_be_written_does_not_fail_the_load(torch_home, untrained_vgg19_state, monkeypatch):
+def test_a_features_copy_that_cannot_be_written_does_not_fail_the_load(
+    torch_home, untrained_vgg19_state, monkeypatch
+):
     put_in_hub_cache(untrained_vgg19_state, torch_home)
 
     def disk_full(*args, **kwargs):

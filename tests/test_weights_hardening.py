@@ -27,14 +27,17 @@ from napari_style_transfer.weights import (
     load_vgg19_features,
 )
 
-VGG19_SHAPES = {key: value.shape for key, value in vgg19_features_module("meta", init=False).state_dict().items()}
+VGG19_SHAPES = {
+    key: value.shape for key, value in vgg19_features_module("meta", init=False).state_dict().items()
+}
 
 
 def filled_state(value, dtype=torch.float32) -> dict[str, torch.Tensor]:
     """A VGG19 features state dict whose every tensor holds ``value``: each stores one number,
     expanded to its shape, so the file is a few kB."""
     return {
-        key: torch.full((1,) * len(shape), value, dtype=dtype).expand(shape) for key, shape in VGG19_SHAPES.items()
+        key: torch.full((1,) * len(shape), value, dtype=dtype).expand(shape)
+        for key, shape in VGG19_SHAPES.items()
     }
 
 
@@ -43,7 +46,7 @@ def saved(state, path, **kwargs):
     return path
 
 
-def in_hub_cache(state, torch_home) -> "os.PathLike[str]":
+def in_hub_cache(state, torch_home) -> os.PathLike[str]:
     """``state`` saved where the ImageNet file is looked for (a features-only state suits it)."""
     path = torch_home / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +174,9 @@ def test_a_damaged_features_copy_falls_back_to_the_full_file_says_so_and_is_repl
 
 
 def dead_pid() -> int:
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     return int(finished.stdout)
 
 

@@ -37,9 +37,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ._napari.run import run_style_transfer
     from .api import StepRecord, StyleResult, iter_stylize, stylize
     from .batch import stylize_batch
-    from ._napari.run import run_style_transfer
     from .engine import Losses
     from .losses import gram_matrix
     from .vgg import VGGFeatures

@@ -160,7 +160,9 @@ def describe_image(array: object, role: str, allow_stack: bool = True) -> ImageI
     lazy = is_frame_source(array)
     data = array if lazy else _as_array(array, role)
     if data.dtype.kind not in "biuf":
-        raise StyleTransferError(f"the {role} image has dtype {data.dtype}; give a numeric (integer or float) array")
+        raise StyleTransferError(
+            f"the {role} image has dtype {data.dtype}; give a numeric (integer or float) array"
+        )
     if data.ndim >= 3 and data.shape[-1] == 1:
         data = data[..., 0]
     channels = "grey"
@@ -175,7 +177,11 @@ def describe_image(array: object, role: str, allow_stack: bool = True) -> ImageI
         )
     spatial = data.ndim - (0 if channels == "grey" else 1)
     if spatial < 2 or (spatial > 2 and not allow_stack):
-        wanted = SHAPES_HINT if allow_stack else "give one 2D image: H x W (grey), H x W x 3 (RGB) or H x W x 4 (RGBA)"
+        wanted = (
+            SHAPES_HINT
+            if allow_stack
+            else "give one 2D image: H x W (grey), H x W x 3 (RGB) or H x W x 4 (RGBA)"
+        )
         raise StyleTransferError(f"the {role} image has shape {data.shape}; {wanted}")
     if math.prod(data.shape) == 0:
         raise StyleTransferError(f"the {role} image is empty (shape {data.shape})")
@@ -213,7 +219,9 @@ def is_frame_source(array: object) -> bool:
     0 and 1, so that nothing has to read all of it first. Optional: ``scaling`` (that mapping
     in words) and ``alpha_as_is`` (float alpha already within [0, 1]; assumed if absent).
     Finiteness is the source's to check, frame by frame, as frames are read."""
-    return not isinstance(array, np.ndarray) and hasattr(array, "value_range") and hasattr(array, "__getitem__")
+    return (
+        not isinstance(array, np.ndarray) and hasattr(array, "value_range") and hasattr(array, "__getitem__")
+    )
 
 
 def _describe_frame_source(source: object, role: str, channels: str) -> ImageInput:
@@ -269,7 +277,9 @@ def _block_mean(
         chunk = to_unit(np.asarray(data[top : min(top + band, height), :width]))
         rows = chunk.shape[0] // factor
         blocks = chunk.reshape(rows, factor, width // factor, factor, *data.shape[2:])
-        out[top // factor : top // factor + rows] = blocks.mean(axis=(1, 3), dtype=np.float64)  # float32 sums drift
+        out[top // factor : top // factor + rows] = blocks.mean(
+            axis=(1, 3), dtype=np.float64
+        )  # float32 sums drift
     return out
 
 

@@ -100,7 +100,9 @@ class StepRecord:
             return self.image
         position = self._position or (self.frame_number, self.step)
         if self._cursor is None or self._cursor.position != position:
-            raise RuntimeError(f"the image of step {self.step} is gone: call render() before advancing the run")
+            raise RuntimeError(
+                f"the image of step {self.step} is gone: call render() before advancing the run"
+            )
         self.image = self._finish(self._live)
         return self.image
 
@@ -225,7 +227,9 @@ class _Regions:
         return {"shape": list(self.labels.shape), "labels": [int(v) for v in present], "dropped": dropped}
 
 
-def iter_stylize(content: Any, style: Any, *, style_regions: Any = None, **options: Any) -> Iterator[StepRecord | StyleResult]:
+def iter_stylize(
+    content: Any, style: Any, *, style_regions: Any = None, **options: Any
+) -> Iterator[StepRecord | StyleResult]:
     """Style transfer as a generator: one :class:`StepRecord` per step, then a :class:`StyleResult`.
 
     ``content`` is a numpy array: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA, of any
@@ -250,7 +254,9 @@ def iter_stylize(content: Any, style: Any, *, style_regions: Any = None, **optio
     return _run(plan(content, style, style_regions=style_regions, **options))
 
 
-def stylize(content: Any, style: Any, *, client: Any = None, style_regions: Any = None, **options: Any) -> np.ndarray:
+def stylize(
+    content: Any, style: Any, *, client: Any = None, style_regions: Any = None, **options: Any
+) -> np.ndarray:
     """Style transfer of numpy images; returns the result as float32 in [0, 1].
 
     The result has the working size (longest side ``size``) and the content's kind: grey in,
@@ -285,7 +291,11 @@ def plan(content: Any, style: Any, *, style_regions: Any = None, **options: Any)
     levels = _levels(opts, content_in.shape, tuple(s.shape for s in styles_in))
     content_shape = levels[-1].content_shape
     style_shape = max(levels[-1].style_shapes, key=lambda shape: shape[0] * shape[1])
-    regions = None if style_regions is None else _check_regions(style_regions, content_in, len(styles_in), content_shape, opts)
+    regions = (
+        None
+        if style_regions is None
+        else _check_regions(style_regions, content_in, len(styles_in), content_shape, opts)
+    )
     scale = max(content_shape) / max(content_in.shape)
     if opts.weights not in WEIGHTS_MODES and not os.path.isfile(os.path.expanduser(opts.weights)):
         problem = "is a folder" if os.path.isdir(os.path.expanduser(opts.weights)) else "does not exist"
@@ -355,19 +365,23 @@ def _check_regions(
         )
     low, high = int(array.min()), int(array.max())
     if low < 0:
-        raise StyleTransferError(f"style_regions has label {low}; labels are 0 (content only) or 1..{styles} (a style)")
+        raise StyleTransferError(
+            f"style_regions has label {low}; labels are 0 (content only) or 1..{styles} (a style)"
+        )
     if high > styles:
         raise StyleTransferError(
             f"style_regions has label {high} but there {'is 1 style' if styles == 1 else f'are {styles} styles'}: "
             f"label k takes the k-th style, so labels must be 0..{styles}; give more styles or relabel"
         )
     pools = int(math.log2(_min_side(opts.style_layers)))
-    deepest = (content_shape[0] >> pools) * (content_shape[1] >> pools)  # positions of the deepest style layer
+    deepest = (content_shape[0] >> pools) * (
+        content_shape[1] >> pools
+    )  # positions of the deepest style layer
     dropped = {}
     for index in np.ndindex(*array.shape[:-2]):
         counts = np.bincount(np.asarray(array[index]).ravel().astype(np.int64), minlength=styles + 1)
         small = frozenset(
-            label for label in range(1, styles + 1) if 0 < counts[label] and counts[label] * deepest < h * w
+            label for label in range(1, styles + 1) if counts[label] > 0 and counts[label] * deepest < h * w
         )
         if small:
             where = f" (label image {index})" if index else ""
@@ -415,7 +429,9 @@ def _levels(
         _check_large_enough(content_shape, layers, "content", at=size)
         for number, style_shape in enumerate(style_shapes, start=1):
             role = "style" if len(styles) == 1 else f"style {number}"
-            _check_large_enough(style_shape, opts.style_layers, role, hint=" or a larger style_scale", at=size)
+            _check_large_enough(
+                style_shape, opts.style_layers, role, hint=" or a larger style_scale", at=size
+            )
         levels.append((content_shape, tuple(style_shapes)))
     levels = levels[-opts.steps :]  # fewer steps than levels: keep the finest
     shares = STEP_SHARES.get(len(levels)) or (1.0 / len(levels),) * len(levels)
@@ -488,7 +504,9 @@ def _frames_per_batch(
     return fits
 
 
-def _run_bytes(content_shape: tuple[int, int], style_shape: tuple[int, int], opts: StyleOptions, batch: int) -> int:
+def _run_bytes(
+    content_shape: tuple[int, int], style_shape: tuple[int, int], opts: StyleOptions, batch: int
+) -> int:
     """The working memory of a run with ``batch`` frames at once: the style goes through
     the network once per level and alone, the content frames together."""
     return max(
@@ -525,7 +543,9 @@ def _check_memory(
         _refuse_batch(content_shape, style_shape, batch, needed, free, opts, device)
         needed = _run_bytes(content_shape, style_shape, opts, 1)  # not even one frame fits
     if needed > free * memory.HEADROOM:
-        _refuse_run(content_shape, style_shape, biggest, needed, free, opts, device, result_per_pixel if shared else 0)
+        _refuse_run(
+            content_shape, style_shape, biggest, needed, free, opts, device, result_per_pixel if shared else 0
+        )
     ram = free if shared else free_memory_bytes(torch.device("cpu"))
     room = ram * memory.HEADROOM - (needed if shared else 0)
     if result <= room:
@@ -557,7 +577,14 @@ def _refuse_batch(
     device: torch.device,
 ) -> None:
     """``batch_frames`` frames at once do not fit on ``device``: say how many would, if one does."""
-    fits = max((n for n in range(1, batch) if _run_bytes(content_shape, style_shape, opts, n) <= free * memory.HEADROOM), default=0)
+    fits = max(
+        (
+            n
+            for n in range(1, batch)
+            if _run_bytes(content_shape, style_shape, opts, n) <= free * memory.HEADROOM
+        ),
+        default=0,
+    )
     if not fits:
         return  # not even one frame: _refuse_run says what would
     raise OutOfMemoryError(
@@ -577,7 +604,9 @@ def _refuse_run(
     result_per_pixel: int,
 ) -> None:
     """The run itself does not fit on ``device``: say which size or style_scale would."""
-    content_fits = memory.estimate_bytes(content_shape, opts.optimizer, LBFGS_HISTORY) <= free * memory.HEADROOM
+    content_fits = (
+        memory.estimate_bytes(content_shape, opts.optimizer, LBFGS_HISTORY) <= free * memory.HEADROOM
+    )
     if content_fits:  # the style, enlarged by style_scale, is what does not fit
         pixels = memory.largest_pixels(free, opts.optimizer, LBFGS_HISTORY)
         current = max(opts.style_scale) if isinstance(opts.style_scale, tuple) else opts.style_scale
@@ -656,7 +685,9 @@ def _optimise_frames(p: _Plan, reader: _TimeSeriesReader | None) -> Iterator[Ste
     loaded = load_vgg19_features(opts.weights)
     dtype = compute_dtype(opts.precision, device)
     memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format
-    extractor = VGGFeatures(loaded.features, opts.layers, opts.pooling).to(device, memory_format=memory_format)
+    extractor = VGGFeatures(loaded.features, opts.layers, opts.pooling).to(
+        device, memory_format=memory_format
+    )
     styles_full = _style_tensors(p, device)
     frames = frame_count(p.content.stack_shape)
     in_time = opts.frames == "time"
@@ -702,18 +733,29 @@ def _optimise_frames(p: _Plan, reader: _TimeSeriesReader | None) -> Iterator[Ste
         contents_full = [content_full for content_full, _ in prepared]
         if follows is not None:
             previous_reference, previous_owed = kept.pop(follows)
-            temporal = (warp(previous_reference, link.flow, WARP_MODE).clamp(0.0, 1.0), held(link, previous_owed))
+            temporal = (
+                warp(previous_reference, link.flow, WARP_MODE).clamp(0.0, 1.0),
+                held(link, previous_owed),
+            )
         steps = sum(level.steps for level in levels)
         done = 0
         images = None
         curvature = None
         if in_time:
             follows_closely = link is not None and link.fresh.mean().item() < CARRY_CURVATURE_FRESH
-            curvature = carried[1] if carried is not None and carried[0] == follows and follows_closely else CarriedCurvature()
+            curvature = (
+                carried[1]
+                if carried is not None and carried[0] == follows and follows_closely
+                else CarriedCurvature()
+            )
             carried = (index, curvature)
         for level in levels:
-            contents_t = torch.cat([resize(content_full, *level.content_shape) for content_full in contents_full])
-            styles_t = [resize(full, *shape) for full, shape in zip(styles_full, level.style_shapes, strict=True)]
+            contents_t = torch.cat(
+                [resize(content_full, *level.content_shape) for content_full in contents_full]
+            )
+            styles_t = [
+                resize(full, *shape) for full, shape in zip(styles_full, level.style_shapes, strict=True)
+            ]
             style_t = styles_t[0]  # init="style" starts from the first style
             labels = None if p.regions is None else p.regions.at(group[0][1][0][0], level.content_shape)
             if temporal is not None:
@@ -724,12 +766,19 @@ def _optimise_frames(p: _Plan, reader: _TimeSeriesReader | None) -> Iterator[Ste
                 # pulls on a few new pixels, and held from the next frame on they leave a flat
                 # trail. They start from their content plus the styling (result - content) of
                 # known pixels nearby instead (of their own style region), whatever ``init``.
-                styling, copied = fill_from_surroundings(temporal[0] - contents_t, link.fresh, link.reliable, labels)
+                styling, copied = fill_from_surroundings(
+                    temporal[0] - contents_t, link.fresh, link.reliable, labels
+                )
                 fresh = initial_image(contents_t, style_t, opts.init, opts.seed)
                 fresh = torch.where(copied > 0, (contents_t + styling).clamp(0.0, 1.0), fresh)
                 start = temporal[0] + link.fresh * (fresh - temporal[0])
             elif images is None:  # each frame from the start it has alone (the same noise for one seed)
-                start = torch.cat([initial_image(content_t[None], style_t, opts.init, opts.seed) for content_t in contents_t])
+                start = torch.cat(
+                    [
+                        initial_image(content_t[None], style_t, opts.init, opts.seed)
+                        for content_t in contents_t
+                    ]
+                )
             else:  # the coarser level's result
                 start = resize(images, *level.content_shape).clamp(0, 1)
             if objective is None or objective_style != level.style_shapes:
@@ -740,7 +789,9 @@ def _optimise_frames(p: _Plan, reader: _TimeSeriesReader | None) -> Iterator[Ste
             objective.set_temporal(*(temporal or (None,)))
             # the working size's pairs go on to the next frame, not a coarser level's
             level_curvature = curvature if level is levels[-1] else None
-            for _, losses, images in _optimise_batch(objective, contents_t, start, opts, level.steps, level_curvature):
+            for _, losses, images in _optimise_batch(
+                objective, contents_t, start, opts, level.steps, level_curvature
+            ):
                 done += 1
                 snapshot = bool(opts.snapshot_every) and done % opts.snapshot_every == 0
                 # one record per frame per step, in frame order; a batch's frames step together,
@@ -748,7 +799,9 @@ def _optimise_frames(p: _Plan, reader: _TimeSeriesReader | None) -> Iterator[Ste
                 # share of the whole run done
                 cursor.position = (group[0][0], done)
                 batch_records: list[StepRecord] = []
-                for position, ((number, ((frame_index, _), _)), frame_losses) in enumerate(zip(group, losses, strict=True)):
+                for position, ((number, ((frame_index, _), _)), frame_losses) in enumerate(
+                    zip(group, losses, strict=True)
+                ):
                     record = StepRecord(
                         step=done,
                         steps=steps,
@@ -827,10 +880,14 @@ def _optimise_batch(
     if len(start) > 1:
         return optimize_frames(objective, contents, start, opts, steps)
     objective.set_content(contents)
-    return ((step, [losses], image) for step, losses, image in optimize(objective, start, opts, steps, carried))
+    return (
+        (step, [losses], image) for step, losses, image in optimize(objective, start, opts, steps, carried)
+    )
 
 
-def _prepare_frame(p: _Plan, index: tuple[int, ...], frame: PreparedImage | None = None) -> tuple[torch.Tensor, Any]:
+def _prepare_frame(
+    p: _Plan, index: tuple[int, ...], frame: PreparedImage | None = None
+) -> tuple[torch.Tensor, Any]:
     """Frame ``index`` of the content on the device (1, 3, H, W), read now unless ``frame``
     has it, and the function that turns one of its images into the result's kind (grey,
     alpha, content colours)."""
@@ -839,14 +896,18 @@ def _prepare_frame(p: _Plan, index: tuple[int, ...], frame: PreparedImage | None
     content_full = _to_tensor(frame.rgb, p.device)
     alpha = None
     if frame.alpha is not None:
-        alpha_t = resize(torch.from_numpy(np.ascontiguousarray(frame.alpha))[None, None].to(p.device), *p.content_shape)
+        alpha_t = resize(
+            torch.from_numpy(np.ascontiguousarray(frame.alpha))[None, None].to(p.device), *p.content_shape
+        )
         alpha = alpha_t[0, 0].clamp(0, 1).cpu().numpy()
 
     def finish(
         image: torch.Tensor,
         grey: bool = frame.grey and opts.keep_grey,
         alpha: np.ndarray | None = alpha,
-        colours: torch.Tensor | None = content_full if opts.content_colours == "luminance" and not frame.grey else None,
+        colours: torch.Tensor | None = content_full
+        if opts.content_colours == "luminance" and not frame.grey
+        else None,
     ) -> np.ndarray:
         if alpha is not None and tuple(image.shape[-2:]) != alpha.shape:  # a coarse level
             alpha = resize(torch.from_numpy(alpha)[None, None], *image.shape[-2:])[0, 0].numpy()
@@ -900,7 +961,11 @@ class _TimeSeriesReader:
 
         self._p = p
         self._frames, self._follows = zip(*time_chains(p.content.stack_shape), strict=True)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=READER_THREAD) if _reads_ahead(p.device) else None
+        self._pool = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=READER_THREAD)
+            if _reads_ahead(p.device)
+            else None
+        )
         self._contents: dict[tuple[int, ...], torch.Tensor] = {}  # working-size CPU contents still followed
         self._pending = self._submit(0)
 
@@ -939,7 +1004,10 @@ class _TimeSeriesReader:
 def _style_tensors(p: _Plan, device: torch.device) -> list[torch.Tensor]:
     """Each style at its largest size as (1, 3, H, W); with content_colours="histogram" its
     colours matched to the content's (the first frame's) first, channel by channel."""
-    styles = [style.frame((), longest_side=max(shape)).rgb for style, shape in zip(p.styles, p.style_shapes, strict=True)]
+    styles = [
+        style.frame((), longest_side=max(shape)).rgb
+        for style, shape in zip(p.styles, p.style_shapes, strict=True)
+    ]
     if p.options.content_colours == "histogram":
         from skimage.exposure import match_histograms
 

@@ -323,7 +323,9 @@ def stylize_batch(
             if found is None:
                 todo.append(index)
             else:
-                log.records[index] = ItemRecord(item.input, item.style, str(found), SKIPPED, "the result is already there")
+                log.records[index] = ItemRecord(
+                    item.input, item.style, str(found), SKIPPED, "the result is already there"
+                )
                 bar.finished(log.records[index])
         log.save()
         for record in log.records:

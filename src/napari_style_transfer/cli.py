@@ -157,7 +157,9 @@ def _keyword_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
 
 _ASSIGNMENT, _BARE_KEYWORD = _keyword_patterns()
 #: The API's True/False keywords, written as ``--name`` / ``--no-name`` here.
-_SWITCHES = frozenset(field.name for field in dataclasses.fields(StyleOptions) if isinstance(field.default, bool))
+_SWITCHES = frozenset(
+    field.name for field in dataclasses.fields(StyleOptions) if isinstance(field.default, bool)
+)
 
 
 def command_line_syntax(text: str) -> str:
@@ -193,8 +195,14 @@ def add_option_arguments(parser: argparse.ArgumentParser, defaults: dict[str, An
             shown = ",".join(default)
         elif field.name == "content_colours":  # a mode; the bare flag is the luminance mode, as before
             kwargs.update(nargs="?", const="luminance", choices=choices(field.name))
-            group.add_argument("--no-content-colours", dest=field.name, action="store_const", const=False, help="keep the style's colours")
-            shown = "off" if not default else default
+            group.add_argument(
+                "--no-content-colours",
+                dest=field.name,
+                action="store_const",
+                const=False,
+                help="keep the style's colours",
+            )
+            shown = default if default else "off"
         elif field.name in ("learning_rate", "seed", "average"):
             kwargs.update(type=_optional(_number(int if field.name == "seed" else float)))
             shown = default
@@ -216,7 +224,9 @@ def add_option_arguments(parser: argparse.ArgumentParser, defaults: dict[str, An
 def add_output_dtype_argument(parser: argparse.ArgumentParser, results: str, eight_bits: str) -> None:
     """``--output-dtype``: what ``results`` hold; ``eight_bits`` says which results it leaves alone."""
     parser.add_argument(
-        "--output-dtype", choices=OUTPUT_DTYPES, default="float32",
+        "--output-dtype",
+        choices=OUTPUT_DTYPES,
+        default="float32",
         help=f"what {results} holds: float32 in [0, 1] (default), or 'same': the content's own dtype and "
         "units, its values mapped back through the scaling that took them to [0, 1] (uint16 content "
         f"spanning 1000..40000 gives uint16 in 1000..40000); {eight_bits} 8-bit either way",
@@ -243,23 +253,43 @@ def build_parser(demo: bool = False) -> argparse.ArgumentParser:
             f"'{PROG} batch --help' for many images and styles.",
         )
         parser.add_argument("content", type=Path, help=f"content image ({IMAGE_HINT})")
-        parser.add_argument("style", type=Path, nargs="*", help=f"style image(s) ({IMAGE_HINT}); several are blended by --style-blend")
-        parser.add_argument("--style", dest="more_styles", type=Path, action="append", default=[], metavar="STYLE", help="a further style image (repeatable), as the positional ones")
         parser.add_argument(
-            "--style-regions", type=Path, metavar="LABELS", help="integer label image of the content's aspect ratio: label k takes the k-th style, 0 only the content (.npy, .tif or .png)"
+            "style",
+            type=Path,
+            nargs="*",
+            help=f"style image(s) ({IMAGE_HINT}); several are blended by --style-blend",
         )
         parser.add_argument(
-            "-o", "--output", type=Path, required=True,
+            "--style",
+            dest="more_styles",
+            type=Path,
+            action="append",
+            default=[],
+            metavar="STYLE",
+            help="a further style image (repeatable), as the positional ones",
+        )
+        parser.add_argument(
+            "--style-regions",
+            type=Path,
+            metavar="LABELS",
+            help="integer label image of the content's aspect ratio: label k takes the k-th style, 0 only the content (.npy, .tif or .png)",
+        )
+        parser.add_argument(
+            "-o",
+            "--output",
+            type=Path,
+            required=True,
             help="result image file (.png: 8-bit, .tif: float32 or --output-dtype, both with the settings; "
             "a stack needs .tif or .npy)",
         )
-        parser.add_argument("--snapshot-dir", type=Path, help="also write every snapshot as a PNG into this folder")
+        parser.add_argument(
+            "--snapshot-dir", type=Path, help="also write every snapshot as a PNG into this folder"
+        )
         add_output_dtype_argument(parser, "a .tif or .npy result", "a .png or .jpg result is")
         parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_option_arguments(parser, DEMO_DEFAULTS if demo else None)
     return parser
-
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -324,9 +354,15 @@ def run(
         if last.frames > 1:
             # the frames that went through the network with the last one (batch_frames) have
             # their images of this step too
-            current = {frame: frame_image for frame, frame_image in last.batch_images().items() if frame not in finished}
+            current = {
+                frame: frame_image
+                for frame, frame_image in last.batch_images().items()
+                if frame not in finished
+            }
             if frame_shape is not None:
-                current = {frame: resize_image(frame_image, frame_shape) for frame, frame_image in current.items()}
+                current = {
+                    frame: resize_image(frame_image, frame_shape) for frame, frame_image in current.items()
+                }
             if last.frame not in finished:
                 current.setdefault(last.frame, image)
             image = _partial_stack(stack_shape, finished, current)
@@ -414,23 +450,36 @@ def build_batch_parser() -> argparse.ArgumentParser:
         "or running (--scheduler). Exit status 0 when every item succeeded, 1 when one failed.",
     )
     parser.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help=f"input images ({IMAGE_HINT})")
-    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="folder for the results")
     parser.add_argument(
-        "--style", type=Path, action="append", required=True, dest="styles", metavar="STYLE",
+        "-o", "--output", type=Path, required=True, metavar="OUTDIR", help="folder for the results"
+    )
+    parser.add_argument(
+        "--style",
+        type=Path,
+        action="append",
+        required=True,
+        dest="styles",
+        metavar="STYLE",
         help="a style image; give --style several times for several styles",
     )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
-        "--workers", type=_number(int), metavar="N",
+        "--workers",
+        type=_number(int),
+        metavar="N",
         help="start a local dask cluster of N worker processes (default: one per CUDA GPU, else one); "
         "0 runs the items in this process",
     )
     where.add_argument(
-        "--scheduler", metavar="ADDRESS",
+        "--scheduler",
+        metavar="ADDRESS",
         help="run on a running dask cluster: its scheduler's address (tcp://HOST:PORT) or scheduler file",
     )
     parser.add_argument(
-        "--connect-timeout", type=_number(float), default=10.0, metavar="SECONDS",
+        "--connect-timeout",
+        type=_number(float),
+        default=10.0,
+        metavar="SECONDS",
         help="give up reaching --scheduler after this long (default: 10)",
     )
     add_output_dtype_argument(parser, "each .tif result", "a .png result (2D, 8-bit input) is")
@@ -463,8 +512,15 @@ def _main_batch(argv: Sequence[str]) -> int:
         where = cluster_client(args.workers, args.scheduler, connect_timeout=args.connect_timeout)
     with where as client:
         records = stylize_batch(
-            args.inputs, args.styles, args.output, client=client, force=args.force, progress=not args.quiet,
-            output_dtype=args.output_dtype, wording=command_line_syntax, **options,
+            args.inputs,
+            args.styles,
+            args.output,
+            client=client,
+            force=args.force,
+            progress=not args.quiet,
+            output_dtype=args.output_dtype,
+            wording=command_line_syntax,
+            **options,
         )
     counts = {status: sum(r["status"] == status for r in records) for status in ("done", "skipped", FAILED)}
     print(
@@ -486,7 +542,9 @@ def _check_output_path(output: Path, snapshot_dir: Path | None, inputs: dict[str
     from PIL import Image
 
     if output.is_dir():
-        raise CommandLineError(f"output {output} is a folder; give a file name such as {output / 'result.png'}")
+        raise CommandLineError(
+            f"output {output} is a folder; give a file name such as {output / 'result.png'}"
+        )
     for role, path in inputs.items():
         if _same_file(output, path):
             raise CommandLineError(

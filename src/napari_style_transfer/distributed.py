@@ -61,7 +61,9 @@ class WorkerSetup(WorkerPlugin):
         # Before torch first touches CUDA in this process, which reads the variable once.
         if self.gpus:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(_worker_number(worker.name) % self.gpus)
-        threads = self.torch_threads or max(1, memory.usable_cpus() // max(1, self.workers_here * worker.state.nthreads))
+        threads = self.torch_threads or max(
+            1, memory.usable_cpus() // max(1, self.workers_here * worker.state.nthreads)
+        )
         os.environ[_THREADS_VARIABLE] = str(threads)
 
 
@@ -110,7 +112,9 @@ def cluster_client(
     ``connect_timeout`` seconds or has no workers. ``torch_threads``: each worker's torch
     threads (default: the machine's CPUs shared out among the workers)."""
     if scheduler is not None and workers is not None:
-        raise StyleTransferError("give either workers (a cluster started here) or a scheduler address, not both")
+        raise StyleTransferError(
+            "give either workers (a cluster started here) or a scheduler address, not both"
+        )
     if scheduler is not None:
         client = connect(scheduler, connect_timeout)
         try:
@@ -133,7 +137,10 @@ def cluster_client(
         for name, value in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
         if name != "MALLOC_TRIM_THRESHOLD_"
     }
-    settings = {"distributed.scheduler.allowed-failures": ALLOWED_FAILURES, "distributed.nanny.pre-spawn-environ": environ}
+    settings = {
+        "distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+        "distributed.nanny.pre-spawn-environ": environ,
+    }
     with dask.config.set(settings):
         cluster = LocalCluster(
             n_workers=count,
@@ -231,7 +238,8 @@ def run_batch(
     # Each style travels once, as a task of its own that a new worker can compute again
     # (scattered data would be lost with the worker that held it).
     styles = [
-        client.submit(_keep, style, key=f"style-{number}-{run}", pure=False) for number, style in enumerate(batch.styles)
+        client.submit(_keep, style, key=f"style-{number}-{run}", pure=False)
+        for number, style in enumerate(batch.styles)
     ]
     futures = {}
     for index in todo:
@@ -312,8 +320,12 @@ def iter_frames(
         for number, index in enumerate(described.frames()):
             if stopped():  # before reading the frame: a stop during submission uploads no more
                 return
-            frame = _Frame(described.data[index], described.low, described.high, described.scaling, described.alpha_as_is)
-            future = client.submit(_stylize_frame, frame, styles[0], options, key=f"frame-{number}-{run}", pure=False)
+            frame = _Frame(
+                described.data[index], described.low, described.high, described.scaling, described.alpha_as_is
+            )
+            future = client.submit(
+                _stylize_frame, frame, styles[0], options, key=f"frame-{number}-{run}", pure=False
+            )
             futures[future] = index
         returned = as_completed(futures, with_results=True)
         while not returned.is_empty():

@@ -151,7 +151,9 @@ class StyleObjective(nn.Module):
         for name in self.style_layers:
             channels = self._style_features[0][name].shape[1]
             device = self._style_features[0][name].device
-            self.directions[name] = random_directions(channels, channels, self.directions_generator).to(device)
+            self.directions[name] = random_directions(channels, channels, self.directions_generator).to(
+                device
+            )
 
     def _sorted_style(self, index: int, name: str, flat: torch.Tensor) -> torch.Tensor:
         key = (index, name)
@@ -197,7 +199,9 @@ class StyleObjective(nn.Module):
         self, name: str, feature: torch.Tensor, target: Any, weights: torch.Tensor | None, indices: list[int]
     ) -> torch.Tensor:
         if self.style_loss == "gram":
-            return gram_mse(feature, target) if weights is None else weighted_gram_mse(feature, target, weights)
+            return (
+                gram_mse(feature, target) if weights is None else weighted_gram_mse(feature, target, weights)
+            )
         if self.style_loss == "mean_cov":
             loss = wasserstein2_loss(feature, target, weights)
             return loss.mean() if weights is None else loss
@@ -213,14 +217,18 @@ class StyleObjective(nn.Module):
                 if values.shape[-1] == 0:
                     losses.append(feature.new_zeros(()))
                     continue
-            losses.append(sliced_wasserstein_loss(values, sliced_target(sorted_styles, blend, values.shape[-1])))
+            losses.append(
+                sliced_wasserstein_loss(values, sliced_target(sorted_styles, blend, values.shape[-1]))
+            )
         loss = torch.stack(losses)
         return loss.mean() if weights is None else loss
 
     def features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Activations of the layers in use, as float32."""
         image = image.contiguous(memory_format=self.memory_format)
-        with torch.autocast(image.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32):
+        with torch.autocast(
+            image.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32
+        ):
             features = self.extractor(image)
         return {name: value.float() for name, value in features.items()}
 
@@ -258,14 +266,21 @@ class StyleObjective(nn.Module):
         features = self.features(image) if features is None else features
         targets = self.content_targets if content_targets is None else content_targets
         zero = image.new_zeros((), dtype=torch.float32)
-        content = sum(
-            (F.mse_loss(features[name], target) for name, target in targets.items()), zero
-        )
-        if self.style_loss == "gram" and self.regions is None and all(w == 1.0 for w in self.layer_weights.values()):
-            style = sum((gram_mse(features[name], target) for name, target in self.style_targets.items()), zero)
+        content = sum((F.mse_loss(features[name], target) for name, target in targets.items()), zero)
+        if (
+            self.style_loss == "gram"
+            and self.regions is None
+            and all(w == 1.0 for w in self.layer_weights.values())
+        ):
+            style = sum(
+                (gram_mse(features[name], target) for name, target in self.style_targets.items()), zero
+            )
         else:
             style = sum(
-                (self.layer_weights[name] * self._layer_style_loss(name, features[name]) for name in self.style_layers),
+                (
+                    self.layer_weights[name] * self._layer_style_loss(name, features[name])
+                    for name in self.style_layers
+                ),
                 zero,
             )
         tv = total_variation(image) if self.tv_weight else zero
@@ -303,7 +318,9 @@ def initial_image(content: torch.Tensor, style: torch.Tensor, init: str, seed: i
     if init == "content":
         return content.clone()
     if init == "style":
-        return F.interpolate(style, size=content.shape[-2:], mode="bilinear", antialias=True, align_corners=False)
+        return F.interpolate(
+            style, size=content.shape[-2:], mode="bilinear", antialias=True, align_corners=False
+        )
     generator = torch.Generator()
     if seed is None:
         generator.seed()  # fresh entropy, leaving torch's global generator alone
@@ -339,7 +356,10 @@ def optimize(
     steps = options.steps if steps is None else steps
     if options.optimizer == "lbfgs":
         lbfgs = BoxLBFGS(
-            start, objective, history_size=LBFGS_HISTORY, lr=options.resolved_learning_rate,
+            start,
+            objective,
+            history_size=LBFGS_HISTORY,
+            lr=options.resolved_learning_rate,
             curvature=objective.temporal_curvature(start),
         )
         if carried is not None:
@@ -381,10 +401,16 @@ def _adam(
             if options.average:
                 # bias-corrected (as Adam's moments are), so the start image has no share in it
                 decay = options.average
-                average = image.detach() * (1 - decay) if average is None else average.mul_(decay).add_(image, alpha=1 - decay)
+                average = (
+                    image.detach() * (1 - decay)
+                    if average is None
+                    else average.mul_(decay).add_(image, alpha=1 - decay)
+                )
                 shown = average / (1 - decay**step)
             else:
-                shown = image.detach().clone()  # a copy: Adam updates ``image`` in place, and a caller may keep the yielded one
+                shown = (
+                    image.detach().clone()
+                )  # a copy: Adam updates ``image`` in place, and a caller may keep the yielded one
         yield step, terms, shown
 
 
@@ -403,18 +429,24 @@ def optimize_frames(
     """
     with torch.no_grad():
         features = objective.features(contents) if objective.content_layers else {}
-    targets = [{name: features[name][i : i + 1] for name in objective.content_layers} for i in range(len(start))]
+    targets = [
+        {name: features[name][i : i + 1] for name in objective.content_layers} for i in range(len(start))
+    ]
 
     def frames_objective(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch = objective.features(images)
         results = [
-            objective(images[i : i + 1], {name: value[i : i + 1] for name, value in batch.items()}, frame_targets)
+            objective(
+                images[i : i + 1], {name: value[i : i + 1] for name, value in batch.items()}, frame_targets
+            )
             for i, frame_targets in enumerate(targets)
         ]
         return torch.stack([total for total, _ in results]), torch.stack([terms for _, terms in results])
 
     if options.optimizer == "lbfgs":
-        lbfgs = BatchBoxLBFGS(start, frames_objective, history_size=LBFGS_HISTORY, lr=options.resolved_learning_rate)
+        lbfgs = BatchBoxLBFGS(
+            start, frames_objective, history_size=LBFGS_HISTORY, lr=options.resolved_learning_rate
+        )
         for step in range(1, steps + 1):
             objective.new_directions()
             yield step, [_checked(_as_losses(report), step) for report in lbfgs.step()], lbfgs.x
@@ -426,7 +458,9 @@ def optimize_frames(
 
 def _checked(losses: Losses, step: int) -> Losses:
     if not math.isfinite(losses.total):
-        raise StyleTransferError(f"the loss became {losses.total} at step {step}; lower learning_rate or the weights")
+        raise StyleTransferError(
+            f"the loss became {losses.total} at step {step}; lower learning_rate or the weights"
+        )
     return losses
 
 
@@ -469,7 +503,9 @@ def cpu_has_native_bf16() -> bool:
     per process; False where torch cannot tell."""
     if not torch.backends.mkldnn.is_available():
         return False
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    checks = [
+        getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    ]
     try:
         return any(bool(check()) for check in checks if check is not None)
     except RuntimeError:  # a torch build without the CPU feature probe
@@ -496,7 +532,9 @@ def _read_flags() -> tuple[bool, bool, bool]:
 
 
 def _write_flags(flags: tuple[bool, bool, bool]) -> None:
-    torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = (
+        flags
+    )
 
 
 @contextmanager
@@ -549,11 +587,17 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise StyleTransferError(f"device {name!r} asked for, but CUDA is not available here; use device='cpu' or device='auto'")
+            raise StyleTransferError(
+                f"device {name!r} asked for, but CUDA is not available here; use device='cpu' or device='auto'"
+            )
         if device.index is not None and device.index >= count:
-            raise StyleTransferError(f"device {name!r} does not exist: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+            raise StyleTransferError(
+                f"device {name!r} does not exist: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}"
+            )
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise StyleTransferError(f"device {name!r} asked for, but MPS is not available here; use device='cpu' or device='auto'")
+        raise StyleTransferError(
+            f"device {name!r} asked for, but MPS is not available here; use device='cpu' or device='auto'"
+        )
     return device
 
 

@@ -132,7 +132,9 @@ def _read_picture(path: Path, role: str, budget: int) -> np.ndarray:
         for page in ImageSequence.Iterator(image):
             # the count above may have stopped early, so each page is checked before decoding
             if page.size != first_size:
-                raise ImageFileError(f"the pages of {role} image {path} differ in size; give pages of one size")
+                raise ImageFileError(
+                    f"the pages of {role} image {path} differ in size; give pages of one size"
+                )
             declared += _decoded_bytes(page, deep)
             so_far = _declared_text(page, len(frames) + 1, deep)
             _check_fits(path, role, f"at least {so_far}", declared, budget)
@@ -344,7 +346,6 @@ def frames_of(image: np.ndarray) -> list[np.ndarray]:
         return [image]
     tail = image.shape[spatial - 2 :]
     return list(image.reshape(-1, *tail))
-
 
 
 def write_tiff(

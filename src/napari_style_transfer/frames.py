@@ -349,7 +349,9 @@ def fill_from_surroundings(
 
     def landing(shift):
         shifted_rows, shifted_columns = rows + shift[0][region_of], columns + shift[1][region_of]
-        inside = (shifted_rows >= 0) & (shifted_rows < height) & (shifted_columns >= 0) & (shifted_columns < width)
+        inside = (
+            (shifted_rows >= 0) & (shifted_rows < height) & (shifted_columns >= 0) & (shifted_columns < width)
+        )
         lands = np.zeros_like(inside)
         lands[inside] = usable(shifted_rows[inside], shifted_columns[inside], rows[inside], columns[inside])
         return shifted_rows, shifted_columns, lands

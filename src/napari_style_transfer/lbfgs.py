@@ -186,7 +186,9 @@ class CarriedCurvature:
         if not pairs or lbfgs.history:
             return
         ys = [rest if lbfgs.curvature is None else rest + lbfgs.curvature * s for s, rest in pairs]
-        dots = torch.stack([torch.vdot(s.flatten(), y.flatten()) for (s, _), y in zip(pairs, ys, strict=True)])
+        dots = torch.stack(
+            [torch.vdot(s.flatten(), y.flatten()) for (s, _), y in zip(pairs, ys, strict=True)]
+        )
         for (s, _), y, sy in zip(pairs, ys, dots.tolist(), strict=True):  # one host sync
             if sy > 0:
                 lbfgs.history.append((s, y, 1.0 / sy))

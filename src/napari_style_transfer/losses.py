@@ -110,7 +110,9 @@ def weighted_gram_mse(features: torch.Tensor, target: torch.Tensor, weights: tor
     return _WeightedGramMSE.apply(features, target, weights)
 
 
-def mean_covariance(features: torch.Tensor, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def mean_covariance(
+    features: torch.Tensor, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Means (N, C) and covariances (N, C, C) of (N, C, H, W) activations over positions,
     each position counted by ``weights`` (N, 1, H*W) when given."""
     n, c, h, w = features.shape
@@ -223,7 +225,9 @@ class _Wasserstein2(torch.autograd.Function):
         return grad.div_(area[..., None]).reshape(ctx.shape), None, None, None, None, None
 
 
-def wasserstein2_loss(features: torch.Tensor, target: GaussianTarget, weights: torch.Tensor | None = None) -> torch.Tensor:
+def wasserstein2_loss(
+    features: torch.Tensor, target: GaussianTarget, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per image (N,): squared Wasserstein-2 distance between the Gaussian fitted to the
     activations (over ``weights``' positions) and ``target``, divided by the channels:
 
@@ -253,7 +257,9 @@ def quantiles(sorted_values: torch.Tensor, count: int) -> torch.Tensor:
     m = sorted_values.shape[-1]
     if m == count:
         return sorted_values
-    position = ((torch.arange(count, device=sorted_values.device, dtype=torch.float32) + 0.5) * (m / count) - 0.5).clamp(0, m - 1)
+    position = (
+        (torch.arange(count, device=sorted_values.device, dtype=torch.float32) + 0.5) * (m / count) - 0.5
+    ).clamp(0, m - 1)
     low = position.floor().long()
     high = (low + 1).clamp(max=m - 1)
     return torch.lerp(sorted_values[..., low], sorted_values[..., high], position - low)

@@ -39,7 +39,9 @@ def largest_pixels(free_bytes: float, optimizer: str, history: int, extra_per_pi
     return (free_bytes * HEADROOM - FIXED_BYTES) / (bytes_per_pixel(optimizer, history) + extra_per_pixel)
 
 
-def largest_size(free_bytes: float, aspect: float, optimizer: str, history: int, extra_per_pixel: float = 0) -> int:
+def largest_size(
+    free_bytes: float, aspect: float, optimizer: str, history: int, extra_per_pixel: float = 0
+) -> int:
     """The largest ``size`` (longest side, a multiple of 16) that fits in ``free_bytes``.
 
     ``aspect`` is the shorter side over the longer one."""

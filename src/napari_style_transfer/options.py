@@ -208,9 +208,7 @@ class StyleOptions:
         "frames=time goes frame by frame",
         minimum=0,
     )
-    snapshot_every: int = _option(
-        50, "mark every N-th step as a snapshot with its image (0 = no snapshots)"
-    )
+    snapshot_every: int = _option(50, "mark every N-th step as a snapshot with its image (0 = no snapshots)")
     schedule: str = _option(
         "auto",
         "coarse-to-fine sizes, e.g. 128,256,512 (the last is the working size): the first steps run "
@@ -222,8 +220,12 @@ class StyleOptions:
         "AVX-512 BF16 or AMX; else fp32), fp32, tf32 (CUDA) or bf16; Gram matrices and losses stay fp32",
         choices=PRECISIONS,
     )
-    channels_last: bool = _option(True, "channels-last memory layout for the convolutions (faster on GPUs and most CPUs)")
-    cudnn_benchmark: bool = _option(True, "let cuDNN time its convolution algorithms on the first step (CUDA)")
+    channels_last: bool = _option(
+        True, "channels-last memory layout for the convolutions (faster on GPUs and most CPUs)"
+    )
+    cudnn_benchmark: bool = _option(
+        True, "let cuDNN time its convolution algorithms on the first step (CUDA)"
+    )
 
     # --- validation -----------------------------------------------------------------------
 
@@ -241,7 +243,9 @@ class StyleOptions:
         time_steps = _as_int(self.time_steps, "time_steps", errors)
         if time_steps is not None:
             check(time_steps >= 0, f"time_steps must be 0 (auto) or more, got {_shown(time_steps)}")
-            check(time_steps <= MAX_STEPS, f"time_steps must be at most {MAX_STEPS}, got {_shown(time_steps)}")
+            check(
+                time_steps <= MAX_STEPS, f"time_steps must be at most {MAX_STEPS}, got {_shown(time_steps)}"
+            )
         batch_frames = _as_int(self.batch_frames, "batch_frames", errors)
         if batch_frames is not None:
             check(batch_frames >= 0, f"batch_frames must be 0 (auto) or more, got {_shown(batch_frames)}")
@@ -255,7 +259,9 @@ class StyleOptions:
         if size is not None:
             check(size <= MAX_SIZE, f"size must be at most {MAX_SIZE} px, got {_shown(size)}")
         if snapshot_every is not None:
-            check(snapshot_every >= 0, f"snapshot_every must be 0 (off) or more, got {_shown(snapshot_every)}")
+            check(
+                snapshot_every >= 0, f"snapshot_every must be 0 (off) or more, got {_shown(snapshot_every)}"
+            )
 
         for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight"):
             _as_float(getattr(self, name), name, errors, MAX_FACTOR)
@@ -265,7 +271,9 @@ class StyleOptions:
         style_blend = _as_numbers(self.style_blend, "style_blend", errors, MAX_FACTOR, many=True)
         if style_blend and not any(style_blend):
             errors.append("style_blend weights are all 0: give at least one style a weight above 0")
-        layer_weights = _as_numbers(self.style_layer_weights, "style_layer_weights", errors, MAX_FACTOR, many=True)
+        layer_weights = _as_numbers(
+            self.style_layer_weights, "style_layer_weights", errors, MAX_FACTOR, many=True
+        )
         average = None
         if self.average is not None:
             average = _as_float(self.average, "average", errors, 1.0)
@@ -273,7 +281,9 @@ class StyleOptions:
                 check(average < 1, f"average must be below 1 (such as 0.99), got {_shown(self.average)}")
                 average = average or None  # 0 is off
             if average and self.optimizer != "adam":
-                errors.append("average (averaged iterates) works with optimizer='adam' only; leave it out for lbfgs")
+                errors.append(
+                    "average (averaged iterates) works with optimizer='adam' only; leave it out for lbfgs"
+                )
         check(
             isinstance(self.style_loss, str) and self.style_loss in STYLE_LOSSES,
             f"style_loss must be one of {', '.join(STYLE_LOSSES)}, got {self.style_loss!r}",
@@ -284,7 +294,9 @@ class StyleOptions:
         if self.seed is not None:
             seed = _as_int(self.seed, "seed", errors)
             if seed is not None:  # what torch's generators take
-                check(-(2**63) <= seed < 2**64, f"seed must be between -2**63 and 2**64 - 1, got {_shown(seed)}")
+                check(
+                    -(2**63) <= seed < 2**64, f"seed must be between -2**63 and 2**64 - 1, got {_shown(seed)}"
+                )
 
         switches = {}
         for name in ("keep_grey", "channels_last", "cudnn_benchmark"):
@@ -466,7 +478,9 @@ def _as_int(value: Any, name: str, errors: list[str]) -> int | None:
     return int(value)
 
 
-def _as_float(value: Any, name: str, errors: list[str], largest: float, above_zero: bool = False) -> float | None:
+def _as_float(
+    value: Any, name: str, errors: list[str], largest: float, above_zero: bool = False
+) -> float | None:
     """``value`` as a float in 0..``largest`` (more than 0 with ``above_zero``), else None
     with the error noted."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):

@@ -111,7 +111,10 @@ def vgg19_features_module(
     build_on = "meta" if init else device
     for block in VGG19_CHANNELS:
         for out_channels in block:
-            layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1, device=build_on), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(in_channels, out_channels, 3, padding=1, device=build_on),
+                nn.ReLU(inplace=True),
+            ]
             in_channels = out_channels
         layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
     features = nn.Sequential(*layers)
@@ -119,6 +122,8 @@ def vgg19_features_module(
         features.to_empty(device=device or "cpu")
         for module in features:
             if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu", generator=generator)
+                nn.init.kaiming_normal_(
+                    module.weight, mode="fan_out", nonlinearity="relu", generator=generator
+                )
                 nn.init.zeros_(module.bias)
     return features

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -31,7 +32,6 @@ import urllib.request
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
-import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,7 +259,9 @@ def _imagenet_weights(*, progress: bool) -> LoadedWeights:
         try:
             return _imagenet(_load_into(_read_state_dict(copy), copy), copy)
         except WeightsError as error:  # another user's copy, a damaged one: the full file still serves
-            log.warning("the features-only weights copy cannot be used, reading the full file instead: %s", error)
+            log.warning(
+                "the features-only weights copy cannot be used, reading the full file instead: %s", error
+            )
     if not full.is_file():
         _download(url, full, progress=progress)
     features = _load_into(_read_state_dict(full), full)
@@ -274,7 +276,9 @@ def _imagenet(features: nn.Sequential, source: Path) -> LoadedWeights:
 def _file_weights(path: Path) -> LoadedWeights:
     if not path.is_file():
         choices = "auto, imagenet or random"
-        raise WeightsError(f"weights file {path} does not exist; give an existing .pth file or one of {choices}")
+        raise WeightsError(
+            f"weights file {path} does not exist; give an existing .pth file or one of {choices}"
+        )
     return LoadedWeights(_load_into(_read_state_dict(path), path), "file", f"file ({path})")
 
 
@@ -373,7 +377,9 @@ def _load_into(state: Mapping[str, torch.Tensor], path: Path) -> nn.Sequential:
             "run: replace it"
         )
     # Copies: the loaded tensors map the file, which may be replaced or truncated while a run goes on.
-    features.load_state_dict({key: value.to(torch.float32, copy=True) for key, value in wanted.items()}, assign=True)
+    features.load_state_dict(
+        {key: value.to(torch.float32, copy=True) for key, value in wanted.items()}, assign=True
+    )
     return features
 
 
@@ -427,7 +433,9 @@ def _create_partial(destination: Path) -> tuple[int, Path]:
         name = f".{destination.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
         partial = destination.with_name(name)
         try:
-            return os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), partial
+            return os.open(
+                partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
+            ), partial
         except FileExistsError:
             continue
 
@@ -444,7 +452,9 @@ def remove_stale_partials(folder: Path) -> None:
     now = time.time()
     for entry in entries:
         ours = _PARTIAL_NAME.match(entry.name)
-        earlier = entry.name.startswith("tmp") and entry.name.endswith(".partial")  # earlier versions' mkstemp
+        earlier = entry.name.startswith("tmp") and entry.name.endswith(
+            ".partial"
+        )  # earlier versions' mkstemp
         if not (ours or earlier):
             continue
         try:
@@ -513,7 +523,9 @@ def _download_chunks(url: str, destination: Path) -> Iterator[tuple[int, int | N
         os.replace(partial, destination)
     except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", error)
-        raise WeightsError(f"could not download the VGG19 ImageNet weights: {reason}. {how_to_fix}") from error
+        raise WeightsError(
+            f"could not download the VGG19 ImageNet weights: {reason}. {how_to_fix}"
+        ) from error
     finally:
         if partial is not None and os.path.exists(partial):
             os.remove(partial)

@@ -14,7 +14,9 @@ FAST = {"size": 32, "steps": 4, "snapshot_every": 2, "weights": "random"}
 RUN_WAIT_MS = 900_000
 
 
-def cancel_once_waiting(waiting: threading.Event, cancel: threading.Event, release: threading.Event) -> threading.Thread:
+def cancel_once_waiting(
+    waiting: threading.Event, cancel: threading.Event, release: threading.Event
+) -> threading.Thread:
     """A started thread that sets ``cancel`` once ``waiting`` is set (the run is blocked where
     the test holds it), then, if the run's updates have not ended by themselves within
     RUN_WAIT_MS, sets ``release`` so that they do and the test fails instead of hanging."""
@@ -67,7 +69,9 @@ def viewer(make_napari_viewer):
 @pytest.fixture
 def layers(viewer, content, style):
     """A content layer placed with scale and translate, and a style layer."""
-    content_layer = viewer.add_image(content, name="photo", rgb=True, scale=(2.0, 3.0), translate=(10.0, -5.0))
+    content_layer = viewer.add_image(
+        content, name="photo", rgb=True, scale=(2.0, 3.0), translate=(10.0, -5.0)
+    )
     style_layer = viewer.add_image((style * 255).astype(np.uint8), name="texture", rgb=True)
     return content_layer, style_layer
 
@@ -89,5 +93,7 @@ def errors(monkeypatch):
     from napari.utils.notifications import notification_manager
 
     shown: list[str] = []
-    monkeypatch.setattr(notification_manager, "dispatch", lambda notification: shown.append(str(notification.message)))
+    monkeypatch.setattr(
+        notification_manager, "dispatch", lambda notification: shown.append(str(notification.message))
+    )
     return shown

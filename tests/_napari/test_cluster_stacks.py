@@ -18,7 +18,9 @@ distributed = pytest.importorskip("distributed")
 def cluster():
     """A small cluster in this process (one worker thread): the GUI side is what is tested,
     and a frame's task sees what a test patches in this process."""
-    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0")
+    cluster = distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+    )
     try:
         yield cluster
     finally:
@@ -55,7 +57,9 @@ def test_the_scheduler_preference_is_read_from_the_plugin_settings(viewer, regis
     assert scheduler_preference() == "tcp://10.0.0.1:8786"
 
 
-def test_a_whole_stack_runs_its_frames_on_the_preferred_cluster(qtbot, viewer, widget, on_the_cluster, content):
+def test_a_whole_stack_runs_its_frames_on_the_preferred_cluster(
+    qtbot, viewer, widget, on_the_cluster, content
+):
     from napari_style_transfer import stylize
 
     grey = np.stack([content[..., 0], content[..., 1]])
@@ -109,7 +113,9 @@ def wait_until_the_cluster_is_idle(cluster):
     assert done.is_set(), "the cluster never went idle"
 
 
-def test_a_cancel_before_the_first_frame_comes_back_ends_the_updates_at_once(content, style, cluster, monkeypatch):
+def test_a_cancel_before_the_first_frame_comes_back_ends_the_updates_at_once(
+    content, style, cluster, monkeypatch
+):
     from napari_style_transfer._napari.worker import Cancelled, cluster_frame_updates
 
     frames = HeldFrames(monkeypatch)
@@ -141,8 +147,10 @@ def test_cancel_while_frames_are_on_the_cluster_makes_the_widget_idle_at_once_an
     try:
         worker = widget.run()
         assert worker is not None
-        qtbot.waitUntil(lambda: len(worker.layer_writer.finished_frames) == 1 and frames.held.is_set(),
-                        timeout=RUN_WAIT_MS)
+        qtbot.waitUntil(
+            lambda: len(worker.layer_writer.finished_frames) == 1 and frames.held.is_set(),
+            timeout=RUN_WAIT_MS,
+        )
         assert widget["run_button"].text == "Cancel"
         widget["run_button"].clicked.emit()  # the same as pressing Cancel
         wait_until_idle(qtbot, widget)
@@ -168,7 +176,9 @@ def test_frames_back_from_the_cluster_give_the_status_a_speed_and_time_left(cont
     from napari_style_transfer._napari.worker import Progress, cluster_frame_updates
 
     grey = np.stack([content[..., 0], content[..., 1]])
-    updates = list(cluster_frame_updates(grey, style, dict(FAST), threading.Event(), cluster.scheduler_address))
+    updates = list(
+        cluster_frame_updates(grey, style, dict(FAST), threading.Event(), cluster.scheduler_address)
+    )
     progress = [update for update in updates if isinstance(update, Progress)]
     assert len(progress) == 2
     assert all(update.steps_per_second > 0 for update in progress)
@@ -185,7 +195,9 @@ def wait_until(condition, message):
     assert done.is_set(), message
 
 
-def test_updates_closed_without_a_cancel_stop_the_frames_left_on_the_cluster(content, style, cluster, monkeypatch):
+def test_updates_closed_without_a_cancel_stop_the_frames_left_on_the_cluster(
+    content, style, cluster, monkeypatch
+):
     """As ``worker.quit()`` does, or the run's end closing its updates: no frame is left to run for nobody."""
     from napari_style_transfer._napari.worker import Progress, cluster_frame_updates
 
@@ -208,7 +220,9 @@ class ClosedClient:
         pass
 
 
-def test_a_cluster_run_interrupted_in_its_thread_is_a_failure_that_names_the_scheduler(content, style, monkeypatch):
+def test_a_cluster_run_interrupted_in_its_thread_is_a_failure_that_names_the_scheduler(
+    content, style, monkeypatch
+):
     from napari_style_transfer import distributed as on_dask
     from napari_style_transfer._napari.worker import Failed, cluster_frame_updates
 

@@ -13,7 +13,11 @@ from .conftest import FAST, RUN_WAIT_MS, cancel_in_the_worker_at, run_and_wait, 
 
 def snapshot_of(layer):
     """What must not change: the data (bit for bit) and the metadata."""
-    data = [np.array(level, copy=True) for level in layer.data] if layer.multiscale else np.array(layer.data, copy=True)
+    data = (
+        [np.array(level, copy=True) for level in layer.data]
+        if layer.multiscale
+        else np.array(layer.data, copy=True)
+    )
     return data, copy.deepcopy(dict(layer.metadata))
 
 
@@ -26,7 +30,6 @@ def assert_unchanged(layer, before):
         np.testing.assert_array_equal(np.asarray(layer.data), data)
         assert np.asarray(layer.data).dtype == data.dtype
     assert dict(layer.metadata) == metadata
-
 
 
 def use(widget, content, style=None, **values):
@@ -42,7 +45,8 @@ def ramp(shape, dtype, low, high):
 
 
 @pytest.mark.parametrize(
-    ("dtype", "low", "high"), [(np.uint8, 0, 255), (np.uint16, 0, 4095), (np.int32, -300, 300), (np.float64, -2.5, 7.0)]
+    ("dtype", "low", "high"),
+    [(np.uint8, 0, 255), (np.uint16, 0, 4095), (np.int32, -300, 300), (np.float64, -2.5, 7.0)],
 )
 def test_grey_layers_of_any_dtype_give_grey_results(qtbot, viewer, widget, dtype, low, high):
     layer = viewer.add_image(ramp((40, 48), dtype, low, high), name="grey", contrast_limits=(low, high))
@@ -149,7 +153,9 @@ def test_a_z_stack_shown_with_reordered_axes_is_refused_not_misread(qtbot, viewe
     use(widget, layer, stack="current slice")
     assert widget.run() is None
     assert any("axes reordered" in message for message in errors), errors
-    assert widget["status"].value.startswith("not started: the viewer shows the content layer 'zstack' with its axes")
+    assert widget["status"].value.startswith(
+        "not started: the viewer shows the content layer 'zstack' with its axes"
+    )
     viewer.dims.order = (0, 2, 1)  # only Y and X swapped: the same plane, transposed
     assert run_and_wait(qtbot, widget) is not None
 
@@ -202,7 +208,9 @@ def test_a_labels_layer_is_refused_with_a_message(viewer, layers):
     from napari_style_transfer import StyleTransferError, run_style_transfer
 
     viewer.add_labels(np.zeros((40, 48), np.int32), name="masks")
-    with pytest.raises(StyleTransferError, match="the content layer is a Labels layer; choose an Image layer"):
+    with pytest.raises(
+        StyleTransferError, match="the content layer is a Labels layer; choose an Image layer"
+    ):
         run_style_transfer(viewer, "masks", "texture")
 
 

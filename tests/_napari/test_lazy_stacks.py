@@ -166,7 +166,9 @@ def test_whole_stack_is_still_accepted_as_frames_independent(viewer, widget):
     widget["stack"].value = "whole stack"
     assert widget["stack"].value == "whole stack, frames independent"
     layer = viewer.add_image(np.zeros((3, 32, 32), np.float32), name="zstack")
-    worker = run_style_transfer(viewer, layer, widget["style"].value, stack="whole stack", start=False, **FAST)
+    worker = run_style_transfer(
+        viewer, layer, widget["style"].value, stack="whole stack", start=False, **FAST
+    )
     assert worker.layer_writer.options["frames"] == "independent"
 
 
@@ -176,7 +178,12 @@ def test_a_frames_option_against_the_stack_mode_is_refused(viewer, widget):
     layer = viewer.add_image(np.zeros((3, 32, 32), np.float32), name="movie")
     with pytest.raises(StyleTransferError, match="frames='time', not 'independent'"):
         run_style_transfer(
-            viewer, layer, widget["style"].value, stack="whole stack as time series", frames="independent", start=False
+            viewer,
+            layer,
+            widget["style"].value,
+            stack="whole stack as time series",
+            frames="independent",
+            start=False,
         )
 
 

@@ -54,6 +54,8 @@ def test_a_run_in_a_viewer_that_exists_before_the_plugin_loads(tmp_path):
         assert os.environ.get("DISPLAY"), "pytest-xvfb should provide an X display"
     script = tmp_path / "viewer_first.py"
     script.write_text(SCRIPT)
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=1800)  # two runs; see RUN_WAIT_MS
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=1800
+    )  # two runs; see RUN_WAIT_MS
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr[-3000:]}"
     assert result.stdout.strip().endswith("ok")

@@ -13,7 +13,12 @@ def grey_ramp(shape=(40, 48)) -> np.ndarray:
 
 def test_a_grey_result_is_in_the_contents_range_with_its_colormap_gamma_and_blending(qtbot, viewer, widget):
     layer = viewer.add_image(
-        grey_ramp(), name="cells", colormap="magenta", gamma=0.7, blending="additive", contrast_limits=(-5, 300)
+        grey_ramp(),
+        name="cells",
+        colormap="magenta",
+        gamma=0.7,
+        blending="additive",
+        contrast_limits=(-5, 300),
     )
     widget["content"].value = layer
     run_and_wait(qtbot, widget)
@@ -50,7 +55,9 @@ def test_snapshots_of_a_finished_run_can_be_folded_away(qtbot, viewer, widget):
     assert [layer.name for layer in viewer.layers] == ["photo", "texture", "photo styled"]
 
 
-def test_a_size_too_small_for_the_layers_is_refused_before_the_run_with_one_that_works(qtbot, viewer, widget, errors):
+def test_a_size_too_small_for_the_layers_is_refused_before_the_run_with_one_that_works(
+    qtbot, viewer, widget, errors
+):
     wide = viewer.add_image(np.random.default_rng(0).random((20, 64, 3)), name="wide", rgb=True)
     widget["content"].value = wide
     widget["size"].value = 32  # 10 x 32 px: conv5_1 needs 16
@@ -62,7 +69,9 @@ def test_a_size_too_small_for_the_layers_is_refused_before_the_run_with_one_that
 
 def test_controls_that_do_nothing_for_the_content_are_disabled(viewer, widget):
     assert widget["content"].value.rgb  # the photo: RGB, 2D
-    assert not widget["stack"].enabled and not widget["keep_grey"].enabled and widget["content_colours"].enabled
+    assert (
+        not widget["stack"].enabled and not widget["keep_grey"].enabled and widget["content_colours"].enabled
+    )
     assert not widget["batch_frames"].enabled
     widget["content"].value = viewer.add_image(np.zeros((3, 40, 48), np.float32), name="zstack")
     assert widget["stack"].enabled and widget["keep_grey"].enabled and not widget["content_colours"].enabled
@@ -93,7 +102,15 @@ def test_the_status_gives_the_time_left_and_keeps_steps_per_second_whole():
     from napari_style_transfer._napari.widget import _speed_and_time_left
     from napari_style_transfer._napari.worker import Progress
 
-    update = Progress(step=10, steps=100, total_loss=1.0, content_loss=0.5, style_loss=0.5, steps_per_second=0.5, record=None)
+    update = Progress(
+        step=10,
+        steps=100,
+        total_loss=1.0,
+        content_loss=0.5,
+        style_loss=0.5,
+        steps_per_second=0.5,
+        record=None,
+    )
     text = _speed_and_time_left(update)
     assert text == "0.50\u00a0steps/\u2060s, ~3\u00a0min 0\u00a0s\u00a0left"
     assert " " not in text.split(", ")[0]  # no breakable space inside "0.50 steps/s"

@@ -46,7 +46,9 @@ def test_a_warning_the_run_raises_twice_is_shown_once(qtbot, widget, errors, mon
 
     monkeypatch.setattr(layers_module.LayerInput, "engine_array", warning_twice)
     run_and_wait(qtbot, widget)
-    assert [message for message in errors if "odd pixels" in message] == ["Style transfer: the layer has odd pixels"]
+    assert [message for message in errors if "odd pixels" in message] == [
+        "Style transfer: the layer has odd pixels"
+    ]
 
 
 def test_a_console_run_that_fails_is_notified_and_its_traceback_logged(
@@ -55,8 +57,9 @@ def test_a_console_run_that_fails_is_notified_and_its_traceback_logged(
     from napari_style_transfer import run_style_transfer
 
     worker = run_style_transfer(viewer, "photo", "texture", start=False, **{**FAST, "weights": "imagenet"})
-    with caplog.at_level(logging.DEBUG, logger="napari_style_transfer"), qtbot.waitSignal(
-        worker.finished, timeout=RUN_WAIT_MS
+    with (
+        caplog.at_level(logging.DEBUG, logger="napari_style_transfer"),
+        qtbot.waitSignal(worker.finished, timeout=RUN_WAIT_MS),
     ):
         worker.start()
     (failed,) = [message for message in errors if message.startswith("Style transfer failed")]
@@ -84,7 +87,9 @@ def test_an_error_while_the_engine_shuts_down_is_logged_and_the_widget_gets_usab
             yield from records
         finally:
             records.close()
-            raise RuntimeError("CUDA error: an illegal memory access was encountered")  # as empty_cache() would
+            raise RuntimeError(
+                "CUDA error: an illegal memory access was encountered"
+            )  # as empty_cache() would
 
     monkeypatch.setattr(api, "iter_stylize", sticky_cuda_error_at_the_end)
     with caplog.at_level(logging.ERROR, logger="napari_style_transfer"):
@@ -95,7 +100,9 @@ def test_an_error_while_the_engine_shuts_down_is_logged_and_the_widget_gets_usab
     assert errors == []
 
 
-def test_a_crashing_worker_is_one_notification_and_resets_the_widget(qtbot, widget, errors, caplog, monkeypatch):
+def test_a_crashing_worker_is_one_notification_and_resets_the_widget(
+    qtbot, widget, errors, caplog, monkeypatch
+):
     def crashing_updates(*_args):
         raise ValueError("the worker broke")
         yield  # a generator, like the real one
@@ -109,7 +116,9 @@ def test_a_crashing_worker_is_one_notification_and_resets_the_widget(qtbot, widg
     assert any("the worker broke" in (record.exc_text or "") for record in caplog.records)
 
 
-def test_an_unexpected_error_in_the_checks_is_a_notification_not_a_traceback(widget, errors, caplog, monkeypatch):
+def test_an_unexpected_error_in_the_checks_is_a_notification_not_a_traceback(
+    widget, errors, caplog, monkeypatch
+):
     def overflowing(*_args, **_kwargs):
         raise OverflowError("Python int too large to convert to C long")
 
@@ -175,13 +184,19 @@ def test_closing_the_viewer_mid_run_and_exiting_python_is_quiet(tmp_path):
     assert os.environ.get("DISPLAY"), "pytest-xvfb should provide an X display"
     script = tmp_path / "exit_mid_run.py"
     script.write_text(EXIT_MID_RUN)
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=RUN_WAIT_MS / 1000)
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=RUN_WAIT_MS / 1000
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "closed mid-run"
-    assert "RuntimeError" not in result.stderr and "has been deleted" not in result.stderr, result.stderr[-3000:]
+    assert "RuntimeError" not in result.stderr and "has been deleted" not in result.stderr, result.stderr[
+        -3000:
+    ]
 
 
-def test_the_fallback_warning_of_a_console_run_is_one_notification(qtbot, viewer, layers, errors, torch_home, offline):
+def test_the_fallback_warning_of_a_console_run_is_one_notification(
+    qtbot, viewer, layers, errors, torch_home, offline
+):
     from napari_style_transfer import run_style_transfer
 
     worker = run_style_transfer(viewer, "photo", "texture", start=False, **{**FAST, "weights": "auto"})

@@ -23,8 +23,13 @@ def test_a_styled_layer_saved_by_the_plugin_opens_with_its_settings(viewer, tmp_
 
     data = np.linspace(-5, 300, 27 * 32, dtype=np.float32).reshape(27, 32)
     layer = viewer.add_image(
-        data, name="cells styled", colormap="magenta", contrast_limits=(-5.0, 300.0), scale=(2.0, 3.0),
-        blending="additive", metadata={"style_transfer": SETTINGS},
+        data,
+        name="cells styled",
+        colormap="magenta",
+        contrast_limits=(-5.0, 300.0),
+        scale=(2.0, 3.0),
+        blending="additive",
+        metadata={"style_transfer": SETTINGS},
     )
     path = str(tmp_path / "styled.tif")
     assert napari.save_layers(path, [layer], plugin="napari-style-transfer") == [path]

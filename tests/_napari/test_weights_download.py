@@ -58,7 +58,9 @@ def test_cancelling_during_the_download_stops_it_and_leaves_nothing(
     assert not list((torch_home / "hub" / "checkpoints").iterdir())
 
 
-def test_auto_offline_falls_back_to_random_weights_after_one_attempt(torch_home, offline, monkeypatch, content, style):
+def test_auto_offline_falls_back_to_random_weights_after_one_attempt(
+    torch_home, offline, monkeypatch, content, style
+):
     attempts = []
     real = weights_module._download_chunks
 
@@ -101,7 +103,10 @@ def test_the_widget_shows_the_download_and_its_cancel_keeps_nothing(
     status, value, maximum = seen[0]  # the first update this test saw (the worker may be ahead)
     assert status == f"downloading the VGG19 ImageNet weights (first run only): {value} of 8 MB"
     assert 1 <= value < 8 and maximum == 8
-    assert widget["status"].value == "cancelled during the weights download: nothing kept, run again to restart it"
+    assert (
+        widget["status"].value
+        == "cancelled during the weights download: nothing kept, run again to restart it"
+    )
     assert [layer.name for layer in viewer.layers] == ["photo", "texture"]
 
 
@@ -150,7 +155,9 @@ def test_auto_offline_in_napari_says_so_in_one_notification(qtbot, widget, torch
     assert widget["status"].value.startswith("done") and "random weights" in widget["status"].value
 
 
-def test_a_server_without_a_size_still_reports_the_end_of_the_download(torch_home, monkeypatch, content, style):
+def test_a_server_without_a_size_still_reports_the_end_of_the_download(
+    torch_home, monkeypatch, content, style
+):
     def sizeless_download():  # 1.25 MB in 64 kB reads; the server sent no Content-Length
         yield from ((65536 * (i + 1), None) for i in range(20))
 

@@ -18,7 +18,6 @@ def pixel_edges(layer):
     return np.stack([centres[0] - half, centres[1] + half])
 
 
-
 def test_the_widget_is_found_through_the_plugin_api(viewer):
     dock, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
     assert isinstance(widget, StyleTransferWidget)
@@ -35,8 +34,12 @@ def test_controls_carry_the_engine_option_names_and_defaults(viewer):
     assert widget["size"].value == defaults.size
     assert widget["style_weight"].value == pytest.approx(defaults.style_weight)
     assert widget["content_layers"].value == ",".join(defaults.content_layers)
-    expected = {**defaults.to_dict(), "content_layers": "conv4_2", "style_layers": ",".join(defaults.style_layers),
-                "style_layer_weights": ""}
+    expected = {
+        **defaults.to_dict(),
+        "content_layers": "conv4_2",
+        "style_layers": ",".join(defaults.style_layers),
+        "style_layer_weights": "",
+    }
     del expected["style_blend"]  # only with several styles
     assert widget.options() == expected
 
@@ -221,7 +224,7 @@ def test_run_without_layers_asks_for_a_content_layer(viewer, errors):
 
 
 def test_a_grey_16_bit_layer_gives_a_grey_result_in_its_colormap(qtbot, viewer, widget):
-    grey = (np.arange(40 * 48, dtype=np.uint16).reshape(40, 48) * 30)
+    grey = np.arange(40 * 48, dtype=np.uint16).reshape(40, 48) * 30
     layer = viewer.add_image(grey, name="nuclei", colormap="magenta", contrast_limits=(0, 40 * 48 * 30))
     widget["content"].value = layer
     run_and_wait(qtbot, widget)
@@ -244,7 +247,9 @@ def test_the_console_function_runs_on_layer_names(qtbot, viewer, layers):
 def test_the_console_function_refuses_unknown_layers(viewer, layers):
     from napari_style_transfer import StyleTransferError, run_style_transfer
 
-    with pytest.raises(StyleTransferError, match="no content layer named 'nope'; layers are 'photo', 'texture'"):
+    with pytest.raises(
+        StyleTransferError, match="no content layer named 'nope'; layers are 'photo', 'texture'"
+    ):
         run_style_transfer(viewer, "nope", "texture")
 
 
@@ -278,4 +283,6 @@ def test_the_widget_is_also_under_layers_filters(viewer):
     from napari._app_model import get_app_model
 
     items = get_app_model().menus.get_menu("napari/layers/filter")
-    assert "napari-style-transfer.make_widget" in [getattr(item, "command", None) and item.command.id for item in items]
+    assert "napari-style-transfer.make_widget" in [
+        getattr(item, "command", None) and item.command.id for item in items
+    ]

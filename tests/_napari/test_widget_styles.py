@@ -70,7 +70,11 @@ def test_style_loss_colour_and_average_choices_reach_the_options(widget):
     widget["optimizer"].value = "adam"
     widget["average"].value = 0.9
     options = widget.options()
-    assert (options["style_loss"], options["content_colours"], options["average"]) == ("sliced", "histogram", 0.9)
+    assert (options["style_loss"], options["content_colours"], options["average"]) == (
+        "sliced",
+        "histogram",
+        0.9,
+    )
     widget["content_colours"].value = "off"
     widget["average"].value = 0.0
     assert widget.options()["content_colours"] is False and widget.options()["average"] is None
@@ -88,11 +92,15 @@ def test_regions_follow_the_layers_transforms(viewer, layers):
     coarse = np.arange(20 * 24).reshape(20, 24) % 3
     # each labels pixel covers 2 x 2 content pixels in world coordinates
     labels = viewer.add_labels(coarse, scale=(4.0, 6.0), translate=(11.0, -3.5))
-    np.testing.assert_array_equal(regions_on_content(labels, content, (40, 48)), np.repeat(np.repeat(coarse, 2, 0), 2, 1))
+    np.testing.assert_array_equal(
+        regions_on_content(labels, content, (40, 48)), np.repeat(np.repeat(coarse, 2, 0), 2, 1)
+    )
 
 
 def test_content_outside_the_labels_layer_is_label_0(viewer, layers):
-    labels = viewer.add_labels(np.ones((40, 24), np.int32), scale=(2.0, 3.0), translate=(10.0, -5.0))  # the left half
+    labels = viewer.add_labels(
+        np.ones((40, 24), np.int32), scale=(2.0, 3.0), translate=(10.0, -5.0)
+    )  # the left half
     regions = regions_on_content(labels, layers[0], (40, 48))
     assert (regions[:, :24] == 1).all() and (regions[:, 24:] == 0).all()
 
@@ -116,7 +124,9 @@ def test_a_run_with_two_styles_over_a_labels_layer_records_the_regions(qtbot, vi
 
 
 def test_labels_above_the_number_of_styles_are_a_notification(qtbot, viewer, widget, errors):
-    labels = viewer.add_labels(np.full((40, 48), 3, np.int32), name="many", scale=(2.0, 3.0), translate=(10.0, -5.0))
+    labels = viewer.add_labels(
+        np.full((40, 48), 3, np.int32), name="many", scale=(2.0, 3.0), translate=(10.0, -5.0)
+    )
     widget["regions"].value = labels
     run_and_wait(qtbot, widget)
     assert any("style_regions has label 3 but there is 1 style" in message for message in errors)
@@ -154,7 +164,9 @@ def _halves(frames: int) -> np.ndarray:
 
 
 def test_a_labels_stack_gives_each_frame_its_own_regions(viewer):
-    stack = viewer.add_image(np.zeros((3, 40, 48), np.float32), scale=(5.0, 2.0, 2.0), translate=(100.0, 0.0, 0.0))
+    stack = viewer.add_image(
+        np.zeros((3, 40, 48), np.float32), scale=(5.0, 2.0, 2.0), translate=(100.0, 0.0, 0.0)
+    )
     labels = viewer.add_labels(_halves(3), scale=(5.0, 2.0, 2.0), translate=(100.0, 0.0, 0.0))
     np.testing.assert_array_equal(regions_on_content(labels, stack, (40, 48), stack=(3,)), _halves(3))
     # a 2D Labels layer is one label image for every frame
@@ -163,7 +175,9 @@ def test_a_labels_stack_gives_each_frame_its_own_regions(viewer):
 
 
 def test_a_whole_stack_run_passes_one_label_image_per_frame(qtbot, viewer, widget):
-    movie = viewer.add_image(np.linspace(0, 1, 2 * 40 * 48, dtype=np.float32).reshape(2, 40, 48), name="cells")
+    movie = viewer.add_image(
+        np.linspace(0, 1, 2 * 40 * 48, dtype=np.float32).reshape(2, 40, 48), name="cells"
+    )
     viewer.add_labels(_halves(2), name="halves")
     widget["content"].value = movie
     widget["regions"].value = viewer.layers["halves"]

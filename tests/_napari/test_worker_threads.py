@@ -30,7 +30,9 @@ def test_a_time_series_reads_its_frames_ahead_at_the_workers_lower_priority(cont
     movie = np.stack([np.roll(content, 2 * t, axis=1) for t in range(3)])
     updates = []
     worker = threading.Thread(
-        target=lambda: updates.extend(style_transfer_updates(movie, style, {**FAST, "frames": "time"}, threading.Event()))
+        target=lambda: updates.extend(
+            style_transfer_updates(movie, style, {**FAST, "frames": "time"}, threading.Event())
+        )
     )
     worker.start()
     worker.join(RUN_WAIT_MS / 1000)

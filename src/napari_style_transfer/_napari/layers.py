@@ -160,7 +160,9 @@ class LayerFrames:
         _check_finite(frame, self.role, self.name, index)
         if self.refuse_constant and frame.size:
             low, high = self.value_range
-            shown = np.clip((np.array([frame.min(), frame.max()], dtype=np.float64) - low) / (high - low), 0.0, 1.0)
+            shown = np.clip(
+                (np.array([frame.min(), frame.max()], dtype=np.float64) - low) / (high - low), 0.0, 1.0
+            )
             if shown[0] == shown[1]:
                 raise StyleTransferError(
                     f"the {self.role} layer {self.name!r} is constant within its contrast limits {low:g}..{high:g} "
@@ -303,7 +305,9 @@ def _level_index(layer: Image, level: int, slice_index: tuple[int, ...]) -> tupl
     return tuple(min(c - 1, i * c // f) for i, f, c in zip(slice_index, full, coarse, strict=False))
 
 
-def placement(layer: Image, result_shape: tuple[int, ...], slice_index: tuple[int, ...] | None = None) -> dict[str, Any]:
+def placement(
+    layer: Image, result_shape: tuple[int, ...], slice_index: tuple[int, ...] | None = None
+) -> dict[str, Any]:
     """Layer keywords that lay a result over ``layer``.
 
     ``result_shape`` is the result's spatial shape: its last two axes are the working size,
@@ -510,7 +514,9 @@ def regions_plan(
         kind = type(labels).__name__
         raise StyleTransferError(f"the regions layer is {_article(kind)} {kind} layer; choose a Labels layer")
     if labels.multiscale:
-        raise StyleTransferError(f"the regions layer {labels.name!r} is multiscale; use a single-scale Labels layer")
+        raise StyleTransferError(
+            f"the regions layer {labels.name!r} is multiscale; use a single-scale Labels layer"
+        )
     if labels.ndim not in (2, content.ndim):
         raise StyleTransferError(
             f"the regions layer {labels.name!r} has {labels.ndim} dimensions and the content {content.ndim}: "

@@ -131,14 +131,18 @@ class LayerWriter:
             return
         if isinstance(update, RegionsSampled):
             self.regions = {
-                "layer": update.layer, "labels": list(update.labels), "per_frame": update.per_frame
+                "layer": update.layer,
+                "labels": list(update.labels),
+                "per_frame": update.per_frame,
             }
         elif isinstance(update, Started):
             self.device, self.weights = update.device, update.weights
         elif isinstance(update, Progress):
             self.last_progress = update
         elif isinstance(update, Snapshot):
-            layer = self._add(update.image, f"{self.base_name} (step {update.step})", step=update.step, snapshot=True)
+            layer = self._add(
+                update.image, f"{self.base_name} (step {update.step})", step=update.step, snapshot=True
+            )
             self.snapshot_layers.append(layer)
         elif isinstance(update, FrameDone):
             self.finished_frames.add(update.frame)
@@ -158,7 +162,14 @@ class LayerWriter:
                 self.fold_snapshots()
         elif isinstance(update, Cancelled):
             self.done = True
-            self._keep(update.image, update.step, update.frame_number, "cancelled", batch=update.batch, cancelled=True)
+            self._keep(
+                update.image,
+                update.step,
+                update.frame_number,
+                "cancelled",
+                batch=update.batch,
+                cancelled=True,
+            )
         elif isinstance(update, Warned):
             from napari.utils.notifications import show_warning
 
@@ -168,8 +179,12 @@ class LayerWriter:
 
             self.done = True
             # A user's mistake needs no traceback in the log; a bug does.
-            log.log(logging.DEBUG if update.expected else logging.ERROR, "style transfer failed: %s\n%s",
-                    update.message, update.details)
+            log.log(
+                logging.DEBUG if update.expected else logging.ERROR,
+                "style transfer failed: %s\n%s",
+                update.message,
+                update.details,
+            )
             show_error(f"Style transfer failed: {update.message}")
             self._keep(update.image, update.step, update.frame_number, "failed", error=update.message)
 
@@ -221,7 +236,9 @@ class LayerWriter:
                 )
             return
         if image is not None:
-            self.result_layer = self._add(image, f"{self.base_name} ({how} at step {step})", step=step, **extra)
+            self.result_layer = self._add(
+                image, f"{self.base_name} ({how} at step {step})", step=step, **extra
+            )
 
     def fold_snapshots(self) -> None:
         """Remove this run's snapshot layers (those still in the viewer): only the result stays."""
@@ -231,10 +248,14 @@ class LayerWriter:
         self.snapshot_layers.clear()
 
     def _put_frame(self, frame: tuple[int, ...], image: np.ndarray, frames: int) -> None:
-        image = in_value_range(resize_image(image, self.frame_shape), self.value_range)  # a run stopped in a coarse level
+        image = in_value_range(
+            resize_image(image, self.frame_shape), self.value_range
+        )  # a run stopped in a coarse level
         if self.stack_layer is None:
             # frames not done yet show as the result's 0 (the low contrast limit for grey)
-            data = in_value_range(np.zeros(self.stack_shape + image.shape, dtype=np.float32), self.value_range)
+            data = in_value_range(
+                np.zeros(self.stack_shape + image.shape, dtype=np.float32), self.value_range
+            )
             data[frame] = image
             self.stack_layer = self._add(data, f"{self.base_name} (in progress)", frames=frames)
         else:
@@ -271,8 +292,12 @@ class LayerWriter:
         return metadata
 
     def _add(self, image: np.ndarray, name: str, **extra: Any):
-        kwargs = result_layer_kwargs(self.content, image, name, self._metadata(extra), self.slice_index, self.value_range)
-        return self.viewer.add_image(as_layer_data(in_value_range(image, self.value_range), self.content), **kwargs)
+        kwargs = result_layer_kwargs(
+            self.content, image, name, self._metadata(extra), self.slice_index, self.value_range
+        )
+        return self.viewer.add_image(
+            as_layer_data(in_value_range(image, self.value_range), self.content), **kwargs
+        )
 
 
 #: Options left out of run names: they change how a run is watched, not what it makes.
@@ -310,8 +335,11 @@ def settings_summary(metadata: dict[str, Any]) -> str:
     """A run's key settings in one line, from a result layer's metadata["style_transfer"]."""
     options = metadata.get("options", {})
     parts = [f"style {metadata.get('style', '?')}"]
-    parts += [_setting(name, options[name]) for name in ("size", "steps", "style_weight", "content_weight",
-                                                        "optimizer", "seed") if name in options]
+    parts += [
+        _setting(name, options[name])
+        for name in ("size", "steps", "style_weight", "content_weight", "optimizer", "seed")
+        if name in options
+    ]
     parts += [str(metadata[key]) for key in ("device", "weights") if metadata.get(key)]
     return " | ".join(parts)
 
@@ -398,23 +426,37 @@ def run_style_transfer(
     size = StyleOptions.from_kwargs(options).size
     # Views and contrast limits only: the worker reads the data, a frame at a time.
     source = layer_input(content_layer, "content", viewer=viewer, stack=stack, size=size, defer=True)
-    style_sources = [layer_input(layer, "style", viewer=viewer, size=size, defer=True) for layer in style_layers]
+    style_sources = [
+        layer_input(layer, "style", viewer=viewer, size=size, defer=True) for layer in style_layers
+    ]
     regions = None
     if style_regions is not None:
         labels_layer = viewer.layers[style_regions] if isinstance(style_regions, str) else style_regions
         lead = content_layer.ndim - 2
-        height, width = source.data.shape[-2:] if source.slice_index is not None else source.data.shape[lead : lead + 2]
+        height, width = (
+            source.data.shape[-2:] if source.slice_index is not None else source.data.shape[lead : lead + 2]
+        )
         stack_shape = tuple(source.data.shape[:lead]) if source.slice_index is None else ()
         # checked now (a bad layer is refused at Run), read and sampled in the worker
         regions = regions_plan(
-            labels_layer, content_layer, working_shape(height, width, size), source.slice_index, stack=stack_shape
+            labels_layer,
+            content_layer,
+            working_shape(height, width, size),
+            source.slice_index,
+            stack=stack_shape,
         )
 
     check_size_fits(source, style_sources, content_layer, StyleOptions.from_kwargs(options))
 
     cancel_event = threading.Event()
     writer = LayerWriter(
-        viewer, content_layer, style_layer, options, source, content_range=content_range, keep_snapshots=keep_snapshots
+        viewer,
+        content_layer,
+        style_layer,
+        options,
+        source,
+        content_range=content_range,
+        keep_snapshots=keep_snapshots,
     )
     if several:
         writer.style_name = ", ".join(layer.name for layer in style_layers)
@@ -466,7 +508,9 @@ def check_size_fits(source: LayerInput, styles: list[LayerInput], content: Image
             return False
         for (height, width), scale in zip(styles_hw, scales, strict=True):
             factor = max(content_shape) / max(content_hw) * scale
-            if style_layers and min(round(height * factor), round(width * factor)) < min_side_for_layers(style_layers):
+            if style_layers and min(round(height * factor), round(width * factor)) < min_side_for_layers(
+                style_layers
+            ):
                 return False
         return True
 

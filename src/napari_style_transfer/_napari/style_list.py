@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from magicgui.widgets import Container, FloatSpinBox, Label, PushButton, create_widget
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAbstractSpinBox
-
-from magicgui.widgets import Container, FloatSpinBox, Label, PushButton, create_widget
 
 from ..options import StyleOptions, help_text
 
@@ -46,13 +45,18 @@ class StyleRow(Container):
         self.layer = create_widget(annotation=Image, name="style", label="style")
         self.layer.tooltip = "a style Image layer: its colours and textures are transferred"
         self.weight = FloatSpinBox(
-            value=weight, min=0.0, max=MAX_BLEND, step=0.1,
+            value=weight,
+            min=0.0,
+            max=MAX_BLEND,
+            step=0.1,
             tooltip="this style's blend weight (0 to 1000; the weights are normalised to sum 1, so 1 and 1 "
             "is half each); only with several styles and no regions (a region takes its style whole)",
         )
         self.scale = FloatSpinBox(
             value=StyleOptions().style_scales(1)[0] if scale is None else scale,
-            min=0.05, max=20.0, step=0.05,
+            min=0.05,
+            max=20.0,
+            step=0.05,
             tooltip=f"{help_text('style_scale').split(';')[0]}, for this style (0.05 to 20)",
         )
         self.remove_button = PushButton(text="\u2715", tooltip="remove this style")
@@ -89,7 +93,8 @@ class StyleList(Container):
     def __init__(self, *, scale: float | None = None, **kwargs: Any):
         header = Container(
             widgets=[Label(value="layer"), Label(value="weight"), Label(value="scale"), Label(value="")],
-            layout="horizontal", labels=False,
+            layout="horizontal",
+            labels=False,
         )
         _compact(header)
         for label in header:

@@ -20,8 +20,18 @@ import numpy as np
 KEY = "napari_style_transfer"
 #: Layer attributes saved with the image (when napari gives them) and restored on reading.
 LOOK = (
-    "name", "scale", "translate", "rotate", "shear", "affine",
-    "contrast_limits", "colormap", "gamma", "blending", "opacity", "rgb",
+    "name",
+    "scale",
+    "translate",
+    "rotate",
+    "shear",
+    "affine",
+    "contrast_limits",
+    "colormap",
+    "gamma",
+    "blending",
+    "opacity",
+    "rgb",
 )
 
 
@@ -35,7 +45,9 @@ def write_styled_tiff(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     look = {name: meta[name] for name in LOOK if name in meta and meta[name] is not None}
     if "colormap" in look:
         look["colormap"] = _colormap_record(look["colormap"])
-    description = {KEY: {"style_transfer": (meta.get("metadata") or {}).get("style_transfer", {}), "layer": look}}
+    description = {
+        KEY: {"style_transfer": (meta.get("metadata") or {}).get("style_transfer", {}), "layer": look}
+    }
     tifffile.imwrite(
         path,
         image,
@@ -96,7 +108,11 @@ def _colormap_record(colormap: Any) -> dict[str, Any]:
     name, colours and control points, so that a custom one can be rebuilt."""
     if isinstance(colormap, str):
         return {"name": colormap}
-    state = colormap if isinstance(colormap, dict) else {key: getattr(colormap, key, None) for key in ("name", "colors", "controls")}
+    state = (
+        colormap
+        if isinstance(colormap, dict)
+        else {key: getattr(colormap, key, None) for key in ("name", "colors", "controls")}
+    )
     record = {"name": str(state.get("name", ""))}
     for key in ("colors", "controls"):
         if state.get(key) is not None:

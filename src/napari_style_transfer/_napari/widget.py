@@ -14,8 +14,6 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import QEvent, QObject
-
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -29,6 +27,7 @@ from magicgui.widgets import (
     SpinBox,
     create_widget,
 )
+from qtpy.QtCore import QEvent, QObject
 
 from ..errors import StyleTransferError
 from ..options import StyleOptions, choices, help_text
@@ -195,7 +194,9 @@ class StyleTransferWidget(Container):
             "or every slice, see stack)"
         )
         self._styles = StyleList(
-            name="style_list", label="style", scale=defaults["style_scale"],
+            name="style_list",
+            label="style",
+            scale=defaults["style_scale"],
             tooltip="the style Image layers, one row each with its blend weight and style scale; "
             "several styles are blended by their weights, or each takes its label of the regions",
         )
@@ -221,7 +222,11 @@ class StyleTransferWidget(Container):
         _wrap_without_widening(self._status)
         # The slider's own readout shows its integer position, not the weight: the label does.
         self._style_weight = _WeightSlider(
-            name="style_weight", min=1.0, max=1e10, base=10, backend_kwargs={"readout": False},
+            name="style_weight",
+            min=1.0,
+            max=1e10,
+            base=10,
+            backend_kwargs={"readout": False},
             tooltip=_tip("style_weight", "log scale, 1 to 1e10"),
         )
         self._style_weight.value = defaults["style_weight"]  # after construction: the range is set last
@@ -231,87 +236,168 @@ class StyleTransferWidget(Container):
             content,
             self._styles,
             regions,
-            ComboBox(name="style_loss", value=defaults["style_loss"], choices=choices("style_loss"), tooltip=_tip("style_loss")),
+            ComboBox(
+                name="style_loss",
+                value=defaults["style_loss"],
+                choices=choices("style_loss"),
+                tooltip=_tip("style_loss"),
+            ),
             FloatSpinBox(
-                name="content_weight", value=defaults["content_weight"], min=0.0, max=1e6, step=0.1,
+                name="content_weight",
+                value=defaults["content_weight"],
+                min=0.0,
+                max=1e6,
+                step=0.1,
                 tooltip=_tip("content_weight", "range 0 to 1e6"),
             ),
             self._style_weight,
             self._ratio,
-            SpinBox(name="steps", value=defaults["steps"], min=1, max=100_000, tooltip=_tip("steps", "range 1 to 100000")),
             SpinBox(
-                name="size", value=defaults["size"], min=16, max=8192, step=16,
+                name="steps",
+                value=defaults["steps"],
+                min=1,
+                max=100_000,
+                tooltip=_tip("steps", "range 1 to 100000"),
+            ),
+            SpinBox(
+                name="size",
+                value=defaults["size"],
+                min=16,
+                max=8192,
+                step=16,
                 tooltip=_tip("size", "range 16 to 8192 px; compute grows with its square"),
             ),
             SpinBox(
-                name="snapshot_every", value=defaults["snapshot_every"], min=0, max=100_000,
+                name="snapshot_every",
+                value=defaults["snapshot_every"],
+                min=0,
+                max=100_000,
                 tooltip=_tip("snapshot_every", "each snapshot becomes a new layer (single images only)"),
             ),
             _StackChoice(
-                name="stack", value=STACK_MODES[0], choices=STACK_MODES,
+                name="stack",
+                value=STACK_MODES[0],
+                choices=STACK_MODES,
                 tooltip="for 3D+ layers: style the slice on screen; or every frame of a time series, each "
                 "following the previous result so that it does not flicker; or every slice (Z, channels) "
                 "on its own. A layer whose first axis is labelled t or time starts as a time series",
             ),
             FloatSpinBox(
-                name="temporal_weight", value=defaults["temporal_weight"], min=0.0, max=1e6, step=10.0,
+                name="temporal_weight",
+                value=defaults["temporal_weight"],
+                min=0.0,
+                max=1e6,
+                step=10.0,
                 tooltip=_tip("temporal_weight", "range 0 to 1e6; only for a whole stack as time series"),
             ),
             SpinBox(
-                name="time_steps", value=defaults["time_steps"], min=0, max=100_000,
+                name="time_steps",
+                value=defaults["time_steps"],
+                min=0,
+                max=100_000,
                 tooltip=_tip("time_steps", "only for a whole stack as time series"),
             ),
             SpinBox(
-                name="batch_frames", value=defaults["batch_frames"], min=0, max=4096,
+                name="batch_frames",
+                value=defaults["batch_frames"],
+                min=0,
+                max=4096,
                 tooltip=_tip("batch_frames", "only for a whole stack, frames independent"),
             ),
             ComboBox(
-                name="content_colours", label="content colours", value=defaults["content_colours"] or "off",
-                choices=COLOUR_CHOICES, tooltip=_tip("content_colours"),
+                name="content_colours",
+                label="content colours",
+                value=defaults["content_colours"] or "off",
+                choices=COLOUR_CHOICES,
+                tooltip=_tip("content_colours"),
             ),
             CheckBox(
-                name="keep_grey", text="grey content gives a grey result", value=defaults["keep_grey"],
+                name="keep_grey",
+                text="grey content gives a grey result",
+                value=defaults["keep_grey"],
                 tooltip=_tip("keep_grey"),
             ),
             self._advanced,
-            ComboBox(name="optimizer", value=defaults["optimizer"], choices=choices("optimizer"), tooltip=_tip("optimizer")),
+            ComboBox(
+                name="optimizer",
+                value=defaults["optimizer"],
+                choices=choices("optimizer"),
+                tooltip=_tip("optimizer"),
+            ),
             FloatSpinBox(
-                name="learning_rate", value=defaults["learning_rate"] or 0.0, min=0.0, max=10.0, step=0.001,
+                name="learning_rate",
+                value=defaults["learning_rate"] or 0.0,
+                min=0.0,
+                max=10.0,
+                step=0.001,
                 tooltip=_tip("learning_rate", "0 means the optimiser's default"),
             ),
             ComboBox(name="init", value=defaults["init"], choices=choices("init"), tooltip=_tip("init")),
             LineEdit(
-                name="content_layers", value=",".join(defaults["content_layers"]),
+                name="content_layers",
+                value=",".join(defaults["content_layers"]),
                 tooltip=_tip("content_layers", "comma-separated"),
             ),
             LineEdit(
-                name="style_layers", value=",".join(defaults["style_layers"]),
+                name="style_layers",
+                value=",".join(defaults["style_layers"]),
                 tooltip=_tip("style_layers", "comma-separated"),
             ),
             FloatSpinBox(
-                name="tv_weight", value=defaults["tv_weight"], min=0.0, max=1e6, step=1e-4,
+                name="tv_weight",
+                value=defaults["tv_weight"],
+                min=0.0,
+                max=1e6,
+                step=1e-4,
                 tooltip=_tip("tv_weight", "range 0 to 1e6"),
             ),
-            ComboBox(name="pooling", value=defaults["pooling"], choices=choices("pooling"), tooltip=_tip("pooling")),
+            ComboBox(
+                name="pooling", value=defaults["pooling"], choices=choices("pooling"), tooltip=_tip("pooling")
+            ),
             LineEdit(
-                name="style_layer_weights", value=",".join(map(str, defaults["style_layer_weights"])),
+                name="style_layer_weights",
+                value=",".join(map(str, defaults["style_layer_weights"])),
                 tooltip=_tip("style_layer_weights", "comma-separated; empty = 1 each"),
             ),
             FloatSpinBox(
-                name="average", value=defaults["average"] or 0.0, min=0.0, max=0.9999, step=0.01,
+                name="average",
+                value=defaults["average"] or 0.0,
+                min=0.0,
+                max=0.9999,
+                step=0.01,
                 tooltip=_tip("average", "0 = off; adam only"),
             ),
             ComboBox(
-                name="device", value=defaults["device"], choices=_device_choices(defaults["device"]),
+                name="device",
+                value=defaults["device"],
+                choices=_device_choices(defaults["device"]),
                 tooltip=_tip("device"),
             ),
             LineEdit(name="weights", value=str(defaults["weights"]), tooltip=_tip("weights")),
-            SpinBox(name="seed", value=defaults["seed"] or 0, min=0, max=2**31 - 1, tooltip=_tip("seed", "0 to 2^31-1")),
+            SpinBox(
+                name="seed",
+                value=defaults["seed"] or 0,
+                min=0,
+                max=2**31 - 1,
+                tooltip=_tip("seed", "0 to 2^31-1"),
+            ),
             LineEdit(name="schedule", value=defaults["schedule"], tooltip=_tip("schedule")),
-            ComboBox(name="precision", value=defaults["precision"], choices=choices("precision"), tooltip=_tip("precision")),
-            CheckBox(name="channels_last", text="channels last", value=defaults["channels_last"], tooltip=_tip("channels_last")),
+            ComboBox(
+                name="precision",
+                value=defaults["precision"],
+                choices=choices("precision"),
+                tooltip=_tip("precision"),
+            ),
             CheckBox(
-                name="cudnn_benchmark", text="cuDNN autotuning", value=defaults["cudnn_benchmark"],
+                name="channels_last",
+                text="channels last",
+                value=defaults["channels_last"],
+                tooltip=_tip("channels_last"),
+            ),
+            CheckBox(
+                name="cudnn_benchmark",
+                text="cuDNN autotuning",
+                value=defaults["cudnn_benchmark"],
                 tooltip=_tip("cudnn_benchmark"),
             ),
             self._button,
@@ -324,7 +410,9 @@ class StyleTransferWidget(Container):
             self[name].native.setDecimals(decimals)
         self["learning_rate"].native.setSpecialValueText("default")
         self["batch_frames"].native.setSpecialValueText("auto")
-        self["time_steps"].native.setSpecialValueText("auto")  # 0: half of steps  # shown for 0, which means it
+        self["time_steps"].native.setSpecialValueText(
+            "auto"
+        )  # 0: half of steps  # shown for 0, which means it
         self["content_weight"].changed.connect(self._show_ratio)
         self["style_weight"].changed.connect(self._show_ratio)
         self._advanced.changed.connect(self._show_advanced)
@@ -337,7 +425,9 @@ class StyleTransferWidget(Container):
         self._add_result_controls()
         self._add_typed_style_weight()
         self["content"].changed.connect(self._fit_controls_to_content)
-        self["content"].changed.connect(lambda _: self._separate_roles())  # content picked on the style's layer
+        self["content"].changed.connect(
+            lambda _: self._separate_roles()
+        )  # content picked on the style's layer
         self._pick_demo_roles()
         self._separate_roles()
         self._preselect_stack(self["content"].value)
@@ -396,20 +486,32 @@ class StyleTransferWidget(Container):
         """Two checkboxes after "grey content gives a grey result": the result's value range
         and whether a finished run's snapshots stay."""
         at = self.index(self["keep_grey"]) + 1
-        self.insert(at, CheckBox(
-            name="content_range", text="result in the content's value range", value=True,
-            tooltip="a grey result is mapped back through the contrast limits the content was read with "
-            "(its own units) instead of 0..1",
-        ))
-        self.insert(at + 1, CheckBox(
-            name="keep_snapshots", text="keep snapshots after the run", value=True,
-            tooltip="off: a finished run's snapshot layers are removed, only the result stays",
-        ))
+        self.insert(
+            at,
+            CheckBox(
+                name="content_range",
+                text="result in the content's value range",
+                value=True,
+                tooltip="a grey result is mapped back through the contrast limits the content was read with "
+                "(its own units) instead of 0..1",
+            ),
+        )
+        self.insert(
+            at + 1,
+            CheckBox(
+                name="keep_snapshots",
+                text="keep snapshots after the run",
+                value=True,
+                tooltip="off: a finished run's snapshot layers are removed, only the result stays",
+            ),
+        )
 
     def _add_typed_style_weight(self) -> None:
         """A text field under the style-weight slider: the weight can be typed (1e6, 250000)."""
         field = LineEdit(
-            name="style_weight_typed", label="or type it", value=f"{self._style_weight.value:g}",
+            name="style_weight_typed",
+            label="or type it",
+            value=f"{self._style_weight.value:g}",
             tooltip="type a style weight (1 to 1e10) and press Enter",
         )
         self.insert(self.index(self._style_weight) + 1, field)
@@ -424,7 +526,9 @@ class StyleTransferWidget(Container):
             field.value = f"{self._style_weight.value:g}"  # a bad entry goes back to the weight
 
         field.native.editingFinished.connect(typed)
-        self._style_weight.changed.connect(lambda value: setattr(field, "value", f"{self._style_weight.value:g}"))
+        self._style_weight.changed.connect(
+            lambda value: setattr(field, "value", f"{self._style_weight.value:g}")
+        )
 
     def _fit_controls_to_content(self, layer: Any) -> None:
         """Controls that do nothing for the chosen content are disabled: stack (and its time
@@ -460,7 +564,9 @@ class StyleTransferWidget(Container):
         values["frames"] = frames_option(self["stack"].value) or StyleOptions().frames
         values["learning_rate"] = values["learning_rate"] or None
         values["content_colours"] = False if values["content_colours"] == "off" else values["content_colours"]
-        values["average"] = (values["average"] or None) if values["optimizer"] == "adam" else None  # disabled otherwise
+        values["average"] = (
+            (values["average"] or None) if values["optimizer"] == "adam" else None
+        )  # disabled otherwise
         values["style_layer_weights"] = values["style_layer_weights"].strip()
         rows = self._styles.rows
         scales = tuple(row.scale.value for row in rows)
@@ -497,7 +603,8 @@ class StyleTransferWidget(Container):
 
         taken = [self["content"].value, *(row.layer.value for row in self._styles.rows)]
         free = [
-            layer for layer in self.viewer.layers
+            layer
+            for layer in self.viewer.layers
             if isinstance(layer, Image) and all(layer is not other for other in taken)
         ]
         inputs = [layer for layer in free if "style_transfer" not in layer.metadata]
@@ -589,7 +696,9 @@ class StyleTransferWidget(Container):
             self._downloading = True
             megabytes = update.done / 2**20
             of = f" of {update.total / 2**20:.0f}" if update.total else ""
-            self._status.value = f"downloading the VGG19 ImageNet weights (first run only): {megabytes:.0f}{of} MB"
+            self._status.value = (
+                f"downloading the VGG19 ImageNet weights (first run only): {megabytes:.0f}{of} MB"
+            )
             if update.done == update.total:
                 self._status.value += "; loading them and building VGG19..."
             if update.total:
@@ -626,7 +735,9 @@ class StyleTransferWidget(Container):
             else:
                 frames = self._progress_frames()
                 where = f"frame {update.frame_number + 1} of {frames}, " if frames > 1 else ""
-                self._status.value = f"cancelled at {where}step {update.step}; what was done is kept as a layer"
+                self._status.value = (
+                    f"cancelled at {where}step {update.step}; what was done is kept as a layer"
+                )
         elif isinstance(update, Failed):
             self._status.value = f"failed: {update.message}"
 
@@ -668,7 +779,7 @@ def _steps_run(result: Any) -> str:
 
 
 def _speed_and_time_left(update: Progress) -> str:
-    """"2.50 steps/s, ~1 min 20 s left" with no break inside a number and its unit (the
+    """ "2.50 steps/s, ~1 min 20 s left" with no break inside a number and its unit (the
     status line wraps in a narrow dock; U+2060 keeps "steps/s" whole)."""
     if not update.steps_per_second:
         return "first step"

@@ -131,7 +131,16 @@ class Warned:
 
 
 Update = (
-    Downloading | RegionsSampled | Started | Progress | Snapshot | FrameDone | Finished | Cancelled | Failed | Warned
+    Downloading
+    | RegionsSampled
+    | Started
+    | Progress
+    | Snapshot
+    | FrameDone
+    | Finished
+    | Cancelled
+    | Failed
+    | Warned
 )
 
 
@@ -223,7 +232,9 @@ class _ThisThreadsWarnings:
         if warnings.showwarning == self._show:  # else someone replaced it since: leave theirs
             warnings.showwarning = self._previous
 
-    def _show(self, message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    def _show(
+        self, message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
         if threading.get_ident() not in self._threads:
             self._previous(message, category, filename, lineno, file, line)
             return
@@ -322,7 +333,12 @@ def _engine_updates(
                 yield FrameDone(item.frame, item.frame_number, item.frames, item.image)
             if cancel.is_set():
                 close_logging_errors(records, "the engine")
-                yield Cancelled(item.step, item.render(), item.frame_number, item.batch_images() if item.frames > 1 else {})
+                yield Cancelled(
+                    item.step,
+                    item.render(),
+                    item.frame_number,
+                    item.batch_images() if item.frames > 1 else {},
+                )
                 return
     except Exception as error:  # any failure becomes a message for the user
         from ..errors import StyleTransferError
@@ -337,7 +353,9 @@ def _engine_updates(
         )
     finally:
         if records is not None:
-            close_logging_errors(records, "the engine")  # frees the network and its tensors now, GPU memory included
+            close_logging_errors(
+                records, "the engine"
+            )  # frees the network and its tensors now, GPU memory included
         restore_priority(niceness)
 
 
@@ -354,10 +372,17 @@ class ClusterResult:
     device: str
     weights: str
     frame_metadata: dict[str, Any]
-    frame_steps: tuple[int, ...] = ()  # as StyleResult's; a cluster's frames are independent, so each took steps_done
+    frame_steps: tuple[
+        int, ...
+    ] = ()  # as StyleResult's; a cluster's frames are independent, so each took steps_done
 
     def metadata(self) -> dict[str, Any]:
-        return {**self.frame_metadata, "frames": self.frames, "seconds": round(self.seconds, 3), "device": self.device}
+        return {
+            **self.frame_metadata,
+            "frames": self.frames,
+            "seconds": round(self.seconds, 3),
+            "device": self.device,
+        }
 
 
 @dataclass(frozen=True)
@@ -418,7 +443,17 @@ def cluster_frame_updates(
             # the cluster's rate so far, its start included: frames come back whole, not step by step
             elapsed = time.perf_counter() - started
             rate = (done + 1) * result.steps / elapsed if elapsed > 0 else 0.0
-            yield Progress(result.steps, result.steps, losses.total, losses.content, losses.style, rate, record, done, count)
+            yield Progress(
+                result.steps,
+                result.steps,
+                losses.total,
+                losses.content,
+                losses.style,
+                rate,
+                record,
+                done,
+                count,
+            )
             yield FrameDone(index, done, count, image)
             done += 1
             if cancel.is_set():
@@ -428,12 +463,22 @@ def cluster_frame_updates(
             return
         assert last is not None
         seconds = time.perf_counter() - started
-        yield Finished(ClusterResult(stack, count, last.steps_done, seconds, last.losses, device, last.weights,
-                                     last.metadata()))
+        yield Finished(
+            ClusterResult(
+                stack, count, last.steps_done, seconds, last.losses, device, last.weights, last.metadata()
+            )
+        )
     except Exception as error:  # any failure becomes a message for the user
         from ..errors import StyleTransferError
 
-        yield Failed(_describe(error), 0, None, traceback.format_exc(), done, expected=isinstance(error, StyleTransferError))
+        yield Failed(
+            _describe(error),
+            0,
+            None,
+            traceback.format_exc(),
+            done,
+            expected=isinstance(error, StyleTransferError),
+        )
     finally:
         # however the updates end (finished, cancelled, failed, closed unread), the thread
         # stops: no frame is left running on the cluster for nobody, the client is closed
@@ -459,7 +504,10 @@ class _ClusterFrames:
         self._stop = threading.Event()  # its own: the user's cancel is not the only reason to stop
         self._scheduler = scheduler
         thread = threading.Thread(
-            target=self._run, args=(content, style, options, scheduler), name="style transfer: cluster", daemon=True
+            target=self._run,
+            args=(content, style, options, scheduler),
+            name="style transfer: cluster",
+            daemon=True,
         )
         thread.start()
 
@@ -555,7 +603,9 @@ class _Preparation:
         )
         thread.start()
 
-    def _prepare(self, prepare: Callable[[], tuple[Iterator[Any], Any]], caught: _ThisThreadsWarnings | None) -> None:
+    def _prepare(
+        self, prepare: Callable[[], tuple[Iterator[Any], Any]], caught: _ThisThreadsWarnings | None
+    ) -> None:
         lower_this_threads_priority()  # the thread ends here: nothing to restore
         with caught.this_thread_too() if caught is not None else nullcontext():
             try:
@@ -689,4 +739,3 @@ def _describe(error: Exception) -> str:
     if isinstance(error, StyleTransferError):
         return str(error)
     return f"{type(error).__name__}: {error}"
-
