@@ -174,3 +174,34 @@ def test_a_group_without_multiscales_is_refused_with_its_arrays(tmp_path, pictur
     group.create_array("image", data=picture)
     with pytest.raises(StyleTransferError, match=r"without OME-Zarr multiscales.*\['image'\]"):
         open_large_image(tmp_path / "plain.zarr")
+
+
+def _peak_reading_tiff(folder, side):
+    """Peak bytes allocated while every 32 px tile of a side x side RGB tiled TIFF is read,
+    after one pass that warms tifffile's and zarr's caches up. zarr's event loop leaves
+    reference cycles to Python's collector, which runs when it likes: collected here every
+    4 tiles, so that the peak counts what is held, not when the collector ran."""
+    import gc
+    import tracemalloc
+
+    path = folder / f"slide{side}.tif"
+    tifffile.imwrite(path, np.zeros((side, side, 3), np.uint8), tile=(32, 32), photometric="rgb")
+    with open_large_image(path) as image:
+        for _pass in range(2):
+            gc.collect()
+            tracemalloc.start()
+            for top in range(0, side, 32):
+                for left in range(0, side, 32):
+                    image.read(Region(top, left, top + 32, left + 32))
+                    if left % 128 == 96:
+                        gc.collect()
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+    return peak
+
+
+def test_reading_a_tiff_tile_by_tile_holds_one_tile_whatever_its_size(tmp_path):
+    tile_bytes = 32 * 32 * 3
+    small, large = _peak_reading_tiff(tmp_path, 128), _peak_reading_tiff(tmp_path, 512)  # 16, 256 tiles
+    assert large - small < 8 * tile_bytes
+    assert large < 512 * 512 * 3 / 4
