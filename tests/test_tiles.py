@@ -208,3 +208,19 @@ def test_no_tile_fits_in_too_little_memory():
     assert largest_tile_size(100 * 2**20, DEFAULT_LAYERS, "lbfgs", 30) == 0
     with pytest.raises(OutOfMemoryError, match="free some memory"):
         check_tile_size(16, DEFAULT_LAYERS, 100 * 2**20, "lbfgs", 30)
+
+
+def test_the_tile_geometry_imports_neither_torch_nor_a_file_library():
+    import subprocess
+    import sys
+
+    modules = [
+        "napari_style_transfer.tiles",
+        "napari_style_transfer.large_images",
+        "napari_style_transfer.zarr_output",
+    ]
+    code = f"import sys; {'; '.join(f'import {name}' for name in modules)}; " + (
+        "print([name for name in ('torch', 'napari', 'zarr', 'tifffile') if name in sys.modules])"
+    )
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == "[]"
