@@ -8,7 +8,7 @@ import tifffile
 import zarr
 
 from napari_style_transfer.errors import StyleTransferError
-from napari_style_transfer.large_images import open_large_image, read_window
+from napari_style_transfer.large_images import block_mean, open_large_image, read_downscaled, read_window
 from napari_style_transfer.tiles import Region, tile_grid
 
 REGION = Region(10, 20, 42, 70)
@@ -205,3 +205,29 @@ def test_reading_a_tiff_tile_by_tile_holds_one_tile_whatever_its_size(tmp_path):
     small, large = _peak_reading_tiff(tmp_path, 128), _peak_reading_tiff(tmp_path, 512)  # 16, 256 tiles
     assert large - small < 8 * tile_bytes
     assert large < 512 * 512 * 3 / 4
+
+
+def test_a_partial_block_at_the_edge_is_the_mean_of_the_pixels_it_has():
+    pixels = np.arange(25, dtype=np.uint16).reshape(5, 5)
+    shrunk = block_mean(pixels, 2)
+    assert shrunk.shape == (3, 3)
+    assert shrunk[0, 0] == np.mean([0, 1, 5, 6])
+    assert shrunk[0, 2] == np.mean([4, 9])
+    assert shrunk[2, 2] == 24
+
+
+def test_a_downscaled_region_equals_the_whole_images_block_mean(picture):
+    image = open_large_image(picture)
+    region = Region(3, 5, 12, 16)  # of the 24 x 32 level at factor 4
+    expected = block_mean(picture, 4)[region.slices]
+    np.testing.assert_allclose(read_downscaled(image, region, 4), expected, rtol=1e-6)
+    whole = read_downscaled(image, Region(0, 0, 10, 13), 10)  # partial blocks at the edges
+    np.testing.assert_allclose(whole, block_mean(picture, 10), rtol=1e-6)
+
+
+def test_a_downscaled_region_is_read_a_band_of_rows_at_a_time(picture):
+    recording = RecordingArray(picture)
+    image = open_large_image(recording)
+    shrunk = read_downscaled(image, Region(0, 0, 12, 16), 8, band_pixels=2 * 16 * 8 * 8)
+    np.testing.assert_allclose(shrunk, block_mean(picture, 8), rtol=1e-6)
+    assert [index[0] for index in recording.reads] == [slice(top, top + 16) for top in range(0, 96, 16)]

@@ -107,6 +107,41 @@ def read_window(
     return np.pad(pixels, widths, mode=pad)  # type: ignore[call-overload]
 
 
+def block_mean(pixels: np.ndarray, factor: int) -> np.ndarray:
+    """Mean (float64) over ``factor`` x ``factor`` blocks of the first two axes; a partial
+    block at the bottom or right edge is the mean of the pixels it has, so the result is
+    ``ceil(h / factor)`` x ``ceil(w / factor)``, as the levels of an OME-Zarr pyramid."""
+    height, width = pixels.shape[:2]
+    sums = np.add.reduceat(pixels.astype(np.float64), np.arange(0, height, factor), axis=0)
+    sums = np.add.reduceat(sums, np.arange(0, width, factor), axis=1)
+    rows = np.minimum(factor, height - np.arange(0, height, factor))
+    columns = np.minimum(factor, width - np.arange(0, width, factor))
+    counts = np.outer(rows, columns).reshape(sums.shape[:2] + (1,) * (pixels.ndim - 2))
+    return sums / counts
+
+
+def read_downscaled(
+    image: LargeImage, region: Region, factor: int, frame: tuple[int, ...] = (), band_pixels: int = 2**22
+) -> np.ndarray:
+    """``region`` of the image shrunk ``factor`` times by :func:`block_mean` (a level of
+    :func:`tiles.level_schedule`; ``region`` in that level's pixels), as float32 raw values,
+    read a band of rows at a time: at most about ``band_pixels`` full-resolution pixels are
+    held at once, however large the factor."""
+    height, width = image.shape
+    rows_per_band = max(1, band_pixels // (region.shape[1] * factor * factor))
+    out = np.empty(region.shape + ((image.channels,) if image.channels else ()), np.float32)
+    for top in range(region.top, region.bottom, rows_per_band):
+        bottom = min(region.bottom, top + rows_per_band)
+        full = Region(
+            top * factor,
+            region.left * factor,
+            min(height, bottom * factor),
+            min(width, region.right * factor),
+        )
+        out[top - region.top : bottom - region.top] = block_mean(image.read(full, frame), factor)
+    return out
+
+
 def open_large_image(source: Any) -> LargeImage:
     """Open ``source`` lazily: a path (``.npy``, a TIFF, a ``.zarr`` folder), a zarr group
     holding OME-Zarr multiscales (level 0 is used), or an array sliced lazily (numpy,

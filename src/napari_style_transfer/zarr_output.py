@@ -29,7 +29,7 @@ import numpy as np
 
 from .errors import StyleTransferError
 from .files import METADATA_KEY
-from .large_images import LargeImage
+from .large_images import LargeImage, block_mean
 from .tiles import Region
 
 #: The narrowest chunk a pyramid level gets: coarser levels would be many tiny files.
@@ -142,7 +142,7 @@ class ResultStore:
         if pixels.shape[:2] != expected:
             raise ValueError(f"tile ({row}, {column}) covers {expected} pixels, got {pixels.shape[:2]}")
         for level, array in enumerate(self.levels):
-            block = _block_mean(pixels, 2**level).astype(array.dtype)
+            block = _level_pixels(pixels, 2**level, np.dtype(array.dtype))
             chunk = self.tile_size >> level
             rows = slice(row * chunk, row * chunk + block.shape[0])
             columns = slice(column * chunk, column * chunk + block.shape[1])
@@ -158,19 +158,11 @@ class ResultStore:
         return dict(self.group.attrs[METADATA_KEY]["settings"])
 
 
-def _block_mean(pixels: np.ndarray, factor: int) -> np.ndarray:
-    """Mean over ``factor`` x ``factor`` blocks; a partial block at the bottom or right
-    edge averages the pixels it has (the edge is repeated to fill it)."""
+def _level_pixels(pixels: np.ndarray, factor: int, dtype: np.dtype) -> np.ndarray:
     if factor == 1:
-        return pixels
-    height, width = pixels.shape[:2]
-    pad = [(0, -height % factor), (0, -width % factor)] + [(0, 0)] * (pixels.ndim - 2)
-    filled = np.pad(pixels.astype(np.float64), pad, mode="edge")
-    blocks = filled.reshape(
-        filled.shape[0] // factor, factor, filled.shape[1] // factor, factor, *pixels.shape[2:]
-    )
-    mean = blocks.mean(axis=(1, 3))
-    return np.rint(mean) if np.dtype(pixels.dtype).kind in "iub" else mean
+        return pixels.astype(dtype, copy=False)
+    mean = block_mean(pixels, factor)
+    return (np.rint(mean) if dtype.kind in "iub" else mean).astype(dtype)
 
 
 def open_result_store(
