@@ -286,3 +286,19 @@ def test_writing_and_reading_hold_one_tile_whatever_the_image_size(action):
     small, large = _peak_bytes(128, action), _peak_bytes(384, action)  # 16 and 144 tiles
     assert large - small < 8 * tile_bytes  # 128 more tiles, and not 8 more tile buffers held
     assert large < 384 * 384 * 3 * 4 / 4  # far below the whole image
+
+
+def test_an_intermediate_level_has_its_own_scratch_store_that_resumes(tmp_path, result_image):
+    store = open_result_store(tmp_path / "result.zarr", SHAPE, settings(), 64)
+    half = result_image[::2, ::2]
+    level = store.scratch("downscale-2", half.shape)
+    assert level.grid == (1, 2) and len(level.levels) == 1
+    write_all(level, half)
+    assert not store.finished().any()
+    reopened = open_result_store(tmp_path / "result.zarr", SHAPE, settings(), 64).scratch(
+        "downscale-2", half.shape
+    )
+    assert reopened.finished().all()
+    np.testing.assert_array_equal(reopened.level_image().read(Region(0, 0, 50, 65)), half)
+    forced = open_result_store(tmp_path / "result.zarr", SHAPE, settings(), 64, force=True)
+    assert not forced.scratch("downscale-2", half.shape).finished().any()

@@ -157,6 +157,19 @@ class ResultStore:
     def settings(self) -> dict[str, Any]:
         return dict(self.group.attrs[METADATA_KEY]["settings"])
 
+    def scratch(self, name: str, shape: tuple[int, ...]) -> ResultStore:
+        """A store for an intermediate result of ``shape`` inside this one (group
+        ``scratch/<name>``, one level, chunked and recorded by tile the same way): a level
+        of the schedule below full size, which the next level starts from. Created on the
+        first call (call it before handing tiles to workers), reopened with its finished
+        tiles on the next; :func:`open_result_store` with ``force`` deletes every scratch."""
+        path = f"scratch/{name}"
+        if path not in self.group:
+            stored: Any = self.group.attrs[METADATA_KEY]
+            wanted = {key: stored[key] for key in ("settings", "tile_size", "dtype")} | {"shape": list(shape)}
+            _create(self.group.require_group(path), wanted, stored["frame_axes"], pyramid=False)
+        return ResultStore(self.group[path], self.tile_size)
+
 
 def _level_pixels(pixels: np.ndarray, factor: int, dtype: np.dtype) -> np.ndarray:
     if factor == 1:
@@ -210,6 +223,8 @@ def open_result_store(
     result = ResultStore(group, tile_size)
     if force:
         result._finished[...] = 0
+        if "scratch" in group:
+            del group["scratch"]
     return result
 
 
@@ -232,13 +247,13 @@ def _check_same(stored: dict[str, Any], wanted: dict[str, Any], store: Any) -> N
         )
 
 
-def _create(group: Any, wanted: dict[str, Any], frame_axes: str | None) -> None:
+def _create(group: Any, wanted: dict[str, Any], frame_axes: str | None, pyramid: bool = True) -> None:
     shape = tuple(wanted["shape"])
     layout = _layout(shape, frame_axes)
     tile_size = wanted["tile_size"]
     frames = shape[: len(layout.frame_axes)]
     height, width = shape[len(frames) : len(frames) + 2]
-    depth = pyramid_depth((height, width), tile_size)
+    depth = pyramid_depth((height, width), tile_size) if pyramid else 1
     sizes = {name: size for name, size in zip(layout.frame_axes, frames, strict=True)}
     sizes["c"] = layout.channels
     datasets = []
