@@ -302,3 +302,19 @@ def test_an_intermediate_level_has_its_own_scratch_store_that_resumes(tmp_path, 
     np.testing.assert_array_equal(reopened.level_image().read(Region(0, 0, 50, 65)), half)
     forced = open_result_store(tmp_path / "result.zarr", SHAPE, settings(), 64, force=True)
     assert not forced.scratch("downscale-2", half.shape).finished().any()
+
+
+def test_tiles_read_with_their_margin_and_written_by_their_core_rebuild_the_input(tmp_path, result_image):
+    """The planner's and the sink's pieces together, with the identity in place of the
+    optimisation: every window read from a TIFF, its core cut out and stored."""
+    from napari_style_transfer.large_images import read_window
+    from napari_style_transfer.tiles import tile_grid
+
+    tifffile.imwrite(tmp_path / "slide.tif", result_image, tile=(32, 32), photometric="rgb")
+    store = open_result_store(tmp_path / "result.zarr", SHAPE, settings(), 64)
+    with open_large_image(tmp_path / "slide.tif") as content:
+        for tile in tile_grid(content.shape, store.tile_size, margin=80):
+            window = read_window(content, tile)
+            store.write_tile(tile.row, tile.column, window[tile.core.within(tile.window)])
+    assert store.finished().all()
+    np.testing.assert_array_equal(store.level_image().read(Region(0, 0, 100, 130)), result_image)
