@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
@@ -23,7 +23,8 @@ import torch.nn.functional as F  # noqa: E402
 
 from .errors import StyleTransferError  # noqa: E402
 from .lbfgs import BatchBoxLBFGS, BoxLBFGS, CarriedCurvature  # noqa: E402
-from .losses import gram_matrix as gram_matrix  # noqa: E402  (where callers have found it)
+from .losses import gram_matrix as gram_matrix  # noqa: E402  (callers have found these here)
+from .losses import total_variation as total_variation  # noqa: E402
 from .memory import available_ram_bytes  # noqa: E402
 from .objective import StyleObjective as StyleObjective  # noqa: E402  (api and scripts import it from here)
 from .options import StyleOptions  # noqa: E402
@@ -74,8 +75,8 @@ def initial_image(content: torch.Tensor, style: torch.Tensor, init: str, seed: i
     return noise.to(content.device)
 
 
-#: L-BFGS curvature pairs kept. Each pair holds two images (24 bytes a pixel); 30 reached
-#: within 1% of the loss of 100 after 150 steps at 128 px, for 30% of the memory.
+#: L-BFGS curvature pairs kept. Each pair holds two images (24 bytes a pixel); 30 lose little
+#: loss against 100 for 30% of the memory (docs/benchmarks.md, "Engine notes").
 LBFGS_HISTORY = 30
 
 
@@ -264,7 +265,6 @@ _FLAG_DEVICES = ("cuda",)
 # default stream anyway, so little overlap is lost. Re-entrant: a caller may wrap a whole
 # loop of steps that take it again (benchmarks/gpu.py).
 _FLAGS_LOCK = threading.RLock()
-_END = object()
 
 
 def _read_flags() -> tuple[bool, bool, bool]:
@@ -301,16 +301,19 @@ def backend_flags(options: StyleOptions, device: torch.device) -> Iterator[None]
 
 def with_backend_flags(steps: Iterator[T], options: StyleOptions, device: torch.device) -> Iterator[T]:
     """What ``steps`` yields, computing each item under :func:`backend_flags`; between items,
-    while the caller has it, the flags are the caller's. Closing this closes ``steps``."""
+    while the caller has it, the flags are the caller's. Closing this closes ``steps`` (a
+    generator)."""
     try:
         while True:
             with backend_flags(options, device):
-                item = next(steps, _END)
-            if item is _END:
-                return
+                try:
+                    item = next(steps)
+                except StopIteration:
+                    return
             yield item
     finally:
-        steps.close()
+        if isinstance(steps, Generator):
+            steps.close()
 
 
 @torch.no_grad()
