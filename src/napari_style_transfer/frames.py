@@ -283,20 +283,45 @@ def fill_from_surroundings(
     is_known = (known[0, 0].cpu().numpy() > 0.5) & ~is_fresh
     if not is_known.any() or not is_fresh.any():
         return image, torch.zeros_like(fresh, dtype=image.dtype)
-    height, width = is_fresh.shape
-
-    def usable(source_rows, source_columns, rows, columns):
-        """Whether each source pixel is known (and in its destination's group)."""
-        known_there = is_known[source_rows, source_columns]
-        if groups is not None:
-            known_there &= groups[source_rows, source_columns] == groups[rows, columns]
-        return known_there
-
+    usable = _Sources(is_known, groups)
     distance, (source_rows, source_columns) = ndimage.distance_transform_edt(~is_known, return_indices=True)
     copied = is_fresh & (distance <= COPY_REACH)
     copied[copied] = usable(source_rows[copied], source_columns[copied], *np.nonzero(copied))
+    rows, columns, shifted_rows, shifted_columns = _region_copies(is_fresh, usable)
+    source_rows[rows, columns] = shifted_rows
+    source_columns[rows, columns] = shifted_columns
+    copied[rows, columns] = True
 
-    # every region's 48 shifts scored at once: a noisy change makes many thousand regions
+    filled = values.copy()
+    filled[:, copied] = values[:, source_rows[copied], source_columns[copied]]
+    return torch.from_numpy(filled)[None].to(image), torch.from_numpy(copied)[None, None].to(image)
+
+
+class _Sources:
+    """Which pixels a fresh pixel may copy: known ones (of its own group, with ``groups``)."""
+
+    def __init__(self, is_known: np.ndarray, groups: np.ndarray | None) -> None:
+        self.is_known, self.groups = is_known, groups
+
+    def __call__(
+        self, source_rows: np.ndarray, source_columns: np.ndarray, rows: np.ndarray, columns: np.ndarray
+    ) -> np.ndarray:
+        """Whether each source pixel is known (and in its destination's group)."""
+        known_there = self.is_known[source_rows, source_columns]
+        if self.groups is not None:
+            known_there &= self.groups[source_rows, source_columns] == self.groups[rows, columns]
+        return known_there
+
+
+def _region_copies(
+    is_fresh: np.ndarray, usable: _Sources
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The fresh pixels of regions of SMALL_REGION pixels or more copied whole from a shifted
+    stretch (see :func:`fill_from_surroundings`): their rows and columns and their sources'.
+    Every region's 48 shifts are scored at once: a noisy change makes many thousand regions."""
+    from scipy import ndimage
+
+    height, width = is_fresh.shape
     regions, count = ndimage.label(is_fresh)
     sizes = np.bincount(regions.ravel(), minlength=count + 1)
     extents = np.zeros(count + 1)
@@ -307,7 +332,7 @@ def fill_from_surroundings(
     best_cover = np.zeros(count + 1)
     best_shift = np.zeros((2, count + 1), dtype=np.int64)
 
-    def landing(shift):
+    def landing(shift: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         shifted_rows, shifted_columns = rows + shift[0][region_of], columns + shift[1][region_of]
         inside = (
             (shifted_rows >= 0) & (shifted_rows < height) & (shifted_columns >= 0) & (shifted_columns < width)
@@ -325,10 +350,4 @@ def fill_from_surroundings(
             best_shift[:, better] = shift[:, better]
     shifted_rows, shifted_columns, lands = landing(best_shift)
     lands &= (best_cover >= MIN_COVER * sizes)[region_of]
-    source_rows[rows[lands], columns[lands]] = shifted_rows[lands]
-    source_columns[rows[lands], columns[lands]] = shifted_columns[lands]
-    copied[rows[lands], columns[lands]] = True
-
-    filled = values.copy()
-    filled[:, copied] = values[:, source_rows[copied], source_columns[copied]]
-    return torch.from_numpy(filled)[None].to(image), torch.from_numpy(copied)[None, None].to(image)
+    return rows[lands], columns[lands], shifted_rows[lands], shifted_columns[lands]
