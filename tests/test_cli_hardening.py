@@ -18,6 +18,7 @@ from PIL import Image, TiffImagePlugin
 
 from napari_style_transfer import memory
 from napari_style_transfer.cli import CommandLineError, build_parser, main, write_image
+from napari_style_transfer.files import ImageFileError, read_image
 
 FAST = ["--size", "32", "--steps", "2", "--weights", "random", "--quiet"]
 
@@ -283,13 +284,17 @@ def test_any_error_a_reader_raises_on_a_bad_file_gives_one_line(
     assert "content image" in one_line_error(capsys)
 
 
-def test_a_bug_in_reading_keeps_its_traceback(image_files, tmp_path, monkeypatch):
+def test_whatever_a_decoder_raises_is_a_damaged_file_with_its_cause_kept(image_files, tmp_path):
+    # Pillow raises TypeError("Missing dimensions") for a damaged page: the type a decoder
+    # raises is its own affair, so reading fails as the file's fault and keeps the cause
     def fails(*args, **kwargs):
-        raise TypeError("a bug, not a bad file")
+        raise TypeError("Missing dimensions")
 
-    monkeypatch.setattr(Image, "open", fails)
-    with pytest.raises(TypeError, match="a bug"):
-        main([*map(str, image_files), "-o", str(tmp_path / "r.png"), *FAST])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Image, "open", fails)
+        with pytest.raises(ImageFileError, match="the file is damaged \\(Missing dimensions\\)") as raised:
+            read_image(image_files[0], "content")
+    assert isinstance(raised.value.__cause__, TypeError)
 
 
 # --- 3. writing ----------------------------------------------------------------------------

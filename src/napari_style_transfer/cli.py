@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import re
 import shlex
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
@@ -31,8 +29,9 @@ from .files import (
     ImageFileError,
     fits_8_bits,
     frames_of,
-    one_line,
+    prepare_folder,
     read_image,
+    same_file,
     write_image,
 )
 from .options import DEMO_DEFAULTS, StyleOptions, choices, help_text
@@ -546,7 +545,7 @@ def _check_output_path(output: Path, snapshot_dir: Path | None, inputs: dict[str
             f"output {output} is a folder; give a file name such as {output / 'result.png'}"
         )
     for role, path in inputs.items():
-        if _same_file(output, path):
+        if same_file(output, path):
             raise CommandLineError(
                 f"output {output} is the {role} image {path}; "
                 "give another file name (inputs are never overwritten)"
@@ -565,34 +564,11 @@ def _check_output_path(output: Path, snapshot_dir: Path | None, inputs: dict[str
         raise CommandLineError(f"--snapshot-dir {snapshot_dir} is a file; give a folder")
 
 
-def _same_file(first: Path, second: Path) -> bool:
-    """The same file by resolved path, or by identity (hard links, case-blind file systems)."""
-    if first.resolve() == second.resolve():
-        return True
-    try:
-        return os.path.samefile(first, second)
-    except OSError:  # one of them does not exist (yet): not the same file
-        return False
-
-
 def _prepare_folder(folder: Path, what: str) -> None:
     """Just before the run: create a missing folder (and say so), and make sure a file can be
-    created in it, so that an unwritable place is refused before the run and not after it."""
-    if not folder.exists():
-        try:
-            folder.mkdir(parents=True)
-        except OSError as error:
-            raise CommandLineError(f"cannot create the {what} folder {folder}: {one_line(error)}") from None
+    created in it."""
+    if prepare_folder(folder, what):
         print(f"{PROG}: created folder {folder}", file=sys.stderr)
-    try:
-        descriptor, probe = tempfile.mkstemp(dir=folder, prefix=f".{PROG}-", suffix=".probe")
-    except OSError as error:
-        raise CommandLineError(
-            f"cannot write into the {what} folder {folder}: {error.strerror or error}; "
-            "give a folder you can write to"
-        ) from None
-    os.close(descriptor)
-    os.unlink(probe)
 
 
 def _check_output_kind(content: np.ndarray, output: Path, keep_grey: bool) -> Any:
