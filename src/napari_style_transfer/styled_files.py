@@ -68,14 +68,21 @@ def png_info(settings: dict[str, Any], layer: dict[str, Any] | None = None) -> A
 
 
 def write_styled_tiff(
-    path: Path, data: np.ndarray, settings: dict[str, Any] | None, layer: dict[str, Any] | None = None
+    path: Path,
+    data: np.ndarray,
+    settings: dict[str, Any] | None,
+    layer: dict[str, Any] | None = None,
+    *,
+    colour: bool | None = None,
 ) -> None:
     """Write ``data`` as it is (dtype and values) as a TIFF, the settings and the look in its
-    description; a stack is one page per frame, colour when the last axis has 3 or 4 samples
-    (4: the last is alpha). The file is replaced atomically; the folder must exist."""
+    description; a stack is one page per frame. ``colour``: whether the last axis holds the
+    samples of a colour (4: the last is alpha); None takes 3 or 4 values there for colour.
+    The file is replaced atomically; the folder must exist."""
     import tifffile
 
-    colour = data.ndim >= 3 and data.shape[-1] in (3, 4)
+    if colour is None:
+        colour = data.ndim >= 3 and data.shape[-1] in (3, 4)
     extra: dict[str, Any] = {"photometric": "rgb" if colour else "minisblack"}
     if colour and data.shape[-1] == 4:
         extra["extrasamples"] = ["unassalpha"]
