@@ -309,7 +309,9 @@ def prepare_folder(folder: Path, what: str = "output") -> bool:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ImageFileError(f"cannot create the {what} folder {folder}: {error.strerror or one_line(error)}") from None
+        raise ImageFileError(
+            f"cannot create the {what} folder {folder}: {error.strerror or one_line(error)}"
+        ) from None
     try:
         descriptor, probe = tempfile.mkstemp(dir=folder, prefix=".napari-style-transfer-", suffix=".probe")
     except OSError as error:
