@@ -248,3 +248,14 @@ def test_pixels_that_cannot_be_decoded_are_a_clear_error(tmp_path):
     reader = get_reader(path)
     with pytest.raises(ImageFileError, match="could not read .*crafted.tif"):
         reader(path)
+
+
+def test_saving_as_styled_tif_picks_the_plugins_writer_without_naming_it(viewer, tmp_path):
+    import napari
+
+    from napari_style_transfer.styled_files import read_settings
+
+    layer = viewer.add_image(np.ones((6, 7), np.float32), metadata={"style_transfer": SETTINGS})
+    path = str(tmp_path / "result.styled.tif")
+    assert napari.save_layers(path, [layer]) == [path]
+    assert read_settings(Path(path)) == SETTINGS
