@@ -375,35 +375,46 @@ def run(
                 finished[record.frame] = record.image
             last = record
     except KeyboardInterrupt:
-        if last is None:
+        stopped = None if last is None else _what_was_made(last, finished, args, stack_shape, frame_shape)
+        if stopped is None:  # nothing made yet
             raise
-        image = last.kept_image()
-        if image is None:
-            raise
-        if frame_shape is not None:
-            image = resize_image(image, frame_shape)
-        frames_done = int(last.step == last.steps)
-        if last.frames > 1:
-            # the frames that went through the network with the last one (batch_frames) have
-            # their images of this step too
-            current = {
-                frame: frame_image
-                for frame, frame_image in last.batch_images().items()
-                if frame not in finished
-            }
-            if frame_shape is not None:
-                current = {
-                    frame: resize_image(frame_image, frame_shape) for frame, frame_image in current.items()
-                }
-            if last.frame not in finished:
-                current.setdefault(last.frame, image)
-            image = _partial_stack(stack_shape, finished, current)
-            frames_done = len(finished)
-        options = StyleOptions.from_kwargs(_options(args)).to_dict()
-        raise RunInterrupted(image, last, options, frames_done, frame_shape) from None
+        raise stopped from None
     finally:
         bar.close()
     raise AssertionError("the run ended without a result")  # pragma: no cover
+
+
+def _what_was_made(
+    last: Any,
+    finished: dict[tuple[int, ...], np.ndarray],
+    args: argparse.Namespace,
+    stack_shape: tuple[int, ...],
+    frame_shape: tuple[int, int] | None,
+) -> RunInterrupted | None:
+    """What a run stopped after the step ``last`` made, at the result's size; None before
+    any image was kept."""
+    image = last.kept_image()
+    if image is None:
+        return None
+    if frame_shape is not None:
+        image = resize_image(image, frame_shape)
+    frames_done = int(last.step == last.steps)
+    if last.frames > 1:
+        # the frames that went through the network with the last one (batch_frames) have
+        # their images of this step too
+        current = {
+            frame: frame_image for frame, frame_image in last.batch_images().items() if frame not in finished
+        }
+        if frame_shape is not None:
+            current = {
+                frame: resize_image(frame_image, frame_shape) for frame, frame_image in current.items()
+            }
+        if last.frame not in finished:
+            current.setdefault(last.frame, image)
+        image = _partial_stack(stack_shape, finished, current)
+        frames_done = len(finished)
+    options = StyleOptions.from_kwargs(_options(args)).to_dict()
+    return RunInterrupted(image, last, options, frames_done, frame_shape)
 
 
 def _partial_stack(
