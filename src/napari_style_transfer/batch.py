@@ -115,8 +115,9 @@ def plan_batch(
 ) -> Batch:
     """Check a batch before any item runs: raise :class:`StyleTransferError` for no inputs or
     styles, options out of range, an unknown ``output_dtype``, an output folder that cannot be
-    written, a style that cannot be read, or two items that would write the same file. Inputs
-    are read only by their items (a damaged one fails alone)."""
+    written, a style that cannot be read, two items that would write the same file, or an
+    item that would write over an input or a style. Inputs are read only by their items (a
+    damaged one fails alone)."""
     content_paths = [Path(path) for path in inputs]
     style_paths = [Path(path) for path in styles]
     if not content_paths:
@@ -134,10 +135,10 @@ def plan_batch(
         describe_image(image, f"style ({path})", allow_stack=False)
         style_images.append(image)
     out = Path(out_dir)
-    prepare_folder(out)
     items = _plan_items(content_paths, style_paths, out, opts, output_dtype)
     batch = Batch(items, style_images, out, opts, force, output_dtype)
     _refuse_overwriting_inputs(batch, [*content_paths, *style_paths])
+    prepare_folder(out)
     return batch
 
 
