@@ -19,9 +19,9 @@ import zarr
 from skimage.transform import downscale_local_mean
 
 from napari_style_transfer.errors import StyleTransferError
-from napari_style_transfer.files import read_settings
 from napari_style_transfer.large_images import open_large_image
 from napari_style_transfer.options import StyleOptions
+from napari_style_transfer.styled_files import read_settings
 from napari_style_transfer.tiles import Region
 from napari_style_transfer.zarr_output import open_result_store, pyramid_depth, write_pyramidal_tiff
 
@@ -173,7 +173,7 @@ def test_a_tiff_result_is_a_tiled_pyramidal_bigtiff_with_the_settings(tmp_path, 
             series.levels[1].asarray(), downscale_local_mean(result_image, (2, 2, 1)), rtol=1e-6
         )
     assert read_settings(tmp_path / "result.tif")["options"]["steps"] == 7
-    assert [path.name for path in tmp_path.iterdir() if path.name.endswith(".part")] == []
+    assert [path.name for path in tmp_path.iterdir() if path.name.endswith(".partial")] == []
 
 
 WRITER = textwrap.dedent(

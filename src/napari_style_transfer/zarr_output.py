@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import replacing
 from .errors import StyleTransferError
-from .files import METADATA_KEY
 from .large_images import LargeImage, block_mean
+from .styled_files import KEY as METADATA_KEY
 from .tiles import Region
 
 #: The narrowest chunk a pyramid level gets: coarser levels would be many tiny files.
@@ -284,8 +284,9 @@ def _create(group: Any, wanted: dict[str, Any], frame_axes: str | None, pyramid:
 def write_pyramidal_tiff(path: Path, result: ResultStore, frame: tuple[int, ...] = ()) -> None:
     """Write one frame of ``result`` as a tiled pyramidal BigTIFF (level 0 as the page, the
     other levels as its SubIFDs; tiles of ``tile_size``), a tile at a time, with the run's
-    settings as JSON in the description (as :func:`files.write_tiff` does). The file
-    appears whole or not at all (written beside ``path``, then renamed)."""
+    settings in the description's JSON under the styled files' key (tifffile's own JSON
+    here: a pyramid's description must hold its shape). The file appears whole or not at
+    all (:func:`atomic.replacing`)."""
     import tifffile
 
     first = result.level_image(0)
@@ -294,24 +295,20 @@ def write_pyramidal_tiff(path: Path, result: ResultStore, frame: tuple[int, ...]
     if first.channels == 4:
         extra["extrasamples"] = ["unassalpha"]
     size = result.tile_size
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(descriptor)
-    try:
-        with tifffile.TiffWriter(temporary, bigtiff=True) as tiff:
+    with replacing(path) as file:
+        # named, since tifffile takes an unnamed file's descriptor (an int) for its name
+        handle = tifffile.FileHandle(file, mode="w", name=path.name)
+        with tifffile.TiffWriter(handle, bigtiff=True) as tiff:
             for level in range(len(result.levels)):
                 image = result.level_image(level)
                 shape = image.shape + ((image.channels,) if colour else ())
-                level_extra: dict[str, Any] = (
+                where: dict[str, Any] = (
                     {"subifds": len(result.levels) - 1} if level == 0 else {"subfiletype": 1}
                 )
-                if level == 0:  # tifffile's JSON description, where files.read_settings looks
-                    level_extra["metadata"] = {METADATA_KEY: result.settings()}
+                if level == 0:  # tifffile's own JSON, holding the settings where read_settings looks
+                    where["metadata"] = {METADATA_KEY: result.settings()}
                 tiles = _tiles_of(image, size, frame)
-                tiff.write(tiles, shape=shape, dtype=image.dtype, tile=(size, size), **extra, **level_extra)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+                tiff.write(tiles, shape=shape, dtype=image.dtype, tile=(size, size), **extra, **where)
 
 
 def _tiles_of(image: LargeImage, size: int, frame: tuple[int, ...]) -> Iterator[np.ndarray]:
