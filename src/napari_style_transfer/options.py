@@ -220,8 +220,10 @@ class StyleOptions:
         "AVX-512 BF16 or AMX; else fp32), fp32, tf32 (CUDA) or bf16; Gram matrices and losses stay fp32",
         choices=PRECISIONS,
     )
-    channels_last: bool = _option(
-        True, "channels-last memory layout for the convolutions (faster on GPUs and most CPUs)"
+    channels_last: bool | str = _option(
+        "auto",
+        "channels-last memory layout for the convolutions: auto (whichever a short probe at first "
+        "use finds faster on this machine and device, remembered in the user's cache), True or False",
     )
     cudnn_benchmark: bool = _option(
         True, "let cuDNN time its convolution algorithms on the first step (CUDA)"
@@ -299,10 +301,18 @@ class StyleOptions:
                 )
 
         switches = {}
-        for name in ("keep_grey", "channels_last", "cudnn_benchmark"):
+        for name in ("keep_grey", "cudnn_benchmark"):
             value = getattr(self, name)
             check(_is_bool(value), f"{name} must be True or False, got {value!r}")
             switches[name] = bool(value) if _is_bool(value) else value
+        auto_layout = isinstance(self.channels_last, str) and self.channels_last == "auto"
+        check(
+            auto_layout or _is_bool(self.channels_last),
+            f"channels_last must be True, False or 'auto', got {self.channels_last!r}",
+        )
+        switches["channels_last"] = (
+            bool(self.channels_last) if _is_bool(self.channels_last) else self.channels_last
+        )
         schedule = _as_schedule(self.schedule, size, errors)
 
         for name in ("optimizer", "init", "pooling", "precision", "frames"):
