@@ -146,12 +146,11 @@ def measure_steps(name: str, size: int, steps: int, weights: str) -> dict:
         times = [t for _, _, t in history]
         evaluations = len(history)
     else:
-        channels_last = channels_last_used(options.channels_last, content.device)
+        dtype = compute_dtype(options.precision, content.device)
+        channels_last = channels_last_used(options.channels_last, content.device, dtype)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         extractor = VGGFeatures(features, options.layers).to(memory_format=memory_format)
-        objective = StyleObjective(
-            extractor, content, style, options, compute_dtype(options.precision, content.device)
-        )
+        objective = StyleObjective(extractor, content, style, options, dtype)
         calls = count_evaluations(objective)
         started = time.perf_counter()
         for _, _, image in optimize(objective, content, options):  # noqa: B007 (the last image is kept)
@@ -262,12 +261,12 @@ def measure_memory(size: int, steps: int, weights: str, precision: str = "auto")
         steps=steps, size=size, weights=weights, schedule="none", snapshot_every=0, precision=precision
     )
     options = options.validated()
-    layout = memory_format(options.channels_last, content.device)  # the probe, before the peaks count
+    dtype = compute_dtype(options.precision, content.device)
+    layout = memory_format(options.channels_last, content.device, dtype)  # the probe, before the peaks count
     features = load_vgg19_features(weights, progress=False).features
     stages["weights load"] = _memory_now()
     extractor = VGGFeatures(features, options.layers, options.pooling).to(memory_format=layout)
     stages["model build"] = _memory_now()
-    dtype = compute_dtype(options.precision, content.device)
     objective = StyleObjective(extractor, content, style, options, dtype)
     stages["style targets"] = _memory_now()
     run = optimize(objective, content, options)

@@ -209,8 +209,8 @@ def speed_cache(tmp_path, monkeypatch):
 
 
 def _probe(seconds, calls):
-    def probe(device):
-        calls.append(device)
+    def probe(device, dtype):
+        calls.append((device, dtype))
         return seconds
 
     return probe
@@ -235,21 +235,24 @@ def test_a_cached_choice_is_reused_without_probing_again(speed_cache):
     assert list(json.loads(speed_cache.read_text()).values())[0]["channels_last"] is True
 
 
-def test_the_cache_holds_one_choice_per_machine_torch_and_device(speed_cache, monkeypatch):
+def test_the_cache_holds_one_choice_per_machine_torch_device_and_dtype(speed_cache, monkeypatch):
     from napari_style_transfer import speed_probe
 
     calls = []
     speed_probe.choose_channels_last(CPU, probe=_probe({True: 0.5, False: 1.0}, calls))
     monkeypatch.setattr(speed_probe, "cpu_description", lambda: {"model": "Other CPU", "flags": ["avx2"]})
     assert speed_probe.choose_channels_last(CPU, probe=_probe({True: 2.0, False: 1.0}, calls)) is False
-    assert len(calls) == 2
-    assert len(json.loads(speed_cache.read_text())) == 2
+    assert (
+        speed_probe.choose_channels_last(CPU, torch.bfloat16, _probe({True: 2.0, False: 1.0}, calls)) is False
+    )
+    assert [dtype for _, dtype in calls] == [torch.float32, torch.float32, torch.bfloat16]
+    assert len(json.loads(speed_cache.read_text())) == 3
 
 
 def test_an_explicit_layout_wins_without_probing(speed_cache, monkeypatch):
     from napari_style_transfer import engine
 
-    def no_probe(device):
+    def no_probe(device, dtype):
         raise AssertionError("an explicit channels_last must not probe")
 
     monkeypatch.setattr(engine, "choose_channels_last", no_probe)
@@ -262,7 +265,7 @@ def test_an_explicit_layout_wins_without_probing(speed_cache, monkeypatch):
 def test_auto_in_the_engine_follows_the_probe(speed_cache, monkeypatch):
     from napari_style_transfer import engine, speed_probe
 
-    monkeypatch.setattr(speed_probe, "time_layouts", lambda device: {True: 1.0, False: 0.5})
+    monkeypatch.setattr(speed_probe, "time_layouts", lambda device, dtype: {True: 1.0, False: 0.5})
     assert engine.channels_last_used("auto", CPU) is False
     assert engine.memory_format("auto", CPU) == torch.contiguous_format
 
@@ -291,8 +294,10 @@ def test_the_machine_key_names_the_cpu_flags_and_torch(monkeypatch):
     from napari_style_transfer import speed_probe
 
     monkeypatch.setattr(speed_probe, "cpu_description", lambda: {"model": "EPYC 7B13", "flags": ["avx2"]})
-    key = speed_probe.machine_key(CPU)
-    assert "EPYC 7B13" in key and "[avx2]" in key and torch.__version__ in key and key.endswith("cpu")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    key = speed_probe.machine_key(CPU, torch.bfloat16)
+    assert "EPYC 7B13" in key and "[avx2]" in key and torch.__version__ in key
+    assert key.endswith("cpu 2 threads bfloat16")
 
 
 @pytest.mark.parametrize(("value", "kept"), [("auto", "auto"), (True, True), (np.False_, False)])

@@ -62,21 +62,28 @@ def cpu_description() -> dict[str, object]:
     return {"model": model, "flags": [flag for flag in CPU_FLAGS if flag in flags]}
 
 
-def machine_key(device: torch.device) -> str:
-    """What a cached choice holds for: the CPU, the torch version and the device (a GPU's name)."""
+def machine_key(device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+    """What a cached choice holds for: the CPU, the torch version, the device (a GPU's name),
+    the convolutions' dtype and, on the CPU, the thread count (the kernels oneDNN picks differ)."""
     cpu = cpu_description()
     where = device.type
     if device.type == "cuda":
         where += ":" + torch.cuda.get_device_name(device)
-    return f"{cpu['model']} [{' '.join(cpu['flags'])}] torch {torch.__version__} {where}"  # type: ignore[arg-type]
+    else:
+        where += f" {torch.get_num_threads()} threads"
+    flags = " ".join(cpu["flags"])  # type: ignore[arg-type]
+    return f"{cpu['model']} [{flags}] torch {torch.__version__} {where} {str(dtype).removeprefix('torch.')}"
 
 
-def time_layouts(device: torch.device) -> dict[bool, float]:
+def time_layouts(device: torch.device, dtype: torch.dtype = torch.float32) -> dict[bool, float]:
     """Seconds of one forward and backward pass of :data:`PROBE_CONVS` at :data:`PROBE_SIZE`
-    px, channels-last (True) and contiguous (False): the least of :data:`PROBE_REPEATS` each."""
+    px in ``dtype``, channels-last (True) and contiguous (False): the least of
+    :data:`PROBE_REPEATS` each."""
     generator = torch.Generator().manual_seed(0)
-    weights = [torch.randn(out, inp, 3, 3, generator=generator) * 0.05 for inp, out in PROBE_CONVS]
-    image = torch.rand(1, 3, PROBE_SIZE, PROBE_SIZE, generator=generator)
+    weights = [
+        (torch.randn(out, inp, 3, 3, generator=generator) * 0.05).to(dtype) for inp, out in PROBE_CONVS
+    ]
+    image = torch.rand(1, 3, PROBE_SIZE, PROBE_SIZE, generator=generator).to(dtype)
     layouts = {True: torch.channels_last, False: torch.contiguous_format}
     prepared = {
         last: ([w.to(device, memory_format=fmt) for w in weights], image.to(device, memory_format=fmt))
@@ -99,7 +106,7 @@ def _one_pass(weights: list[torch.Tensor], image: torch.Tensor, device: torch.de
         x = F.relu(F.conv2d(x, weight, padding=1))
         if index == 1:
             x = F.max_pool2d(x, 2)
-    x.square().mean().backward()  # the image's gradient, as a style-transfer step takes it
+    x.float().square().mean().backward()  # the image's gradient, as a style-transfer step takes it
     _synchronize(device)
     return time.perf_counter() - started
 
@@ -112,19 +119,21 @@ def _synchronize(device: torch.device) -> None:
 
 
 def choose_channels_last(
-    device: torch.device, probe: Callable[[torch.device], dict[bool, float]] | None = None
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    probe: Callable[[torch.device, torch.dtype], dict[bool, float]] | None = None,
 ) -> bool:
-    """Whether channels-last is the faster layout on ``device``: read from the cache, else
-    measured with ``probe`` (default :func:`time_layouts`) and remembered there. A tie keeps
-    contiguous, the layout that needs no conversions."""
-    key = machine_key(device)
+    """Whether channels-last is the faster layout for ``dtype`` convolutions on ``device``:
+    read from the cache, else measured with ``probe`` (default :func:`time_layouts`) and
+    remembered there. A tie keeps contiguous, the layout that needs no conversions."""
+    key = machine_key(device, dtype)
     path = cache_dir() / CACHE_FILE
     with _LOCK:
         choices = _read_choices(path)
         entry = choices.get(key)
         if isinstance(entry, dict) and isinstance(entry.get("channels_last"), bool):
             return entry["channels_last"]
-        seconds = (probe or time_layouts)(device)
+        seconds = (probe or time_layouts)(device, dtype)
         faster = seconds[True] < seconds[False]
         choices[key] = {
             "channels_last": faster,
