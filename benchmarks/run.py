@@ -243,7 +243,9 @@ def _reference_curve(size: int, steps: int, weights: str) -> list[tuple[float, f
     return [(t, loss) for _, loss, t in history]
 
 
-def measure_memory(size: int, steps: int, weights: str, precision: str = "auto") -> dict:
+def measure_memory(
+    size: int, steps: int, weights: str, precision: str = "auto", channels_last: bool | str = "auto"
+) -> dict:
     """Peak resident memory (MB, the kernel's high-water mark) of a run at ``size`` px, square,
     one size (no coarse levels: the default schedule's peak is its last level), read after each
     of :data:`MEMORY_STAGES` in this fresh process; and the resident memory then."""
@@ -258,7 +260,13 @@ def measure_memory(size: int, steps: int, weights: str, precision: str = "auto")
     stages["imports"] = _memory_now()
     content, style = _images(size)
     options = StyleOptions(
-        steps=steps, size=size, weights=weights, schedule="none", snapshot_every=0, precision=precision
+        steps=steps,
+        size=size,
+        weights=weights,
+        schedule="none",
+        snapshot_every=0,
+        precision=precision,
+        channels_last=channels_last,
     )
     options = options.validated()
     dtype = compute_dtype(options.precision, content.device)
