@@ -388,10 +388,11 @@ class StyleTransferWidget(Container):
                 choices=choices("precision"),
                 tooltip=_tip("precision"),
             ),
-            CheckBox(
+            ComboBox(
                 name="channels_last",
-                text="channels last",
+                label="channels last",
                 value=defaults["channels_last"],
+                choices=("auto", True, False),  # auto: the layout the machine's probe found faster
                 tooltip=_tip("channels_last"),
             ),
             CheckBox(
