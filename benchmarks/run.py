@@ -98,11 +98,26 @@ def _status(key: str) -> int:
     raise KeyError(key)
 
 
+def one_size_options(size: int, steps: int, weights: str, **overrides):
+    """Validated options of a benchmark run at one size (no coarse levels, no snapshots)."""
+    from napari_style_transfer import StyleOptions
+
+    return StyleOptions(
+        steps=steps,
+        size=size,
+        weights=weights,
+        schedule="none",
+        snapshot_every=0,
+        content_layers=tuple(CONTENT_LAYERS),
+        style_layers=tuple(STYLE_LAYERS),
+        **overrides,
+    ).validated()
+
+
 def measure_steps(name: str, size: int, steps: int, weights: str) -> dict:
     """Seconds per step, evaluations and peak memory of one implementation at one size."""
     import torch
 
-    from napari_style_transfer import StyleOptions
     from napari_style_transfer.engine import (
         StyleObjective,
         channels_last_used,
@@ -116,16 +131,7 @@ def measure_steps(name: str, size: int, steps: int, weights: str) -> dict:
     content, style = _images(size)
     features = load_vgg19_features(weights, progress=False).features
     overrides = CONFIGS[name][1]
-    options = StyleOptions(
-        steps=steps,
-        size=size,
-        weights=weights,
-        schedule="none",
-        snapshot_every=0,
-        content_layers=tuple(CONTENT_LAYERS),
-        style_layers=tuple(STYLE_LAYERS),
-        **overrides,
-    ).validated()
+    options = one_size_options(size, steps, weights, **overrides)
     baseline = _peak_reset()
     times: list[float] = []
     if name == "reference":
@@ -249,26 +255,15 @@ def measure_memory(
     """Peak resident memory (MB, the kernel's high-water mark) of a run at ``size`` px, square,
     one size (no coarse levels: the default schedule's peak is its last level), read after each
     of :data:`MEMORY_STAGES` in this fresh process; and the resident memory then."""
-    stages = {"imports": _memory_now()}
     import torch
 
-    from napari_style_transfer import StyleOptions
     from napari_style_transfer.engine import StyleObjective, compute_dtype, memory_format, optimize
     from napari_style_transfer.vgg import VGGFeatures
     from napari_style_transfer.weights import load_vgg19_features
 
-    stages["imports"] = _memory_now()
+    stages = {"imports": _memory_now()}
     content, style = _images(size)
-    options = StyleOptions(
-        steps=steps,
-        size=size,
-        weights=weights,
-        schedule="none",
-        snapshot_every=0,
-        precision=precision,
-        channels_last=channels_last,
-    )
-    options = options.validated()
+    options = one_size_options(size, steps, weights, precision=precision, channels_last=channels_last)
     dtype = compute_dtype(options.precision, content.device)
     layout = memory_format(options.channels_last, content.device, dtype)  # the probe, before the peaks count
     features = load_vgg19_features(weights, progress=False).features
