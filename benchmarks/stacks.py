@@ -662,7 +662,6 @@ def _resize_stack(stack: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def smear_montage(images: dict, path: Path) -> None:
     """Rows content / time / independent / |time_t - time_t-1| / |independent_t - independent_t-1|
     (differences x4), columns frames, at twice the working size."""
-    from PIL import Image, ImageDraw
 
     def change(stack: np.ndarray) -> np.ndarray:
         return np.concatenate([np.zeros_like(stack[:1]), np.clip(4 * np.abs(np.diff(stack, axis=0)), 0, 1)])
@@ -674,18 +673,7 @@ def smear_montage(images: dict, path: Path) -> None:
         "time: change": change(images["time"]),
         "independent: change": change(images["independent"]),
     }
-    size = 2 * images["time"].shape[1]
-    frames = len(images["time"])
-    label = 120
-    sheet = Image.new("L", (label + frames * (size + 2), len(rows) * (size + 2)), 255)
-    draw = ImageDraw.Draw(sheet)
-    for r, (name, stack) in enumerate(rows.items()):
-        for t in range(frames):
-            tile = Image.fromarray((np.clip(stack[t], 0, 1) * 255).astype(np.uint8))
-            sheet.paste(tile.resize((size, size), Image.NEAREST), (label + t * (size + 2), r * (size + 2)))
-        draw.text((4, r * (size + 2) + size // 2 - 5), name, fill=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    _sheet(rows, path, 120)
 
 
 SMEAR_SECTION = "## Measured: smears, objects, border band"
@@ -1172,20 +1160,24 @@ def main(argv: list[str] | None = None) -> int:
 
 def montage(images: dict, path: Path) -> None:
     """Rows content / independent / time / old, columns frames; the content at the working size."""
+    _sheet({row: images[row] for row in ("content", "independent", "time", "old")}, path, 80)
+
+
+def _sheet(rows: dict[str, np.ndarray], path: Path, label: int) -> None:
+    """One row of frames per named stack, shown at twice the size (pixels kept sharp), the
+    names in a margin of ``label`` px."""
     from PIL import Image, ImageDraw
 
-    rows = ["content", "independent", "time", "old"]
-    size = 2 * images["independent"].shape[1]  # shown at twice the size, pixels kept sharp
-    frames = len(images["content"])
-    label = 80
+    first = next(iter(rows.values()))
+    size = 2 * first.shape[1]
+    frames = len(first)
     sheet = Image.new("L", (label + frames * (size + 2), len(rows) * (size + 2)), 255)
     draw = ImageDraw.Draw(sheet)
-    for r, row in enumerate(rows):
-        stack = images[row]
+    for r, (name, stack) in enumerate(rows.items()):
         for t in range(frames):
             tile = Image.fromarray((np.clip(stack[t], 0, 1) * 255).astype(np.uint8))
             sheet.paste(tile.resize((size, size), Image.NEAREST), (label + t * (size + 2), r * (size + 2)))
-        draw.text((4, r * (size + 2) + size // 2 - 5), row, fill=0)
+        draw.text((4, r * (size + 2) + size // 2 - 5), name, fill=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
 
