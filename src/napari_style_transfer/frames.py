@@ -251,13 +251,15 @@ def link_frames(previous: torch.Tensor, content: torch.Tensor) -> FrameLink:
     current_grey, previous_grey = grey(content), grey(previous)
     measured = optical_flow(current_grey, previous_grey)
     backward = torch.from_numpy(optical_flow(previous_grey, current_grey))[None].to(content.device)
-    # the consistency tests judge TV-L1's own flows: the edges of the parts where _evidenced
-    # keeps none would otherwise pass for motion boundaries
+    # the consistency tests judge TV-L1's own flows (the edges of the parts where _evidenced
+    # keeps none would otherwise pass for motion boundaries), and only where one is followed:
+    # a pixel that stays where it is needs no round trip (the brightness test still applies)
     tv_l1 = torch.from_numpy(measured)[None].to(content.device)
     forward = _evidenced(measured, current_grey, previous_grey)[None].to(content.device)
     inside = _inside(forward)
-    hidden = disoccluded(tv_l1, backward)
-    trusted = ~(hidden | motion_boundary(tv_l1)) & inside  # consistent(), the round trip once
+    follows = forward.abs().amax(dim=1, keepdim=True) > 0
+    hidden = disoccluded(tv_l1, backward) & follows
+    trusted = ~(hidden | (motion_boundary(tv_l1) & follows)) & inside  # consistent(), the round trip once
     change = (warp(previous.float(), forward) - content.float()).abs().amax(dim=1, keepdim=True)
     changed = change > BRIGHTNESS_TOLERANCE
     near = _dilated(changed.float(), UNTRUSTED_MARGIN) > 0
