@@ -55,3 +55,14 @@ def test_a_moving_pixel_is_not_warped_from_the_edge_band():
     assert (link.fresh[0, 0][band] > 0).float().mean() > 0.95
     assert (link.reliable[0, 0][band] > 0).float().mean() < 0.05
     assert link.reliable[0, 0][8:-8, EDGE_BAND + 4 : -8].float().mean() > 0.9
+
+
+def test_a_dark_background_stays_put_while_an_object_crawls_across_it(style):
+    from napari_style_transfer import stylize
+
+    movie = np.stack([dark_field(blob(48, (14, 10 + 2 * t), 5, 7), 20 + t) for t in range(4)])
+    result = stylize(movie, style, frames="time", size=48, steps=6, time_steps=3, weights="random")
+    yy, xx = np.mgrid[0:48, 0:48]
+    far = (yy > 14 + 5 + 12) & (xx > EDGE_BAND) & (xx < 48 - EDGE_BAND)  # 12 px below the path, off the edges
+    for t in range(1, len(movie)):
+        assert np.abs(result[t] - result[t - 1])[far].mean() < 0.001  # before issue 33: up to 0.003
