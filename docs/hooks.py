@@ -49,7 +49,7 @@ def options_table() -> str:
                 flag += f" / --no-{name.replace('_', '-')}"
             cells = (f"`{name}`", f"`{flag}`", _shown(getattr(defaults, name)), values, help_text(name))
             rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
-        sections.append(f"### {title.capitalize()}\n\n" + "\n".join(rows))
+        sections.append(f"### {title[0].upper() + title[1:]}\n\n" + "\n".join(rows))
     return "\n\n".join(sections)
 
 
