@@ -250,3 +250,9 @@ def test_the_manifest_is_public_and_names_its_categories():
     manifest = PluginManifest.from_file(ROOT / "napari.yaml")
     assert manifest.visibility == "public"
     assert "Image Processing" in manifest.categories
+
+
+def test_a_tree_without_git_history_builds_with_the_fallback_version(wheel):
+    # the fixture's copy has no .git: hatch-vcs falls back (pyproject.toml, fallback-version)
+    (metadata_file,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    assert "\nVersion: 0.0.0\n" in wheel.read(metadata_file).decode()
