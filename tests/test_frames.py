@@ -14,14 +14,28 @@ from napari_style_transfer.api import StyleResult
 from napari_style_transfer.frames import (
     UNTRUSTED_MARGIN,
     anchored,
-    consistent,
+    disoccluded,
     fill_from_surroundings,
     held,
     link_frames,
+    motion_boundary,
     steps_owed,
     time_chains,
     warp,
 )
+
+
+def consistent(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:
+    """Ruder et al.'s consistency test, (N, 1, H, W) bool, True where the flow is trusted.
+
+    ``forward`` (N, 2, H, W) takes this frame to the previous one (this frame at x is the
+    previous at x + w(x)); ``backward`` takes the previous frame to this one. A pixel is
+    disoccluded where going there and back does not return,
+    |w + w^|^2 > 0.01 (|w|^2 + |w^|^2) + 0.5 with w^ the backward flow at x + w(x), and on a
+    motion boundary where |grad u|^2 + |grad v|^2 > 0.01 |w|^2 + 0.002.
+    """
+    return ~(disoccluded(forward, backward) | motion_boundary(forward))
+
 
 FAST = {"size": 48, "steps": 4, "weights": "random", "snapshot_every": 0}
 

@@ -12,8 +12,8 @@ import importlib.util
 import os
 import re
 import shlex
+import signal
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
@@ -32,8 +32,9 @@ from .files import (
     ImageFileError,
     fits_8_bits,
     frames_of,
-    one_line,
+    prepare_folder,
     read_image,
+    same_file,
     write_image,
 )
 from .options import DEMO_DEFAULTS, StyleOptions, choices, help_text
@@ -82,6 +83,37 @@ class RunInterrupted(Exception):
             "device": record.device,
             "options": options,
         }
+
+
+class CtrlC:
+    """Ctrl-C during a run: the first stops it (``KeyboardInterrupt``, which :func:`run` turns
+    into :class:`RunInterrupted`); from then on, and once :meth:`saving` is called, a Ctrl-C
+    only says that the result is being written, so that writing it cannot be cut short. In a
+    thread other than the main one (where Python delivers signals) it changes nothing."""
+
+    def __enter__(self) -> CtrlC:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._stop)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def saving(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._wait)
+
+    def _stop(self, *_: object) -> None:
+        self.saving()
+        raise KeyboardInterrupt
+
+    @staticmethod
+    def _wait(*_: object) -> None:
+        # os.write: a print here could land inside another print to stderr and fail
+        os.write(2, f"\n{PROG}: writing the result, a moment...\n".encode())
 
 
 class _Parser(argparse.ArgumentParser):
@@ -442,42 +474,53 @@ def run(
             if record.is_snapshot and snapshot_dir is not None and not twin:
                 frame = f"frame{record.frame_number:04d}_" if record.frames > 1 else ""
                 try:
-                    write_image(snapshot_dir / f"snapshot_{frame}step{record.step:04d}.png", record.image)
+                    write_image(snapshot_dir / snapshot_name(record.step, frame), record.image)
                 except CommandLineError as error:  # a lost snapshot must not cost the run
                     bar.write(f"{PROG}: warning: {error}; the run goes on", file=sys.stderr)
             if record.frames > 1 and record.step == record.steps:
                 finished[record.frame] = record.image
             last = record
     except KeyboardInterrupt:
-        if last is None:
+        stopped = None if last is None else _what_was_made(last, finished, args, stack_shape, frame_shape)
+        if stopped is None:  # nothing made yet
             raise
-        image = last.kept_image()
-        if image is None:
-            raise
-        if frame_shape is not None:
-            image = resize_image(image, frame_shape)
-        frames_done = int(last.step == last.steps)
-        if last.frames > 1:
-            # the frames that went through the network with the last one (batch_frames) have
-            # their images of this step too
-            current = {
-                frame: frame_image
-                for frame, frame_image in last.batch_images().items()
-                if frame not in finished
-            }
-            if frame_shape is not None:
-                current = {
-                    frame: resize_image(frame_image, frame_shape) for frame, frame_image in current.items()
-                }
-            if last.frame not in finished:
-                current.setdefault(last.frame, image)
-            image = _partial_stack(stack_shape, finished, current)
-            frames_done = len(finished)
-        options = StyleOptions.from_kwargs(_options(args)).to_dict()
-        raise RunInterrupted(image, last, options, frames_done, frame_shape) from None
+        raise stopped from None
     finally:
         bar.close()
     raise AssertionError("the run ended without a result")  # pragma: no cover
+
+
+def _what_was_made(
+    last: Any,
+    finished: dict[tuple[int, ...], np.ndarray],
+    args: argparse.Namespace,
+    stack_shape: tuple[int, ...],
+    frame_shape: tuple[int, int] | None,
+) -> RunInterrupted | None:
+    """What a run stopped after the step ``last`` made, at the result's size; None before
+    any image was kept."""
+    image = last.kept_image()
+    if image is None:
+        return None
+    if frame_shape is not None:
+        image = resize_image(image, frame_shape)
+    frames_done = int(last.step == last.steps)
+    if last.frames > 1:
+        # the frames that went through the network with the last one (batch_frames) have
+        # their images of this step too
+        current = {
+            frame: frame_image for frame, frame_image in last.batch_images().items() if frame not in finished
+        }
+        if frame_shape is not None:
+            current = {
+                frame: resize_image(frame_image, frame_shape) for frame, frame_image in current.items()
+            }
+        if last.frame not in finished:
+            current.setdefault(last.frame, image)
+        image = _partial_stack(stack_shape, finished, current)
+        frames_done = len(finished)
+    options = StyleOptions.from_kwargs(_options(args)).to_dict()
+    return RunInterrupted(image, last, options, frames_done, frame_shape)
 
 
 def _partial_stack(
@@ -514,11 +557,14 @@ def _main_run(argv: Sequence[str]) -> int:
     if args.snapshot_dir is not None:
         _prepare_folder(args.snapshot_dir, "--snapshot-dir")
     frame_shape = working_shape(*described.shape, args.size)
-    try:
-        result = run(content, style, args, args.snapshot_dir, described.stack_shape, frame_shape, regions)
-    except RunInterrupted as stop:
-        return _save_partial(stop, args.output, scale)
-    write_image(args.output, result.image, result.metadata(), scale)
+    with CtrlC() as ctrl_c:
+        try:
+            result = run(content, style, args, args.snapshot_dir, described.stack_shape, frame_shape, regions)
+        except RunInterrupted as stop:
+            ctrl_c.saving()  # a KeyboardInterrupt raised by other means than Ctrl-C
+            return _save_partial(stop, args.output, scale)
+        ctrl_c.saving()
+        write_image(args.output, result.image, result.metadata(), scale)
     _report(result, args.output)
     return 0
 
@@ -537,11 +583,14 @@ def _main_demo(argv: Sequence[str]) -> int:
     write_image(out / "content.png", _preview(described))
     write_image(out / "style.png", _preview(describe_image(style, "style")))
     frame_shape = working_shape(*described.shape, args.size)
-    try:
-        result = run(content, style, args, out, frame_shape=frame_shape)
-    except RunInterrupted as stop:
-        return _save_partial(stop, out / "result.png")
-    write_image(out / "result.png", result.image, result.metadata())
+    with CtrlC() as ctrl_c:
+        try:
+            result = run(content, style, args, out, frame_shape=frame_shape)
+        except RunInterrupted as stop:
+            ctrl_c.saving()  # a KeyboardInterrupt raised by other means than Ctrl-C
+            return _save_partial(stop, out / "result.png")
+        ctrl_c.saving()
+        write_image(out / "result.png", result.image, result.metadata())
     _report(result, out / "result.png")
     return 0
 
@@ -664,6 +713,29 @@ def _preview(described: Any) -> np.ndarray:
     return frame.rgb[..., 0] if frame.grey else frame.rgb
 
 
+#: What the snapshots of a run are called (``--snapshot-dir``, the demo's folder).
+SNAPSHOT_NAME = re.compile(r"snapshot_(frame\d+_)?step\d+\.png", re.IGNORECASE)
+
+
+def snapshot_name(step: int, frame: str = "") -> str:
+    """A snapshot's file name; ``frame`` is ``frameNNNN_`` in a stack."""
+    return f"snapshot_{frame}step{step:04d}.png"
+
+
+def _check_snapshot_dir(snapshot_dir: Path, inputs: dict[str, Path]) -> None:
+    """Refuse a --snapshot-dir where a snapshot could replace an input: one named as
+    snapshots are, in that folder (as given, or where a link to it leads)."""
+    if snapshot_dir.exists() and not snapshot_dir.is_dir():
+        raise CommandLineError(f"--snapshot-dir {snapshot_dir} is a file; give a folder")
+    for role, path in inputs.items():
+        for entry in (path, path.resolve()):
+            if SNAPSHOT_NAME.fullmatch(entry.name) and same_file(entry.parent, snapshot_dir):
+                raise CommandLineError(
+                    f"--snapshot-dir {snapshot_dir} holds the {role} image {path}, which a snapshot "
+                    "would replace; give another --snapshot-dir or rename the image (inputs are never overwritten)"
+                )
+
+
 def _check_output_path(output: Path, snapshot_dir: Path | None, inputs: dict[str, Path]) -> None:
     """Refuse before the run, not after it, a result path that cannot be written or that
     would overwrite an input."""
@@ -674,7 +746,7 @@ def _check_output_path(output: Path, snapshot_dir: Path | None, inputs: dict[str
             f"output {output} is a folder; give a file name such as {output / 'result.png'}"
         )
     for role, path in inputs.items():
-        if _same_file(output, path):
+        if same_file(output, path):
             raise CommandLineError(
                 f"output {output} is the {role} image {path}; "
                 "give another file name (inputs are never overwritten)"
@@ -689,38 +761,15 @@ def _check_output_path(output: Path, snapshot_dir: Path | None, inputs: dict[str
             f"output {output} has {f'the extension {suffix}' if suffix else 'no extension'}; "
             "give a .png (keeps the settings), .tif, .jpg or .npy file"
         )
-    if snapshot_dir is not None and snapshot_dir.exists() and not snapshot_dir.is_dir():
-        raise CommandLineError(f"--snapshot-dir {snapshot_dir} is a file; give a folder")
-
-
-def _same_file(first: Path, second: Path) -> bool:
-    """The same file by resolved path, or by identity (hard links, case-blind file systems)."""
-    if first.resolve() == second.resolve():
-        return True
-    try:
-        return os.path.samefile(first, second)
-    except OSError:  # one of them does not exist (yet): not the same file
-        return False
+    if snapshot_dir is not None:
+        _check_snapshot_dir(snapshot_dir, inputs)
 
 
 def _prepare_folder(folder: Path, what: str) -> None:
     """Just before the run: create a missing folder (and say so), and make sure a file can be
-    created in it, so that an unwritable place is refused before the run and not after it."""
-    if not folder.exists():
-        try:
-            folder.mkdir(parents=True)
-        except OSError as error:
-            raise CommandLineError(f"cannot create the {what} folder {folder}: {one_line(error)}") from None
+    created in it."""
+    if prepare_folder(folder, what):
         print(f"{PROG}: created folder {folder}", file=sys.stderr)
-    try:
-        descriptor, probe = tempfile.mkstemp(dir=folder, prefix=f".{PROG}-", suffix=".probe")
-    except OSError as error:
-        raise CommandLineError(
-            f"cannot write into the {what} folder {folder}: {error.strerror or error}; "
-            "give a folder you can write to"
-        ) from None
-    os.close(descriptor)
-    os.unlink(probe)
 
 
 def _check_output_kind(content: np.ndarray, output: Path, keep_grey: bool) -> Any:
