@@ -11,14 +11,22 @@ import multiprocessing
 import os
 import threading
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import dask
 import numpy as np
-from distributed import Client, LocalCluster, as_completed
-from distributed.diagnostics.plugin import WorkerPlugin
+
+try:
+    import dask
+    from distributed import Client, LocalCluster, as_completed
+    from distributed.diagnostics.plugin import WorkerPlugin
+except ImportError as error:  # an install without the extra (the API, the CLI, napari alone)
+    raise ImportError(
+        "runs on a dask cluster need dask's distributed, which is not installed: "
+        "pip install 'napari-style-transfer[distributed]'"
+    ) from error
 
 from . import memory
 from ._image import describe_image
@@ -204,9 +212,14 @@ def dashboard(client: Client) -> str | None:
         return None
 
 
-def _run_task(item: Any, style: np.ndarray, options: dict[str, Any]) -> Outcome:
+def _run_task(item: Any, style: np.ndarray, options: dict[str, Any]) -> tuple[Outcome, list[Any]]:
+    """Run one item; its warnings come back with the outcome (message, category), so that the
+    client shows them in its own words, not as the worker's raw lines on stderr."""
     _prepare_process()
-    return run_item(item, style, options)
+    with warnings.catch_warnings(record=True) as caught:  # workers run one task at a time
+        warnings.simplefilter("always")
+        outcome = run_item(item, style, options)
+    return outcome, [(str(warning.message), warning.category) for warning in caught]
 
 
 def _stylize_frame(frame: Any, style: np.ndarray, options: dict[str, Any]) -> Any:
@@ -253,7 +266,10 @@ def run_batch(
             if isinstance(value, BaseException):
                 yield futures[future], Outcome(None, {}, "", 0.0, error=_task_failure(value))
             else:
-                yield futures[future], value
+                outcome, caught = value
+                for message, category in caught:  # shown once each, by the client's filters
+                    warnings.warn(message, category, stacklevel=2)
+                yield futures[future], outcome
     finally:
         client.cancel([*futures, *styles])
 
