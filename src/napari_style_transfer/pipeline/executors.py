@@ -1,20 +1,16 @@
-"""Where jobs run: in this thread, batch after batch (:func:`run_here`), or each job as a
-task on a ``concurrent.futures.Executor`` (:func:`run_on`), such as a thread or process
-pool or a dask cluster's ``client.get_executor()``. Nothing here imports dask."""
+"""Where jobs run elsewhere: each job as a task on a ``concurrent.futures.Executor``
+(:func:`run_on`), such as a thread or process pool or a dask cluster's
+``client.get_executor()``, and what a worker process prepares before its first task.
+Nothing here imports dask. (In this thread, jobs go batch by batch through
+:meth:`.optimise.Optimiser.run_jobs`.)"""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from typing import Any, TypeVar
-
-from .jobs import Job, Planner, batches
-from .optimise import Optimiser
-from .reader import Reader
-from .records import StepRecord
-from .sinks import Sink
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -24,22 +20,6 @@ THREADS_VARIABLE = "NAPARI_STYLE_TRANSFER_TORCH_THREADS"
 
 #: Seconds between two looks at :func:`run_on`'s ``stopped`` while no task has come back.
 STOP_CHECK_S = 0.05
-
-
-def run_here(
-    jobs: Sequence[Job], planner: Planner, reader: Reader, optimiser: Optimiser, sink: Sink, batch: int
-) -> Iterator[StepRecord]:
-    """``jobs`` in this thread, ``batch`` of them through the network at once: each batch
-    read when its turn comes, each finished image handed to ``sink``."""
-    for group in batches(jobs, batch):
-        inputs, link = reader.read(group)
-        carry = planner.carry(group[0], link)
-        for record in optimiser.run(group, inputs, carry):
-            if record.is_last:
-                sink.take(record.frame, record.render())
-            yield record
-        assert optimiser.images is not None
-        planner.keep(group[0], carry, optimiser.images)
 
 
 def run_on(

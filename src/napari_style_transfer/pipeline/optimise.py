@@ -24,10 +24,11 @@ from ..lbfgs import CarriedCurvature
 from ..options import StyleOptions
 from ..vgg import VGGFeatures
 from ..weights import LoadedWeights, load_vgg19_features
-from .jobs import Carry, Job
+from .jobs import Carry, Job, Planner, batches
 from .plan import Level, Plan
-from .reader import JobInput
+from .reader import JobInput, Reader
 from .records import Progress, StepRecord
+from .sinks import Sink
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,28 @@ class Optimiser:
         self.images: torch.Tensor | None = None  # the last batch's results (N, 3, H, W)
         self._last_content: torch.Tensor | None = None
 
-    def run(self, jobs: Sequence[Job], inputs: Sequence[JobInput], carry: Carry) -> Iterator[StepRecord]:
+    def run_jobs(
+        self, jobs: Sequence[Job], planner: Planner, reader: Reader, sink: Sink, batch: int
+    ) -> Iterator[StepRecord]:
+        """``jobs`` in this thread, ``batch`` of them through the network at once (one job of
+        a time series): each batch read when its turn comes, each finished image handed to
+        ``sink``. One generator from here down to the optimiser's steps: the run's records
+        cross no module boundary but the records' own."""
+        for group in batches(jobs, batch):
+            inputs, link = reader.read(group)
+            carry = planner.carry(group[0], link)
+            yield from self.run(group, inputs, carry, sink)
+            assert self.images is not None
+            planner.keep(group[0], carry, self.images)
+
+    def run(
+        self, jobs: Sequence[Job], inputs: Sequence[JobInput], carry: Carry, sink: Sink
+    ) -> Iterator[StepRecord]:
         """The records of every step of ``jobs`` (one per job per step, in frame order); a
-        snapshot's or a job's last step's record has its image rendered when yielded."""
+        snapshot's or a job's last step's record has its image rendered when yielded, the
+        last one's handed to ``sink``."""
         opts, levels = self.plan.options, jobs[0].levels
+        steps = sum(level.steps for level in levels)
         contents_full = [job_input.content for job_input in inputs]
         finishes = [job_input.finish for job_input in inputs]
         labels_of = self.plan.regions
@@ -86,18 +105,20 @@ class Optimiser:
             ):
                 done += 1
                 records = self.progress.step(
-                    jobs, finishes, losses, images, done, max(level.content_shape), opts.snapshot_every
+                    jobs, steps, finishes, losses, images, done, max(level.content_shape)
                 )
                 # every record of the step exists before the first is yielded, so a run stopped
                 # between them still has each frame's image (batch_images)
                 for record in records:
-                    if record.is_snapshot or record.is_last:
+                    if record.is_snapshot:
                         record.render()
+                    if done == steps:
+                        sink.take(record.frame, record.render())
                     yield record
             assert images is not None  # a level has at least one step
             images = images.detach().clone()
         self.images, self._last_content = images, contents_full[-1]
-        self.progress.finished(jobs)
+        self.progress.finished(jobs, steps)
 
     def final_losses(self) -> Losses:
         """The losses of the last job's result at the working size."""

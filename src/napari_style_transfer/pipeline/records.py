@@ -57,11 +57,6 @@ class StepRecord:
             return (self.frame_number * self.steps + self.step) / (self.frames * self.steps)
         return (self.steps_before + self.step) / self.run_steps
 
-    @property
-    def is_last(self) -> bool:
-        """Whether this is its frame's last step (its image is the frame's result)."""
-        return self.step == self.steps
-
     def render(self) -> np.ndarray:
         """This step's image as numpy (same kind as the final result, one frame)."""
         if self.image is not None:
@@ -145,8 +140,11 @@ class Cursor:
 class Progress:
     """Makes the step records of a run: the one place that counts its steps and seconds."""
 
-    def __init__(self, started: float, device: str, weights: str, frames: int, run_steps: int):
+    def __init__(
+        self, started: float, device: str, weights: str, frames: int, run_steps: int, snapshot_every: int
+    ):
         self.started, self.device, self.weights = started, device, weights
+        self.snapshot_every = snapshot_every
         self.frames, self.run_steps = frames, run_steps
         self.cursor = Cursor()
         self.steps_before = 0  # steps of the batches finished
@@ -155,18 +153,17 @@ class Progress:
     def step(
         self,
         jobs: Sequence[Job],
+        steps: int,
         finishes: Sequence[Callable[[torch.Tensor], np.ndarray]],
         losses: Sequence[Losses],
         images: torch.Tensor,
         done: int,
         size: int,
-        snapshot_every: int,
     ) -> list[StepRecord]:
-        """One record per job of the batch for its step ``done``, in frame order. A batch's
-        frames step together, so steps_before counts the other frames' steps so far and
-        progress stays the share of the whole run done."""
-        steps = jobs[0].steps
-        snapshot = bool(snapshot_every) and done % snapshot_every == 0
+        """One record per job of the batch (of ``steps`` steps each) for its step ``done``, in
+        frame order. A batch's frames step together, so steps_before counts the other frames'
+        steps so far and progress stays the share of the whole run done."""
+        snapshot = bool(self.snapshot_every) and done % self.snapshot_every == 0
         self.cursor.position = (jobs[0].number, done)
         batch: list[StepRecord] = []
         for position, (job, frame_losses) in enumerate(zip(jobs, losses, strict=True)):
@@ -194,7 +191,7 @@ class Progress:
             )
         return batch
 
-    def finished(self, jobs: Sequence[Job]) -> None:
-        """A batch of jobs is done: later records count its steps as before them."""
-        self.steps_before += jobs[0].steps * len(jobs)
-        self.frame_steps += [jobs[0].steps] * len(jobs)
+    def finished(self, jobs: Sequence[Job], steps: int) -> None:
+        """A batch of jobs of ``steps`` steps each is done: later records count them as before."""
+        self.steps_before += steps * len(jobs)
+        self.frame_steps += [steps] * len(jobs)

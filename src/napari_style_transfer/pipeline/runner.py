@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ hide_triton()
 import torch  # noqa: E402
 
 from ..engine import Losses, precision_used, with_backend_flags  # noqa: E402
-from .executors import prepare_worker_process, run_here, run_on  # noqa: E402
+from .executors import prepare_worker_process, run_on  # noqa: E402
 from .jobs import IndependentFrames, Planner  # noqa: E402
 from .memory_checks import frames_per_batch  # noqa: E402
 from .optimise import Optimiser, load_model  # noqa: E402
@@ -51,41 +52,53 @@ def run(p: Plan, sink: Sink | None = None) -> Iterator[StepRecord | StyleResult]
     """The records of a run of ``p`` in this thread, then its result. Finished frames go to
     ``sink`` (default: a :class:`NumpySink`, whose array is the result's image); running out
     of memory is an :class:`OutOfMemoryError` that says which size would fit."""
+    return with_backend_flags(_run(p, sink), p.options, p.device)
+
+
+def _run(p: Plan, sink: Sink | None) -> Iterator[StepRecord | StyleResult]:
+    started = time.perf_counter()
+    planner = planner_for(p)
+    jobs = planner.jobs()
+    reader = planner.reader()  # a time series' frames are read from now on, while the weights load
     try:
-        yield from with_backend_flags(_records(p, sink), p.options, p.device)
+        with _memory_errors(p):
+            model = load_model(p)
+            progress = Progress(
+                started,
+                str(p.device),
+                model.weights.description,
+                len(jobs),
+                sum(job.steps for job in jobs),
+                p.options.snapshot_every,
+            )
+            optimiser = Optimiser(p, model, read_styles(p), progress)
+            # independent frames go through the network batch by batch, chosen now (with the
+            # weights loaded) from the memory free now
+            batch = frames_per_batch(
+                p.content, p.content_shape, p.largest_style, p.options, p.device, p.regions is not None
+            )
+            results = NumpySink(p.content.stack_shape) if sink is None else sink
+            yield from optimiser.run_jobs(jobs, planner, reader, results, batch)
+            losses = optimiser.final_losses()
+    finally:
+        reader.close()
+        # the run has finished or was closed: its tensors are gone, give the memory back
+        if p.device.type == "cuda":
+            torch.cuda.empty_cache()
+    yield _result(p, results.result, losses, progress, model.weights.kind, started)
+
+
+@contextmanager
+def _memory_errors(p: Plan) -> Iterator[None]:
+    """Running out of memory inside, as an :class:`OutOfMemoryError` that says what fits."""
+    try:
+        yield
     except (_OUT_OF_MEMORY, MemoryError) as error:  # MemoryError: numpy's allocations
         raise _ran_out_of_memory(p) from error
     except RuntimeError as error:
         if not any(words in str(error).lower() for words in _ALLOCATION_FAILURES):
             raise
         raise _ran_out_of_memory(p) from error
-    finally:
-        # the run has finished or been closed: its tensors are gone, give the memory back
-        if p.device.type == "cuda":
-            torch.cuda.empty_cache()
-
-
-def _records(p: Plan, sink: Sink | None) -> Iterator[StepRecord | StyleResult]:
-    started = time.perf_counter()
-    planner = planner_for(p)
-    jobs = planner.jobs()
-    reader = planner.reader()  # a time series' frames are read from now on, while the weights load
-    try:
-        model = load_model(p)
-        progress = Progress(
-            started, str(p.device), model.weights.description, len(jobs), sum(job.steps for job in jobs)
-        )
-        optimiser = Optimiser(p, model, read_styles(p), progress)
-        # independent frames go through the network batch by batch, chosen now (with the
-        # weights loaded) from the memory free now
-        batch = frames_per_batch(
-            p.content, p.content_shape, p.largest_style, p.options, p.device, p.regions is not None
-        )
-        results = NumpySink(p.content.stack_shape) if sink is None else sink
-        yield from run_here(jobs, planner, reader, optimiser, results, batch)
-    finally:
-        reader.close()
-    yield _result(p, results.result, optimiser.final_losses(), progress, model.weights.kind, started)
 
 
 def _result(
