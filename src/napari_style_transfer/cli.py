@@ -530,11 +530,12 @@ def _partial_stack(
 ) -> np.ndarray:
     """The stack as far as it got: finished frames, the interrupted frames' last images
     (one, or a batch's), zeros after that."""
-    shape = next(iter({**finished, **current}.values())).shape
-    stack = np.zeros(stack_shape + shape, dtype=np.float32)
+    from .pipeline.sinks import NumpySink
+
+    stack = NumpySink(stack_shape, zeroed=True)
     for index, image in {**finished, **current}.items():
-        stack[index] = image
-    return stack
+        stack.take(index, image)
+    return stack.result
 
 
 def _main_run(argv: Sequence[str]) -> int:
