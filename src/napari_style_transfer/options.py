@@ -246,7 +246,7 @@ class StyleOptions:
         True,
         "grey content gives a grey result (the luma of the styled image); off gives the styled "
         "colour image, e.g. to stain a fluorescence image like an H&E slide",
-        label="grey content gives a grey result",
+        label="grey result for grey content",
     )
     frames: str = _option(
         "independent",

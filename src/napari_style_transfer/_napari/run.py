@@ -45,6 +45,7 @@ from .worker import (
     Warned,
     close_logging_errors,
     cluster_frame_updates,
+    dispatch,
     last_image,
     style_transfer_updates,
 )
@@ -127,66 +128,61 @@ class LayerWriter:
         self.closed = True
 
     def handle(self, update: Update) -> None:
-        if self.closed:
-            return
-        if isinstance(update, RegionsSampled):
-            self.regions = {
-                "layer": update.layer,
-                "labels": list(update.labels),
-                "per_frame": update.per_frame,
-            }
-        elif isinstance(update, Started):
-            self.device, self.weights = update.device, update.weights
-        elif isinstance(update, Progress):
-            self.last_progress = update
-        elif isinstance(update, Snapshot):
-            layer = self._add(
-                update.image, f"{self.base_name} (step {update.step})", step=update.step, snapshot=True
-            )
-            self.snapshot_layers.append(layer)
-        elif isinstance(update, FrameDone):
-            self.finished_frames.add(update.frame)
-            self._put_frame(update.frame, update.image, update.frames)
-        elif isinstance(update, Finished):
-            self.done = True
-            result = update.result
-            metadata = {"step": result.steps_done, "cancelled": False, **result.metadata()}
-            if self.value_scaling is not None:
-                metadata["value_scaling"] = self.value_scaling
-            if self.stack_layer is not None:
-                self.stack_layer.data = in_value_range(result.image, self.value_range)
-                self._finish_stack(self.base_name, metadata)
-            else:
-                self.result_layer = self._add(result.image, self.base_name, **metadata)
-            if not self.keep_snapshots:
-                self.fold_snapshots()
-        elif isinstance(update, Cancelled):
-            self.done = True
-            self._keep(
-                update.image,
-                update.step,
-                update.frame_number,
-                "cancelled",
-                batch=update.batch,
-                cancelled=True,
-            )
-        elif isinstance(update, Warned):
-            from napari.utils.notifications import show_warning
+        """Take one of the worker's updates (nothing once the viewer is closed)."""
+        if not self.closed:
+            dispatch(self, update)
 
-            show_warning(f"Style transfer: {update.message}")
-        elif isinstance(update, Failed):
-            from napari.utils.notifications import show_error
+    def on_regions_sampled(self, update: RegionsSampled) -> None:
+        self.regions = {"layer": update.layer, "labels": list(update.labels), "per_frame": update.per_frame}
 
-            self.done = True
-            # A user's mistake needs no traceback in the log; a bug does.
-            log.log(
-                logging.DEBUG if update.expected else logging.ERROR,
-                "style transfer failed: %s\n%s",
-                update.message,
-                update.details,
-            )
-            show_error(f"Style transfer failed: {update.message}")
-            self._keep(update.image, update.step, update.frame_number, "failed", error=update.message)
+    def on_started(self, update: Started) -> None:
+        self.device, self.weights = update.device, update.weights
+
+    def on_progress(self, update: Progress) -> None:
+        self.last_progress = update
+
+    def on_snapshot(self, update: Snapshot) -> None:
+        name = f"{self.base_name} (step {update.step})"
+        self.snapshot_layers.append(self._add(update.image, name, step=update.step, snapshot=True))
+
+    def on_frame_done(self, update: FrameDone) -> None:
+        self.finished_frames.add(update.frame)
+        self._put_frame(update.frame, update.image, update.frames)
+
+    def on_finished(self, update: Finished) -> None:
+        self.done = True
+        result = update.result
+        metadata = {"step": result.steps_done, "cancelled": False, **result.metadata()}
+        if self.value_scaling is not None:
+            metadata["value_scaling"] = self.value_scaling
+        if self.stack_layer is not None:
+            self.stack_layer.data = in_value_range(result.image, self.value_range)
+            self._finish_stack(self.base_name, metadata)
+        else:
+            self.result_layer = self._add(result.image, self.base_name, **metadata)
+        if not self.keep_snapshots:
+            self.fold_snapshots()
+
+    def on_cancelled(self, update: Cancelled) -> None:
+        self.done = True
+        self._keep(
+            update.image, update.step, update.frame_number, "cancelled", batch=update.batch, cancelled=True
+        )
+
+    def on_warned(self, update: Warned) -> None:
+        from napari.utils.notifications import show_warning
+
+        show_warning(f"Style transfer: {update.message}")
+
+    def on_failed(self, update: Failed) -> None:
+        from napari.utils.notifications import show_error
+
+        self.done = True
+        # A user's mistake needs no traceback in the log; a bug does.
+        level = logging.DEBUG if update.expected else logging.ERROR
+        log.log(level, "style transfer failed: %s\n%s", update.message, update.details)
+        show_error(f"Style transfer failed: {update.message}")
+        self._keep(update.image, update.step, update.frame_number, "failed", error=update.message)
 
     def crashed(self, error: BaseException) -> None:
         """The worker itself raised (its generator turns errors into updates, so this is a
@@ -248,16 +244,18 @@ class LayerWriter:
         self.snapshot_layers.clear()
 
     def _put_frame(self, frame: tuple[int, ...], image: np.ndarray, frames: int) -> None:
-        image = in_value_range(
-            resize_image(image, self.frame_shape), self.value_range
-        )  # a run stopped in a coarse level
+        """Put a frame (in the engine's 0..1) into the stack layer, in the content's units;
+        a frame of a run stopped in a coarse level is enlarged to the frame shape."""
+        image = in_value_range(resize_image(image, self.frame_shape), self.value_range)
         if self.stack_layer is None:
             # frames not done yet show as the result's 0 (the low contrast limit for grey)
             data = in_value_range(
                 np.zeros(self.stack_shape + image.shape, dtype=np.float32), self.value_range
             )
             data[frame] = image
-            self.stack_layer = self._add(data, f"{self.base_name} (in progress)", frames=frames)
+            self.stack_layer = self._add(
+                data, f"{self.base_name} (in progress)", in_units=True, frames=frames
+            )
         else:
             self.stack_layer.data[frame] = image
             self.stack_layer.refresh()
@@ -291,13 +289,14 @@ class LayerWriter:
         metadata.update(extra)
         return metadata
 
-    def _add(self, image: np.ndarray, name: str, **extra: Any):
+    def _add(self, image: np.ndarray, name: str, *, in_units: bool = False, **extra: Any) -> Any:
+        """Add ``image`` as a layer over the content: the engine's 0..1, or with ``in_units``
+        already in the content's units (mapped once, never twice)."""
         kwargs = result_layer_kwargs(
             self.content, image, name, self._metadata(extra), self.slice_index, self.value_range
         )
-        return self.viewer.add_image(
-            as_layer_data(in_value_range(image, self.value_range), self.content), **kwargs
-        )
+        data = image if in_units else in_value_range(image, self.value_range)
+        return self.viewer.add_image(as_layer_data(data, self.content), **kwargs)
 
 
 #: Options left out of run names: they change how a run is watched, not what it makes.

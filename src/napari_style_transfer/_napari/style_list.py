@@ -14,14 +14,18 @@ from magicgui.widgets import Container, FloatSpinBox, Label, PushButton, create_
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAbstractSpinBox
 
-from ..options import StyleOptions, help_text
+from ..options import StyleOptions, limits
 
+#: The style scales a row offers: from a twentieth to the options' largest.
+SCALES = (0.05, float(limits("style_scale")[1] or 20.0))
 #: The largest blend weight a row takes (weights are relative: 1:1 is 50:50).
 MAX_BLEND = 1000.0
 #: Pixel widths of the weight and scale boxes and of the remove button, so that the rows'
 #: columns line up under the header.
 NUMBER_WIDTH = 56
-BUTTON_WIDTH = 26
+BUTTON_WIDTH = 24
+#: Width of a row's number (the label of the regions that take its style).
+INDEX_WIDTH = 14
 
 
 def _control_names(number: int) -> tuple[str, str, str, str]:
@@ -52,16 +56,20 @@ class StyleRow(Container):
             tooltip="this style's blend weight (0 to 1000; the weights are normalised to sum 1, so 1 and 1 "
             "is half each); only with several styles and no regions (a region takes its style whole)",
         )
+        low, high = SCALES
         self.scale = FloatSpinBox(
             value=StyleOptions().style_scales(1)[0] if scale is None else scale,
-            min=0.05,
-            max=20.0,
+            min=low,
+            max=high,
             step=0.05,
-            tooltip=f"{help_text('style_scale').split(';')[0]}, for this style (0.05 to 20)",
+            tooltip=f"the size of this style's patterns relative to the content's working size ({low:g} to "
+            f"{high:g}; 2 paints them twice as large)",
         )
         self.remove_button = PushButton(text="\u2715", tooltip="remove this style")
+        self.index = Label(tooltip="the style's number: regions labelled with it take this style")
+        self.index.native.setFixedWidth(INDEX_WIDTH)
         self._controls = (self.layer, self.weight, self.scale, self.remove_button)
-        super().__init__(widgets=list(self._controls), layout="horizontal", labels=False)
+        super().__init__(widgets=[self.index, *self._controls], layout="horizontal", labels=False)
         _compact(self)
         for box in (self.weight, self.scale):
             # typed (or the mouse wheel): napari's wide -/+ buttons would squeeze the layer name
@@ -83,6 +91,7 @@ class StyleRow(Container):
     @number.setter
     def number(self, number: int) -> None:
         self._number = number
+        self.index.value = str(number)
         for control, name in zip(self._controls, _control_names(number), strict=True):
             control.name = name
 
@@ -92,15 +101,23 @@ class StyleList(Container):
 
     def __init__(self, *, scale: float | None = None, **kwargs: Any):
         header = Container(
-            widgets=[Label(value="layer"), Label(value="weight"), Label(value="scale"), Label(value="")],
+            widgets=[
+                Label(value="#"),
+                Label(value="layer"),
+                Label(value="weight"),
+                Label(value="scale"),
+                Label(value=""),
+            ],
             layout="horizontal",
             labels=False,
         )
         _compact(header)
         for label in header:
             label.native.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        for label, width in zip(header[1:], (NUMBER_WIDTH, NUMBER_WIDTH, BUTTON_WIDTH), strict=True):
-            label.native.setFixedWidth(width)
+        widths = (INDEX_WIDTH, None, NUMBER_WIDTH, NUMBER_WIDTH, BUTTON_WIDTH)
+        for label, width in zip(header, widths, strict=True):
+            if width is not None:
+                label.native.setFixedWidth(width)
         self._header = header
         self._add_button = PushButton(
             name="add_style_button", text="add style", tooltip="add a row for another style layer"

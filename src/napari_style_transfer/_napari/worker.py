@@ -144,6 +144,29 @@ Update = (
 )
 
 
+#: The method of a receiver that handles each kind of update (see :func:`dispatch`).
+HANDLERS = {
+    Downloading: "on_downloading",
+    RegionsSampled: "on_regions_sampled",
+    Started: "on_started",
+    Progress: "on_progress",
+    Snapshot: "on_snapshot",
+    FrameDone: "on_frame_done",
+    Finished: "on_finished",
+    Cancelled: "on_cancelled",
+    Failed: "on_failed",
+    Warned: "on_warned",
+}
+
+
+def dispatch(receiver: object, update: Update) -> None:
+    """Hand ``update`` to ``receiver``'s method for its kind (``on_progress`` for a
+    :class:`Progress`), if it has one: how the widget and the layer writer take updates."""
+    handler = getattr(receiver, HANDLERS[type(update)], None)
+    if handler is not None:
+        handler(update)
+
+
 def style_transfer_updates(
     content: np.ndarray | LayerInput,
     style: np.ndarray | LayerInput | list[np.ndarray | LayerInput],
