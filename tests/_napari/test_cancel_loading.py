@@ -88,7 +88,9 @@ def test_cancel_while_the_weights_load_makes_the_widget_idle_at_once_and_adds_no
     assert widget["status"].value.startswith("done")
 
 
-def test_a_cancel_while_torch_is_imported_ends_the_updates_before_the_import_does(content, style, monkeypatch):
+def test_a_cancel_while_torch_is_imported_ends_the_updates_before_the_import_does(
+    content, style, monkeypatch
+):
     from napari_style_transfer._napari import worker
 
     importing, release = threading.Event(), threading.Event()

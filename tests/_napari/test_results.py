@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .conftest import run_and_wait
+from .conftest import run_and_wait, wait_until_idle
 
 
 def grey_ramp(shape=(40, 48)) -> np.ndarray:
@@ -62,7 +62,9 @@ def test_a_size_too_small_for_the_layers_is_refused_before_the_run_with_one_that
     widget["content"].value = wide
     widget["size"].value = 32  # 10 x 32 px: conv5_1 needs 16
     assert widget.run() is None and not widget.running
-    assert widget["status"].value.startswith("not started: size 32 is too small for these layers")
+    assert widget["status"].value.startswith(
+        "not started: size 32 is too small: the content becomes 10x32 px"
+    )
     assert "use size 50 or more" in widget["status"].value
     assert any("use size 50 or more" in message for message in errors), errors
 
@@ -89,13 +91,13 @@ def test_averaged_iterates_can_be_set_only_with_adam(widget):
 
 
 def test_the_style_weight_can_be_typed(widget):
-    field = widget["style_weight_typed"]
-    field.value = "2.5e6"
+    field = widget["style_weight"]
+    field.native.setText("2.5e6")
     field.native.editingFinished.emit()
     assert widget["style_weight"].value == 2.5e6
-    field.value = "lots"
+    field.native.setText("lots")
     field.native.editingFinished.emit()
-    assert widget["style_weight"].value == 2.5e6 and field.value == "2.5e+06"
+    assert widget["style_weight"].value == 2.5e6 and field.native.text() == "2.5e+06"
 
 
 def test_the_status_gives_the_time_left_and_keeps_steps_per_second_whole():
@@ -138,3 +140,30 @@ def test_a_finished_stack_of_independent_frames_reports_steps_per_frame(qtbot, v
     widget["snapshot_every"].value = 0
     run_and_wait(qtbot, widget)
     assert "2 frames x 4 steps in" in widget["status"].value
+
+    stack = np.stack([grey_ramp((32, 32)) + 1000 * frame for frame in range(3)]).astype(np.uint16)
+    layer = viewer.add_image(stack, name="stack16", contrast_limits=(1000, 40000))
+    widget["content"].value = layer
+    widget["stack"].value = "whole stack, frames independent"
+    seen = []
+
+    def look(update):  # right after the first frame went into the in-progress layer
+        if type(update).__name__ == "FrameDone" and not seen:
+            data = np.asarray(viewer.layers[-1].data)
+            seen.append((viewer.layers[-1].name, float(data.min()), float(data.max())))
+
+    worker = widget.run()
+    worker.yielded.connect(look)
+    wait_until_idle(qtbot, widget)
+    (name, low, high) = seen[0]
+    assert name.endswith("(in progress)")
+    assert low >= 1000.0 and high <= 40000.0
+
+
+def test_a_size_that_shrinks_the_style_too_far_says_it_is_the_style(qtbot, viewer, widget):
+    widget["style"].value = viewer.add_image(
+        np.random.default_rng(0).random((12, 12, 3)), name="tiny", rgb=True
+    )
+    widget["size"].value = 16
+    assert widget.run() is None
+    assert "the style is shrunk with the content to" in widget["status"].value

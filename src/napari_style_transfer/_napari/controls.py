@@ -7,7 +7,7 @@ No torch and no napari here: magicgui widgets and, for the collapsible groups, s
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 from magicgui.widgets import (
     CheckBox,
@@ -175,7 +175,8 @@ def strength_row(value: float) -> tuple[Container, NumberField]:
     field = option_control("style_weight", value)
     assert isinstance(field, NumberField)
     field.native.setMaximumWidth(72)
-    row = Container(widgets=[StrengthSlider(field), field], layout="horizontal", labels=False)
+    widgets: list[Any] = [StrengthSlider(field), field]
+    row = Container(widgets=widgets, layout="horizontal", labels=False)
     row.margins = (0, 0, 0, 0)
     row.label, row.tooltip = label("style_weight"), user_help("style_weight")
     return row, field
@@ -187,8 +188,8 @@ class StackChoice(ComboBox):
 
     @property
     def value(self) -> str:
-        return ComboBox.value.fget(self)
+        return cast(Any, ComboBox.value).fget(self)
 
     @value.setter
     def value(self, value: str) -> None:
-        ComboBox.value.fset(self, stack_mode(value) if isinstance(value, str) else value)
+        cast(Any, ComboBox.value).fset(self, stack_mode(value) if isinstance(value, str) else value)

@@ -119,8 +119,8 @@ class LayerWriter:
         self.last_progress: Progress | None = None
         self.done = False
         self.closed = False
-        self.result_layer = None
-        self.stack_layer = None
+        self.result_layer: Any = None
+        self.stack_layer: Any = None
         self.finished_frames: set[tuple[int, ...]] = set()  # of a stack, as they came back
 
     def close(self) -> None:
@@ -425,7 +425,7 @@ def run_style_transfer(
     size = StyleOptions.from_kwargs(options).size
     # Views and contrast limits only: the worker reads the data, a frame at a time.
     source = layer_input(content_layer, "content", viewer=viewer, stack=stack, size=size, defer=True)
-    style_sources = [
+    style_sources: list[Any] = [
         layer_input(layer, "style", viewer=viewer, size=size, defer=True) for layer in style_layers
     ]
     regions = None
@@ -501,25 +501,30 @@ def check_size_fits(source: LayerInput, styles: list[LayerInput], content: Image
     style_hw = min(styles_hw, key=min)  # for the message
     size = opts.size if opts.size is not None else max(content_hw)
 
-    def fits(size: int) -> bool:
-        content_shape = working_shape(*content_hw, size)
+    def too_small(size: int) -> str | None:
+        """What is too small at ``size`` (the content, or a style at its scale), or None."""
+        content_shape = working_shape(content_hw[0], content_hw[1], size)
         if layers and min(content_shape) < min_side_for_layers(layers):
-            return False
-        for (height, width), scale in zip(styles_hw, scales, strict=True):
+            return f"the content becomes {content_shape[0]}x{content_shape[1]} px"
+        for number, ((height, width), scale) in enumerate(zip(styles_hw, scales, strict=True), start=1):
             factor = max(content_shape) / max(content_hw) * scale
-            if style_layers and min(round(height * factor), round(width * factor)) < min_side_for_layers(
-                style_layers
-            ):
-                return False
-        return True
+            shrunk = (round(height * factor), round(width * factor))
+            if style_layers and min(shrunk) < min_side_for_layers(style_layers):
+                which = "the style" if len(styles_hw) == 1 else f"style {number}"
+                return f"{which} is shrunk with the content to {shrunk[0]}x{shrunk[1]} px"
+        return None
 
-    if fits(size):
+    def fits(size: int) -> bool:
+        return too_small(size) is None
+
+    what = too_small(size)
+    if what is None:
         return
     works = next((bigger for bigger in range(size + 1, MAX_SUGGESTED_SIZE + 1) if fits(bigger)), None)
     fix = f"use size {works} or more" if works is not None else "use shallower layers"
     raise StyleTransferError(
-        f"size {size} is too small for these layers (content {content_hw[0]}x{content_hw[1]}, style "
-        f"{style_hw[0]}x{style_hw[1]} px): the deepest chosen VGG layer needs a shorter side of at least "
+        f"size {size} is too small: {what} (content {content_hw[0]}x{content_hw[1]}, style "
+        f"{style_hw[0]}x{style_hw[1]} px), and the deepest chosen VGG layer needs a shorter side of at least "
         f"{min_side_for_layers(layers or style_layers)} px; {fix} (or a larger style_scale)"
     )
 
@@ -548,7 +553,8 @@ def _stop_runs_at_exit() -> None:
 
     for worker in runs:
         worker.cancel_event.set()
-    if not QThreadPool.globalInstance().waitForDone(EXIT_WAIT_S * 1000):
+    pool = QThreadPool.globalInstance()
+    if pool is not None and not pool.waitForDone(EXIT_WAIT_S * 1000):
         log.warning("style transfer: a run was still going %d s after Python began to exit", EXIT_WAIT_S)
         return
     for worker in runs:  # a run stopped by worker.quit() is suspended, not closed

@@ -46,7 +46,7 @@ class StyleRow(Container):
     def __init__(self, number: int, weight: float = 1.0, scale: float | None = None):
         from napari.layers import Image
 
-        self.layer = create_widget(annotation=Image, name="style", label="style")
+        self.layer: Any = create_widget(annotation=Image, name="style", label="style")
         self.layer.tooltip = "a style Image layer: its colours and textures are transferred"
         self.weight = FloatSpinBox(
             value=weight,
@@ -66,10 +66,10 @@ class StyleRow(Container):
             f"{high:g}; 2 paints them twice as large)",
         )
         self.remove_button = PushButton(text="\u2715", tooltip="remove this style")
-        self.index = Label(tooltip="the style's number: regions labelled with it take this style")
-        self.index.native.setFixedWidth(INDEX_WIDTH)
-        self._controls = (self.layer, self.weight, self.scale, self.remove_button)
-        super().__init__(widgets=[self.index, *self._controls], layout="horizontal", labels=False)
+        self.number_label = Label(tooltip="the style's number: regions labelled with it take this style")
+        self.number_label.native.setFixedWidth(INDEX_WIDTH)
+        self._controls: tuple[Any, ...] = (self.layer, self.weight, self.scale, self.remove_button)
+        super().__init__(widgets=[self.number_label, *self._controls], layout="horizontal", labels=False)
         _compact(self)
         for box in (self.weight, self.scale):
             # typed (or the mouse wheel): napari's wide -/+ buttons would squeeze the layer name
@@ -91,7 +91,7 @@ class StyleRow(Container):
     @number.setter
     def number(self, number: int) -> None:
         self._number = number
-        self.index.value = str(number)
+        self.number_label.value = str(number)
         for control, name in zip(self._controls, _control_names(number), strict=True):
             control.name = name
 

@@ -142,7 +142,8 @@ class _NarrowScrollArea(QScrollArea):
         hint = super().sizeHint()
         widget = self.widget()
         width = max(DOCK_WIDTH, widget.minimumSizeHint().width() if widget is not None else 0)
-        return QSize(width + self.verticalScrollBar().sizeHint().width(), hint.height())
+        bar = self.verticalScrollBar()
+        return QSize(width + (bar.sizeHint().width() if bar is not None else 0), hint.height())
 
 
 def _wrap_without_widening(label: Label) -> None:
@@ -167,6 +168,7 @@ class StyleTransferWidget(Container):
         self._device = self._weights = ""
         self._downloading = False
         self._stepping = False  # the run has taken its first step (a cancel then waits for a step)
+        self._keeping_roles = False  # layers come and go: no role is re-chosen meanwhile
         # The Qt widget was destroyed (dock closed, viewer closed): render nothing more. A
         # closure over the flag, since a bound method of this object might not be called.
         self._gone = threading.Event()
@@ -306,6 +308,9 @@ class StyleTransferWidget(Container):
         """Every named control, the groups' and the style rows' too, by name."""
         return {control.name: control for part in self._parts for control in _named_controls(part)}
 
+    def __getitem__(self, key: Any) -> Any:  # any control, by name
+        return super().__getitem__(key)
+
     def __getattr__(self, name: str) -> Any:
         """Controls by name, the style rows' too (``widget["style_2"]``, ``widget["blend_2"]``)."""
         try:
@@ -317,10 +322,41 @@ class StyleTransferWidget(Container):
             return control
 
     def reset_choices(self, *args: Any) -> None:
-        """napari calls this when layers come and go; keep content and style apart."""
-        super().reset_choices(*args)
+        """napari calls this when layers come and go; keep content and style apart, and each
+        in its role when the content layer goes."""
+        if "_parts" not in self.__dict__:
+            return
+        content = self["content"].value
+        styles = [row.layer.value for row in self._styles.rows]
+        self._keeping_roles = True
+        for part in self._parts:
+            part.reset_choices(*args)
+        self._keeping_roles = False
+        if content is not None and content not in self.viewer.layers:
+            self._content_removed(styles)
+            return
         self._pick_demo_roles()
         self._separate_roles()
+
+    def _content_removed(self, styles: list[Any]) -> None:
+        """The content layer was deleted: the styles stay styles; the content becomes the
+        newest input layer that is no style, or, with none, the user is asked to choose."""
+        from napari.layers import Image
+
+        self._keeping_roles = True
+        for row, layer in zip(self._styles.rows, styles, strict=True):
+            if layer in self.viewer.layers:
+                row.layer.value = layer
+        free = [
+            layer
+            for layer in self.viewer.layers
+            if isinstance(layer, Image) and layer not in styles and "style_transfer" not in layer.metadata
+        ]
+        if free:
+            self["content"].value = free[-1]
+        else:
+            self._status.value = "the content layer was removed: choose the content layer"
+        self._keeping_roles = False
 
     def _pick_demo_roles(self) -> None:
         """A demo pair adds its style first and its content last (on top): when the content
@@ -343,7 +379,7 @@ class StyleTransferWidget(Container):
         on the style's layer: the newest other Image layer that is not a style-transfer result
         becomes the style (a demo pair adds its content first, then its style)."""
         content, style = self["content"], self["style"]
-        if content.value is None or style.value is not content.value:
+        if self._keeping_roles or content.value is None or style.value is not content.value:
             return
         others = [layer for layer in style.choices if layer is not content.value]
         inputs = [layer for layer in others if "style_transfer" not in layer.metadata]
@@ -383,7 +419,7 @@ class StyleTransferWidget(Container):
 
     # --- options ------------------------------------------------------------------------
 
-    def options(self) -> dict[str, Any]:
+    def options(self) -> dict[str, Any]:  # type: ignore[override]  # the plugin's API since 0.1
         """The engine options the controls hold now (keywords of ``stylize``); ``frames``
         comes from the stack choice."""
         skip = ("frames", "style_blend", "style_scale")
