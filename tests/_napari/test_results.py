@@ -167,3 +167,19 @@ def test_a_size_that_shrinks_the_style_too_far_says_it_is_the_style(qtbot, viewe
     widget["size"].value = 16
     assert widget.run() is None
     assert "the style is shrunk with the content to" in widget["status"].value
+
+
+def test_save_result_writes_the_newest_result_with_its_settings(tmp_path, viewer, widget):
+    from napari_style_transfer._napari.tiff import read_styled_tiff
+
+    settings = {"content": "photo", "options": {"steps": 4}}
+    viewer.add_image(
+        np.zeros((8, 8), np.float32),
+        name="photo styled (step 2)",
+        metadata={"style_transfer": {**settings, "snapshot": True}},
+    )
+    viewer.add_image(np.ones((8, 8), np.float32), name="photo styled", metadata={"style_transfer": settings})
+    viewer.layers.selection.active = viewer.layers["photo"]  # no result selected: the newest is saved
+    saved = widget.save_result(str(tmp_path / "result.tif"))
+    ((data, kwargs, _),) = read_styled_tiff(saved)
+    assert kwargs["metadata"]["style_transfer"] == settings and data.max() == 1.0
