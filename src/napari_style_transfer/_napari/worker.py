@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -317,8 +318,11 @@ def _engine_updates(
         restore_priority(niceness)
 
 
-def _import_engine() -> None:
-    from .. import api  # noqa: F401 (imports torch and the engine)
+def _import_engine() -> ModuleType:
+    """The run pipeline's module (importing it imports torch and the engine)."""
+    from .. import api
+
+    return api
 
 
 def _close_steps(prepared: tuple[Iterator[Any], Any]) -> None:
@@ -502,22 +506,7 @@ def cluster_frame_updates(
                 yield Started(device, result.weights)
             stack[index] = image
             last = result
-            record = _FrameRecord(result.steps, index, done, done * result.steps, count * result.steps)
-            losses = result.losses
-            # the cluster's rate so far, its start included: frames come back whole, not step by step
-            elapsed = time.perf_counter() - started
-            rate = (done + 1) * result.steps / elapsed if elapsed > 0 else 0.0
-            yield Progress(
-                result.steps,
-                result.steps,
-                losses.total,
-                losses.content,
-                losses.style,
-                rate,
-                record,
-                done,
-                count,
-            )
+            yield _cluster_progress(result, index, done, count, time.perf_counter() - started)
             yield FrameDone(index, done, count, image)
             done += 1
             if cancel.is_set():
@@ -548,6 +537,17 @@ def cluster_frame_updates(
         # stops: no frame is left running on the cluster for nobody, the client is closed
         if returned is not None:
             returned.stop()
+
+
+def _cluster_progress(result: Any, index: tuple[int, ...], done: int, count: int, elapsed: float) -> Progress:
+    """The progress of a cluster run when its ``done + 1``-th frame of ``count`` came back."""
+    record = _FrameRecord(result.steps, index, done, done * result.steps, count * result.steps)
+    losses = result.losses
+    # the cluster's rate so far, its start included: frames come back whole, not step by step
+    rate = (done + 1) * result.steps / elapsed if elapsed > 0 else 0.0
+    return Progress(
+        result.steps, result.steps, losses.total, losses.content, losses.style, rate, record, done, count
+    )
 
 
 _END = object()
@@ -699,7 +699,8 @@ class _InBackground(Generic[T]):
             self._drop(outcome)
 
     def wait(self, cancel: threading.Event) -> T | None:
-        """What ``prepare`` returned, or None when ``cancel`` came first; raises what it raised."""
+        """What ``prepare`` returned (never None), or None when ``cancel`` came first; raises
+        what it raised."""
         while not self._ready.wait(CANCEL_CHECK_S):
             if cancel.is_set():
                 with self._lock:
