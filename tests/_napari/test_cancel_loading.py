@@ -117,7 +117,7 @@ def test_napari_exits_cleanly_after_a_run_cancelled_while_the_weights_loaded():
         [sys.executable, str(script)], capture_output=True, text=True, timeout=RUN_WAIT_MS / 1000
     )
     assert (done.returncode, done.stdout.strip()) == (0, "viewer closed"), done.stderr
-    assert "terminate called" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr == ""  # no "terminate called without an active exception", no traceback
 
 
 def test_the_status_says_cancelling_without_a_step_while_the_run_prepares(qtbot, widget, monkeypatch):

@@ -77,7 +77,22 @@ def test_controls_that_do_nothing_for_the_content_are_disabled(viewer, widget):
     assert not widget["batch_frames"].enabled
     widget["content"].value = viewer.add_image(np.zeros((3, 40, 48), np.float32), name="zstack")
     assert widget["stack"].enabled and widget["keep_grey"].enabled and not widget["content_colours"].enabled
-    assert widget["content_range"].enabled and widget["batch_frames"].enabled
+    assert widget["content_range"].enabled
+
+
+def test_stack_settings_are_enabled_only_in_the_stack_mode_they_act_in(viewer, widget):
+    widget["content"].value = viewer.add_image(np.zeros((3, 40, 48), np.float32), name="zstack")
+    time_series = ("temporal_weight", "time_steps")
+
+    def enabled():
+        names = ("batch_frames", "snapshot_every", *time_series)
+        return {name for name in names if widget[name].enabled}
+
+    assert enabled() == {"snapshot_every"}  # the slice on screen: a single image
+    widget["stack"].value = "whole stack, frames independent"
+    assert enabled() == {"batch_frames"}
+    widget["stack"].value = "whole stack as time series"
+    assert enabled() == set(time_series)
 
 
 def test_averaged_iterates_can_be_set_only_with_adam(widget):
@@ -164,9 +179,9 @@ def test_a_size_that_shrinks_the_style_too_far_says_it_is_the_style(qtbot, viewe
     widget["style"].value = viewer.add_image(
         np.random.default_rng(0).random((12, 12, 3)), name="tiny", rgb=True
     )
-    widget["size"].value = 16
+    widget["size"].value = 32  # the content 27x32 px, enough; the style shrunk to 8x8 px
     assert widget.run() is None
-    assert "the style is shrunk with the content to" in widget["status"].value
+    assert "size 32 is too small: the style is shrunk with the content to 8x8 px" in widget["status"].value
 
 
 def test_save_result_writes_the_newest_result_with_its_settings(tmp_path, viewer, widget):

@@ -104,7 +104,9 @@ def option_control(name: str, value: Any) -> ValueWidget:
     if isinstance(default, bool):
         return CheckBox(value=value, text=common.pop("label"), **common)
     if isinstance(default, tuple):
-        return LineEdit(value=",".join(map(str, value)), **common)
+        layers = LineEdit(value=",".join(map(str, value)), **common)
+        layers.native.setCursorPosition(0)  # the list's start shows, not its clipped end
+        return layers
     if isinstance(default, int) and not isinstance(default, bool) and zero_means(name):
         zero = zero_means(name)
         return NumberField(value=value, minimum=low or 0, maximum=high or 0, zero=zero, whole=True, **common)

@@ -103,7 +103,7 @@ class StyleList(Container):
         header = Container(
             widgets=[
                 Label(value="#"),
-                Label(value="layer"),
+                Label(value="style layer"),
                 Label(value="weight"),
                 Label(value="scale"),
                 Label(value=""),

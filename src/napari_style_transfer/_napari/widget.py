@@ -143,7 +143,9 @@ class _NarrowScrollArea(QScrollArea):
         widget = self.widget()
         width = max(DOCK_WIDTH, widget.minimumSizeHint().width() if widget is not None else 0)
         bar = self.verticalScrollBar()
-        return QSize(width + (bar.sizeHint().width() if bar is not None else 0), hint.height())
+        # room for the scroll bar and the frame: the body keeps its width when the bar shows
+        frame = 2 * self.frameWidth() + 4
+        return QSize(width + frame + (bar.sizeHint().width() if bar is not None else 0), hint.height())
 
 
 def _wrap_without_widening(label: Label) -> None:
@@ -175,12 +177,13 @@ class StyleTransferWidget(Container):
         self.native.destroyed.connect(lambda *_, gone=self._gone: gone.set())
         self._undock_watcher = _UndockWatcher(self)
         defaults = {**StyleOptions().to_dict(), **preferences()}
-        self._parts: list[Container] = [self._essentials(defaults)]
-        self._body = Container(widgets=[self._parts[0]], labels=False)
+        self._parts: list[Container] = self._essentials(defaults)
+        self._body = Container(widgets=list(self._parts), labels=False)
         self.groups: dict[str, Any] = {}
         for title, names in GROUPS.items():
             self._add_group(title, [self._group_control(name, defaults) for name in names])
         self._body.native.layout().addStretch()
+        _align_labels(self._parts)
         self._scroll_body()
         self._connect()
         self._pick_demo_roles()
@@ -188,8 +191,9 @@ class StyleTransferWidget(Container):
         self._preselect_stack(self["content"].value)
         self._fit_controls()
 
-    def _essentials(self, defaults: dict[str, Any]) -> Container:
-        """Content, style rows, strength, steps, size, Run, progress and status."""
+    def _essentials(self, defaults: dict[str, Any]) -> list[Container]:
+        """Content; the style rows (the dock's whole width); strength, steps, size, Run,
+        progress and status."""
         from napari.layers import Image
 
         content = create_widget(annotation=Image, name="content", label="content")
@@ -212,11 +216,15 @@ class StyleTransferWidget(Container):
         self._status = Label(name="status", label="status", value="idle")
         self._status.tooltip = "step, losses, speed, device and weights of the current run"
         _wrap_without_widening(self._status)
-        controls = [content, self._styles, strength]
-        controls += [option_control(name, defaults[name]) for name in ("steps", "size")]
-        essentials = Container(widgets=[*controls, self._button, self._progress, self._status], labels=True)
-        essentials.margins = (0, 0, 0, 0)
-        return essentials
+        controls = [strength, *(option_control(name, defaults[name]) for name in ("steps", "size"))]
+        parts = [
+            Container(widgets=[content], labels=True),
+            self._styles,
+            Container(widgets=[*controls, self._button, self._progress, self._status], labels=True),
+        ]
+        for part in parts:
+            part.margins = (0, 0, 0, 0)
+        return parts
 
     def _group_control(self, name: str, defaults: dict[str, Any]) -> Any:
         """A group's control: an option's (from its metadata), or one of the widget's own."""
@@ -668,6 +676,23 @@ def _speed_and_time_left(update: Progress) -> str:
     minutes, seconds = divmod(round(left), 60)
     eta = f"{minutes}\u00a0min {seconds}\u00a0s" if minutes else f"{seconds}\u00a0s"
     return f"{update.steps_per_second:.2f}\u00a0steps/\u2060s, ~{eta}\u00a0left"
+
+
+def _align_labels(parts: list[Container]) -> None:
+    """One label column for the essentials and every group, as wide as the widest label."""
+    from magicgui.application import use_app
+
+    measure = use_app().get_obj("get_text_width")
+    labeled = [
+        (control, control._labeled_widget())
+        for part in parts
+        if part.labels
+        for control in part._list
+        if control._labeled_widget() is not None
+    ]
+    widest = max(measure(control.label) for control, _ in labeled)
+    for _, row in labeled:
+        row.label_width = widest
 
 
 def _named_controls(container: Container) -> Iterator[Any]:

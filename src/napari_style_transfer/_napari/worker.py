@@ -676,7 +676,11 @@ class _InBackground(Generic[T]):
         self._outcome: T | BaseException | None = None
         self._dropped = False
         self._drop = drop
-        thread = threading.Thread(target=self._prepare, args=(prepare, caught), name=LOADING_THREAD)
+        # daemon=False said: a new thread inherits the daemon flag of the one that makes it,
+        # and Qt's pool threads count as daemon threads in Python
+        thread = threading.Thread(
+            target=self._prepare, args=(prepare, caught), name=LOADING_THREAD, daemon=False
+        )
         thread.start()
 
     def _prepare(self, prepare: Callable[[], T], caught: _ThisThreadsWarnings | None) -> None:
