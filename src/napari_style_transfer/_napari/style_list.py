@@ -12,7 +12,7 @@ from typing import Any
 
 from magicgui.widgets import Container, FloatSpinBox, Label, PushButton, create_widget
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QAbstractSpinBox
+from qtpy.QtWidgets import QAbstractSpinBox, QComboBox
 
 from ..options import StyleOptions, limits
 
@@ -34,6 +34,12 @@ def _control_names(number: int) -> tuple[str, str, str, str]:
     return f"style{suffix}", f"blend{suffix}", f"style_scale{suffix}", f"remove_button{suffix}"
 
 
+def narrow_choice(box: QComboBox, letters: int) -> None:
+    """A choice as narrow as ``letters`` letters in the dock (its list still shows whole)."""
+    box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    box.setMinimumContentsLength(letters)
+
+
 def _compact(container: Container) -> Container:
     container.margins = (0, 0, 0, 0)
     container.native.layout().setSpacing(4)
@@ -48,6 +54,7 @@ class StyleRow(Container):
 
         self.layer: Any = create_widget(annotation=Image, name="style", label="style")
         self.layer.tooltip = "a style Image layer: its colours and textures are transferred"
+        narrow_choice(self.layer.native, 4)
         self.weight = FloatSpinBox(
             value=weight,
             min=0.0,
@@ -83,6 +90,7 @@ class StyleRow(Container):
         policy.setRetainSizeWhenHidden(True)
         self.remove_button.native.setSizePolicy(policy)
         self.number = number
+        self.native.setMinimumHeight(self.native.sizeHint().height())  # never squeezed by the dock
 
     @property
     def number(self) -> int:

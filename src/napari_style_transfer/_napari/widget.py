@@ -23,7 +23,7 @@ from ..options import StyleOptions
 from .controls import StackChoice, option_control, option_value, strength_row
 from .layers import STACK_MODES, frames_option, is_time_series
 from .run import cancel, run_style_transfer, settings_summary
-from .style_list import StyleList, StyleRow
+from .style_list import StyleList, StyleRow, narrow_choice
 from .tiff import write_styled_tiff
 from .worker import Cancelled, Downloading, Failed, Finished, Progress, Started, Update, dispatch
 
@@ -269,6 +269,10 @@ class StyleTransferWidget(Container):
         box.setExpandedIcon("\u25be")
         box.addWidget(group.native)
         box.collapse(animate=False)
+        layout = box.layout()
+        if layout is not None:  # closed groups sit close together
+            layout.setContentsMargins(0, 2, 0, 2)
+            layout.setSpacing(2)
         self._body.native.layout().addWidget(box)
         self.groups[title] = box
 
@@ -279,16 +283,16 @@ class StyleTransferWidget(Container):
         from qtpy.QtCore import Qt
         from qtpy.QtWidgets import QComboBox, QFrame
 
-        for control in self.controls().values():
+        forms = [part for part in self._parts if not isinstance(part, StyleList)]  # rows: their own
+        for control in (control for part in forms for control in _named_controls(part)):
             if isinstance(control.native, QComboBox):
-                control.native.setSizeAdjustPolicy(
-                    QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
-                )
-                control.native.setMinimumContentsLength(6)
+                narrow_choice(control.native, 6)
         area = _NarrowScrollArea()
         area.setWidgetResizable(True)
         area.setFrameShape(QFrame.Shape.NoFrame)
         area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # always there, so that opening a group never narrows the controls under the bar
+        area.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)
         area.setWidget(self._body.native)
         area.setMinimumWidth(DOCK_WIDTH)
         self.margins = (0, 0, 0, 0)
