@@ -1,9 +1,11 @@
 """Screenshots of napari with the Style Transfer widget, before and after a run.
 
-    xvfb-run -a python docs/make_screenshots.py [--weights random] [--out docs/images] [--only styles]
+    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py [--weights random] [--out docs/images] [--only styles]
 
-Opens the astronaut + swirl demo pair, docks the widget, takes a screenshot (controls that do
-nothing for a 2D RGB content are disabled), runs a short transfer (snapshots become layers),
+In a 1280 x 800 window (the X screen must be larger: -screen above). Opens the astronaut +
+swirl demo pair, docks the widget, takes a screenshot (controls that do nothing for a 2D RGB
+content are disabled), three more with every group open (widget_groups_1..3.png, scrolled
+from top to bottom), runs a short transfer (snapshots become layers),
 then a second, shorter run with a stronger style weight and its snapshots folded away, and
 takes the last screenshot when it has finished: the second result is named for what
 changed, and the status line names it. Then (or with ``--only styles``, alone) the widget
