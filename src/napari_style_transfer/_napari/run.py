@@ -404,13 +404,7 @@ def run_style_transfer(
     several = isinstance(style, list | tuple)
     style_layers = _style_layers(viewer, content_layer, list(style) if several else [style])
     frames = frames_option(stack)
-    if frames is not None:
-        if options.get("frames", frames) != frames:
-            raise StyleTransferError(
-                f"stack {stack_mode(stack)!r} styles the frames as frames={frames!r}, not {options['frames']!r}; "
-                "leave frames out or choose the other whole-stack mode"
-            )
-        options = {**options, "frames": frames}
+    options = _with_frames(options, stack, frames)
     size = StyleOptions.from_kwargs(options).size
     # Views and contrast limits only: the worker reads the data, a frame at a time.
     source = layer_input(content_layer, "content", viewer=viewer, stack=stack, size=size, defer=True)
@@ -435,18 +429,41 @@ def run_style_transfer(
     )
     if several:
         writer.style_name = ", ".join(layer.name for layer in style_layers)
-    if scheduler and frames == "independent" and not several and regions is None:
-        updates = cluster_frame_updates(source, style_sources[0], options, cancel_event, scheduler)
-    else:
-        updates = style_transfer_updates(
-            source, style_sources if several else style_sources[0], options, cancel_event, regions
-        )
+    cluster = scheduler if frames == "independent" and not several and regions is None else None
+    styles_read = style_sources if several else style_sources[0]
+    updates = _run_updates(source, styles_read, options, cancel_event, regions, cluster)
     worker = _worker(updates, cancel_event, writer)
     _stop_when_the_content_goes(viewer, content_layer, worker)
     _RUNS.add(worker)
     if start:
         worker.start()
     return worker
+
+
+def _run_updates(
+    source: LayerInput,
+    styles: Any,
+    options: dict[str, Any],
+    cancel_event: threading.Event,
+    regions: Any,
+    cluster: str | None,
+) -> Iterator[Update]:
+    """The run's updates: its frames on the dask cluster at ``cluster``, or here."""
+    if cluster:
+        return cluster_frame_updates(source, styles, options, cancel_event, cluster)
+    return style_transfer_updates(source, styles, options, cancel_event, regions)
+
+
+def _with_frames(options: dict[str, Any], stack: str, frames: str | None) -> dict[str, Any]:
+    """``options`` with the ``frames`` a whole-stack mode asks for (a different one refused)."""
+    if frames is None:
+        return options
+    if options.get("frames", frames) != frames:
+        raise StyleTransferError(
+            f"stack {stack_mode(stack)!r} styles the frames as frames={frames!r}, not {options['frames']!r}; "
+            "leave frames out or choose the other whole-stack mode"
+        )
+    return {**options, "frames": frames}
 
 
 def _style_layers(viewer: napari.Viewer, content: Image, styles: list[Any]) -> list[Image]:
