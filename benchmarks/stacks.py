@@ -456,7 +456,7 @@ def _blob(size: int, centre: tuple[float, float], radii: tuple[float, float], se
     """A soft-edged elliptical blob with its own chromatin-like texture, in [0, 1]."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     r = np.sqrt(((yy - centre[0]) / radii[0]) ** 2 + ((xx - centre[1]) / radii[1]) ** 2)
-    body = 1.0 / (1.0 + np.exp((r - 1.0) * 8.0))
+    body = 1.0 / (1.0 + np.exp(np.minimum((r - 1.0) * 8.0, 50.0)))  # far outside: 0, not an overflow
     pattern = np.roll(_texture(size, seed, size / 40), (int(round(centre[0])), int(round(centre[1]))), (0, 1))
     return body * (0.6 + 0.4 * pattern)
 
