@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
 import re
 import shlex
@@ -210,47 +211,88 @@ def command_line_syntax(text: str) -> str:
     return _BARE_KEYWORD.sub(lambda match: option_flag(match.group(1)), text)
 
 
-def add_option_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
-    """One ``--option`` per StyleOptions field, defaults and help read from there."""
+#: Where each run option appears in ``--help`` (and in the documentation's option table), in
+#: the order the groups are shown. tests/test_cli_help.py checks that every StyleOptions field
+#: has a group.
+OPTION_GROUPS: dict[str, tuple[str, ...]] = {
+    "inputs and outputs": ("size", "snapshot_every", "keep_grey"),
+    "style": (
+        "style_weight",
+        "content_weight",
+        "tv_weight",
+        "style_scale",
+        "style_blend",
+        "style_loss",
+        "style_layers",
+        "style_layer_weights",
+        "content_layers",
+        "content_colours",
+        "weights",
+        "pooling",
+    ),
+    "optimisation": ("steps", "optimizer", "learning_rate", "init", "seed", "average", "schedule"),
+    "stacks (3D+ content)": ("frames", "temporal_weight", "time_steps"),
+    "performance": ("device", "precision", "batch_frames", "channels_last", "cudnn_benchmark"),
+}
+#: The group of a batch's own options (after the run options').
+BATCH_GROUP = "batch (dask cluster)"
+
+
+def option_groups(parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """The parser's argument groups of :data:`OPTION_GROUPS`, created in that order."""
+    return {title: parser.add_argument_group(title) for title in OPTION_GROUPS}
+
+
+def add_option_arguments(
+    parser: argparse.ArgumentParser,
+    defaults: dict[str, Any] | None = None,
+    groups: dict[str, Any] | None = None,
+) -> None:
+    """One ``--option`` per StyleOptions field, defaults and help read from there, each in its
+    group of :data:`OPTION_GROUPS` (``groups``: the parser's, from :func:`option_groups`)."""
     defaults = {**dataclasses.asdict(StyleOptions()), **(defaults or {})}
-    group = parser.add_argument_group("style-transfer options")
+    groups = groups or option_groups(parser)
+    group_of = {name: groups[title] for title, names in OPTION_GROUPS.items() for name in names}
     for field in dataclasses.fields(StyleOptions):
-        default = defaults[field.name]
-        flag = option_flag(field.name)
-        kwargs: dict[str, Any] = {"dest": field.name, "default": default}
-        if field.metadata.get("numbers"):
-            kwargs.update(type=_numbers, metavar="NUMBER,...")
-            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-            shown = shown if shown != "" else None
-        elif isinstance(default, tuple):
-            kwargs.update(type=_layers, metavar="LAYER,...")
-            shown = ",".join(default)
-        elif field.name == "content_colours":  # a mode; the bare flag is the luminance mode, as before
-            kwargs.update(nargs="?", const="luminance", choices=choices(field.name))
-            group.add_argument(
-                "--no-content-colours",
-                dest=field.name,
-                action="store_const",
-                const=False,
-                help="keep the style's colours",
-            )
-            shown = default if default else "off"
-        elif field.name in ("learning_rate", "seed", "average"):
-            kwargs.update(type=_optional(_number(int if field.name == "seed" else float)))
-            shown = default
-        elif choices(field.name):
-            kwargs["choices"] = choices(field.name)
-            shown = default
-        elif isinstance(default, bool):
-            kwargs["action"] = argparse.BooleanOptionalAction
-            shown = "on" if default else "off"
-        elif not isinstance(default, int | float):
-            shown = default
-        else:
-            kwargs["type"] = _number(type(default))
-            shown = f"{default:g}" if isinstance(default, float) else default
-        suffix = "" if shown is None else f" (default: {shown})"
-        group.add_argument(flag, help=command_line_syntax(help_text(field.name)) + suffix, **kwargs)
+        _add_option(group_of[field.name], field, defaults[field.name])
+
+
+def _add_option(group: Any, field: dataclasses.Field, default: Any) -> None:
+    flag = option_flag(field.name)
+    kwargs: dict[str, Any] = {"dest": field.name, "default": default}
+    if field.metadata.get("numbers"):
+        kwargs.update(type=_numbers, metavar="NUMBER,...")
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        shown = shown if shown != "" else None
+    elif isinstance(default, tuple):
+        kwargs.update(type=_layers, metavar="LAYER,...")
+        shown = ",".join(default)
+    elif field.name == "content_colours":  # a mode; the bare flag is the luminance mode, as before
+        kwargs.update(nargs="?", const="luminance", choices=choices(field.name))
+        group.add_argument(
+            "--no-content-colours",
+            dest=field.name,
+            action="store_const",
+            const=False,
+            help="keep the style's colours",
+        )
+        shown = default if default else "off"
+    elif field.name in ("learning_rate", "seed", "average"):
+        kwargs.update(type=_optional(_number(int if field.name == "seed" else float)))
+        shown = default
+    elif choices(field.name):
+        kwargs["choices"] = choices(field.name)
+        shown = default
+    elif isinstance(default, bool):
+        kwargs["action"] = argparse.BooleanOptionalAction
+        shown = "on" if default else "off"
+    elif not isinstance(default, int | float):
+        shown = default
+    else:
+        kwargs["type"] = _number(type(default))
+        shown = f"{default:g}" if isinstance(default, float) else default
+    suffix = "" if shown is None else f" (default: {shown})"
+    group.add_argument(flag, help=command_line_syntax(help_text(field.name)) + suffix, **kwargs)
 
 
 def add_output_dtype_argument(parser: argparse.ArgumentParser, results: str, eight_bits: str) -> None:
@@ -265,63 +307,127 @@ def add_output_dtype_argument(parser: argparse.ArgumentParser, results: str, eig
     )
 
 
+RUN_EXAMPLES = f"""examples:
+  {PROG} photo.png swirl.png -o photo_swirl.png
+      one image in the style of another (300 steps at 512 px: see --steps, --size)
+  {PROG} nuclei.tif he_stain.png -o nuclei_he.tif --no-keep-grey --style-weight 1e5
+      a grey fluorescence image stained in the colours of an H&E-like style
+  {PROG} movie.tif swirl.png -o movie_swirl.tif --frames time --size 256 --steps 200
+      a time-lapse (T x Y x X): each frame starts from the previous result, warped
+
+'{PROG} run CONTENT STYLE ...' is the same. '{PROG} demo --help': the demo on bundled
+samples; '{PROG} batch --help': many images and styles on a dask cluster.
+"""
+
+DEMO_EXAMPLES = f"""examples:
+  {PROG} demo -o demo-output
+      astronaut + swirl, 256 px, 100 steps; writes content.png, style.png, snapshots, result.png
+  {PROG} demo -o nuclei --pair nuclei_he_stain --no-keep-grey
+      the synthetic fluorescence nuclei stained like the H&E-like sample
+  {PROG} demo -o quick --steps 20 --size 128 --weights random
+      a quick look without ImageNet weights (untrained network: texture only)
+"""
+
+BATCH_EXAMPLES = f"""examples:
+  {PROG} batch -o styled/ --style stain.png images/*.tif
+      every image with one style, on a local dask cluster (one worker per CUDA GPU, else one)
+  {PROG} batch -o styled/ --style a.png --style b.png --workers 0 --steps 200 images/*.png
+      every image with two styles, in this process
+  {PROG} batch -o styled/ --style stain.png --scheduler tcp://HOST:8786 images/*.tif
+      on a running cluster (dask scheduler and dask worker started elsewhere)
+
+A rerun skips the results already made with the same settings (--force redoes them). Exit
+status 0 when every item succeeded, 1 when one failed, 2 for a usage error.
+"""
+
+
+def _new_parser(prog: str, usage: str, description: str) -> _Parser:
+    # a short usage line, so that --help opens with the examples; the description holds them:
+    # keep its line breaks
+    return _Parser(
+        prog=prog,
+        usage=f"{prog} {usage}",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parser(demo: bool = False) -> argparse.ArgumentParser:
+    """The parser of a run (``demo=False``) or of the demo; options grouped as in
+    :data:`OPTION_GROUPS`."""
     if demo:
-        parser = _Parser(
-            prog=f"{PROG} demo",
-            description="Run style transfer on a bundled sample pair and write the content, the style, "
-            "the snapshots and the result as PNG files. Defaults are smaller than a run's so the "
-            "demo finishes in a minute or two on a laptop CPU.",
+        parser = _new_parser(
+            f"{PROG} demo",
+            "-o FOLDER [--pair PAIR] [options]",
+            "Style a bundled sample pair and write the content, the style, the snapshots and the "
+            "result as PNG files.\nThe defaults are smaller than a run's (256 px, 100 steps).\n\n"
+            + DEMO_EXAMPLES,
         )
-        parser.add_argument("-o", "--output", type=Path, required=True, help="folder for the PNG files")
-        parser.add_argument(
+        groups = option_groups(parser)
+        files = groups["inputs and outputs"]
+        files.add_argument("-o", "--output", type=Path, required=True, help="folder for the PNG files")
+        files.add_argument(
             "--pair", choices=tuple(DEMO_PAIRS), default=next(iter(DEMO_PAIRS)), help="which sample pair"
         )
     else:
-        parser = _Parser(
-            prog=PROG,
-            description="Neural style transfer (Gatys et al., CVPR 2016): redraw CONTENT in the style of STYLE. "
-            f"'{PROG} run CONTENT STYLE ...' is the same. Run '{PROG} demo --help' for the demo on bundled samples, "
-            f"'{PROG} batch --help' for many images and styles.",
+        parser = _new_parser(
+            PROG,
+            "CONTENT STYLE [STYLE ...] -o OUTPUT [options]",
+            "Neural style transfer (Gatys et al., CVPR 2016): redraw CONTENT in the style of STYLE.\n\n"
+            + RUN_EXAMPLES,
         )
-        parser.add_argument("content", type=Path, help=f"content image ({IMAGE_HINT})")
-        parser.add_argument(
-            "style",
-            type=Path,
-            nargs="*",
-            help=f"style image(s) ({IMAGE_HINT}); several are blended by --style-blend",
-        )
-        parser.add_argument(
-            "--style",
-            dest="more_styles",
-            type=Path,
-            action="append",
-            default=[],
-            metavar="STYLE",
-            help="a further style image (repeatable), as the positional ones",
-        )
-        parser.add_argument(
-            "--style-regions",
-            type=Path,
-            metavar="LABELS",
-            help="integer label image of the content's aspect ratio: label k takes the k-th style, 0 only the content (.npy, .tif or .png)",
-        )
-        parser.add_argument(
-            "-o",
-            "--output",
-            type=Path,
-            required=True,
-            help="result image file (.png: 8-bit, .tif: float32 or --output-dtype, both with the settings; "
-            "a stack needs .tif or .npy)",
-        )
-        parser.add_argument(
-            "--snapshot-dir", type=Path, help="also write every snapshot as a PNG into this folder"
-        )
-        add_output_dtype_argument(parser, "a .tif or .npy result", "a .png or .jpg result is")
+        groups = option_groups(parser)
+        _add_run_files(groups["inputs and outputs"])
         parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    add_option_arguments(parser, DEMO_DEFAULTS if demo else None)
+    groups["inputs and outputs"].add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_option_arguments(parser, DEMO_DEFAULTS if demo else None, groups)
     return parser
+
+
+def _add_run_files(files: Any) -> None:
+    """A run's inputs and outputs: the content, the styles, the regions, the result, snapshots."""
+    files.add_argument("content", type=Path, help=f"content image ({IMAGE_HINT})")
+    files.add_argument(
+        "style",
+        type=Path,
+        nargs="*",
+        help=f"style image(s) ({IMAGE_HINT}); several are blended by --style-blend",
+    )
+    files.add_argument(
+        "--style",
+        dest="more_styles",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="STYLE",
+        help="a further style image (repeatable), as the positional ones",
+    )
+    files.add_argument(
+        "--style-regions",
+        type=Path,
+        metavar="LABELS",
+        help="integer label image of the content's aspect ratio: label k takes the k-th style, 0 only the content (.npy, .tif or .png)",
+    )
+    files.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="result image file (.png: 8-bit, .tif: float32 or --output-dtype, both with the settings; "
+        "a stack needs .tif or .npy)",
+    )
+    files.add_argument(
+        "--snapshot-dir", type=Path, help="also write every snapshot as a PNG into this folder"
+    )
+    add_output_dtype_argument(files, "a .tif or .npy result", "a .png or .jpg result is")
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv`` and check every run option's value, before anything imports torch (a bad
+    value is refused at once, not after seconds of loading)."""
+    args = parser.parse_args(argv)
+    StyleOptions.from_kwargs(_options(args))  # raises StyleTransferError naming the bad value
+    return args
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -330,7 +436,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(
     content: np.ndarray,
-    style: np.ndarray,
+    style: np.ndarray | list[np.ndarray],
     args: argparse.Namespace,
     snapshot_dir: Path | None,
     stack_shape: tuple[int, ...] = (),
@@ -365,13 +471,13 @@ def run(
             # a 2D run's last step is the result itself: no twin snapshot file (a stack's frames
             # keep theirs, a PNG preview of each frame of the TIFF)
             twin = record.frames == 1 and record.step == record.steps
-            if record.is_snapshot and snapshot_dir is not None and not twin:
+            if record.is_snapshot and snapshot_dir is not None and not twin and record.image is not None:
                 frame = f"frame{record.frame_number:04d}_" if record.frames > 1 else ""
                 try:
                     write_image(snapshot_dir / snapshot_name(record.step, frame), record.image)
                 except CommandLineError as error:  # a lost snapshot must not cost the run
                     bar.write(f"{PROG}: warning: {error}; the run goes on", file=sys.stderr)
-            if record.frames > 1 and record.step == record.steps:
+            if record.frames > 1 and record.step == record.steps and record.image is not None:
                 finished[record.frame] = record.image
             last = record
     except KeyboardInterrupt:
@@ -424,15 +530,16 @@ def _partial_stack(
 ) -> np.ndarray:
     """The stack as far as it got: finished frames, the interrupted frames' last images
     (one, or a batch's), zeros after that."""
-    shape = next(iter({**finished, **current}.values())).shape
-    stack = np.zeros(stack_shape + shape, dtype=np.float32)
+    from .pipeline.sinks import NumpySink
+
+    stack = NumpySink(stack_shape, zeroed=True)
     for index, image in {**finished, **current}.items():
-        stack[index] = image
-    return stack
+        stack.take(index, image)
+    return stack.result
 
 
 def _main_run(argv: Sequence[str]) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(build_parser(), argv)
     style_paths = args.style + args.more_styles
     if not style_paths:
         raise CommandLineError("give a style image after the content (or with --style FILE)")
@@ -450,7 +557,8 @@ def _main_run(argv: Sequence[str]) -> int:
     _prepare_folder(args.output.parent, "output")
     if args.snapshot_dir is not None:
         _prepare_folder(args.snapshot_dir, "--snapshot-dir")
-    frame_shape = working_shape(*described.shape, args.size)
+    height, width = described.shape
+    frame_shape = working_shape(height, width, args.size)
     with CtrlC() as ctrl_c:
         try:
             result = run(content, style, args, args.snapshot_dir, described.stack_shape, frame_shape, regions)
@@ -464,7 +572,7 @@ def _main_run(argv: Sequence[str]) -> int:
 
 
 def _main_demo(argv: Sequence[str]) -> int:
-    args = build_parser(demo=True).parse_args(argv)
+    args = parse_arguments(build_parser(demo=True), argv)
     content_key, style_key, _ = DEMO_PAIRS[args.pair]
     content, style = load_sample(content_key), load_sample(style_key)
     out: Path = args.output
@@ -490,19 +598,20 @@ def _main_demo(argv: Sequence[str]) -> int:
 
 
 def build_batch_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog=f"{PROG} batch",
-        description="Style every INPUT with every --style and write each result as "
-        "OUTDIR/<input stem>__<style stem>.png (2D results of 8-bit inputs) or .tif (stacks, inputs of "
-        "more than 8 bits; see --output-dtype), with its settings, and OUTDIR/batch.json. A rerun skips "
-        "the results already made with the same settings. Runs on a dask cluster: started here (--workers) "
-        "or running (--scheduler). Exit status 0 when every item succeeded, 1 when one failed.",
+    parser = _new_parser(
+        f"{PROG} batch",
+        "-o OUTDIR --style STYLE [--style STYLE ...] [options] INPUT [INPUT ...]",
+        "Style every INPUT with every --style and write each result as OUTDIR/<input stem>__<style stem>.png\n"
+        "(2D results of 8-bit inputs) or .tif (stacks, inputs of more than 8 bits; see --output-dtype),\n"
+        "with its settings, and OUTDIR/batch.json.\n\n" + BATCH_EXAMPLES,
     )
-    parser.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help=f"input images ({IMAGE_HINT})")
-    parser.add_argument(
+    groups = option_groups(parser)
+    files = groups["inputs and outputs"]
+    files.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help=f"input images ({IMAGE_HINT})")
+    files.add_argument(
         "-o", "--output", type=Path, required=True, metavar="OUTDIR", help="folder for the results"
     )
-    parser.add_argument(
+    files.add_argument(
         "--style",
         type=Path,
         action="append",
@@ -511,7 +620,11 @@ def build_batch_parser() -> argparse.ArgumentParser:
         metavar="STYLE",
         help="a style image; give --style several times for several styles",
     )
-    where = parser.add_mutually_exclusive_group()
+    add_output_dtype_argument(files, "each .tif result", "a .png result (2D, 8-bit input) is")
+    files.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_option_arguments(parser, groups=groups)
+    cluster = parser.add_argument_group(BATCH_GROUP)
+    where = cluster.add_mutually_exclusive_group()
     where.add_argument(
         "--workers",
         type=_number(int),
@@ -524,18 +637,39 @@ def build_batch_parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="run on a running dask cluster: its scheduler's address (tcp://HOST:PORT) or scheduler file",
     )
-    parser.add_argument(
+    cluster.add_argument(
         "--connect-timeout",
         type=_number(float),
         default=10.0,
         metavar="SECONDS",
         help="give up reaching --scheduler after this long (default: 10)",
     )
-    add_output_dtype_argument(parser, "each .tif result", "a .png result (2D, 8-bit input) is")
-    parser.add_argument("--force", action="store_true", help="redo items whose result is already there")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    add_option_arguments(parser)
+    cluster.add_argument("--force", action="store_true", help="redo items whose result is already there")
     return parser
+
+
+def _installed(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a finder that refuses it; a half-imported module
+        return False
+
+
+def parse_batch_arguments(argv: Sequence[str]) -> argparse.Namespace:
+    """A batch's arguments, checked before torch or dask is imported: the run options, the
+    cluster's numbers, and that dask's distributed is installed where a cluster is asked for."""
+    args = parse_arguments(build_batch_parser(), argv)
+    if args.workers is not None and args.workers < 0:
+        raise CommandLineError(f"--workers must be 0 (this process) or more, got {args.workers}")
+    if args.connect_timeout <= 0:
+        raise CommandLineError(f"--connect-timeout must be above 0 seconds, got {args.connect_timeout:g}")
+    if args.workers != 0 and not _installed("distributed"):
+        flag = "--scheduler" if args.scheduler else "a batch on a local cluster"
+        raise CommandLineError(
+            f"{flag} needs dask's distributed, which is not installed: "
+            f"pip install 'napari-style-transfer[distributed]', or run the items here with --workers 0"
+        )
+    return args
 
 
 def _main_batch(argv: Sequence[str]) -> int:
@@ -543,11 +677,7 @@ def _main_batch(argv: Sequence[str]) -> int:
 
     from .batch import FAILED, RECORD_NAME, stylize_batch
 
-    args = build_batch_parser().parse_args(argv)
-    if args.workers is not None and args.workers < 0:
-        raise CommandLineError(f"--workers must be 0 (this process) or more, got {args.workers}")
-    if args.connect_timeout <= 0:
-        raise CommandLineError(f"--connect-timeout must be above 0 seconds, got {args.connect_timeout:g}")
+    args = parse_batch_arguments(argv)
     options = _options(args)
     # Everything that can be wrong before a task starts is refused before a cluster starts.
     from .batch import plan_batch
@@ -705,11 +835,18 @@ def _report(result: Any, path: Path) -> None:
     )
 
 
+def warning_line(message: Any) -> str:
+    """A warning as this command's one line, in its flag syntax (dask's warnings, for one,
+    come in several lines)."""
+    text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    return f"{PROG}: warning: {command_line_syntax(text)}"
+
+
 def _warn_in_one_line(message: Any, category: type, *_: Any, **__: Any) -> None:
     from tqdm import tqdm
 
     # through tqdm, which takes a progress bar off its line first and draws it again after
-    tqdm.write(f"{PROG}: warning: {command_line_syntax(str(message))}", file=sys.stderr)
+    tqdm.write(warning_line(message), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
