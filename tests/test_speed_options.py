@@ -301,7 +301,9 @@ def test_the_machine_key_names_the_cpu_flags_and_torch(monkeypatch):
     assert key.endswith("cpu 2 threads bfloat16")
 
 
-@pytest.mark.parametrize(("value", "kept"), [("auto", "auto"), (True, True), (np.False_, False)])
+@pytest.mark.parametrize(
+    ("value", "kept"), [("auto", "auto"), (True, True), (np.False_, False), ("off", False), ("On", True)]
+)
 def test_channels_last_takes_true_false_or_auto(value, kept):
     from napari_style_transfer import StyleOptions
 
@@ -312,5 +314,8 @@ def test_channels_last_takes_true_false_or_auto(value, kept):
 def test_channels_last_refuses_other_words_with_the_choices():
     from napari_style_transfer import StyleOptions, StyleTransferError
 
-    with pytest.raises(StyleTransferError, match="channels_last must be True, False or 'auto', got 'fast'"):
+    with pytest.raises(
+        StyleTransferError,
+        match=r"channels_last must be True, False or 'auto' \(on the command line auto, on or off\), got 'fast'",
+    ):
         StyleOptions(channels_last="fast").validated()
