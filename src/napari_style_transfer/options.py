@@ -47,6 +47,9 @@ STYLE_LOSSES = ("gram", "mean_cov", "sliced")
 #: matched to the content's histogram before it (Gatys et al., "Preserving color", 2016).
 COLOUR_MODES = ("luminance", "histogram")
 
+#: channels_last's words (the command line passes text): "auto" asks the machine's probe.
+_LAYOUTS: dict[str, bool | str] = {"auto": "auto", "on": True, "true": True, "off": False, "false": False}
+
 #: Default temporal_weight: measured with benchmarks/stacks.py (docs/benchmarks.md, "Stacks").
 TEMPORAL_WEIGHT = 1e3
 
@@ -315,9 +318,11 @@ class StyleOptions:
         choices=PRECISIONS,
         label="precision",
     )
-    channels_last: bool = _option(
-        True,
-        "channels-last memory layout for the convolutions (faster on GPUs and most CPUs)",
+    channels_last: bool | str = _option(
+        "auto",
+        "channels-last memory layout for the convolutions: auto (whichever a short probe at first "
+        "use finds faster on this machine and device, remembered in the user's cache), True or False",
+        presets=("auto", True, False),
         label="channels last",
     )
     cudnn_benchmark: bool = _option(
@@ -396,10 +401,17 @@ class StyleOptions:
                 )
 
         switches = {}
-        for name in ("keep_grey", "channels_last", "cudnn_benchmark"):
+        for name in ("keep_grey", "cudnn_benchmark"):
             value = getattr(self, name)
             check(_is_bool(value), f"{name} must be True or False, got {value!r}")
             switches[name] = bool(value) if _is_bool(value) else value
+        layout = _LAYOUTS.get(self.channels_last.lower()) if isinstance(self.channels_last, str) else None
+        check(
+            layout is not None or _is_bool(self.channels_last),
+            f"channels_last must be True, False or 'auto' (on the command line auto, on or off), "
+            f"got {self.channels_last!r}",
+        )
+        switches["channels_last"] = bool(self.channels_last) if _is_bool(self.channels_last) else layout
         schedule = _as_schedule(self.schedule, size, errors)
 
         for name in ("optimizer", "init", "pooling", "precision", "frames"):
