@@ -251,16 +251,34 @@ def test_the_cache_holds_one_choice_per_machine_torch_device_and_dtype(speed_cac
 
 
 def test_an_explicit_layout_wins_without_probing(speed_cache, monkeypatch):
-    from napari_style_transfer import engine
+    from napari_style_transfer import speed_probe
 
     def no_probe(device, dtype):
         raise AssertionError("an explicit channels_last must not probe")
 
-    monkeypatch.setattr(engine, "choose_channels_last", no_probe)
-    assert engine.channels_last_used(True, CPU) is True
-    assert engine.channels_last_used(False, CPU) is False
-    assert engine.memory_format(False, CPU) == torch.contiguous_format
+    monkeypatch.setattr(speed_probe, "choose_channels_last", no_probe)
+    assert speed_probe.channels_last_used(True, CPU) is True
+    assert speed_probe.channels_last_used(False, CPU) is False
+    assert speed_probe.memory_format(False, CPU) == torch.contiguous_format
     assert not speed_cache.exists()
+
+
+@pytest.mark.parametrize(
+    ("probe_prefers", "option", "recorded"),
+    [(False, "auto", False), (True, "auto", True), (True, False, False)],
+)
+def test_a_results_metadata_records_the_layout_the_run_used(
+    speed_cache, monkeypatch, probe_prefers, option, recorded
+):
+    from napari_style_transfer import speed_probe
+    from napari_style_transfer.api import StyleResult, iter_stylize
+
+    faster = {probe_prefers: 0.5, not probe_prefers: 1.0}
+    monkeypatch.setattr(speed_probe, "time_layouts", lambda device, dtype: faster)
+    content = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    run = iter_stylize(content, content, size=32, steps=1, weights="random", channels_last=option)
+    result = [item for item in run if isinstance(item, StyleResult)][0]
+    assert result.metadata()["channels_last"] is recorded
 
 
 def test_auto_in_the_engine_follows_the_probe(speed_cache, monkeypatch):

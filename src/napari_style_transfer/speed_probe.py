@@ -160,3 +160,21 @@ def _write_choices(path: Path, choices: dict[str, object]) -> None:
         write_replacing(path, lambda file: file.write(text))
     except OSError:
         return
+
+
+def channels_last_used(option: bool | str, device: torch.device, dtype: torch.dtype = torch.float32) -> bool:
+    """Whether a run with ``channels_last=option`` computes its ``dtype`` convolutions (see
+    :func:`compute_dtype`) in the channels-last layout on ``device``: an explicit True or
+    False as given; ``auto`` as the machine's probe found faster (:func:`~napari_style_transfer.speed_probe.choose_channels_last`, measured once per
+    machine, torch version and device, then read from the cache). What ``auto`` became, for a
+    run's record."""
+    if isinstance(option, str) and option == "auto":
+        return choose_channels_last(device, dtype)
+    return bool(option)
+
+
+def memory_format(
+    option: bool | str, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.memory_format:
+    """The layout of the network's weights and the images it sees (see :func:`channels_last_used`)."""
+    return torch.channels_last if channels_last_used(option, device, dtype) else torch.contiguous_format
