@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from napari_style_transfer import StyleTransferError, stylize
 from napari_style_transfer._image import describe_image
 from napari_style_transfer.api import plan
-from napari_style_transfer.options import MAX_SIZE, StyleOptions
+from napari_style_transfer.options import MAX_SIZE, StyleOptions, option_names
 
 RANDOM = {"weights": "random"}
 
@@ -174,3 +174,74 @@ def test_values_near_the_float64_limits_survive_shrinking_a_large_image():
     assert frame.shape == (40, 40)
     assert np.isfinite(values).all() and values.min() == 0.0 and values.max() == 1.0
     assert not math.isnan(float(values[10, 10]))
+
+
+# --- any value for any option ------------------------------------------------------------
+
+
+class Unequal:
+    """A value whose comparisons fail, as a careless caller's own object's might."""
+
+    def __eq__(self, other):
+        raise RuntimeError("cannot compare")
+
+    __hash__ = object.__hash__
+
+
+ODD_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            b"conv1_1",
+            1j,
+            10**400,
+            "",
+            ",",
+            "1,,2",
+            "nan",
+            "luminance",
+            "conv4_2",
+            "relu1_1,pool5",
+            "128,256",
+            np.float32(np.nan),
+            np.int8(-3),
+            np.uint64(2**64 - 1),
+            np.bool_(True),
+            np.str_("conv1_1"),
+            np.array(2.0),
+            np.array(0.0),
+            np.array("conv1_1"),
+            np.array(True),
+            np.array([0.5, 1.0]),
+            np.array([["conv1_1"]]),
+            np.array([], dtype=np.float64),
+            np.array([1.0, np.nan]),
+            Unequal(),
+            object(),
+            float,
+        ]
+    ),
+)
+ODD_VALUES = st.one_of(
+    ODD_SCALARS,
+    st.lists(ODD_SCALARS, max_size=6),
+    st.lists(ODD_SCALARS, max_size=4).map(tuple),
+    st.lists(st.lists(st.floats(0, 2), max_size=3), max_size=3),
+    st.dictionaries(st.text(max_size=3), ODD_SCALARS, max_size=2),
+    st.frozensets(st.integers(0, 3), max_size=3),
+)
+
+
+@settings(max_examples=600, deadline=None, derandomize=True, database=None)
+@given(options=st.dictionaries(st.sampled_from(option_names()), ODD_VALUES, max_size=3))
+def test_any_value_for_any_option_validates_or_gives_the_projects_error(options):
+    try:
+        checked = StyleOptions(**options).validated()
+    except StyleTransferError as error:
+        assert str(error)
+    else:
+        assert checked.validated() == checked  # what validation returns is itself valid
