@@ -245,3 +245,26 @@ def test_any_value_for_any_option_validates_or_gives_the_projects_error(options)
         assert str(error)
     else:
         assert checked.validated() == checked  # what validation returns is itself valid
+
+
+# --- plans that would fail late or run slow for nothing ----------------------------------
+
+
+def test_ragged_style_regions_are_refused_with_the_projects_error(content, style):
+    with pytest.raises(StyleTransferError, match="style_regions cannot be read as a label image"):
+        plan(content, style, **RANDOM, size=32, style_regions=[[1, 0, 1], [1]])
+
+
+def test_a_style_enlarged_with_a_tiny_content_is_warned_about_with_the_fix(style):
+    with pytest.warns(UserWarning, match="the style is enlarged 32-fold, to 1152x1152 px") as caught:
+        plan(np.array([[[0, 128, 255]]], np.uint8), style, **RANDOM, size=32)  # one RGB pixel
+    assert "use a size near the content's own (16 px) or style_scale 0.0312" in str(caught[0].message)
+
+
+def test_a_style_shrunk_to_the_working_size_is_not_warned_about(content, style):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plan(content, style, **RANDOM, size=32)
+        plan(content, style, **RANDOM, size=32, style_scale=4.0)  # asked for: 4 times the content's pixels

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import memory
+from . import memory, plan_checks
 from ._image import ImageInput, PreparedImage, describe_image, finish_image, frame_count, working_shape
 from ._torch_compat import hide_triton
 from .errors import OutOfMemoryError, StyleTransferError, WeightsError
@@ -289,6 +289,7 @@ def plan(content: Any, style: Any, *, style_regions: Any = None, **options: Any)
     )
     _check_styles(opts, len(styles_in), style_regions is not None)
     levels = _levels(opts, content_in.shape, tuple(s.shape for s in styles_in))
+    plan_checks.warn_of_enlarged_styles(content_in.shape, tuple(s.shape for s in styles_in), levels[-1], opts)
     content_shape = levels[-1].content_shape
     style_shape = max(levels[-1].style_shapes, key=lambda shape: shape[0] * shape[1])
     regions = (
@@ -339,7 +340,7 @@ def _check_regions(
 ) -> _Regions:
     """``style_regions`` checked against the content and the styles; labels too small for
     one position of the deepest style layer are warned about and dropped (become 0)."""
-    array = labels if isinstance(labels, np.ndarray) else np.asarray(labels)
+    array = plan_checks.label_image(labels)
     if array.dtype == bool:
         array = array.view(np.uint8)
     if not np.issubdtype(array.dtype, np.integer):

@@ -1,0 +1,63 @@
+"""Checks of a run's plan that need more than the options: the label image of
+``style_regions``, and the images' working shapes of a run that would be slow for nothing.
+
+Called by the planner (``api.plan``) before any work; no torch, napari or Qt.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from .errors import StyleTransferError
+from .options import StyleOptions, min_side_for_layers
+
+#: A style enlarged beyond its own size to more than this many times the pixels of the
+#: content's working image is warned about: its features are computed at that size, in time
+#: and memory that grow with its pixels, for no detail the style image has.
+STYLE_PIXELS_WARNED = 16
+
+
+def label_image(labels: Any) -> np.ndarray:
+    """``style_regions`` as an array (itself when it is one); :class:`StyleTransferError`
+    when it cannot be read as one, as a ragged nested list cannot."""
+    if isinstance(labels, np.ndarray):
+        return labels
+    try:
+        return np.asarray(labels)
+    except (ValueError, TypeError, OverflowError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise StyleTransferError(
+            f"style_regions cannot be read as a label image ({reason}); give an integer array "
+            "of the content's shape (H, W), such as a napari Labels layer's data"
+        ) from None
+
+
+def warn_of_enlarged_styles(
+    content: tuple[int, int], styles: tuple[tuple[int, int], ...], finest: Any, options: StyleOptions
+) -> None:
+    """Warn about each style that the run enlarges past its own size to more than
+    ``STYLE_PIXELS_WARNED`` times the content's working pixels. ``content`` and ``styles``:
+    the shapes given (pixels); ``finest``: the schedule's last level (its ``content_shape``
+    and ``style_shapes``). It happens when a small content is enlarged to the working size:
+    ``style_scale`` is relative to the content, so the style is enlarged with it."""
+    content_shape = finest.content_shape
+    content_pixels = content_shape[0] * content_shape[1]
+    scales = options.style_scales(len(styles))
+    size = max(*content, min_side_for_layers(options.layers))  # the content's own, if the layers allow
+    for number, (style, shape, scale) in enumerate(zip(styles, finest.style_shapes, scales, strict=True), 1):
+        enlarged = max(shape) / max(style)
+        times = shape[0] * shape[1] / content_pixels
+        if enlarged <= 1 or times <= STYLE_PIXELS_WARNED:
+            continue
+        role = "the style" if len(styles) == 1 else f"style {number}"
+        warnings.warn(
+            f"{role} is enlarged {enlarged:.3g}-fold, to {shape[0]}x{shape[1]} px ({times:.0f} times the "
+            f"pixels of the content's working image, {content_shape[0]}x{content_shape[1]}), because the "
+            f"{content[0]}x{content[1]} px content is enlarged to the working size and style_scale is "
+            f"relative to it: the run is slower than it needs to be; use a size near the content's own "
+            f"({size} px) or style_scale {scale / enlarged:.3g} (the style at its own size)",
+            stacklevel=3,
+        )
