@@ -483,3 +483,31 @@ def test_a_task_that_raises_and_one_that_kills_its_worker_fail_alone(
     assert "its worker died 2 times running it" in record[0]["message"]
     assert record[2]["message"].startswith("ZeroDivisionError: a reader bug, not a StyleTransferError")
     assert sorted(path.name for path in (tmp_path / "out").glob("*.png")) == ["a__style.png", "b__style.png"]
+
+
+def test_on_a_cluster_started_here_a_task_that_kills_its_worker_takes_no_other_task_with_it(monkeypatch):
+    import time
+
+    from distributed import as_completed
+
+    from napari_style_transfer import distributed as ours
+
+    # functions defined here travel by value (this module cannot be imported on the workers)
+    def keep(value):
+        return value
+
+    def task(name, style):
+        if name == "dies":
+            os._exit(3)
+        time.sleep(0.3)  # an item takes a while: the next one waits for the worker meanwhile
+        return name
+
+    monkeypatch.setattr(ours, "ALLOWED_FAILURES", 1)
+    with ours.cluster_client(workers=1, torch_threads=1) as client:
+        style = client.submit(keep, 1, key="style-0-test")  # as run_batch's tasks, each needs its style
+        futures = {
+            client.submit(task, name, style, key=f"stylize-{number}-test"): name
+            for number, name in enumerate(("dies", "next", "last"))
+        }
+        ended = {futures[f]: f.status for f in as_completed(futures)}
+    assert ended == {"dies": "error", "next": "finished", "last": "finished"}

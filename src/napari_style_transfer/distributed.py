@@ -275,9 +275,9 @@ def run_batch(
 
 
 def _failed(future: Any) -> Outcome:
-    """The outcome of a task that gave no result. Read from the future itself: what
-    ``as_completed`` yields in place of a failed task's result is no stable interface (the
-    exception in older distributed, a (type, exception, traceback) tuple in 2026.8)."""
+    """The outcome of a task that gave no result, read from the future itself: what
+    ``as_completed`` yields in place of a failed task's result is not documented (distributed
+    2026.8 yields a (type, exception, traceback) tuple, not the exception)."""
     if future.status == "error":
         message = _task_failure(future.exception())
     else:
@@ -289,8 +289,9 @@ def _task_failure(error: BaseException) -> str:
     from distributed import KilledWorker
 
     if isinstance(error, KilledWorker):
+        deaths = getattr(error, "allowed_failures", ALLOWED_FAILURES) + 1
         return (
-            f"its worker died {_times(error.allowed_failures + 1)} running it (out of memory, or a crash); "
+            f"its worker died {_times(deaths)} running it (out of memory, or a crash); "
             "try a smaller size, or run it alone"
         )
     # Not the package's own error (run_item returns those): a bug, or a worker without the package.
