@@ -268,3 +268,19 @@ def test_a_style_shrunk_to_the_working_size_is_not_warned_about(content, style):
         warnings.simplefilter("error")
         plan(content, style, **RANDOM, size=32)
         plan(content, style, **RANDOM, size=32, style_scale=4.0)  # asked for: 4 times the content's pixels
+
+
+def test_a_run_whose_first_steps_lower_nothing_is_warned_about_with_the_fix(content, style):
+    # init=content starts at the content term's minimum; this much content weight leaves no
+    # step of the line search that lowers the loss (measured with the untrained weights)
+    with pytest.warns(UserWarning, match="no L-BFGS step lowers the loss from the start image") as caught:
+        stylize(content, style, **RANDOM, size=32, steps=4, content_weight=1e30)
+    assert "raise style_weight or lower content_weight" in str(caught[0].message)
+
+
+def test_an_ordinary_run_is_not_warned_about_stalling(content, style):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stylize(content, style, **RANDOM, size=32, steps=4)

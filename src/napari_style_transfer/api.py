@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import memory, plan_checks
+from . import memory, run_checks
 from ._image import ImageInput, PreparedImage, describe_image, finish_image, frame_count, working_shape
 from ._torch_compat import hide_triton
 from .errors import OutOfMemoryError, StyleTransferError, WeightsError
@@ -251,7 +251,8 @@ def iter_stylize(
     weights load on the first ``next()``. Stop early by leaving the loop or calling
     ``close()``: the last record still renders its image.
     """
-    return _run(plan(content, style, style_regions=style_regions, **options))
+    p = plan(content, style, style_regions=style_regions, **options)
+    return run_checks.warned_when_stalled(_run(p), p.options)
 
 
 def stylize(
@@ -289,7 +290,7 @@ def plan(content: Any, style: Any, *, style_regions: Any = None, **options: Any)
     )
     _check_styles(opts, len(styles_in), style_regions is not None)
     levels = _levels(opts, content_in.shape, tuple(s.shape for s in styles_in))
-    plan_checks.warn_of_enlarged_styles(content_in.shape, tuple(s.shape for s in styles_in), levels[-1], opts)
+    run_checks.warn_of_enlarged_styles(content_in.shape, tuple(s.shape for s in styles_in), levels[-1], opts)
     content_shape = levels[-1].content_shape
     style_shape = max(levels[-1].style_shapes, key=lambda shape: shape[0] * shape[1])
     regions = (
@@ -340,7 +341,7 @@ def _check_regions(
 ) -> _Regions:
     """``style_regions`` checked against the content and the styles; labels too small for
     one position of the deepest style layer are warned about and dropped (become 0)."""
-    array = plan_checks.label_image(labels)
+    array = run_checks.label_image(labels)
     if array.dtype == bool:
         array = array.view(np.uint8)
     if not np.issubdtype(array.dtype, np.integer):

@@ -6,7 +6,9 @@ Called by the planner (``api.plan``) before any work; no torch, napari or Qt.
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -61,3 +63,45 @@ def warn_of_enlarged_styles(
             f"({size} px) or style_scale {scale / enlarged:.3g} (the style at its own size)",
             stacklevel=3,
         )
+
+
+#: A frame whose loss has not moved after this many L-BFGS steps at a size is warned about.
+STALLED_STEPS = 3
+
+
+def warned_when_stalled(records: Iterator[Any], options: StyleOptions) -> Iterator[Any]:
+    """A run's records passed through, with one warning as soon as the first
+    ``STALLED_STEPS`` L-BFGS steps of a frame at a size all leave its loss where it started:
+    no point of the line search (12 halvings of the first step) lowered it, every later step
+    repeats that search in vain, slowly, and the result is the start image. Closing the
+    iterator closes ``records``."""
+    if options.optimizer != "lbfgs":  # Adam moves at every step
+        yield from records
+        return
+    unmoved: dict[tuple[Any, int], tuple[float, int]] = {}  # (frame, size) -> (loss, steps)
+    warned = False
+    try:
+        for record in records:
+            losses = getattr(record, "losses", None)
+            if not warned and losses is not None and getattr(record, "frame", None) is not None:
+                key = (record.frame, record.size)
+                loss, steps = unmoved.get(key, (losses.total, 0))
+                unmoved[key] = (loss, steps + 1) if losses.total == loss else (math.nan, 0)
+                if unmoved[key][1] == STALLED_STEPS and loss > 0:
+                    warnings.warn(_stalled_message(options), stacklevel=2)
+                    warned = True
+            yield record
+    finally:
+        close = getattr(records, "close", None)
+        if close is not None:
+            close()
+
+
+def _stalled_message(options: StyleOptions) -> str:
+    return (
+        "no L-BFGS step lowers the loss from the start image: the result will be the start image, "
+        "after a slow run (every step searches in vain); the weights hold the start in place "
+        f"(content_weight {options.content_weight:g}, style_weight {options.style_weight:g}, "
+        f"tv_weight {options.tv_weight:g}): raise style_weight or lower content_weight (their "
+        "ratio sets the strength: 1e4 is subtle), or use optimizer='adam'"
+    )
