@@ -1,7 +1,7 @@
-"""Checks of a run's plan that need more than the options: the label image of
-``style_regions``, and the images' working shapes of a run that would be slow for nothing.
-
-Called by the planner (``api.plan``) before any work; no torch, napari or Qt.
+"""Checks of a run that need more than its options: before any work (called by the planner,
+``api.plan``), the label image of ``style_regions`` and the working shapes of a run that
+would be slow for nothing; while it runs, first steps that lower nothing. No torch, napari
+or Qt.
 """
 
 from __future__ import annotations
