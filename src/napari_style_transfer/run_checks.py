@@ -73,9 +73,12 @@ def warned_when_stalled(records: Iterator[Any], options: StyleOptions) -> Iterat
     """A run's records passed through, with one warning as soon as the first
     ``STALLED_STEPS`` L-BFGS steps of a frame at a size all leave its loss where it started:
     no point of the line search (12 halvings of the first step) lowered it, every later step
-    repeats that search in vain, slowly, and the result is the start image. Closing the
+    repeats that search in vain (the same objective from the same image), slowly, and the
+    result is the start image. Closing the
     iterator closes ``records``."""
-    if options.optimizer != "lbfgs":  # Adam moves at every step
+    # Adam moves at every step; the sliced loss draws new projections each step, so a step
+    # that lowered nothing says nothing of the next
+    if options.optimizer != "lbfgs" or options.style_loss == "sliced":
         yield from records
         return
     unmoved: dict[tuple[Any, int], tuple[float, int]] = {}  # (frame, size) -> (loss, steps)
