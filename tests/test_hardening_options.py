@@ -267,7 +267,7 @@ def test_a_style_shrunk_to_the_working_size_is_not_warned_about(content, style):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         plan(content, style, **RANDOM, size=32)
-        plan(content, style, **RANDOM, size=32, style_scale=4.0)  # asked for: 4 times the content's pixels
+        plan(content, style, **RANDOM, size=32, style_scale=50.0)  # enlarged as asked, not by the content
 
 
 def test_a_run_whose_first_steps_lower_nothing_is_warned_about_with_the_fix(content, style):

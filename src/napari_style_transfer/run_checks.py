@@ -46,6 +46,8 @@ def warn_of_enlarged_styles(
     and ``style_shapes``). It happens when a small content is enlarged to the working size:
     ``style_scale`` is relative to the content, so the style is enlarged with it."""
     content_shape = finest.content_shape
+    if max(content_shape) <= max(content):
+        return  # a style enlarged by a large style_scale alone is what was asked for
     content_pixels = content_shape[0] * content_shape[1]
     scales = options.style_scales(len(styles))
     size = max(*content, min_side_for_layers(options.layers))  # the content's own, if the layers allow
@@ -61,7 +63,7 @@ def warn_of_enlarged_styles(
             f"{content[0]}x{content[1]} px content is enlarged to the working size and style_scale is "
             f"relative to it: the run is slower than it needs to be; use a size near the content's own "
             f"({size} px) or style_scale {scale / enlarged:.3g} (the style at its own size)",
-            stacklevel=3,
+            stacklevel=4,  # the caller of iter_stylize
         )
 
 
