@@ -290,7 +290,6 @@ def plan(content: Any, style: Any, *, style_regions: Any = None, **options: Any)
     )
     _check_styles(opts, len(styles_in), style_regions is not None)
     levels = _levels(opts, content_in.shape, tuple(s.shape for s in styles_in))
-    run_checks.warn_of_enlarged_styles(content_in.shape, tuple(s.shape for s in styles_in), levels[-1], opts)
     content_shape = levels[-1].content_shape
     style_shape = max(levels[-1].style_shapes, key=lambda shape: shape[0] * shape[1])
     regions = (
@@ -306,6 +305,7 @@ def plan(content: Any, style: Any, *, style_regions: Any = None, **options: Any)
         )
     device = resolve_device(opts.device)
     _check_memory(content_in, content_shape, style_shape, opts, device, regions is not None)
+    run_checks.warn_of_enlarged_styles(content_in.shape, tuple(s.shape for s in styles_in), levels[-1], opts)
     return _Plan(opts, content_in, styles_in, levels, scale, device, regions)
 
 
