@@ -433,14 +433,14 @@ def frames_read(when: str):
     """Within it, time mode reads each frame and computes its flows ``when``: "ahead" (in a
     thread, while the previous frame optimises) or "when taken" (as before that), whatever the
     API would choose for the machine."""
-    from napari_style_transfer import api
+    from napari_style_transfer.pipeline import reader
 
-    choose = api._reads_ahead
-    api._reads_ahead = lambda device: when == "ahead"
+    choose = reader.reads_ahead
+    reader.reads_ahead = lambda device: when == "ahead"
     try:
         yield
     finally:
-        api._reads_ahead = choose
+        reader.reads_ahead = choose
 
 
 def flow_seconds(side: int, repeats: int = 3) -> float:
@@ -1374,7 +1374,7 @@ def _ahead_table(ahead: dict, steps: int) -> list[str]:
             f"ahead took {min(all_threads) * 100:+.0f}% to {max(all_threads) * 100:+.0f}% more time than read when taken. "
             "So the "
             "API reads ahead beside a GPU, and on the CPU only where torch's threads leave a core free "
-            "(`api._reads_ahead`)."
+            "(`pipeline.reader.reads_ahead`)."
         )
     if all(
         e["identical"]

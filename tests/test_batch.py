@@ -12,8 +12,10 @@ from PIL import Image
 
 from napari_style_transfer import StyleTransferError, stylize, stylize_batch
 from napari_style_transfer._image import to_uint8
+from napari_style_transfer.batch import plan_batch
 from napari_style_transfer.cli import main
-from napari_style_transfer.files import read_image, read_settings
+from napari_style_transfer.files import read_image
+from napari_style_transfer.styled_files import read_settings
 
 FAST = {"steps": 1, "size": 32, "weights": "random"}
 FAST_ARGS = ["--steps", "1", "--size", "32", "--weights", "random", "-q"]
@@ -176,7 +178,7 @@ def test_an_empty_input_list_is_refused(tmp_path, files):
 
 def test_an_output_folder_that_cannot_be_written_is_refused_before_any_item_runs(tmp_path, files):
     (tmp_path / "afile").write_text("a file, not a folder")
-    with pytest.raises(StyleTransferError, match="cannot write into the output folder"):
+    with pytest.raises(StyleTransferError, match="cannot create the output folder .*: Not a directory"):
         stylize_batch([files["a"]], [files["stripes"]], tmp_path / "afile" / "out", **FAST)
 
 
@@ -318,3 +320,58 @@ def test_an_npy_input_is_styled_like_an_image_file(tmp_path, files, content):
     assert records[0]["status"] == "done" and records[0]["output"] == str(
         tmp_path / "out" / "array__stripes.png"
     )
+
+
+# --- a batch never overwrites its own inputs ---------------------------------------------------
+
+
+def hashes(folder) -> dict[str, str]:
+    import hashlib
+
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
+
+
+def test_a_batch_written_into_its_input_folder_leaves_the_inputs_as_they_were(tmp_path, files):
+    inputs = {name: files[name] for name in ("a", "b", "stripes", "flipped")}
+    before = hashes(tmp_path)
+    args = [
+        "batch",
+        str(inputs["a"]),
+        str(inputs["b"]),
+        "--style",
+        str(inputs["stripes"]),
+        "-o",
+        str(tmp_path),
+    ]
+    assert main([*args, "--workers", "0", *FAST_ARGS]) == 0
+    after = hashes(tmp_path)
+    assert {name: after[name] for name in before} == before
+    assert sorted(set(after) - set(before)) == ["a__stripes.png", "b__stripes.png", "batch.json"]
+
+
+def test_a_batch_whose_result_would_replace_an_input_is_refused_before_any_item_runs(tmp_path, files, capsys):
+    # inputs a.png and a__stripes.png: the result of a.png with stripes would replace the second
+    collider = tmp_path / "a__stripes.png"
+    collider.write_bytes(files["b"].read_bytes())
+    before = hashes(tmp_path)
+    args = ["batch", str(files["a"]), str(collider), "--style", str(files["stripes"]), "-o", str(tmp_path)]
+    assert main([*args, "--workers", "0", *FAST_ARGS]) == 2
+    err = capsys.readouterr().err
+    assert f"would be written as {collider}, which is the input {collider}" in err
+    assert hashes(tmp_path) == before
+
+
+def test_an_input_that_is_a_result_under_another_name_is_refused_by_its_identity(tmp_path, files):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a__stripes.png").hardlink_to(files["b"])  # the same file as the input b.png
+    with pytest.raises(StyleTransferError, match="which is the input .*b.png"):
+        plan_batch([files["a"], files["b"]], [files["stripes"]], out, **FAST)
+
+
+def test_a_style_inside_the_output_folder_under_a_result_name_is_refused(tmp_path, files):
+    style = tmp_path / "a__s.png"
+    style.write_bytes(files["stripes"].read_bytes())
+    (tmp_path / "s.png").symlink_to(style)  # the style given through a link
+    with pytest.raises(StyleTransferError, match="which is the input"):
+        plan_batch([files["a"]], [tmp_path / "s.png"], tmp_path, **FAST)

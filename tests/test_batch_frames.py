@@ -264,10 +264,13 @@ def test_a_time_series_ignores_batch_frames(style):
 
 
 def test_a_batch_that_does_not_fit_is_refused_naming_one_that_does(style, monkeypatch):
-    from napari_style_transfer import api, memory
+    from napari_style_transfer import memory
 
     two_and_a_half = memory.FIXED_BYTES + 2.5 * 32 * 32 * memory.bytes_per_pixel("lbfgs", 30)
-    monkeypatch.setattr(api, "free_memory_bytes", lambda device: int(two_and_a_half / memory.HEADROOM))
+    monkeypatch.setattr(
+        "napari_style_transfer.pipeline.memory_checks.free_memory_bytes",
+        lambda device: int(two_and_a_half / memory.HEADROOM),
+    )
     with pytest.raises(
         OutOfMemoryError, match=r"3 frames of 32x32 px at once need about .* use batch_frames 2 or less"
     ):
@@ -281,7 +284,9 @@ def test_auto_batches_as_many_frames_as_fit_on_a_gpu_up_to_the_limit(monkeypatch
     from napari_style_transfer.options import StyleOptions
 
     def auto_batch(frames, free):
-        monkeypatch.setattr(api, "free_memory_bytes", lambda device: free)
+        monkeypatch.setattr(
+            "napari_style_transfer.pipeline.memory_checks.free_memory_bytes", lambda device: free
+        )
         stack = describe_image(
             np.zeros((frames, 32, 32), np.float32) + np.eye(32, dtype=np.float32), "content"
         )
@@ -301,7 +306,9 @@ def test_auto_batches_large_frames_less(monkeypatch):
     from napari_style_transfer._image import describe_image
     from napari_style_transfer.options import StyleOptions
 
-    monkeypatch.setattr(api, "free_memory_bytes", lambda device: 1000 * 2**30)
+    monkeypatch.setattr(
+        "napari_style_transfer.pipeline.memory_checks.free_memory_bytes", lambda device: 1000 * 2**30
+    )
     stack = describe_image(np.zeros((40, 32, 32), np.float32) + np.eye(32, dtype=np.float32), "content")
     options, cuda = StyleOptions().validated(), torch.device("cuda")
     assert api._frames_per_batch(stack, (512, 512), (512, 512), options, cuda) == 4

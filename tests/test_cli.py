@@ -214,7 +214,7 @@ def test_a_stack_run_names_snapshots_by_frame_and_writes_a_tiff(tmp_path, conten
     ]
     import tifffile
 
-    from napari_style_transfer.files import read_settings
+    from napari_style_transfer.styled_files import read_settings
 
     written = tifffile.imread(out)
     assert written.shape == (2, 27, 32, 3) and written.dtype == np.float32

@@ -18,6 +18,7 @@ from PIL import Image, TiffImagePlugin
 
 from napari_style_transfer import memory
 from napari_style_transfer.cli import CommandLineError, build_parser, main, write_image
+from napari_style_transfer.files import ImageFileError, read_image
 
 FAST = ["--size", "32", "--steps", "2", "--weights", "random", "--quiet"]
 
@@ -283,13 +284,17 @@ def test_any_error_a_reader_raises_on_a_bad_file_gives_one_line(
     assert "content image" in one_line_error(capsys)
 
 
-def test_a_bug_in_reading_keeps_its_traceback(image_files, tmp_path, monkeypatch):
+def test_whatever_a_decoder_raises_is_a_damaged_file_with_its_cause_kept(image_files, tmp_path):
+    # Pillow raises TypeError("Missing dimensions") for a damaged page: the type a decoder
+    # raises is its own affair, so reading fails as the file's fault and keeps the cause
     def fails(*args, **kwargs):
-        raise TypeError("a bug, not a bad file")
+        raise TypeError("Missing dimensions")
 
-    monkeypatch.setattr(Image, "open", fails)
-    with pytest.raises(TypeError, match="a bug"):
-        main([*map(str, image_files), "-o", str(tmp_path / "r.png"), *FAST])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Image, "open", fails)
+        with pytest.raises(ImageFileError, match="the file is damaged \\(Missing dimensions\\)") as raised:
+            read_image(image_files[0], "content")
+    assert isinstance(raised.value.__cause__, TypeError)
 
 
 # --- 3. writing ----------------------------------------------------------------------------
@@ -472,3 +477,98 @@ def test_whole_numbers_may_be_written_as_decimals(text, steps):
 def test_an_integer_option_refuses_what_is_not_a_whole_number(capsys, text, message):
     assert exit_status(["c.png", "s.png", "-o", "r.png", "--steps", text]) == 2
     assert message in one_line_error(capsys)
+
+
+# --- Ctrl-C twice, snapshots over inputs --------------------------------------------------------
+
+#: Run in a subprocess: the first Ctrl-C after step 2, the second while the partial result is
+#: being written (after its bytes, before the file takes its name), both as real SIGINTs.
+DOUBLE_CTRL_C = """
+import os, signal, sys
+import napari_style_transfer.api as api
+import napari_style_transfer.cli as cli
+import napari_style_transfer.files as files
+
+real_run, real_write = api.iter_stylize, files.write_replacing
+
+def first_ctrl_c_after_step_2(*args, **kwargs):
+    for record in real_run(*args, **kwargs):
+        yield record
+        if getattr(record, "step", 0) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+def second_ctrl_c_while_writing(path, write):
+    def write_then_ctrl_c(file):
+        write(file)
+        os.kill(os.getpid(), signal.SIGINT)
+    real_write(path, write_then_ctrl_c)
+
+api.iter_stylize = first_ctrl_c_after_step_2
+files.write_replacing = second_ctrl_c_while_writing
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_second_ctrl_c_while_the_partial_result_is_written_does_not_lose_it(tmp_path, image_files):
+    import subprocess
+    import sys
+
+    import napari_style_transfer
+
+    out = tmp_path / "partial.png"
+    source = str(Path(napari_style_transfer.__file__).parents[1])
+    environment = {**os.environ, "PYTHONPATH": source, "OMP_NUM_THREADS": "1"}
+    argv = [*map(str, image_files), "-o", str(out), *FAST, "--steps", "5"]
+    finished = subprocess.run(
+        [sys.executable, "-c", DOUBLE_CTRL_C, *argv],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode == 130, finished.stderr
+    assert "writing the result, a moment" in finished.stderr and "Traceback" not in finished.stderr
+    with Image.open(out) as image:
+        settings = json.loads(image.text["napari-style-transfer"])
+    assert settings["cancelled"] is True and settings["steps_done"] == 2
+    assert [
+        path.name for path in tmp_path.iterdir() if path.name.startswith(".")
+    ] == []  # no partial file left
+
+
+@pytest.mark.parametrize("name", ["snapshot_step0001.png", "SNAPSHOT_frame0002_step0010.png"])
+def test_a_snapshot_dir_holding_an_input_named_as_a_snapshot_is_refused(
+    tmp_path, image_files, capsys, no_run, name
+):
+    snaps = tmp_path / "snaps"
+    snaps.mkdir()
+    content = snaps / name
+    content.write_bytes(image_files[0].read_bytes())
+    argv = [str(content), str(image_files[1]), "-o", str(tmp_path / "r.png"), "--snapshot-dir", str(snaps)]
+    assert main([*argv, *FAST]) == 2
+    assert f"--snapshot-dir {snaps} holds the content image {content}, which a snapshot would replace" in (
+        one_line_error(capsys)
+    )
+
+
+def test_a_snapshot_dir_reached_through_a_link_is_refused_too(tmp_path, image_files, capsys, no_run):
+    (tmp_path / "snaps").mkdir()
+    style = tmp_path / "snaps" / "snapshot_step0002.png"
+    style.write_bytes(image_files[1].read_bytes())
+    (tmp_path / "link").symlink_to(tmp_path / "snaps")
+    argv = [
+        str(image_files[0]),
+        str(style),
+        "-o",
+        str(tmp_path / "r.png"),
+        "--snapshot-dir",
+        str(tmp_path / "link"),
+    ]
+    assert main([*argv, *FAST]) == 2
+    assert "which a snapshot would replace" in one_line_error(capsys)
+
+
+def test_snapshots_beside_inputs_of_other_names_are_fine(tmp_path, image_files):
+    argv = [*map(str, image_files), "-o", str(tmp_path / "r.png"), "--snapshot-dir", str(tmp_path)]
+    assert main([*argv, *FAST, "--steps", "2", "--snapshot-every", "1"]) == 0
+    assert (tmp_path / "snapshot_step0001.png").is_file()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from napari_style_transfer import iter_stylize
-from napari_style_transfer.cli import command_line_syntax, main
+from napari_style_transfer.cli import command_line_syntax, main, warning_line
 from napari_style_transfer.errors import StyleTransferError
 
 TINY = ["--size", "32", "--steps", "2"]
@@ -84,3 +84,36 @@ def test_the_bar_draws_its_final_line_once(image_files, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("100%") == 1
     assert err.count("2/2") == 1
+
+
+def test_a_batch_workers_fallback_warning_is_one_line_in_the_command_lines_words(
+    image_files, tmp_path, capfd, monkeypatch
+):
+    """The warning is raised in a worker process; it comes back with the item's outcome."""
+    # the worker processes inherit these: an empty weights cache, and every download refused
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    for variable in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(variable, "http://127.0.0.1:9")
+    for variable in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+    content, style = map(str, image_files)
+    argv = ["batch", "-o", str(tmp_path / "out"), "--style", style, "--workers", "1", "-q", *TINY, content]
+    assert main(argv) == 0
+    err = capfd.readouterr().err  # the workers' stderr too
+    warnings = [line for line in on_a_terminal(err) if "warning" in line.lower()]
+    assert all(line.startswith("napari-style-transfer: warning: ") for line in warnings)
+    (fallback,) = [line for line in warnings if "ImageNet VGG19 weights are unavailable" in line]
+    assert "use --weights random" in fallback and "weights=" not in fallback
+    assert ".py:" not in err  # no source line of a raw Python warning
+
+
+def test_a_warning_of_several_lines_is_shown_in_one():
+    # dask's, when its dashboard's port is taken
+    message = (
+        "Port 8787 is already in use.\nPerhaps you already have a cluster running?\nHosting on 4290 instead"
+    )
+    assert warning_line(message) == (
+        "napari-style-transfer: warning: Port 8787 is already in use. "
+        "Perhaps you already have a cluster running? Hosting on 4290 instead"
+    )
+    assert warning_line("use weights='random'") == "napari-style-transfer: warning: use --weights random"

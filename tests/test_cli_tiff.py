@@ -11,7 +11,7 @@ import tifffile
 
 from napari_style_transfer._image import describe_image
 from napari_style_transfer.cli import main
-from napari_style_transfer.files import read_settings
+from napari_style_transfer.styled_files import read_settings
 
 FAST = ["--size", "32", "--steps", "2", "--weights", "random", "--quiet"]
 LOW, HIGH = 1000, 40000

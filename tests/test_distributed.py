@@ -431,17 +431,20 @@ def test_a_frame_that_fails_partway_through_submission_cancels_the_frames_submit
     assert sorted(map(id, client.cancelled)) == sorted(map(id, client.submitted))
 
 
-#: A dask worker preload (``distributed.worker.preload``) that makes the reader of each worker
-#: misbehave by file name: ``raises*`` raises an error foreign to this package, ``dies*`` ends
-#: the worker process at once, as a crash or the kernel's out-of-memory killer would. A preload
-#: runs again in each restarted worker, so a task that kills its worker kills the next one too.
+#: A dask worker preload (``distributed.worker.preload``) that makes each worker misbehave by
+#: file name: ``raises*`` makes the reader raise an error foreign to this package, ``escapes*``
+#: raises one outside the item's run (so that dask itself records the task as failed),
+#: ``dies*`` ends the worker process at once, as a crash or the kernel's out-of-memory killer
+#: would. A preload runs again in each restarted worker, so a task that kills its worker kills
+#: the next one too.
 MISBEHAVING_READER = """
 import os
 from pathlib import Path
 
-from napari_style_transfer import batch
+from napari_style_transfer import batch, distributed
 
 _read = batch.read_image
+_run_task = distributed._run_task
 
 
 def _misbehaving_read(path, *args, **kwargs):
@@ -453,8 +456,15 @@ def _misbehaving_read(path, *args, **kwargs):
     return _read(path, *args, **kwargs)
 
 
+def _escaping_run_task(item, *args):
+    if Path(item.input).name.startswith("escapes"):
+        raise ZeroDivisionError("a bug outside the item's run")
+    return _run_task(item, *args)
+
+
 def dask_setup(worker):
     batch.read_image = _misbehaving_read
+    distributed._run_task = _escaping_run_task  # tasks name it: the worker looks it up here
 """
 
 
@@ -467,7 +477,7 @@ def test_a_task_that_raises_and_one_that_kills_its_worker_fail_alone(
 
     content_path, style_path = image_files
     # the next item after the one that kills its worker must not die with it
-    inputs = [tmp_path / f"{name}.png" for name in ("dies", "a", "raises", "b")]
+    inputs = [tmp_path / f"{name}.png" for name in ("dies", "a", "raises", "escapes", "b")]
     for path in inputs:
         path.write_bytes(content_path.read_bytes())
     preload = tmp_path / "misbehaving_reader.py"
@@ -477,11 +487,12 @@ def test_a_task_that_raises_and_one_that_kills_its_worker_fail_alone(
     run = ["--workers", "1", "--steps", "2", "--size", "32", "--weights", str(weights_file), "-q"]
     with dask.config.set({"distributed.worker.preload": [str(preload)]}):
         assert main([*argv, *run]) == 1
-    assert "2 done, 0 skipped, 2 failed of 4 items" in capsys.readouterr().out
+    assert "2 done, 0 skipped, 3 failed of 5 items" in capsys.readouterr().out
     record = json.loads((tmp_path / "out" / "batch.json").read_text())["items"]
-    assert [item["status"] for item in record] == ["failed", "done", "failed", "done"]
+    assert [item["status"] for item in record] == ["failed", "done", "failed", "failed", "done"]
     assert "its worker died 2 times running it" in record[0]["message"]
-    assert record[2]["message"].startswith("ZeroDivisionError: a reader bug, not a StyleTransferError")
+    assert "ZeroDivisionError: a reader bug, not a StyleTransferError" in record[2]["message"]
+    assert record[3]["message"] == "ZeroDivisionError: a bug outside the item's run"
     assert sorted(path.name for path in (tmp_path / "out").glob("*.png")) == ["a__style.png", "b__style.png"]
 
 

@@ -9,19 +9,34 @@ import numpy as np
 import pytest
 import torch
 
-from napari_style_transfer import StyleTransferError, api, iter_stylize, stylize
+from napari_style_transfer import StyleTransferError, iter_stylize, stylize
 from napari_style_transfer.api import StyleResult
 from napari_style_transfer.frames import (
     UNTRUSTED_MARGIN,
     anchored,
-    consistent,
+    disoccluded,
     fill_from_surroundings,
     held,
     link_frames,
+    motion_boundary,
     steps_owed,
     time_chains,
     warp,
 )
+from napari_style_transfer.pipeline import optimise, reader
+
+
+def consistent(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:
+    """Ruder et al.'s consistency test, (N, 1, H, W) bool, True where the flow is trusted.
+
+    ``forward`` (N, 2, H, W) takes this frame to the previous one (this frame at x is the
+    previous at x + w(x)); ``backward`` takes the previous frame to this one. A pixel is
+    disoccluded where going there and back does not return,
+    |w + w^|^2 > 0.01 (|w|^2 + |w^|^2) + 0.5 with w^ the backward flow at x + w(x), and on a
+    motion boundary where |grad u|^2 + |grad v|^2 > 0.01 |w|^2 + 0.002.
+    """
+    return ~(disoccluded(forward, backward) | motion_boundary(forward))
+
 
 FAST = {"size": 48, "steps": 4, "weights": "random", "snapshot_every": 0}
 
@@ -188,7 +203,7 @@ def test_still_pixels_beside_a_turning_object_keep_their_first_value_as_the_next
     from napari_style_transfer.engine import StyleObjective
 
     targets, linked = [], []
-    real, real_link = StyleObjective.set_temporal, api.link_frames
+    real, real_link = StyleObjective.set_temporal, reader.link_frames
 
     def recording(objective, target, reliable=None):
         targets.append(None if target is None else target.clone())
@@ -199,7 +214,7 @@ def test_still_pixels_beside_a_turning_object_keep_their_first_value_as_the_next
         return linked[-1]
 
     monkeypatch.setattr(StyleObjective, "set_temporal", recording)
-    monkeypatch.setattr(api, "link_frames", recording_link)
+    monkeypatch.setattr("napari_style_transfer.pipeline.reader.link_frames", recording_link)
     result_of(rotating_disc(6), style, frames="time", time_steps=4)
     targets = targets[1:]  # the later frames'
     # pixels still in every frame whose flow keeps them in place (nearest warping moves nothing)
@@ -259,14 +274,14 @@ def test_a_time_series_holds_the_pixels_it_restyled_only_after_a_first_frames_st
         return real(objective, target, reliable)
 
     linked = []
-    real_link = api.link_frames
+    real_link = reader.link_frames
 
     def recording_link(previous, content):
         linked.append(real_link(previous, content))
         return linked[-1]
 
     monkeypatch.setattr(StyleObjective, "set_temporal", recording)
-    monkeypatch.setattr(api, "link_frames", recording_link)
+    monkeypatch.setattr("napari_style_transfer.pipeline.reader.link_frames", recording_link)
     movie, _ = moving_disc(frames=3)
     for time_steps, owing in ((2, True), (4, False)):  # FAST has 4 steps
         masks.clear()
@@ -346,10 +361,8 @@ def test_nothing_is_copied_where_nothing_is_known():
 
 
 def test_a_later_frame_starts_its_new_pixels_from_their_content_plus_nearby_styling(style, monkeypatch):
-    from napari_style_transfer import api
-
     fills, starts = [], []
-    real_fill, real_optimise = api.fill_from_surroundings, api._optimise_batch
+    real_fill, real_optimise = optimise.fill_from_surroundings, optimise._optimise_batch
 
     def recording_fill(styling, fresh, known, groups):
         assert groups is None  # no style regions
@@ -361,8 +374,8 @@ def test_a_later_frame_starts_its_new_pixels_from_their_content_plus_nearby_styl
         starts.append((contents, start.clone()))
         return real_optimise(objective, contents, start, opts, steps, carried)
 
-    monkeypatch.setattr(api, "fill_from_surroundings", recording_fill)
-    monkeypatch.setattr(api, "_optimise_batch", recording_optimise)
+    monkeypatch.setattr("napari_style_transfer.pipeline.optimise.fill_from_surroundings", recording_fill)
+    monkeypatch.setattr("napari_style_transfer.pipeline.optimise._optimise_batch", recording_optimise)
     movie, _ = moving_disc(frames=2)
     result_of(movie, style, frames="time", time_steps=2)
     ((styling, fresh, filled, copied),), ((content, start),) = fills, starts[1:]
@@ -448,14 +461,14 @@ def linking_threads(monkeypatch) -> Linking:
         threads.linked.set()
         return link
 
-    monkeypatch.setattr(api, "link_frames", recording)
+    monkeypatch.setattr("napari_style_transfer.pipeline.reader.link_frames", recording)
     return threads
 
 
 def test_the_next_frame_and_its_flow_are_made_while_the_caller_holds_the_current_frame(
     style, monkeypatch, linking_threads
 ):
-    monkeypatch.setattr(api, "_reads_ahead", lambda device: True)
+    monkeypatch.setattr("napari_style_transfer.pipeline.reader.reads_ahead", lambda device: True)
     movie, _ = moving_disc(frames=3)
     run = iter_stylize(movie, style, **{**FAST, "frames": "time"})
     first = next(run)  # the run now waits in frame 0's first step
@@ -479,20 +492,21 @@ def test_on_the_cpu_frames_are_read_ahead_only_with_a_core_torch_leaves_free(
 
 
 def test_beside_a_gpu_frames_are_read_ahead():
-    assert api._reads_ahead(torch.device("cuda"))
+    assert reader.reads_ahead(torch.device("cuda"))
 
 
 def test_a_stopped_time_series_reads_no_further_frame_and_its_reading_thread_ends(style, monkeypatch):
-    monkeypatch.setattr(api, "_reads_ahead", lambda device: True)
+    monkeypatch.setattr("napari_style_transfer.pipeline.reader.reads_ahead", lambda device: True)
     reads = []
-    read_frame = api._read_frame
+    read_frame = reader.read_frame
     monkeypatch.setattr(
-        api, "_read_frame", lambda plan, index: reads.append(index) or read_frame(plan, index)
+        "napari_style_transfer.pipeline.reader.read_frame",
+        lambda plan, index: reads.append(index) or read_frame(plan, index),
     )
     movie, _ = moving_disc(frames=4)
     run = iter_stylize(movie, style, **{**FAST, "frames": "time"})
     next(run)
-    readers = [thread for thread in threading.enumerate() if thread.name.startswith(api.READER_THREAD)]
+    readers = [thread for thread in threading.enumerate() if thread.name.startswith(reader.READER_THREAD)]
     assert readers  # the run's own, waiting for its next job
     run.close()
     for thread in readers:
@@ -577,16 +591,14 @@ def test_the_command_line_styles_a_time_series_into_a_stack(tmp_path, style):
 
 
 def test_a_time_series_with_style_regions_fills_new_pixels_within_their_region(style, monkeypatch):
-    from napari_style_transfer import api
-
     groups_seen = []
-    real_fill = api.fill_from_surroundings
+    real_fill = optimise.fill_from_surroundings
 
     def recording_fill(styling, fresh, known, groups):
         groups_seen.append(groups)
         return real_fill(styling, fresh, known, groups)
 
-    monkeypatch.setattr(api, "fill_from_surroundings", recording_fill)
+    monkeypatch.setattr("napari_style_transfer.pipeline.optimise.fill_from_surroundings", recording_fill)
     movie, _ = moving_disc(frames=2)
     labels = np.zeros((48, 48), np.int64)
     labels[:, 24:] = 1

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from napari_style_transfer import OutOfMemoryError, StyleTransferError, WeightsError, iter_stylize, stylize
-from napari_style_transfer import api as api_module
 from napari_style_transfer.api import StyleResult
 
 FAST = {"size": 32, "steps": 3, "weights": "random", "snapshot_every": 0}
@@ -166,7 +165,9 @@ def test_a_huge_image_is_shrunk_before_it_is_converted(style):
 
 
 def test_a_run_that_cannot_fit_in_memory_is_refused_with_the_size_that_fits(content, style, monkeypatch):
-    monkeypatch.setattr(api_module, "free_memory_bytes", lambda device: 600 * 2**20)
+    monkeypatch.setattr(
+        "napari_style_transfer.pipeline.memory_checks.free_memory_bytes", lambda device: 600 * 2**20
+    )
     with pytest.raises(
         OutOfMemoryError, match=r"needs about .* but cpu has 600 MB free: use size \d+ or less"
     ):
@@ -174,7 +175,9 @@ def test_a_run_that_cannot_fit_in_memory_is_refused_with_the_size_that_fits(cont
 
 
 def test_a_style_too_large_for_memory_names_the_style_scale_that_fits(content, style, monkeypatch):
-    monkeypatch.setattr(api_module, "free_memory_bytes", lambda device: 2 * 2**30)
+    monkeypatch.setattr(
+        "napari_style_transfer.pipeline.memory_checks.free_memory_bytes", lambda device: 2 * 2**30
+    )
     with pytest.raises(OutOfMemoryError, match=r"use style_scale [\d.]+ or less"):
         iter_stylize(content, style, **{**FAST, "style_scale": 100})
 
@@ -186,7 +189,7 @@ def test_out_of_memory_during_a_run_becomes_a_message(content, style, monkeypatc
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
         yield  # pragma: no cover
 
-    monkeypatch.setattr(api_module, "optimize", exhausted)
+    monkeypatch.setattr("napari_style_transfer.pipeline.optimise.optimize", exhausted)
     with pytest.raises(
         OutOfMemoryError, match="ran out of memory at a working size of 32 px: use a smaller size"
     ):
@@ -266,7 +269,9 @@ def test_available_memory_without_psutil_counts_what_the_page_cache_can_give_bac
 def test_following_the_style_scale_advice_fits(content, style, monkeypatch):
     import re
 
-    monkeypatch.setattr(api_module, "free_memory_bytes", lambda device: 2 * 2**30)
+    monkeypatch.setattr(
+        "napari_style_transfer.pipeline.memory_checks.free_memory_bytes", lambda device: 2 * 2**30
+    )
     with pytest.raises(OutOfMemoryError, match=r"use style_scale [\d.]+ or less") as refused:
         iter_stylize(content, style, **{**FAST, "style_scale": 100})
     advised = float(re.search(r"style_scale ([\d.]+) or less", str(refused.value)).group(1))

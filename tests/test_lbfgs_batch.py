@@ -3,11 +3,48 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import pytest
 import torch
 
-from napari_style_transfer.lbfgs import BatchBoxLBFGS, BoxLBFGS, one_frame, through_one_network
+from napari_style_transfer.lbfgs import BatchBoxLBFGS, BatchObjective, BoxLBFGS, Objective
+
+
+def one_frame(objective: Objective) -> BatchObjective:
+    """A single-image objective (scalar total, (K,) report) as a batch objective for N = 1."""
+
+    def batch_of_one(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        total, report = objective(image)
+        return total.reshape(1), report.reshape(1, -1)
+
+    return batch_of_one
+
+
+def through_one_network(
+    features: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    frame_terms: Sequence[Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]],
+) -> BatchObjective:
+    """A batch objective whose frames share their expensive part and differ in the rest.
+
+    ``features`` maps the (N, C, H, W) batch to activations ``{layer: (N, ...)}`` (VGG19 runs
+    once for the whole batch); ``frame_terms[i]`` maps frame i's activations ``{layer: (1, ...)}``
+    and its image (1, C, H, W) to its weighted loss terms (K,), whose sum is its total. With
+    per-frame content targets that is StyleObjective's loss split after ``features``.
+    """
+
+    def objective(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        activations = features(image)
+        terms = torch.stack(
+            [
+                terms_of({name: value[i : i + 1] for name, value in activations.items()}, image[i : i + 1])
+                for i, terms_of in enumerate(frame_terms)
+            ]
+        )
+        return terms.sum(dim=1), terms.detach()
+
+    return objective
+
 
 SHAPE = (3, 8, 8)
 # Batched and lone runs reduce the same float64 numbers in different orders (a (N, P) sum
@@ -205,7 +242,7 @@ def style_terms(objective):
     """StyleObjective's forward after its features: the (K,) weighted terms of one frame."""
     from torch.nn import functional as F
 
-    from napari_style_transfer.engine import gram_mse, total_variation
+    from napari_style_transfer.losses import gram_mse, total_variation
 
     def terms(features, image):
         zero = image.new_zeros((), dtype=torch.float32)

@@ -165,3 +165,90 @@ def test_the_mean_cov_loss_is_zero_for_the_styles_own_activations():
     style = torch.randn(1, 16, 9, 9, generator=torch.Generator().manual_seed(8)).relu()
     loss = wasserstein2_loss(style, gaussian_target([style], [1.0], torch.float64))
     assert abs(loss.item()) < 1e-5 * float(style.var(dim=(2, 3)).mean())
+
+
+# --- the style losses as parts ------------------------------------------------------------
+
+
+def test_every_style_loss_option_has_its_class_in_the_registry():
+    from napari_style_transfer.losses import STYLE_LOSS_REGISTRY, StyleLoss
+    from napari_style_transfer.options import STYLE_LOSSES
+
+    assert tuple(STYLE_LOSS_REGISTRY) == STYLE_LOSSES
+    assert all(issubclass(kind, StyleLoss) for kind in STYLE_LOSS_REGISTRY.values())
+
+
+def _style_activations(seed: int) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        "small": torch.rand(1, 4, 6, 5, generator=generator),
+        "large": torch.rand(1, 8, 3, 4, generator=generator),
+    }
+
+
+@pytest.mark.parametrize("name", ["gram", "mean_cov", "sliced"])
+def test_a_style_loss_is_zero_at_its_styles_own_activations_and_positive_elsewhere(name):
+    from napari_style_transfer.losses import STYLE_LOSS_REGISTRY
+
+    styles = [_style_activations(1), _style_activations(2)]
+    loss = STYLE_LOSS_REGISTRY[name](styles, ("small", "large"), seed=0)
+    targets = loss.targets([(0, 1.0)])
+    for layer in ("small", "large"):
+        same = float(loss(layer, styles[0][layer], targets[layer]))
+        other = float(loss(layer, styles[1][layer], targets[layer]))
+        assert other > 0 and abs(same) < 1e-5 * other
+
+
+@pytest.mark.parametrize("name", ["gram", "mean_cov", "sliced"])
+def test_a_style_loss_guided_over_every_position_is_its_plain_loss_per_image(name):
+    from napari_style_transfer.losses import STYLE_LOSS_REGISTRY
+
+    styles = [_style_activations(1), _style_activations(2)]
+    loss = STYLE_LOSS_REGISTRY[name](styles, ("small", "large"), seed=0)
+    target = loss.targets([(0, 0.25), (1, 0.75)])["small"]
+    images = torch.rand(2, 4, 6, 5, generator=torch.Generator().manual_seed(3))
+    guided = loss("small", images, target, torch.ones(2, 1, 30))
+    assert guided.shape == (2,)
+    plain = torch.stack([loss("small", images[i : i + 1], target) for i in range(2)])
+    torch.testing.assert_close(guided, plain, rtol=1e-4, atol=1e-7)
+
+
+def test_the_sliced_loss_draws_the_same_projections_for_the_same_seed_and_new_ones_each_step():
+    from napari_style_transfer.losses import SlicedLoss
+
+    styles = [_style_activations(1)]
+    first, again = (
+        SlicedLoss(styles, ("small", "large"), seed=5),
+        SlicedLoss(styles, ("small", "large"), seed=5),
+    )
+    for layer in ("small", "large"):
+        torch.testing.assert_close(first.directions[layer], again.directions[layer], rtol=0, atol=0)
+    before = dict(first.directions)
+    first.start_step()
+    assert all(not torch.equal(first.directions[layer], before[layer]) for layer in before)
+
+
+def test_a_region_guide_weights_each_region_by_its_share_of_the_image():
+    from napari_style_transfer.losses import RegionGuide
+
+    labels = torch.zeros(1, 1, 4, 4, dtype=torch.int64)
+    labels[..., :, :1] = 1  # a quarter of the image
+    labels[..., :, 1:] = 2
+    guide = RegionGuide(labels)
+    guides = guide.guides((4, 4))
+    assert sorted(guides) == [1, 2] and guides[1].shape == (1, 1, 16)
+    losses = {1: torch.tensor([8.0]), 2: torch.tensor([4.0])}
+    total = guide(torch.zeros(1, 3, 4, 4), lambda label, _: losses[label])
+    assert total.item() == pytest.approx(0.25 * 8.0 + 0.75 * 4.0)
+
+
+def test_the_temporal_term_knows_its_curvature():
+    from napari_style_transfer.losses import TemporalLoss
+
+    target = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(6))
+    reliable = (torch.rand(1, 1, 4, 4, generator=torch.Generator().manual_seed(7)) > 0.5).float()
+    term = TemporalLoss(target, reliable)
+    image = torch.zeros(1, 3, 4, 4, requires_grad=True)
+    (gradient,) = torch.autograd.grad(3.0 * term(image), image)
+    # a quadratic: its gradient at the image is the curvature times (image - target)
+    torch.testing.assert_close(gradient, term.curvature(image, 3.0) * (image - target).detach())

@@ -154,10 +154,11 @@ FAST = {"size": 32, "steps": 2, "weights": "random", "snapshot_every": 0}
 @pytest.fixture
 def free_ram(monkeypatch):
     """Set the free memory the API sees (every device) to ``free_ram(bytes)``."""
-    from napari_style_transfer import api
 
     def set_free(count):
-        monkeypatch.setattr(api, "free_memory_bytes", lambda device: count)
+        monkeypatch.setattr(
+            "napari_style_transfer.pipeline.memory_checks.free_memory_bytes", lambda device: count
+        )
 
     return set_free
 
@@ -224,13 +225,13 @@ def test_following_the_stacks_frame_advice_fits(style, free_ram):
     ids=["linux", "windows", "numpy"],
 )
 def test_running_out_of_ram_during_a_run_becomes_the_projects_message(content, style, monkeypatch, failure):
-    from napari_style_transfer import OutOfMemoryError, api, stylize
+    from napari_style_transfer import OutOfMemoryError, stylize
 
     def exhausted(*args, **kwargs):
         raise failure
         yield  # pragma: no cover
 
-    monkeypatch.setattr(api, "optimize", exhausted)
+    monkeypatch.setattr("napari_style_transfer.pipeline.optimise.optimize", exhausted)
     with pytest.raises(
         OutOfMemoryError, match="cpu ran out of memory at a working size of 32 px: use a smaller size"
     ):
@@ -238,13 +239,13 @@ def test_running_out_of_ram_during_a_run_becomes_the_projects_message(content, s
 
 
 def test_other_runtime_errors_during_a_run_pass_unchanged(content, style, monkeypatch):
-    from napari_style_transfer import api, stylize
+    from napari_style_transfer import stylize
 
     def broken(*args, **kwargs):
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
         yield  # pragma: no cover
 
-    monkeypatch.setattr(api, "optimize", broken)
+    monkeypatch.setattr("napari_style_transfer.pipeline.optimise.optimize", broken)
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
         stylize(content, style, **FAST)
 
@@ -258,7 +259,9 @@ def test_a_gpu_runs_result_is_checked_against_ram_not_gpu_memory(monkeypatch):
     from napari_style_transfer.options import StyleOptions
 
     free = {"cuda": 100 * GB, "cpu": 50 * 2**20}  # the GPU has room for anything; RAM has not
-    monkeypatch.setattr(api, "free_memory_bytes", lambda device: free[device.type])
+    monkeypatch.setattr(
+        "napari_style_transfer.pipeline.memory_checks.free_memory_bytes", lambda device: free[device.type]
+    )
     stack = describe_image(np.broadcast_to(np.eye(32, dtype=np.float32), (20000, 32, 32)), "content")
     with pytest.raises(
         OutOfMemoryError,

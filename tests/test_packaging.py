@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from importlib import metadata
 from importlib.resources import files
 from pathlib import Path
 
@@ -166,13 +165,46 @@ def test_npe2_finds_and_validates_the_manifest_through_the_entry_point():
     assert "valid" in result.stdout
 
 
-def test_the_distribution_metadata_keeps_qt_out_of_the_base_dependencies():
-    requires = metadata.requires("napari-style-transfer") or []
-    base = [r for r in requires if "extra" not in r]
-    names = {r.split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower() for r in base}
-    assert {"napari", "magicgui", "torch", "pillow", "numpy"} <= names
-    assert not names & {"pyqt5", "pyqt6", "pyside2", "pyside6"}
-    assert any("pyqt6" in r.lower() and "extra" in r and "all" in r for r in requires)
+def requirements(wheel: zipfile.ZipFile) -> dict[str, set[str]]:
+    """The wheel's Requires-Dist names by extra ("" for the core)."""
+    (metadata_file,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    by_extra: dict[str, set[str]] = {}
+    for line in wheel.read(metadata_file).decode().splitlines():
+        if line.startswith("Requires-Dist:"):
+            requirement, _, marker = line.split(":", 1)[1].partition(";")
+            extra = marker.split("extra ==")[1].strip(" '\"") if "extra ==" in marker else ""
+            name = requirement.strip().split("[")[0]
+            for sign in "<>=!~ ":
+                name = name.split(sign)[0]
+            by_extra.setdefault(extra, set()).add(name.lower())
+    return by_extra
+
+
+def test_the_core_holds_what_the_engine_and_the_command_line_need(wheel):
+    core = requirements(wheel)[""]
+    assert {"torch", "numpy", "pillow", "tifffile", "scikit-image", "scipy", "tqdm"} <= core
+    assert {"magicgui", "qtpy"} <= core  # the widget module imports them (no Qt binding)
+    assert not core & {"napari", "distributed", "dask", "pyqt5", "pyqt6", "pyside2", "pyside6"}
+
+
+def test_the_extras_add_napari_with_a_qt_binding_and_distributed(wheel):
+    extras = requirements(wheel)
+    assert {"napari", "pyqt6"} <= extras["napari"]
+    assert extras["distributed"] == {"distributed"}
+    assert extras["all"] == {"napari", "pyqt6", "distributed"}  # hatchling expands [napari,distributed]
+    # the suite runs napari, a cluster, the docs build and the release build
+    assert {"napari", "pyqt6", "distributed", "mkdocs", "pytest", "twine", "build", "ruff"} <= extras[
+        "testing"
+    ]
+    assert {"mkdocs", "mkdocs-material", "mkdocstrings"} <= extras["docs"]
+
+
+def test_all_and_testing_name_the_extras_they_gather():
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["all"] == ["napari-style-transfer[napari,distributed]"]
+    assert "napari-style-transfer[all,docs]" in extras["testing"]  # the suite runs napari and a cluster
 
 
 def test_the_manifest_preferences_default_to_the_engine_defaults():
@@ -218,3 +250,9 @@ def test_the_manifest_is_public_and_names_its_categories():
     manifest = PluginManifest.from_file(ROOT / "napari.yaml")
     assert manifest.visibility == "public"
     assert "Image Processing" in manifest.categories
+
+
+def test_a_tree_without_git_history_builds_with_the_fallback_version(wheel):
+    # the fixture's copy has no .git: hatch-vcs falls back (pyproject.toml, fallback-version)
+    (metadata_file,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    assert "\nVersion: 0.0.0\n" in wheel.read(metadata_file).decode()

@@ -115,18 +115,19 @@ def test_auto_precision_on_the_cpu_is_bf16_only_where_the_cpu_computes_bf16_nati
 def test_a_run_records_the_precision_its_convolutions_ran_in(
     content, style, monkeypatch, native, precision, ran
 ):
-    from napari_style_transfer import api, engine
+    from napari_style_transfer import engine
+    from napari_style_transfer.pipeline import optimise
 
     monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: native)
     dtypes = []
-    real = api.StyleObjective
+    real = optimise.StyleObjective
 
     def recorded(*args, **kwargs):
         objective = real(*args, **kwargs)
         dtypes.append(objective.compute_dtype)
         return objective
 
-    monkeypatch.setattr(api, "StyleObjective", recorded)
+    monkeypatch.setattr("napari_style_transfer.pipeline.optimise.StyleObjective", recorded)
     result = list(iter_stylize(content, style, precision=precision, device="cpu", **{**FAST, "steps": 1}))[-1]
     assert dtypes == [torch.bfloat16 if ran == "bf16" else torch.float32]
     assert result.precision == ran

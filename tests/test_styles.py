@@ -118,10 +118,10 @@ def test_sliced_loss_compares_a_style_of_another_size():
 def test_sliced_directions_are_drawn_afresh_each_step_from_the_seed():
     first = objective_for(image_tensor(1), image_tensor(2), style_loss="sliced", seed=7)
     again = objective_for(image_tensor(1), image_tensor(2), style_loss="sliced", seed=7)
-    before = first.directions["conv1_1"].clone()
-    torch.testing.assert_close(again.directions["conv1_1"], before, rtol=0, atol=0)
+    before = first.style_loss.directions["conv1_1"].clone()
+    torch.testing.assert_close(again.style_loss.directions["conv1_1"], before, rtol=0, atol=0)
     first.new_directions()
-    assert not torch.equal(first.directions["conv1_1"], before)
+    assert not torch.equal(first.style_loss.directions["conv1_1"], before)
 
 
 def test_style_layer_weights_scale_each_layers_style_loss():
@@ -399,3 +399,31 @@ def test_the_region_gram_loss_gradient_is_that_of_autograd():
     target = target + target.transpose(1, 2)  # a Gram matrix is symmetric (the backward relies on it)
     weights = torch.rand(2, 1, 20, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda f: weighted_gram_mse(f, target, weights), (features,))
+
+
+def test_the_objective_is_the_weighted_sum_of_its_parts():
+    from napari_style_transfer.losses import temporal_loss, total_variation
+
+    content, image = image_tensor(1), image_tensor(3)
+    objective = objective_for(content, image_tensor(2), content_weight=2.0, style_weight=3.0, tv_weight=5.0)
+    objective.temporal_weight = 7.0
+    target, reliable = image_tensor(4), torch.ones(1, 1, 32, 32)
+    objective.set_temporal(target, reliable)
+    with torch.no_grad():
+        total, terms = objective(image)
+        features = objective.features(image)
+        content_part = objective.content_loss(features)
+        style_part = sum(
+            objective.style_loss(name, features[name], objective.style_targets[name])
+            for name in objective.style_layers
+        )
+    expected = torch.stack(
+        [
+            2.0 * content_part,
+            3.0 * style_part,
+            5.0 * total_variation(image),
+            7.0 * temporal_loss(image, target, reliable),
+        ]
+    )
+    torch.testing.assert_close(terms, expected)
+    torch.testing.assert_close(total, expected.sum())

@@ -7,12 +7,16 @@ other engine names) are first used, so that loading the napari plugin stays fast
 from __future__ import annotations
 
 from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from .errors import OutOfMemoryError, StyleTransferError, WeightsError
 from .options import StyleOptions
 
-__version__ = "0.1.0"
+try:  # the installed distribution's version, which hatch-vcs takes from the git tag
+    __version__ = version("napari-style-transfer")
+except PackageNotFoundError:  # a source tree on sys.path, never installed
+    __version__ = "0+unknown"
 
 _LAZY = {
     "stylize": "api",

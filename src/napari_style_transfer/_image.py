@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeGuard
 
 import numpy as np
 
@@ -40,11 +41,29 @@ class PreparedImage:
         return self.rgb.shape[0], self.rgb.shape[1]
 
 
+class FrameSource(Protocol):
+    """An image or stack read a frame at a time (see :func:`is_frame_source`)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def ndim(self) -> int: ...
+
+    @property
+    def dtype(self) -> np.dtype: ...
+
+    @property
+    def value_range(self) -> tuple[float, float]: ...
+
+    def __getitem__(self, index: Any) -> np.ndarray: ...
+
+
 @dataclass(frozen=True)
 class ImageInput:
     """A checked input image or stack; the data itself is left untouched."""
 
-    data: np.ndarray  # or a frame source (see is_frame_source), read only by frame()
+    data: np.ndarray | FrameSource  # a frame source is read only by frame()
     role: str
     channels: str  # "grey", "rgb" or "rgba"
     low: float  # value mapped to 0
@@ -80,7 +99,7 @@ class ImageInput:
     def frame(self, index: tuple[int, ...] = (), longest_side: int | None = None) -> PreparedImage:
         """Frame ``index`` as float RGB in [0, 1]. With ``longest_side``, a frame more than
         twice that size is first shrunk by an integer block mean, to save memory."""
-        data = self.data[index] if index or is_frame_source(self.data) else self.data
+        data = self.data if isinstance(self.data, np.ndarray) and not index else self.data[index]
         factor = 1
         if longest_side is not None:
             factor = max(1, int(max(self.shape) // (2 * longest_side)))
@@ -157,8 +176,18 @@ def describe_image(array: object, role: str, allow_stack: bool = True) -> ImageI
     (its minimum to maximum, over the whole stack) for everything else: uint16, other
     integers, floats outside [0, 1].
     """
-    lazy = is_frame_source(array)
-    data = array if lazy else _as_array(array, role)
+    data: np.ndarray | FrameSource = array if is_frame_source(array) else _as_array(array, role)
+    data, channels = _checked_shape(data, role, allow_stack)
+    if not isinstance(data, np.ndarray):
+        return _describe_frame_source(data, role, channels)
+    return _described_array(data, role, channels)
+
+
+def _checked_shape(
+    data: np.ndarray | FrameSource, role: str, allow_stack: bool
+) -> tuple[np.ndarray | FrameSource, str]:
+    """``data`` without a trailing axis of one channel, and its channels: "grey", "rgb" or
+    "rgba"; a dtype or shape that is no image is refused."""
     if data.dtype.kind not in "biuf":
         raise StyleTransferError(
             f"the {role} image has dtype {data.dtype}; give a numeric (integer or float) array"
@@ -185,8 +214,11 @@ def describe_image(array: object, role: str, allow_stack: bool = True) -> ImageI
         raise StyleTransferError(f"the {role} image has shape {data.shape}; {wanted}")
     if math.prod(data.shape) == 0:
         raise StyleTransferError(f"the {role} image is empty (shape {data.shape})")
-    if lazy:
-        return _describe_frame_source(data, role, channels)
+    return data, channels
+
+
+def _described_array(data: np.ndarray, role: str, channels: str) -> ImageInput:
+    """An in-memory image's description: its values checked and their range decided."""
     colour = data if channels != "rgba" else data[..., :3]
     # min and max are NaN if any value is, and infinite if any is: no whole-size mask needed
     data_low, data_high = float(colour.min()), float(colour.max())
@@ -210,7 +242,7 @@ def describe_image(array: object, role: str, allow_stack: bool = True) -> ImageI
     return ImageInput(data, role, channels, low, high, scaling, alpha_as_is)
 
 
-def is_frame_source(array: object) -> bool:
+def is_frame_source(array: object) -> TypeGuard[FrameSource]:
     """Whether ``array`` is read a frame at a time rather than as a whole.
 
     A frame source (a lazy napari layer, say) has ``shape``, ``dtype`` and ``ndim``, gives
@@ -224,7 +256,7 @@ def is_frame_source(array: object) -> bool:
     )
 
 
-def _describe_frame_source(source: object, role: str, channels: str) -> ImageInput:
+def _describe_frame_source(source: FrameSource, role: str, channels: str) -> ImageInput:
     low, high = (float(value) for value in source.value_range)
     if not high > low:
         raise StyleTransferError(
@@ -303,7 +335,7 @@ def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         return image
     size = (shape[1], shape[0])
     if image.ndim == 2:
-        return np.asarray(Image.fromarray(image.astype(np.float32)).resize(size, Image.BILINEAR))
+        return np.asarray(Image.fromarray(image.astype(np.float32)).resize(size, Image.Resampling.BILINEAR))
     channels = [resize_image(image[..., c], shape) for c in range(image.shape[-1])]
     return np.stack(channels, axis=-1)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,17 +25,20 @@ from typing import Any
 import numpy as np
 
 from ._image import ValueScale, describe_image, frame_count
+from .atomic import write_replacing
 from .errors import StyleTransferError
 from .files import (
     OUTPUT_DTYPES,
     ImageFileError,
+    prepare_folder,
     read_image,
-    read_settings,
     result_suffix,
     write_image,
-    write_replacing,
 )
 from .options import StyleOptions
+from .styled_files import read_settings
+
+log = logging.getLogger(__name__)
 
 #: The record of a batch, beside its results.
 RECORD_NAME = "batch.json"
@@ -112,13 +115,14 @@ def plan_batch(
 ) -> Batch:
     """Check a batch before any item runs: raise :class:`StyleTransferError` for no inputs or
     styles, options out of range, an unknown ``output_dtype``, an output folder that cannot be
-    written, a style that cannot be read, or two items that would write the same file. Inputs
-    are read only by their items (a damaged one fails alone)."""
-    inputs = [Path(path) for path in inputs]
-    styles = [Path(path) for path in styles]
-    if not inputs:
+    written, a style that cannot be read, two items that would write the same file, or an
+    item that would write over an input or a style. Inputs are read only by their items (a
+    damaged one fails alone)."""
+    content_paths = [Path(path) for path in inputs]
+    style_paths = [Path(path) for path in styles]
+    if not content_paths:
         raise StyleTransferError("no input images given; give one or more image files (PNG, TIFF, .npy, ...)")
-    if not styles:
+    if not style_paths:
         raise StyleTransferError("no style images given; give one or more style image files")
     opts = StyleOptions.from_kwargs(options).to_dict()
     if output_dtype not in OUTPUT_DTYPES:
@@ -126,13 +130,24 @@ def plan_batch(
             f"output_dtype must be one of {', '.join(OUTPUT_DTYPES)}, got {output_dtype!r}"
         )
     style_images = []
-    for path in styles:
+    for path in style_paths:
         image = read_image(path, "style")
         describe_image(image, f"style ({path})", allow_stack=False)
         style_images.append(image)
     out = Path(out_dir)
+    items = _plan_items(content_paths, style_paths, out, opts, output_dtype)
+    batch = Batch(items, style_images, out, opts, force, output_dtype)
+    _refuse_overwriting_inputs(batch, [*content_paths, *style_paths])
     prepare_folder(out)
-    items, owners = [], {}
+    return batch
+
+
+def _plan_items(
+    inputs: list[Path], styles: list[Path], out: Path, opts: dict[str, Any], output_dtype: str
+) -> list[Item]:
+    """Every input with every style, style by style; two that would write one file are refused."""
+    items: list[Item] = []
+    owners: dict[str, Path] = {}
     for style_index, style in enumerate(styles):
         for content in inputs:
             stem = f"{content.stem}__{style.stem}"
@@ -142,27 +157,46 @@ def plan_batch(
                     f"{out / stem}.*; rename one of them (output names come from the file names)"
                 )
             owners[stem] = content
-            settings = {"input": _identity(content), "style": _identity(style), "options": opts}
+            settings: dict[str, Any] = {
+                "input": _identity(content),
+                "style": _identity(style),
+                "options": opts,
+            }
             if output_dtype != "float32":  # results made before there was a choice stay valid
                 settings["output_dtype"] = output_dtype
-            settings = _json(settings)
-            items.append(Item(str(content), str(style), style_index, stem, settings))
-    return Batch(items, style_images, out, opts, force, output_dtype)
+            items.append(Item(str(content), str(style), style_index, stem, _json(settings)))
+    return items
 
 
-def prepare_folder(folder: Path) -> None:
-    """Create the output folder if missing and make sure a file can be created in it."""
-    if folder.exists() and not folder.is_dir():
-        raise StyleTransferError(f"the output folder {folder} is a file; give a folder")
+#: What a batch may write for an item, whichever the result's type turns out to be.
+RESULT_SUFFIXES = (".png", ".tif")
+
+
+def _refuse_overwriting_inputs(batch: Batch, inputs: list[Path]) -> None:
+    """Refuse a batch that would write a result (or its record) over one of its own inputs or
+    styles: by path (links resolved) and by file identity (hard links, case-blind file systems)."""
+    by_path = {path.resolve(): path for path in inputs}
+    by_identity = {key: path for path in inputs if (key := _file_key(path)) is not None}
+    writes = [(batch.out_dir / RECORD_NAME, "the batch's record")]
+    for item in batch.items:
+        what = f"the result of {item.input} with style {item.style}"
+        writes += [(batch.output_for(item, suffix), what) for suffix in RESULT_SUFFIXES]
+    for output, what in writes:
+        key = _file_key(output)
+        overwritten = by_path.get(output.resolve()) or (by_identity.get(key) if key else None)
+        if overwritten is not None:
+            raise StyleTransferError(
+                f"{what} would be written as {output}, which is the input {overwritten}; "
+                "give another output folder or rename the input (inputs are never overwritten)"
+            )
+
+
+def _file_key(path: Path) -> tuple[int, int] | None:
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        descriptor, probe = tempfile.mkstemp(dir=folder, prefix=".napari-style-transfer-", suffix=".probe")
-    except OSError as error:
-        raise StyleTransferError(
-            f"cannot write into the output folder {folder}: {error.strerror or error}; give a folder you can write to"
-        ) from None
-    os.close(descriptor)
-    os.unlink(probe)
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino)
 
 
 def _identity(path: Path) -> dict[str, Any]:
@@ -185,7 +219,7 @@ def existing_result(batch: Batch, item: Item) -> Path | None:
     """The item's result when it is already there with the same settings (and not ``force``)."""
     if batch.force:
         return None
-    for suffix in (".png", ".tif"):
+    for suffix in RESULT_SUFFIXES:
         path = batch.output_for(item, suffix)
         if path.is_file():
             stored = read_settings(path)
@@ -195,9 +229,9 @@ def existing_result(batch: Batch, item: Item) -> Path | None:
 
 
 def run_item(item: Item, style: np.ndarray, options: dict[str, Any]) -> Outcome:
-    """Read the item's input and style it. An error the user can cause (a damaged or too
-    small image, memory) comes back in the outcome, so that the batch goes on; anything else
-    is a bug and raises."""
+    """Read the item's input and style it. Any error comes back in the outcome, so that the
+    batch goes on: one the user can cause (a damaged or too small image, memory) as its
+    message; anything else, a bug, as its type and message, its traceback logged."""
     from .api import StyleResult, iter_stylize
 
     started = time.perf_counter()
@@ -211,6 +245,10 @@ def run_item(item: Item, style: np.ndarray, options: dict[str, Any]) -> Outcome:
                 result = record
     except StyleTransferError as error:  # ImageFileError, OutOfMemoryError, WeightsError among them
         return Outcome(None, {}, "", time.perf_counter() - started, error=str(error))
+    except Exception as error:  # noqa: BLE001 - one item's bug must not end the others
+        log.exception("item %s with style %s failed unexpectedly", item.input, item.style)
+        message = f"unexpected {type(error).__name__}: {error} (a bug: please report it)"
+        return Outcome(None, {}, "", time.perf_counter() - started, error=message)
     assert result is not None, "iter_stylize ended without a result"
     metadata = {**result.metadata(), "batch": item.settings}
     suffix = result_suffix(content, frame_count(described.stack_shape))

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
 import re
 import shlex
+import signal
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
@@ -31,8 +32,9 @@ from .files import (
     ImageFileError,
     fits_8_bits,
     frames_of,
-    one_line,
+    prepare_folder,
     read_image,
+    same_file,
     write_image,
 )
 from .options import DEMO_DEFAULTS, StyleOptions, choices, help_text
@@ -81,6 +83,37 @@ class RunInterrupted(Exception):
             "device": record.device,
             "options": options,
         }
+
+
+class CtrlC:
+    """Ctrl-C during a run: the first stops it (``KeyboardInterrupt``, which :func:`run` turns
+    into :class:`RunInterrupted`); from then on, and once :meth:`saving` is called, a Ctrl-C
+    only says that the result is being written, so that writing it cannot be cut short. In a
+    thread other than the main one (where Python delivers signals) it changes nothing."""
+
+    def __enter__(self) -> CtrlC:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._stop)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def saving(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._wait)
+
+    def _stop(self, *_: object) -> None:
+        self.saving()
+        raise KeyboardInterrupt
+
+    @staticmethod
+    def _wait(*_: object) -> None:
+        # os.write: a print here could land inside another print to stderr and fail
+        os.write(2, f"\n{PROG}: writing the result, a moment...\n".encode())
 
 
 class _Parser(argparse.ArgumentParser):
@@ -178,47 +211,88 @@ def command_line_syntax(text: str) -> str:
     return _BARE_KEYWORD.sub(lambda match: option_flag(match.group(1)), text)
 
 
-def add_option_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
-    """One ``--option`` per StyleOptions field, defaults and help read from there."""
+#: Where each run option appears in ``--help`` (and in the documentation's option table), in
+#: the order the groups are shown. tests/test_cli_help.py checks that every StyleOptions field
+#: has a group.
+OPTION_GROUPS: dict[str, tuple[str, ...]] = {
+    "inputs and outputs": ("size", "snapshot_every", "keep_grey"),
+    "style": (
+        "style_weight",
+        "content_weight",
+        "tv_weight",
+        "style_scale",
+        "style_blend",
+        "style_loss",
+        "style_layers",
+        "style_layer_weights",
+        "content_layers",
+        "content_colours",
+        "weights",
+        "pooling",
+    ),
+    "optimisation": ("steps", "optimizer", "learning_rate", "init", "seed", "average", "schedule"),
+    "stacks (3D+ content)": ("frames", "temporal_weight", "time_steps"),
+    "performance": ("device", "precision", "batch_frames", "channels_last", "cudnn_benchmark"),
+}
+#: The group of a batch's own options (after the run options').
+BATCH_GROUP = "batch (dask cluster)"
+
+
+def option_groups(parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """The parser's argument groups of :data:`OPTION_GROUPS`, created in that order."""
+    return {title: parser.add_argument_group(title) for title in OPTION_GROUPS}
+
+
+def add_option_arguments(
+    parser: argparse.ArgumentParser,
+    defaults: dict[str, Any] | None = None,
+    groups: dict[str, Any] | None = None,
+) -> None:
+    """One ``--option`` per StyleOptions field, defaults and help read from there, each in its
+    group of :data:`OPTION_GROUPS` (``groups``: the parser's, from :func:`option_groups`)."""
     defaults = {**dataclasses.asdict(StyleOptions()), **(defaults or {})}
-    group = parser.add_argument_group("style-transfer options")
+    groups = groups or option_groups(parser)
+    group_of = {name: groups[title] for title, names in OPTION_GROUPS.items() for name in names}
     for field in dataclasses.fields(StyleOptions):
-        default = defaults[field.name]
-        flag = option_flag(field.name)
-        kwargs: dict[str, Any] = {"dest": field.name, "default": default}
-        if field.metadata.get("numbers"):
-            kwargs.update(type=_numbers, metavar="NUMBER,...")
-            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-            shown = shown if shown != "" else None
-        elif isinstance(default, tuple):
-            kwargs.update(type=_layers, metavar="LAYER,...")
-            shown = ",".join(default)
-        elif field.name == "content_colours":  # a mode; the bare flag is the luminance mode, as before
-            kwargs.update(nargs="?", const="luminance", choices=choices(field.name))
-            group.add_argument(
-                "--no-content-colours",
-                dest=field.name,
-                action="store_const",
-                const=False,
-                help="keep the style's colours",
-            )
-            shown = default if default else "off"
-        elif field.name in ("learning_rate", "seed", "average"):
-            kwargs.update(type=_optional(_number(int if field.name == "seed" else float)))
-            shown = default
-        elif choices(field.name):
-            kwargs["choices"] = choices(field.name)
-            shown = default
-        elif isinstance(default, bool):
-            kwargs["action"] = argparse.BooleanOptionalAction
-            shown = "on" if default else "off"
-        elif not isinstance(default, int | float):
-            shown = default
-        else:
-            kwargs["type"] = _number(type(default))
-            shown = f"{default:g}" if isinstance(default, float) else default
-        suffix = "" if shown is None else f" (default: {shown})"
-        group.add_argument(flag, help=command_line_syntax(help_text(field.name)) + suffix, **kwargs)
+        _add_option(group_of[field.name], field, defaults[field.name])
+
+
+def _add_option(group: Any, field: dataclasses.Field, default: Any) -> None:
+    flag = option_flag(field.name)
+    kwargs: dict[str, Any] = {"dest": field.name, "default": default}
+    if field.metadata.get("numbers"):
+        kwargs.update(type=_numbers, metavar="NUMBER,...")
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        shown = shown if shown != "" else None
+    elif isinstance(default, tuple):
+        kwargs.update(type=_layers, metavar="LAYER,...")
+        shown = ",".join(default)
+    elif field.name == "content_colours":  # a mode; the bare flag is the luminance mode, as before
+        kwargs.update(nargs="?", const="luminance", choices=choices(field.name))
+        group.add_argument(
+            "--no-content-colours",
+            dest=field.name,
+            action="store_const",
+            const=False,
+            help="keep the style's colours",
+        )
+        shown = default if default else "off"
+    elif field.name in ("learning_rate", "seed", "average"):
+        kwargs.update(type=_optional(_number(int if field.name == "seed" else float)))
+        shown = default
+    elif choices(field.name):
+        kwargs["choices"] = choices(field.name)
+        shown = default
+    elif isinstance(default, bool):
+        kwargs["action"] = argparse.BooleanOptionalAction
+        shown = "on" if default else "off"
+    elif not isinstance(default, int | float):
+        shown = default
+    else:
+        kwargs["type"] = _number(type(default))
+        shown = f"{default:g}" if isinstance(default, float) else default
+    suffix = "" if shown is None else f" (default: {shown})"
+    group.add_argument(flag, help=command_line_syntax(help_text(field.name)) + suffix, **kwargs)
 
 
 def add_output_dtype_argument(parser: argparse.ArgumentParser, results: str, eight_bits: str) -> None:
@@ -233,63 +307,127 @@ def add_output_dtype_argument(parser: argparse.ArgumentParser, results: str, eig
     )
 
 
+RUN_EXAMPLES = f"""examples:
+  {PROG} photo.png swirl.png -o photo_swirl.png
+      one image in the style of another (300 steps at 512 px: see --steps, --size)
+  {PROG} nuclei.tif he_stain.png -o nuclei_he.tif --no-keep-grey --style-weight 1e5
+      a grey fluorescence image stained in the colours of an H&E-like style
+  {PROG} movie.tif swirl.png -o movie_swirl.tif --frames time --size 256 --steps 200
+      a time-lapse (T x Y x X): each frame starts from the previous result, warped
+
+'{PROG} run CONTENT STYLE ...' is the same. '{PROG} demo --help': the demo on bundled
+samples; '{PROG} batch --help': many images and styles on a dask cluster.
+"""
+
+DEMO_EXAMPLES = f"""examples:
+  {PROG} demo -o demo-output
+      astronaut + swirl, 256 px, 100 steps; writes content.png, style.png, snapshots, result.png
+  {PROG} demo -o nuclei --pair nuclei_he_stain --no-keep-grey
+      the synthetic fluorescence nuclei stained like the H&E-like sample
+  {PROG} demo -o quick --steps 20 --size 128 --weights random
+      a quick look without ImageNet weights (untrained network: texture only)
+"""
+
+BATCH_EXAMPLES = f"""examples:
+  {PROG} batch -o styled/ --style stain.png images/*.tif
+      every image with one style, on a local dask cluster (one worker per CUDA GPU, else one)
+  {PROG} batch -o styled/ --style a.png --style b.png --workers 0 --steps 200 images/*.png
+      every image with two styles, in this process
+  {PROG} batch -o styled/ --style stain.png --scheduler tcp://HOST:8786 images/*.tif
+      on a running cluster (dask scheduler and dask worker started elsewhere)
+
+A rerun skips the results already made with the same settings (--force redoes them). Exit
+status 0 when every item succeeded, 1 when one failed, 2 for a usage error.
+"""
+
+
+def _new_parser(prog: str, usage: str, description: str) -> _Parser:
+    # a short usage line, so that --help opens with the examples; the description holds them:
+    # keep its line breaks
+    return _Parser(
+        prog=prog,
+        usage=f"{prog} {usage}",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parser(demo: bool = False) -> argparse.ArgumentParser:
+    """The parser of a run (``demo=False``) or of the demo; options grouped as in
+    :data:`OPTION_GROUPS`."""
     if demo:
-        parser = _Parser(
-            prog=f"{PROG} demo",
-            description="Run style transfer on a bundled sample pair and write the content, the style, "
-            "the snapshots and the result as PNG files. Defaults are smaller than a run's so the "
-            "demo finishes in a minute or two on a laptop CPU.",
+        parser = _new_parser(
+            f"{PROG} demo",
+            "-o FOLDER [--pair PAIR] [options]",
+            "Style a bundled sample pair and write the content, the style, the snapshots and the "
+            "result as PNG files.\nThe defaults are smaller than a run's (256 px, 100 steps).\n\n"
+            + DEMO_EXAMPLES,
         )
-        parser.add_argument("-o", "--output", type=Path, required=True, help="folder for the PNG files")
-        parser.add_argument(
+        groups = option_groups(parser)
+        files = groups["inputs and outputs"]
+        files.add_argument("-o", "--output", type=Path, required=True, help="folder for the PNG files")
+        files.add_argument(
             "--pair", choices=tuple(DEMO_PAIRS), default=next(iter(DEMO_PAIRS)), help="which sample pair"
         )
     else:
-        parser = _Parser(
-            prog=PROG,
-            description="Neural style transfer (Gatys et al., CVPR 2016): redraw CONTENT in the style of STYLE. "
-            f"'{PROG} run CONTENT STYLE ...' is the same. Run '{PROG} demo --help' for the demo on bundled samples, "
-            f"'{PROG} batch --help' for many images and styles.",
+        parser = _new_parser(
+            PROG,
+            "CONTENT STYLE [STYLE ...] -o OUTPUT [options]",
+            "Neural style transfer (Gatys et al., CVPR 2016): redraw CONTENT in the style of STYLE.\n\n"
+            + RUN_EXAMPLES,
         )
-        parser.add_argument("content", type=Path, help=f"content image ({IMAGE_HINT})")
-        parser.add_argument(
-            "style",
-            type=Path,
-            nargs="*",
-            help=f"style image(s) ({IMAGE_HINT}); several are blended by --style-blend",
-        )
-        parser.add_argument(
-            "--style",
-            dest="more_styles",
-            type=Path,
-            action="append",
-            default=[],
-            metavar="STYLE",
-            help="a further style image (repeatable), as the positional ones",
-        )
-        parser.add_argument(
-            "--style-regions",
-            type=Path,
-            metavar="LABELS",
-            help="integer label image of the content's aspect ratio: label k takes the k-th style, 0 only the content (.npy, .tif or .png)",
-        )
-        parser.add_argument(
-            "-o",
-            "--output",
-            type=Path,
-            required=True,
-            help="result image file (.png: 8-bit, .tif: float32 or --output-dtype, both with the settings; "
-            "a stack needs .tif or .npy)",
-        )
-        parser.add_argument(
-            "--snapshot-dir", type=Path, help="also write every snapshot as a PNG into this folder"
-        )
-        add_output_dtype_argument(parser, "a .tif or .npy result", "a .png or .jpg result is")
+        groups = option_groups(parser)
+        _add_run_files(groups["inputs and outputs"])
         parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    add_option_arguments(parser, DEMO_DEFAULTS if demo else None)
+    groups["inputs and outputs"].add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_option_arguments(parser, DEMO_DEFAULTS if demo else None, groups)
     return parser
+
+
+def _add_run_files(files: Any) -> None:
+    """A run's inputs and outputs: the content, the styles, the regions, the result, snapshots."""
+    files.add_argument("content", type=Path, help=f"content image ({IMAGE_HINT})")
+    files.add_argument(
+        "style",
+        type=Path,
+        nargs="*",
+        help=f"style image(s) ({IMAGE_HINT}); several are blended by --style-blend",
+    )
+    files.add_argument(
+        "--style",
+        dest="more_styles",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="STYLE",
+        help="a further style image (repeatable), as the positional ones",
+    )
+    files.add_argument(
+        "--style-regions",
+        type=Path,
+        metavar="LABELS",
+        help="integer label image of the content's aspect ratio: label k takes the k-th style, 0 only the content (.npy, .tif or .png)",
+    )
+    files.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="result image file (.png: 8-bit, .tif: float32 or --output-dtype, both with the settings; "
+        "a stack needs .tif or .npy)",
+    )
+    files.add_argument(
+        "--snapshot-dir", type=Path, help="also write every snapshot as a PNG into this folder"
+    )
+    add_output_dtype_argument(files, "a .tif or .npy result", "a .png or .jpg result is")
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv`` and check every run option's value, before anything imports torch (a bad
+    value is refused at once, not after seconds of loading)."""
+    args = parser.parse_args(argv)
+    StyleOptions.from_kwargs(_options(args))  # raises StyleTransferError naming the bad value
+    return args
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -336,42 +474,53 @@ def run(
             if record.is_snapshot and snapshot_dir is not None and not twin:
                 frame = f"frame{record.frame_number:04d}_" if record.frames > 1 else ""
                 try:
-                    write_image(snapshot_dir / f"snapshot_{frame}step{record.step:04d}.png", record.image)
+                    write_image(snapshot_dir / snapshot_name(record.step, frame), record.image)
                 except CommandLineError as error:  # a lost snapshot must not cost the run
                     bar.write(f"{PROG}: warning: {error}; the run goes on", file=sys.stderr)
             if record.frames > 1 and record.step == record.steps:
                 finished[record.frame] = record.image
             last = record
     except KeyboardInterrupt:
-        if last is None:
+        stopped = None if last is None else _what_was_made(last, finished, args, stack_shape, frame_shape)
+        if stopped is None:  # nothing made yet
             raise
-        image = last.kept_image()
-        if image is None:
-            raise
-        if frame_shape is not None:
-            image = resize_image(image, frame_shape)
-        frames_done = int(last.step == last.steps)
-        if last.frames > 1:
-            # the frames that went through the network with the last one (batch_frames) have
-            # their images of this step too
-            current = {
-                frame: frame_image
-                for frame, frame_image in last.batch_images().items()
-                if frame not in finished
-            }
-            if frame_shape is not None:
-                current = {
-                    frame: resize_image(frame_image, frame_shape) for frame, frame_image in current.items()
-                }
-            if last.frame not in finished:
-                current.setdefault(last.frame, image)
-            image = _partial_stack(stack_shape, finished, current)
-            frames_done = len(finished)
-        options = StyleOptions.from_kwargs(_options(args)).to_dict()
-        raise RunInterrupted(image, last, options, frames_done, frame_shape) from None
+        raise stopped from None
     finally:
         bar.close()
     raise AssertionError("the run ended without a result")  # pragma: no cover
+
+
+def _what_was_made(
+    last: Any,
+    finished: dict[tuple[int, ...], np.ndarray],
+    args: argparse.Namespace,
+    stack_shape: tuple[int, ...],
+    frame_shape: tuple[int, int] | None,
+) -> RunInterrupted | None:
+    """What a run stopped after the step ``last`` made, at the result's size; None before
+    any image was kept."""
+    image = last.kept_image()
+    if image is None:
+        return None
+    if frame_shape is not None:
+        image = resize_image(image, frame_shape)
+    frames_done = int(last.step == last.steps)
+    if last.frames > 1:
+        # the frames that went through the network with the last one (batch_frames) have
+        # their images of this step too
+        current = {
+            frame: frame_image for frame, frame_image in last.batch_images().items() if frame not in finished
+        }
+        if frame_shape is not None:
+            current = {
+                frame: resize_image(frame_image, frame_shape) for frame, frame_image in current.items()
+            }
+        if last.frame not in finished:
+            current.setdefault(last.frame, image)
+        image = _partial_stack(stack_shape, finished, current)
+        frames_done = len(finished)
+    options = StyleOptions.from_kwargs(_options(args)).to_dict()
+    return RunInterrupted(image, last, options, frames_done, frame_shape)
 
 
 def _partial_stack(
@@ -381,15 +530,16 @@ def _partial_stack(
 ) -> np.ndarray:
     """The stack as far as it got: finished frames, the interrupted frames' last images
     (one, or a batch's), zeros after that."""
-    shape = next(iter({**finished, **current}.values())).shape
-    stack = np.zeros(stack_shape + shape, dtype=np.float32)
+    from .pipeline.sinks import NumpySink
+
+    stack = NumpySink(stack_shape, zeroed=True)
     for index, image in {**finished, **current}.items():
-        stack[index] = image
-    return stack
+        stack.take(index, image)
+    return stack.result
 
 
 def _main_run(argv: Sequence[str]) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(build_parser(), argv)
     style_paths = args.style + args.more_styles
     if not style_paths:
         raise CommandLineError("give a style image after the content (or with --style FILE)")
@@ -408,17 +558,20 @@ def _main_run(argv: Sequence[str]) -> int:
     if args.snapshot_dir is not None:
         _prepare_folder(args.snapshot_dir, "--snapshot-dir")
     frame_shape = working_shape(*described.shape, args.size)
-    try:
-        result = run(content, style, args, args.snapshot_dir, described.stack_shape, frame_shape, regions)
-    except RunInterrupted as stop:
-        return _save_partial(stop, args.output, scale)
-    write_image(args.output, result.image, result.metadata(), scale)
+    with CtrlC() as ctrl_c:
+        try:
+            result = run(content, style, args, args.snapshot_dir, described.stack_shape, frame_shape, regions)
+        except RunInterrupted as stop:
+            ctrl_c.saving()  # a KeyboardInterrupt raised by other means than Ctrl-C
+            return _save_partial(stop, args.output, scale)
+        ctrl_c.saving()
+        write_image(args.output, result.image, result.metadata(), scale)
     _report(result, args.output)
     return 0
 
 
 def _main_demo(argv: Sequence[str]) -> int:
-    args = build_parser(demo=True).parse_args(argv)
+    args = parse_arguments(build_parser(demo=True), argv)
     content_key, style_key, _ = DEMO_PAIRS[args.pair]
     content, style = load_sample(content_key), load_sample(style_key)
     out: Path = args.output
@@ -431,29 +584,33 @@ def _main_demo(argv: Sequence[str]) -> int:
     write_image(out / "content.png", _preview(described))
     write_image(out / "style.png", _preview(describe_image(style, "style")))
     frame_shape = working_shape(*described.shape, args.size)
-    try:
-        result = run(content, style, args, out, frame_shape=frame_shape)
-    except RunInterrupted as stop:
-        return _save_partial(stop, out / "result.png")
-    write_image(out / "result.png", result.image, result.metadata())
+    with CtrlC() as ctrl_c:
+        try:
+            result = run(content, style, args, out, frame_shape=frame_shape)
+        except RunInterrupted as stop:
+            ctrl_c.saving()  # a KeyboardInterrupt raised by other means than Ctrl-C
+            return _save_partial(stop, out / "result.png")
+        ctrl_c.saving()
+        write_image(out / "result.png", result.image, result.metadata())
     _report(result, out / "result.png")
     return 0
 
 
 def build_batch_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog=f"{PROG} batch",
-        description="Style every INPUT with every --style and write each result as "
-        "OUTDIR/<input stem>__<style stem>.png (2D results of 8-bit inputs) or .tif (stacks, inputs of "
-        "more than 8 bits; see --output-dtype), with its settings, and OUTDIR/batch.json. A rerun skips "
-        "the results already made with the same settings. Runs on a dask cluster: started here (--workers) "
-        "or running (--scheduler). Exit status 0 when every item succeeded, 1 when one failed.",
+    parser = _new_parser(
+        f"{PROG} batch",
+        "-o OUTDIR --style STYLE [--style STYLE ...] [options] INPUT [INPUT ...]",
+        "Style every INPUT with every --style and write each result as OUTDIR/<input stem>__<style stem>.png\n"
+        "(2D results of 8-bit inputs) or .tif (stacks, inputs of more than 8 bits; see --output-dtype),\n"
+        "with its settings, and OUTDIR/batch.json.\n\n" + BATCH_EXAMPLES,
     )
-    parser.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help=f"input images ({IMAGE_HINT})")
-    parser.add_argument(
+    groups = option_groups(parser)
+    files = groups["inputs and outputs"]
+    files.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help=f"input images ({IMAGE_HINT})")
+    files.add_argument(
         "-o", "--output", type=Path, required=True, metavar="OUTDIR", help="folder for the results"
     )
-    parser.add_argument(
+    files.add_argument(
         "--style",
         type=Path,
         action="append",
@@ -462,7 +619,11 @@ def build_batch_parser() -> argparse.ArgumentParser:
         metavar="STYLE",
         help="a style image; give --style several times for several styles",
     )
-    where = parser.add_mutually_exclusive_group()
+    add_output_dtype_argument(files, "each .tif result", "a .png result (2D, 8-bit input) is")
+    files.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_option_arguments(parser, groups=groups)
+    cluster = parser.add_argument_group(BATCH_GROUP)
+    where = cluster.add_mutually_exclusive_group()
     where.add_argument(
         "--workers",
         type=_number(int),
@@ -475,24 +636,45 @@ def build_batch_parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="run on a running dask cluster: its scheduler's address (tcp://HOST:PORT) or scheduler file",
     )
-    parser.add_argument(
+    cluster.add_argument(
         "--connect-timeout",
         type=_number(float),
         default=10.0,
         metavar="SECONDS",
         help="give up reaching --scheduler after this long (default: 10)",
     )
-    parser.add_argument(
+    cluster.add_argument(
         "--dashboard",
         action="store_true",
         help="serve dask's dashboard for a cluster started here, on this machine only (127.0.0.1:8787, "
         "or a free port), and print its address with the progress; off by default",
     )
-    add_output_dtype_argument(parser, "each .tif result", "a .png result (2D, 8-bit input) is")
-    parser.add_argument("--force", action="store_true", help="redo items whose result is already there")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    add_option_arguments(parser)
+    cluster.add_argument("--force", action="store_true", help="redo items whose result is already there")
     return parser
+
+
+def _installed(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a finder that refuses it; a half-imported module
+        return False
+
+
+def parse_batch_arguments(argv: Sequence[str]) -> argparse.Namespace:
+    """A batch's arguments, checked before torch or dask is imported: the run options, the
+    cluster's numbers, and that dask's distributed is installed where a cluster is asked for."""
+    args = parse_arguments(build_batch_parser(), argv)
+    if args.workers is not None and args.workers < 0:
+        raise CommandLineError(f"--workers must be 0 (this process) or more, got {args.workers}")
+    if args.connect_timeout <= 0:
+        raise CommandLineError(f"--connect-timeout must be above 0 seconds, got {args.connect_timeout:g}")
+    if args.workers != 0 and not _installed("distributed"):
+        flag = "--scheduler" if args.scheduler else "a batch on a local cluster"
+        raise CommandLineError(
+            f"{flag} needs dask's distributed, which is not installed: "
+            f"pip install 'napari-style-transfer[distributed]', or run the items here with --workers 0"
+        )
+    return args
 
 
 def _main_batch(argv: Sequence[str]) -> int:
@@ -500,11 +682,7 @@ def _main_batch(argv: Sequence[str]) -> int:
 
     from .batch import FAILED, RECORD_NAME, stylize_batch
 
-    args = build_batch_parser().parse_args(argv)
-    if args.workers is not None and args.workers < 0:
-        raise CommandLineError(f"--workers must be 0 (this process) or more, got {args.workers}")
-    if args.connect_timeout <= 0:
-        raise CommandLineError(f"--connect-timeout must be above 0 seconds, got {args.connect_timeout:g}")
+    args = parse_batch_arguments(argv)
     options = _options(args)
     # Everything that can be wrong before a task starts is refused before a cluster starts.
     from .batch import plan_batch
@@ -545,6 +723,29 @@ def _preview(described: Any) -> np.ndarray:
     return frame.rgb[..., 0] if frame.grey else frame.rgb
 
 
+#: What the snapshots of a run are called (``--snapshot-dir``, the demo's folder).
+SNAPSHOT_NAME = re.compile(r"snapshot_(frame\d+_)?step\d+\.png", re.IGNORECASE)
+
+
+def snapshot_name(step: int, frame: str = "") -> str:
+    """A snapshot's file name; ``frame`` is ``frameNNNN_`` in a stack."""
+    return f"snapshot_{frame}step{step:04d}.png"
+
+
+def _check_snapshot_dir(snapshot_dir: Path, inputs: dict[str, Path]) -> None:
+    """Refuse a --snapshot-dir where a snapshot could replace an input: one named as
+    snapshots are, in that folder (as given, or where a link to it leads)."""
+    if snapshot_dir.exists() and not snapshot_dir.is_dir():
+        raise CommandLineError(f"--snapshot-dir {snapshot_dir} is a file; give a folder")
+    for role, path in inputs.items():
+        for entry in (path, path.resolve()):
+            if SNAPSHOT_NAME.fullmatch(entry.name) and same_file(entry.parent, snapshot_dir):
+                raise CommandLineError(
+                    f"--snapshot-dir {snapshot_dir} holds the {role} image {path}, which a snapshot "
+                    "would replace; give another --snapshot-dir or rename the image (inputs are never overwritten)"
+                )
+
+
 def _check_output_path(output: Path, snapshot_dir: Path | None, inputs: dict[str, Path]) -> None:
     """Refuse before the run, not after it, a result path that cannot be written or that
     would overwrite an input."""
@@ -555,7 +756,7 @@ def _check_output_path(output: Path, snapshot_dir: Path | None, inputs: dict[str
             f"output {output} is a folder; give a file name such as {output / 'result.png'}"
         )
     for role, path in inputs.items():
-        if _same_file(output, path):
+        if same_file(output, path):
             raise CommandLineError(
                 f"output {output} is the {role} image {path}; "
                 "give another file name (inputs are never overwritten)"
@@ -570,38 +771,15 @@ def _check_output_path(output: Path, snapshot_dir: Path | None, inputs: dict[str
             f"output {output} has {f'the extension {suffix}' if suffix else 'no extension'}; "
             "give a .png (keeps the settings), .tif, .jpg or .npy file"
         )
-    if snapshot_dir is not None and snapshot_dir.exists() and not snapshot_dir.is_dir():
-        raise CommandLineError(f"--snapshot-dir {snapshot_dir} is a file; give a folder")
-
-
-def _same_file(first: Path, second: Path) -> bool:
-    """The same file by resolved path, or by identity (hard links, case-blind file systems)."""
-    if first.resolve() == second.resolve():
-        return True
-    try:
-        return os.path.samefile(first, second)
-    except OSError:  # one of them does not exist (yet): not the same file
-        return False
+    if snapshot_dir is not None:
+        _check_snapshot_dir(snapshot_dir, inputs)
 
 
 def _prepare_folder(folder: Path, what: str) -> None:
     """Just before the run: create a missing folder (and say so), and make sure a file can be
-    created in it, so that an unwritable place is refused before the run and not after it."""
-    if not folder.exists():
-        try:
-            folder.mkdir(parents=True)
-        except OSError as error:
-            raise CommandLineError(f"cannot create the {what} folder {folder}: {one_line(error)}") from None
+    created in it."""
+    if prepare_folder(folder, what):
         print(f"{PROG}: created folder {folder}", file=sys.stderr)
-    try:
-        descriptor, probe = tempfile.mkstemp(dir=folder, prefix=f".{PROG}-", suffix=".probe")
-    except OSError as error:
-        raise CommandLineError(
-            f"cannot write into the {what} folder {folder}: {error.strerror or error}; "
-            "give a folder you can write to"
-        ) from None
-    os.close(descriptor)
-    os.unlink(probe)
 
 
 def _check_output_kind(content: np.ndarray, output: Path, keep_grey: bool) -> Any:
@@ -665,11 +843,18 @@ def _report(result: Any, path: Path) -> None:
     )
 
 
+def warning_line(message: Any) -> str:
+    """A warning as this command's one line, in its flag syntax (dask's warnings, for one,
+    come in several lines)."""
+    text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    return f"{PROG}: warning: {command_line_syntax(text)}"
+
+
 def _warn_in_one_line(message: Any, category: type, *_: Any, **__: Any) -> None:
     from tqdm import tqdm
 
     # through tqdm, which takes a progress bar off its line first and draws it again after
-    tqdm.write(f"{PROG}: warning: {command_line_syntax(str(message))}", file=sys.stderr)
+    tqdm.write(warning_line(message), file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

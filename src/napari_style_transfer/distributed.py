@@ -7,24 +7,32 @@ the input files (a shared file system); results come back to the client, which w
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import threading
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import dask
 import numpy as np
-from distributed import Client, LocalCluster, as_completed
-from distributed.diagnostics.plugin import WorkerPlugin
+
+try:
+    import dask
+    from distributed import Client, LocalCluster, as_completed
+    from distributed.diagnostics.plugin import WorkerPlugin
+except ImportError as error:  # an install without the extra (the API, the CLI, napari alone)
+    raise ImportError(
+        "runs on a dask cluster need dask's distributed, which is not installed: "
+        "pip install 'napari-style-transfer[distributed]'"
+    ) from error
 
 from . import memory
-from ._image import describe_image
 from .batch import Batch, Outcome, run_item
 from .errors import StyleTransferError
-from .options import StyleOptions
+from .pipeline.executors import STOP_CHECK_S, THREADS_VARIABLE, prepare_worker_process
+from .pipeline.runner import FrameOfStack, check_frames_spread, run_frame
+from .pipeline.sinks import NumpySink
 
 #: Seconds to reach a scheduler (and, on a running cluster, to see its first worker) before
 #: saying it cannot be reached: an unreachable address must fail fast, never hang.
@@ -35,7 +43,7 @@ CONNECT_TIMEOUT = 10.0
 ALLOWED_FAILURES = 3
 
 #: What a worker process reads to size torch's thread pool (set by :class:`WorkerSetup`).
-_THREADS_VARIABLE = "NAPARI_STYLE_TRANSFER_TORCH_THREADS"
+_THREADS_VARIABLE = THREADS_VARIABLE
 
 
 def default_workers() -> int:
@@ -74,26 +82,8 @@ def _worker_number(name: Any) -> int:
         return sum(str(name).encode())
 
 
-_PREPARED = False
-
-
-def _prepare_process() -> None:
-    """Once per worker process: torch's threads, and weights that load once (see weights)."""
-    global _PREPARED
-    if _PREPARED:
-        return
-    import torch
-
-    threads = os.environ.get(_THREADS_VARIABLE)
-    if threads:
-        torch.set_num_threads(int(threads))
-    # Only in a worker process of its own (a nanny's child): a worker that shares the client's
-    # process (an in-process cluster) leaves that process's own runs as they were.
-    if multiprocessing.parent_process() is not None:
-        from .weights import keep_weights_for_good
-
-        keep_weights_for_good()
-    _PREPARED = True
+#: Once per worker process, before its first task (the pipeline's, which dask does not know).
+_prepare_process = prepare_worker_process
 
 
 @contextmanager
@@ -223,19 +213,14 @@ def dashboard(client: Client) -> str | None:
         return None
 
 
-def _run_task(item: Any, style: np.ndarray, options: dict[str, Any]) -> Outcome:
+def _run_task(item: Any, style: np.ndarray, options: dict[str, Any]) -> tuple[Outcome, list[Any]]:
+    """Run one item; its warnings come back with the outcome (message, category), so that the
+    client shows them in its own words, not as the worker's raw lines on stderr."""
     _prepare_process()
-    return run_item(item, style, options)
-
-
-def _stylize_frame(frame: Any, style: np.ndarray, options: dict[str, Any]) -> Any:
-    _prepare_process()
-    from .api import StyleResult, iter_stylize
-
-    for record in iter_stylize(frame, style, **options):
-        if isinstance(record, StyleResult):
-            return record
-    raise AssertionError("iter_stylize ended without a result")  # pragma: no cover
+    with warnings.catch_warnings(record=True) as caught:  # workers run one task at a time
+        warnings.simplefilter("always")
+        outcome = run_item(item, style, options)
+    return outcome, [(str(warning.message), warning.category) for warning in caught]
 
 
 def _keep(value: Any) -> Any:
@@ -269,7 +254,13 @@ def run_batch(
         futures[future] = index
     try:
         for future, value in as_completed(futures, with_results=True, raise_errors=False):
-            yield futures[future], value if future.status == "finished" else _failed(future)
+            if future.status != "finished":
+                yield futures[future], _failed(future)
+                continue
+            outcome, caught = value
+            for message, category in caught:  # shown once each, by the client's filters
+                warnings.warn(message, category, stacklevel=2)
+            yield futures[future], outcome
     finally:
         client.cancel([*futures, *styles])
 
@@ -302,26 +293,6 @@ def _times(count: int) -> str:
     return "once" if count == 1 else f"{count} times"
 
 
-class _Frame:
-    """One frame of a stack as a frame source (see ``_image.is_frame_source``): its values,
-    and the stack's value range, so that a frame styled alone maps its values exactly as the
-    whole stack's run maps them."""
-
-    def __init__(self, data: np.ndarray, low: float, high: float, scaling: str, alpha_as_is: bool):
-        self.data = np.ascontiguousarray(data)
-        self.value_range = (low, high)
-        self.scaling = scaling
-        self.alpha_as_is = alpha_as_is
-        self.shape, self.dtype, self.ndim = self.data.shape, self.data.dtype, self.data.ndim
-
-    def __getitem__(self, index: Any) -> np.ndarray:
-        return self.data[index]
-
-
-#: Seconds between two looks at ``iter_frames``'s ``stop`` while no frame has come back.
-STOP_CHECK_S = 0.05
-
-
 def iter_frames(
     client: Client, content: Any, style: Any, *, stop: threading.Event | None = None, **options: Any
 ) -> Iterator[tuple[tuple[int, ...], Any]]:
@@ -331,15 +302,7 @@ def iter_frames(
     same seed. ``stop``: once set, the iteration ends within ``STOP_CHECK_S`` seconds even
     while no frame comes back, and no further frame is read or submitted; the frames not yet
     returned are cancelled on the cluster."""
-    opts = StyleOptions.from_kwargs(options)
-    if opts.frames != "independent":
-        raise StyleTransferError(
-            f"frames={opts.frames!r} runs a stack frame after frame, so it cannot be spread over a cluster; "
-            "use frames='independent', or run without client="
-        )
-    described = describe_image(content, "content")
-    style_in = describe_image(style, "style", allow_stack=False)
-    options = opts.to_dict()
+    described, style_in, options = check_frames_spread(content, style, options)
     run = uuid.uuid4().hex[:8]
     stopped = stop.is_set if stop is not None else (lambda: False)
     futures: dict[Any, tuple[int, ...]] = {}
@@ -353,11 +316,9 @@ def iter_frames(
         for number, index in enumerate(described.frames()):
             if stopped():  # before reading the frame: a stop during submission uploads no more
                 return
-            frame = _Frame(
-                described.data[index], described.low, described.high, described.scaling, described.alpha_as_is
-            )
+            frame = FrameOfStack(described, index)
             future = client.submit(
-                _stylize_frame, frame, styles[0], options, key=f"frame-{number}-{run}", pure=False
+                run_frame, frame, styles[0], options, key=f"frame-{number}-{run}", pure=False
             )
             futures[future] = index
         returned = as_completed(futures, with_results=True)
@@ -375,11 +336,7 @@ def iter_frames(
 
 def stylize_on_cluster(client: Client, content: Any, style: Any, **options: Any) -> np.ndarray:
     """:func:`~napari_style_transfer.api.stylize` with the frames spread over ``client``'s workers."""
-    described = describe_image(content, "content")
-    result = None
+    sink = NumpySink(check_frames_spread(content, style, options)[0].stack_shape)
     for index, frame in iter_frames(client, content, style, **options):
-        if result is None:
-            result = np.empty(described.stack_shape + frame.image.shape, dtype=np.float32)
-        result[index] = frame.image[()]
-    assert result is not None
-    return result
+        sink.take(index, frame.image[()])
+    return sink.result

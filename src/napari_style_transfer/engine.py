@@ -9,10 +9,10 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from ._torch_compat import hide_triton
 
@@ -20,26 +20,14 @@ hide_triton()
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
 
 from .errors import StyleTransferError  # noqa: E402
 from .lbfgs import BatchBoxLBFGS, BoxLBFGS, CarriedCurvature  # noqa: E402
-from .losses import (  # noqa: E402
-    gaussian_target,
-    gram_matrix,
-    gram_mse,
-    random_directions,
-    sliced_target,
-    sliced_wasserstein_loss,
-    sorted_projections,
-    temporal_loss,
-    total_variation,
-    wasserstein2_loss,
-    weighted_gram_mse,
-)
+from .losses import gram_matrix as gram_matrix  # noqa: E402  (callers have found these here)
+from .losses import total_variation as total_variation  # noqa: E402
 from .memory import available_ram_bytes  # noqa: E402
+from .objective import StyleObjective as StyleObjective  # noqa: E402  (api and scripts import it from here)
 from .options import StyleOptions  # noqa: E402
-from .vgg import VGGFeatures  # noqa: E402
 
 T = TypeVar("T")
 
@@ -53,249 +41,6 @@ class Losses:
     style: float
     tv: float
     temporal: float = 0.0  # a time series' later frames: closeness to the warped previous result
-
-
-#: Factors that put each style loss's strength at a given style_weight near the Gram loss's:
-#: the other losses are about 3e5 times larger at the same images (measured on the bundled
-#: samples at 64 and 128 px with untrained weights: 1.4e-6 to 3.5e-6 of the Gram loss).
-STYLE_LOSS_SCALE = {"gram": 1.0, "mean_cov": 3e-6, "sliced": 3e-6}
-
-
-class StyleObjective(nn.Module):
-    """The loss of the paper: content_weight * L_content + style_weight * L_style (+ TV),
-    plus temporal_weight * L_temporal for a time series' later frames (:meth:`set_temporal`).
-
-    L_content is the mean squared error between activations of the image and of the content
-    image, summed over ``content_layers``; L_style is the mean squared error between Gram
-    matrices of the image and of the style image, summed over ``style_layers`` (each times its
-    ``style_layer_weights``), or with ``style_loss`` the Wasserstein-2 distance of fitted
-    Gaussians or the sliced Wasserstein distance (times :data:`STYLE_LOSS_SCALE`). Several
-    styles compare with their blended statistics; regions (:meth:`set_regions`) with their
-    own style's statistics, over their positions (see ``losses.py``). L_temporal is
-    :func:`~napari_style_transfer.losses.temporal_loss`. With ``compute_dtype`` bfloat16 the
-    convolutions run under autocast; activations are cast to float32 before Gram matrices
-    and losses.
-    """
-
-    def __init__(
-        self,
-        extractor: VGGFeatures,
-        content: torch.Tensor,
-        style: torch.Tensor | Sequence[torch.Tensor],
-        options: StyleOptions,
-        compute_dtype: torch.dtype = torch.float32,
-    ):
-        super().__init__()
-        self.extractor = extractor
-        self.content_layers = options.content_layers
-        self.style_layers = options.style_layers
-        self.content_weight = options.content_weight
-        self.style_weight = options.style_weight
-        self.tv_weight = options.tv_weight
-        self.temporal_weight = options.temporal_weight
-        self.temporal: tuple[torch.Tensor, torch.Tensor] | None = None  # (target, reliable)
-        self.compute_dtype = compute_dtype
-        self.memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
-        self.style_loss = options.style_loss
-        self.layer_weights = dict(zip(self.style_layers, options.layer_weights, strict=True))
-        styles = [style] if isinstance(style, torch.Tensor) else list(style)
-        # a style of weight 0 takes no part, so a blend of 1:0 is the first style's run exactly
-        self.blend = [(index, weight) for index, weight in enumerate(options.blend(len(styles))) if weight]
-        self.regions: torch.Tensor | None = None  # (N, 1, H, W) labels, 0 = no style
-        self._region_weights: dict[tuple[int, int], torch.Tensor] = {}
-        self.directions_generator = torch.Generator()
-        if options.seed is None:
-            self.directions_generator.seed()
-        else:
-            self.directions_generator.manual_seed(options.seed % 2**63)
-        with torch.no_grad():
-            style_features = [self.features(image) for image in styles] if self.style_layers else []
-            self._style_features = style_features
-            # statistics of the blend (for the whole image) and of each style alone (for its region)
-            self.style_targets = self._targets([i for i, _ in self.blend], [w for _, w in self.blend])
-            self._region_targets: dict[int, dict[str, Any]] = {}
-        self.new_directions()
-        self.set_content(content)
-
-    def _targets(self, indices: list[int], blend: list[float]) -> dict[str, Any]:
-        """Per style layer, the target statistics of styles ``indices`` blended by ``blend``."""
-        targets: dict[str, Any] = {}
-        for name in self.style_layers:
-            features = [self._style_features[i][name] for i in indices]
-            if self.style_loss == "gram":
-                target = None
-                for feature, weight in zip(features, blend, strict=True):
-                    gram = gram_matrix(feature) if weight == 1.0 else gram_matrix(feature) * weight
-                    target = gram if target is None else target + gram
-                targets[name] = target
-            elif self.style_loss == "mean_cov":
-                dtype = torch.float32 if features[0].device.type == "mps" else torch.float64
-                targets[name] = gaussian_target(features, blend, dtype)
-            else:  # sliced: the flattened activations; projected afresh with each step's directions
-                targets[name] = ([f[0].reshape(f.shape[1], -1) for f in features], blend)
-        return targets
-
-    def region_targets(self, label: int) -> dict[str, Any]:
-        if label not in self._region_targets:
-            with torch.no_grad():
-                self._region_targets[label] = self._targets([label - 1], [1.0])
-        return self._region_targets[label]
-
-    def new_directions(self) -> None:
-        """Draw the sliced loss's random projections afresh (once per step: the same
-        directions within a step keep L-BFGS's line search on one function)."""
-        if self.style_loss != "sliced":
-            return
-        self.directions = {}
-        self._sorted_styles: dict[tuple[int, str], torch.Tensor] = {}
-        for name in self.style_layers:
-            channels = self._style_features[0][name].shape[1]
-            device = self._style_features[0][name].device
-            self.directions[name] = random_directions(channels, channels, self.directions_generator).to(
-                device
-            )
-
-    def _sorted_style(self, index: int, name: str, flat: torch.Tensor) -> torch.Tensor:
-        key = (index, name)
-        if key not in self._sorted_styles:
-            self._sorted_styles[key] = sorted_projections(flat, self.directions[name])
-        return self._sorted_styles[key]
-
-    def set_regions(self, labels: torch.Tensor | None) -> None:
-        """Give label k >= 1 the k-th style and label 0 none, from now on; ``labels`` is
-        (N, 1, H, W) integers at the image's size (N = 1 for all images alike), or None for
-        the whole image in the blend of the styles."""
-        self.regions = labels
-        self._region_weights = {}
-
-    def _weights(self, shape: tuple[int, int]) -> dict[int, torch.Tensor]:
-        """Per label present, (N, 1, h*w) shares of each position of an (h, w) layer that lie
-        in the region (the guides of Gatys et al. 2017, downsampled by area)."""
-        if shape not in self._region_weights:
-            labels = self.regions
-            guides = {}
-            for label in torch.unique(labels).tolist():
-                if label == 0:
-                    continue
-                mask = (labels == label).float()
-                guides[label] = F.interpolate(mask, size=shape, mode="area").flatten(2)
-            self._region_weights[shape] = guides
-        return self._region_weights[shape]
-
-    def _layer_style_loss(self, name: str, feature: torch.Tensor) -> torch.Tensor:
-        if self.regions is None:
-            return self._loss(name, feature, self.style_targets[name], None, [i for i, _ in self.blend])
-        total = feature.new_zeros(feature.shape[0])
-        positions = feature.shape[2] * feature.shape[3]
-        for label, weights in self._weights(tuple(feature.shape[-2:])).items():
-            # weighted by the region's share of the image: a region covering everything is
-            # the plain loss, and a small region pulls each of its pixels no harder than a large one
-            share = weights.sum(-1)[:, 0] / positions
-            loss = self._loss(name, feature, self.region_targets(label)[name], weights, [label - 1])
-            total = total + share * loss
-        return total.mean()
-
-    def _loss(
-        self, name: str, feature: torch.Tensor, target: Any, weights: torch.Tensor | None, indices: list[int]
-    ) -> torch.Tensor:
-        if self.style_loss == "gram":
-            return (
-                gram_mse(feature, target) if weights is None else weighted_gram_mse(feature, target, weights)
-            )
-        if self.style_loss == "mean_cov":
-            loss = wasserstein2_loss(feature, target, weights)
-            return loss.mean() if weights is None else loss
-        flats, blend = target
-        sorted_styles = [self._sorted_style(i, name, flat) for i, flat in zip(indices, flats, strict=True)]
-        n, c = feature.shape[:2]
-        projected = self.directions[name].transpose(0, 1) @ feature.reshape(n, c, -1)
-        losses = []
-        for item in range(n):
-            values = projected[item]
-            if weights is not None:  # the positions mostly inside the region
-                values = values[:, weights[item, 0] >= 0.5]
-                if values.shape[-1] == 0:
-                    losses.append(feature.new_zeros(()))
-                    continue
-            losses.append(
-                sliced_wasserstein_loss(values, sliced_target(sorted_styles, blend, values.shape[-1]))
-            )
-        loss = torch.stack(losses)
-        return loss.mean() if weights is None else loss
-
-    def features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Activations of the layers in use, as float32."""
-        image = image.contiguous(memory_format=self.memory_format)
-        with torch.autocast(
-            image.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32
-        ):
-            features = self.extractor(image)
-        return {name: value.float() for name, value in features.items()}
-
-    @torch.no_grad()
-    def set_content(self, content: torch.Tensor) -> None:
-        """Compare with another content image (the next frame of a stack) from now on."""
-        features = self.features(content) if self.content_layers else {}
-        self.content_targets = {name: features[name] for name in self.content_layers}
-
-    def temporal_curvature(self, image: torch.Tensor) -> torch.Tensor | None:
-        """The temporal term's second derivative per value of ``image`` (its weight times
-        2 reliable / the number of values, as the loss is a mean), (N, 1, H, W) to broadcast
-        over the channels, or None without one: the optimiser's starting Hessian takes it in
-        (lbfgs.BoxLBFGS)."""
-        if self.temporal is None or not self.temporal_weight:
-            return None
-        reliable = self.temporal[1].to(image.device, torch.float32)
-        return (2.0 * self.temporal_weight / image.numel()) * reliable
-
-    def set_temporal(self, target: torch.Tensor | None, reliable: torch.Tensor | None = None) -> None:
-        """Keep the image near ``target`` (N, 3, H, W) where ``reliable`` (N, 1, H, W, 0..1) is
-        high, from now on; None turns the temporal term off (a stack's first frame)."""
-        self.temporal = None if target is None else (target.detach(), reliable.detach())
-
-    def forward(
-        self,
-        image: torch.Tensor,
-        features: dict[str, torch.Tensor] | None = None,
-        content_targets: dict[str, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the total loss (a scalar to differentiate) and the weighted terms
-        stacked as [content, style, tv, temporal], for reporting. A frame of a batch that
-        went through the network together (:func:`optimize_frames`) brings its slice of the
-        batch's ``features`` and its own ``content_targets``."""
-        features = self.features(image) if features is None else features
-        targets = self.content_targets if content_targets is None else content_targets
-        zero = image.new_zeros((), dtype=torch.float32)
-        content = sum((F.mse_loss(features[name], target) for name, target in targets.items()), zero)
-        if (
-            self.style_loss == "gram"
-            and self.regions is None
-            and all(w == 1.0 for w in self.layer_weights.values())
-        ):
-            style = sum(
-                (gram_mse(features[name], target) for name, target in self.style_targets.items()), zero
-            )
-        else:
-            style = sum(
-                (
-                    self.layer_weights[name] * self._layer_style_loss(name, features[name])
-                    for name in self.style_layers
-                ),
-                zero,
-            )
-        tv = total_variation(image) if self.tv_weight else zero
-        temporal = zero
-        if self.temporal is not None and self.temporal_weight:
-            temporal = temporal_loss(image, *self.temporal)
-        terms = torch.stack(
-            [
-                self.content_weight * content,
-                self.style_weight * STYLE_LOSS_SCALE[self.style_loss] * style,
-                self.tv_weight * tv,
-                self.temporal_weight * temporal,
-            ]
-        )
-        return terms.sum(), terms.detach()
 
 
 #: RGB to YIQ (NTSC): Y is the luminance, I and Q the chroma; and back.
@@ -330,8 +75,8 @@ def initial_image(content: torch.Tensor, style: torch.Tensor, init: str, seed: i
     return noise.to(content.device)
 
 
-#: L-BFGS curvature pairs kept. Each pair holds two images (24 bytes a pixel); 30 reached
-#: within 1% of the loss of 100 after 150 steps at 128 px, for 30% of the memory.
+#: L-BFGS curvature pairs kept. Each pair holds two images (24 bytes a pixel); 30 lose little
+#: loss against 100 for 30% of the memory (docs/benchmarks.md, "Engine notes").
 LBFGS_HISTORY = 30
 
 
@@ -520,7 +265,6 @@ _FLAG_DEVICES = ("cuda",)
 # default stream anyway, so little overlap is lost. Re-entrant: a caller may wrap a whole
 # loop of steps that take it again (benchmarks/gpu.py).
 _FLAGS_LOCK = threading.RLock()
-_END = object()
 
 
 def _read_flags() -> tuple[bool, bool, bool]:
@@ -557,16 +301,19 @@ def backend_flags(options: StyleOptions, device: torch.device) -> Iterator[None]
 
 def with_backend_flags(steps: Iterator[T], options: StyleOptions, device: torch.device) -> Iterator[T]:
     """What ``steps`` yields, computing each item under :func:`backend_flags`; between items,
-    while the caller has it, the flags are the caller's. Closing this closes ``steps``."""
+    while the caller has it, the flags are the caller's. Closing this closes ``steps`` (a
+    generator)."""
     try:
         while True:
             with backend_flags(options, device):
-                item = next(steps, _END)
-            if item is _END:
-                return
+                try:
+                    item = next(steps)
+                except StopIteration:
+                    return
             yield item
     finally:
-        steps.close()
+        if isinstance(steps, Generator):
+            steps.close()
 
 
 @torch.no_grad()

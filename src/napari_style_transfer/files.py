@@ -1,18 +1,16 @@
 """Image files in and out, with no napari, Qt or dask: the readers (which check a file's
-declared size against the memory free before decoding it) and the writers (atomic, carrying
-the settings as JSON), shared by the single-run command line and the batch.
+declared size against the memory free before decoding it, and report any file they cannot
+decode as an :class:`ImageFileError`) and the writers (atomic, carrying the settings in the
+format of :mod:`.styled_files`), shared by the single-run command line and the batch.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import os
 import struct
 import tempfile
 import tokenize
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,11 +20,10 @@ import numpy as np
 
 from . import memory
 from ._image import ValueScale, to_uint8
+from .atomic import write_replacing
 from .errors import StyleTransferError
+from .styled_files import png_info, write_styled_tiff
 
-#: The key the settings are stored under: a PNG text chunk's, and the top level of a TIFF's
-#: JSON description.
-METADATA_KEY = "napari-style-transfer"
 IMAGE_HINT = "PNG, JPEG, TIFF (multi-page: a stack), BMP or .npy"
 #: What a TIFF or .npy result holds (``--output-dtype``, ``output_dtype``): float32 in
 #: [0, 1], or the content's own dtype and units (its values mapped back through the scaling
@@ -49,40 +46,31 @@ def read_image(path: Path, role: str) -> np.ndarray:
         raise ImageFileError(f"{role} image {path} does not exist")
     if path.is_dir():
         raise ImageFileError(f"{role} image {path} is a folder; give an image file")
-    from PIL import Image
-
     npy = path.suffix.lower() == ".npy"
     budget = int(memory.available_ram_bytes() * memory.HEADROOM)
     try:
         return _read_npy(path, role, budget) if npy else _read_picture(path, role, budget)
+    except ImageFileError:
+        raise
     except MemoryError:
         raise ImageFileError(
             f"not enough memory to read {role} image {path}; downscale or crop it first"
         ) from None
-    except (*_UNREADABLE, Image.DecompressionBombError) as error:
+    except Exception as error:
+        # Whatever the decoders (Pillow's plugins, numpy's header parser) raise on a damaged or
+        # hostile file: its type depends on the library's version and the damage, so anything
+        # raised while reading means the file cannot be read. The cause stays chained.
         kind = "as .npy" if npy else f"({IMAGE_HINT})"
-        raise ImageFileError(f"could not read {role} image {path} {kind}: {one_line(error)}") from None
-
-
-#: What readers raise on a damaged or hostile file (Pillow's plugins, numpy's header parser,
-#: the zip reader behind .npz); anything else from reading is a bug and keeps its traceback.
-_UNREADABLE = (
-    OSError,
-    ValueError,
-    EOFError,
-    SyntaxError,
-    tokenize.TokenError,
-    struct.error,
-    OverflowError,
-    NotImplementedError,
-    zipfile.BadZipFile,
-)
+        raise ImageFileError(f"could not read {role} image {path} {kind}: {one_line(error)}") from error
 
 
 def one_line(error: BaseException) -> str:
     if isinstance(error, tokenize.TokenError | SyntaxError):
         return f"its header is damaged ({error.args[0] if error.args else type(error).__name__})"
-    return " ".join(str(error).split()) or f"the file is damaged ({type(error).__name__})"
+    text = " ".join(str(error).split())[:300]
+    if isinstance(error, OSError | ValueError | EOFError) and text:
+        return text  # the decoders' own words say what is wrong
+    return f"the file is damaged ({text or type(error).__name__})"
 
 
 def _read_npy(path: Path, role: str, budget: int) -> np.ndarray:
@@ -125,7 +113,7 @@ def _read_picture(path: Path, role: str, budget: int) -> np.ndarray:
         what = _declared_text(image, pages, deep)
         _check_fits(path, role, what if complete else f"at least {what}", pages * page_bytes, budget)
         if deep:
-            return _read_deep_colour(path, role, image.format)
+            return _read_deep_colour(path, role, image.format or "")
         frames: list[np.ndarray] = []
         declared = 0
         first_size = image.size
@@ -279,7 +267,7 @@ def write_image(
     written as named; the folder must exist): TIFF through :func:`write_tiff`; .npy as
     float32, or with ``scale`` in the content's units and dtype; other formats as 8-bit,
     PNG carrying ``metadata`` as a JSON text chunk. A stack needs a TIFF or .npy."""
-    from PIL import Image, PngImagePlugin
+    from PIL import Image
 
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
@@ -299,8 +287,7 @@ def write_image(
     else:
         extra: dict[str, Any] = {}
         if metadata is not None and suffix == ".png":
-            extra["pnginfo"] = PngImagePlugin.PngInfo()
-            extra["pnginfo"].add_text(METADATA_KEY, json.dumps(metadata))
+            extra["pnginfo"] = png_info(metadata)
         picture = Image.fromarray(to_uint8(frames[0]))
 
         def write(file: Any) -> None:
@@ -312,30 +299,39 @@ def write_image(
         raise ImageFileError(f"could not write {path}: {error}") from None
 
 
-def write_replacing(path: Path, write: Any) -> None:
-    """``write(file)`` into a temporary file beside ``path``, then rename it to ``path``: a
-    full disk or a crash leaves the file that was there intact, never a truncated one."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+def prepare_folder(folder: Path, what: str = "output") -> bool:
+    """Create ``folder`` if it is missing and make sure a file can be created in it, so that
+    an unwritable place is refused before a run and not after it. ``what`` names the folder
+    in the messages; returns whether the folder was created."""
+    if folder.exists() and not folder.is_dir():
+        raise ImageFileError(f"the {what} folder {folder} is a file; give a folder")
+    created = not folder.exists()
     try:
-        with os.fdopen(descriptor, "w+b") as file:  # multi-page TIFF reads back what it wrote
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, _new_file_mode(path))  # mkstemp's 0600 would hide the result from others
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ImageFileError(
+            f"cannot create the {what} folder {folder}: {error.strerror or one_line(error)}"
+        ) from None
+    try:
+        descriptor, probe = tempfile.mkstemp(dir=folder, prefix=".napari-style-transfer-", suffix=".probe")
+    except OSError as error:
+        raise ImageFileError(
+            f"cannot write into the {what} folder {folder}: {error.strerror or error}; "
+            "give a folder you can write to"
+        ) from None
+    os.close(descriptor)
+    os.unlink(probe)
+    return created
 
 
-def _new_file_mode(path: Path) -> int:
-    """The permissions ``open(path, "w")`` would give: the old file's, else 0666 less the umask."""
+def same_file(first: Path, second: Path) -> bool:
+    """The same file by resolved path, or by identity (hard links, case-blind file systems)."""
+    if first.resolve() == second.resolve():
+        return True
     try:
-        return path.stat().st_mode & 0o7777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return os.path.samefile(first, second)
+    except OSError:  # one of them does not exist (yet): not the same file
+        return False
 
 
 def frames_of(image: np.ndarray) -> list[np.ndarray]:
@@ -356,23 +352,9 @@ def write_tiff(
     dtype (:meth:`ValueScale.to_own_units`); ``metadata`` goes as JSON into the
     ImageDescription tag (``tifffile`` and ImageJ show it). A stack is one page per frame;
     the file is replaced atomically."""
-    import tifffile
-
     data = np.clip(image, 0.0, 1.0).astype(np.float32) if scale is None else scale.to_own_units(image)
-    colour = data.ndim >= 3 and data.shape[-1] in (3, 4)
-    extra: dict[str, Any] = {"photometric": "rgb" if colour else "minisblack", "metadata": None}
-    if colour and data.shape[-1] == 4:
-        extra["extrasamples"] = ["unassalpha"]
-    if metadata is not None:
-        extra["description"] = json.dumps({METADATA_KEY: metadata})
-
-    def write(file: Any) -> None:
-        encoded = io.BytesIO()  # tifffile wants a named file, and the temporary one is a bare descriptor
-        tifffile.imwrite(encoded, data, **extra)
-        file.write(encoded.getbuffer())
-
     try:
-        write_replacing(path, write)
+        write_styled_tiff(path, data, metadata)
     except (OSError, ValueError) as error:
         raise ImageFileError(f"could not write {path}: {error}") from None
 
@@ -387,23 +369,3 @@ def result_suffix(content: np.ndarray, frames: int) -> str:
 def fits_8_bits(dtype: np.dtype) -> bool:
     """Whether an 8-bit file (PNG, JPEG) holds content of ``dtype`` without loss."""
     return dtype in (np.uint8, np.bool_)
-
-
-def read_settings(path: Path) -> dict[str, Any] | None:
-    """The settings a result file carries (what :func:`write_image` and :func:`write_tiff`
-    stored), or None when the file has none or cannot be read."""
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            with tifffile.TiffFile(path) as tiff:
-                text = tiff.pages[0].description
-            stored = json.loads(text)
-            return stored.get(METADATA_KEY) if isinstance(stored, dict) else None
-        from PIL import Image
-
-        with Image.open(path) as picture:
-            text = picture.info.get(METADATA_KEY)  # a PNG's text chunks
-        return json.loads(text) if isinstance(text, str) else None
-    except Exception:  # noqa: BLE001 - tifffile and Pillow raise many types; a damaged result is redone
-        return None

@@ -7,14 +7,9 @@ temporal loss keeps it near that warped image wherever the flow passes a forward
 consistency test. The flow is scikit-image's TV-L1 (``skimage.registration.optical_flow_tvl1``,
 its default settings) on the grey content frames at the working size.
 
-TV-L1 rather than the faster iterative Lucas-Kanade (``optical_flow_ilk``, about 0.6x the
-time): on a disc moving 4 px over a static texture (48 and 64 px, the tests' and benchmark's
-sequences), Lucas-Kanade's window spread the disc's motion 3-4 px into the static texture
-(flows up to 3.9 px there, radius 7; 2.7-3.5 px with radius 3), so the consistency test
-trusted only 45-89% of the static pixels, and it gave the uncovered pixels the disc's motion
-both ways, so 52-82% of them passed as reliable. TV-L1 kept static flows under 0.11 px (96%
-of static pixels trusted) and none of the uncovered pixels passed; 0.3-0.4 s a flow (two a
-frame) on 2 loaded cores.
+TV-L1 rather than the faster iterative Lucas-Kanade (``optical_flow_ilk``): Lucas-Kanade's
+window spreads a moving object's motion into the static texture around it, so static pixels
+lose the temporal term and uncovered ones keep it (docs/benchmarks.md, "Engine notes").
 
 Everything here works on (1, 3, H, W) float tensors in [0, 1], like ``engine.py``.
 """
@@ -44,14 +39,8 @@ BRIGHTNESS_TOLERANCE = 0.1
 
 #: Pixels (at the working size) around a changed pixel that are not trusted either: a styled
 #: pixel depends on its neighbourhood, so the halo the style drew around a moving object lies
-#: on unchanged texture and would otherwise stay pinned where the object was. Measured on the
-#: benchmark's moving disc (64 px): 3 px left the static flicker as it was (0.0005) and took
-#: the trail of halos away; dilating every untrusted pixel by 3 px instead raised it to 0.003.
-#: Once the optimiser took the temporal term's curvature in (lbfgs.BoxLBFGS), which moved
-#: 3 px's flicker to 0.0008, 6 px gave 0.0007 and brought the later frames' loss from 1.26x
-#: the first frame's to 1.13x (the pixels freed take up some of the change VGG19 sees around
-#: the object); 8 px, 1.08x, nearly doubled the flicker. On the rotating disc 6 px costs
-#: flicker: 0.0008 with 3 px, 0.0013 with 6 (old: 0.0126), for 1.25x to 1.10x the loss.
+#: on unchanged texture and would otherwise stay pinned where the object was. 6 px trades
+#: flicker against the later frames' loss (docs/benchmarks.md, "Engine notes").
 UNTRUSTED_MARGIN = 6
 
 
@@ -117,9 +106,8 @@ def optical_flow(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
 
 #: How a time series' previous result is resampled along the flow for the next frame's start
 #: and temporal target: nearest, since bilinear sampling at the sub-pixel flows TV-L1 finds in
-#: static parts (up to 0.06 px) blurs them a little more every frame. Measured on the
-#: benchmark's moving disc (64 px, 30 + 7 steps): static pixels changed by 0.0001 a frame with
-#: nearest, 0.0008 with bilinear, and the later frames' loss was 6% lower.
+#: static parts (up to 0.06 px) blurs them a little more every frame (docs/benchmarks.md,
+#: "Engine notes").
 WARP_MODE = "nearest"
 
 
@@ -139,26 +127,17 @@ def _grid(flow: torch.Tensor) -> torch.Tensor:
     return torch.stack([x, y], dim=-1)
 
 
-def consistent(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:
-    """Ruder et al.'s consistency test, (N, 1, H, W) bool, True where the flow is trusted.
-
-    ``forward`` (N, 2, H, W) takes this frame to the previous one (this frame at x is the
-    previous at x + w(x)); ``backward`` takes the previous frame to this one. A pixel is
-    disoccluded where going there and back does not return,
-    |w + w^|^2 > 0.01 (|w|^2 + |w^|^2) + 0.5 with w^ the backward flow at x + w(x), and on a
-    motion boundary where |grad u|^2 + |grad v|^2 > 0.01 |w|^2 + 0.002.
-    """
-    return ~(disoccluded(forward, backward) | motion_boundary(forward))
-
-
 def motion_boundary(forward: torch.Tensor) -> torch.Tensor:
-    """The motion-boundary half of :func:`consistent`, (N, 1, H, W) bool."""
+    """Ruder et al.'s motion-boundary test, (N, 1, H, W) bool: True where
+    |grad u|^2 + |grad v|^2 > 0.01 |w|^2 + 0.002 for the flow w = (u, v) ``forward``."""
     return _gradient_squared(forward) > 0.01 * forward.pow(2).sum(1, keepdim=True) + 0.002
 
 
 def disoccluded(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:
-    """The disocclusion half of :func:`consistent`, (N, 1, H, W) bool: True where going to the
-    previous frame and back does not return."""
+    """Ruder et al.'s disocclusion test, (N, 1, H, W) bool: True where going to the previous
+    frame and back does not return, |w + w^|^2 > 0.01 (|w|^2 + |w^|^2) + 0.5 with w the flow
+    ``forward`` (this frame at x is the previous at x + w(x)) and w^ the flow ``backward``
+    (the previous frame to this one) at x + w(x)."""
     back = warp(backward, forward)
     round_trip = (forward + back).pow(2).sum(1, keepdim=True)
     magnitudes = forward.pow(2).sum(1, keepdim=True) + back.pow(2).sum(1, keepdim=True)
@@ -182,10 +161,7 @@ def _inside(flow: torch.Tensor) -> torch.Tensor:
 
     Not the frame's outermost pixel centres: TV-L1 gives static parts flows of a few hundredths
     of a pixel, and most border pixels' flows pointed just outside, so they were never trusted
-    and were styled afresh every frame. Measured on the benchmark's sequences (64 px, 30 steps,
-    time mode): static flicker 0.0007 to 0.0002 and drift 0.0021 to 0.0007 on the moving disc
-    (128 px: 0.0001 to 0.00002), and the rotating disc's static drift at frame 50 0.0103 to
-    0.0044, with the later frames' loss as it was."""
+    and were styled afresh every frame (docs/benchmarks.md, "Engine notes")."""
     _, _, height, width = flow.shape
     rows = torch.arange(height, dtype=flow.dtype, device=flow.device).view(1, height, 1) + flow[:, 0]
     columns = torch.arange(width, dtype=flow.dtype, device=flow.device).view(1, 1, width) + flow[:, 1]
@@ -201,7 +177,7 @@ def link_frames(previous: torch.Tensor, content: torch.Tensor) -> FrameLink:
     backward = torch.from_numpy(optical_flow(previous_grey, current_grey))[None].to(content.device)
     inside = _inside(forward)
     hidden = disoccluded(forward, backward)
-    trusted = ~(hidden | motion_boundary(forward)) & inside  # consistent(), the round trip once
+    trusted = ~(hidden | motion_boundary(forward)) & inside  # Ruder et al.'s consistency test
     change = (warp(previous.float(), forward) - content.float()).abs().amax(dim=1, keepdim=True)
     changed = change > BRIGHTNESS_TOLERANCE
     near = _dilated(changed.float(), UNTRUSTED_MARGIN) > 0
@@ -235,19 +211,9 @@ def _within(mask: torch.Tensor, radius: int) -> torch.Tensor:
     return F.conv2d(mask, disc[None, None], padding=radius)
 
 
-# A later frame gets fewer steps than the first (time_steps), so the pixels near a change,
-# whose styling starts over, have had only those steps when the next frame would hold them:
-# held from then on, they kept that unfinished styling, and each frame added more of them
-# along a moving object's path. They are held only once they have had a first frame's steps
-# in all. Measured on the benchmark's moving disc (30 steps, time_steps auto), the later
-# frames' loss over the first frame's: 128 px, 1.031, 1.042, 1.057, 1.075 before and 1.031,
-# 1.032, 1.039, 1.048 so; 64 px, 10 frames, the last 1.42 before and 1.35 so. Static flicker
-# stayed as it was (0.0001 at 128 px, 0.0007 at 64, 0.0013 on the rotating disc; that was
-# before _inside trusted the border); the warp error of consecutive results rose (0.0005 to
-# 0.0009 at 128 px, 0.0009 to 0.0012 at 64), as those pixels now change over two frames.
-# The disc, rather than the square of UNTRUSTED_MARGIN: the square's corners reach static
-# pixels 8.5 px from a change, which then moved in two frames rather than one
-# (tests/test_frames.py's static region drifted past its bound).
+# A later frame gets fewer steps than the first (time_steps): pixels near a change, whose
+# styling starts over, are held only once they have had a first frame's steps in all, else
+# they keep unfinished styling along a moving object's path (docs/benchmarks.md, "Engine notes").
 
 
 def steps_owed(link: FrameLink, owed: torch.Tensor | None, steps: int, first_steps: int) -> torch.Tensor:
@@ -266,14 +232,8 @@ def held(link: FrameLink, owed: torch.Tensor | None) -> torch.Tensor:
 
 
 # The pixels near a change that the flow trusts and whose content did not move (FrameLink.still)
-# are free in a frame, as the object's styled neighbourhood may reach them, but each frame's
-# result there used to become the next frame's reference: beside a turning object, where some
-# are near a change in every frame, those small moves added up. Measured on the benchmark's
-# rotating disc (64 px, 30 steps, time_steps auto), static drift at frames 2, 10, 25 and 50 went
-# from 0.00078, 0.0022, 0.0034, 0.0046 to 0.00078, 0.00054, 0.00064, 0.00056 (flat), for static
-# flicker 0.00056 to 0.0008 (old: 0.0126); on the moving disc (5 frames) drift 0.00073 to
-# 0.00056 and flicker 0.0002 to 0.00027, the last frame's loss 1.162x the first frame's to
-# 1.175x (lbfgs.CarriedCurvature then brought it to 1.141x).
+# are free in a frame but keep their anchor as the next frame's reference: beside a turning
+# object their small moves otherwise add up to drift (docs/benchmarks.md, "Engine notes").
 
 
 def anchored(link: FrameLink, owed: torch.Tensor | None) -> torch.Tensor:
@@ -323,20 +283,45 @@ def fill_from_surroundings(
     is_known = (known[0, 0].cpu().numpy() > 0.5) & ~is_fresh
     if not is_known.any() or not is_fresh.any():
         return image, torch.zeros_like(fresh, dtype=image.dtype)
-    height, width = is_fresh.shape
-
-    def usable(source_rows, source_columns, rows, columns):
-        """Whether each source pixel is known (and in its destination's group)."""
-        known_there = is_known[source_rows, source_columns]
-        if groups is not None:
-            known_there &= groups[source_rows, source_columns] == groups[rows, columns]
-        return known_there
-
+    usable = _Sources(is_known, groups)
     distance, (source_rows, source_columns) = ndimage.distance_transform_edt(~is_known, return_indices=True)
     copied = is_fresh & (distance <= COPY_REACH)
     copied[copied] = usable(source_rows[copied], source_columns[copied], *np.nonzero(copied))
+    rows, columns, shifted_rows, shifted_columns = _region_copies(is_fresh, usable)
+    source_rows[rows, columns] = shifted_rows
+    source_columns[rows, columns] = shifted_columns
+    copied[rows, columns] = True
 
-    # every region's 48 shifts scored at once: a noisy change makes many thousand regions
+    filled = values.copy()
+    filled[:, copied] = values[:, source_rows[copied], source_columns[copied]]
+    return torch.from_numpy(filled)[None].to(image), torch.from_numpy(copied)[None, None].to(image)
+
+
+class _Sources:
+    """Which pixels a fresh pixel may copy: known ones (of its own group, with ``groups``)."""
+
+    def __init__(self, is_known: np.ndarray, groups: np.ndarray | None) -> None:
+        self.is_known, self.groups = is_known, groups
+
+    def __call__(
+        self, source_rows: np.ndarray, source_columns: np.ndarray, rows: np.ndarray, columns: np.ndarray
+    ) -> np.ndarray:
+        """Whether each source pixel is known (and in its destination's group)."""
+        known_there = self.is_known[source_rows, source_columns]
+        if self.groups is not None:
+            known_there &= self.groups[source_rows, source_columns] == self.groups[rows, columns]
+        return known_there
+
+
+def _region_copies(
+    is_fresh: np.ndarray, usable: _Sources
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The fresh pixels of regions of SMALL_REGION pixels or more copied whole from a shifted
+    stretch (see :func:`fill_from_surroundings`): their rows and columns and their sources'.
+    Every region's 48 shifts are scored at once: a noisy change makes many thousand regions."""
+    from scipy import ndimage
+
+    height, width = is_fresh.shape
     regions, count = ndimage.label(is_fresh)
     sizes = np.bincount(regions.ravel(), minlength=count + 1)
     extents = np.zeros(count + 1)
@@ -347,7 +332,7 @@ def fill_from_surroundings(
     best_cover = np.zeros(count + 1)
     best_shift = np.zeros((2, count + 1), dtype=np.int64)
 
-    def landing(shift):
+    def landing(shift: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         shifted_rows, shifted_columns = rows + shift[0][region_of], columns + shift[1][region_of]
         inside = (
             (shifted_rows >= 0) & (shifted_rows < height) & (shifted_columns >= 0) & (shifted_columns < width)
@@ -365,10 +350,4 @@ def fill_from_surroundings(
             best_shift[:, better] = shift[:, better]
     shifted_rows, shifted_columns, lands = landing(best_shift)
     lands &= (best_cover >= MIN_COVER * sizes)[region_of]
-    source_rows[rows[lands], columns[lands]] = shifted_rows[lands]
-    source_columns[rows[lands], columns[lands]] = shifted_columns[lands]
-    copied[rows[lands], columns[lands]] = True
-
-    filled = values.copy()
-    filled[:, copied] = values[:, source_rows[copied], source_columns[copied]]
-    return torch.from_numpy(filled)[None].to(image), torch.from_numpy(copied)[None, None].to(image)
+    return rows[lands], columns[lands], shifted_rows[lands], shifted_columns[lands]

@@ -1,8 +1,8 @@
 """L-BFGS on an image whose pixels must stay in [0, 1], one iteration per call.
 
 torch.optim.LBFGS does not know about bounds: clamping the image between its iterations makes
-its stored steps disagree with the steps really taken, and runs then oscillate (measured on
-the test images: losses jumping up 10-50x between iterations). Here each iteration projects
+its stored steps disagree with the steps really taken, and runs then oscillate
+(docs/benchmarks.md, "Engine notes"). Here each iteration projects
 onto the box, stores the step actually taken, and backtracks (Armijo) until the loss falls,
 so the loss decreases monotonically. An iteration costs one loss evaluation when the full
 step is accepted, which is the usual case after the first few. A known diagonal curvature (a
@@ -12,24 +12,20 @@ BatchBoxLBFGS does the same for a stack of independent frames (Z slices, channel
 through VGG19 as one batch, which keeps a GPU busy on small frames: every frame keeps its own
 curvature pairs, step length and line search, so its result is the one BoxLBFGS gives it
 alone (one L-BFGS over the concatenated frames would share curvature and line search).
-Its objective returns one total per frame (:data:`BatchObjective`); :func:`one_frame` and
-:func:`through_one_network` build one from single-image losses.
+Its objective returns one total per frame (:data:`BatchObjective`).
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 
 #: Largest pixel change of the first iteration (pixels in [0, 1]). torch's L-BFGS divides by
-#: the gradient's L1 norm instead, which at 512 px makes the first step so small that the
-#: next curvature pair is rounding noise in bf16: fp32 and bf16 runs then parted after two
-#: steps (mean pixel difference 0.04); with 0.1 they differ by 0.003 after three steps and
-#: reach the same loss to 0.1% after twenty. fp32 after 60 steps: 0.00376 against 0.00377 at
-#: 128 px (astronaut + swirl), 0.0138 against 0.0127 on a 64 px test image.
+#: the gradient's L1 norm instead, which on large images makes the first step so small that
+#: the next curvature pair is rounding noise in bf16 (docs/benchmarks.md, "Engine notes").
 FIRST_STEP = 0.1
 
 #: Evaluate the loss at an image: returns (total loss, anything to report); the total is
@@ -117,7 +113,7 @@ class BoxLBFGS:
 
         Each evaluation costs one host sync: the loss test, the curvature test and the
         report travel to the host together."""
-        if self.grad is None:
+        if self.loss is None or self.grad is None or self.report is None:
             self.loss, self.grad, self.report = self._evaluate(self.x)
             self.report_values = self.report.float().tolist()
         x, loss, grad = self.x, self.loss, self.grad
@@ -165,12 +161,8 @@ class CarriedCurvature:
     they did, so its L-BFGS starts from the pairs the previous frame ended with.
 
     The pairs are kept less the known ``curvature`` (the temporal term's, which changes from
-    frame to frame with the pixels it holds) and get the next run's added back. Measured on
-    the benchmark's moving disc (30 steps, time_steps auto, 4 later frames), the later frames'
-    loss over the first frame's: 64 px 1.108, 1.110, 1.140, 1.162 before and 1.091, 1.106,
-    1.123, 1.127 so; 128 px 1.031, 1.028, 1.039, 1.048 before and 1.027, 1.022, 1.034, 1.042
-    (with frames.anchored, which costs a little loss: 1.091, 1.104, 1.132, 1.141 and 1.027,
-    1.026, 1.040, 1.050). Warping the pairs along the flow gained nothing more."""
+    frame to frame with the pixels it holds) and get the next run's added back. The later
+    frames then reach a lower loss (docs/benchmarks.md, "Engine notes")."""
 
     def __init__(self) -> None:
         self._pairs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (s, y less the curvature's part)
@@ -204,41 +196,6 @@ class CarriedCurvature:
 #: once, so frame i's total must depend on frame i alone (VGG19 qualifies: no batch norm)
 #: and its gradient is then frame i's own. Return fresh tensors: the optimiser keeps them.
 BatchObjective = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-
-def one_frame(objective: Objective) -> BatchObjective:
-    """A single-image objective (scalar total, (K,) report) as a batch objective for N = 1."""
-
-    def batch_of_one(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        total, report = objective(image)
-        return total.reshape(1), report.reshape(1, -1)
-
-    return batch_of_one
-
-
-def through_one_network(
-    features: Callable[[torch.Tensor], dict[str, torch.Tensor]],
-    frame_terms: Sequence[Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]],
-) -> BatchObjective:
-    """A batch objective whose frames share their expensive part and differ in the rest.
-
-    ``features`` maps the (N, C, H, W) batch to activations ``{layer: (N, ...)}`` (VGG19 runs
-    once for the whole batch); ``frame_terms[i]`` maps frame i's activations ``{layer: (1, ...)}``
-    and its image (1, C, H, W) to its weighted loss terms (K,), whose sum is its total. With
-    per-frame content targets that is StyleObjective's loss split after ``features``.
-    """
-
-    def objective(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        activations = features(image)
-        terms = torch.stack(
-            [
-                terms_of({name: value[i : i + 1] for name, value in activations.items()}, image[i : i + 1])
-                for i, terms_of in enumerate(frame_terms)
-            ]
-        )
-        return terms.sum(dim=1), terms.detach()
-
-    return objective
 
 
 def _frame_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -337,6 +294,36 @@ class FrameHistories:
         self._drop_empty()
 
 
+#: One evaluation of a batch: per-frame totals (N,), the gradient, per-frame report (N, K).
+_Evaluation = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class _LineSearch:
+    """One iteration's backtracking, frame by frame: each frame's step length ``t``, the
+    frames still ``searching``, those ``moved`` (frame -> checks and report of its accepted
+    point), those ``failed`` (a non-finite loss), and ``kept``: loss, gradient and report
+    whose rows of the moved frames are their accepted points'."""
+
+    def __init__(self, frames: int, lr: float) -> None:
+        self.t = [lr] * frames
+        self.searching = list(range(frames))
+        self.moved: dict[int, list[float]] = {}
+        self.failed: set[int] = set()
+        self.kept: list[torch.Tensor] | None = None
+
+    def keep(self, accepted: list[int], evaluation: _Evaluation, values: list[list[float]]) -> None:
+        """Keep the ``accepted`` frames' rows of ``evaluation``; they stop searching."""
+        if accepted:
+            if self.kept is None:
+                self.kept = list(evaluation)
+            else:
+                for i in accepted:
+                    for mine, theirs in zip(self.kept, evaluation, strict=True):
+                        mine[i] = theirs[i]
+            self.moved.update((i, values[i]) for i in accepted)
+        self.searching = [i for i in self.searching if i not in accepted]
+
+
 class BatchBoxLBFGS:
     """BoxLBFGS for N independent frames (N, C, H, W) evaluated as one batch.
 
@@ -382,7 +369,7 @@ class BatchBoxLBFGS:
         self.scale = self.x.new_zeros(self.frames)
         self.evaluations = 0
 
-    def _evaluate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _evaluate(self, x: torch.Tensor) -> _Evaluation:
         x = x.detach().requires_grad_(True)
         totals, report = self.objective(x)
         if totals.shape != (self.frames,) or report.dim() != 2 or report.shape[0] != self.frames:
@@ -415,82 +402,109 @@ class BatchBoxLBFGS:
     def step(self) -> list[list[float]]:
         """One iteration of every frame. Returns each frame's report of the image it ends on
         (``self.x[i]``) as floats; NaNs for a frame whose loss became non-finite (it stays)."""
-        if self.grad is None:
+        _, grad, _ = self._current()
+        direction = self._direction(grad)
+        search = _LineSearch(self.frames, self.lr)
+        candidate = (self.x + self.lr * direction).clamp_(self.low, self.high)
+        for attempt in range(self.max_backtracks):
+            if attempt:
+                for i in search.searching:
+                    candidate[i] = (self.x[i] + search.t[i] * direction[i]).clamp_(self.low, self.high)
+            evaluation = self._evaluate(candidate)
+            values = self._checks(candidate, direction, evaluation)
+            accepted = self._judge(values, search, attempt, direction)
+            if attempt == self.max_backtracks - 1:  # line search exhausted: BoxLBFGS's last resorts
+                accepted += self._last_resorts(values, search, accepted)
+            search.keep(accepted, evaluation, values)
+            if not search.searching:
+                break
+        if search.moved:
+            self._move(candidate, search)
+        return [
+            [math.nan] * len(row) if i in search.failed else row for i, row in enumerate(self.report_values)
+        ]
+
+    def _current(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The loss, gradient and report at ``self.x``, evaluated on the first iteration."""
+        if self.loss is None or self.grad is None or self.report is None:
             self.loss, self.grad, self.report = self._evaluate(self.x)
             values = torch.cat([self.loss[:, None], self.report.float()], dim=1).tolist()
             self.loss_values = [row[0] for row in values]
             self.report_values = [row[1:] for row in values]
-        x, loss, grad = self.x, self.loss, self.grad
-        direction = self._direction(grad)
-        t = [self.lr] * self.frames
-        searching = list(range(self.frames))
-        moved: dict[int, list[float]] = {}  # frame -> checks and report of its accepted point
-        kept: list[torch.Tensor] | None = None  # loss, grad, report; rows of moved frames valid
-        failed: set[int] = set()
-        candidate = (x + self.lr * direction).clamp_(self.low, self.high)
-        for attempt in range(self.max_backtracks):
-            if attempt:
-                for i in searching:
-                    candidate[i] = (x[i] + t[i] * direction[i]).clamp_(self.low, self.high)
-            new_loss, new_grad, new_report = self._evaluate(candidate)
-            taken = candidate - x
-            y = new_grad - grad
-            checks = torch.stack(
-                [
-                    new_loss,
-                    loss + self.c1 * _frame_dots(grad, taken),
-                    _frame_dots(taken, y),
-                    _frame_dots(y, y),
-                    _frame_dots(direction, grad),
-                ],
-                dim=1,
-            )
-            values = torch.cat([checks, new_report.float()], dim=1).tolist()
-            accepted = []
-            for i in searching:
-                new, bound, _, _, slope = values[i][:5]
-                if slope >= 0 and attempt == 0 and self.history.counts[i]:  # not downhill: forget curvature
-                    self._forget(i)
-                    direction[i] = grad[i].neg().mul_(_steepest_scale(grad[i : i + 1]))
-                elif new <= bound:
-                    accepted.append(i)
-                else:
-                    t[i] *= 0.5
-            if attempt == self.max_backtracks - 1:  # line search exhausted: BoxLBFGS's last resorts
-                for i in searching:
-                    new = values[i][0]
-                    if i in accepted:
-                        continue
-                    if not math.isfinite(new):  # report it: the caller stops the run with a message
-                        failed.add(i)
-                    elif not new < self.loss_values[i]:  # no step lowered the loss: stay, start afresh
-                        self._forget(i)
-                    else:
-                        accepted.append(i)
-            if accepted:
-                if kept is None:
-                    kept = [new_loss, new_grad, new_report]
-                else:
-                    for i in accepted:
-                        for mine, theirs in zip(kept, (new_loss, new_grad, new_report), strict=True):
-                            mine[i] = theirs[i]
-                moved.update((i, values[i]) for i in accepted)
-            searching = [i for i in searching if i not in accepted]
-            if not searching:
-                break
-        if moved:
-            assert kept is not None
-            for i in range(self.frames):
-                if i not in moved:  # frames that stay keep their point and its values
-                    candidate[i] = x[i]
-                    for mine, theirs in zip(kept, (loss, grad, self.report), strict=True):
-                        mine[i] = theirs[i]
-            self._store_pairs(candidate, kept[1], moved)
-            self.x, (self.loss, self.grad, self.report) = candidate, kept
-            for i, values_i in moved.items():
-                self.loss_values[i] = values_i[0]
-                self.report_values[i] = values_i[5:]
-        return [[math.nan] * len(row) if i in failed else row for i, row in enumerate(self.report_values)]
+        return self.loss, self.grad, self.report
+
+    def _checks(
+        self, candidate: torch.Tensor, direction: torch.Tensor, evaluation: _Evaluation
+    ) -> list[list[float]]:
+        """Per frame, for the line search: the candidate's loss, the Armijo bound, s.y, y.y and
+        the direction's slope, then the candidate's report (one host sync for all)."""
+        loss, grad, _ = self._current()
+        new_loss, new_grad, new_report = evaluation
+        taken = candidate - self.x
+        y = new_grad - grad
+        checks = torch.stack(
+            [
+                new_loss,
+                loss + self.c1 * _frame_dots(grad, taken),
+                _frame_dots(taken, y),
+                _frame_dots(y, y),
+                _frame_dots(direction, grad),
+            ],
+            dim=1,
+        )
+        return torch.cat([checks, new_report.float()], dim=1).tolist()
+
+    def _judge(
+        self, values: list[list[float]], search: _LineSearch, attempt: int, direction: torch.Tensor
+    ) -> list[int]:
+        """The searching frames whose candidate passes the Armijo test. A frame whose direction
+        is not downhill at the first attempt forgets its curvature and tries steepest descent;
+        the others halve their step."""
+        _, grad, _ = self._current()
+        accepted = []
+        for i in search.searching:
+            new, bound, _, _, slope = values[i][:5]
+            if slope >= 0 and attempt == 0 and self.history.counts[i]:  # not downhill: forget curvature
+                self._forget(i)
+                direction[i] = grad[i].neg().mul_(_steepest_scale(grad[i : i + 1]))
+            elif new <= bound:
+                accepted.append(i)
+            else:
+                search.t[i] *= 0.5
+        return accepted
+
+    def _last_resorts(self, values: list[list[float]], search: _LineSearch, accepted: list[int]) -> list[int]:
+        """After the last attempt, the frames still searching: a non-finite loss fails (the
+        caller stops the run with a message), a loss no lower stays and starts its curvature
+        afresh, a lower one is accepted (returned)."""
+        lower = []
+        for i in search.searching:
+            new = values[i][0]
+            if i in accepted:
+                continue
+            if not math.isfinite(new):
+                search.failed.add(i)
+            elif not new < self.loss_values[i]:
+                self._forget(i)
+            else:
+                lower.append(i)
+        return lower
+
+    def _move(self, candidate: torch.Tensor, search: _LineSearch) -> None:
+        """Take the accepted points: frames that stay keep their point and its values; store
+        the new curvature pairs."""
+        assert search.kept is not None
+        kept = search.kept
+        for i in range(self.frames):
+            if i not in search.moved:
+                candidate[i] = self.x[i]
+                for mine, theirs in zip(kept, self._current(), strict=True):
+                    mine[i] = theirs[i]
+        self._store_pairs(candidate, kept[1], search.moved)
+        self.x, (self.loss, self.grad, self.report) = candidate, kept
+        for i, values in search.moved.items():
+            self.loss_values[i] = values[0]
+            self.report_values[i] = values[5:]
 
     def _store_pairs(
         self, candidate: torch.Tensor, new_grad: torch.Tensor, moved: dict[int, list[float]]
@@ -501,7 +515,7 @@ class BatchBoxLBFGS:
         if not frames:
             return
         s = candidate - self.x
-        y = new_grad - self.grad
+        y = new_grad - self._current()[1]
         sy, yy = _frame_dots(s, y), _frame_dots(y, y)
         rho = sy.reciprocal()
         for i in range(self.frames):

@@ -122,28 +122,16 @@ def _cgroup_room(proc: Path, root: Path) -> int | None:
     """The tightest memory limit less usage (less the page cache it can reclaim) over the
     process's cgroup and every group above it: a limit set on a Slurm job or a container
     holds for all the groups inside it, which themselves often say "max"."""
-    try:
-        lines = (proc / "self" / "cgroup").read_text().splitlines()
-    except OSError:
-        lines = []
-    paths = {"": None, "memory": None}  # v2 and v1 (memory controller) group paths
-    for line in lines:
-        parts = line.strip().split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
-        if controllers == "":
-            paths[""] = path.strip("/")
-        elif "memory" in controllers.split(","):
-            paths["memory"] = path.strip("/")
+    paths = _group_paths(proc)
     rooms = []
     for subfolder, limit_names, usage_name, reclaimable in _LAYOUTS:
-        if paths[subfolder] is None:
+        group = paths[subfolder]
+        if group is None:
             continue
         top = root / subfolder
         if not subfolder and not (root / "cgroup.controllers").exists():
             top = root / "unified"  # the hybrid layout: v1 controllers, v2 beside them
-        own = top / paths[subfolder]
+        own = top / group
         # without a cgroup namespace the path names the host's group, but a container sees
         # only its own group, mounted as the root
         folder = own if own.is_dir() else top
@@ -157,10 +145,30 @@ def _cgroup_room(proc: Path, root: Path) -> int | None:
     return min(rooms) if rooms else None
 
 
+def _group_paths(proc: Path) -> dict[str, str | None]:
+    """The process's cgroup paths: v2's (key "") and v1's memory controller's ("memory"),
+    None where it has none."""
+    try:
+        lines = (proc / "self" / "cgroup").read_text().splitlines()
+    except OSError:
+        lines = []
+    paths: dict[str, str | None] = {"": None, "memory": None}
+    for line in lines:
+        parts = line.strip().split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":
+            paths[""] = path.strip("/")
+        elif "memory" in controllers.split(","):
+            paths["memory"] = path.strip("/")
+    return paths
+
+
 def _group_room(folder: Path, limit_names: tuple[str, ...], usage_name: str, reclaimable: str) -> int | None:
     """One group's limit less its usage, or None where it sets no limit."""
-    limits = [_read_number(folder / name) for name in limit_names]
-    limits = [limit for limit in limits if limit is not None and limit < _NO_LIMIT]
+    numbers = [_read_number(folder / name) for name in limit_names]
+    limits = [limit for limit in numbers if limit is not None and limit < _NO_LIMIT]
     stat = _read_keyed(folder / "memory.stat")
     hierarchical = stat.get("hierarchical_memory_limit")  # v1: the least limit above, too
     if hierarchical is not None and hierarchical < _NO_LIMIT:

@@ -30,6 +30,9 @@ class VGGFeatures(nn.Module):
     The parameters are frozen and the module stays in eval mode.
     """
 
+    mean: torch.Tensor  # ImageNet's, (1, 3, 1, 1) buffers
+    std: torch.Tensor
+
     def __init__(self, features: nn.Sequential, layers: Iterable[str], pooling: str = "max"):
         super().__init__()
         self.layers = tuple(dict.fromkeys(layers))
@@ -125,5 +128,6 @@ def vgg19_features_module(
                 nn.init.kaiming_normal_(
                     module.weight, mode="fan_out", nonlinearity="relu", generator=generator
                 )
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
     return features

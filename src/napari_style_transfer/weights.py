@@ -22,8 +22,6 @@ import http.client
 import logging
 import os
 import re
-import secrets
-import socket
 import sys
 import threading
 import time
@@ -37,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._torch_compat import hide_triton
+from .atomic import PARTIAL_NAME, WRITER_HOST, replacing
+from .atomic import PARTIAL_SUFFIX as PARTIAL_SUFFIX  # where tests and users found it
 
 hide_triton()
 
@@ -58,25 +58,8 @@ IMAGENET_WEIGHTS_NAME = "VGG19_Weights.IMAGENET1K_V1"
 _IMAGENET_SIZE = "548 MB"
 #: A partial file of ours left this long without a write is taken for a killed writer's.
 STALE_PARTIAL_SECONDS = 600.0
-#: Ends the names of the partial files that downloads and features copies write.
-PARTIAL_SUFFIX = ".napari-style-transfer.partial"
-
-
-def _writer_host() -> str:
-    """Names the process-id space of this process: the host, and on Linux its pid namespace
-    (containers that share a hostname and a cache do not share process ids)."""
-    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
-    try:
-        return f"{host}-{os.stat('/proc/self/ns/pid').st_ino}"
-    except OSError:
-        return host
-
-
-_HOST = _writer_host()
-# .<target name>.<host>.<pid>.<random>.napari-style-transfer.partial
-_PARTIAL_NAME = re.compile(
-    r"^\..+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]+" + re.escape(PARTIAL_SUFFIX) + "$"
-)
+# the partial files that downloads and features copies leave when killed are named by atomic.py
+_HOST = WRITER_HOST
 
 
 class RandomWeightsWarning(UserWarning):
@@ -414,30 +397,9 @@ def _write_features_copy(features: nn.Sequential, copy: Path) -> None:
 
 
 def _atomic_save(state: Mapping[str, torch.Tensor], path: Path) -> None:
-    fd, partial = _create_partial(path)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            torch.save(dict(state), out)
-        os.replace(partial, path)
-    finally:
-        if partial.exists():
-            partial.unlink()
-
-
-def _create_partial(destination: Path) -> tuple[int, Path]:
-    """A new empty file beside ``destination`` to write it in, opened for writing, with the
-    mode the umask gives (mkstemp's 0600 would shut other users of a shared cache out), and
-    named for its writer (host and process) so that a killed writer's file can be cleared."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        name = f".{destination.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
-        partial = destination.with_name(name)
-        try:
-            return os.open(
-                partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
-            ), partial
-        except FileExistsError:
-            continue
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(path) as out:
+        torch.save(dict(state), out)
 
 
 def remove_stale_partials(folder: Path) -> None:
@@ -451,7 +413,7 @@ def remove_stale_partials(folder: Path) -> None:
         return
     now = time.time()
     for entry in entries:
-        ours = _PARTIAL_NAME.match(entry.name)
+        ours = PARTIAL_NAME.match(entry.name)
         earlier = entry.name.startswith("tmp") and entry.name.endswith(
             ".partial"
         )  # earlier versions' mkstemp
@@ -501,10 +463,9 @@ def _download_chunks(url: str, destination: Path) -> Iterator[tuple[int, int | N
         "or use weights='random' for an untrained network (texture only)."
     )
     digest = hashlib.sha256()
-    partial = None
     try:
-        fd, partial = _create_partial(destination)
-        with os.fdopen(fd, "wb") as out:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with replacing(destination) as out:
             request = urllib.request.Request(url, headers={"User-Agent": "napari-style-transfer"})
             with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:
                 total = int(response.headers.get("Content-Length") or 0) or None
@@ -514,21 +475,17 @@ def _download_chunks(url: str, destination: Path) -> Iterator[tuple[int, int | N
                     digest.update(chunk)
                     done += len(chunk)
                     yield done, total
-        expected = re.search(r"-([a-f0-9]+)\.", destination.name)
-        if expected and not digest.hexdigest().startswith(expected.group(1)):
-            raise WeightsError(
-                f"the downloaded {destination.name} is damaged (SHA-256 {digest.hexdigest()[:12]}..., "
-                f"expected {expected.group(1)}...). Try again, or: {how_to_fix}"
-            )
-        os.replace(partial, destination)
+            expected = re.search(r"-([a-f0-9]+)\.", destination.name)
+            if expected and not digest.hexdigest().startswith(expected.group(1)):  # not renamed then
+                raise WeightsError(
+                    f"the downloaded {destination.name} is damaged (SHA-256 {digest.hexdigest()[:12]}..., "
+                    f"expected {expected.group(1)}...). Try again, or: {how_to_fix}"
+                )
     except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", error)
         raise WeightsError(
             f"could not download the VGG19 ImageNet weights: {reason}. {how_to_fix}"
         ) from error
-    finally:
-        if partial is not None and os.path.exists(partial):
-            os.remove(partial)
 
 
 def _progress_bar(total: int | None, name: str, *, enabled: bool):

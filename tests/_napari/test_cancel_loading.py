@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import threading
 
-from napari_style_transfer import api
 from napari_style_transfer._napari.worker import Cancelled, style_transfer_updates
+from napari_style_transfer.pipeline import optimise
 
 from .conftest import FAST, RUN_WAIT_MS, cancel_once_waiting, run_and_wait, wait_until_idle
 
@@ -17,11 +17,11 @@ class BlockedLoad:
     """``load_vgg19_features`` whose first call waits until the test releases it."""
 
     def __init__(self, monkeypatch):
-        self.real = api.load_vgg19_features
+        self.real = optimise.load_vgg19_features
         self.started = threading.Event()  # the first load is waiting
         self.release = threading.Event()
         self.calls = 0
-        monkeypatch.setattr(api, "load_vgg19_features", self)
+        monkeypatch.setattr("napari_style_transfer.pipeline.optimise.load_vgg19_features", self)
 
     def __call__(self, weights, **kwargs):
         self.calls += 1

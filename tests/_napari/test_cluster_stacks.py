@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from napari_style_transfer import api
+from napari_style_transfer.pipeline import runner
 
 from .conftest import FAST, RUN_WAIT_MS, cancel_once_waiting, run_and_wait, wait_until_idle
 
@@ -78,17 +78,17 @@ def test_a_whole_stack_runs_its_frames_on_the_preferred_cluster(
 
 
 class HeldFrames:
-    """``iter_stylize`` on the cluster's worker: the first ``free`` frames run, each later one
+    """A frame's run on the cluster's worker (``pipeline.runner.run``): the first ``free`` frames run, each later one
     waits until the test releases it."""
 
     def __init__(self, monkeypatch, free=0):
-        self.real = api.iter_stylize
+        self.real = runner.run
         self.free = free
         self.held = threading.Event()  # a frame is waiting
         self.release = threading.Event()
         self.calls = 0
         self._lock = threading.Lock()
-        monkeypatch.setattr(api, "iter_stylize", self)
+        monkeypatch.setattr(runner, "run", self)
 
     def __call__(self, *args, **kwargs):
         with self._lock:

@@ -226,9 +226,10 @@ def test_a_layer_with_nan_becomes_a_notification(qtbot, viewer, widget, errors):
 
 
 def test_a_run_too_big_for_memory_is_refused_by_a_notification(qtbot, viewer, widget, errors, monkeypatch):
-    from napari_style_transfer import api
 
-    monkeypatch.setattr(api, "free_memory_bytes", lambda device: 500 * 2**20)
+    monkeypatch.setattr(
+        "napari_style_transfer.pipeline.memory_checks.free_memory_bytes", lambda device: 500 * 2**20
+    )
     widget["size"].value = 4096
     run_and_wait(qtbot, widget)
     assert any("needs about" in message and "use size" in message for message in errors), errors

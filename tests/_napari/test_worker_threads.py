@@ -10,8 +10,8 @@ import threading
 import numpy as np
 import pytest
 
-from napari_style_transfer import api
 from napari_style_transfer._napari.worker import WORKER_NICENESS, Finished, style_transfer_updates
+from napari_style_transfer.pipeline import reader
 
 from .conftest import FAST, RUN_WAIT_MS
 
@@ -19,14 +19,16 @@ from .conftest import FAST, RUN_WAIT_MS
 @pytest.mark.skipif(sys.platform != "linux", reason="only Linux gives each thread its own priority")
 def test_a_time_series_reads_its_frames_ahead_at_the_workers_lower_priority(content, style, monkeypatch):
     niceness = []
-    link_frames = api.link_frames
+    link_frames = reader.link_frames
 
     def recording(previous, current):
         niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         return link_frames(previous, current)
 
-    monkeypatch.setattr(api, "link_frames", recording)
-    monkeypatch.setattr(api, "_reads_ahead", lambda device: True)  # as beside a GPU
+    monkeypatch.setattr("napari_style_transfer.pipeline.reader.link_frames", recording)
+    monkeypatch.setattr(
+        "napari_style_transfer.pipeline.reader.reads_ahead", lambda device: True
+    )  # as beside a GPU
     movie = np.stack([np.roll(content, 2 * t, axis=1) for t in range(3)])
     updates = []
     worker = threading.Thread(

@@ -414,6 +414,8 @@ def cluster_frame_updates(
     likewise. Never raises: errors are :class:`Failed` updates."""
     import time
 
+    from ..pipeline.sinks import NumpySink
+
     started = time.perf_counter()
     done = 0
     returned = None
@@ -425,7 +427,7 @@ def cluster_frame_updates(
             return
         stack_shape, count = first
         device = f"dask cluster {scheduler}"
-        stack = None
+        stack: NumpySink | None = None
         last = None
         while done < count:
             got = returned.next(cancel)
@@ -434,9 +436,9 @@ def cluster_frame_updates(
             index, result = got
             image = result.image[()]
             if stack is None:
-                stack = np.empty(stack_shape + image.shape, dtype=np.float32)
+                stack = NumpySink(stack_shape)
                 yield Started(device, result.weights)
-            stack[index] = image
+            stack.take(index, image)
             last = result
             record = _FrameRecord(result.steps, index, done, done * result.steps, count * result.steps)
             losses = result.losses
@@ -465,7 +467,14 @@ def cluster_frame_updates(
         seconds = time.perf_counter() - started
         yield Finished(
             ClusterResult(
-                stack, count, last.steps_done, seconds, last.losses, device, last.weights, last.metadata()
+                stack.result,
+                count,
+                last.steps_done,
+                seconds,
+                last.losses,
+                device,
+                last.weights,
+                last.metadata(),
             )
         )
     except Exception as error:  # any failure becomes a message for the user

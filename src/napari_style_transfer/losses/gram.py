@@ -1,0 +1,101 @@
+"""The style loss of Gatys et al.: the mean squared error between Gram matrices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .style import Blend, StyleLoss
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """Gram matrices of (N, C, H, W) activations: (N, C, C), divided by C*H*W.
+
+    Dividing by the number of positions H*W makes the style loss independent of image size;
+    the extra 1/C keeps the seed report's (and PyTorch tutorial's) scale, so its style/content
+    ratios such as 1e4 and 1e6 mean the same here.
+    """
+    n, c, h, w = features.shape
+    flat = features.reshape(n, c, h * w)
+    return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
+
+
+class _GramMSE(torch.autograd.Function):
+    """mean((gram_matrix(F) - A)^2) with a hand-written backward.
+
+    Autograd differentiates the Gram matrix's batched product with two more products; since
+    the Gram matrix is symmetric one suffices: dL/dF = 4 (G - A) F / (C^3 H W), which saves
+    time on every step (docs/benchmarks.md, "Engine notes").
+    """
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = features.shape
+        flat = features.reshape(n, c, h * w)
+        difference = torch.bmm(flat, flat.transpose(1, 2)).div_(c * h * w).sub_(target)
+        ctx.save_for_backward(flat, difference)
+        ctx.shape = features.shape
+        return difference.pow(2).mean()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+        flat, difference = ctx.saved_tensors
+        n, c, h, w = ctx.shape
+        scale = grad_output * 4.0 / (n * c**3 * h * w)
+        return torch.bmm(difference, flat).mul_(scale).reshape(n, c, h, w), None
+
+
+def gram_mse(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The style loss of one layer: mean squared error between its Gram matrix and ``target``."""
+    return _GramMSE.apply(features, target)
+
+
+class _WeightedGramMSE(torch.autograd.Function):
+    """Per image, mean((G_w - A)^2) for the region's Gram matrix G_w = F diag(w) F^T / (C sum w),
+    with a hand-written backward as :class:`_GramMSE`'s: dL/dF = 4 (G_w - A) F diag(w) / (C^3 sum w)."""
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = features.shape
+        flat = features.reshape(n, c, h * w)
+        area = weights.sum(-1, keepdim=True).clamp_min(1e-12)  # (N, 1, 1)
+        difference = torch.bmm(flat * weights, flat.transpose(1, 2)).div_(c * area).sub_(target)
+        ctx.save_for_backward(flat, difference, weights, area)
+        ctx.shape = features.shape
+        return difference.pow(2).mean(dim=(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        flat, difference, weights, area = ctx.saved_tensors
+        c = ctx.shape[1]
+        scale = grad_output[:, None, None] * 4.0 / (c**3 * area)
+        return (torch.bmm(difference, flat).mul_(weights).mul_(scale).reshape(ctx.shape), None, None)
+
+
+def weighted_gram_mse(features: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Per image (N,): mean squared error between the region's Gram matrix and ``target``;
+    the Gram matrix weights each position by ``weights`` (N, 1, H*W) and divides by C times
+    their sum, so a region covering everything gives :func:`gram_matrix`."""
+    return _WeightedGramMSE.apply(features, target, weights)
+
+
+class GramLoss(StyleLoss):
+    """``gram``: Gatys et al.'s style loss, the mean squared error between the Gram matrices
+    of the image and of the blended styles (a region: the Gram matrix over its positions)."""
+
+    def target(self, layer: str, blend: Blend) -> torch.Tensor:
+        target: torch.Tensor | None = None
+        for index, weight in blend:
+            gram = gram_matrix(self.styles[index][layer])
+            gram = gram if weight == 1.0 else gram * weight
+            target = gram if target is None else target + gram
+        assert target is not None, "a blend names at least one style"
+        return target
+
+    def forward(
+        self, layer: str, features: torch.Tensor, target: Any, guide: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if guide is None:
+            return gram_mse(features, target)
+        return weighted_gram_mse(features, target, guide)

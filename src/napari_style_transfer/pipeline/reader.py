@@ -1,0 +1,175 @@
+"""Reading a job's input: its frame of the content on the device, the function that turns
+its images into the result's kind, the styles, and a time series' frames read ahead."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import torch
+
+from .. import memory
+from .._image import PreparedImage, finish_image
+from ..engine import resize, with_content_colours
+from ..frames import FrameLink, link_frames, time_chains
+from .plan import Plan
+
+if TYPE_CHECKING:
+    from .jobs import Job
+
+
+@dataclass(frozen=True)
+class JobInput:
+    """A job's content on the device at its largest size (1, 3, H, W), and the function that
+    turns one of its images into the result's kind (grey, alpha, content colours)."""
+
+    content: torch.Tensor
+    finish: Callable[[torch.Tensor], np.ndarray]
+
+
+class Reader(Protocol):
+    def read(self, jobs: Sequence[Job]) -> tuple[list[JobInput], FrameLink | None]:
+        """The inputs of a batch of jobs, and the link of its (only) job to the one it follows."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).contiguous().to(device)
+
+
+def read_frame(p: Plan, index: tuple[int, ...]) -> PreparedImage:
+    return p.content.frame(index, longest_side=max(p.content_shape))
+
+
+def prepare_frame(p: Plan, index: tuple[int, ...], frame: PreparedImage | None = None) -> JobInput:
+    """Frame ``index`` of the content on the device, read now unless ``frame`` has it."""
+    opts = p.options
+    frame = read_frame(p, index) if frame is None else frame
+    content_full = to_tensor(frame.rgb, p.device)
+    alpha = None
+    if frame.alpha is not None:
+        alpha_t = resize(
+            torch.from_numpy(np.ascontiguousarray(frame.alpha))[None, None].to(p.device), *p.content_shape
+        )
+        alpha = alpha_t[0, 0].clamp(0, 1).cpu().numpy()
+    colours = content_full if opts.content_colours == "luminance" and not frame.grey else None
+    finish = functools.partial(_finish, grey=frame.grey and opts.keep_grey, alpha=alpha, colours=colours)
+    return JobInput(content_full, finish)
+
+
+def _finish(
+    image: torch.Tensor, grey: bool, alpha: np.ndarray | None, colours: torch.Tensor | None
+) -> np.ndarray:
+    if alpha is not None and tuple(image.shape[-2:]) != alpha.shape:  # a coarse level
+        alpha = resize(torch.from_numpy(alpha)[None, None], *image.shape[-2:])[0, 0].numpy()
+    if colours is not None:
+        image = with_content_colours(image, resize(colours, *image.shape[-2:]))
+    return finish_image(image[0].permute(1, 2, 0).float().cpu().numpy(), grey, alpha)
+
+
+def read_styles(p: Plan) -> list[torch.Tensor]:
+    """Each style at its largest size as (1, 3, H, W); with content_colours="histogram" its
+    colours matched to the content's (the first frame's) first, channel by channel."""
+    styles = [
+        style.frame((), longest_side=max(shape)).rgb
+        for style, shape in zip(p.styles, p.style_shapes, strict=True)
+    ]
+    if p.options.content_colours == "histogram":
+        from skimage.exposure import match_histograms
+
+        reference = p.content.frame(next(p.content.frames()), longest_side=max(p.content_shape)).rgb
+        styles = [match_histograms(style, reference, channel_axis=-1).astype(np.float32) for style in styles]
+    return [to_tensor(style, p.device) for style in styles]
+
+
+class FrameReader:
+    """Independent frames, each read when its batch's turn comes (never the whole stack)."""
+
+    def __init__(self, p: Plan):
+        self._p = p
+
+    def read(self, jobs: Sequence[Job]) -> tuple[list[JobInput], FrameLink | None]:
+        return [prepare_frame(self._p, job.index) for job in jobs], None
+
+    def close(self) -> None:
+        """Nothing is read ahead."""
+
+
+#: The name of the thread that reads a time series ahead (its start: Python numbers them).
+READER_THREAD = "napari-style-transfer-frames"
+
+
+def reads_ahead(device: torch.device) -> bool:
+    """Whether a time series on ``device`` reads its frames ahead (:class:`TimeSeriesReader`):
+    beside a GPU's steps, and on the CPU where torch's threads leave a core free (with every
+    core in torch's threads the reading thread slowed the steps more than it saved:
+    docs/benchmarks.md, "Stacks", reading ahead)."""
+    return device.type != "cpu" or torch.get_num_threads() < memory.usable_cpus()
+
+
+_Read = tuple[PreparedImage, torch.Tensor, FrameLink | None]
+
+
+class TimeSeriesReader:
+    """A time series' frames, each read with the optical flow back to the frame it follows
+    (:func:`~napari_style_transfer.frames.link_frames`), one frame ahead in a thread where
+    :func:`reads_ahead` says, else each when its turn comes.
+
+    Both depend on the content alone, so the next frame's read and flows (TV-L1, on the CPU)
+    can run while the current frame optimises instead of stopping a GPU between frames. The
+    flow is computed on the CPU copy of the working-size content, so nothing but the CPU is
+    used from the thread. What a frame's read raises (a NaN frame, a reader's error) is raised
+    by :meth:`take` of that frame, where reading it would have."""
+
+    def __init__(self, p: Plan):
+        self._p = p
+        self._frames, self._follows = zip(*time_chains(p.content.stack_shape), strict=True)
+        self._pool = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=READER_THREAD)
+            if reads_ahead(p.device)
+            else None
+        )
+        self._contents: dict[tuple[int, ...], torch.Tensor] = {}  # working-size CPU contents still followed
+        self._pending = self._submit(0)
+
+    def read(self, jobs: Sequence[Job]) -> tuple[list[JobInput], FrameLink | None]:
+        """One job (a time series' frames wait for each other)."""
+        (job,) = jobs
+        frame, link = self.take(job.number)
+        return [prepare_frame(self._p, job.index, frame)], link
+
+    def take(self, position: int) -> tuple[PreparedImage, FrameLink | None]:
+        """The frame at ``position`` (0, 1, ... in turn) and its link to the frame it follows
+        (None for a first frame), on the plan's device; the next frame is then read ahead."""
+        frame, content, link = self._pending()
+        self._contents[self._frames[position]] = content
+        if position + 1 < len(self._frames):
+            self._pending = self._submit(position + 1)
+        if link is not None:
+            link = link.to(self._p.device)
+        return frame, link
+
+    def _submit(self, position: int) -> Callable[[], _Read]:
+        """What :meth:`take` calls for the frame at ``position``: the read itself, or the
+        wait for the thread's."""
+        follows = self._follows[position]
+        previous = None if follows is None else self._contents.pop(follows)
+        job = functools.partial(self._read, self._frames[position], previous)
+        return job if self._pool is None else self._pool.submit(job).result
+
+    def _read(self, index: tuple[int, ...], previous: torch.Tensor | None) -> _Read:
+        frame = read_frame(self._p, index)
+        content = resize(to_tensor(frame.rgb, torch.device("cpu")), *self._p.content_shape)
+        return frame, content, None if previous is None else link_frames(previous, content)
+
+    def close(self) -> None:
+        """Stops reading ahead: a run has ended or was stopped (a read or flow under way
+        finishes in its thread, unused)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
