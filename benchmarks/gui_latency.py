@@ -73,6 +73,9 @@ def measure(size: int, steps: int, snapshot_every: int) -> dict:
     idle_gaps = gaps_ms()
 
     ticks.clear()
+    # moments napari's thread does our work: Run pressed, each layer added (snapshot, result)
+    layers_added: list[float] = []
+    viewer.layers.events.inserted.connect(lambda _: layers_added.append(time.perf_counter()))
     started = time.perf_counter()
     worker = widget.run()
     loop = QEventLoop()
@@ -81,6 +84,9 @@ def measure(size: int, steps: int, snapshot_every: int) -> dict:
     seconds = time.perf_counter() - started
     timer.stop()
     run_gaps = gaps_ms()
+    # Run's own work on napari's thread: from the press to the first tick after it
+    at_run = round((ticks[0] - started) * 1000, 1) if ticks else 0.0
+    at_layers = [gap_around(ticks, moment) for moment in layers_added]
     status = widget["status"].value
     viewer.close()
     return {
@@ -91,7 +97,20 @@ def measure(size: int, steps: int, snapshot_every: int) -> dict:
         "status": status,
         "idle": summary(idle_gaps),
         "run": summary(run_gaps),
+        "gap_at_run_ms": at_run,
+        "gaps_at_layers_added_ms": at_layers,
     }
+
+
+def gap_around(ticks: list[float], moment: float) -> float:
+    """The gap between the ticks either side of ``moment`` (ms): how long napari's thread was
+    busy around it. 0 when the moment is outside the ticks."""
+    import bisect
+
+    after = bisect.bisect_right(ticks, moment)
+    if after == 0 or after == len(ticks):
+        return 0.0
+    return round((ticks[after] - ticks[after - 1]) * 1000, 1)
 
 
 def summary(gaps: list[float]) -> dict:
@@ -130,17 +149,22 @@ def measure_in_a_fresh_process(size: int, steps: int, snapshot_every: int) -> di
 def table(results: list[dict]) -> list[str]:
     lines = [
         "| working size | CPU hogs | run (s) | longest gap, idle | longest gap, run | 99th percentile, run "
-        "| gaps > 50 ms | gaps > 100 ms | load average before |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| gaps > 50 ms | gaps > 100 ms | gap at Run | longest gap at a layer added | load average before |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         run, idle = r["run"], r["idle"]
         lines.append(
             f"| {r['size']} px, {r['steps']} steps | {r['hogs']} | {r['run_seconds']:.1f} | {idle['max_ms']:.0f} ms "
             f"| {run['max_ms']:.0f} ms | {run['p99_ms']:.0f} ms | {run['over_50_ms']} of {run['ticks'] - 1} "
-            f"| {run['over_100_ms']} | {r['load_before']:.1f} |"
+            f"| {run['over_100_ms']} | {_ms(r.get('gap_at_run_ms'))} | {_ms(max(r.get('gaps_at_layers_added_ms') or [0]))} "
+            f"| {r['load_before']:.1f} |"
         )
     return lines
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
 
 
 def write_section(path: Path, body: list[str]) -> None:
@@ -159,6 +183,11 @@ def write_section(path: Path, body: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one small run per load")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="one 32 px run of 4 steps, no hogs, nothing written: proves the script works",
+    )
     parser.add_argument("--hogs", type=int, default=2, help="CPU hogs for the loaded measurement")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "gui_latency.json")
@@ -175,6 +204,9 @@ def main() -> None:
         print(f"wrote {args.output}")
         return
 
+    if args.tiny:
+        print(json.dumps(measure_in_a_fresh_process(32, 4, 2)))
+        return
     runs = [(64, 20, 5)] if args.quick else [(64, 20, 5), (128, 10, 5)]
     results = []
     for size, steps, snapshot_every in runs:

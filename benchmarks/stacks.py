@@ -70,7 +70,7 @@ sys.path.insert(0, str(ROOT / "src"))
 SECTION = "## Stacks"
 
 #: What a run measures (``--parts``); the report is written from all that docs/stacks.json holds.
-MEASURED_PARTS = ("modes", "sweep", "sizes", "demo", "default", "demo_sweep", "ahead", "long")
+MEASURED_PARTS = ("modes", "sweep", "sizes", "demo", "default", "demo_sweep", "ahead", "long", "smear")
 
 #: Frames of the demo and default parts' sequence (its first frame and two later ones: each
 #: later frame at 256 px and 100 steps costs minutes on a CPU, at 512 px and 300 steps ten).
@@ -428,6 +428,307 @@ def long_run(side: int, frames: int, options: dict, margin: int) -> dict:
     return entry
 
 
+# --- the smear part ----------------------------------------------------------------------
+
+#: The smear part (issue 33): the size, the first frame's and the later frames' steps and the
+#: frames of its generated sequences (the bundled time-lapse has its own 8).
+SMEAR_SIZE, SMEAR_STEPS, SMEAR_TIME_STEPS, SMEAR_FRAMES = 96, 20, 10, 8
+#: Texture energy: the mean gradient magnitude in windows of this many pixels (every position
+#: where one fits); a window is smeared where its energy is off the independent run's by more
+#: than SMEAR_OFF, once the frame's median ratio is divided out.
+SMEAR_WINDOW = 16
+SMEAR_OFF = 0.3
+#: Rows (and columns) along each edge of the frame that make its border band.
+BAND_ROWS = 4
+#: The goals: smeared windows under this share of a frame; border bands within this of the interior.
+SMEAR_GOAL = 0.02
+BAND_GOAL = 0.1
+#: The smear part's goal for static flicker: at most this share of the independent runs'.
+FLICKER_GOAL = 1 / 3
+
+
+def _unit(stack: np.ndarray) -> np.ndarray:
+    stack = stack.astype(np.float32)
+    return (stack - stack.min()) / max(float(stack.max() - stack.min()), 1e-6)
+
+
+def _blob(size: int, centre: tuple[float, float], radii: tuple[float, float], seed: int) -> np.ndarray:
+    """A soft-edged elliptical blob with its own chromatin-like texture, in [0, 1]."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    r = np.sqrt(((yy - centre[0]) / radii[0]) ** 2 + ((xx - centre[1]) / radii[1]) ** 2)
+    body = 1.0 / (1.0 + np.exp(np.minimum((r - 1.0) * 8.0, 50.0)))  # far outside: 0, not an overflow
+    pattern = np.roll(_texture(size, seed, size / 40), (int(round(centre[0])), int(round(centre[1]))), (0, 1))
+    return body * (0.6 + 0.4 * pattern)
+
+
+def nuclei(size: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """The bundled Nuclei time-lapse (all its 8 frames; ``frames`` is ignored) in [0, 1] at
+    ``size`` px, and its nuclei (smoothed content above Otsu's threshold)."""
+    from PIL import Image
+    from skimage.filters import gaussian, threshold_otsu
+
+    from napari_style_transfer._sample_data import load_sample
+
+    stack = _unit(load_sample("nuclei_timelapse"))
+    movie = np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BILINEAR)) for f in stack])
+    smooth = gaussian(movie, (0, 1, 1))
+    return movie.astype(np.float32), smooth > threshold_otsu(smooth)
+
+
+def crossing(size: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Three textured discs on a plain dark background: two cross each other's path, passing 3 px
+    apart (edge to edge) halfway, the third crawls down."""
+    background = np.full((size, size), 0.05)
+    radius = size * 0.1
+    gap = 2 * radius + 3 * size / 96
+    half = (frames - 1) / 2
+    movie, masks = [], []
+    for t in range(frames):
+        s = (t - half) / max(half, 1)
+        centres = [
+            (size * 0.5 - gap / 2, size * 0.5 + s * size * 0.3),
+            (size * 0.5 + gap / 2, size * 0.5 - s * size * 0.3),
+            (size * 0.2 + t * size / 64, size * 0.82),
+        ]
+        frame, inside = background.copy(), np.zeros((size, size), bool)
+        for number, centre in enumerate(centres):
+            blob = _blob(size, centre, (radius, radius), 10 + number)
+            frame = np.maximum(frame, 0.2 + 0.8 * blob)
+            inside |= blob > 0.3
+        movie.append(frame)
+        masks.append(inside)
+    return np.stack(movie).astype(np.float32), np.stack(masks)
+
+
+def drift(size: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """A textured field that drifts as a whole, 1.5 px a frame right and 0.75 px down (no
+    static pixels)."""
+    from scipy.ndimage import shift
+
+    field = 0.1 + 0.8 * _texture(2 * size, 4, size / 48)
+    movie = [
+        shift(field, (0.75 * t, 1.5 * t), order=3, mode="reflect")[
+            size // 2 : size // 2 + size, size // 2 : size // 2 + size
+        ]
+        for t in range(frames)
+    ]
+    return np.clip(np.stack(movie), 0, 1).astype(np.float32), np.ones((frames, size, size), bool)
+
+
+def fluorescence(size: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bright textured blobs on a dark background with camera noise new in every frame: two
+    crawl towards each other and pass 2 px apart, two sit still, one enters from the left."""
+    rng = np.random.default_rng(7)
+    radii = (size * 0.09, size * 0.12)
+    movie, masks = [], []
+    for t in range(frames):
+        centres = [
+            (size * 0.35, size * 0.2 + t * size / 48),
+            (size * 0.35 + 2 * radii[0] + 2 * size / 96, size * 0.8 - t * size / 48),
+            (size * 0.75, size * 0.3),
+            (size * 0.15, size * 0.8),
+            (size * 0.75, -size * 0.1 + t * size / 40),
+        ]
+        signal = sum(_blob(size, centre, radii, 20 + n) for n, centre in enumerate(centres))
+        photons = 0.02 + 0.8 * signal
+        movie.append(np.clip(photons + rng.normal(0, 0.006, photons.shape), 0, 1))
+        masks.append(signal > 0.2)
+    return np.stack(movie).astype(np.float32), np.stack(masks)
+
+
+#: The sequences whose objects are counted: on a plain background (a textured one breaks into
+#: many components of its own).
+COUNTED = ("nuclei", "crossing", "fluorescence")
+
+#: The smear part's sequences: the bundled time-lapse, the moving disc and sequences made here.
+SMEAR_SEQUENCES = {
+    "nuclei": nuclei,
+    "moving": moving,
+    "crossing": crossing,
+    "drift": drift,
+    "fluorescence": fluorescence,
+}
+
+
+def _gradient_magnitude(image: np.ndarray) -> np.ndarray:
+    rows, columns = np.gradient(image.astype(np.float64))
+    return np.hypot(rows, columns)
+
+
+def texture_energy(image: np.ndarray, window: int = SMEAR_WINDOW) -> np.ndarray:
+    """Mean gradient magnitude in every ``window`` x ``window`` window that fits the frame."""
+    magnitude = _gradient_magnitude(image)
+    sums = magnitude.cumsum(0).cumsum(1)
+    sums = np.pad(sums, ((1, 0), (1, 0)))
+    total = (
+        sums[window:, window:] - sums[:-window, window:] - sums[window:, :-window] + sums[:-window, :-window]
+    )
+    return total / window**2
+
+
+def smeared_share(out: np.ndarray, independent: np.ndarray) -> float:
+    """The share of windows whose texture energy is off the independent run's by more than
+    SMEAR_OFF, relative to the frame's median ratio (independent runs of different frames
+    differ by up to 15% as a whole at these steps: that is not a smear)."""
+    ratio = texture_energy(out) / np.maximum(texture_energy(independent), 1e-9)
+    return float(np.mean(np.abs(ratio / np.median(ratio) - 1.0) > SMEAR_OFF))
+
+
+def count_objects(image: np.ndarray, content: np.ndarray) -> int:
+    """Separate objects: connected components of the smoothed image above Otsu's threshold,
+    the image's polarity set by its correlation with ``content`` (untrained weights may invert
+    grey levels), components under (size / 24)^2 pixels dropped."""
+    from skimage.filters import gaussian, threshold_otsu
+    from skimage.measure import label
+
+    size = max(image.shape)
+    smooth = gaussian(image.astype(np.float64), size / 48)
+    if np.corrcoef(smooth.ravel(), content.ravel())[0, 1] < 0:
+        smooth = -smooth
+    labels = label(smooth > threshold_otsu(smooth))
+    areas = np.bincount(labels.ravel())[1:]
+    return int((areas >= (size / 24) ** 2).sum())
+
+
+def band_ratios(image: np.ndarray) -> list[float]:
+    """Texture energy of the BAND_ROWS outer rows (top, bottom) and columns (left, right) over
+    the interior's."""
+    magnitude = _gradient_magnitude(image)
+    b = BAND_ROWS
+    inner = magnitude[b:-b, b:-b].mean()
+    sides = (magnitude[:b], magnitude[-b:], magnitude[:, :b], magnitude[:, -b:])
+    return [float(side.mean() / max(inner, 1e-9)) for side in sides]
+
+
+def smear_measures(
+    out: np.ndarray, independent: np.ndarray, content: np.ndarray, masks: np.ndarray, margin: int
+) -> dict:
+    """Per later frame: smeared share, object counts (result, independent, content) and the
+    border band against the independent run's; static flicker and drift by frame."""
+    from scipy.ndimage import binary_dilation
+
+    frames = len(out)
+    later = range(1, frames)
+    band = [
+        max(
+            abs(mine / theirs - 1.0)
+            for mine, theirs in zip(band_ratios(out[t]), band_ratios(independent[t]), strict=True)
+        )
+        for t in later
+    ]
+    entry = {
+        "smeared": [smeared_share(out[t], independent[t]) for t in later],
+        "objects": [count_objects(out[t], content[t]) for t in range(frames)],
+        "objects_independent": [count_objects(independent[t], content[t]) for t in range(frames)],
+        "objects_content": [count_objects(content[t], content[t]) for t in range(frames)],
+        "band": band,
+        "band_raw": [max(abs(r - 1.0) for r in band_ratios(out[t])) for t in later],
+        "band_raw_independent": [max(abs(r - 1.0) for r in band_ratios(independent[t])) for t in later],
+    }
+    static = ~binary_dilation(masks.any(axis=0), iterations=margin)
+    if static.any():
+        for name, image in (("", out), ("_independent", independent)):
+            entry["flicker" + name] = float(
+                np.mean([np.abs(image[t] - image[t - 1])[static].mean() for t in later])
+            )
+            entry["drift" + name] = [float(np.abs(image[t] - image[0])[static].mean()) for t in later]
+    return entry
+
+
+def smear_run(name: str, options: dict, side: int, frames: int) -> tuple[dict, dict]:
+    """The smear measures of one sequence (time mode against independent), and the images."""
+    movie, masks = SMEAR_SEQUENCES[name](side, frames)
+    style = style_image(side)
+    independent = run_api(movie, style, {**options, "frames": "independent"})["image"]
+    timed = run_api(movie, style, {**options, "frames": "time"})["image"]
+    content = _resize_stack(movie, timed.shape[1:])
+    margin = max(2, side // 16)
+    return smear_measures(timed, independent, content, _resize_masks(masks, timed.shape[1:]), margin), {
+        "content": content,
+        "time": timed,
+        "independent": independent,
+    }
+
+
+def _resize_stack(stack: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(f).resize(shape[::-1], Image.BILINEAR)) for f in stack])
+
+
+def smear_montage(images: dict, path: Path) -> None:
+    """Rows content / time / independent / |time_t - time_t-1| / |independent_t - independent_t-1|
+    (differences x4), columns frames, at twice the working size."""
+
+    def change(stack: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.zeros_like(stack[:1]), np.clip(4 * np.abs(np.diff(stack, axis=0)), 0, 1)])
+
+    rows = {
+        "content": images["content"],
+        "time": images["time"],
+        "independent": images["independent"],
+        "time: change": change(images["time"]),
+        "independent: change": change(images["independent"]),
+    }
+    _sheet(rows, path, 120)
+
+
+SMEAR_SECTION = "## Measured: smears, objects, border band"
+
+
+def smear_section(smear: dict, machine: dict) -> str:
+    """The smear part's table and goals, for docs/timelapse.md."""
+
+    def worst(values: list[float]) -> str:
+        return f"{max(values) * 100:.1f}%" if values else "-"
+
+    def counts(e: dict, key: str) -> str:
+        return " ".join(str(n) for n in e[key])
+
+    lines = [
+        SMEAR_SECTION,
+        "",
+        f"Written by `python benchmarks/stacks.py --parts smear` on {machine['date']} ({machine['cpu']}, "
+        f"{machine['threads']} torch thread(s); load average {machine['load']:.2f}: seconds are not reported). "
+        f"{smear['size']} px, {smear['steps']} steps for the first frame and {smear['time_steps']} for later ones, "
+        "the bundled swirl as the style, weights `random` (mechanics only: untrained weights say nothing of "
+        "quality). Raw numbers: `docs/stacks.json` (`smear`).",
+        "",
+        f"| sequence | smeared windows, worst frame (goal < {SMEAR_GOAL:.0%}) | objects: time | objects: independent "
+        f"| objects: content | border band against independent, worst (goal <= {BAND_GOAL:.0%}) | border band, raw: "
+        "time / independent | static flicker: time / independent (goal <= 1/3) | static drift by frame (time) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, e in smear["sequences"].items():
+        flicker = (
+            f"{e['flicker']:.4f} / {e['flicker_independent']:.4f} ({e['flicker'] / e['flicker_independent']:.2f})"
+            if "flicker" in e
+            else "- (nothing static)"
+        )
+        drift = " ".join(f"{d:.4f}" for d in e["drift"]) if "drift" in e else "-"
+        counted = name in COUNTED
+        lines.append(
+            f"| {name} | {worst(e['smeared'])} | {counts(e, 'objects') if counted else '-'} "
+            f"| {counts(e, 'objects_independent') if counted else '-'} "
+            f"| {counts(e, 'objects_content') if counted else '-'} | {worst(e['band'])} | {worst(e['band_raw'])} / "
+            f"{worst(e['band_raw_independent'])} | {flicker} | {drift} |"
+        )
+    lines += [
+        "",
+        f"*smeared windows*: of every {SMEAR_WINDOW} x {SMEAR_WINDOW} px window of a later frame, the share whose "
+        f"texture energy (mean gradient magnitude) is off the independent run's of that frame by more than "
+        f"{SMEAR_OFF:.0%}, after dividing out the frame's median ratio (independent runs of different frames "
+        "differ by up to 15% as a whole at these steps). *objects*: connected components of the smoothed frame "
+        "above Otsu's threshold, per frame. *border band*: texture energy of the "
+        f"{BAND_ROWS} outer rows or columns over the interior's, worst side and frame; *against independent* "
+        "divides it by the independent run's own (the untrained network draws a frame of its own along the "
+        "edges in every independent run, *raw*). *static*: pixels never within "
+        f"{max(2, smear['size'] // 16)} px of an object.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 @contextlib.contextmanager
 def frames_read(when: str):
     """Within it, time mode reads each frame and computes its flows ``when``: "ahead" (in a
@@ -620,8 +921,10 @@ def main(argv: list[str] | None = None) -> int:
         help="any of modes, sweep (temporal_weight), sizes (later frames' steps by frame size), demo (the same at the "
         "command-line demo's size and steps, 20 minutes or more on a CPU), default (the same at the API's default "
         "size and steps, 40 minutes or more), demo_sweep (temporal_weight at the demo's size and steps, 20 minutes or more), ahead (time mode reading frames ahead, and the flows' seconds), long (the rotating disc for "
-        f"{LONG_FRAMES} frames: static drift and loss by frame)",
+        f"{LONG_FRAMES} frames: static drift and loss by frame), smear (time mode against independent on the bundled "
+        "time-lapse and generated sequences: smeared windows, object counts, border band; docs/timelapse.md)",
     )
+    parser.add_argument("--smear-output", type=Path, default=ROOT / "docs" / "timelapse.md")
     parser.add_argument(
         "--sequences", default=",".join(SEQUENCES), help="which sequences the modes part runs"
     )
@@ -801,13 +1104,24 @@ def main(argv: list[str] | None = None) -> int:
         }
         print("long", json.dumps(raw["long"]), flush=True)
 
+    if "smear" in parts:
+        side = 48 if args.quick else SMEAR_SIZE
+        smear_options = {**base, "size": side, "steps": SMEAR_STEPS, "time_steps": SMEAR_TIME_STEPS}
+        raw["smear"] = {"size": side, "steps": SMEAR_STEPS, "time_steps": SMEAR_TIME_STEPS, "sequences": {}}
+        for name in SMEAR_SEQUENCES:
+            entry, images = smear_run(name, smear_options, side, 4 if args.quick else SMEAR_FRAMES)
+            raw["smear"]["sequences"][name] = entry
+            if name == "nuclei":
+                smear_montage(images, args.images / f"timelapse_nuclei_{side}px.png")
+            print("smear", name, json.dumps(entry), flush=True)
+
     if args.json.exists():  # keep the parts this run did not redo
         earlier = json.loads(args.json.read_text())
         if earlier.get("sequences"):  # a run of some sequences keeps the others'
             raw["sequences"] = {**earlier["sequences"], **raw.get("sequences", {})}
         if "sweep" not in parts and earlier.get("sweep"):  # a sweep is kept or redone whole
             raw["sweep"], raw["sweep_old"] = earlier["sweep"], earlier.get("sweep_old")
-        for part in ("sizes", "demo", "default", "demo_sweep", "ahead", "long"):
+        for part in ("sizes", "demo", "default", "demo_sweep", "ahead", "long", "smear"):
             if part not in parts and earlier.get(part):
                 raw[part] = earlier[part]
     raw["seconds"] = time.perf_counter() - started
@@ -836,25 +1150,31 @@ def main(argv: list[str] | None = None) -> int:
     if "moving" in outputs:
         montage(outputs["moving"], args.images / "stack_time_vs_independent.png")
     write_section(args.output, raw, option_defaults)
+    if raw.get("smear"):
+        replace_section(args.smear_output, SMEAR_SECTION, smear_section(raw["smear"], raw["machine"]))
     return 0
 
 
 def montage(images: dict, path: Path) -> None:
     """Rows content / independent / time / old, columns frames; the content at the working size."""
+    _sheet({row: images[row] for row in ("content", "independent", "time", "old")}, path, 80)
+
+
+def _sheet(rows: dict[str, np.ndarray], path: Path, label: int) -> None:
+    """One row of frames per named stack, shown at twice the size (pixels kept sharp), the
+    names in a margin of ``label`` px."""
     from PIL import Image, ImageDraw
 
-    rows = ["content", "independent", "time", "old"]
-    size = 2 * images["independent"].shape[1]  # shown at twice the size, pixels kept sharp
-    frames = len(images["content"])
-    label = 80
+    first = next(iter(rows.values()))
+    size = 2 * first.shape[1]
+    frames = len(first)
     sheet = Image.new("L", (label + frames * (size + 2), len(rows) * (size + 2)), 255)
     draw = ImageDraw.Draw(sheet)
-    for r, row in enumerate(rows):
-        stack = images[row]
+    for r, (name, stack) in enumerate(rows.items()):
         for t in range(frames):
             tile = Image.fromarray((np.clip(stack[t], 0, 1) * 255).astype(np.uint8))
             sheet.paste(tile.resize((size, size), Image.NEAREST), (label + t * (size + 2), r * (size + 2)))
-        draw.text((4, r * (size + 2) + size // 2 - 5), row, fill=0)
+        draw.text((4, r * (size + 2) + size // 2 - 5), name, fill=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
 
@@ -1004,10 +1324,15 @@ def write_section(path: Path, raw: dict, defaults) -> None:
         lines += _ahead_table(raw["ahead"], raw["steps"])
     if raw.get("long"):
         lines += _long_table(raw["long"])
-    section = "\n".join(lines)
+    replace_section(path, SECTION, "\n".join(lines))
+
+
+def replace_section(path: Path, heading: str, section: str) -> None:
+    """``path`` with its section under ``heading`` (up to the next "## ") replaced by
+    ``section``, or with ``section`` added at its end."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION in text:
-        before, _, after = text.partition(SECTION)
+    if heading in text:
+        before, _, after = text.partition(heading)
         rest = after.split("\n## ", 1)
         text = before + section + ("\n## " + rest[1] if len(rest) > 1 else "")
     else:

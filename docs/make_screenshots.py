@@ -1,9 +1,11 @@
 """Screenshots of napari with the Style Transfer widget, before and after a run.
 
-    xvfb-run -a python docs/make_screenshots.py [--weights random] [--out docs/images] [--only styles]
+    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py [--weights random] [--out docs/images] [--only styles]
 
-Opens the astronaut + swirl demo pair, docks the widget, takes a screenshot (controls that do
-nothing for a 2D RGB content are disabled), runs a short transfer (snapshots become layers),
+In a 1280 x 800 window (the X screen must be larger: -screen above). Opens the astronaut +
+swirl demo pair, docks the widget, takes a screenshot (controls that do nothing for a 2D RGB
+content are disabled), three more with every group open (widget_groups_1..3.png, scrolled
+from top to bottom), runs a short transfer (snapshots become layers),
 then a second, shorter run with a stronger style weight and its snapshots folded away, and
 takes the last screenshot when it has finished: the second result is named for what
 changed, and the status line names it. Then (or with ``--only styles``, alone) the widget
@@ -42,7 +44,7 @@ def styles(out: Path) -> None:
     from napari_style_transfer._sample_data import layer_data
 
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1400, 900)
+    viewer.window._qt_window.resize(1280, 800)
     for key in ("he_stain", "mosaic", "swirl", "chelsea"):
         data, kwargs, _ = layer_data(key)
         viewer.add_image(data, **kwargs, visible=key == "chelsea")
@@ -63,7 +65,7 @@ def runs(args: argparse.Namespace) -> None:
     from qtpy.QtCore import QEventLoop, QTimer
 
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1500, 950)
+    viewer.window._qt_window.resize(1280, 800)
     viewer.open_sample("napari-style-transfer", "astronaut_swirl")
     _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
     widget["content"].value = viewer.layers["astronaut"]
@@ -72,13 +74,11 @@ def runs(args: argparse.Namespace) -> None:
     widget["size"].value = args.size
     widget["snapshot_every"].value = args.steps // 3
     widget["weights"].value = args.weights
-    widget["show_advanced"].value = True
     viewer.layers["swirl"].visible = False
 
     napari.qt.get_qapp().processEvents()
     viewer.screenshot(str(args.out / "widget_before.png"), canvas_only=False)
-
-    widget["show_advanced"].value = False  # room for the status line
+    groups(viewer, widget, args.out)
     worker = widget.run()
     loop = QEventLoop()
     worker.finished.connect(loop.quit)
@@ -95,8 +95,7 @@ def runs(args: argparse.Namespace) -> None:
 
     # a second run with other settings: its name says what changed
     widget["steps"].value = max(1, args.steps // 2)
-    widget["style_weight_typed"].value = "1e7"
-    widget["style_weight_typed"].native.editingFinished.emit()
+    widget["style_weight"].value = 1e7
     widget["keep_snapshots"].value = False
     worker = widget.run()
     loop = QEventLoop()
@@ -113,6 +112,25 @@ def runs(args: argparse.Namespace) -> None:
     viewer.screenshot(str(args.out / "widget_after.png"), canvas_only=False)
     print("wrote", *sorted(p.name for p in args.out.glob("widget_*.png")))
     viewer.close()
+
+
+def groups(viewer, widget, out: Path) -> None:
+    """The widget with every group open, scrolled from top to bottom (widget_groups_N.png)."""
+    import napari
+    from qtpy.QtWidgets import QScrollArea
+
+    for group in widget.groups.values():
+        group.expand(animate=False)
+    area = widget.native.findChild(QScrollArea)
+    napari.qt.get_qapp().processEvents()
+    bar = area.verticalScrollBar()
+    for number, position in enumerate((0, bar.maximum() // 2, bar.maximum()), start=1):
+        bar.setValue(position)
+        napari.qt.get_qapp().processEvents()
+        viewer.screenshot(str(out / f"widget_groups_{number}.png"), canvas_only=False)
+    for group in widget.groups.values():
+        group.collapse(animate=False)
+    bar.setValue(0)
 
 
 if __name__ == "__main__":

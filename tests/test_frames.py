@@ -92,7 +92,7 @@ def test_the_frame_border_is_trusted_under_a_flow_of_a_fraction_of_a_pixel():
     image = texture()
     for nudge in (0.05, -0.05):
         link = link_frames(as_tensor(image), as_tensor(shift(image, (nudge, nudge), order=3, mode="nearest")))
-        assert 0.0 < link.flow.abs().max() < 0.5
+        assert link.flow.abs().max() < 0.5  # none at all where the frames show no motion (frames._evidenced)
         reliable = link.reliable[0, 0].numpy() > 0.5
         border = np.concatenate([reliable[0], reliable[-1], reliable[:, 0], reliable[:, -1]])
         assert border.mean() > 0.95

@@ -155,29 +155,88 @@ def _gradient_squared(flow: torch.Tensor) -> torch.Tensor:
     return (dy.pow(2) + dx.pow(2)).sum(1, keepdim=True)
 
 
+#: Pixels (at the working size) along the frame's edges whose styling answers the edge: the
+#: network's zero padding draws a frame of its own there in every result (untrained weights:
+#: the 2-3 outer rows darker, the next brighter, at 96 px). A moving pixel is not warped from
+#: there, or the flow carries that frame inward as a line that every later frame keeps
+#: (issue 33: a band along the left and bottom edges of the bundled nuclei time-lapse).
+EDGE_BAND = 4
+
+
 def _inside(flow: torch.Tensor) -> torch.Tensor:
     """True where x + flow(x) lies within the frame (N, 1, H, W): within half a pixel of its
     pixels, where sampling (nearest, or bilinear at the border) gives the border pixel itself.
 
     Not the frame's outermost pixel centres: TV-L1 gives static parts flows of a few hundredths
     of a pixel, and most border pixels' flows pointed just outside, so they were never trusted
-    and were styled afresh every frame (docs/benchmarks.md, "Engine notes")."""
+    and were styled afresh every frame (docs/benchmarks.md, "Engine notes"). A pixel that
+    moves (the nearest warp takes it from another pixel) must come from at least EDGE_BAND px
+    inside."""
     _, _, height, width = flow.shape
     rows = torch.arange(height, dtype=flow.dtype, device=flow.device).view(1, height, 1) + flow[:, 0]
     columns = torch.arange(width, dtype=flow.dtype, device=flow.device).view(1, 1, width) + flow[:, 1]
-    inside = (rows >= -0.5) & (rows <= height - 0.5) & (columns >= -0.5) & (columns <= width - 0.5)
+    moves = flow.abs().amax(dim=1) >= 0.5  # the nearest warp takes such a pixel from another
+    edge = torch.where(moves, EDGE_BAND + 0.5, 0.0)
+    inside = (rows >= edge - 0.5) & (rows <= height - 0.5 - edge)
+    inside &= (columns >= edge - 0.5) & (columns <= width - 0.5 - edge)
     return inside.unsqueeze(1)
+
+
+#: A flow is followed only where it explains the frame: where the previous frame warped by it
+#: differs from this one by less than this share of what the previous frame where it is
+#: differs (mean absolute differences over MOTION_WINDOW px). TV-L1's smoothness term fills
+#: textureless parts with the motion of whatever moves nearby: on the bundled nuclei
+#: time-lapse (96 px) it gave the dark background around crawling nuclei flows of 1-1.7 px,
+#: over the whole left half, which passed every consistency test; the warp dragged the styled
+#: background along every frame (the smeared wedge of issue 33). In far background (6 px from
+#: any nucleus) this ratio is 0.62 or more, inside nuclei moving 0.8-1.4 px a frame 0.43 or
+#: less for 95% of their pixels; nuclei creeping 0.5 px a frame (0.5-0.69) are held still.
+MOTION_EVIDENCE = 0.5
+MOTION_WINDOW = 5
+#: ...unless no motion explains it either: a mean absolute difference of this much or more
+#: (values in [0, 1]) over MOTION_WINDOW px where the pixel is. Far background on the nuclei
+#: time-lapse: 0.0016 (median); a textured field drifting 2 px: 0.1-0.2.
+STILL_TOLERANCE = 0.025
+
+
+def _evidenced(flow: np.ndarray, reference: np.ndarray, moving: np.ndarray) -> torch.Tensor:
+    """``flow`` (2, H, W) from :func:`optical_flow` (``reference`` at x is ``moving`` at
+    x + flow(x)) as a (2, H, W) tensor, zero where the frames do not show that motion: where
+    ``moving`` warped by it (bilinear: sub-pixel motion shows) does not match ``reference``
+    clearly better than ``moving`` where it is. Static parts get no flow at all, not TV-L1's
+    few hundredths of a pixel."""
+    flow_t = torch.from_numpy(flow)
+    reference_t, moving_t = torch.from_numpy(reference)[None, None], torch.from_numpy(moving)[None, None]
+
+    def mismatch(image: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(
+            (image - reference_t).abs(), MOTION_WINDOW, 1, MOTION_WINDOW // 2, count_include_pad=False
+        )[0]
+
+    moved, still = mismatch(warp(moving_t, flow_t[None])), mismatch(moving_t)
+    shown = (moved < MOTION_EVIDENCE * still).to(flow_t.dtype)[None]
+    # without lone pixels (3 x 3 opening): on camera noise alone a few pass by chance
+    shown = F.max_pool2d(-F.max_pool2d(-shown, 3, 1, 1), 3, 1, 1)[0]
+    # where no motion does not explain the frame either (content that enters), TV-L1's guess
+    # stays, for the consistency and brightness tests to judge
+    return flow_t * torch.maximum(shown, (still >= STILL_TOLERANCE).to(flow_t.dtype))
 
 
 def link_frames(previous: torch.Tensor, content: torch.Tensor) -> FrameLink:
     """The flow from ``content`` (1, 3, H, W) back to the ``previous`` content frame and
     where it is reliable (see :class:`FrameLink`)."""
     current_grey, previous_grey = grey(content), grey(previous)
-    forward = torch.from_numpy(optical_flow(current_grey, previous_grey))[None].to(content.device)
+    measured = optical_flow(current_grey, previous_grey)
     backward = torch.from_numpy(optical_flow(previous_grey, current_grey))[None].to(content.device)
+    # the consistency tests judge TV-L1's own flows (the edges of the parts where _evidenced
+    # keeps none would otherwise pass for motion boundaries), and only where one is followed:
+    # a pixel that stays where it is needs no round trip (the brightness test still applies)
+    tv_l1 = torch.from_numpy(measured)[None].to(content.device)
+    forward = _evidenced(measured, current_grey, previous_grey)[None].to(content.device)
     inside = _inside(forward)
-    hidden = disoccluded(forward, backward)
-    trusted = ~(hidden | motion_boundary(forward)) & inside  # Ruder et al.'s consistency test
+    follows = forward.abs().amax(dim=1, keepdim=True) > 0
+    hidden = disoccluded(tv_l1, backward) & follows
+    trusted = ~(hidden | (motion_boundary(tv_l1) & follows)) & inside  # Ruder et al.'s consistency test
     change = (warp(previous.float(), forward) - content.float()).abs().amax(dim=1, keepdim=True)
     changed = change > BRIGHTNESS_TOLERANCE
     near = _dilated(changed.float(), UNTRUSTED_MARGIN) > 0
@@ -190,7 +249,9 @@ def link_frames(previous: torch.Tensor, content: torch.Tensor) -> FrameLink:
     # the test also flags the slowly turning middle of a rotating object, which warps well.
     unmoved = (previous.float() - content.float()).abs().amax(dim=1, keepdim=True) <= BRIGHTNESS_TOLERANCE
     dragged = ~trusted & unmoved & (forward.pow(2).sum(1, keepdim=True) >= 1.0)
-    fresh = changed | (near & (hidden | ~inside | dragged))
+    # a pixel whose source lies outside (or in the edge band) has nothing to start from: the
+    # warp would copy the border pixel into horizontal streaks, kept from frame to frame
+    fresh = changed | ~inside | (near & (hidden | dragged))
     restyled = _within(changed.float(), UNTRUSTED_MARGIN) > 0
     still = trusted & unmoved & ~restyled
     return FrameLink(forward, (trusted & ~near).float(), fresh.float(), restyled.float(), still.float())

@@ -98,48 +98,105 @@ class StyleOptions:
     :class:`~napari_style_transfer.StyleTransferError` with what was wrong and how to fix it.
     """
 
-    steps: int = _option(300, "optimiser iterations (>= 1); one step is one forward and backward pass")
+    steps: int = _option(
+        300,
+        "optimiser iterations (>= 1); one step is one forward and backward pass",
+        minimum=1,
+        maximum=MAX_STEPS,
+        label="steps",
+        user_help="optimiser steps (1 or more): more steps, more style; each takes one pass through VGG19",
+    )
     size: int = _option(
         512,
         "longest side of the working image in pixels; the content is resized to it and the "
         "result has this size (the deepest layer sets the minimum: 16 for conv5_1)",
+        minimum=16,
+        maximum=MAX_SIZE,
+        label="size (px)",
+        user_help="longest side of the result in pixels (16 to 65536); the content is resized to it, "
+        "and the time a step takes grows with its square",
     )
-    content_weight: float = _option(1.0, "weight of the content loss (>= 0)")
+    content_weight: float = _option(
+        1.0,
+        "weight of the content loss (>= 0)",
+        minimum=0.0,
+        maximum=MAX_FACTOR,
+        label="content weight",
+        user_help="how closely the result keeps the content's layout (0 or more; such as 1)",
+    )
     style_weight: float = _option(
         1e6,
         "weight of the style loss (>= 0); the ratio style/content sets the strength: "
         "1e4 is subtle, 1e6 strong",
+        minimum=0.0,
+        maximum=MAX_FACTOR,
+        label="strength",
+        user_help="how strongly the style is applied: the style weight, against a content weight of 1 "
+        "(1e4 subtle, 1e6 strong, 1e8 little of the content left)",
     )
     tv_weight: float = _option(
-        0.0, "weight of the total-variation loss (>= 0); small values such as 1e-3 smooth noise"
+        0.0,
+        "weight of the total-variation loss (>= 0); small values such as 1e-3 smooth noise",
+        minimum=0.0,
+        maximum=MAX_FACTOR,
+        label="smoothing",
+        user_help="smooths pixel noise in the result (the total-variation weight, 0 = off; such as 1e-3)",
     )
     content_layers: tuple[str, ...] = _option(
-        ("conv4_2",), "VGG19 layers compared with the content image (names such as conv4_2)"
+        ("conv4_2",),
+        "VGG19 layers compared with the content image (names such as conv4_2)",
+        label="content layers",
+        user_help="the VGG19 layers whose features the result shares with the content, separated "
+        "by commas (conv1_1 to conv5_4)",
     )
     style_layers: tuple[str, ...] = _option(
         ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"),
         "VGG19 layers whose Gram matrices are compared with the style image",
+        label="style layers",
+        user_help="the VGG19 layers whose statistics the result shares with the style, separated by "
+        "commas; deeper layers (conv5_1) carry larger patterns",
     )
-    optimizer: str = _option("lbfgs", "lbfgs (the paper's, fewer steps) or adam", choices=OPTIMIZERS)
+    optimizer: str = _option(
+        "lbfgs", "lbfgs (the paper's, fewer steps) or adam", choices=OPTIMIZERS, label="optimiser"
+    )
     learning_rate: float | None = _option(
-        None, "optimiser step size (> 0); default 1.0 for lbfgs, 0.02 for adam"
+        None,
+        "optimiser step size (> 0); default 1.0 for lbfgs, 0.02 for adam",
+        minimum=0.0,
+        maximum=MAX_FACTOR,
+        label="learning rate",
+        user_help="the optimiser's step size; auto: 1.0 for lbfgs, 0.02 for adam (in pixel values, "
+        "which lie between 0 and 1)",
     )
     init: str = _option(
-        "content", "start image: the content, noise (seeded), or the style resized", choices=INITS
+        "content",
+        "start image: the content, noise (seeded), or the style resized",
+        choices=INITS,
+        label="start from",
     )
-    pooling: str = _option("max", "VGG19 pooling: max (as trained) or avg (the paper's)", choices=POOLINGS)
+    pooling: str = _option(
+        "max", "VGG19 pooling: max (as trained) or avg (the paper's)", choices=POOLINGS, label="pooling"
+    )
     weights: str = _option(
         "auto",
         "VGG19 weights: auto (imagenet if cached or downloadable, else random), imagenet, "
         "random (untrained, texture only), or the path of a state-dict file",
+        presets=WEIGHTS_MODES,
+        label="VGG19 weights",
     )
-    device: str = _option("auto", "auto (CUDA, then MPS, else CPU), cpu, cuda, cuda:N or mps")
-    seed: int | None = _option(0, "random seed for noise init; the same seed gives the same result")
+    device: str = _option(
+        "auto", "auto (CUDA, then MPS, else CPU), cpu, cuda, cuda:N or mps", presets=DEVICES, label="device"
+    )
+    seed: int | None = _option(
+        0, "random seed for noise init; the same seed gives the same result", label="random seed"
+    )
     style_scale: float | tuple[float, ...] = _option(
         1.0,
         "scale of the style image relative to the content's working scale (> 0); one value, or "
         "one per style such as 1,0.5",
         numbers=True,
+        maximum=MAX_STYLE_SCALE,
+        label="scale",
     )
     style_loss: str = _option(
         "gram",
@@ -147,11 +204,16 @@ class StyleOptions:
         "(Wasserstein-2 between Gaussians fitted to the activations) or sliced (sliced "
         "Wasserstein distance of the activations' distributions, random projections each step)",
         choices=STYLE_LOSSES,
+        label="style loss",
+        user_help="how the style's look is measured: gram (the paper's), mean_cov (means and "
+        "covariances of the features) or sliced (their whole distributions; often truer colours)",
     )
     style_layer_weights: tuple[float, ...] = _option(
         (),
         "one weight (>= 0) per style layer, such as 1,1,1,0.5,0.5; empty = 1 each",
         numbers=True,
+        label="layer weights",
+        user_help="one weight per style layer, separated by commas, such as 1,1,1,0.5,0.5; empty: 1 each",
     )
     style_blend: tuple[float, ...] = _option(
         (),
@@ -166,6 +228,9 @@ class StyleOptions:
         "pattern only, recoloured with the content's chroma; RGB content) or histogram (the style's "
         "colours matched to the content's before the run); False keeps the style's colours",
         choices=COLOUR_MODES,
+        label="content colours",
+        user_help="keep the content's colours (RGB content): off takes the style's colours; luminance "
+        "takes only the style's light and dark pattern; histogram recolours the style like the content",
     )
     average: float | None = _option(
         None,
@@ -173,11 +238,15 @@ class StyleOptions:
         "(0 < average < 1, such as 0.99; None or 0 = off): smoother, less noisy results",
         minimum=0.0,
         maximum=1.0,
+        label="averaging",
+        user_help="Adam only: show a running average of the image with this decay (0 = off; such as "
+        "0.99): smoother, less noisy results",
     )
     keep_grey: bool = _option(
         True,
         "grey content gives a grey result (the luma of the styled image); off gives the styled "
         "colour image, e.g. to stain a fluorescence image like an H&E slide",
+        label="grey result for grey content",
     )
     frames: str = _option(
         "independent",
@@ -185,6 +254,7 @@ class StyleOptions:
         "styled as if alone) or time (a time series: each frame starts from the previous result "
         "warped by the optical flow, and stays close to it)",
         choices=FRAMES,
+        label="frames",
     )
     temporal_weight: float = _option(
         TEMPORAL_WEIGHT,
@@ -192,12 +262,21 @@ class StyleOptions:
         "result warped by the optical flow, where the flow is reliable; higher holds static parts "
         "steadier, 0 only warm-starts",
         minimum=0.0,
+        maximum=MAX_FACTOR,
+        label="steadiness",
+        user_help="time series: how strongly each frame keeps to the previous result where the motion is "
+        "reliable (0 or more): higher holds still parts steadier, 0 only starts from it",
     )
     time_steps: int = _option(
         0,
         "frames=time: optimiser steps of each frame after the first (>= 0), which starts from the "
         "warped previous result; 0 = auto (half of steps, at least 1)",
         minimum=0,
+        maximum=MAX_STEPS,
+        label="time steps",
+        zero="auto",
+        user_help="time series: steps of each frame after the first, which starts from the previous "
+        "result; auto: half of steps",
     )
     batch_frames: int = _option(
         0,
@@ -207,24 +286,42 @@ class StyleOptions:
         "in the middle of a batch keeps its finished frames and the one it was on. "
         "frames=time goes frame by frame",
         minimum=0,
+        maximum=MAX_BATCH_FRAMES,
+        label="batch frames",
+        zero="auto",
+        user_help="independent frames: how many go through the network together (faster on a GPU, same "
+        "result); auto: as many as the GPU's free memory holds (up to 16), 1 on the CPU",
     )
-    snapshot_every: int = _option(50, "mark every N-th step as a snapshot with its image (0 = no snapshots)")
+    snapshot_every: int = _option(
+        50,
+        "mark every N-th step as a snapshot with its image (0 = no snapshots)",
+        minimum=0,
+        maximum=MAX_STEPS,
+        label="snapshot every",
+        zero="off",
+        user_help="add the image as a new layer every this many steps, to watch the run (single images "
+        "only; off: only the result)",
+    )
     schedule: str = _option(
         "auto",
         "coarse-to-fine sizes, e.g. 128,256,512 (the last is the working size): the first steps run "
         "small and cheap, then the image is enlarged; auto picks from size, none runs at size only",
+        label="coarse to fine",
     )
     precision: str = _option(
         "auto",
         "convolution arithmetic: auto (bf16 where it is native: CUDA GPUs from Ampere on, CPUs with "
         "AVX-512 BF16 or AMX; else fp32), fp32, tf32 (CUDA) or bf16; Gram matrices and losses stay fp32",
         choices=PRECISIONS,
+        label="precision",
     )
     channels_last: bool = _option(
-        True, "channels-last memory layout for the convolutions (faster on GPUs and most CPUs)"
+        True,
+        "channels-last memory layout for the convolutions (faster on GPUs and most CPUs)",
+        label="channels last",
     )
     cudnn_benchmark: bool = _option(
-        True, "let cuDNN time its convolution algorithms on the first step (CUDA)"
+        True, "let cuDNN time its convolution algorithms on the first step (CUDA)", label="cuDNN autotuning"
     )
 
     # --- validation -----------------------------------------------------------------------
@@ -438,6 +535,35 @@ def help_text(name: str) -> str:
 
 def choices(name: str) -> tuple[str, ...] | None:
     return _field_metadata(name).get("choices")
+
+
+def limits(name: str) -> tuple[float | None, float | None]:
+    """The smallest and largest value option ``name`` takes (None: no such bound)."""
+    metadata = _field_metadata(name)
+    return metadata.get("minimum"), metadata.get("maximum")
+
+
+def label(name: str) -> str:
+    """A short name of option ``name`` for a form (the widget's label)."""
+    return _field_metadata(name).get("label", name.replace("_", " "))
+
+
+def user_help(name: str) -> str:
+    """Option ``name`` explained to a user of the widget (its help text where that says it)."""
+    metadata = _field_metadata(name)
+    return metadata.get("user_help", metadata["help"])
+
+
+def presets(name: str) -> tuple[str, ...]:
+    """The usual values of option ``name``, where it also takes others (a device's index, a
+    weights file's path); its choices otherwise."""
+    metadata = _field_metadata(name)
+    return tuple(metadata.get("presets", metadata.get("choices", ())))
+
+
+def zero_means(name: str) -> str | None:
+    """What 0 stands for in option ``name`` ("auto", "off"), or None where 0 is a number."""
+    return _field_metadata(name).get("zero")
 
 
 def _field_metadata(name: str) -> Mapping[str, Any]:

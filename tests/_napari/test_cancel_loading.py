@@ -3,7 +3,10 @@ unseen in the background and what it makes is dropped."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 from napari_style_transfer._napari.worker import Cancelled, style_transfer_updates
 from napari_style_transfer.pipeline import optimise
@@ -83,3 +86,47 @@ def test_cancel_while_the_weights_load_makes_the_widget_idle_at_once_and_adds_no
     assert load.calls == 2
     assert [layer.name for layer in viewer.layers] == [*before, "photo styled (step 2)", "photo styled"]
     assert widget["status"].value.startswith("done")
+
+
+def test_a_cancel_while_torch_is_imported_ends_the_updates_before_the_import_does(
+    content, style, monkeypatch
+):
+    from napari_style_transfer._napari import worker
+
+    importing, release = threading.Event(), threading.Event()
+
+    def slow_import():
+        importing.set()
+        release.wait()
+
+    monkeypatch.setattr(worker, "_import_engine", slow_import)
+    cancel = threading.Event()
+    canceller = cancel_once_waiting(importing, cancel, release)
+    try:
+        got = list(style_transfer_updates(content, style, dict(FAST), cancel))
+        assert not release.is_set()
+        assert [(type(update), update.step) for update in got] == [(Cancelled, 0)]
+    finally:
+        release.set()
+        canceller.join()
+
+
+def test_napari_exits_cleanly_after_a_run_cancelled_while_the_weights_loaded():
+    script = Path(__file__).parent / "scripts" / "cancel_while_loading_then_quit.py"
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=RUN_WAIT_MS / 1000
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "viewer closed"), done.stderr
+    assert done.stderr == ""  # no "terminate called without an active exception", no traceback
+
+
+def test_the_status_says_cancelling_without_a_step_while_the_run_prepares(qtbot, widget, monkeypatch):
+    load = BlockedLoad(monkeypatch)
+    try:
+        widget.run()
+        qtbot.waitUntil(load.started.is_set, timeout=RUN_WAIT_MS)
+        widget.cancel()
+        assert widget["status"].value == "cancelling..."
+        wait_until_idle(qtbot, widget)
+    finally:
+        load.release.set()

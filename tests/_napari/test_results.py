@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .conftest import run_and_wait
+from .conftest import run_and_wait, wait_until_idle
 
 
 def grey_ramp(shape=(40, 48)) -> np.ndarray:
@@ -62,7 +62,9 @@ def test_a_size_too_small_for_the_layers_is_refused_before_the_run_with_one_that
     widget["content"].value = wide
     widget["size"].value = 32  # 10 x 32 px: conv5_1 needs 16
     assert widget.run() is None and not widget.running
-    assert widget["status"].value.startswith("not started: size 32 is too small for these layers")
+    assert widget["status"].value.startswith(
+        "not started: size 32 is too small: the content becomes 10x32 px"
+    )
     assert "use size 50 or more" in widget["status"].value
     assert any("use size 50 or more" in message for message in errors), errors
 
@@ -75,7 +77,22 @@ def test_controls_that_do_nothing_for_the_content_are_disabled(viewer, widget):
     assert not widget["batch_frames"].enabled
     widget["content"].value = viewer.add_image(np.zeros((3, 40, 48), np.float32), name="zstack")
     assert widget["stack"].enabled and widget["keep_grey"].enabled and not widget["content_colours"].enabled
-    assert widget["content_range"].enabled and widget["batch_frames"].enabled
+    assert widget["content_range"].enabled
+
+
+def test_stack_settings_are_enabled_only_in_the_stack_mode_they_act_in(viewer, widget):
+    widget["content"].value = viewer.add_image(np.zeros((3, 40, 48), np.float32), name="zstack")
+    time_series = ("temporal_weight", "time_steps")
+
+    def enabled():
+        names = ("batch_frames", "snapshot_every", *time_series)
+        return {name for name in names if widget[name].enabled}
+
+    assert enabled() == {"snapshot_every"}  # the slice on screen: a single image
+    widget["stack"].value = "whole stack, frames independent"
+    assert enabled() == {"batch_frames"}
+    widget["stack"].value = "whole stack as time series"
+    assert enabled() == set(time_series)
 
 
 def test_averaged_iterates_can_be_set_only_with_adam(widget):
@@ -89,13 +106,13 @@ def test_averaged_iterates_can_be_set_only_with_adam(widget):
 
 
 def test_the_style_weight_can_be_typed(widget):
-    field = widget["style_weight_typed"]
-    field.value = "2.5e6"
+    field = widget["style_weight"]
+    field.native.setText("2.5e6")
     field.native.editingFinished.emit()
     assert widget["style_weight"].value == 2.5e6
-    field.value = "lots"
+    field.native.setText("lots")
     field.native.editingFinished.emit()
-    assert widget["style_weight"].value == 2.5e6 and field.value == "2.5e+06"
+    assert widget["style_weight"].value == 2.5e6 and field.native.text() == "2.5e+06"
 
 
 def test_the_status_gives_the_time_left_and_keeps_steps_per_second_whole():
@@ -138,3 +155,46 @@ def test_a_finished_stack_of_independent_frames_reports_steps_per_frame(qtbot, v
     widget["snapshot_every"].value = 0
     run_and_wait(qtbot, widget)
     assert "2 frames x 4 steps in" in widget["status"].value
+
+    stack = np.stack([grey_ramp((32, 32)) + 1000 * frame for frame in range(3)]).astype(np.uint16)
+    layer = viewer.add_image(stack, name="stack16", contrast_limits=(1000, 40000))
+    widget["content"].value = layer
+    widget["stack"].value = "whole stack, frames independent"
+    seen = []
+
+    def look(update):  # right after the first frame went into the in-progress layer
+        if type(update).__name__ == "FrameDone" and not seen:
+            data = np.asarray(viewer.layers[-1].data)
+            seen.append((viewer.layers[-1].name, float(data.min()), float(data.max())))
+
+    worker = widget.run()
+    worker.yielded.connect(look)
+    wait_until_idle(qtbot, widget)
+    (name, low, high) = seen[0]
+    assert name.endswith("(in progress)")
+    assert low >= 1000.0 and high <= 40000.0
+
+
+def test_a_size_that_shrinks_the_style_too_far_says_it_is_the_style(qtbot, viewer, widget):
+    widget["style"].value = viewer.add_image(
+        np.random.default_rng(0).random((12, 12, 3)), name="tiny", rgb=True
+    )
+    widget["size"].value = 32  # the content 27x32 px, enough; the style shrunk to 8x8 px
+    assert widget.run() is None
+    assert "size 32 is too small: the style is shrunk with the content to 8x8 px" in widget["status"].value
+
+
+def test_save_result_writes_the_newest_result_with_its_settings(tmp_path, viewer, widget):
+    from napari_style_transfer._napari.tiff import read_styled_tiff
+
+    settings = {"content": "photo", "options": {"steps": 4}}
+    viewer.add_image(
+        np.zeros((8, 8), np.float32),
+        name="photo styled (step 2)",
+        metadata={"style_transfer": {**settings, "snapshot": True}},
+    )
+    viewer.add_image(np.ones((8, 8), np.float32), name="photo styled", metadata={"style_transfer": settings})
+    viewer.layers.selection.active = viewer.layers["photo"]  # no result selected: the newest is saved
+    saved = widget.save_result(str(tmp_path / "result.tif"))
+    ((data, kwargs, _),) = read_styled_tiff(saved)
+    assert kwargs["metadata"]["style_transfer"] == settings and data.max() == 1.0

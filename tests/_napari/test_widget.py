@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_style_transfer._napari.widget import ADVANCED, StyleTransferWidget
-from napari_style_transfer.options import StyleOptions
+from napari_style_transfer._napari.widget import GROUPS, StyleTransferWidget
+from napari_style_transfer.options import StyleOptions, limits
 
 from .conftest import FAST, RUN_WAIT_MS, run_and_wait, wait_until_idle
 
@@ -46,8 +46,8 @@ def test_controls_carry_the_engine_option_names_and_defaults(viewer):
 
 def test_every_control_has_a_tooltip(viewer):
     _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
-    for control in widget:
-        assert control.tooltip, control.name
+    for name, control in widget.controls().items():
+        assert control.tooltip, name
 
 
 def test_small_weights_and_rates_are_not_rounded_away(widget):
@@ -94,14 +94,46 @@ def test_closing_the_dock_mid_run_cancels_the_run_and_keeps_its_image(qtbot, vie
     assert kept.metadata["style_transfer"]["step"] < 2000
 
 
-def test_the_ratio_is_shown_and_advanced_options_fold_away(widget):
+def test_the_ratio_is_shown_and_the_groups_start_closed(widget):
     widget["content_weight"].value = 2.0
     widget["style_weight"].value = 2e4
     assert widget["ratio"].value == "1.0e+04"
-    widget["show_advanced"].value = True
-    assert not any(widget[name].native.isHidden() for name in ADVANCED)
-    widget["show_advanced"].value = False
-    assert all(widget[name].native.isHidden() for name in ADVANCED)
+    assert set(widget.groups) == set(GROUPS)
+    assert not any(group.isExpanded() for group in widget.groups.values())
+    widget.groups["Optimisation"].expand(animate=False)
+    assert widget.groups["Optimisation"].isExpanded()
+
+
+def test_the_widgets_limits_are_the_options_limits(widget):
+    bounded = {
+        name: control
+        for name, control in widget.controls().items()
+        if name in StyleOptions().to_dict() and None not in limits(name)
+    }
+    assert {"steps", "size", "time_steps", "batch_frames", "snapshot_every", "content_weight"} <= set(bounded)
+    for name, control in bounded.items():
+        shown = (getattr(control, "minimum", None), getattr(control, "maximum", None))
+        if shown == (None, None):
+            shown = (control.min, control.max)
+        assert shown == limits(name), name
+
+
+def test_zero_shows_as_auto_where_it_means_auto(widget):
+    assert widget["time_steps"].native.text() == "auto" and widget["time_steps"].value == 0
+    widget["batch_frames"].value = 3
+    assert widget["batch_frames"].native.text() == "3" and widget.options()["batch_frames"] == 3
+
+
+def test_the_dock_fits_a_1280_by_800_window_with_every_group_open(viewer):
+    from qtpy.QtWidgets import QApplication
+
+    _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
+    for group in widget.groups.values():
+        group.expand(animate=False)
+    QApplication.processEvents()
+    # napari sizes a new dock by its preferred width; it scrolls instead of growing taller
+    assert widget.native.sizeHint().width() <= 1280 // 4
+    assert widget.native.minimumSizeHint().height() < 800 // 2
 
 
 def test_a_run_adds_snapshots_and_the_result_over_the_content(qtbot, viewer, layers, widget):
@@ -286,3 +318,18 @@ def test_the_widget_is_also_under_layers_filters(viewer):
     assert "napari-style-transfer.make_widget" in [
         getattr(item, "command", None) and item.command.id for item in items
     ]
+
+
+def test_deleting_the_content_layer_leaves_the_style_a_style(viewer, layers, widget):
+    content_layer, style_layer = layers
+    viewer.add_image(np.zeros((8, 8)), name="photo styled", metadata={"style_transfer": {"step": 4}})
+    viewer.layers.remove(content_layer)
+    assert widget["style"].value is style_layer
+    assert widget["status"].value == "the content layer was removed: choose the content layer"
+
+
+def test_deleting_the_content_layer_picks_another_input_as_the_content(viewer, layers, widget):
+    content_layer, style_layer = layers
+    other = viewer.add_image(np.ones((8, 8)), name="cells")
+    viewer.layers.remove(content_layer)
+    assert widget["content"].value is other and widget["style"].value is style_layer

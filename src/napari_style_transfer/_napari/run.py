@@ -45,6 +45,7 @@ from .worker import (
     Warned,
     close_logging_errors,
     cluster_frame_updates,
+    dispatch,
     last_image,
     style_transfer_updates,
 )
@@ -118,8 +119,8 @@ class LayerWriter:
         self.last_progress: Progress | None = None
         self.done = False
         self.closed = False
-        self.result_layer = None
-        self.stack_layer = None
+        self.result_layer: Any = None
+        self.stack_layer: Any = None
         self.finished_frames: set[tuple[int, ...]] = set()  # of a stack, as they came back
 
     def close(self) -> None:
@@ -127,66 +128,61 @@ class LayerWriter:
         self.closed = True
 
     def handle(self, update: Update) -> None:
-        if self.closed:
-            return
-        if isinstance(update, RegionsSampled):
-            self.regions = {
-                "layer": update.layer,
-                "labels": list(update.labels),
-                "per_frame": update.per_frame,
-            }
-        elif isinstance(update, Started):
-            self.device, self.weights = update.device, update.weights
-        elif isinstance(update, Progress):
-            self.last_progress = update
-        elif isinstance(update, Snapshot):
-            layer = self._add(
-                update.image, f"{self.base_name} (step {update.step})", step=update.step, snapshot=True
-            )
-            self.snapshot_layers.append(layer)
-        elif isinstance(update, FrameDone):
-            self.finished_frames.add(update.frame)
-            self._put_frame(update.frame, update.image, update.frames)
-        elif isinstance(update, Finished):
-            self.done = True
-            result = update.result
-            metadata = {"step": result.steps_done, "cancelled": False, **result.metadata()}
-            if self.value_scaling is not None:
-                metadata["value_scaling"] = self.value_scaling
-            if self.stack_layer is not None:
-                self.stack_layer.data = in_value_range(result.image, self.value_range)
-                self._finish_stack(self.base_name, metadata)
-            else:
-                self.result_layer = self._add(result.image, self.base_name, **metadata)
-            if not self.keep_snapshots:
-                self.fold_snapshots()
-        elif isinstance(update, Cancelled):
-            self.done = True
-            self._keep(
-                update.image,
-                update.step,
-                update.frame_number,
-                "cancelled",
-                batch=update.batch,
-                cancelled=True,
-            )
-        elif isinstance(update, Warned):
-            from napari.utils.notifications import show_warning
+        """Take one of the worker's updates (nothing once the viewer is closed)."""
+        if not self.closed:
+            dispatch(self, update)
 
-            show_warning(f"Style transfer: {update.message}")
-        elif isinstance(update, Failed):
-            from napari.utils.notifications import show_error
+    def on_regions_sampled(self, update: RegionsSampled) -> None:
+        self.regions = {"layer": update.layer, "labels": list(update.labels), "per_frame": update.per_frame}
 
-            self.done = True
-            # A user's mistake needs no traceback in the log; a bug does.
-            log.log(
-                logging.DEBUG if update.expected else logging.ERROR,
-                "style transfer failed: %s\n%s",
-                update.message,
-                update.details,
-            )
-            show_error(f"Style transfer failed: {update.message}")
-            self._keep(update.image, update.step, update.frame_number, "failed", error=update.message)
+    def on_started(self, update: Started) -> None:
+        self.device, self.weights = update.device, update.weights
+
+    def on_progress(self, update: Progress) -> None:
+        self.last_progress = update
+
+    def on_snapshot(self, update: Snapshot) -> None:
+        name = f"{self.base_name} (step {update.step})"
+        self.snapshot_layers.append(self._add(update.image, name, step=update.step, snapshot=True))
+
+    def on_frame_done(self, update: FrameDone) -> None:
+        self.finished_frames.add(update.frame)
+        self._put_frame(update.frame, update.image, update.frames)
+
+    def on_finished(self, update: Finished) -> None:
+        self.done = True
+        result = update.result
+        metadata = {"step": result.steps_done, "cancelled": False, **result.metadata()}
+        if self.value_scaling is not None:
+            metadata["value_scaling"] = self.value_scaling
+        if self.stack_layer is not None:
+            self.stack_layer.data = in_value_range(result.image, self.value_range)
+            self._finish_stack(self.base_name, metadata)
+        else:
+            self.result_layer = self._add(result.image, self.base_name, **metadata)
+        if not self.keep_snapshots:
+            self.fold_snapshots()
+
+    def on_cancelled(self, update: Cancelled) -> None:
+        self.done = True
+        self._keep(
+            update.image, update.step, update.frame_number, "cancelled", batch=update.batch, cancelled=True
+        )
+
+    def on_warned(self, update: Warned) -> None:
+        from napari.utils.notifications import show_warning
+
+        show_warning(f"Style transfer: {update.message}")
+
+    def on_failed(self, update: Failed) -> None:
+        from napari.utils.notifications import show_error
+
+        self.done = True
+        # A user's mistake needs no traceback in the log; a bug does.
+        level = logging.DEBUG if update.expected else logging.ERROR
+        log.log(level, "style transfer failed: %s\n%s", update.message, update.details)
+        show_error(f"Style transfer failed: {update.message}")
+        self._keep(update.image, update.step, update.frame_number, "failed", error=update.message)
 
     def crashed(self, error: BaseException) -> None:
         """The worker itself raised (its generator turns errors into updates, so this is a
@@ -248,16 +244,18 @@ class LayerWriter:
         self.snapshot_layers.clear()
 
     def _put_frame(self, frame: tuple[int, ...], image: np.ndarray, frames: int) -> None:
-        image = in_value_range(
-            resize_image(image, self.frame_shape), self.value_range
-        )  # a run stopped in a coarse level
+        """Put a frame (in the engine's 0..1) into the stack layer, in the content's units;
+        a frame of a run stopped in a coarse level is enlarged to the frame shape."""
+        image = in_value_range(resize_image(image, self.frame_shape), self.value_range)
         if self.stack_layer is None:
             # frames not done yet show as the result's 0 (the low contrast limit for grey)
             data = in_value_range(
                 np.zeros(self.stack_shape + image.shape, dtype=np.float32), self.value_range
             )
             data[frame] = image
-            self.stack_layer = self._add(data, f"{self.base_name} (in progress)", frames=frames)
+            self.stack_layer = self._add(
+                data, f"{self.base_name} (in progress)", in_units=True, frames=frames
+            )
         else:
             self.stack_layer.data[frame] = image
             self.stack_layer.refresh()
@@ -291,13 +289,14 @@ class LayerWriter:
         metadata.update(extra)
         return metadata
 
-    def _add(self, image: np.ndarray, name: str, **extra: Any):
+    def _add(self, image: np.ndarray, name: str, *, in_units: bool = False, **extra: Any) -> Any:
+        """Add ``image`` as a layer over the content: the engine's 0..1, or with ``in_units``
+        already in the content's units (mapped once, never twice)."""
         kwargs = result_layer_kwargs(
             self.content, image, name, self._metadata(extra), self.slice_index, self.value_range
         )
-        return self.viewer.add_image(
-            as_layer_data(in_value_range(image, self.value_range), self.content), **kwargs
-        )
+        data = image if in_units else in_value_range(image, self.value_range)
+        return self.viewer.add_image(as_layer_data(data, self.content), **kwargs)
 
 
 #: Options left out of run names: they change how a run is watched, not what it makes.
@@ -401,58 +400,28 @@ def run_style_transfer(
     label k takes the k-th style, 0 only the content. A whole stack takes a 2D Labels layer
     for every frame, and one with the content's dimensions frame by frame.
     """
-    from napari.qt.threading import thread_worker
-
     content_layer = resolve_layer(viewer, content, "content")
     several = isinstance(style, list | tuple)
-    styles = list(style) if several else [style]
-    if not styles:
-        raise StyleTransferError("the style list is empty: choose at least one style layer")
-    style_layers = [resolve_layer(viewer, item, "style") for item in styles]
-    style_layer = style_layers[0]
-    for layer in style_layers:
-        if content_layer is layer:
-            raise StyleTransferError(
-                f"the content and the style are the same layer ({content_layer.name!r}); choose two different layers"
-            )
+    style_layers = _style_layers(viewer, content_layer, list(style) if several else [style])
     frames = frames_option(stack)
-    if frames is not None:
-        if options.get("frames", frames) != frames:
-            raise StyleTransferError(
-                f"stack {stack_mode(stack)!r} styles the frames as frames={frames!r}, not {options['frames']!r}; "
-                "leave frames out or choose the other whole-stack mode"
-            )
-        options = {**options, "frames": frames}
+    options = _with_frames(options, stack, frames)
     size = StyleOptions.from_kwargs(options).size
     # Views and contrast limits only: the worker reads the data, a frame at a time.
     source = layer_input(content_layer, "content", viewer=viewer, stack=stack, size=size, defer=True)
-    style_sources = [
+    style_sources: list[Any] = [
         layer_input(layer, "style", viewer=viewer, size=size, defer=True) for layer in style_layers
     ]
     regions = None
     if style_regions is not None:
         labels_layer = viewer.layers[style_regions] if isinstance(style_regions, str) else style_regions
-        lead = content_layer.ndim - 2
-        height, width = (
-            source.data.shape[-2:] if source.slice_index is not None else source.data.shape[lead : lead + 2]
-        )
-        stack_shape = tuple(source.data.shape[:lead]) if source.slice_index is None else ()
-        # checked now (a bad layer is refused at Run), read and sampled in the worker
-        regions = regions_plan(
-            labels_layer,
-            content_layer,
-            working_shape(height, width, size),
-            source.slice_index,
-            stack=stack_shape,
-        )
-
+        regions = _regions_plan(labels_layer, content_layer, source, size)
     check_size_fits(source, style_sources, content_layer, StyleOptions.from_kwargs(options))
 
     cancel_event = threading.Event()
     writer = LayerWriter(
         viewer,
         content_layer,
-        style_layer,
+        style_layers[0],
         options,
         source,
         content_range=content_range,
@@ -460,12 +429,71 @@ def run_style_transfer(
     )
     if several:
         writer.style_name = ", ".join(layer.name for layer in style_layers)
-    if scheduler and frames == "independent" and not several and regions is None:
-        updates = cluster_frame_updates(source, style_sources[0], options, cancel_event, scheduler)
-    else:
-        updates = style_transfer_updates(
-            source, style_sources if several else style_sources[0], options, cancel_event, regions
+    cluster = scheduler if frames == "independent" and not several and regions is None else None
+    styles_read = style_sources if several else style_sources[0]
+    updates = _run_updates(source, styles_read, options, cancel_event, regions, cluster)
+    worker = _worker(updates, cancel_event, writer)
+    _stop_when_the_content_goes(viewer, content_layer, worker)
+    _RUNS.add(worker)
+    if start:
+        worker.start()
+    return worker
+
+
+def _run_updates(
+    source: LayerInput,
+    styles: Any,
+    options: dict[str, Any],
+    cancel_event: threading.Event,
+    regions: Any,
+    cluster: str | None,
+) -> Iterator[Update]:
+    """The run's updates: its frames on the dask cluster at ``cluster``, or here."""
+    if cluster:
+        return cluster_frame_updates(source, styles, options, cancel_event, cluster)
+    return style_transfer_updates(source, styles, options, cancel_event, regions)
+
+
+def _with_frames(options: dict[str, Any], stack: str, frames: str | None) -> dict[str, Any]:
+    """``options`` with the ``frames`` a whole-stack mode asks for (a different one refused)."""
+    if frames is None:
+        return options
+    if options.get("frames", frames) != frames:
+        raise StyleTransferError(
+            f"stack {stack_mode(stack)!r} styles the frames as frames={frames!r}, not {options['frames']!r}; "
+            "leave frames out or choose the other whole-stack mode"
         )
+    return {**options, "frames": frames}
+
+
+def _style_layers(viewer: napari.Viewer, content: Image, styles: list[Any]) -> list[Image]:
+    """The style layers (given as layers or names), none of them the content."""
+    if not styles:
+        raise StyleTransferError("the style list is empty: choose at least one style layer")
+    layers = [resolve_layer(viewer, item, "style") for item in styles]
+    if any(layer is content for layer in layers):
+        raise StyleTransferError(
+            f"the content and the style are the same layer ({content.name!r}); choose two different layers"
+        )
+    return layers
+
+
+def _regions_plan(labels: Any, content: Image, source: LayerInput, size: int) -> Any:
+    """The regions' Labels layer checked now (a bad layer is refused at Run), to be read and
+    sampled in the worker."""
+    lead = content.ndim - 2
+    whole = source.slice_index is None
+    height, width = source.data.shape[lead : lead + 2] if whole else source.data.shape[-2:]
+    stack_shape = tuple(source.data.shape[:lead]) if whole else ()
+    return regions_plan(
+        labels, content, working_shape(height, width, size), source.slice_index, stack=stack_shape
+    )
+
+
+def _worker(updates: Iterator[Update], cancel_event: threading.Event, writer: LayerWriter) -> GeneratorWorker:
+    """The napari worker that relays ``updates`` to ``writer`` (not started)."""
+    from napari.qt.threading import thread_worker
+
     # ignore_errors: superqt would re-raise an error in the GUI thread (napari's traceback
     # dialog); the writer turns it into a notification instead.
     worker = thread_worker(_relay, start_thread=False, ignore_errors=True)(updates)
@@ -481,10 +509,6 @@ def run_style_transfer(
     # worker.quit() leaves the generator suspended, holding the network and its tensors
     # (GPU memory too): close it once the thread is done.
     worker.finished.connect(lambda: close_logging_errors(updates, "the style-transfer run"))
-    _stop_when_the_content_goes(viewer, content_layer, worker)
-    _RUNS.add(worker)
-    if start:
-        worker.start()
     return worker
 
 
@@ -502,25 +526,30 @@ def check_size_fits(source: LayerInput, styles: list[LayerInput], content: Image
     style_hw = min(styles_hw, key=min)  # for the message
     size = opts.size if opts.size is not None else max(content_hw)
 
-    def fits(size: int) -> bool:
-        content_shape = working_shape(*content_hw, size)
+    def too_small(size: int) -> str | None:
+        """What is too small at ``size`` (the content, or a style at its scale), or None."""
+        content_shape = working_shape(content_hw[0], content_hw[1], size)
         if layers and min(content_shape) < min_side_for_layers(layers):
-            return False
-        for (height, width), scale in zip(styles_hw, scales, strict=True):
+            return f"the content becomes {content_shape[0]}x{content_shape[1]} px"
+        for number, ((height, width), scale) in enumerate(zip(styles_hw, scales, strict=True), start=1):
             factor = max(content_shape) / max(content_hw) * scale
-            if style_layers and min(round(height * factor), round(width * factor)) < min_side_for_layers(
-                style_layers
-            ):
-                return False
-        return True
+            shrunk = (round(height * factor), round(width * factor))
+            if style_layers and min(shrunk) < min_side_for_layers(style_layers):
+                which = "the style" if len(styles_hw) == 1 else f"style {number}"
+                return f"{which} is shrunk with the content to {shrunk[0]}x{shrunk[1]} px"
+        return None
 
-    if fits(size):
+    def fits(size: int) -> bool:
+        return too_small(size) is None
+
+    what = too_small(size)
+    if what is None:
         return
     works = next((bigger for bigger in range(size + 1, MAX_SUGGESTED_SIZE + 1) if fits(bigger)), None)
     fix = f"use size {works} or more" if works is not None else "use shallower layers"
     raise StyleTransferError(
-        f"size {size} is too small for these layers (content {content_hw[0]}x{content_hw[1]}, style "
-        f"{style_hw[0]}x{style_hw[1]} px): the deepest chosen VGG layer needs a shorter side of at least "
+        f"size {size} is too small: {what} (content {content_hw[0]}x{content_hw[1]}, style "
+        f"{style_hw[0]}x{style_hw[1]} px), and the deepest chosen VGG layer needs a shorter side of at least "
         f"{min_side_for_layers(layers or style_layers)} px; {fix} (or a larger style_scale)"
     )
 
@@ -549,7 +578,8 @@ def _stop_runs_at_exit() -> None:
 
     for worker in runs:
         worker.cancel_event.set()
-    if not QThreadPool.globalInstance().waitForDone(EXIT_WAIT_S * 1000):
+    pool = QThreadPool.globalInstance()
+    if pool is not None and not pool.waitForDone(EXIT_WAIT_S * 1000):
         log.warning("style transfer: a run was still going %d s after Python began to exit", EXIT_WAIT_S)
         return
     for worker in runs:  # a run stopped by worker.quit() is suspended, not closed

@@ -12,22 +12,32 @@ from typing import Any
 
 from magicgui.widgets import Container, FloatSpinBox, Label, PushButton, create_widget
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QAbstractSpinBox
+from qtpy.QtWidgets import QAbstractSpinBox, QComboBox
 
-from ..options import StyleOptions, help_text
+from ..options import StyleOptions, limits
 
+#: The style scales a row offers: from a twentieth to the options' largest.
+SCALES = (0.05, float(limits("style_scale")[1] or 20.0))
 #: The largest blend weight a row takes (weights are relative: 1:1 is 50:50).
 MAX_BLEND = 1000.0
 #: Pixel widths of the weight and scale boxes and of the remove button, so that the rows'
 #: columns line up under the header.
 NUMBER_WIDTH = 56
-BUTTON_WIDTH = 26
+BUTTON_WIDTH = 24
+#: Width of a row's number (the label of the regions that take its style).
+INDEX_WIDTH = 14
 
 
 def _control_names(number: int) -> tuple[str, str, str, str]:
     """The names of the k-th style's layer, weight, scale and remove controls."""
     suffix = "" if number == 1 else f"_{number}"
     return f"style{suffix}", f"blend{suffix}", f"style_scale{suffix}", f"remove_button{suffix}"
+
+
+def narrow_choice(box: QComboBox, letters: int) -> None:
+    """A choice as narrow as ``letters`` letters in the dock (its list still shows whole)."""
+    box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    box.setMinimumContentsLength(letters)
 
 
 def _compact(container: Container) -> Container:
@@ -42,8 +52,9 @@ class StyleRow(Container):
     def __init__(self, number: int, weight: float = 1.0, scale: float | None = None):
         from napari.layers import Image
 
-        self.layer = create_widget(annotation=Image, name="style", label="style")
+        self.layer: Any = create_widget(annotation=Image, name="style", label="style")
         self.layer.tooltip = "a style Image layer: its colours and textures are transferred"
+        narrow_choice(self.layer.native, 4)
         self.weight = FloatSpinBox(
             value=weight,
             min=0.0,
@@ -52,16 +63,20 @@ class StyleRow(Container):
             tooltip="this style's blend weight (0 to 1000; the weights are normalised to sum 1, so 1 and 1 "
             "is half each); only with several styles and no regions (a region takes its style whole)",
         )
+        low, high = SCALES
         self.scale = FloatSpinBox(
             value=StyleOptions().style_scales(1)[0] if scale is None else scale,
-            min=0.05,
-            max=20.0,
+            min=low,
+            max=high,
             step=0.05,
-            tooltip=f"{help_text('style_scale').split(';')[0]}, for this style (0.05 to 20)",
+            tooltip=f"the size of this style's patterns relative to the content's working size ({low:g} to "
+            f"{high:g}; 2 paints them twice as large)",
         )
         self.remove_button = PushButton(text="\u2715", tooltip="remove this style")
-        self._controls = (self.layer, self.weight, self.scale, self.remove_button)
-        super().__init__(widgets=list(self._controls), layout="horizontal", labels=False)
+        self.number_label = Label(tooltip="the style's number: regions labelled with it take this style")
+        self.number_label.native.setFixedWidth(INDEX_WIDTH)
+        self._controls: tuple[Any, ...] = (self.layer, self.weight, self.scale, self.remove_button)
+        super().__init__(widgets=[self.number_label, *self._controls], layout="horizontal", labels=False)
         _compact(self)
         for box in (self.weight, self.scale):
             # typed (or the mouse wheel): napari's wide -/+ buttons would squeeze the layer name
@@ -75,6 +90,7 @@ class StyleRow(Container):
         policy.setRetainSizeWhenHidden(True)
         self.remove_button.native.setSizePolicy(policy)
         self.number = number
+        self.native.setMinimumHeight(self.native.sizeHint().height())  # never squeezed by the dock
 
     @property
     def number(self) -> int:
@@ -83,6 +99,7 @@ class StyleRow(Container):
     @number.setter
     def number(self, number: int) -> None:
         self._number = number
+        self.number_label.value = str(number)
         for control, name in zip(self._controls, _control_names(number), strict=True):
             control.name = name
 
@@ -92,15 +109,23 @@ class StyleList(Container):
 
     def __init__(self, *, scale: float | None = None, **kwargs: Any):
         header = Container(
-            widgets=[Label(value="layer"), Label(value="weight"), Label(value="scale"), Label(value="")],
+            widgets=[
+                Label(value="#"),
+                Label(value="style layer"),
+                Label(value="weight"),
+                Label(value="scale"),
+                Label(value=""),
+            ],
             layout="horizontal",
             labels=False,
         )
         _compact(header)
         for label in header:
             label.native.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        for label, width in zip(header[1:], (NUMBER_WIDTH, NUMBER_WIDTH, BUTTON_WIDTH), strict=True):
-            label.native.setFixedWidth(width)
+        widths = (INDEX_WIDTH, None, NUMBER_WIDTH, NUMBER_WIDTH, BUTTON_WIDTH)
+        for label, width in zip(header, widths, strict=True):
+            if width is not None:
+                label.native.setFixedWidth(width)
         self._header = header
         self._add_button = PushButton(
             name="add_style_button", text="add style", tooltip="add a row for another style layer"

@@ -9,32 +9,23 @@ device, weights and snapshot cadence. No torch is imported here.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import weakref
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    Container,
-    FloatSpinBox,
-    Label,
-    LineEdit,
-    LogSlider,
-    ProgressBar,
-    PushButton,
-    SpinBox,
-    create_widget,
-)
-from qtpy.QtCore import QEvent, QObject
+from magicgui.widgets import CheckBox, Container, Label, LineEdit, ProgressBar, PushButton, create_widget
+from qtpy.QtCore import QEvent, QObject, QSize
+from qtpy.QtWidgets import QScrollArea
 
 from ..errors import StyleTransferError
-from ..options import StyleOptions, choices, help_text
-from .layers import STACK_MODES, frames_option, is_time_series, stack_mode
+from ..options import StyleOptions
+from .controls import StackChoice, option_control, option_value, strength_row
+from .layers import STACK_MODES, frames_option, is_time_series
 from .run import cancel, run_style_transfer, settings_summary
-from .style_list import StyleList, StyleRow
-from .worker import Cancelled, Downloading, Failed, Finished, Progress, Started, Update
+from .style_list import StyleList, StyleRow, narrow_choice
+from .tiff import write_styled_tiff
+from .worker import Cancelled, Downloading, Failed, Finished, Progress, Started, Update, dispatch
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -45,73 +36,56 @@ log = logging.getLogger(__name__)
 PLUGIN = "napari-style-transfer"
 #: Preferences a user sets once (napari.yaml "configurations"): option name -> setting key.
 PREFERENCES = ("device", "weights", "snapshot_every")
-ADVANCED = (
-    "optimizer",
-    "learning_rate",
-    "init",
-    "content_layers",
-    "style_layers",
-    "tv_weight",
-    "pooling",
-    "device",
-    "weights",
-    "seed",
-    "schedule",
-    "precision",
-    "channels_last",
-    "cudnn_benchmark",
-    "temporal_weight",
-    "time_steps",
-    "batch_frames",
-    "style_layer_weights",
-    "average",
+#: The collapsible groups under the essentials, and what each holds (option names, and the
+#: widget's own controls: regions, ratio, stack, the result switches and the save button).
+GROUPS = {
+    "Style": (
+        "regions",
+        "style_loss",
+        "content_weight",
+        "ratio",
+        "content_colours",
+        "keep_grey",
+        "style_layer_weights",
+    ),
+    "Stack and time": ("stack", "temporal_weight", "time_steps", "batch_frames"),
+    "Output": ("snapshot_every", "keep_snapshots", "content_range", "save_button"),
+    "Optimisation": ("optimizer", "learning_rate", "average", "init", "tv_weight", "schedule", "seed"),
+    "Network and device": (
+        "content_layers",
+        "style_layers",
+        "pooling",
+        "weights",
+        "device",
+        "precision",
+        "channels_last",
+        "cudnn_benchmark",
+    ),
+}
+#: The dock's narrowest width (px): napari's canvas keeps most of a 1280 px window.
+DOCK_WIDTH = 256
+#: The widget's own switches: their text and tooltip.
+OWN_SWITCHES = {
+    "keep_snapshots": (
+        "keep snapshots after the run",
+        "off: a finished run's snapshot layers are removed, only the result stays",
+    ),
+    "content_range": (
+        "result in the content's value range",
+        "a grey result is mapped back through the contrast limits the content was read with (its own "
+        "units, such as 0 to 4000 for a 16-bit image) instead of 0 to 1",
+    ),
+}
+RATIO_TIP = "the style weight over the content weight, as the paper gives it: 1e4 subtle, 1e6 strong"
+STACK_TIP = (
+    "for layers of 3 or more dimensions: style the slice on screen; or every frame of a time series, "
+    "each following the previous result so that it does not flicker; or every slice (Z, channels) on its "
+    "own. A layer whose first axis is labelled t or time starts as a time series"
 )
-#: The content_colours choice: off is False (the style's colours).
-COLOUR_CHOICES = ("off", *choices("content_colours"))
-
-
-class _WeightSlider(LogSlider):
-    """A base-10 log slider in steps of 1/100 decade (magicgui's default is 1/10) that
-    keeps a value set in code exactly (3e5 stays 3e5, not the nearest position's 3.02e5)
-    until the slider is moved, and otherwise gives three significant digits."""
-
-    def __init__(self, **kwargs: Any):
-        self._exact: tuple[int, float] | None = None  # (position, the value set in code)
-        decades = math.log10(kwargs["max"]) - math.log10(kwargs["min"])
-        super().__init__(min_pos=0, max_pos=round(100 * decades), **kwargs)
-
-    @property
-    def value(self) -> float:
-        position = self._widget._mgui_get_value()
-        if self._exact is not None and self._exact[0] == position:
-            return self._exact[1]
-        return self._value_from_position(position)
-
-    @value.setter
-    def value(self, value: float) -> None:
-        position = self._position_from_value(value)
-        self._exact = (position, float(value))  # before the move: its change handlers read it
-        self._widget._mgui_set_value(position)
-
-    def _position_from_value(self, value: float) -> int:
-        low = math.log(self.min, self.base)
-        return round((math.log(value, self.base) - low) / self._scale + self._min_pos)
-
-    def _value_from_position(self, position: float) -> float:
-        return float(f"{super()._value_from_position(position):.3g}")
-
-
-class _StackChoice(ComboBox):
-    """The stack modes; a script's ``widget["stack"].value = "whole stack"`` (the earlier
-    name) still picks the mode it meant."""
-
-    @property
-    def value(self) -> str:
-        return ComboBox.value.fget(self)
-
-    @value.setter
-    def value(self, value: str) -> None:
-        ComboBox.value.fset(self, stack_mode(value) if isinstance(value, str) else value)
+SAVE_TIP = (
+    "save the chosen result layer (the newest if none is chosen) as a TIFF that keeps the run's "
+    "settings; open it again with File > Open"
+)
 
 
 class _UndockWatcher(QObject):
@@ -125,7 +99,9 @@ class _UndockWatcher(QObject):
         self._widget = weakref.ref(widget)
         widget.native.installEventFilter(self)
 
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+    def eventFilter(self, watched: QObject | None, event: QEvent | None) -> bool:  # noqa: N802 (Qt's name)
+        if event is None or watched is None:
+            return False
         if event.type() == QEvent.Type.ParentChange and watched.parent() is None:
             widget = self._widget()
             if widget is not None and widget.running:
@@ -158,6 +134,20 @@ def scheduler_preference() -> str | None:
     return address.strip() or None
 
 
+class _NarrowScrollArea(QScrollArea):
+    """A scroll area whose preferred width is :data:`DOCK_WIDTH` (napari sizes a new dock
+    by it): the canvas keeps the window's width, and the user can still widen the dock."""
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        hint = super().sizeHint()
+        widget = self.widget()
+        width = max(DOCK_WIDTH, widget.minimumSizeHint().width() if widget is not None else 0)
+        bar = self.verticalScrollBar()
+        # room for the scroll bar and the frame: the body keeps its width when the bar shows
+        frame = 2 * self.frameWidth() + 4
+        return QSize(width + frame + (bar.sizeHint().width() if bar is not None else 0), hint.height())
+
+
 def _wrap_without_widening(label: Label) -> None:
     """Long text wraps inside the dock's width instead of widening the dock (and with it
     resizing napari's canvas at every status update)."""
@@ -167,290 +157,218 @@ def _wrap_without_widening(label: Label) -> None:
     label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
 
-def _tip(name: str, extra: str = "") -> str:
-    return help_text(name) + (f". {extra}" if extra else "")
-
-
 class StyleTransferWidget(Container):
-    """Pick a content and a style Image layer, set weights and steps, press Run."""
+    """Pick a content and a style Image layer, set the strength, steps and size, press Run.
+
+    The essentials on top; every other option in a collapsible group named for what it is
+    about (:data:`GROUPS`), the whole in a scroll area so that the dock stays narrow."""
 
     def __init__(self, napari_viewer: napari.Viewer):
-        super().__init__(labels=True)
+        super().__init__(labels=False)
         self.viewer = napari_viewer
         self.worker: GeneratorWorker | None = None
         self._device = self._weights = ""
         self._downloading = False
+        self._stepping = False  # the run has taken its first step (a cancel then waits for a step)
+        self._keeping_roles = False  # layers come and go: no role is re-chosen meanwhile
         # The Qt widget was destroyed (dock closed, viewer closed): render nothing more. A
         # closure over the flag, since a bound method of this object might not be called.
         self._gone = threading.Event()
         self.native.destroyed.connect(lambda *_, gone=self._gone: gone.set())
         self._undock_watcher = _UndockWatcher(self)
         defaults = {**StyleOptions().to_dict(), **preferences()}
+        self._parts: list[Container] = self._essentials(defaults)
+        self._body = Container(widgets=list(self._parts), labels=False)
+        self.groups: dict[str, Any] = {}
+        for title, names in GROUPS.items():
+            self._add_group(title, [self._group_control(name, defaults) for name in names])
+        self._body.native.layout().addStretch()
+        _align_labels(self._parts)
+        self._scroll_body()
+        self._connect()
+        self._pick_demo_roles()
+        self._separate_roles()
+        self._preselect_stack(self["content"].value)
+        self._fit_controls()
+
+    def _essentials(self, defaults: dict[str, Any]) -> list[Container]:
+        """Content; the style rows (the dock's whole width); strength, steps, size, Run,
+        progress and status."""
         from napari.layers import Image
 
         content = create_widget(annotation=Image, name="content", label="content")
         content.tooltip = (
-            "the Image layer whose layout to keep: grey or RGB, 2D or a stack (3D+: the slice on screen, "
-            "or every slice, see stack)"
+            "the Image layer whose layout to keep: grey or RGB, 2D or a stack (of a stack, the slice "
+            "on screen, or every slice: see Stack and time)"
         )
         self._styles = StyleList(
             name="style_list",
             label="style",
             scale=defaults["style_scale"],
-            tooltip="the style Image layers, one row each with its blend weight and style scale; "
-            "several styles are blended by their weights, or each takes its label of the regions",
+            tooltip="the style Image layers, one numbered row each with its blend weight and scale; "
+            "several styles are blended by their weights, or style k paints the regions labelled k",
         )
-        self._styles.changed.connect(self._fit_weights)
-        self._styles.control("add_style_button").changed.connect(self._add_style_pressed)
-        from napari.layers import Labels
-
-        regions = create_widget(annotation=Labels | None, name="regions", label="regions")
-        regions.tooltip = (
-            "optional: a Labels layer over the content: label k takes the k-th style, 0 only the "
-            "content (placed by the layers' transforms, as the content is); for a whole stack a "
-            "2D Labels layer applies to every frame, one with the content's dimensions frame by frame"
-        )
-        self._ratio = Label(name="ratio", label="style / content")
-        self._ratio.tooltip = "the ratio the seed report and the paper talk in: 1e4 subtle, 1e6 strong"
-        self._advanced = CheckBox(name="show_advanced", text="advanced options", value=False)
-        self._advanced.tooltip = "show the optimiser, layers, pooling, device, weights and seed"
+        strength, self._style_weight = strength_row(defaults["style_weight"])
         self._button = PushButton(name="run_button", text="Run")
         self._button.tooltip = "start the run; while it runs, cancel it (the last image is kept as a layer)"
         self._progress = ProgressBar(name="progress", label="progress", min=0, max=defaults["steps"], value=0)
         self._progress.tooltip = "steps done of the steps asked for"
         self._status = Label(name="status", label="status", value="idle")
-        _wrap_without_widening(self._status)
-        # The slider's own readout shows its integer position, not the weight: the label does.
-        self._style_weight = _WeightSlider(
-            name="style_weight",
-            min=1.0,
-            max=1e10,
-            base=10,
-            backend_kwargs={"readout": False},
-            tooltip=_tip("style_weight", "log scale, 1 to 1e10"),
-        )
-        self._style_weight.value = defaults["style_weight"]  # after construction: the range is set last
         self._status.tooltip = "step, losses, speed, device and weights of the current run"
-
-        controls = [
-            content,
+        _wrap_without_widening(self._status)
+        controls = [strength, *(option_control(name, defaults[name]) for name in ("steps", "size"))]
+        parts = [
+            Container(widgets=[content], labels=True),
             self._styles,
-            regions,
-            ComboBox(
-                name="style_loss",
-                value=defaults["style_loss"],
-                choices=choices("style_loss"),
-                tooltip=_tip("style_loss"),
-            ),
-            FloatSpinBox(
-                name="content_weight",
-                value=defaults["content_weight"],
-                min=0.0,
-                max=1e6,
-                step=0.1,
-                tooltip=_tip("content_weight", "range 0 to 1e6"),
-            ),
-            self._style_weight,
-            self._ratio,
-            SpinBox(
-                name="steps",
-                value=defaults["steps"],
-                min=1,
-                max=100_000,
-                tooltip=_tip("steps", "range 1 to 100000"),
-            ),
-            SpinBox(
-                name="size",
-                value=defaults["size"],
-                min=16,
-                max=8192,
-                step=16,
-                tooltip=_tip("size", "range 16 to 8192 px; compute grows with its square"),
-            ),
-            SpinBox(
-                name="snapshot_every",
-                value=defaults["snapshot_every"],
-                min=0,
-                max=100_000,
-                tooltip=_tip("snapshot_every", "each snapshot becomes a new layer (single images only)"),
-            ),
-            _StackChoice(
-                name="stack",
-                value=STACK_MODES[0],
-                choices=STACK_MODES,
-                tooltip="for 3D+ layers: style the slice on screen; or every frame of a time series, each "
-                "following the previous result so that it does not flicker; or every slice (Z, channels) "
-                "on its own. A layer whose first axis is labelled t or time starts as a time series",
-            ),
-            FloatSpinBox(
-                name="temporal_weight",
-                value=defaults["temporal_weight"],
-                min=0.0,
-                max=1e6,
-                step=10.0,
-                tooltip=_tip("temporal_weight", "range 0 to 1e6; only for a whole stack as time series"),
-            ),
-            SpinBox(
-                name="time_steps",
-                value=defaults["time_steps"],
-                min=0,
-                max=100_000,
-                tooltip=_tip("time_steps", "only for a whole stack as time series"),
-            ),
-            SpinBox(
-                name="batch_frames",
-                value=defaults["batch_frames"],
-                min=0,
-                max=4096,
-                tooltip=_tip("batch_frames", "only for a whole stack, frames independent"),
-            ),
-            ComboBox(
-                name="content_colours",
-                label="content colours",
-                value=defaults["content_colours"] or "off",
-                choices=COLOUR_CHOICES,
-                tooltip=_tip("content_colours"),
-            ),
-            CheckBox(
-                name="keep_grey",
-                text="grey content gives a grey result",
-                value=defaults["keep_grey"],
-                tooltip=_tip("keep_grey"),
-            ),
-            self._advanced,
-            ComboBox(
-                name="optimizer",
-                value=defaults["optimizer"],
-                choices=choices("optimizer"),
-                tooltip=_tip("optimizer"),
-            ),
-            FloatSpinBox(
-                name="learning_rate",
-                value=defaults["learning_rate"] or 0.0,
-                min=0.0,
-                max=10.0,
-                step=0.001,
-                tooltip=_tip("learning_rate", "0 means the optimiser's default"),
-            ),
-            ComboBox(name="init", value=defaults["init"], choices=choices("init"), tooltip=_tip("init")),
-            LineEdit(
-                name="content_layers",
-                value=",".join(defaults["content_layers"]),
-                tooltip=_tip("content_layers", "comma-separated"),
-            ),
-            LineEdit(
-                name="style_layers",
-                value=",".join(defaults["style_layers"]),
-                tooltip=_tip("style_layers", "comma-separated"),
-            ),
-            FloatSpinBox(
-                name="tv_weight",
-                value=defaults["tv_weight"],
-                min=0.0,
-                max=1e6,
-                step=1e-4,
-                tooltip=_tip("tv_weight", "range 0 to 1e6"),
-            ),
-            ComboBox(
-                name="pooling", value=defaults["pooling"], choices=choices("pooling"), tooltip=_tip("pooling")
-            ),
-            LineEdit(
-                name="style_layer_weights",
-                value=",".join(map(str, defaults["style_layer_weights"])),
-                tooltip=_tip("style_layer_weights", "comma-separated; empty = 1 each"),
-            ),
-            FloatSpinBox(
-                name="average",
-                value=defaults["average"] or 0.0,
-                min=0.0,
-                max=0.9999,
-                step=0.01,
-                tooltip=_tip("average", "0 = off; adam only"),
-            ),
-            ComboBox(
-                name="device",
-                value=defaults["device"],
-                choices=_device_choices(defaults["device"]),
-                tooltip=_tip("device"),
-            ),
-            LineEdit(name="weights", value=str(defaults["weights"]), tooltip=_tip("weights")),
-            SpinBox(
-                name="seed",
-                value=defaults["seed"] or 0,
-                min=0,
-                max=2**31 - 1,
-                tooltip=_tip("seed", "0 to 2^31-1"),
-            ),
-            LineEdit(name="schedule", value=defaults["schedule"], tooltip=_tip("schedule")),
-            ComboBox(
-                name="precision",
-                value=defaults["precision"],
-                choices=choices("precision"),
-                tooltip=_tip("precision"),
-            ),
-            CheckBox(
-                name="channels_last",
-                text="channels last",
-                value=defaults["channels_last"],
-                tooltip=_tip("channels_last"),
-            ),
-            CheckBox(
-                name="cudnn_benchmark",
-                text="cuDNN autotuning",
-                value=defaults["cudnn_benchmark"],
-                tooltip=_tip("cudnn_benchmark"),
-            ),
-            self._button,
-            self._progress,
-            self._status,
+            Container(widgets=[*controls, self._button, self._progress, self._status], labels=True),
         ]
-        self.extend(controls)
-        # Qt shows a fixed number of decimals and rounds the value to them: 0.001 became 0.
-        for name, decimals in (("content_weight", 4), ("tv_weight", 6), ("learning_rate", 5)):
-            self[name].native.setDecimals(decimals)
-        self["learning_rate"].native.setSpecialValueText("default")
-        self["batch_frames"].native.setSpecialValueText("auto")
-        self["time_steps"].native.setSpecialValueText(
-            "auto"
-        )  # 0: half of steps  # shown for 0, which means it
+        for part in parts:
+            part.margins = (0, 0, 0, 0)
+        return parts
+
+    def _group_control(self, name: str, defaults: dict[str, Any]) -> Any:
+        """A group's control: an option's (from its metadata), or one of the widget's own."""
+        if name in defaults:
+            return option_control(name, defaults[name])
+        return self._own_control(name)
+
+    def _own_control(self, name: str) -> Any:
+        from napari.layers import Labels
+
+        if name == "regions":
+            regions = create_widget(annotation=Labels | None, name="regions", label="regions")
+            regions.tooltip = (
+                "optional: a Labels layer over the content: label k takes style k, 0 only the content "
+                "(placed by the layers' transforms); for a whole stack a 2D Labels layer applies to every "
+                "frame, one with the content's dimensions frame by frame"
+            )
+            return regions
+        if name == "ratio":  # read-only text: a Label's value would not line up with its label
+            ratio = LineEdit(name="ratio", label="style / content", tooltip=RATIO_TIP)
+            ratio.native.setReadOnly(True)
+            return ratio
+        if name == "stack":
+            return StackChoice(
+                name="stack", label="style", value=STACK_MODES[0], choices=STACK_MODES, tooltip=STACK_TIP
+            )
+        if name == "save_button":
+            return PushButton(name="save_button", text="Save result...", tooltip=SAVE_TIP)
+        text, tip = OWN_SWITCHES[name]
+        return CheckBox(name=name, text=text, value=True, tooltip=tip)
+
+    def _add_group(self, title: str, controls: list[Any]) -> None:
+        """A collapsible group (closed at first) under the essentials."""
+        from superqt import QCollapsible
+
+        group = Container(widgets=controls, labels=True, name=title)
+        group.margins = (4, 0, 0, 0)
+        self._parts.append(group)
+        box = QCollapsible(title)
+        box.setDuration(0)  # no animation: the dock's height changes once
+        box.setCollapsedIcon("\u25b8")
+        box.setExpandedIcon("\u25be")
+        box.addWidget(group.native)
+        box.collapse(animate=False)
+        layout = box.layout()
+        if layout is not None:  # closed groups sit close together
+            layout.setContentsMargins(0, 2, 0, 2)
+            layout.setSpacing(2)
+        self._body.native.layout().addWidget(box)
+        self.groups[title] = box
+
+    def _scroll_body(self) -> None:
+        """Everything in a scroll area (napari docks ``native``, so the area lives inside it),
+        as narrow as :data:`DOCK_WIDTH`: choices shrink to a few letters (their lists still
+        show whole) and nothing scrolls sideways."""
+        from qtpy.QtCore import Qt
+        from qtpy.QtWidgets import QComboBox, QFrame
+
+        forms = [part for part in self._parts if not isinstance(part, StyleList)]  # rows: their own
+        for control in (control for part in forms for control in _named_controls(part)):
+            if isinstance(control.native, QComboBox):
+                narrow_choice(control.native, 6)
+        area = _NarrowScrollArea()
+        area.setWidgetResizable(True)
+        area.setFrameShape(QFrame.Shape.NoFrame)
+        area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # always there, so that opening a group never narrows the controls under the bar
+        area.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)
+        area.setWidget(self._body.native)
+        area.setMinimumWidth(DOCK_WIDTH)
+        self.margins = (0, 0, 0, 0)
+        self._body.margins = (6, 6, 6, 6)
+        self.native.layout().addWidget(area)
+
+    def _connect(self) -> None:
+        self._styles.changed.connect(self._fit_weights)
+        self._styles.control("add_style_button").changed.connect(self._add_style_pressed)
         self["content_weight"].changed.connect(self._show_ratio)
         self["style_weight"].changed.connect(self._show_ratio)
-        self._advanced.changed.connect(self._show_advanced)
         self["regions"].changed.connect(self._fit_weights)
-        self._fit_weights()
         self._button.changed.connect(self._toggle)
-        self._show_ratio()
-        self._show_advanced(False)
+        self["save_button"].changed.connect(lambda *_: self.save_result())
         self["content"].changed.connect(self._preselect_stack)
-        self._add_result_controls()
-        self._add_typed_style_weight()
-        self["content"].changed.connect(self._fit_controls_to_content)
         self["content"].changed.connect(
             lambda _: self._separate_roles()
         )  # content picked on the style's layer
-        self._pick_demo_roles()
-        self._separate_roles()
-        self._preselect_stack(self["content"].value)
-        self._fit_controls_to_content(self["content"].value)
-        self["optimizer"].changed.connect(self._fit_average_to_optimizer)
-        self._fit_average_to_optimizer(self["optimizer"].value)
+        for name in ("content", "stack", "optimizer"):
+            self[name].changed.connect(lambda *_: self._fit_controls())
+        self._fit_weights()
+        self._show_ratio()
+
+    def controls(self) -> dict[str, Any]:
+        """Every named control, the groups' and the style rows' too, by name."""
+        return {control.name: control for part in self._parts for control in _named_controls(part)}
+
+    def __getitem__(self, key: Any) -> Any:  # any control, by name
+        return super().__getitem__(key)
 
     def __getattr__(self, name: str) -> Any:
         """Controls by name, the style rows' too (``widget["style_2"]``, ``widget["blend_2"]``)."""
         try:
             return super().__getattr__(name)
         except AttributeError:
-            styles = self.__dict__.get("_styles")
-            control = styles.control(name) if styles is not None else None
+            control = self.controls().get(name) if "_parts" in self.__dict__ else None
             if control is None:
                 raise
             return control
 
     def reset_choices(self, *args: Any) -> None:
-        """napari calls this when layers come and go; keep content and style apart."""
-        super().reset_choices(*args)
+        """napari calls this when layers come and go; keep content and style apart, and each
+        in its role when the content layer goes."""
+        if "_parts" not in self.__dict__:
+            return
+        content = self["content"].value
+        styles = [row.layer.value for row in self._styles.rows]
+        self._keeping_roles = True
+        for part in self._parts:
+            part.reset_choices(*args)
+        self._keeping_roles = False
+        if content is not None and content not in self.viewer.layers:
+            self._content_removed(styles)
+            return
         self._pick_demo_roles()
         self._separate_roles()
+
+    def _content_removed(self, styles: list[Any]) -> None:
+        """The content layer was deleted: the styles stay styles; the content becomes the
+        newest input layer that is no style, or, with none, the user is asked to choose."""
+        from napari.layers import Image
+
+        self._keeping_roles = True
+        for row, layer in zip(self._styles.rows, styles, strict=True):
+            if layer in self.viewer.layers:
+                row.layer.value = layer
+        free = [
+            layer
+            for layer in self.viewer.layers
+            if isinstance(layer, Image) and layer not in styles and "style_transfer" not in layer.metadata
+        ]
+        if free:
+            self["content"].value = free[-1]
+        else:
+            self._status.value = "the content layer was removed: choose the content layer"
+        self._keeping_roles = False
 
     def _pick_demo_roles(self) -> None:
         """A demo pair adds its style first and its content last (on top): when the content
@@ -473,7 +391,7 @@ class StyleTransferWidget(Container):
         on the style's layer: the newest other Image layer that is not a style-transfer result
         becomes the style (a demo pair adds its content first, then its style)."""
         content, style = self["content"], self["style"]
-        if content.value is None or style.value is not content.value:
+        if self._keeping_roles or content.value is None or style.value is not content.value:
             return
         others = [layer for layer in style.choices if layer is not content.value]
         inputs = [layer for layer in others if "style_transfer" not in layer.metadata]
@@ -482,71 +400,28 @@ class StyleTransferWidget(Container):
 
     # --- result layers, the style weight typed, controls that fit the content -------------
 
-    def _add_result_controls(self) -> None:
-        """Two checkboxes after "grey content gives a grey result": the result's value range
-        and whether a finished run's snapshots stay."""
-        at = self.index(self["keep_grey"]) + 1
-        self.insert(
-            at,
-            CheckBox(
-                name="content_range",
-                text="result in the content's value range",
-                value=True,
-                tooltip="a grey result is mapped back through the contrast limits the content was read with "
-                "(its own units) instead of 0..1",
-            ),
-        )
-        self.insert(
-            at + 1,
-            CheckBox(
-                name="keep_snapshots",
-                text="keep snapshots after the run",
-                value=True,
-                tooltip="off: a finished run's snapshot layers are removed, only the result stays",
-            ),
-        )
-
-    def _add_typed_style_weight(self) -> None:
-        """A text field under the style-weight slider: the weight can be typed (1e6, 250000)."""
-        field = LineEdit(
-            name="style_weight_typed",
-            label="or type it",
-            value=f"{self._style_weight.value:g}",
-            tooltip="type a style weight (1 to 1e10) and press Enter",
-        )
-        self.insert(self.index(self._style_weight) + 1, field)
-
-        def typed(*_: Any) -> None:
-            try:
-                weight = float(field.value)
-            except ValueError:
-                weight = math.nan
-            if 1.0 <= weight <= 1e10:
-                self._style_weight.value = weight
-            field.value = f"{self._style_weight.value:g}"  # a bad entry goes back to the weight
-
-        field.native.editingFinished.connect(typed)
-        self._style_weight.changed.connect(
-            lambda value: setattr(field, "value", f"{self._style_weight.value:g}")
-        )
-
-    def _fit_controls_to_content(self, layer: Any) -> None:
-        """Controls that do nothing for the chosen content are disabled: stack (and its time
-        and batch options) for a 2D layer, the content's colours for grey content, grey result and value
-        range for RGB content."""
-        if layer is None:
-            return
+    def _fit_controls(self) -> None:
+        """Controls that do nothing for the chosen content, stack mode or optimiser are
+        disabled: the stack options for a 2D layer (and each for the other stack modes), the
+        content's colours for grey content, grey result and value range for RGB content,
+        snapshots for a whole stack, averaging but with Adam."""
+        layer = self["content"].value
         stack = getattr(layer, "ndim", 2) > 2
+        frames = frames_option(self["stack"].value) if stack else None
         rgb = bool(getattr(layer, "rgb", False))
-        for name in ("stack", "temporal_weight", "time_steps", "batch_frames"):
-            self[name].enabled = stack
-        self["content_colours"].enabled = rgb
-        self["keep_grey"].enabled = not rgb
-        self["content_range"].enabled = not rgb
-
-    def _fit_average_to_optimizer(self, optimizer: str) -> None:
-        """Averaged iterates are Adam's (L-BFGS refuses them)."""
-        self["average"].enabled = optimizer == "adam"
+        enabled = {
+            "stack": stack,
+            "temporal_weight": frames == "time",
+            "time_steps": frames == "time",
+            "batch_frames": frames == "independent",
+            "snapshot_every": frames is None,
+            "content_colours": rgb,
+            "keep_grey": not rgb,
+            "content_range": not rgb,
+            "average": self["optimizer"].value == "adam",
+        }
+        for name, on in enabled.items():
+            self[name].enabled = on
 
     def _preselect_stack(self, layer: Any) -> None:
         """A newly chosen content layer whose first axis is labelled t or time starts as a
@@ -556,18 +431,14 @@ class StyleTransferWidget(Container):
 
     # --- options ------------------------------------------------------------------------
 
-    def options(self) -> dict[str, Any]:
+    def options(self) -> dict[str, Any]:  # type: ignore[override]  # the plugin's API since 0.1
         """The engine options the controls hold now (keywords of ``stylize``); ``frames``
         comes from the stack choice."""
         skip = ("frames", "style_blend", "style_scale")
-        values = {name: self[name].value for name in StyleOptions().to_dict() if name not in skip}
+        values = {name: option_value(self[name]) for name in StyleOptions().to_dict() if name not in skip}
         values["frames"] = frames_option(self["stack"].value) or StyleOptions().frames
-        values["learning_rate"] = values["learning_rate"] or None
-        values["content_colours"] = False if values["content_colours"] == "off" else values["content_colours"]
-        values["average"] = (
-            (values["average"] or None) if values["optimizer"] == "adam" else None
-        )  # disabled otherwise
-        values["style_layer_weights"] = values["style_layer_weights"].strip()
+        if values["optimizer"] != "adam":
+            values["average"] = None  # a value left in the disabled control is not sent
         rows = self._styles.rows
         scales = tuple(row.scale.value for row in rows)
         values["style_scale"] = scales[0] if len(set(scales)) == 1 else scales
@@ -617,12 +488,7 @@ class StyleTransferWidget(Container):
     def _show_ratio(self, *_: Any) -> None:
         content_weight = self["content_weight"].value
         style_weight = self["style_weight"].value
-        self["style_weight"].label = f"style weight ({style_weight:.1e})"
-        self._ratio.value = f"{style_weight / content_weight:.1e}" if content_weight else "style only"
-
-    def _show_advanced(self, visible: bool) -> None:
-        for name in ADVANCED:
-            self[name].visible = bool(visible)
+        self["ratio"].value = f"{style_weight / content_weight:.1e}" if content_weight else "style only"
 
     # --- running ------------------------------------------------------------------------
 
@@ -664,6 +530,7 @@ class StyleTransferWidget(Container):
             return None
         self.worker = worker
         self._downloading = False  # Downloading updates came and no step yet (weights being fetched)
+        self._stepping = False
         weakref.finalize(self, worker.cancel_event.set)  # a widget nobody holds stops its run
         worker.yielded.connect(self._render)
         worker.finished.connect(self._idle)
@@ -676,10 +543,11 @@ class StyleTransferWidget(Container):
         return worker
 
     def cancel(self) -> None:
-        """Stop the run after its current step; the last image is kept as a layer."""
+        """Stop the run after its current step; the last image is kept as a layer. Before
+        the first step (weights loading, VGG19 being built) the run ends at once."""
         if self.worker is not None:
             cancel(self.worker)
-            self._status.value = "cancelling..." if self._downloading else "cancelling after this step..."
+            self._status.value = "cancelling after this step..." if self._stepping else "cancelling..."
 
     def _toggle(self, *_: Any) -> None:
         if self.running:
@@ -689,57 +557,82 @@ class StyleTransferWidget(Container):
 
     def _render(self, update: Update) -> None:
         """Status and progress; notifications come from the run's LayerWriter."""
-        if self._gone.is_set():
-            return
+        if not self._gone.is_set():
+            dispatch(self, update)
 
-        if isinstance(update, Downloading):
-            self._downloading = True
-            megabytes = update.done / 2**20
-            of = f" of {update.total / 2**20:.0f}" if update.total else ""
+    def on_downloading(self, update: Downloading) -> None:
+        self._downloading = True
+        megabytes = update.done / 2**20
+        of = f" of {update.total / 2**20:.0f}" if update.total else ""
+        self._status.value = (
+            f"downloading the VGG19 ImageNet weights (first run only): {megabytes:.0f}{of} MB"
+        )
+        if update.done == update.total:
+            self._status.value += "; loading them and building VGG19..."
+        if update.total:
+            self._progress.max, self._progress.value = update.total // 2**20, update.done // 2**20
+
+    def on_started(self, update: Started) -> None:
+        self._downloading, self._stepping = False, True
+        self._device, self._weights = update.device, _short_weights(update.weights)
+
+    def on_progress(self, update: Progress) -> None:
+        self._progress.max = update.total
+        self._progress.value = update.done
+        speed = _speed_and_time_left(update)
+        frame = f"frame {update.frame_number + 1}/{update.frames} | " if update.frames > 1 else ""
+        self._status.value = (
+            f"{frame}step {update.step}/{update.steps} | loss {update.total_loss:.3g} "
+            f"(content {update.content_loss:.3g}, style {update.style_loss:.3g}) | {speed} | "
+            f"{self._device} | {self._weights}"
+        )
+
+    def on_finished(self, update: Finished) -> None:
+        result = update.result
+        self._status.value = (
+            f"done: {_steps_run(result)} in {result.seconds:.1f}\u00a0s, loss {result.losses.total:.3g} | "
+            f"{result.device} | {_short_weights(result.weights)}"
+        )
+        self._describe_result()
+
+    def on_cancelled(self, update: Cancelled) -> None:
+        if self.worker is not None and self.worker.layer_writer.closed:
+            self._status.value = "stopped: the content layer was removed, so nothing was added"
+        elif update.step == 0 and self._downloading:
             self._status.value = (
-                f"downloading the VGG19 ImageNet weights (first run only): {megabytes:.0f}{of} MB"
+                "cancelled during the weights download: nothing kept, run again to restart it"
             )
-            if update.done == update.total:
-                self._status.value += "; loading them and building VGG19..."
-            if update.total:
-                self._progress.max, self._progress.value = update.total // 2**20, update.done // 2**20
-        elif isinstance(update, Started):
-            self._downloading = False
-            self._device, self._weights = update.device, _short_weights(update.weights)
-        elif isinstance(update, Progress):
-            self._progress.max = update.total
-            self._progress.value = update.done
-            speed = _speed_and_time_left(update)
-            frame = f"frame {update.frame_number + 1}/{update.frames} | " if update.frames > 1 else ""
-            self._status.value = (
-                f"{frame}step {update.step}/{update.steps} | loss {update.total_loss:.3g} "
-                f"(content {update.content_loss:.3g}, style {update.style_loss:.3g}) | {speed} | "
-                f"{self._device} | {self._weights}"
+        elif update.step == 0:
+            self._status.value = "cancelled before the first step: nothing to keep"
+        else:
+            frames = self._progress_frames()
+            where = f"frame {update.frame_number + 1} of {frames}, " if frames > 1 else ""
+            self._status.value = f"cancelled at {where}step {update.step}; what was done is kept as a layer"
+
+    def on_failed(self, update: Failed) -> None:
+        self._status.value = f"failed: {update.message}"
+
+    def save_result(self, path: str | None = None) -> str | None:
+        """Save the selected result layer (else the newest result) as a styled TIFF at
+        ``path`` (asked for when None), its settings in it; returns the path, or None."""
+        from napari.utils.notifications import show_info, show_warning
+
+        layer = _result_to_save(self.viewer)
+        if layer is None:
+            show_warning("Style transfer: there is no result layer to save yet; run first")
+            return None
+        if path is None:
+            from qtpy.QtWidgets import QFileDialog
+
+            path, _ = QFileDialog.getSaveFileName(
+                self.native, "Save result", f"{layer.name}.tif", "styled TIFF (*.tif *.tiff)"
             )
-        elif isinstance(update, Finished):
-            result = update.result
-            self._status.value = (
-                f"done: {_steps_run(result)} in {result.seconds:.1f}\u00a0s, loss {result.losses.total:.3g} | "
-                f"{result.device} | {_short_weights(result.weights)}"
-            )
-            self._describe_result()
-        elif isinstance(update, Cancelled):
-            if self.worker is not None and self.worker.layer_writer.closed:
-                self._status.value = "stopped: the content layer was removed, so nothing was added"
-            elif update.step == 0:
-                self._status.value = (
-                    "cancelled during the weights download: nothing kept, run again to restart it"
-                    if self._downloading
-                    else "cancelled before the first step: nothing to keep"
-                )
-            else:
-                frames = self._progress_frames()
-                where = f"frame {update.frame_number + 1} of {frames}, " if frames > 1 else ""
-                self._status.value = (
-                    f"cancelled at {where}step {update.step}; what was done is kept as a layer"
-                )
-        elif isinstance(update, Failed):
-            self._status.value = f"failed: {update.message}"
+            if not path:
+                return None
+        data, meta, _ = layer.as_layer_data_tuple()
+        saved = write_styled_tiff(path, data, meta)[0]  # the one styled-file writer's place
+        show_info(f"Style transfer: saved {layer.name!r} to {saved}")
+        return saved
 
     def _describe_result(self) -> None:
         """The status line names the result layer; its tooltip gives the run's key settings."""
@@ -789,9 +682,45 @@ def _speed_and_time_left(update: Progress) -> str:
     return f"{update.steps_per_second:.2f}\u00a0steps/\u2060s, ~{eta}\u00a0left"
 
 
-def _device_choices(preferred: str) -> list[str]:
-    names = ["auto", "cpu", "cuda", "mps"]
-    return names if preferred in names else [preferred, *names]
+def _align_labels(parts: list[Container]) -> None:
+    """One label column for the essentials and every group, as wide as the widest label."""
+    from magicgui.application import use_app
+
+    measure = use_app().get_obj("get_text_width")
+    labeled = [
+        (control, control._labeled_widget())
+        for part in parts
+        if part.labels
+        for control in part._list
+        if control._labeled_widget() is not None
+    ]
+    widest = max(measure(control.label) for control, _ in labeled)
+    for _, row in labeled:
+        row.label_width = widest
+
+
+def _named_controls(container: Container) -> Iterator[Any]:
+    """The named controls in ``container`` and in the containers it holds (rows, the style list)."""
+    for control in container:
+        if isinstance(control, Container):
+            yield from _named_controls(control)
+        elif control.name:
+            yield control
+    if isinstance(container, StyleList):
+        yield container.control("add_style_button")
+
+
+def _result_to_save(viewer: napari.Viewer) -> Any:
+    """The selected layer if it is a style-transfer result, else the newest result (not a
+    snapshot), else None."""
+    results = [
+        layer
+        for layer in viewer.layers
+        if isinstance(layer.metadata.get("style_transfer"), dict)
+        and not layer.metadata["style_transfer"].get("snapshot")
+    ]
+    active = viewer.layers.selection.active
+    return active if active in results else (results[-1] if results else None)
 
 
 def _short_weights(description: str) -> str:

@@ -18,10 +18,11 @@ import sys
 import threading
 import traceback
 import warnings
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from types import ModuleType
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -144,6 +145,29 @@ Update = (
 )
 
 
+#: The method of a receiver that handles each kind of update (see :func:`dispatch`).
+HANDLERS = {
+    Downloading: "on_downloading",
+    RegionsSampled: "on_regions_sampled",
+    Started: "on_started",
+    Progress: "on_progress",
+    Snapshot: "on_snapshot",
+    FrameDone: "on_frame_done",
+    Finished: "on_finished",
+    Cancelled: "on_cancelled",
+    Failed: "on_failed",
+    Warned: "on_warned",
+}
+
+
+def dispatch(receiver: object, update: Update) -> None:
+    """Hand ``update`` to ``receiver``'s method for its kind (``on_progress`` for a
+    :class:`Progress`), if it has one: how the widget and the layer writer take updates."""
+    handler = getattr(receiver, HANDLERS[type(update)], None)
+    if handler is not None:
+        handler(update)
+
+
 def style_transfer_updates(
     content: np.ndarray | LayerInput,
     style: np.ndarray | LayerInput | list[np.ndarray | LayerInput],
@@ -184,11 +208,11 @@ def style_transfer_updates(
             close_logging_errors(updates, "the style-transfer run")
 
 
-def close_logging_errors(generator: Generator, what: str) -> None:
+def close_logging_errors(generator: Iterator[Any], what: str) -> None:
     """Close ``generator``; an error while it closes (e.g. a sticky CUDA error in
     ``torch.cuda.empty_cache()``) is logged, not raised: the run is over either way."""
     try:
-        generator.close()
+        generator.close()  # type: ignore[attr-defined]  # every caller's iterator is a generator
     except Exception:
         log.error("style transfer: closing %s failed", what, exc_info=True)
 
@@ -261,89 +285,121 @@ def _engine_updates(
     caught: _ThisThreadsWarnings | None = None,
 ) -> Iterator[Update]:
     """The updates of one run (see :func:`style_transfer_updates`). ``caught`` collects the
-    warnings of the thread that prepares the run too."""
-    last = None
-    records = None
+    warnings of the threads that prepare the run too."""
+    steps = _StepUpdates(cancel)
     niceness = lower_this_threads_priority()
     try:
-        from ..api import StyleResult, iter_stylize  # torch is imported here, in the worker thread
-
+        # torch is imported in a helper thread: in a fresh process that takes seconds, and a
+        # cancel meanwhile must end the run at once
+        if _InBackground(_import_engine, caught).wait(cancel) is None:
+            yield Cancelled(0, None)
+            return
         download = _WeightsDownload(options, cancel)
         for update in download:
             yield update
             if isinstance(update, Cancelled):
                 return
-        options = download.options
-
-        regions_sampled = None
-
-        def first_step() -> tuple[Iterator[Any], Any]:
-            nonlocal content, style, style_regions, regions_sampled
-            if isinstance(style_regions, RegionsPlan):
-                plan, style_regions = style_regions, style_regions.sample()
-                present = tuple(int(label) for label in np.unique(style_regions))
-                regions_sampled = RegionsSampled(plan.name, present, plan.per_frame)
-            if isinstance(content, LayerInput):
-                content = content.engine_array()
-            if isinstance(style, list):
-                style = [item.engine_array() if isinstance(item, LayerInput) else item for item in style]
-            elif isinstance(style, LayerInput):
-                style = style.engine_array()
-            steps = iter_stylize(content, style, style_regions=style_regions, **options)
-            try:
-                return steps, next(steps)  # the weights load, VGG19 is built, the first step runs
-            except BaseException:
-                close_logging_errors(steps, "the engine")
-                raise
-
-        prepared = _Preparation(first_step, caught).wait(cancel)
+        inputs = _RunInputs(content, style, style_regions)
+        prepared = _InBackground(lambda: inputs.first_step(download.options), caught, drop=_close_steps).wait(
+            cancel
+        )
         if prepared is None:  # cancelled before the first step: the preparation's outcome is dropped
             yield Cancelled(0, None)
             return
-        records, first = prepared
-        if regions_sampled is not None:
-            yield regions_sampled
+        steps.records, first = prepared
+        if inputs.regions_sampled is not None:
+            yield inputs.regions_sampled
+        yield from steps.updates(first)
+    except Exception as error:  # any failure becomes a message for the user
+        yield steps.failed(error)
+    finally:
+        if steps.records is not None:  # frees the network and its tensors now, GPU memory included
+            close_logging_errors(steps.records, "the engine")
+        restore_priority(niceness)
+
+
+def _import_engine() -> ModuleType:
+    """The run pipeline's module (importing it imports torch and the engine)."""
+    from .. import api
+
+    return api
+
+
+def _close_steps(prepared: tuple[Iterator[Any], Any]) -> None:
+    close_logging_errors(prepared[0], "a run cancelled while it prepared")
+
+
+class _RunInputs:
+    """A run's inputs as the GUI thread recorded them; :meth:`first_step` reads them (in the
+    preparation thread), starts the engine and takes its first step."""
+
+    def __init__(self, content: Any, style: Any, style_regions: Any):
+        self.content, self.style, self.style_regions = content, style, style_regions
+        self.regions_sampled: RegionsSampled | None = None
+
+    def first_step(self, options: dict[str, Any]) -> tuple[Iterator[Any], Any]:
+        from ..api import iter_stylize
+
+        regions = self.style_regions
+        if isinstance(regions, RegionsPlan):
+            plan, regions = regions, regions.sample()
+            present = tuple(int(label) for label in np.unique(regions))
+            self.regions_sampled = RegionsSampled(plan.name, present, plan.per_frame)
+        style = self.style
+        if isinstance(style, list):
+            style = [_engine_array(item) for item in style]
+        steps = iter_stylize(
+            _engine_array(self.content), _engine_array(style), style_regions=regions, **options
+        )
+        try:
+            return steps, next(steps)  # the weights load, VGG19 is built, the first step runs
+        except BaseException:
+            close_logging_errors(steps, "the engine")
+            raise
+
+
+def _engine_array(source: Any) -> Any:
+    return source.engine_array() if isinstance(source, LayerInput) else source
+
+
+class _StepUpdates:
+    """The engine's step records as updates; remembers the last one for a failure's report."""
+
+    def __init__(self, cancel: threading.Event):
+        self.cancel = cancel
+        self.records: Iterator[Any] | None = None
+        self.last: Any = None
+
+    def updates(self, first: Any) -> Iterator[Update]:
+        from ..api import StyleResult
+
+        assert self.records is not None
         first_step_at = None
-        for item in itertools.chain((first,), records):
+        for item in itertools.chain((first,), self.records):
             if isinstance(item, StyleResult):
                 yield Finished(item)
                 return
             if first_step_at is None:
                 first_step_at = item.seconds
                 yield Started(item.device, item.weights)
-            last = item
-            done = item.steps_before + item.step
-            elapsed = item.seconds - first_step_at
-            rate = (done - 1) / elapsed if done > 1 and elapsed > 0 else 0.0
-            yield Progress(
-                item.step,
-                item.steps,
-                item.losses.total,
-                item.losses.content,
-                item.losses.style,
-                rate,
-                item,
-                item.frame_number,
-                item.frames,
-            )
+            self.last = item
+            yield _progress(item, first_step_at)
             # The last step's image arrives as the result: a snapshot of it would be a twin layer.
             if item.frames == 1 and item.is_snapshot and item.step < item.steps:
                 yield Snapshot(item.step, item.image)
             if item.frames > 1 and item.step == item.steps:
                 yield FrameDone(item.frame, item.frame_number, item.frames, item.image)
-            if cancel.is_set():
-                close_logging_errors(records, "the engine")
-                yield Cancelled(
-                    item.step,
-                    item.render(),
-                    item.frame_number,
-                    item.batch_images() if item.frames > 1 else {},
-                )
+            if self.cancel.is_set():
+                close_logging_errors(self.records, "the engine")
+                batch = item.batch_images() if item.frames > 1 else {}
+                yield Cancelled(item.step, item.render(), item.frame_number, batch)
                 return
-    except Exception as error:  # any failure becomes a message for the user
+
+    def failed(self, error: Exception) -> Failed:
         from ..errors import StyleTransferError
 
-        yield Failed(
+        last = self.last
+        return Failed(
             _describe(error),
             last.step if last else 0,
             _image_if_possible(last),
@@ -351,12 +407,24 @@ def _engine_updates(
             last.frame_number if last else 0,
             expected=isinstance(error, StyleTransferError),
         )
-    finally:
-        if records is not None:
-            close_logging_errors(
-                records, "the engine"
-            )  # frees the network and its tensors now, GPU memory included
-        restore_priority(niceness)
+
+
+def _progress(item: Any, first_step_at: float) -> Progress:
+    done = item.steps_before + item.step
+    elapsed = item.seconds - first_step_at
+    rate = (done - 1) / elapsed if done > 1 and elapsed > 0 else 0.0
+    losses = item.losses
+    return Progress(
+        item.step,
+        item.steps,
+        losses.total,
+        losses.content,
+        losses.style,
+        rate,
+        item,
+        item.frame_number,
+        item.frames,
+    )
 
 
 @dataclass(frozen=True)
@@ -440,22 +508,7 @@ def cluster_frame_updates(
                 yield Started(device, result.weights)
             stack.take(index, image)
             last = result
-            record = _FrameRecord(result.steps, index, done, done * result.steps, count * result.steps)
-            losses = result.losses
-            # the cluster's rate so far, its start included: frames come back whole, not step by step
-            elapsed = time.perf_counter() - started
-            rate = (done + 1) * result.steps / elapsed if elapsed > 0 else 0.0
-            yield Progress(
-                result.steps,
-                result.steps,
-                losses.total,
-                losses.content,
-                losses.style,
-                rate,
-                record,
-                done,
-                count,
-            )
+            yield _cluster_progress(result, index, done, count, time.perf_counter() - started)
             yield FrameDone(index, done, count, image)
             done += 1
             if cancel.is_set():
@@ -463,7 +516,7 @@ def cluster_frame_updates(
         if done < count:  # cancelled: the frames back are in the stack layer already
             yield Cancelled(last.steps if last is not None else 0, None, max(done - 1, 0))
             return
-        assert last is not None
+        assert last is not None and stack is not None
         seconds = time.perf_counter() - started
         yield Finished(
             ClusterResult(
@@ -493,6 +546,17 @@ def cluster_frame_updates(
         # stops: no frame is left running on the cluster for nobody, the client is closed
         if returned is not None:
             returned.stop()
+
+
+def _cluster_progress(result: Any, index: tuple[int, ...], done: int, count: int, elapsed: float) -> Progress:
+    """The progress of a cluster run when its ``done + 1``-th frame of ``count`` came back."""
+    record = _FrameRecord(result.steps, index, done, done * result.steps, count * result.steps)
+    losses = result.losses
+    # the cluster's rate so far, its start included: frames come back whole, not step by step
+    rate = (done + 1) * result.steps / elapsed if elapsed > 0 else 0.0
+    return Progress(
+        result.steps, result.steps, losses.total, losses.content, losses.style, rate, record, done, count
+    )
 
 
 _END = object()
@@ -543,7 +607,7 @@ class _ClusterFrames:
                     for item in frames:
                         self._items.put(item)
                 finally:
-                    frames.close()  # cancels the frames not back, whatever ended the loop
+                    close_logging_errors(frames, "the cluster's frames")  # cancels the frames not back
             finally:
                 client.close()
         except BaseException as error:  # handed to the worker thread, which reports it
@@ -593,32 +657,46 @@ class _ClusterFrames:
 
 #: Seconds between two looks at the cancel flag while a run prepares (a cancel ends it within this).
 CANCEL_CHECK_S = 0.05
+#: The name of the threads that prepare a run (see :class:`_InBackground`).
+LOADING_THREAD = "style transfer: loading"
+T = TypeVar("T")
 
 
-class _Preparation:
-    """Runs ``prepare`` (read the inputs, load the weights, build VGG19, take the first step)
-    in a thread of its own, so that a cancel meanwhile ends the run at once: reading a
-    weights file or building the network cannot be interrupted, so the thread goes on
-    unseen, and then closes what it made (an error it meets then is logged, not raised).
-    Its warnings go to ``caught``, its priority is lowered as the worker's is."""
+class _InBackground(Generic[T]):
+    """Runs ``prepare`` (import torch; read the inputs, load the weights, build VGG19, take
+    the first step) in a thread of its own, so that a cancel meanwhile ends the run at once:
+    an import, reading a weights file or building the network cannot be interrupted, so the
+    thread goes on unseen, and then hands what it made to ``drop`` (an error it meets then is
+    logged, not raised). Its warnings go to ``caught``, its priority is lowered as the
+    worker's is.
 
-    def __init__(self, prepare: Callable[[], tuple[Iterator[Any], Any]], caught: _ThisThreadsWarnings | None):
+    The thread is no daemon: Python's exit waits for it. A daemon thread still inside torch
+    while the interpreter shuts down aborts the process ("terminate called without an
+    active exception"), as napari did on quit after a run cancelled while it loaded."""
+
+    def __init__(
+        self,
+        prepare: Callable[[], T],
+        caught: _ThisThreadsWarnings | None,
+        drop: Callable[[T], None] | None = None,
+    ):
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        self._outcome: tuple[Iterator[Any], Any] | BaseException | None = None
+        self._outcome: T | BaseException | None = None
         self._dropped = False
+        self._drop = drop
+        # daemon=False said: a new thread inherits the daemon flag of the one that makes it,
+        # and Qt's pool threads count as daemon threads in Python
         thread = threading.Thread(
-            target=self._prepare, args=(prepare, caught), name="style transfer: loading", daemon=True
+            target=self._prepare, args=(prepare, caught), name=LOADING_THREAD, daemon=False
         )
         thread.start()
 
-    def _prepare(
-        self, prepare: Callable[[], tuple[Iterator[Any], Any]], caught: _ThisThreadsWarnings | None
-    ) -> None:
+    def _prepare(self, prepare: Callable[[], T], caught: _ThisThreadsWarnings | None) -> None:
         lower_this_threads_priority()  # the thread ends here: nothing to restore
         with caught.this_thread_too() if caught is not None else nullcontext():
             try:
-                outcome: tuple[Iterator[Any], Any] | BaseException = prepare()
+                outcome: T | BaseException = prepare()
             except BaseException as error:  # handed to the worker thread, which reports it
                 outcome = error
         with self._lock:
@@ -630,12 +708,12 @@ class _Preparation:
             return
         if isinstance(outcome, BaseException):
             log.info("style transfer: a run cancelled while it prepared then failed: %s", _describe(outcome))
-        else:
-            close_logging_errors(outcome[0], "a run cancelled while it prepared")
+        elif self._drop is not None:
+            self._drop(outcome)
 
-    def wait(self, cancel: threading.Event) -> tuple[Iterator[Any], Any] | None:
-        """The engine's steps and their first item, or None when ``cancel`` came first;
-        raises what the preparation raised."""
+    def wait(self, cancel: threading.Event) -> T | None:
+        """What ``prepare`` returned (never None), or None when ``cancel`` came first; raises
+        what it raised."""
         while not self._ready.wait(CANCEL_CHECK_S):
             if cancel.is_set():
                 with self._lock:
@@ -674,7 +752,7 @@ class _WeightsDownload:
         try:
             for done, total in chunks:
                 if self.cancel.is_set():
-                    chunks.close()  # removes the partial file
+                    close_logging_errors(chunks, "the weights download")  # removes the partial file
                     yield Cancelled(0, None)
                     return
                 if done - reported >= DOWNLOAD_REPORT_BYTES or done == total:
@@ -742,7 +820,7 @@ def _image_if_possible(record: Any) -> np.ndarray | None:
         return None
 
 
-def _describe(error: Exception) -> str:
+def _describe(error: BaseException) -> str:
     from ..errors import StyleTransferError
 
     if isinstance(error, StyleTransferError):
