@@ -63,7 +63,7 @@ def test_every_option_has_help_and_a_default():
         ("style_layer_weights", (1.0, 1.0), "style_layer_weights needs one weight per style layer"),
         ("average", 1.5, "average must be at most 1"),
         ("keep_grey", "no", "keep_grey must be True or False"),
-        ("channels_last", "yes", "channels_last must be True or False"),
+        ("channels_last", "yes", "channels_last must be True, False or 'auto'"),
         ("cudnn_benchmark", 1, "cudnn_benchmark must be True or False"),
         ("frames", "movie", "frames must be one of independent, time"),
         ("temporal_weight", -1.0, "temporal_weight must be 0 or more"),

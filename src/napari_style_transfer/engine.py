@@ -28,6 +28,7 @@ from .losses import total_variation as total_variation  # noqa: E402
 from .memory import available_ram_bytes  # noqa: E402
 from .objective import StyleObjective as StyleObjective  # noqa: E402  (api and scripts import it from here)
 from .options import StyleOptions  # noqa: E402
+from .speed_probe import choose_channels_last  # noqa: E402
 
 T = TypeVar("T")
 
@@ -238,6 +239,24 @@ def precision_used(precision: str, device: torch.device) -> str:
     if compute_dtype(precision, device) == torch.bfloat16:
         return "bf16"
     return "tf32" if precision == "tf32" and device.type == "cuda" else "fp32"
+
+
+def channels_last_used(option: bool | str, device: torch.device, dtype: torch.dtype = torch.float32) -> bool:
+    """Whether a run with ``channels_last=option`` computes its ``dtype`` convolutions (see
+    :func:`compute_dtype`) in the channels-last layout on ``device``: an explicit True or
+    False as given; ``auto`` as the machine's probe found faster (:func:`~napari_style_transfer.speed_probe.choose_channels_last`, measured once per
+    machine, torch version and device, then read from the cache). What ``auto`` became, for a
+    run's record."""
+    if isinstance(option, str) and option == "auto":
+        return choose_channels_last(device, dtype)
+    return bool(option)
+
+
+def memory_format(
+    option: bool | str, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.memory_format:
+    """The layout of the network's weights and the images it sees (see :func:`channels_last_used`)."""
+    return torch.channels_last if channels_last_used(option, device, dtype) else torch.contiguous_format
 
 
 @functools.cache

@@ -47,6 +47,9 @@ STYLE_LOSSES = ("gram", "mean_cov", "sliced")
 #: matched to the content's histogram before it (Gatys et al., "Preserving color", 2016).
 COLOUR_MODES = ("luminance", "histogram")
 
+#: channels_last's words (the command line passes text): "auto" asks the machine's probe.
+_LAYOUTS: dict[str, bool | str] = {"auto": "auto", "on": True, "true": True, "off": False, "false": False}
+
 #: Default temporal_weight: measured with benchmarks/stacks.py (docs/benchmarks.md, "Stacks").
 TEMPORAL_WEIGHT = 1e3
 
@@ -315,9 +318,11 @@ class StyleOptions:
         choices=PRECISIONS,
         label="precision",
     )
-    channels_last: bool = _option(
-        True,
-        "channels-last memory layout for the convolutions (faster on GPUs and most CPUs)",
+    channels_last: bool | str = _option(
+        "auto",
+        "channels-last memory layout for the convolutions: auto (whichever a short probe at first "
+        "use finds faster on this machine and device, remembered in the user's cache), True or False",
+        presets=("auto", True, False),
         label="channels last",
     )
     cudnn_benchmark: bool = _option(
@@ -404,11 +409,12 @@ class StyleOptions:
         if seed is not None and not -(2**63) <= seed < 2**64:  # what torch's generators take
             errors.append(f"seed must be between -2**63 and 2**64 - 1, got {_shown(seed)}")
         modes["seed"] = seed
-        for name in ("keep_grey", "channels_last", "cudnn_benchmark"):
+        for name in ("keep_grey", "cudnn_benchmark"):
             value = getattr(self, name)
             if not _is_bool(value):
                 errors.append(f"{name} must be True or False, got {value!r}")
             modes[name] = bool(value) if _is_bool(value) else value
+        modes["channels_last"] = _as_layout(self.channels_last, errors)
         return modes
 
     def _check_choices(self, errors: list[str]) -> None:
@@ -664,6 +670,18 @@ def _as_numbers(
     checked = [_as_float(item, name, errors, largest, above_zero) for item in value]
     good = [number for number in checked if number is not None]
     return tuple(good) if len(good) == len(checked) else None
+
+
+def _as_layout(value: Any, errors: list[str]) -> bool | str | None:
+    """channels_last: True, False or "auto" (words on the command line: auto, on, off)."""
+    if _is_bool(value):
+        return bool(value)
+    layout = _LAYOUTS.get(value.lower()) if isinstance(value, str) else None
+    if layout is None:
+        errors.append(
+            f"channels_last must be True, False or 'auto' (on the command line auto, on or off), got {value!r}"
+        )
+    return layout
 
 
 def _as_colours(value: Any, errors: list[str]) -> bool | str:
