@@ -644,6 +644,12 @@ def build_batch_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up reaching --scheduler after this long (default: 10)",
     )
+    cluster.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="serve dask's dashboard for a cluster started here, on this machine only (127.0.0.1:8787, "
+        "or a free port), and print its address with the progress; off by default",
+    )
     cluster.add_argument("--force", action="store_true", help="redo items whose result is already there")
     return parser
 
@@ -688,7 +694,10 @@ def _main_batch(argv: Sequence[str]) -> int:
     else:
         from .distributed import cluster_client
 
-        where = cluster_client(args.workers, args.scheduler, connect_timeout=args.connect_timeout)
+        dashboard = "127.0.0.1:8787" if args.dashboard else None
+        where = cluster_client(
+            args.workers, args.scheduler, connect_timeout=args.connect_timeout, dashboard_address=dashboard
+        )
     with where as client:
         records = stylize_batch(
             args.inputs,
