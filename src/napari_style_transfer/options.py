@@ -458,6 +458,7 @@ class StyleOptions:
 
     @property
     def resolved_learning_rate(self) -> float:
+        """``learning_rate``, or the optimiser's default where it is None."""
         if self.learning_rate is not None:
             return float(self.learning_rate)
         return DEFAULT_LEARNING_RATE[self.optimizer]
@@ -527,6 +528,7 @@ def schedule_sizes(schedule: str, size: int) -> tuple[int, ...]:
 
 
 def option_names() -> tuple[str, ...]:
+    """The names of every option, in the order StyleOptions declares them."""
     return tuple(f.name for f in dataclasses.fields(StyleOptions))
 
 
@@ -536,10 +538,12 @@ def default(name: str) -> Any:
 
 
 def help_text(name: str) -> str:
+    """Option ``name``'s help, in the API's words (the CLI's --help and the docs show it)."""
     return _field_metadata(name)["help"]
 
 
 def choices(name: str) -> tuple[str, ...] | None:
+    """The values option ``name`` takes, for an option with a fixed set; else None."""
     return _field_metadata(name).get("choices")
 
 
