@@ -302,6 +302,16 @@ class StyleOptions:
         user_help="add the image as a new layer every this many steps, to watch the run (single images "
         "only; off: only the result)",
     )
+    tile_size: int = _option(
+        0,
+        "size='full': the side in pixels of the tiles the full-resolution result is computed in, a "
+        "multiple of the deepest layer's stride (16 for conv5_1); the composition is set at this size; "
+        "0 = auto (the largest that the free memory holds, at most 512 on the CPU)",
+        minimum=0,
+        maximum=MAX_SIZE,
+        label="tile size",
+        zero="auto",
+    )
     schedule: str = _option(
         "auto",
         "coarse-to-fine sizes, e.g. 128,256,512 (the last is the working size): the first steps run "
@@ -401,6 +411,12 @@ class StyleOptions:
             check(_is_bool(value), f"{name} must be True or False, got {value!r}")
             switches[name] = bool(value) if _is_bool(value) else value
         schedule = _as_schedule(self.schedule, size, errors)
+        tile_size = _as_int(self.tile_size, "tile_size", errors)
+        if tile_size is not None:
+            check(
+                0 <= tile_size <= MAX_SIZE,
+                f"tile_size must be 0 (auto) to {MAX_SIZE} px, got {_shown(tile_size)}",
+            )
 
         for name in ("optimizer", "init", "pooling", "precision", "frames"):
             value = getattr(self, name)
@@ -461,6 +477,7 @@ class StyleOptions:
             weights=str(self.weights),
             device=str(self.device),
             schedule=schedule,
+            tile_size=tile_size,
             **switches,
         )
 
