@@ -142,7 +142,8 @@ def _run_full(fp: FullPlan, store: ResultStore) -> Iterator[StepRecord]:
         number = int(compose)
         for planner, target in zip(planners, targets[1:], strict=True):
             optimiser = Optimiser(planner.plan, model, read_styles(planner.plan), progress)
-            for job in planner.jobs(number):
+            for job in planner.tile_jobs(number):
+                assert job.tile is not None
                 yield from optimiser.run_jobs([job], planner, planner, TileCell(target, job.tile), 1)
                 number += 1
 
@@ -188,7 +189,10 @@ class TileLevel:
         self.grid = tiles.tile_grid(level.shape, fp.tile_size, fp.margin)
         self.plan = _level_plan(fp.composition, level.shape)
 
-    def jobs(self, first: int = 0) -> list[TileJob]:
+    def jobs(self) -> list[Job]:
+        return list(self.tile_jobs())
+
+    def tile_jobs(self, first: int = 0) -> list[TileJob]:
         steps = self.full.composition.options.steps
         style_shapes = self.plan.style_shapes
         return [
@@ -215,6 +219,10 @@ class TileLevel:
         values = self.plan.content._map(raw)
         rgb = np.repeat(values[..., None], 3, axis=-1) if self.plan.content.grey else values
         return to_tensor(rgb, self.plan.device)
+
+    def reader(self) -> TileLevel:
+        """Itself: a tile's window is read when its turn comes."""
+        return self
 
     def close(self) -> None:
         """Nothing is read ahead."""
