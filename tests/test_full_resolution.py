@@ -65,7 +65,7 @@ def test_a_rerun_with_the_same_settings_skips_finished_tiles(tmp_path, slide, st
     np.testing.assert_array_equal(np.asarray(zarr.open_group(out)["0"][...]), first)
 
 
-def test_a_rerun_after_a_stop_runs_only_the_unfinished_tiles(tmp_path, slide, style):
+def test_a_rerun_after_a_stop_runs_only_the_unfinished_tiles_and_ends_as_one_run(tmp_path, slide, style):
     out = str(tmp_path / "r.ome.zarr")
     fp = tiled.plan_full(slide, style, size="full", tile_size=32, **FAST)
     run = tiled.run_full(fp, tiled.open_store(fp, out))
@@ -80,6 +80,9 @@ def test_a_rerun_after_a_stop_runs_only_the_unfinished_tiles(tmp_path, slide, st
     records = [r for r in tiled.run_full(fp, store) if isinstance(r, StepRecord)]
     assert len(records) == 3 * (9 - done)
     assert store.finished().all()
+    whole = str(tmp_path / "whole.ome.zarr")
+    uninterrupted = api.stylize(slide, style, size="full", tile_size=32, out=whole, **FAST)
+    np.testing.assert_allclose(np.asarray(store.levels[0][...]), np.asarray(uninterrupted[...]), atol=1e-6)
 
 
 def test_other_settings_on_an_existing_store_are_refused_with_the_fix(tmp_path, slide, style):
