@@ -100,3 +100,21 @@ def test_a_tile_size_off_the_layers_stride_is_refused_naming_its_neighbours(slid
 def test_out_without_size_full_is_refused(tmp_path, content, style):
     with pytest.raises(StyleTransferError, match="size='full'"):
         api.stylize(content, style, out=str(tmp_path / "r.zarr"), **FAST)
+
+
+def test_every_tile_starts_from_the_coarser_level_enlarged_over_its_window(rng, slide, style):
+    import torch
+
+    from napari_style_transfer.engine import resize
+    from napari_style_transfer.pipeline.zarr_sink import WholeImage
+
+    fp = tiled.plan_full(slide, style, size="full", tile_size=32, **FAST)
+    targets = tiled._targets(fp, tiled.open_store(fp, zarr.storage.MemoryStore()))
+    coarse = rng.random((*fp.levels[0].shape, 3)).astype(np.float32)
+    WholeImage(targets[0]).take((), coarse)
+    level = tiled.TileLevel(fp, fp.levels[1], targets[0], targets[1])
+    whole = resize(torch.from_numpy(coarse).permute(2, 0, 1)[None], *fp.levels[1].shape)
+    assert len(level.grid) == 4
+    for tile in level.grid:
+        start = level.carry(tiled.TileJob(0, (), (), tile=tile), None).start
+        np.testing.assert_allclose(start, whole[(..., *tile.window.slices)].clamp(0, 1), atol=1e-6)
