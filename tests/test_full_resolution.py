@@ -118,3 +118,24 @@ def test_every_tile_starts_from_the_coarser_level_enlarged_over_its_window(rng, 
     for tile in level.grid:
         start = level.carry(tiled.TileJob(0, (), (), tile=tile), None).start
         np.testing.assert_allclose(start, whole[(..., *tile.window.slices)].clamp(0, 1), atol=1e-6)
+
+
+def test_the_default_tile_size_is_what_free_memory_holds_at_most_512_on_the_cpu(slide, style):
+    from napari_style_transfer import tiles
+    from napari_style_transfer.engine import LBFGS_HISTORY, free_memory_bytes, resolve_device
+
+    fp = tiled.plan_full(slide, style, size="full", **(FAST | {"device": "cpu"}))
+    layers = ("conv2_2", "conv1_1", "conv2_1")
+    largest = tiles.largest_tile_size(
+        free_memory_bytes(resolve_device("cpu")), layers, "lbfgs", LBFGS_HISTORY
+    )
+    assert fp.tile_size == min(largest, tiled.CPU_TILE_LIMIT)
+    assert fp.composition.options.tile_size == fp.tile_size  # stored as it was resolved
+
+
+def test_without_out_the_result_is_a_numpy_array_of_the_contents_size(rng, style):
+    grey = rng.random((64, 48)).astype(np.float32)
+    result = api.stylize(grey, style, size="full", tile_size=32, **(FAST | {"keep_grey": False}))
+    assert isinstance(result, np.ndarray)
+    assert result.shape == (64, 48, 3)
+    assert not np.isnan(result).any()
