@@ -477,7 +477,7 @@ class StyleOptions:
             weights=str(self.weights),
             device=str(self.device),
             schedule=schedule,
-            tile_size=tile_size,
+            tile_size=self.tile_size if tile_size is None else tile_size,
             **switches,
         )
 
