@@ -55,6 +55,7 @@ def modes(weights: str) -> dict[str, Callable[[], np.ndarray]]:
     """Mode name -> a function that runs it and returns the result."""
     from napari_style_transfer import stylize
 
+    # channels_last pinned: "auto" asks the machine's probe, whose choice changes the rounding
     base = {
         "weights": weights,
         "steps": STEPS,
@@ -62,6 +63,7 @@ def modes(weights: str) -> dict[str, Callable[[], np.ndarray]]:
         "seed": 0,
         "precision": "fp32",
         "snapshot_every": 0,
+        "channels_last": True,
     }
 
     def run(content, style, **options):

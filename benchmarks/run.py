@@ -36,7 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 STYLE_LAYERS = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
 CONTENT_LAYERS = ["conv4_2"]
-PARTS = ("speed", "curves", "first", "cancel")
+PARTS = ("speed", "curves", "first", "cancel", "memory")
+#: Stages of a run whose peak resident memory the memory part reports, in order.
+MEMORY_STAGES = ("imports", "weights load", "model build", "style targets", "first step", "steady steps")
 #: Our runs in the time-to-quality comparison stop at this share of the reference's time.
 CURVE_BUDGET = 0.6
 
@@ -48,8 +50,13 @@ CONFIGS = {
         {},
     ),
     "ours": (
-        "this engine, defaults: forward hooks, box L-BFGS, channels-last, precision fp32",
+        "this engine, defaults: forward hooks, box L-BFGS, channels_last=auto (the layout the "
+        "machine's probe found faster), precision fp32",
         {"precision": "fp32"},
+    ),
+    "ours-channels-last": (
+        "this engine in fp32 with channels_last=True",
+        {"precision": "fp32", "channels_last": True},
     ),
     "ours-contiguous": (
         "this engine in fp32 with channels_last=False",
@@ -91,19 +98,11 @@ def _status(key: str) -> int:
     raise KeyError(key)
 
 
-def measure_steps(name: str, size: int, steps: int, weights: str) -> dict:
-    """Seconds per step, evaluations and peak memory of one implementation at one size."""
-    import torch
-
+def one_size_options(size: int, steps: int, weights: str, **overrides):
+    """Validated options of a benchmark run at one size (no coarse levels, no snapshots)."""
     from napari_style_transfer import StyleOptions
-    from napari_style_transfer.engine import StyleObjective, compute_dtype, evaluate, optimize
-    from napari_style_transfer.vgg import VGGFeatures
-    from napari_style_transfer.weights import load_vgg19_features
 
-    content, style = _images(size)
-    features = load_vgg19_features(weights, progress=False).features
-    overrides = CONFIGS[name][1]
-    options = StyleOptions(
+    return StyleOptions(
         steps=steps,
         size=size,
         weights=weights,
@@ -113,6 +112,26 @@ def measure_steps(name: str, size: int, steps: int, weights: str) -> dict:
         style_layers=tuple(STYLE_LAYERS),
         **overrides,
     ).validated()
+
+
+def measure_steps(name: str, size: int, steps: int, weights: str) -> dict:
+    """Seconds per step, evaluations and peak memory of one implementation at one size."""
+    import torch
+
+    from napari_style_transfer.engine import (
+        StyleObjective,
+        channels_last_used,
+        compute_dtype,
+        evaluate,
+        optimize,
+    )
+    from napari_style_transfer.vgg import VGGFeatures
+    from napari_style_transfer.weights import load_vgg19_features
+
+    content, style = _images(size)
+    features = load_vgg19_features(weights, progress=False).features
+    overrides = CONFIGS[name][1]
+    options = one_size_options(size, steps, weights, **overrides)
     baseline = _peak_reset()
     times: list[float] = []
     if name == "reference":
@@ -133,11 +152,11 @@ def measure_steps(name: str, size: int, steps: int, weights: str) -> dict:
         times = [t for _, _, t in history]
         evaluations = len(history)
     else:
-        memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
+        dtype = compute_dtype(options.precision, content.device)
+        channels_last = channels_last_used(options.channels_last, content.device, dtype)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
         extractor = VGGFeatures(features, options.layers).to(memory_format=memory_format)
-        objective = StyleObjective(
-            extractor, content, style, options, compute_dtype(options.precision, content.device)
-        )
+        objective = StyleObjective(extractor, content, style, options, dtype)
         calls = count_evaluations(objective)
         started = time.perf_counter()
         for _, _, image in optimize(objective, content, options):  # noqa: B007 (the last image is kept)
@@ -156,6 +175,7 @@ def measure_steps(name: str, size: int, steps: int, weights: str) -> dict:
         "peak_mb": peak / 2**20,
         "optimisation_mb": (peak - baseline) / 2**20,
         "final_loss": evaluate(judge, final).total,
+        "channels_last": name != "reference" and channels_last,
     }
 
 
@@ -227,6 +247,52 @@ def _reference_curve(size: int, steps: int, weights: str) -> list[tuple[float, f
         style_weight=1e6,
     )
     return [(t, loss) for _, loss, t in history]
+
+
+def measure_memory(
+    size: int, steps: int, weights: str, precision: str = "auto", channels_last: bool | str = "auto"
+) -> dict:
+    """Peak resident memory (MB, the kernel's high-water mark) of a run at ``size`` px, square,
+    one size (no coarse levels: the default schedule's peak is its last level), read after each
+    of :data:`MEMORY_STAGES` in this fresh process; and the resident memory then."""
+    import torch
+
+    from napari_style_transfer.engine import StyleObjective, compute_dtype, memory_format, optimize
+    from napari_style_transfer.vgg import VGGFeatures
+    from napari_style_transfer.weights import load_vgg19_features
+
+    stages = {"imports": _memory_now()}
+    content, style = _images(size)
+    options = one_size_options(size, steps, weights, precision=precision, channels_last=channels_last)
+    dtype = compute_dtype(options.precision, content.device)
+    layout = memory_format(options.channels_last, content.device, dtype)  # the probe, before the peaks count
+    features = load_vgg19_features(weights, progress=False).features
+    stages["weights load"] = _memory_now()
+    extractor = VGGFeatures(features, options.layers, options.pooling).to(memory_format=layout)
+    stages["model build"] = _memory_now()
+    objective = StyleObjective(extractor, content, style, options, dtype)
+    stages["style targets"] = _memory_now()
+    run = optimize(objective, content, options)
+    next(run)
+    stages["first step"] = _memory_now()
+    for _ in run:
+        pass
+    stages["steady steps"] = _memory_now()
+    return {
+        "size": size,
+        "steps": steps,
+        "precision": str(dtype).removeprefix("torch."),
+        "channels_last": layout == torch.channels_last,
+        "stages": stages,
+    }
+
+
+def _memory_now() -> dict[str, float]:
+    """The peak and the resident memory now, and how much of it is the process's own
+    (anonymous) and how much mapped files (shared libraries: torch's CUDA build maps about
+    0.4 GB of them even on the CPU, shared with every other process that loads them)."""
+    keys = {"peak_mb": "VmHWM", "resident_mb": "VmRSS", "anonymous_mb": "RssAnon", "files_mb": "RssFile"}
+    return {name: _status(key) / 2**20 for name, key in keys.items()}
 
 
 def measure_first_step(size: int, torch_home: str, started: float) -> dict:
@@ -348,16 +414,26 @@ def _median_of(runs: list[dict], key: str) -> float:
     return statistics.median(run[key] for run in runs)
 
 
+#: CPU classes by the best instruction set oneDNN's convolutions use, best first: the speed
+#: figures of one class say little about another (issue 37: channels-last helps on one, hurts on the other).
+CPU_CLASSES = (("amx_tile", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+
+
+def cpu_class(flags: list[str]) -> str:
+    """The CPU's class (:data:`CPU_CLASSES`) from its /proc/cpuinfo flags."""
+    return next((name for flag, name in CPU_CLASSES if flag in flags), "no AVX2")
+
+
 def machine(threads: int) -> dict:
     import torch
 
-    cpu = platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+    from napari_style_transfer.speed_probe import cpu_description
+
+    cpu = cpu_description()
     return {
-        "cpu": cpu,
+        "cpu": cpu["model"],
+        "cpu_flags": cpu["flags"],
+        "cpu_class": cpu_class(cpu["flags"]),
         "cores": os.cpu_count(),
         "threads": threads,
         "torch": torch.__version__,
@@ -390,6 +466,8 @@ def main() -> None:
         "--quality-steps", type=int, default=100, help="reference steps that set the target loss"
     )
     parser.add_argument("--weights", default="random")
+    parser.add_argument("--memory-size", type=int, default=512, help="size of the memory part's run")
+    parser.add_argument("--memory-steps", type=int, default=10, help="steps of the memory part's run")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--images", type=Path, default=ROOT / "docs" / "images")
     parser.add_argument(
@@ -416,12 +494,14 @@ def main() -> None:
             "first_step": measure_first_step,
             "matmul": measure_matmul,
             "cancel": measure_cancel,
+            "memory": measure_memory,
         }[args.child]
         print(json.dumps(function(**kwargs)))
         return
 
     if args.quick:
         args.sizes, args.steps, args.repeats, args.quality_size, args.quality_steps = [64], 6, 1, 64, 10
+        args.memory_size, args.memory_steps = 64, 3
     saved = json.loads(args.json.read_text()) if args.json.is_file() and set(args.parts) != set(PARTS) else {}
     threads = os.cpu_count() or 1
     results = {"loads": [os.getloadavg()[0]], "info": machine(threads)}
@@ -486,12 +566,46 @@ def main() -> None:
             _child("cancel", size=size, trials=3 if args.quick else 5, weights=args.weights)
             for size in args.sizes
         ]
+    if "memory" in args.parts:
+        # memory is not distorted by a busy machine, unlike the timings
+        results["memory"] = _child(
+            "memory", size=args.memory_size, steps=args.memory_steps, weights=args.weights
+        )
+        print(f"memory: {results['memory']['stages']}", flush=True)
     results["loads"].append(os.getloadavg()[0])
     results = {**saved, **results, "parts": args.parts}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1))
     write_report(args, results)
     print(f"wrote {args.output}")
+
+
+def memory_lines(memory: dict | None, cpu: str) -> list[str]:
+    """The memory part's table: the peak after each stage, what the stage added to it, and the
+    resident memory then."""
+    if not memory:
+        return []
+    lines = [
+        "",
+        f"## Peak memory by stage at {memory['size']} px",
+        "",
+        f"One fresh process, {memory['steps']} steps at one size ({memory['precision']}, "
+        f"channels_last {memory['channels_last']}): the kernel's resident-memory high-water mark "
+        "(VmHWM) after each stage. A busy machine does not change these numbers. L-BFGS keeps up to "
+        "30 curvature pairs, so the steady peak still grows by two images a step until 30 steps.",
+        "",
+        "| CPU class | stage | peak MB | added to the peak MB | resident after MB |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    before = 0.0
+    for stage in MEMORY_STAGES:
+        numbers = memory["stages"][stage]
+        lines.append(
+            f"| {cpu} | {stage} | {numbers['peak_mb']:.0f} | {numbers['peak_mb'] - before:.0f} | "
+            f"{numbers['resident_mb']:.0f} |"
+        )
+        before = numbers["peak_mb"]
+    return lines
 
 
 def write_report(args, results: dict) -> None:
@@ -506,11 +620,13 @@ def write_report(args, results: dict) -> None:
     sizes = sorted({size for _, size in speed})
     first_steps, cancels = results["first_steps"], results["cancels"]
     busy = max(loads) > 0.5 * info["cores"] + 1
+    cpu = info.get("cpu_class", "not recorded")
     lines = [
         "# Benchmarks",
         "",
         f"Written by `python benchmarks/run.py{' --quick' if args.quick else ''}` on {info['date']}: "
-        f"{info['cpu']}, {info['cores']} cores, {info['threads']} torch threads, Python {info['python']}, "
+        f"{info['cpu']} (class {info.get('cpu_class', 'not recorded')}: "
+        f"{', '.join(info.get('cpu_flags', [])) or 'flags not recorded'}), {info['cores']} cores, {info['threads']} torch threads, Python {info['python']}, "
         f"torch {info['torch']}, weights `{args.weights}`. Load average {loads[0]:.2f} before, {loads[1]:.2f} after"
         + (" (**the machine was busy: these numbers are less reliable**)." if busy else "."),
         "",
@@ -532,19 +648,21 @@ def write_report(args, results: dict) -> None:
         "computes 3x3 convolutions with Winograd transforms, which need fewer multiplications than the "
         "direct count, so this rate can exceed the matrix multiply's.",
         "",
-        "| size | implementation | s/step | vs reference | evaluations/step | GFLOP/s | of matmul | peak memory MB | of which the optimisation | loss after the steps |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| CPU class | size | implementation | s/step | vs reference | evaluations/step | GFLOP/s | of matmul | peak memory MB | of which the optimisation | loss after the steps |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for size in sizes:
         reference = _median_of(speed["reference", size], "seconds_per_step")
         for name in CONFIGS:
+            if (name, size) not in speed:  # a configuration added since the speed part last ran
+                continue
             runs = speed[name, size]
             per_step = _median_of(runs, "seconds_per_step")
             evaluations_per_step = _median_of(runs, "evaluations") / _median_of(runs, "steps")
             rate = conv_gflops(size) * evaluations_per_step / per_step
             peak_matmul = matmul["bfloat16" if "bf16" in name else "float32"]
             lines.append(
-                f"| {size} | {name} | {per_step:.3f} | {per_step / reference:.2f} | "
+                f"| {cpu} | {size} | {name} | {per_step:.3f} | {per_step / reference:.2f} | "
                 f"{evaluations_per_step:.2f} | {rate:.0f} | {rate / peak_matmul:.0%} | "
                 f"{_median_of(runs, 'peak_mb'):.0f} | {_median_of(runs, 'optimisation_mb'):.0f} | "
                 f"{_median_of(runs, 'final_loss'):.4g} |"
@@ -613,6 +731,7 @@ def write_report(args, results: dict) -> None:
         "| --- | --- | --- | --- |",
     ]
     lines += [f"| {c['size']} | {c['median']:.3f} | {c['max']:.3f} | {c['step']:.3f} |" for c in cancels]
+    lines += memory_lines(results.get("memory"), cpu)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(lines) + "\n")
 
@@ -633,7 +752,7 @@ def write_report(args, results: dict) -> None:
     figure.tight_layout()
     figure.savefig(args.images / "bench_loss_time.png", dpi=110)
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for name in CONFIGS:
+    for name in (name for name in CONFIGS if all((name, s) in speed for s in sizes)):
         axes.plot(sizes, [_median_of(speed[name, s], "seconds_per_step") for s in sizes], "o-", label=name)
     axes.set(
         xlabel="working size (px, longest side)",

@@ -36,11 +36,39 @@ def test_the_benchmark_script_writes_its_report(tmp_path):
         "## Time to quality",
         "## Time from Run to the first step",
         "## Cancel latency",
+        "## Peak memory by stage at 64 px",
     ):
         assert heading in text
     assert "| 64 | reference |" in text and "| 64 | ours |" in text
     assert {p.name for p in images.iterdir()} == {"bench_loss_time.png", "bench_step_time.png"}
-    assert set(json.loads(raw.read_text())["speed"]) >= {"reference@64", "ours@64"}
+    results = json.loads(raw.read_text())
+    assert set(results["speed"]) >= {"reference@64", "ours@64", "ours-channels-last@64", "ours-contiguous@64"}
+    # the CPU's class and the fp32 matmul rate say which machines' figures these compare with
+    assert results["info"]["cpu_class"] in {"AMX", "AVX-512 BF16", "AVX-512", "AVX2", "no AVX2"}
+    assert f"| {results['info']['cpu_class']} | 64 | ours |" in text
+    assert results["matmul"]["float32"] > 0
+    stages = results["memory"]["stages"]
+    assert list(stages) == [
+        "imports",
+        "weights load",
+        "model build",
+        "style targets",
+        "first step",
+        "steady steps",
+    ]
+    peaks = [stage["peak_mb"] for stage in stages.values()]
+    assert peaks == sorted(peaks)  # a high-water mark only rises
+
+
+def test_the_cpu_class_is_the_best_instruction_set_the_flags_name():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from run import cpu_class
+
+    assert cpu_class(["avx2", "avx512f", "avx512_bf16", "amx_tile"]) == "AMX"
+    assert cpu_class(["avx2", "avx512f", "avx512_bf16"]) == "AVX-512 BF16"
+    assert cpu_class(["avx2", "avx512f"]) == "AVX-512"
+    assert cpu_class(["avx2"]) == "AVX2"
+    assert cpu_class([]) == "no AVX2"
 
 
 def test_the_gpu_benchmark_script_runs_end_to_end_on_the_cpu(tmp_path):

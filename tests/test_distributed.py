@@ -35,7 +35,7 @@ def weights_file(tmp_path_factory, untrained_vgg19_state):
 def client():
     from napari_style_transfer.distributed import cluster_client
 
-    with cluster_client(workers=2, dashboard_address=":0", torch_threads=1) as client:
+    with cluster_client(workers=2, torch_threads=1) as client:
         yield client
 
 
@@ -291,11 +291,53 @@ def test_the_dask_dashboard_address_is_printed_when_there_is_one(
     assert "dask dashboard: http://127.0.0.1:8787/status" in capsys.readouterr().err
 
 
-def test_no_dashboard_address_is_made_up_for_a_scheduler_without_one(two_workers):
+def listening(pids):
+    """(host, port) of every socket that the processes ``pids`` listen on."""
+    import psutil
+
+    return {
+        (sock.laddr.ip, sock.laddr.port)
+        for pid in pids
+        for sock in psutil.Process(pid).net_connections("tcp")
+        if sock.status == psutil.CONN_LISTEN
+    }
+
+
+def test_a_cluster_started_here_serves_no_dashboard_and_listens_on_this_machine_only(two_workers):
     from napari_style_transfer.distributed import dashboard
 
-    services = two_workers.scheduler_info().get("services", {})
-    assert (dashboard(two_workers) is None) == ("dashboard" not in services)
+    assert dashboard(two_workers) is None
+    info = two_workers.scheduler_info()
+    ports = {int(info["address"].rsplit(":", 1)[1]), *info["services"].values()}  # its info pages
+    for worker in info["workers"].values():
+        ports |= {int(worker["nanny"].rsplit(":", 1)[1])}
+    ours = {address for address in listening([os.getpid()]) if address[1] in ports}
+    workers = listening(two_workers.run(os.getpid).values())
+    assert len(ours) == len(ports) and workers
+    assert {host for host, _ in ours | workers} == {"127.0.0.1"}
+
+
+def test_the_dashboard_flag_serves_it_on_this_machine_only_and_prints_its_address(
+    tmp_path, image_files, weights_file, monkeypatch, capsys
+):
+    from napari_style_transfer import distributed as ours
+
+    content_path, style_path = image_files
+    bound = []
+
+    def dashboard_seen(client):
+        link = original(client)
+        port = int(link.split(":")[2].split("/")[0])
+        bound.extend(host for host, number in listening([os.getpid()]) if number == port)
+        return link
+
+    original = ours.dashboard
+    monkeypatch.setattr(ours, "dashboard", dashboard_seen)
+    argv = ["batch", "-o", str(tmp_path / "out"), "--style", str(style_path), str(content_path)]
+    run = ["--workers", "1", "--steps", "1", "--size", "32", "--weights", str(weights_file), "--dashboard"]
+    assert main([*argv, *run]) == 0
+    assert "dask dashboard: http://127.0.0.1:" in capsys.readouterr().err
+    assert bound == ["127.0.0.1"]
 
 
 def test_the_workers_of_one_machine_share_its_cpus_among_their_torch_threads(monkeypatch):
@@ -387,3 +429,96 @@ def test_a_frame_that_fails_partway_through_submission_cancels_the_frames_submit
         list(iter_frames(client, source, style, frames="independent", weights="random"))
     assert len(client.submitted) == 2  # the style and the first frame
     assert sorted(map(id, client.cancelled)) == sorted(map(id, client.submitted))
+
+
+#: A dask worker preload (``distributed.worker.preload``) that makes each worker misbehave by
+#: file name: ``raises*`` makes the reader raise an error foreign to this package, ``escapes*``
+#: raises one outside the item's run (so that dask itself records the task as failed),
+#: ``dies*`` ends the worker process at once, as a crash or the kernel's out-of-memory killer
+#: would. A preload runs again in each restarted worker, so a task that kills its worker kills
+#: the next one too.
+MISBEHAVING_READER = """
+import os
+from pathlib import Path
+
+from napari_style_transfer import batch, distributed
+
+_read = batch.read_image
+_run_task = distributed._run_task
+
+
+def _misbehaving_read(path, *args, **kwargs):
+    name = Path(path).name
+    if name.startswith("raises"):
+        raise ZeroDivisionError("a reader bug, not a StyleTransferError")
+    if name.startswith("dies"):
+        os._exit(3)
+    return _read(path, *args, **kwargs)
+
+
+def _escaping_run_task(item, *args):
+    if Path(item.input).name.startswith("escapes"):
+        raise ZeroDivisionError("a bug outside the item's run")
+    return _run_task(item, *args)
+
+
+def dask_setup(worker):
+    batch.read_image = _misbehaving_read
+    distributed._run_task = _escaping_run_task  # tasks name it: the worker looks it up here
+"""
+
+
+def test_a_task_that_raises_and_one_that_kills_its_worker_fail_alone(
+    tmp_path, image_files, weights_file, monkeypatch, capsys
+):
+    import dask
+
+    from napari_style_transfer import distributed as ours
+
+    content_path, style_path = image_files
+    # the next item after the one that kills its worker must not die with it
+    inputs = [tmp_path / f"{name}.png" for name in ("dies", "a", "raises", "escapes", "b")]
+    for path in inputs:
+        path.write_bytes(content_path.read_bytes())
+    preload = tmp_path / "misbehaving_reader.py"
+    preload.write_text(MISBEHAVING_READER)
+    monkeypatch.setattr(ours, "ALLOWED_FAILURES", 1)  # KilledWorker after the second death
+    argv = ["batch", "-o", str(tmp_path / "out"), "--style", str(style_path), *map(str, inputs)]
+    run = ["--workers", "1", "--steps", "2", "--size", "32", "--weights", str(weights_file), "-q"]
+    with dask.config.set({"distributed.worker.preload": [str(preload)]}):
+        assert main([*argv, *run]) == 1
+    assert "2 done, 0 skipped, 3 failed of 5 items" in capsys.readouterr().out
+    record = json.loads((tmp_path / "out" / "batch.json").read_text())["items"]
+    assert [item["status"] for item in record] == ["failed", "done", "failed", "failed", "done"]
+    assert "its worker died 2 times running it" in record[0]["message"]
+    assert "ZeroDivisionError: a reader bug, not a StyleTransferError" in record[2]["message"]
+    assert record[3]["message"] == "ZeroDivisionError: a bug outside the item's run"
+    assert sorted(path.name for path in (tmp_path / "out").glob("*.png")) == ["a__style.png", "b__style.png"]
+
+
+def test_on_a_cluster_started_here_a_task_that_kills_its_worker_takes_no_other_task_with_it(monkeypatch):
+    import time
+
+    from distributed import as_completed
+
+    from napari_style_transfer import distributed as ours
+
+    # functions defined here travel by value (this module cannot be imported on the workers)
+    def keep(value):
+        return value
+
+    def task(name, style):
+        if name == "dies":
+            os._exit(3)
+        time.sleep(0.3)  # an item takes a while: the next one waits for the worker meanwhile
+        return name
+
+    monkeypatch.setattr(ours, "ALLOWED_FAILURES", 1)
+    with ours.cluster_client(workers=1, torch_threads=1) as client:
+        style = client.submit(keep, 1, key="style-0-test")  # as run_batch's tasks, each needs its style
+        futures = {
+            client.submit(task, name, style, key=f"stylize-{number}-test"): name
+            for number, name in enumerate(("dies", "next", "last"))
+        }
+        ended = {futures[f]: f.status for f in as_completed(futures)}
+    assert ended == {"dies": "error", "next": "finished", "last": "finished"}

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from napari_style_transfer import StyleTransferError, stylize
 from napari_style_transfer._image import describe_image
 from napari_style_transfer.api import plan
-from napari_style_transfer.options import MAX_SIZE, StyleOptions
+from napari_style_transfer.options import MAX_SIZE, StyleOptions, option_names
 
 RANDOM = {"weights": "random"}
 
@@ -174,3 +174,113 @@ def test_values_near_the_float64_limits_survive_shrinking_a_large_image():
     assert frame.shape == (40, 40)
     assert np.isfinite(values).all() and values.min() == 0.0 and values.max() == 1.0
     assert not math.isnan(float(values[10, 10]))
+
+
+# --- any value for any option ------------------------------------------------------------
+
+
+class Unequal:
+    """A value whose comparisons fail, as a careless caller's own object's might."""
+
+    def __eq__(self, other):
+        raise RuntimeError("cannot compare")
+
+    __hash__ = object.__hash__
+
+
+ODD_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            b"conv1_1",
+            1j,
+            10**400,
+            "",
+            ",",
+            "1,,2",
+            "nan",
+            "luminance",
+            "conv4_2",
+            "relu1_1,pool5",
+            "128,256",
+            np.float32(np.nan),
+            np.int8(-3),
+            np.uint64(2**64 - 1),
+            np.bool_(True),
+            np.str_("conv1_1"),
+            np.array(2.0),
+            np.array(0.0),
+            np.array("conv1_1"),
+            np.array(True),
+            np.array([0.5, 1.0]),
+            np.array([["conv1_1"]]),
+            np.array([], dtype=np.float64),
+            np.array([1.0, np.nan]),
+            Unequal(),
+            object(),
+            float,
+        ]
+    ),
+)
+ODD_VALUES = st.one_of(
+    ODD_SCALARS,
+    st.lists(ODD_SCALARS, max_size=6),
+    st.lists(ODD_SCALARS, max_size=4).map(tuple),
+    st.lists(st.lists(st.floats(0, 2), max_size=3), max_size=3),
+    st.dictionaries(st.text(max_size=3), ODD_SCALARS, max_size=2),
+    st.frozensets(st.integers(0, 3), max_size=3),
+)
+
+
+@settings(max_examples=600, deadline=None, derandomize=True, database=None)
+@given(options=st.dictionaries(st.sampled_from(option_names()), ODD_VALUES, max_size=3))
+def test_any_value_for_any_option_validates_or_gives_the_projects_error(options):
+    try:
+        checked = StyleOptions(**options).validated()
+    except StyleTransferError as error:
+        assert str(error)
+    else:
+        assert checked.validated() == checked  # what validation returns is itself valid
+
+
+# --- plans that would fail late or run slow for nothing ----------------------------------
+
+
+def test_ragged_style_regions_are_refused_with_the_projects_error(content, style):
+    with pytest.raises(StyleTransferError, match="style_regions cannot be read as a label image"):
+        plan(content, style, **RANDOM, size=32, style_regions=[[1, 0, 1], [1]])
+
+
+def test_a_style_enlarged_with_a_tiny_content_is_warned_about_with_the_fix(style):
+    with pytest.warns(UserWarning, match="the style is enlarged 32-fold, to 1152x1152 px") as caught:
+        plan(np.array([[[0, 128, 255]]], np.uint8), style, **RANDOM, size=32)  # one RGB pixel
+    assert "use a size near the content's own (16 px) or style_scale 0.0312" in str(caught[0].message)
+
+
+def test_a_style_shrunk_to_the_working_size_is_not_warned_about(content, style):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plan(content, style, **RANDOM, size=32)
+        plan(content, style, **RANDOM, size=32, style_scale=50.0)  # enlarged as asked, not by the content
+
+
+def test_a_run_whose_first_steps_lower_nothing_is_warned_about_with_the_fix(content, style):
+    # init=content starts at the content term's minimum; this much content weight leaves no
+    # step of the line search that lowers the loss (measured with the untrained weights)
+    with pytest.warns(UserWarning, match="no L-BFGS step lowers the loss from the start image") as caught:
+        stylize(content, style, **RANDOM, size=32, steps=4, content_weight=1e30)
+    assert "raise style_weight or lower content_weight" in str(caught[0].message)
+
+
+def test_an_ordinary_run_is_not_warned_about_stalling(content, style):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stylize(content, style, **RANDOM, size=32, steps=4)

@@ -63,13 +63,13 @@ def test_every_option_has_help_and_a_default():
         ("style_layer_weights", (1.0, 1.0), "style_layer_weights needs one weight per style layer"),
         ("average", 1.5, "average must be at most 1"),
         ("keep_grey", "no", "keep_grey must be True or False"),
-        ("channels_last", "yes", "channels_last must be True or False"),
+        ("channels_last", "yes", "channels_last must be True, False or 'auto'"),
         ("cudnn_benchmark", 1, "cudnn_benchmark must be True or False"),
         ("frames", "movie", "frames must be one of independent, time"),
         ("temporal_weight", -1.0, "temporal_weight must be 0 or more"),
         ("time_steps", -2, "time_steps must be 0 (auto) or more"),
         ("batch_frames", -1, "batch_frames must be 0 (auto) or more"),
-        ("tile_size", -16, "tile_size must be 0 (auto) to"),
+        ("tile_size", -16, "tile_size must be 0 (auto) or more"),
     ],
 )
 def test_bad_value_is_rejected_with_a_message(name, value, message):
@@ -154,3 +154,42 @@ def test_numpy_scalars_are_accepted_as_numbers():
 def test_a_huge_seed_is_refused_with_a_message_not_an_overflow():
     with pytest.raises(StyleTransferError, match="seed must be between"):
         StyleOptions.from_kwargs({"seed": 10**400})
+
+
+def test_a_zero_dimensional_array_counts_as_the_number_it_holds():
+    import numpy as np
+
+    options = StyleOptions.from_kwargs(
+        {
+            "style_scale": np.array(2.0),
+            "style_blend": np.array(1.0),
+            "style_layer_weights": np.array(0.5),
+            "style_layers": "conv1_1",
+            "steps": np.array(3),
+        }
+    )
+    assert (options.style_scale, options.style_blend, options.style_layer_weights) == (2.0, (1.0,), (0.5,))
+    assert options.steps == 3 and type(options.steps) is int
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("content_colours", "array", "content_colours must be False, luminance (or True) or histogram"),
+        ("style_layers", "array in a list", "style_layers has unknown layer array"),
+        ("content_layers", "array", "content_layers has unknown layer array"),
+        ("style_scale", "empty list", "style_scale needs at least one number"),
+        ("style_blend", "2-d array", "style_blend must be a finite number, got array"),
+    ],
+)
+def test_an_array_where_a_value_belongs_is_refused_with_a_message(name, value, message):
+    import numpy as np
+
+    values = {
+        "array": np.array([0.5, 1.0]) if name == "content_colours" else np.array([["conv1_1"]]),
+        "array in a list": [np.array(["conv1_1", "conv2_1"])],
+        "empty list": [],
+        "2-d array": np.ones((2, 2)),
+    }
+    with pytest.raises(StyleTransferError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        StyleOptions.from_kwargs({name: values[value]})

@@ -5,6 +5,8 @@ No test here asserts a time: speed is measured by benchmarks/run.py and benchmar
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -193,3 +195,145 @@ def test_step_counts_add_up_for_every_schedule():
             assert sum(level.steps for level in levels) == steps
             assert all(level.steps >= 1 for level in levels)
             assert max(levels[-1].content_shape) == 512
+
+
+# --- channels_last="auto": the layout this machine runs faster, measured once -------------------
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def speed_cache(tmp_path, monkeypatch):
+    """An empty user cache, where the probe's choices go."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    return tmp_path / "napari-style-transfer" / "speed_choices.json"
+
+
+def _probe(seconds, calls):
+    def probe(device, dtype):
+        calls.append((device, dtype))
+        return seconds
+
+    return probe
+
+
+@pytest.mark.parametrize(
+    ("seconds", "chosen"), [({True: 0.8, False: 1.0}, True), ({True: 1.2, False: 1.0}, False)]
+)
+def test_auto_layout_is_the_one_the_probe_timed_faster(speed_cache, seconds, chosen):
+    from napari_style_transfer.speed_probe import choose_channels_last
+
+    assert choose_channels_last(CPU, probe=_probe(seconds, [])) is chosen
+
+
+def test_a_cached_choice_is_reused_without_probing_again(speed_cache):
+    from napari_style_transfer.speed_probe import choose_channels_last
+
+    calls = []
+    assert choose_channels_last(CPU, probe=_probe({True: 0.5, False: 1.0}, calls)) is True
+    assert choose_channels_last(CPU, probe=_probe({True: 9.0, False: 1.0}, calls)) is True
+    assert len(calls) == 1
+    assert list(json.loads(speed_cache.read_text()).values())[0]["channels_last"] is True
+
+
+def test_the_cache_holds_one_choice_per_machine_torch_device_and_dtype(speed_cache, monkeypatch):
+    from napari_style_transfer import speed_probe
+
+    calls = []
+    speed_probe.choose_channels_last(CPU, probe=_probe({True: 0.5, False: 1.0}, calls))
+    monkeypatch.setattr(speed_probe, "cpu_description", lambda: {"model": "Other CPU", "flags": ["avx2"]})
+    assert speed_probe.choose_channels_last(CPU, probe=_probe({True: 2.0, False: 1.0}, calls)) is False
+    assert (
+        speed_probe.choose_channels_last(CPU, torch.bfloat16, _probe({True: 2.0, False: 1.0}, calls)) is False
+    )
+    assert [dtype for _, dtype in calls] == [torch.float32, torch.float32, torch.bfloat16]
+    assert len(json.loads(speed_cache.read_text())) == 3
+
+
+def test_an_explicit_layout_wins_without_probing(speed_cache, monkeypatch):
+    from napari_style_transfer import speed_probe
+
+    def no_probe(device, dtype):
+        raise AssertionError("an explicit channels_last must not probe")
+
+    monkeypatch.setattr(speed_probe, "choose_channels_last", no_probe)
+    assert speed_probe.channels_last_used(True, CPU) is True
+    assert speed_probe.channels_last_used(False, CPU) is False
+    assert speed_probe.memory_format(False, CPU) == torch.contiguous_format
+    assert not speed_cache.exists()
+
+
+@pytest.mark.parametrize(
+    ("probe_prefers", "option", "recorded"),
+    [(False, "auto", False), (True, "auto", True), (True, False, False)],
+)
+def test_a_results_metadata_records_the_layout_the_run_used(
+    speed_cache, monkeypatch, probe_prefers, option, recorded
+):
+    from napari_style_transfer import speed_probe
+    from napari_style_transfer.api import StyleResult, iter_stylize
+
+    faster = {probe_prefers: 0.5, not probe_prefers: 1.0}
+    monkeypatch.setattr(speed_probe, "time_layouts", lambda device, dtype: faster)
+    content = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    run = iter_stylize(content, content, size=32, steps=1, weights="random", channels_last=option)
+    result = [item for item in run if isinstance(item, StyleResult)][0]
+    assert result.metadata()["channels_last"] is recorded
+
+
+def test_auto_in_the_engine_follows_the_probe(speed_cache, monkeypatch):
+    from napari_style_transfer import engine, speed_probe
+
+    monkeypatch.setattr(speed_probe, "time_layouts", lambda device, dtype: {True: 1.0, False: 0.5})
+    assert engine.channels_last_used("auto", CPU) is False
+    assert engine.memory_format("auto", CPU) == torch.contiguous_format
+
+
+@pytest.mark.parametrize("garbage", ["{not json", "[1, 2]", '{"key": "no dict"}'])
+def test_a_corrupt_cache_is_ignored_and_rewritten(speed_cache, garbage):
+    from napari_style_transfer.speed_probe import choose_channels_last, machine_key
+
+    speed_cache.parent.mkdir(parents=True)
+    speed_cache.write_text(garbage)
+    calls = []
+    assert choose_channels_last(CPU, probe=_probe({True: 1.0, False: 0.5}, calls)) is False
+    assert len(calls) == 1
+    assert json.loads(speed_cache.read_text())[machine_key(CPU)]["channels_last"] is False
+
+
+def test_the_probe_times_both_layouts_on_this_cpu():
+    from napari_style_transfer.speed_probe import time_layouts
+
+    seconds = time_layouts(CPU)
+    assert set(seconds) == {True, False}
+    assert all(0 < value < 60 for value in seconds.values())
+
+
+def test_the_machine_key_names_the_cpu_flags_and_torch(monkeypatch):
+    from napari_style_transfer import speed_probe
+
+    monkeypatch.setattr(speed_probe, "cpu_description", lambda: {"model": "EPYC 7B13", "flags": ["avx2"]})
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    key = speed_probe.machine_key(CPU, torch.bfloat16)
+    assert "EPYC 7B13" in key and "[avx2]" in key and torch.__version__ in key
+    assert key.endswith("cpu 2 threads bfloat16")
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"), [("auto", "auto"), (True, True), (np.False_, False), ("off", False), ("On", True)]
+)
+def test_channels_last_takes_true_false_or_auto(value, kept):
+    from napari_style_transfer import StyleOptions
+
+    assert StyleOptions().channels_last == "auto"
+    assert StyleOptions(channels_last=value).validated().channels_last == kept
+
+
+def test_channels_last_refuses_other_words_with_the_choices():
+    from napari_style_transfer import StyleOptions, StyleTransferError
+
+    with pytest.raises(
+        StyleTransferError,
+        match=r"channels_last must be True, False or 'auto' \(on the command line auto, on or off\), got 'fast'",
+    ):
+        StyleOptions(channels_last="fast").validated()

@@ -16,6 +16,7 @@ hide_triton()
 
 import numpy as np  # noqa: E402
 
+from . import run_checks  # noqa: E402
 from .pipeline import memory_checks, reader, time_series  # noqa: E402
 from .pipeline import plan as _planning  # noqa: E402
 from .pipeline.plan import Plan  # noqa: E402
@@ -63,7 +64,8 @@ def iter_stylize(
     weights load on the first ``next()``. Stop early by leaving the loop or calling
     ``close()``: the last record still renders its image.
     """
-    return run(plan(content, style, style_regions=style_regions, **options))
+    p = plan(content, style, style_regions=style_regions, **options)
+    return run_checks.warned_when_stalled(run(p), p.options)
 
 
 def stylize(

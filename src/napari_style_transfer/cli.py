@@ -436,7 +436,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(
     content: np.ndarray,
-    style: np.ndarray,
+    style: np.ndarray | list[np.ndarray],
     args: argparse.Namespace,
     snapshot_dir: Path | None,
     stack_shape: tuple[int, ...] = (),
@@ -471,13 +471,13 @@ def run(
             # a 2D run's last step is the result itself: no twin snapshot file (a stack's frames
             # keep theirs, a PNG preview of each frame of the TIFF)
             twin = record.frames == 1 and record.step == record.steps
-            if record.is_snapshot and snapshot_dir is not None and not twin:
+            if record.is_snapshot and snapshot_dir is not None and not twin and record.image is not None:
                 frame = f"frame{record.frame_number:04d}_" if record.frames > 1 else ""
                 try:
                     write_image(snapshot_dir / snapshot_name(record.step, frame), record.image)
                 except CommandLineError as error:  # a lost snapshot must not cost the run
                     bar.write(f"{PROG}: warning: {error}; the run goes on", file=sys.stderr)
-            if record.frames > 1 and record.step == record.steps:
+            if record.frames > 1 and record.step == record.steps and record.image is not None:
                 finished[record.frame] = record.image
             last = record
     except KeyboardInterrupt:
@@ -557,7 +557,8 @@ def _main_run(argv: Sequence[str]) -> int:
     _prepare_folder(args.output.parent, "output")
     if args.snapshot_dir is not None:
         _prepare_folder(args.snapshot_dir, "--snapshot-dir")
-    frame_shape = working_shape(*described.shape, args.size)
+    height, width = described.shape
+    frame_shape = working_shape(height, width, args.size)
     with CtrlC() as ctrl_c:
         try:
             result = run(content, style, args, args.snapshot_dir, described.stack_shape, frame_shape, regions)
@@ -643,6 +644,12 @@ def build_batch_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up reaching --scheduler after this long (default: 10)",
     )
+    cluster.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="serve dask's dashboard for a cluster started here, on this machine only (127.0.0.1:8787, "
+        "or a free port), and print its address with the progress; off by default",
+    )
     cluster.add_argument("--force", action="store_true", help="redo items whose result is already there")
     return parser
 
@@ -687,7 +694,10 @@ def _main_batch(argv: Sequence[str]) -> int:
     else:
         from .distributed import cluster_client
 
-        where = cluster_client(args.workers, args.scheduler, connect_timeout=args.connect_timeout)
+        dashboard = "127.0.0.1:8787" if args.dashboard else None
+        where = cluster_client(
+            args.workers, args.scheduler, connect_timeout=args.connect_timeout, dashboard_address=dashboard
+        )
     with where as client:
         records = stylize_batch(
             args.inputs,

@@ -92,7 +92,7 @@ def cluster_client(
     scheduler: str | None = None,
     *,
     connect_timeout: float = CONNECT_TIMEOUT,
-    dashboard_address: str | None = ":8787",
+    dashboard_address: str | None = None,
     torch_threads: int | None = None,
 ) -> Iterator[Client]:
     """A client of a running cluster (``scheduler``: its address, or a scheduler file), or of
@@ -100,7 +100,10 @@ def cluster_client(
     each pinned to its GPU, else one) and closed on leaving. Raises
     :class:`StyleTransferError` when the scheduler cannot be reached within
     ``connect_timeout`` seconds or has no workers. ``torch_threads``: each worker's torch
-    threads (default: the machine's CPUs shared out among the workers)."""
+    threads (default: the machine's CPUs shared out among the workers).
+    ``dashboard_address``: serve dask's dashboard there, such as ``"127.0.0.1:8787"`` (a port
+    alone, ``":8787"``, means this machine only); None (default) serves none. Everything a
+    cluster started here listens on is bound to 127.0.0.1 unless the address names a host."""
     if scheduler is not None and workers is not None:
         raise StyleTransferError(
             "give either workers (a cluster started here) or a scheduler address, not both"
@@ -129,6 +132,10 @@ def cluster_client(
     }
     settings = {
         "distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+        # A worker holds only the task it runs, none waiting: a task that kills its worker
+        # (out of memory) then takes no other item with it (each task on a dying worker counts
+        # one of its allowed failures), and an item waits for whichever worker frees up first.
+        "distributed.scheduler.worker-saturation": 1.0,
         "distributed.nanny.pre-spawn-environ": environ,
     }
     with dask.config.set(settings):
@@ -137,6 +144,9 @@ def cluster_client(
             threads_per_worker=1,  # a task keeps its worker's CPUs (torch's threads) or GPU busy
             processes=True,
             dashboard_address=dashboard_address,
+            # dask binds a port alone to every interface; and its scheduler serves its info pages
+            # (logs, exceptions naming input files) even without a dashboard: both here only
+            scheduler_kwargs={"dashboard_address": _on_this_machine(dashboard_address or ":0")},
         )
     try:
         client = Client(cluster, timeout=connect_timeout)
@@ -147,6 +157,11 @@ def cluster_client(
             client.close()
     finally:
         cluster.close()
+
+
+def _on_this_machine(address: str) -> str:
+    """An address of a port alone (":8787", "8787") bound to this machine's loopback."""
+    return f"127.0.0.1:{address.lstrip(':')}" if address.lstrip(":").isdigit() else address
 
 
 def connect(address: str, timeout: float = CONNECT_TIMEOUT) -> Client:
@@ -186,7 +201,11 @@ def _register_setup(client: Client) -> None:
 
 
 def dashboard(client: Client) -> str | None:
-    """The dask dashboard's address, or None when the scheduler has none (bokeh missing)."""
+    """The dask dashboard's address, or None when the scheduler serves none (a cluster started
+    here without ``dashboard_address``, or a scheduler without the service)."""
+    started_here = getattr(client.cluster, "scheduler_spec", None)
+    if started_here is not None and not started_here["options"].get("dashboard"):
+        return None  # its HTTP server answers, with info pages only
     try:
         services = client.scheduler_info().get("services", {})
         return client.dashboard_link if "dashboard" in services else None
@@ -235,26 +254,43 @@ def run_batch(
         futures[future] = index
     try:
         for future, value in as_completed(futures, with_results=True, raise_errors=False):
-            if isinstance(value, BaseException):
-                yield futures[future], Outcome(None, {}, "", 0.0, error=_task_failure(value))
-            else:
-                outcome, caught = value
-                for message, category in caught:  # shown once each, by the client's filters
-                    warnings.warn(message, category, stacklevel=2)
-                yield futures[future], outcome
+            if future.status != "finished":
+                yield futures[future], _failed(future)
+                continue
+            outcome, caught = value
+            for message, category in caught:  # shown once each, by the client's filters
+                warnings.warn(message, category, stacklevel=2)
+            yield futures[future], outcome
     finally:
         client.cancel([*futures, *styles])
+
+
+def _failed(future: Any) -> Outcome:
+    """The outcome of a task that gave no result, read from the future itself: what
+    ``as_completed`` yields in place of a failed task's result is not documented (distributed
+    2026.8 yields a (type, exception, traceback) tuple, not the exception)."""
+    if future.status == "error":
+        message = _task_failure(future.exception())
+    else:
+        message = "its task was cancelled on the cluster (the scheduler restarted?); run the batch again to finish it"
+    return Outcome(None, {}, "", 0.0, error=message)
 
 
 def _task_failure(error: BaseException) -> str:
     from distributed import KilledWorker
 
     if isinstance(error, KilledWorker):
+        deaths = getattr(error, "allowed_failures", ALLOWED_FAILURES) + 1
         return (
-            f"its worker died {ALLOWED_FAILURES + 1} times running it (out of memory?); "
+            f"its worker died {_times(deaths)} running it (out of memory, or a crash); "
             "try a smaller size, or run it alone"
         )
+    # Not the package's own error (run_item returns those): a bug, or a worker without the package.
     return f"{type(error).__name__}: {_first_line(error)}"
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
 
 
 def iter_frames(

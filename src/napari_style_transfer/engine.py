@@ -28,6 +28,7 @@ from .losses import total_variation as total_variation  # noqa: E402
 from .memory import available_ram_bytes  # noqa: E402
 from .objective import StyleObjective as StyleObjective  # noqa: E402  (api and scripts import it from here)
 from .options import StyleOptions  # noqa: E402
+from .speed_probe import channels_last_used, memory_format  # noqa: E402,F401 (re-exported)
 
 T = TypeVar("T")
 

@@ -22,6 +22,7 @@ from .losses import (  # noqa: E402
     TotalVariationLoss,
 )
 from .options import StyleOptions  # noqa: E402
+from .speed_probe import memory_format  # noqa: E402
 from .vgg import VGGFeatures  # noqa: E402
 
 
@@ -55,7 +56,7 @@ class StyleObjective(nn.Module):
         self.tv_weight = options.tv_weight
         self.temporal_weight = options.temporal_weight
         self.compute_dtype = compute_dtype
-        self.memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
+        self.memory_format = memory_format(options.channels_last, content.device, compute_dtype)
         self.layer_weights = dict(zip(self.style_layers, options.layer_weights, strict=True))
         styles = [style] if isinstance(style, torch.Tensor) else list(style)
         # a style of weight 0 takes no part, so a blend of 1:0 is the first style's run exactly

@@ -47,6 +47,9 @@ STYLE_LOSSES = ("gram", "mean_cov", "sliced")
 #: matched to the content's histogram before it (Gatys et al., "Preserving color", 2016).
 COLOUR_MODES = ("luminance", "histogram")
 
+#: channels_last's words (the command line passes text): "auto" asks the machine's probe.
+_LAYOUTS: dict[str, bool | str] = {"auto": "auto", "on": True, "true": True, "off": False, "false": False}
+
 #: Default temporal_weight: measured with benchmarks/stacks.py (docs/benchmarks.md, "Stacks").
 TEMPORAL_WEIGHT = 1e3
 
@@ -325,9 +328,11 @@ class StyleOptions:
         choices=PRECISIONS,
         label="precision",
     )
-    channels_last: bool = _option(
-        True,
-        "channels-last memory layout for the convolutions (faster on GPUs and most CPUs)",
+    channels_last: bool | str = _option(
+        "auto",
+        "channels-last memory layout for the convolutions: auto (whichever a short probe at first "
+        "use finds faster on this machine and device, remembered in the user's cache), True or False",
+        presets=("auto", True, False),
         label="channels last",
     )
     cudnn_benchmark: bool = _option(
@@ -337,149 +342,131 @@ class StyleOptions:
     # --- validation -----------------------------------------------------------------------
 
     def validated(self) -> StyleOptions:
-        """Return a normalised copy, or raise ``StyleTransferError`` naming the bad value."""
+        """Return a normalised copy, or raise ``StyleTransferError`` naming every bad value."""
         errors: list[str] = []
+        counts = self._checked_counts(errors)
+        weights = self._checked_weights(errors)
+        modes = self._checked_modes(errors)
+        schedule = _as_schedule(self.schedule, counts["size"], errors)
+        self._check_choices(errors)
+        layers = self._checked_layers(counts["size"], weights["style_layer_weights"], errors)
+        source = self._checked_source(errors)
+        if errors:
+            raise StyleTransferError("; ".join(errors))
+        return dataclasses.replace(self, **counts, **weights, **modes, schedule=schedule, **layers, **source)
 
-        def check(ok: bool, message: str) -> None:
-            if not ok:
-                errors.append(message)
+    def _checked_counts(self, errors: list[str]) -> dict[str, Any]:
+        """steps, size, snapshot_every, time_steps, batch_frames, tile_size: whole numbers in range."""
+        counts = {
+            name: _as_int(getattr(self, name), name, errors)
+            for name in ("steps", "size", "snapshot_every", "time_steps", "batch_frames", "tile_size")
+        }
+        _at_least(counts["time_steps"], 0, "time_steps must be 0 (auto) or more", errors)
+        _at_most(counts["time_steps"], MAX_STEPS, "time_steps", errors)
+        _at_least(counts["batch_frames"], 0, "batch_frames must be 0 (auto) or more", errors)
+        _at_most(counts["batch_frames"], MAX_BATCH_FRAMES, "batch_frames", errors)
+        _at_least(counts["steps"], 1, "steps must be at least 1", errors)
+        _at_most(counts["steps"], MAX_STEPS, "steps", errors)
+        _at_most(counts["size"], MAX_SIZE, "size", errors, unit=" px")
+        _at_least(counts["snapshot_every"], 0, "snapshot_every must be 0 (off) or more", errors)
+        _at_least(counts["tile_size"], 0, "tile_size must be 0 (auto) or more", errors)
+        _at_most(counts["tile_size"], MAX_SIZE, "tile_size", errors, unit=" px")
+        return counts
 
-        steps = _as_int(self.steps, "steps", errors)
-        size = _as_int(self.size, "size", errors)
-        snapshot_every = _as_int(self.snapshot_every, "snapshot_every", errors)
-        time_steps = _as_int(self.time_steps, "time_steps", errors)
-        if time_steps is not None:
-            check(time_steps >= 0, f"time_steps must be 0 (auto) or more, got {_shown(time_steps)}")
-            check(
-                time_steps <= MAX_STEPS, f"time_steps must be at most {MAX_STEPS}, got {_shown(time_steps)}"
-            )
-        batch_frames = _as_int(self.batch_frames, "batch_frames", errors)
-        if batch_frames is not None:
-            check(batch_frames >= 0, f"batch_frames must be 0 (auto) or more, got {_shown(batch_frames)}")
-            check(
-                batch_frames <= MAX_BATCH_FRAMES,
-                f"batch_frames must be at most {MAX_BATCH_FRAMES}, got {_shown(batch_frames)}",
-            )
-        if steps is not None:
-            check(steps >= 1, f"steps must be at least 1, got {_shown(steps)}")
-            check(steps <= MAX_STEPS, f"steps must be at most {MAX_STEPS}, got {_shown(steps)}")
-        if size is not None:
-            check(size <= MAX_SIZE, f"size must be at most {MAX_SIZE} px, got {_shown(size)}")
-        if snapshot_every is not None:
-            check(
-                snapshot_every >= 0, f"snapshot_every must be 0 (off) or more, got {_shown(snapshot_every)}"
-            )
-
-        for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight"):
-            _as_float(getattr(self, name), name, errors, MAX_FACTOR)
-        style_scale = _as_numbers(self.style_scale, "style_scale", errors, MAX_STYLE_SCALE, above_zero=True)
-        if isinstance(style_scale, tuple) and len(style_scale) == 1:
-            style_scale = style_scale[0]
-        style_blend = _as_numbers(self.style_blend, "style_blend", errors, MAX_FACTOR, many=True)
+    def _checked_weights(self, errors: list[str]) -> dict[str, Any]:
+        """The loss weights, style_scale, style_blend, style_layer_weights and average."""
+        weights: dict[str, Any] = {
+            name: _as_float(getattr(self, name), name, errors, MAX_FACTOR)
+            for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight")
+        }
+        scales = _as_numbers(self.style_scale, "style_scale", errors, MAX_STYLE_SCALE, above_zero=True)
+        if scales == ():
+            errors.append("style_scale needs at least one number")
+        style_scale = scales[0] if scales is not None and len(scales) == 1 else scales
+        style_blend = _as_numbers(self.style_blend, "style_blend", errors, MAX_FACTOR)
         if style_blend and not any(style_blend):
             errors.append("style_blend weights are all 0: give at least one style a weight above 0")
-        layer_weights = _as_numbers(
-            self.style_layer_weights, "style_layer_weights", errors, MAX_FACTOR, many=True
+        layer_weights = _as_numbers(self.style_layer_weights, "style_layer_weights", errors, MAX_FACTOR)
+        weights.update(
+            style_scale=style_scale, style_blend=style_blend or (), style_layer_weights=layer_weights or ()
         )
-        average = None
-        if self.average is not None:
-            average = _as_float(self.average, "average", errors, 1.0)
-            if average is not None:
-                check(average < 1, f"average must be below 1 (such as 0.99), got {_shown(self.average)}")
-                average = average or None  # 0 is off
-            if average and self.optimizer != "adam":
-                errors.append(
-                    "average (averaged iterates) works with optimizer='adam' only; leave it out for lbfgs"
-                )
-        check(
-            isinstance(self.style_loss, str) and self.style_loss in STYLE_LOSSES,
-            f"style_loss must be one of {', '.join(STYLE_LOSSES)}, got {self.style_loss!r}",
-        )
-        content_colours = _as_colours(self.content_colours, errors)
-        if self.learning_rate is not None:
-            _as_float(self.learning_rate, "learning_rate", errors, MAX_FACTOR, above_zero=True)
-        if self.seed is not None:
-            seed = _as_int(self.seed, "seed", errors)
-            if seed is not None:  # what torch's generators take
-                check(
-                    -(2**63) <= seed < 2**64, f"seed must be between -2**63 and 2**64 - 1, got {_shown(seed)}"
-                )
+        weights["average"] = self._checked_average(errors)
+        return weights
 
-        switches = {}
-        for name in ("keep_grey", "channels_last", "cudnn_benchmark"):
-            value = getattr(self, name)
-            check(_is_bool(value), f"{name} must be True or False, got {value!r}")
-            switches[name] = bool(value) if _is_bool(value) else value
-        schedule = _as_schedule(self.schedule, size, errors)
-        tile_size = _as_int(self.tile_size, "tile_size", errors)
-        if tile_size is not None:
-            check(
-                0 <= tile_size <= MAX_SIZE,
-                f"tile_size must be 0 (auto) to {MAX_SIZE} px, got {_shown(tile_size)}",
+    def _checked_average(self, errors: list[str]) -> float | None:
+        if self.average is None:
+            return None
+        average = _as_float(self.average, "average", errors, 1.0)
+        if average is not None:
+            if average >= 1:
+                errors.append(f"average must be below 1 (such as 0.99), got {_shown(self.average)}")
+            average = average or None  # 0 is off
+        if average and self.optimizer != "adam":
+            errors.append(
+                "average (averaged iterates) works with optimizer='adam' only; leave it out for lbfgs"
             )
+        return average
 
+    def _checked_modes(self, errors: list[str]) -> dict[str, Any]:
+        """style_loss, content_colours, learning_rate, seed and the on/off switches."""
+        if not (isinstance(self.style_loss, str) and self.style_loss in STYLE_LOSSES):
+            errors.append(f"style_loss must be one of {', '.join(STYLE_LOSSES)}, got {self.style_loss!r}")
+        modes: dict[str, Any] = {"content_colours": _as_colours(self.content_colours, errors)}
+        modes["learning_rate"] = (
+            None
+            if self.learning_rate is None
+            else _as_float(self.learning_rate, "learning_rate", errors, MAX_FACTOR, above_zero=True)
+        )
+        seed = None if self.seed is None else _as_int(self.seed, "seed", errors)
+        if seed is not None and not -(2**63) <= seed < 2**64:  # what torch's generators take
+            errors.append(f"seed must be between -2**63 and 2**64 - 1, got {_shown(seed)}")
+        modes["seed"] = seed
+        for name in ("keep_grey", "cudnn_benchmark"):
+            value = getattr(self, name)
+            if not _is_bool(value):
+                errors.append(f"{name} must be True or False, got {value!r}")
+            modes[name] = bool(value) if _is_bool(value) else value
+        modes["channels_last"] = _as_layout(self.channels_last, errors)
+        return modes
+
+    def _check_choices(self, errors: list[str]) -> None:
+        """The options that name one of a few choices (their field's ``choices``)."""
         for name in ("optimizer", "init", "pooling", "precision", "frames"):
             value = getattr(self, name)
             choices = _field_metadata(name)["choices"]
-            check(
-                isinstance(value, str) and value in choices,
-                f"{name} must be one of {', '.join(choices)}, got {value!r}",
-            )
+            if not (isinstance(value, str) and value in choices):
+                errors.append(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
+    def _checked_layers(
+        self, size: int | None, layer_weights: tuple[float, ...] | None, errors: list[str]
+    ) -> dict[str, Any]:
+        """content_layers and style_layers, and what they ask of the layer weights and size."""
         content_layers = _as_layers(self.content_layers, "content_layers", errors)
         style_layers = _as_layers(self.style_layers, "style_layers", errors)
-        if layer_weights and style_layers:
-            check(
-                len(layer_weights) == len(style_layers),
+        if layer_weights and style_layers and len(layer_weights) != len(style_layers):
+            errors.append(
                 f"style_layer_weights needs one weight per style layer: {len(style_layers)} "
-                f"({', '.join(style_layers)}), got {len(layer_weights)}",
+                f"({', '.join(style_layers)}), got {len(layer_weights)}"
             )
-        check(
-            bool(content_layers or style_layers),
-            "give at least one content or style layer",
-        )
-        if size is not None and (content_layers or style_layers):
-            needed = min_side_for_layers(content_layers + style_layers)
-            check(
-                size >= needed,
+        layers = content_layers + style_layers
+        if not layers:
+            errors.append("give at least one content or style layer")
+        elif size is not None and size < min_side_for_layers(layers):
+            errors.append(
                 f"size {_shown(size)} is too small for layers up to "
-                f"{_deepest(content_layers + style_layers)}: use size >= {needed}",
+                f"{_deepest(layers)}: use size >= {min_side_for_layers(layers)}"
             )
+        return {"content_layers": content_layers, "style_layers": style_layers}
 
-        check(
-            isinstance(self.weights, str | os.PathLike) and str(self.weights) != "",
-            f"weights must be one of {', '.join(WEIGHTS_MODES)} or a file path, got {self.weights!r}",
-        )
-        check(_is_device_name(self.device), _device_message(self.device))
-
-        if errors:
-            raise StyleTransferError("; ".join(errors))
-        return dataclasses.replace(
-            self,
-            steps=steps,
-            size=size,
-            snapshot_every=snapshot_every,
-            content_weight=float(self.content_weight),
-            style_weight=float(self.style_weight),
-            tv_weight=float(self.tv_weight),
-            temporal_weight=float(self.temporal_weight),
-            time_steps=time_steps,
-            batch_frames=batch_frames,
-            style_scale=style_scale,
-            style_blend=style_blend or (),
-            style_layer_weights=layer_weights or (),
-            content_colours=content_colours,
-            average=average,
-            learning_rate=None if self.learning_rate is None else float(self.learning_rate),
-            seed=None if self.seed is None else int(self.seed),
-            content_layers=content_layers,
-            style_layers=style_layers,
-            weights=str(self.weights),
-            device=str(self.device),
-            schedule=schedule,
-            tile_size=self.tile_size if tile_size is None else tile_size,
-            **switches,
-        )
+    def _checked_source(self, errors: list[str]) -> dict[str, Any]:
+        """weights (a mode or a file) and device."""
+        if not (isinstance(self.weights, str | os.PathLike) and str(self.weights) != ""):
+            errors.append(
+                f"weights must be one of {', '.join(WEIGHTS_MODES)} or a file path, got {self.weights!r}"
+            )
+        if not _is_device_name(self.device):
+            errors.append(_device_message(self.device))
+        return {"weights": str(self.weights), "device": str(self.device)}
 
     @property
     def resolved_learning_rate(self) -> float:
@@ -612,7 +599,15 @@ def _is_bool(value: Any) -> bool:
     return isinstance(value, bool) or (kind.__module__ == "numpy" and kind.__name__ in ("bool", "bool_"))
 
 
+def _plain(value: Any) -> Any:
+    """A 0-d array (numpy's, torch's) or a numpy scalar as the Python value it holds."""
+    if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
+        return value.item()
+    return value
+
+
 def _as_int(value: Any, name: str, errors: list[str]) -> int | None:
+    value = _plain(value)
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)  # any size: float() of 10**400 would overflow
     if not _is_number(value) or not math.isfinite(value) or not float(value).is_integer():
@@ -626,9 +621,10 @@ def _as_float(
 ) -> float | None:
     """``value`` as a float in 0..``largest`` (more than 0 with ``above_zero``), else None
     with the error noted."""
+    value = _plain(value)
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        # float() of 10**400 overflows: an int beyond the range is only its sign
-        number = float(value) if abs(value) <= largest else math.copysign(math.inf, 1 if value > 0 else -1)
+        whole = int(value)  # float() of 10**400 overflows: an int beyond the range is only its sign
+        number = float(whole) if abs(whole) <= largest else (math.inf if whole > 0 else -math.inf)
     elif _is_number(value):
         number = float(value)
     else:
@@ -646,6 +642,16 @@ def _as_float(
     return None
 
 
+def _at_least(value: int | None, lowest: int, message: str, errors: list[str]) -> None:
+    if value is not None and value < lowest:
+        errors.append(f"{message}, got {_shown(value)}")
+
+
+def _at_most(value: int | None, largest: int, name: str, errors: list[str], unit: str = "") -> None:
+    if value is not None and value > largest:
+        errors.append(f"{name} must be at most {largest}{unit}, got {_shown(value)}")
+
+
 def _shown(value: Any) -> str:
     """``value`` for a message; an int too long to print in full (str() refuses past 4300
     digits) by its number of digits."""
@@ -659,10 +665,11 @@ def _shown(value: Any) -> str:
 
 
 def _as_numbers(
-    value: Any, name: str, errors: list[str], largest: float, above_zero: bool = False, many: bool = False
-) -> float | tuple[float, ...] | None:
-    """A number, or with several (a sequence, or text such as "0.7,0.3") a tuple of them, each
-    checked as :func:`_as_float` does; ``many`` gives a tuple always. None when wrong (noted)."""
+    value: Any, name: str, errors: list[str], largest: float, above_zero: bool = False
+) -> tuple[float, ...] | None:
+    """One number or several (a sequence, or text such as "0.7,0.3") as a tuple, each checked
+    as :func:`_as_float` does. None when wrong (noted)."""
+    value = _plain(value)
     if isinstance(value, str):
         parts = [part.strip() for part in value.split(",") if part.strip()]
         try:
@@ -671,15 +678,22 @@ def _as_numbers(
             errors.append(f"{name} must be numbers separated by commas, got {_clipped(value)}")
             return None
     if not isinstance(value, Iterable):
-        number = _as_float(value, name, errors, largest, above_zero)
-        return None if number is None else (number,) if many else number
-    numbers_ = [_as_float(item, name, errors, largest, above_zero) for item in value]
-    if any(number is None for number in numbers_):
-        return None
-    if not numbers_ and not many:
-        errors.append(f"{name} needs at least one number")
-        return None
-    return tuple(numbers_)
+        value = [value]
+    checked = [_as_float(item, name, errors, largest, above_zero) for item in value]
+    good = [number for number in checked if number is not None]
+    return tuple(good) if len(good) == len(checked) else None
+
+
+def _as_layout(value: Any, errors: list[str]) -> bool | str | None:
+    """channels_last: True, False or "auto" (words on the command line: auto, on, off)."""
+    if _is_bool(value):
+        return bool(value)
+    layout = _LAYOUTS.get(value.lower()) if isinstance(value, str) else None
+    if layout is None:
+        errors.append(
+            f"channels_last must be True, False or 'auto' (on the command line auto, on or off), got {value!r}"
+        )
+    return layout
 
 
 def _as_colours(value: Any, errors: list[str]) -> bool | str:
@@ -687,27 +701,28 @@ def _as_colours(value: Any, errors: list[str]) -> bool | str:
         return "luminance" if value else False  # True was the luminance transfer before modes
     if isinstance(value, str) and value in COLOUR_MODES:
         return value
-    if value is None or value in ("none", "off", "false"):
+    if value is None or (isinstance(value, str) and value in ("none", "off", "false")):
         return False
     errors.append(f"content_colours must be False, luminance (or True) or histogram, got {value!r}")
     return False
 
 
 def _as_layers(value: Any, name: str, errors: list[str]) -> tuple[str, ...]:
+    value = _plain(value)
     if isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
     if not isinstance(value, Iterable):
         errors.append(f"{name} must be a list of VGG19 layer names, got {value!r}")
         return ()
     layers = tuple(value)
-    bad = [layer for layer in layers if layer not in VGG19_LAYERS]
+    bad = [layer for layer in layers if not (isinstance(layer, str) and layer in VGG19_LAYERS)]
     if bad:
         errors.append(
             f"{name} has unknown layer{'s' if len(bad) > 1 else ''} {', '.join(map(repr, bad))}; "
             "VGG19 layers are conv1_1..conv5_4, relu1_1..relu5_4 and pool1..pool5"
         )
         return ()
-    return tuple(dict.fromkeys(layers))
+    return tuple(dict.fromkeys(str(layer) for layer in layers))
 
 
 def _as_schedule(value: Any, size: int | None, errors: list[str]) -> str:

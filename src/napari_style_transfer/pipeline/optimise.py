@@ -15,6 +15,7 @@ from ..engine import (
     compute_dtype,
     evaluate,
     initial_image,
+    memory_format,
     optimize,
     optimize_frames,
     resize,
@@ -43,10 +44,11 @@ class Model:
 def load_model(p: Plan) -> Model:
     opts = p.options
     loaded = load_vgg19_features(opts.weights)
-    memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format
+    dtype = compute_dtype(opts.precision, p.device)
     extractor = VGGFeatures(loaded.features, opts.layers, opts.pooling)
-    extractor = extractor.to(p.device, memory_format=memory_format)  # type: ignore[call-overload]
-    return Model(extractor, loaded, compute_dtype(opts.precision, p.device))
+    layout = memory_format(opts.channels_last, p.device, dtype)
+    extractor = extractor.to(p.device, memory_format=layout)  # type: ignore[call-overload]
+    return Model(extractor, loaded, dtype)
 
 
 class Optimiser:

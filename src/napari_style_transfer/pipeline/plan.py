@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import run_checks
 from .._image import ImageInput, describe_image, working_shape
 from ..engine import resolve_device
 from ..errors import StyleTransferError, WeightsError
@@ -106,6 +107,7 @@ def plan(content: Any, style: Any, *, style_regions: Any = None, **options: Any)
         )
     device = resolve_device(opts.device)
     check_memory(content_in, content_shape, style_shape, opts, device, regions is not None)
+    run_checks.warn_of_enlarged_styles(content_in.shape, tuple(s.shape for s in styles_in), levels[-1], opts)
     return Plan(opts, content_in, styles_in, levels, scale, device, regions)
 
 
@@ -141,7 +143,7 @@ def _check_regions(
 ) -> Regions:
     """``style_regions`` checked against the content and the styles; labels too small for
     one position of the deepest style layer are warned about and dropped (become 0)."""
-    array = labels if isinstance(labels, np.ndarray) else np.asarray(labels)
+    array = run_checks.label_image(labels)
     if array.dtype == bool:
         array = array.view(np.uint8)
     if not np.issubdtype(array.dtype, np.integer):

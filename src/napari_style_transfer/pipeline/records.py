@@ -110,6 +110,7 @@ class StyleResult:
     styles: int = 1  # how many style images
     regions: dict[str, Any] | None = None  # style_regions described (shape, labels), not the labels
     precision: str = "fp32"  # what the convolutions computed in: bf16, tf32 or fp32 (what auto became)
+    channels_last: bool = True  # the convolutions' layout (what channels_last="auto" became)
 
     def metadata(self) -> dict[str, Any]:
         """Plain values describing the run, for layer metadata or PNG text chunks."""
@@ -117,6 +118,7 @@ class StyleResult:
             "weights": self.weights,
             "device": self.device,
             "precision": self.precision,
+            "channels_last": self.channels_last,
             "steps_done": self.steps_done,
             "frames": self.frames,
             "schedule": list(self.schedule),

@@ -23,7 +23,7 @@ hide_triton()
 
 import torch  # noqa: E402
 
-from ..engine import Losses, precision_used, with_backend_flags  # noqa: E402
+from ..engine import Losses, channels_last_used, compute_dtype, precision_used, with_backend_flags  # noqa: E402
 from .executors import prepare_worker_process, run_on  # noqa: E402
 from .jobs import IndependentFrames, Planner  # noqa: E402
 from .memory_checks import frames_per_batch  # noqa: E402
@@ -123,6 +123,9 @@ def _result(
         styles=len(p.styles),
         regions=None if p.regions is None else p.regions.described(),
         precision=precision_used(opts.precision, p.device),
+        channels_last=channels_last_used(
+            opts.channels_last, p.device, compute_dtype(opts.precision, p.device)
+        ),
     )
 
 
