@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_runs import tiny_options
 
 from napari_style_transfer import StyleTransferError, iter_stylize, stylize
 from napari_style_transfer.api import StepRecord, StyleResult
 
-FAST = {"size": 32, "steps": 4, "weights": "random", "snapshot_every": 0}
+FAST = tiny_options(steps=4)
 
 
 def run(content, style, **options):

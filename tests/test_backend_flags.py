@@ -8,10 +8,11 @@ from __future__ import annotations
 import threading
 
 import pytest
+from tiny_runs import tiny_options
 
 from napari_style_transfer import engine, iter_stylize
 
-FAST = {"size": 32, "steps": 3, "weights": "random", "snapshot_every": 0}
+FAST = tiny_options(steps=3)
 #: (precision, cudnn_benchmark) of two runs, told apart inside the objective by style_weight.
 RUNS = {1e4: ("fp32", True), 2e4: ("tf32", False)}
 #: What each run's steps must see: (cudnn.benchmark, cudnn.allow_tf32, cuda.matmul.allow_tf32).

@@ -10,11 +10,12 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_runs import tiny_args
 
 from napari_style_transfer.cli import main
 from napari_style_transfer.options import StyleOptions
 
-FAST = ["--size", "32", "--steps", "3", "--weights", "random", "--quiet"]
+FAST = tiny_args(steps=3)
 
 
 def test_a_run_writes_the_result_with_its_settings(tmp_path, image_files, capsys):

@@ -8,12 +8,13 @@ import json
 import numpy as np
 import pytest
 import tifffile
+from tiny_runs import tiny_args
 
 from napari_style_transfer._image import describe_image
 from napari_style_transfer.cli import main
 from napari_style_transfer.styled_files import read_settings
 
-FAST = ["--size", "32", "--steps", "2", "--weights", "random", "--quiet"]
+FAST = tiny_args(steps=2)
 LOW, HIGH = 1000, 40000
 
 

@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from tiny_runs import tiny_options
 
 from napari_style_transfer import StyleTransferError, iter_stylize, stylize
 from napari_style_transfer.api import StyleResult
@@ -38,7 +39,7 @@ def consistent(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:
     return ~(disoccluded(forward, backward) | motion_boundary(forward))
 
 
-FAST = {"size": 48, "steps": 4, "weights": "random", "snapshot_every": 0}
+FAST = tiny_options(steps=4, size=48)
 
 
 def texture(size: int = 48, seed: int = 0) -> np.ndarray:

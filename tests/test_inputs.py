@@ -9,11 +9,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from tiny_runs import tiny_options
 
 from napari_style_transfer import OutOfMemoryError, StyleTransferError, WeightsError, iter_stylize, stylize
 from napari_style_transfer.api import StyleResult
 
-FAST = {"size": 32, "steps": 3, "weights": "random", "snapshot_every": 0}
+FAST = tiny_options(steps=3)
 #: Shallow layers: lets the property test run many tiny examples quickly.
 SHALLOW = {
     "size": 16,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tiny_runs import tiny_options
 
 from napari_style_transfer import stylize
 from napari_style_transfer._image import describe_image
 
-FAST = {"size": 32, "steps": 2, "weights": "random", "snapshot_every": 0}
+FAST = tiny_options(steps=2)
 
 
 class RecordingFrames:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import resource
 
 import pytest
+from tiny_runs import tiny_options
 
 from napari_style_transfer import memory
 from napari_style_transfer.memory import available_ram_bytes
@@ -148,7 +149,7 @@ def test_a_group_over_its_limit_has_no_room(proc, v2):
 
 # --- the checks before a run, and failures during one ------------------------------------
 
-FAST = {"size": 32, "steps": 2, "weights": "random", "snapshot_every": 0}
+FAST = tiny_options(steps=2)
 
 
 @pytest.fixture

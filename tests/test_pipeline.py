@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from tiny_runs import tiny_options
 
 from napari_style_transfer import stylize
 from napari_style_transfer.api import plan
@@ -18,7 +19,7 @@ from napari_style_transfer.pipeline.runner import run
 from napari_style_transfer.pipeline.sinks import NumpySink
 from napari_style_transfer.pipeline.time_series import TimeChains
 
-FAST = {"size": 32, "steps": 3, "weights": "random", "snapshot_every": 0, "seed": 0}
+FAST = tiny_options(steps=3, seed=0)
 
 
 @pytest.fixture

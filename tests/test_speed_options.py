@@ -10,11 +10,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from tiny_runs import tiny_options
 
 from napari_style_transfer import iter_stylize, stylize
 from napari_style_transfer.api import StyleResult
 
-FAST = {"size": 32, "steps": 6, "weights": "random", "snapshot_every": 0}
+FAST = tiny_options(steps=6)
 
 #: Stated tolerances between fp32 and bf16 runs (pixels in [0, 1]). After one step at 64 px
 #: the mean absolute pixel difference stays under 0.002 (measured 1e-4 on a CPU with native

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from tiny_runs import tiny_options
 
 from napari_style_transfer import StyleTransferError, iter_stylize, stylize
 from napari_style_transfer.api import StyleResult
@@ -22,7 +23,7 @@ from napari_style_transfer.options import StyleOptions
 from napari_style_transfer.vgg import VGGFeatures
 from napari_style_transfer.weights import load_vgg19_features
 
-FAST = {"size": 32, "steps": 4, "weights": "random", "snapshot_every": 0}
+FAST = tiny_options(steps=4)
 LOSSES = ("gram", "mean_cov", "sliced")
 
 

@@ -22,6 +22,7 @@ from .pipeline import plan as _planning  # noqa: E402
 from .pipeline.plan import Plan  # noqa: E402
 from .pipeline.records import StepRecord, StyleResult  # noqa: E402
 from .pipeline.runner import run, run_frames_on  # noqa: E402
+from .pipeline.tiled import FULL, stylize_full  # noqa: E402
 
 # Names that tests, benchmarks and other modules import from here; the pipeline holds them now.
 _Plan = Plan
@@ -68,7 +69,14 @@ def iter_stylize(
 
 
 def stylize(
-    content: Any, style: Any, *, client: Any = None, style_regions: Any = None, **options: Any
+    content: Any,
+    style: Any,
+    *,
+    client: Any = None,
+    style_regions: Any = None,
+    out: Any = None,
+    force: bool = False,
+    **options: Any,
 ) -> Any:
     """Style transfer of numpy images; returns the result as float32 in [0, 1].
 
@@ -79,7 +87,20 @@ def stylize(
     ``client``: a ``dask.distributed.Client`` whose workers each style some of a stack's
     frames (``frames="independent"``), giving what this process would give (any
     ``concurrent.futures.Executor`` will do too).
+
+    ``size="full"`` keeps the content's own resolution (a 2D grey or RGB image): the
+    composition is set at ``tile_size``, then refined in tiles of ``tile_size`` at each
+    doubling up to full size (docs/slides.md). With ``out`` (a ``.zarr`` path or a zarr
+    store) the result is written there tile by tile and returned as its lazily opened
+    full-resolution zarr array (axes ``c, y, x`` for colour); a rerun with the same settings
+    skips finished tiles, ``force=True`` redoes them.
     """
+    if options.get("size") == FULL:
+        if client is not None:
+            raise StyleTransferError("size='full' cannot be used with client= yet: run without a client")
+        return stylize_full(content, style, style_regions=style_regions, out=out, force=force, **options)
+    if out is not None or force:
+        raise StyleTransferError("out= and force= are for a full-resolution run: give size='full' too")
     if client is not None:
         if style_regions is not None:
             raise StyleTransferError("style_regions cannot be used with client= yet: run without a client")

@@ -86,6 +86,7 @@ class ItemRecord:
     weights: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as plain values, for batch.json."""
         return dataclasses.asdict(self)
 
 
@@ -101,6 +102,7 @@ class Batch:
     output_dtype: str = "float32"  # of the .tif results: one of OUTPUT_DTYPES
 
     def output_for(self, item: Item, suffix: str) -> Path:
+        """Where ``item``'s result goes: the output folder, the item's name, ``suffix``."""
         return self.out_dir / f"{item.stem}{suffix}"
 
 
@@ -285,11 +287,13 @@ class BatchLog:
         self._lock = threading.Lock()
 
     def set(self, index: int, record: ItemRecord) -> None:
+        """Record item ``index``'s outcome (from any thread) and save the log."""
         with self._lock:
             self.records[index] = record
             self.save()
 
     def save(self) -> None:
+        """Write batch.json atomically: the previous one stays whole until the new one is."""
         items = [r.to_dict() for r in self.records]
         record = {"options": self.options, "output_dtype": self.output_dtype, "items": items}
         text = json.dumps(record, indent=1)
@@ -308,10 +312,12 @@ class Progress:
         self.bar = tqdm(total=total, unit="item", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
 
     def say(self, text: str) -> None:
+        """Print ``text`` on a line of its own beside the progress bar (unless quiet)."""
         if self.enabled:
             self.bar.write(text if self.wording is None else self.wording(text), file=sys.stderr)
 
     def finished(self, record: ItemRecord) -> None:
+        """Advance the bar by one item; a failed item's message is printed."""
         if record.status == FAILED:
             self.failed += 1
             self.say(f"failed: {record.input} with {record.style}: {record.message}")
@@ -319,6 +325,7 @@ class Progress:
         self.bar.update(1)
 
     def close(self) -> None:
+        """Draw the bar's final line."""
         self.bar.close()
 
 

@@ -305,6 +305,16 @@ class StyleOptions:
         user_help="add the image as a new layer every this many steps, to watch the run (single images "
         "only; off: only the result)",
     )
+    tile_size: int = _option(
+        0,
+        "size='full': the side in pixels of the tiles the full-resolution result is computed in, a "
+        "multiple of the deepest layer's stride (16 for conv5_1); the composition is set at this size; "
+        "0 = auto (the largest that the free memory holds, at most 512 on the CPU)",
+        minimum=0,
+        maximum=MAX_SIZE,
+        label="tile size",
+        zero="auto",
+    )
     schedule: str = _option(
         "auto",
         "coarse-to-fine sizes, e.g. 128,256,512 (the last is the working size): the first steps run "
@@ -346,10 +356,10 @@ class StyleOptions:
         return dataclasses.replace(self, **counts, **weights, **modes, schedule=schedule, **layers, **source)
 
     def _checked_counts(self, errors: list[str]) -> dict[str, Any]:
-        """steps, size, snapshot_every, time_steps, batch_frames: whole numbers in range."""
+        """steps, size, snapshot_every, time_steps, batch_frames, tile_size: whole numbers in range."""
         counts = {
             name: _as_int(getattr(self, name), name, errors)
-            for name in ("steps", "size", "snapshot_every", "time_steps", "batch_frames")
+            for name in ("steps", "size", "snapshot_every", "time_steps", "batch_frames", "tile_size")
         }
         _at_least(counts["time_steps"], 0, "time_steps must be 0 (auto) or more", errors)
         _at_most(counts["time_steps"], MAX_STEPS, "time_steps", errors)
@@ -359,6 +369,8 @@ class StyleOptions:
         _at_most(counts["steps"], MAX_STEPS, "steps", errors)
         _at_most(counts["size"], MAX_SIZE, "size", errors, unit=" px")
         _at_least(counts["snapshot_every"], 0, "snapshot_every must be 0 (off) or more", errors)
+        _at_least(counts["tile_size"], 0, "tile_size must be 0 (auto) or more", errors)
+        _at_most(counts["tile_size"], MAX_SIZE, "tile_size", errors, unit=" px")
         return counts
 
     def _checked_weights(self, errors: list[str]) -> dict[str, Any]:
@@ -458,6 +470,7 @@ class StyleOptions:
 
     @property
     def resolved_learning_rate(self) -> float:
+        """``learning_rate``, or the optimiser's default where it is None."""
         if self.learning_rate is not None:
             return float(self.learning_rate)
         return DEFAULT_LEARNING_RATE[self.optimizer]
@@ -527,6 +540,7 @@ def schedule_sizes(schedule: str, size: int) -> tuple[int, ...]:
 
 
 def option_names() -> tuple[str, ...]:
+    """The names of every option, in the order StyleOptions declares them."""
     return tuple(f.name for f in dataclasses.fields(StyleOptions))
 
 
@@ -536,10 +550,12 @@ def default(name: str) -> Any:
 
 
 def help_text(name: str) -> str:
+    """Option ``name``'s help, in the API's words (the CLI's --help and the docs show it)."""
     return _field_metadata(name)["help"]
 
 
 def choices(name: str) -> tuple[str, ...] | None:
+    """The values option ``name`` takes, for an option with a fixed set; else None."""
     return _field_metadata(name).get("choices")
 
 

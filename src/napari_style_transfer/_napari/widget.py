@@ -434,7 +434,8 @@ class StyleTransferWidget(Container):
     def options(self) -> dict[str, Any]:  # type: ignore[override]  # the plugin's API since 0.1
         """The engine options the controls hold now (keywords of ``stylize``); ``frames``
         comes from the stack choice."""
-        skip = ("frames", "style_blend", "style_scale")
+        # tile_size: only for size="full", which the widget does not offer yet (issue 31)
+        skip = ("frames", "style_blend", "style_scale", "tile_size")
         values = {name: option_value(self[name]) for name in StyleOptions().to_dict() if name not in skip}
         values["frames"] = frames_option(self["stack"].value) or StyleOptions().frames
         if values["optimizer"] != "adam":

@@ -42,12 +42,13 @@ class Job:
 class Carry:
     """What a job takes from the one it follows: the link between their contents, the
     previous result warped onto this one with where to hold it (``temporal``), what its
-    pixels still owe, and L-BFGS curvature pairs (None: none carried)."""
+    pixels still owe, L-BFGS curvature pairs (None: none carried), and a tile's start."""
 
     link: FrameLink | None = None
     temporal: tuple[torch.Tensor, torch.Tensor] | None = None
     owed: torch.Tensor | None = None
     curvature: CarriedCurvature | None = None
+    start: torch.Tensor | None = None  # a tile's start: the coarser level enlarged over its window
 
 
 class Planner(Protocol):

@@ -153,6 +153,8 @@ def _start(
     style), or the coarser level's result enlarged."""
     if carry.temporal is not None and carry.link is not None:
         return _temporal_start(contents, style, opts, carry, labels)
+    if coarser is None and carry.start is not None:
+        return carry.start
     if coarser is None:
         return torch.cat([initial_image(content[None], style, opts.init, opts.seed) for content in contents])
     return resize(coarser, *level.content_shape).clamp(0, 1)

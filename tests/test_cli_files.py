@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, TiffImagePlugin
+from tiny_runs import tiny_args
 
 from napari_style_transfer import memory
 from napari_style_transfer.cli import CommandLineError, build_parser, main, write_image
 from napari_style_transfer.files import ImageFileError, read_image
 
-FAST = ["--size", "32", "--steps", "2", "--weights", "random", "--quiet"]
+FAST = tiny_args(steps=2)
 
 
 def exit_status(argv):

@@ -1,0 +1,141 @@
+"""size="full": the composition at the working size, then tiles at each doubling, into an
+OME-Zarr store written tile by tile, resumable (docs/slides.md)."""
+
+import numpy as np
+import pytest
+import zarr
+
+from napari_style_transfer import api
+from napari_style_transfer.errors import StyleTransferError
+from napari_style_transfer.pipeline import tiled
+from napari_style_transfer.pipeline.records import StepRecord
+
+# shallow layers keep the windows small (stride 2) and the runs quick
+FAST = {
+    "steps": 3,
+    "seed": 1,
+    "weights": "random",
+    "content_layers": ["conv2_2"],
+    "style_layers": ["conv1_1", "conv2_1"],
+    "schedule": "none",
+}
+
+
+@pytest.fixture
+def slide(rng):
+    return rng.random((96, 80, 3)).astype(np.float32)
+
+
+def test_an_image_that_fits_one_tile_gives_the_untiled_result(tmp_path, content, style):
+    height, width = content.shape[:2]
+    untiled = api.stylize(content, style, size=max(height, width), **FAST)
+    stored = api.stylize(content, style, size="full", tile_size=64, out=str(tmp_path / "r.ome.zarr"), **FAST)
+    assert isinstance(stored, zarr.Array)
+    result = np.moveaxis(np.asarray(stored[...]), 0, -1)  # OME order (c, y, x) to (y, x, c)
+    np.testing.assert_allclose(result, untiled, atol=1e-6)
+
+
+def test_an_image_larger_than_a_tile_fills_the_whole_store(tmp_path, slide, style):
+    out = tmp_path / "r.ome.zarr"
+    stored = api.stylize(slide, style, size="full", tile_size=32, out=str(out), **FAST)
+    assert stored.shape == (3, 96, 80)
+    values = np.asarray(stored[...])
+    assert not np.isnan(values).any()
+    assert values.min() >= 0 and values.max() <= 1
+    assert np.asarray(zarr.open_group(str(out))["finished_tiles"][...]).all()
+    # every tile was optimised: none is left at the store's fill value
+    for top in range(0, 96, 32):
+        for left in range(0, 80, 32):
+            assert values[:, top : top + 32, left : left + 32].std() > 0
+
+
+def test_a_grey_image_gives_a_grey_result(tmp_path, rng, style):
+    grey = (rng.random((64, 48)) * 255).astype(np.uint8)
+    stored = api.stylize(grey, style, size="full", tile_size=32, out=str(tmp_path / "g.zarr"), **FAST)
+    assert stored.shape == (64, 48)
+    assert not np.isnan(np.asarray(stored[...])).any()
+
+
+def test_a_rerun_with_the_same_settings_skips_finished_tiles(tmp_path, slide, style):
+    out = str(tmp_path / "r.ome.zarr")
+    first = np.asarray(api.stylize(slide, style, size="full", tile_size=32, out=out, **FAST)[...])
+    fp = tiled.plan_full(slide, style, size="full", tile_size=32, **FAST)
+    records = list(tiled.run_full(fp, tiled.open_store(fp, out)))
+    assert records == []
+    np.testing.assert_array_equal(np.asarray(zarr.open_group(out)["0"][...]), first)
+
+
+def test_a_rerun_after_a_stop_runs_only_the_unfinished_tiles_and_ends_as_one_run(tmp_path, slide, style):
+    out = str(tmp_path / "r.ome.zarr")
+    fp = tiled.plan_full(slide, style, size="full", tile_size=32, **FAST)
+    run = tiled.run_full(fp, tiled.open_store(fp, out))
+    # levels 24x20 (the composition), 48x40 (2x2 tiles of 32), 96x80 (3x3 tiles): stop
+    # after the composition, the middle level and two tiles of the full level, 3 steps each
+    for _ in range(3 * (1 + 4 + 2)):
+        next(run)
+    run.close()
+    store = tiled.open_store(fp, out)
+    done = int(store.finished().sum())
+    assert done == 2
+    records = [r for r in tiled.run_full(fp, store) if isinstance(r, StepRecord)]
+    assert len(records) == 3 * (9 - done)
+    assert store.finished().all()
+    whole = str(tmp_path / "whole.ome.zarr")
+    uninterrupted = api.stylize(slide, style, size="full", tile_size=32, out=whole, **FAST)
+    np.testing.assert_allclose(np.asarray(store.levels[0][...]), np.asarray(uninterrupted[...]), atol=1e-6)
+
+
+def test_other_settings_on_an_existing_store_are_refused_with_the_fix(tmp_path, slide, style):
+    out = str(tmp_path / "r.ome.zarr")
+    api.stylize(slide, style, size="full", tile_size=32, out=out, **FAST)
+    with pytest.raises(StyleTransferError, match=r"options\.steps.*new path, or delete it"):
+        api.stylize(slide, style, size="full", tile_size=32, out=out, **(FAST | {"steps": 4}))
+
+
+def test_a_tile_size_off_the_layers_stride_is_refused_naming_its_neighbours(slide, style):
+    with pytest.raises(StyleTransferError, match="use 32 or 34"):
+        tiled.plan_full(slide, style, size="full", tile_size=33, **FAST)
+
+
+def test_out_without_size_full_is_refused(tmp_path, content, style):
+    with pytest.raises(StyleTransferError, match="size='full'"):
+        api.stylize(content, style, out=str(tmp_path / "r.zarr"), **FAST)
+
+
+def test_every_tile_starts_from_the_coarser_level_enlarged_over_its_window(rng, slide, style):
+    import torch
+
+    from napari_style_transfer.engine import resize
+    from napari_style_transfer.pipeline.zarr_sink import WholeImage
+
+    fp = tiled.plan_full(slide, style, size="full", tile_size=32, **FAST)
+    targets = tiled._targets(fp, tiled.open_store(fp, zarr.storage.MemoryStore()))
+    coarse = rng.random((*fp.levels[0].shape, 3)).astype(np.float32)
+    WholeImage(targets[0]).take((), coarse)
+    level = tiled.TileLevel(fp, fp.levels[1], targets[0], targets[1])
+    whole = resize(torch.from_numpy(coarse).permute(2, 0, 1)[None], *fp.levels[1].shape)
+    assert len(level.grid) == 4
+    for tile in level.grid:
+        start = level.carry(tiled.TileJob(0, (), (), tile=tile), None).start
+        np.testing.assert_allclose(start, whole[(..., *tile.window.slices)].clamp(0, 1), atol=1e-6)
+
+
+def test_the_default_tile_size_is_what_free_memory_holds_at_most_512_on_the_cpu(slide, style):
+    from napari_style_transfer import tiles
+    from napari_style_transfer.engine import LBFGS_HISTORY, free_memory_bytes, resolve_device
+
+    fp = tiled.plan_full(slide, style, size="full", **(FAST | {"device": "cpu"}))
+    layers = ("conv2_2", "conv1_1", "conv2_1")
+    largest = tiles.largest_tile_size(
+        free_memory_bytes(resolve_device("cpu")), layers, "lbfgs", LBFGS_HISTORY
+    )
+    assert fp.tile_size == min(largest, tiled.CPU_TILE_LIMIT)
+    assert fp.composition.options.tile_size == fp.tile_size  # stored as it was resolved
+
+
+def test_without_out_the_result_is_a_numpy_array_of_the_contents_size(rng, style):
+    grey = rng.random((64, 48)).astype(np.float32)
+    result = api.stylize(grey, style, size="full", tile_size=32, **(FAST | {"keep_grey": False}))
+    assert isinstance(result, np.ndarray)
+    assert result.shape == (64, 48, 3)
+    assert not np.isnan(result).any()
