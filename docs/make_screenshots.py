@@ -5,7 +5,7 @@
 In a 1280 x 800 window (the X screen must be larger: -screen above). Opens the astronaut +
 swirl demo pair, docks the widget, takes a screenshot (controls that do nothing for a 2D RGB
 content are disabled), three more with every group open (widget_groups_1..3.png, scrolled
-from top to bottom), runs a short transfer (snapshots become layers),
+from top to bottom, and their docks side by side in widget_groups.png), runs a short transfer (snapshots become layers),
 then a second, shorter run with a stronger style weight and its snapshots folded away, and
 takes the last screenshot when it has finished: the second result is named for what
 changed, and the status line names it. Then (or with ``--only styles``, alone) the widget
@@ -131,6 +131,20 @@ def groups(viewer, widget, out: Path) -> None:
     for group in widget.groups.values():
         group.collapse(animate=False)
     bar.setValue(0)
+    dock_strips(out)
+
+
+def dock_strips(out: Path, dock_left: int = 985) -> None:
+    """The three screenshots' docks side by side (widget_groups.png): the whole widget in one
+    picture, without the canvas repeated three times."""
+    from PIL import Image
+
+    shots = [Image.open(out / f"widget_groups_{number}.png") for number in (1, 2, 3)]
+    strips = [shot.crop((dock_left, 0, shot.width, shot.height)) for shot in shots]
+    sheet = Image.new("RGB", (sum(strip.width for strip in strips), strips[0].height), "white")
+    for number, strip in enumerate(strips):
+        sheet.paste(strip, (number * strip.width, 0))
+    sheet.save(out / "widget_groups.png", optimize=True)
 
 
 if __name__ == "__main__":
