@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 
 import numpy as np
 import pytest
+
+# napari's settings live in a file of the tests' own: tests change them (the preferred reader of
+# *.styled.tif) and must leave the user's settings alone
+os.environ.setdefault("NAPARI_CONFIG", os.path.join(tempfile.mkdtemp(prefix="nst-napari-"), "settings.yaml"))
 
 FAST = {"size": 32, "steps": 4, "snapshot_every": 2, "weights": "random"}
 #: How long a test waits for a run (ms): generous, because the worker runs at a lower priority

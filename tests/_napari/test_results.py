@@ -198,3 +198,14 @@ def test_save_result_writes_the_newest_result_with_its_settings(tmp_path, viewer
     saved = widget.save_result(str(tmp_path / "result.tif"))
     ((data, kwargs, _),) = read_styled_tiff(saved)
     assert kwargs["metadata"]["style_transfer"] == settings and data.max() == 1.0
+
+
+def test_save_result_without_a_suffix_writes_a_styled_tiff_that_napari_opens_with_its_settings(
+    tmp_path, viewer, widget
+):
+    settings = {"content": "photo", "options": {"steps": 4}}
+    viewer.add_image(np.ones((8, 8), np.float32), name="photo styled", metadata={"style_transfer": settings})
+    saved = widget.save_result(str(tmp_path / "result"))
+    assert saved == str(tmp_path / "result.styled.tif")
+    (opened,) = viewer.open(saved, plugin=None)  # as File > Open does: the preferred reader
+    assert opened.metadata["style_transfer"] == settings

@@ -19,12 +19,14 @@ from qtpy.QtCore import QEvent, QObject, QSize
 from qtpy.QtWidgets import QScrollArea
 
 from ..errors import StyleTransferError
+from ..files import ImageFileError
 from ..options import StyleOptions
+from ..styled_files import STYLED_SUFFIX
 from .controls import StackChoice, option_control, option_value, strength_row
 from .layers import STACK_MODES, frames_option, is_time_series
 from .run import cancel, run_style_transfer, settings_summary
 from .style_list import StyleList, StyleRow, narrow_choice
-from .tiff import write_styled_tiff
+from .tiff import save_styled_layer
 from .worker import Cancelled, Downloading, Failed, Finished, Progress, Started, Update, dispatch
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -626,12 +628,18 @@ class StyleTransferWidget(Container):
             from qtpy.QtWidgets import QFileDialog
 
             path, _ = QFileDialog.getSaveFileName(
-                self.native, "Save result", f"{layer.name}.tif", "styled TIFF (*.tif *.tiff)"
+                self.native,
+                "Save result",
+                f"{layer.name}{STYLED_SUFFIX}",
+                "styled TIFF (*.styled.tif *.tif *.tiff)",
             )
             if not path:
                 return None
-        data, meta, _ = layer.as_layer_data_tuple()
-        saved = write_styled_tiff(path, data, meta)[0]  # the one styled-file writer's place
+        try:  # .styled.tif: napari then opens it with this plugin's reader, settings and all
+            saved = str(save_styled_layer(layer, path))
+        except ImageFileError as error:
+            show_warning(f"Style transfer: {error}")
+            return None
         show_info(f"Style transfer: saved {layer.name!r} to {saved}")
         return saved
 
