@@ -54,7 +54,9 @@ def styles(out: Path) -> None:
     widget.add_style(viewer.layers["mosaic"], weight=2.0)
     widget.add_style(viewer.layers["he_stain"], weight=0.5, scale=0.5)
     widget["style_loss"].value = "mean_cov"
-    napari.qt.get_qapp().processEvents()
+    from qtpy.QtTest import QTest
+
+    QTest.qWait(300)  # the dock's layout settles over several events after rows are added
     viewer.screenshot(str(out / "widget_styles.png"), canvas_only=False)
     viewer.close()
 

@@ -30,6 +30,20 @@ def test_two_added_styles_give_three_styles_with_their_weights(viewer, widget, l
     assert widget.options()["style_blend"] == (1.0, 2.0, 0.5)  # as typed: stylize normalises them
 
 
+def test_added_style_rows_get_room_of_their_own_in_the_dock(qtbot, viewer, layers):
+    second, third = _extra_styles(viewer)
+    viewer.window._qt_window.resize(1280, 800)
+    viewer.window._qt_window.show()  # docked into a shown window, as a user opens it
+    _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
+    widget["content"].value, widget["style"].value = layers
+    widget.add_style(second, weight=2.0)
+    widget.add_style(third, weight=0.5, scale=0.5)
+    widget["style_loss"].value = "mean_cov"
+    qtbot.wait(300)  # the dock lays itself out again over a few events
+    drawn = widget._styles.native.height()  # read before anything asks the layout for its hints
+    assert drawn >= widget._styles.native.minimumSizeHint().height()  # the rows are not squeezed
+
+
 def test_removing_a_style_drops_it_and_its_weight(viewer, widget, layers):
     second, third = _extra_styles(viewer)
     widget.add_style(second, weight=2.0)

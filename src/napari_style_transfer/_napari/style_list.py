@@ -176,4 +176,8 @@ class StyleList(Container):
         rows = self.rows
         for row in rows:
             row.remove_button.visible = len(rows) > 1
+        # the list's height changed: without this the dock keeps the old height until something
+        # asks for a size hint, and the rows are drawn over each other
+        self.native.layout().activate()
+        self.native.updateGeometry()
         self.changed.emit(self)
