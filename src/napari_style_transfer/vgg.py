@@ -33,8 +33,8 @@ class VGGFeatures(nn.Module):
     (no copy of the weights); with ``pooling="avg"`` average pooling replaces max pooling.
     Activations are captured by forward hooks on these modules, addressed by the
     paper's names (``conv1_1``, ``relu1_1``, ``pool1``, ...). A conv layer's activation is the
-    pre-ReLU output even though torchvision's ReLUs work in place. ``features`` itself is
-    never modified. The parameters are frozen and the module stays in eval mode.
+    pre-ReLU output even though torchvision's ReLUs work in place. ``features``' modules are
+    never modified, but its Parameters follow the extractor's ``.to()`` (device, dtype, layout). The parameters are frozen and the module stays in eval mode.
     """
 
     mean: torch.Tensor  # ImageNet's, (1, 3, 1, 1) buffers
