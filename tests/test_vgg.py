@@ -1,6 +1,8 @@
-"""The feature extractor: hooks on torchvision's modules, the paper's names, the cut."""
+"""The feature extractor: its own convolutions on the loaded weights, the paper's names, the cut."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -30,7 +32,7 @@ def sliced(features: nn.Sequential, name: str, image: torch.Tensor) -> torch.Ten
 
 
 def test_hooks_capture_the_same_activations_as_slicing_for_every_layer(features, image):
-    extractor = VGGFeatures(features, VGG19_LAYERS)
+    extractor = VGGFeatures(features, VGG19_LAYERS, padding="zeros")
     with torch.no_grad():
         captured = extractor(image)
     assert list(captured) == list(VGG19_LAYERS)
@@ -41,7 +43,7 @@ def test_hooks_capture_the_same_activations_as_slicing_for_every_layer(features,
 @pytest.mark.parametrize("name", ["conv1_1", "conv4_2", "conv5_1"])
 def test_a_conv_layer_is_captured_before_the_in_place_relu(features, image, name):
     with torch.no_grad():
-        captured = VGGFeatures(features, [name])(image)[name]
+        captured = VGGFeatures(features, [name], padding="zeros")(image)[name]
     assert (captured < 0).any(), "a conv output without negatives was overwritten by the ReLU"
     torch.testing.assert_close(captured, sliced(features, name, image))
 
@@ -62,16 +64,70 @@ def test_the_cut_network_does_not_run_modules_past_the_deepest_layer(features, i
     assert calls == []
 
 
-def test_the_original_modules_are_used_unchanged(features):
-    before = [type(m) for m in features]
+@pytest.mark.parametrize("padding", ["reflect", "replicate"])
+def test_the_convolutions_pad_with_the_mode_asked_for_on_the_loaded_weights(features, image, padding):
+    padded = copy.deepcopy(features)
+    for module in padded:
+        if isinstance(module, nn.Conv2d):
+            module.padding_mode = padding
+    with torch.no_grad():
+        captured = VGGFeatures(features, ["conv1_1", "conv3_1"], padding=padding)(image)
+    for name in ("conv1_1", "conv3_1"):
+        torch.testing.assert_close(captured[name], sliced(padded, name, image), msg=name)
+
+
+def _spread_of_flat_image_features(features, padding: str) -> float:
+    """How far any activation of a flat grey image lies from its channel's mean, over layers."""
+    layers = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
+    with torch.no_grad():
+        captured = VGGFeatures(features, layers, padding=padding)(torch.full((1, 3, 48, 48), 0.5))
+    return max(float((v - v.mean((2, 3), keepdim=True)).abs().max()) for v in captured.values())
+
+
+@pytest.mark.parametrize("padding", ["reflect", "replicate"])
+def test_padding_from_the_image_gives_a_flat_image_flat_features(features, padding):
+    # measured: about 3e-8 (float32 rounding) against 0.2 with zero padding
+    assert _spread_of_flat_image_features(features, padding) < 1e-5
+
+
+def test_zero_padding_makes_the_border_of_a_flat_image_an_edge(features):
+    assert _spread_of_flat_image_features(features, "zeros") > 1e-2
+
+
+def test_the_extractors_convolutions_share_the_loaded_parameters(features):
     extractor = VGGFeatures(features, ["conv5_1"], pooling="avg")
-    assert extractor.body[0] is features[0]
-    assert [type(m) for m in features] == before
+    for mine, loaded in zip(extractor.body, features, strict=False):
+        if isinstance(loaded, nn.Conv2d):
+            assert mine is not loaded
+            assert mine.weight is loaded.weight and mine.bias is loaded.bias
+
+
+def test_the_loaded_network_is_unchanged_by_building_and_running_an_extractor(features, image):
+    before = {key: value.clone() for key, value in features.state_dict().items()}
+    extractor = VGGFeatures(features, VGG19_LAYERS, pooling="avg")
+    extractor(image.clone().requires_grad_(True))["conv5_1"].pow(2).mean().backward()
+    assert all(not module._forward_hooks for module in features)
+    assert all(m.padding_mode == "zeros" for m in features if isinstance(m, nn.Conv2d))
+    assert all(isinstance(features[VGG19_LAYERS.index(f"pool{i}")], nn.MaxPool2d) for i in range(1, 6))
     assert all(m.inplace for m in features if isinstance(m, nn.ReLU))
+    for key, value in features.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0, msg=key)
+
+
+def test_two_extractors_of_one_network_capture_only_their_own_layers(features, image):
+    first = VGGFeatures(features, ["conv1_1"], padding="replicate")
+    second = VGGFeatures(features, ["conv1_1", "conv2_1"], padding="zeros")
+    with torch.no_grad():
+        alone = first(image)["conv1_1"]
+        both = second(image)
+        again = first(image)
+    assert list(again) == ["conv1_1"] and list(both) == ["conv1_1", "conv2_1"]
+    torch.testing.assert_close(again["conv1_1"], alone, rtol=0, atol=0)
+    assert not torch.equal(both["conv1_1"], alone), "the zero-padded extractor ran the other's convolutions"
 
 
 def test_avg_pooling_replaces_only_the_pools_of_the_extractor(features, image):
-    extractor = VGGFeatures(features, ["pool2", "conv3_1"], pooling="avg")
+    extractor = VGGFeatures(features, ["pool2", "conv3_1"], pooling="avg", padding="zeros")
     pools = [m for m in extractor.body if "Pool" in type(m).__name__]
     assert pools and all(isinstance(m, nn.AvgPool2d) for m in pools)
     averaged = nn.Sequential(*[nn.AvgPool2d(2, 2) if isinstance(m, nn.MaxPool2d) else m for m in features])

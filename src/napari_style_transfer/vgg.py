@@ -1,4 +1,4 @@
-"""VGG19 feature extraction with forward hooks on torchvision's unchanged modules."""
+"""VGG19 feature extraction: the loaded network's weights in the extractor's own modules."""
 
 from __future__ import annotations
 
@@ -17,23 +17,36 @@ from .options import VGG19_LAYERS  # noqa: E402
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+#: How the extractor's convolutions pad (issue 32): "zeros" as VGG19 was trained. "reflect" and
+#: "replicate" give a flat image flat features (zeros make its border an edge) but cost memory
+#: (an explicit padded copy per convolution, +290 MB at 512 px) and, untrained, showed no smaller
+#: rim: docs/border_rim.md. Reflect cannot pad the 1-pixel activations of the smallest images.
+PADDING_MODE = "zeros"
+
 
 class VGGFeatures(nn.Module):
     """Activations of named VGG19 layers for images in [0, 1].
 
     ``features`` is torchvision's ``vgg19().features`` (37 modules). Only the modules up to
-    the deepest requested layer run. Activations are captured by forward hooks registered on
-    the network's own modules, addressed by the paper's names (``conv1_1``, ``relu1_1``,
-    ``pool1``, ...). A conv layer's activation is the pre-ReLU output even though torchvision's
-    ReLUs work in place. With ``pooling="avg"`` the max-pool modules are replaced by average
-    pooling in this extractor's own container; ``features`` itself is never modified.
-    The parameters are frozen and the module stays in eval mode.
+    the deepest requested layer run. Every module is the extractor's own: the convolutions pad
+    with ``padding`` (a ``padding_mode`` of ``nn.Conv2d``) and share ``features``' Parameters
+    (no copy of the weights); with ``pooling="avg"`` average pooling replaces max pooling.
+    Activations are captured by forward hooks on these modules, addressed by the
+    paper's names (``conv1_1``, ``relu1_1``, ``pool1``, ...). A conv layer's activation is the
+    pre-ReLU output even though torchvision's ReLUs work in place. ``features``' modules are
+    never modified, but its Parameters follow the extractor's ``.to()`` (device, dtype, layout). The parameters are frozen and the module stays in eval mode.
     """
 
     mean: torch.Tensor  # ImageNet's, (1, 3, 1, 1) buffers
     std: torch.Tensor
 
-    def __init__(self, features: nn.Sequential, layers: Iterable[str], pooling: str = "max"):
+    def __init__(
+        self,
+        features: nn.Sequential,
+        layers: Iterable[str],
+        pooling: str = "max",
+        padding: str = PADDING_MODE,
+    ):
         super().__init__()
         self.layers = tuple(dict.fromkeys(layers))
         if not self.layers:
@@ -41,11 +54,16 @@ class VGGFeatures(nn.Module):
         if len(features) != len(VGG19_LAYERS):
             raise ValueError(f"expected VGG19 features with {len(VGG19_LAYERS)} modules, got {len(features)}")
         cut = max(VGG19_LAYERS.index(name) for name in self.layers) + 1
-        modules = []
+        # Every module is the extractor's own, so its hooks never touch the shared network.
+        pool = nn.AvgPool2d if pooling == "avg" else nn.MaxPool2d
+        modules: list[nn.Module] = []
         for name, module in zip(VGG19_LAYERS[:cut], list(features)[:cut], strict=True):
-            if name.startswith("pool") and pooling == "avg":
-                module = nn.AvgPool2d(kernel_size=2, stride=2)
-            modules.append(module)
+            if isinstance(module, nn.Conv2d):
+                modules.append(_sharing_conv(module, padding))
+            else:
+                modules.append(
+                    nn.ReLU(inplace=True) if name.startswith("relu") else pool(kernel_size=2, stride=2)
+                )
         self.body = nn.Sequential(*modules)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
@@ -90,6 +108,24 @@ class VGGFeatures(nn.Module):
         for handle in self._hooks:
             handle.remove()
         self._hooks = []
+
+
+def _sharing_conv(conv: nn.Conv2d, padding_mode: str) -> nn.Conv2d:
+    """A convolution like ``conv`` padding with ``padding_mode``, holding ``conv``'s own
+    weight and bias Parameters: built on the meta device, so nothing is allocated or copied."""
+    # VGG19's convolutions are all 3x3, stride 1, padded by 1 (see vgg19_features_module).
+    own = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        3,
+        padding=1,
+        bias=conv.bias is not None,
+        padding_mode=padding_mode,  # type: ignore[arg-type]
+        device="meta",
+    )
+    own.weight = conv.weight
+    own.bias = conv.bias
+    return own
 
 
 #: Output channels of VGG19's convolutions block by block ("E" in Simonyan & Zisserman).

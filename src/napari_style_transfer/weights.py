@@ -135,8 +135,8 @@ def _load(weights: str | os.PathLike[str], *, progress: bool) -> LoadedWeights:
 class _KeptWeights:
     """The weights loaded in this process while it keeps them: each weights (a name, or a
     file by its path, size and time, so that a file changed since is read again) loads once,
-    and every caller gets a copy of the network, because a run's extractor hangs forward
-    hooks on the modules it is given and never takes them off. (Not keyed by device: the
+    and every caller gets a copy of the network, because a run's extractor shares its
+    Parameters and moves them to the run's device, dtype and layout. (Not keyed by device: the
     weights load on the CPU and each run moves its own copy to its device.)"""
 
     def __init__(self) -> None:
