@@ -40,7 +40,7 @@ from .files import (
 from .large_images import open_large_image
 from .options import DEMO_DEFAULTS, StyleOptions, choices, help_text
 from .tiles import Region, tile_grid
-from .zarr_output import write_pyramidal_tiff
+from .zarr_output import ResultStore, write_pyramidal_tiff
 
 PROG = "napari-style-transfer"
 #: ``--size full``: the content's own resolution, computed in tiles (``pipeline.tiled.FULL``,
@@ -629,13 +629,15 @@ def _main_full(args: argparse.Namespace, style_paths: list[Path], inputs: dict[s
     fp = tiled.plan_full(content, styles[0] if len(styles) == 1 else styles, **_options(args))
     store = tiled.open_store(fp, store_path, args.force)
     total = 1 + sum(len(tile_grid(level.shape, fp.tile_size, fp.margin)) for level in fp.levels[1:])
+    before = _finished_tiles(store)
     with CtrlC() as ctrl_c:
         try:
-            before, done = _run_tiles(tiled.run_full(fp, store), total, args.quiet)
-        except _TilesInterrupted as stop:
+            _run_tiles(tiled.run_full(fp, store), total, before, args.quiet)
+        except KeyboardInterrupt:
+            ctrl_c.saving()
             print(
-                f"{PROG}: interrupted; {stop.done} of {total} tiles are finished and kept in {store_path}: "
-                f"run the same command again to resume ({stop.before} were done before this run; "
+                f"{PROG}: interrupted; {_finished_tiles(store)} of {total} tiles are finished and kept in "
+                f"{store_path}: run the same command again to resume ({before} were done before this run; "
                 "--force starts over)",
                 file=sys.stderr,
             )
@@ -646,7 +648,7 @@ def _main_full(args: argparse.Namespace, style_paths: list[Path], inputs: dict[s
     height, width = fp.levels[-1].shape
     skipped = f", {before} already done" if before else ""
     kept = f" from the tiles in {store_path}" if store_path != args.output else ""
-    print(f"wrote {args.output}{kept} ({width}x{height} px, {done} tiles of {fp.tile_size} px{skipped})")
+    print(f"wrote {args.output}{kept} ({width}x{height} px, {total} tiles of {fp.tile_size} px{skipped})")
     return 0
 
 
@@ -705,45 +707,35 @@ def _read_full_content(path: Path) -> np.ndarray:
     return content
 
 
-class _TilesInterrupted(Exception):
-    """Ctrl-C in a tiled run: how many tiles are finished (recorded in the store)."""
+def _finished_tiles(store: ResultStore) -> int:
+    """The tiles recorded as finished in a result store: its own and its scratch levels' (the
+    levels below full size; the composition is one tile of the coarsest)."""
+    levels = [store]
+    if "scratch" in store.group:
+        levels += [ResultStore(group, store.tile_size) for _, group in store.group["scratch"].groups()]
+    return sum(int(level.finished().sum()) for level in levels)
 
-    def __init__(self, before: int, done: int):
-        super().__init__(f"interrupted with {done} tiles finished")
-        self.before, self.done = before, done
 
-
-def _run_tiles(records: Any, total: int, quiet: bool) -> tuple[int, int]:
+def _run_tiles(records: Any, total: int, before: int, quiet: bool) -> None:
     """Run the tiled ``records`` with a progress bar of tiles (``total``, the composition
-    counted as one); return how many were finished before this run, and in all. A tile is
-    finished (written and recorded in the store) once the next one starts or the run ends."""
+    counted as one; ``before`` of them finished before this run). A tile is in the store
+    once the next one starts or the run ends."""
     from tqdm import tqdm
 
-    before = done = total  # unless a record says that some tiles are left
-    bar, current = None, None
-    try:
-        for record in records:
-            if bar is None:
-                before = done = total - record.frames
-                bar = tqdm(total=total, initial=before, unit="tile", disable=quiet, file=sys.stderr)
-                if before and not quiet:
-                    bar.write(f"{before} of {total} tiles already done; resuming")
-            elif record.frame_number != current:
-                done += 1
+    if before and not quiet:
+        done = "all" if before == total else before
+        print(f"{PROG}: {done} of {total} tiles already done in the store; resuming", file=sys.stderr)
+    with tqdm(
+        total=total, initial=before, unit="tile", disable=quiet or before == total, file=sys.stderr
+    ) as bar:
+        current = None
+        for record in records:  # none where every tile is done
+            if current is not None and record.frame_number != current:
                 bar.update(1)
             current = record.frame_number
             bar.set_postfix(loss=f"{record.losses.total:.4g}", refresh=False)
-        if bar is not None:
-            done += 1
+        if current is not None:
             bar.update(1)
-    except KeyboardInterrupt:
-        raise _TilesInterrupted(before, done) from None
-    finally:
-        if bar is not None:
-            bar.close()
-    if bar is None and not quiet:
-        print(f"{PROG}: all {total} tiles were already done", file=sys.stderr)
-    return before, done
 
 
 def _main_demo(argv: Sequence[str]) -> int:
