@@ -155,6 +155,8 @@ def test_bad_requests_are_refused_in_one_line_before_torch_is_imported(files, tm
     runs = {expected: argv + ["--size", "full", "--weights", "random"] for expected, argv in refused.items()}
     runs["--force redoes the tiles of a --size full run"] = [content, style, "-o", "r.png", "--force"]
     runs["--size full is for one image"] = ["demo", "-o", str(tmp_path / "demo"), "--size", "full"]
+    batch = ["batch", "-o", str(tmp_path / "out"), "--style", style, "--workers", "0", content]
+    runs["--size full is for one image: napari-style-transfer CONTENT"] = [*batch, "--size", "full"]
     code = (
         "import sys\nfrom napari_style_transfer.cli import main\n"
         f"for argv in {list(runs.values())!r}:\n"
@@ -184,3 +186,10 @@ def test_size_takes_full_or_a_whole_number(files, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*files, "-o", str(tmp_path / "r.ome.zarr"), "--size", "fulll"])
     assert "expected a number, got 'fulll'" in capsys.readouterr().err
+
+
+def test_a_runs_help_offers_size_full_and_the_batchs_does_not():
+    from napari_style_transfer.cli import build_batch_parser, build_parser
+
+    assert "--size PX|full" in build_parser().format_help()
+    assert "--size PX " in build_batch_parser().format_help()

@@ -292,8 +292,8 @@ def _add_option(group: Any, field: dataclasses.Field, default: Any) -> None:
             help="keep the style's colours",
         )
         shown = default if default else "off"
-    elif field.name == "size":
-        kwargs.update(type=_size, metavar="PX|full")
+    elif field.name == "size":  # "full" parsed everywhere, to be refused in words where not offered
+        kwargs.update(type=_size, metavar="PX")
         shown = default
     elif field.name in ("learning_rate", "seed", "average"):
         kwargs.update(type=_optional(_number(int if field.name == "seed" else float)))
@@ -310,10 +310,6 @@ def _add_option(group: Any, field: dataclasses.Field, default: Any) -> None:
         kwargs["type"] = _number(type(default))
         shown = f"{default:g}" if isinstance(default, float) else default
     suffix = "" if shown is None else f" (default: {shown})"
-    if field.name == "size":
-        suffix = (
-            f"; {FULL}: the content's own resolution, in tiles of --tile-size, into -o NAME.ome.zarr{suffix}"
-        )
     group.add_argument(flag, help=command_line_syntax(help_text(field.name)) + suffix, **kwargs)
 
 
@@ -403,7 +399,17 @@ def build_parser(demo: bool = False) -> argparse.ArgumentParser:
         parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     groups["inputs and outputs"].add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_option_arguments(parser, DEMO_DEFAULTS if demo else None, groups)
+    if not demo:
+        _offer_full_size(parser)
     return parser
+
+
+def _offer_full_size(parser: argparse.ArgumentParser) -> None:
+    """``--size full`` in a run's help (the demo and a batch refuse it)."""
+    size = next(action for action in parser._actions if action.dest == "size")
+    size.metavar = f"PX|{FULL}"
+    full = f"; {FULL}: the content's own resolution, in tiles of --tile-size, into -o NAME.ome.zarr"
+    size.help = (size.help or "").replace(" (default:", full + " (default:")
 
 
 def _add_run_files(files: Any) -> None:
