@@ -1,14 +1,17 @@
 """``napari-style-transfer CONTENT STYLE --size full -o RESULT.ome.zarr``: the content at its own
 resolution, tile by tile into an OME-Zarr store, resumable (docs/slides.md)."""
 
+import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tifffile
 import zarr
 from PIL import Image
-from test_cli_help import run_python
+from test_cli_help import SRC, run_python
 
 from napari_style_transfer import styled_files
 from napari_style_transfer.cli import PROG, main
@@ -109,6 +112,40 @@ def test_ctrl_c_keeps_the_finished_tiles_and_the_same_command_resumes_to_the_uni
     full(files, whole)
     resumed, uninterrupted = (np.asarray(zarr.open_group(str(path))["0"][...]) for path in (out, whole))
     np.testing.assert_allclose(resumed, uninterrupted, atol=1e-6)
+
+
+def test_ctrl_c_sent_to_the_command_keeps_the_finished_tiles_and_exits_130(files, tmp_path, capsys):
+    out = tmp_path / "result.ome.zarr"
+    argv = [*files, "--size", "full", "-o", str(out), *FAST]
+    # the command, held at its fourth tile's first step (three in the store) until the signal comes
+    code = (
+        "import sys\nfrom napari_style_transfer.cli import main\nfrom napari_style_transfer.pipeline import tiled\n"
+        "run_full = tiled.run_full\n"
+        "def held(*args):\n"
+        "    for record in run_full(*args):\n"
+        "        if record.frame_number == 3:\n"
+        "            print('held', flush=True)\n"
+        "            sys.stdin.readline()\n"
+        "        yield record\n"
+        "tiled.run_full = held\n"
+        f"sys.exit(main({argv!r}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    with subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    ) as command:
+        assert command.stdout.readline() == "held\n"
+        command.send_signal(signal.SIGINT)
+        _, message = command.communicate(timeout=120)
+    assert command.returncode == 130, message
+    assert f"3 of {TILES} tiles are finished and kept in {out}: run the same command again" in message
+    assert main(argv) == 0
+    assert "3 already done" in capsys.readouterr().out
 
 
 def test_a_tif_result_is_a_pyramidal_bigtiff_made_from_a_store_beside_it(files, tmp_path, capsys):
