@@ -627,9 +627,9 @@ def _main_full(args: argparse.Namespace, style_paths: list[Path], inputs: dict[s
     """``--size full``: the content at its own resolution, tile by tile into the OME-Zarr
     store of ``-o`` (or one beside a ``.tif`` result, exported once every tile is done)."""
     store_path = _check_full_output(args, inputs)
+    _prepare_folder(store_path.parent, "output")  # before reading a content that may be large
     content = _read_full_content(args.content)
     styles = [read_image(path, "style") for path in style_paths]
-    _prepare_folder(store_path.parent, "output")
     from .pipeline import tiled
 
     fp = tiled.plan_full(content, styles[0] if len(styles) == 1 else styles, **_options(args))
