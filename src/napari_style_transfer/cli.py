@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from ._image import ImageInput, ValueScale, resize_image, working_shape
+from ._image import ImageInput, ValueScale, describe_image, resize_image, working_shape
 from ._sample_data import DEMO_PAIRS, load_sample
 from .errors import StyleTransferError
 from .files import (
@@ -37,9 +37,19 @@ from .files import (
     same_file,
     write_image,
 )
+from .large_images import open_large_image
 from .options import DEMO_DEFAULTS, StyleOptions, choices, help_text
+from .tiles import Region, tile_grid
+from .zarr_output import ResultStore, write_pyramidal_tiff
 
 PROG = "napari-style-transfer"
+#: ``--size full``: the content's own resolution, computed in tiles (``pipeline.tiled.FULL``,
+#: spelled out here because that module imports torch, which options are checked before).
+FULL = "full"
+#: What a ``--size full`` result is written to: an OME-Zarr store (``.zarr``, ``.ome.zarr``),
+#: or a tiled pyramidal BigTIFF made from a store beside it once every tile is done.
+STORE_SUFFIX = ".zarr"
+TIFF_OUTPUTS = (".tif", ".tiff")
 #: A user error reported as one line on stderr (exit status 2); a file that cannot be read or
 #: written is one, so the readers' error serves.
 CommandLineError = ImageFileError
@@ -148,6 +158,11 @@ def _whole_number(text: str) -> int:
     if value.adjusted() > 100:  # int() of '1e999999999' would take all the memory
         raise argparse.ArgumentTypeError(f"expected a whole number of at most 100 digits, got {text!r}")
     return int(value)
+
+
+def _size(text: str) -> int | str:
+    """``--size``: a whole number of pixels, or ``full``."""
+    return FULL if text.strip().lower() == FULL else _whole_number(text)
 
 
 def _optional(parse: Any) -> Any:
@@ -277,6 +292,9 @@ def _add_option(group: Any, field: dataclasses.Field, default: Any) -> None:
             help="keep the style's colours",
         )
         shown = default if default else "off"
+    elif field.name == "size":  # "full" parsed everywhere, to be refused in words where not offered
+        kwargs.update(type=_size, metavar="PX")
+        shown = default
     elif field.name in ("learning_rate", "seed", "average"):
         kwargs.update(type=_optional(_number(int if field.name == "seed" else float)))
         shown = default
@@ -381,7 +399,17 @@ def build_parser(demo: bool = False) -> argparse.ArgumentParser:
         parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     groups["inputs and outputs"].add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_option_arguments(parser, DEMO_DEFAULTS if demo else None, groups)
+    if not demo:
+        _offer_full_size(parser)
     return parser
+
+
+def _offer_full_size(parser: argparse.ArgumentParser) -> None:
+    """``--size full`` in a run's help (the demo and a batch refuse it)."""
+    size = next(action for action in parser._actions if action.dest == "size")
+    size.metavar = f"PX|{FULL}"
+    full = f"; {FULL}: the content's own resolution, in tiles of --tile-size, into -o NAME.ome.zarr"
+    size.help = (size.help or "").replace(" (default:", full + " (default:")
 
 
 def _add_run_files(files: Any) -> None:
@@ -414,7 +442,14 @@ def _add_run_files(files: Any) -> None:
         type=Path,
         required=True,
         help="result image file (.png: 8-bit, .tif: float32 or --output-dtype, both with the settings; "
-        "a stack needs .tif or .npy)",
+        f"a stack needs .tif or .npy); with --size {FULL}: an OME-Zarr store (.ome.zarr, written tile by "
+        "tile, resumable) or a .tif (a pyramidal BigTIFF made from a .ome.zarr store beside it)",
+    )
+    files.add_argument(
+        "--force",
+        action="store_true",
+        help=f"with --size {FULL}: redo the tiles the store already holds (by default a rerun with the "
+        "same settings resumes, skipping them)",
     )
     files.add_argument(
         "--snapshot-dir", type=Path, help="also write every snapshot as a PNG into this folder"
@@ -422,11 +457,21 @@ def _add_run_files(files: Any) -> None:
     add_output_dtype_argument(files, "a .tif or .npy result", "a .png or .jpg result is")
 
 
-def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+def parse_arguments(
+    parser: argparse.ArgumentParser, argv: Sequence[str], full_size: bool = False
+) -> argparse.Namespace:
     """Parse ``argv`` and check every run option's value, before anything imports torch (a bad
-    value is refused at once, not after seconds of loading)."""
+    value is refused at once, not after seconds of loading). ``full_size``: whether this
+    command takes ``--size full`` (a run of one image does; the demo and a batch do not)."""
     args = parser.parse_args(argv)
-    StyleOptions.from_kwargs(_options(args))  # raises StyleTransferError naming the bad value
+    options = _options(args)
+    if options["size"] == FULL:
+        if not full_size:
+            raise CommandLineError(
+                f"--size {FULL} is for one image: {PROG} CONTENT STYLE --size {FULL} -o RESULT.ome.zarr"
+            )
+        del options["size"]  # the tile planner sets the working size from --tile-size
+    StyleOptions.from_kwargs(options)  # raises StyleTransferError naming the bad value
     return args
 
 
@@ -539,7 +584,7 @@ def _partial_stack(
 
 
 def _main_run(argv: Sequence[str]) -> int:
-    args = parse_arguments(build_parser(), argv)
+    args = parse_arguments(build_parser(), argv, full_size=True)
     style_paths = args.style + args.more_styles
     if not style_paths:
         raise CommandLineError("give a style image after the content (or with --style FILE)")
@@ -547,6 +592,13 @@ def _main_run(argv: Sequence[str]) -> int:
     inputs = {"content": args.content, **dict(zip(roles, style_paths, strict=True))}
     if args.style_regions is not None:
         inputs["--style-regions"] = args.style_regions
+    if args.size == FULL:
+        return _main_full(args, style_paths, inputs)
+    if args.force:
+        raise CommandLineError(
+            f"--force redoes the tiles of a --size {FULL} run; leave it out (a run at a working size "
+            "always writes its result anew)"
+        )
     _check_output_path(args.output, args.snapshot_dir, inputs)
     content = read_image(args.content, "content")
     styles = [read_image(path, "style") for path in style_paths]
@@ -571,6 +623,127 @@ def _main_run(argv: Sequence[str]) -> int:
     return 0
 
 
+def _main_full(args: argparse.Namespace, style_paths: list[Path], inputs: dict[str, Path]) -> int:
+    """``--size full``: the content at its own resolution, tile by tile into the OME-Zarr
+    store of ``-o`` (or one beside a ``.tif`` result, exported once every tile is done)."""
+    store_path = _check_full_output(args, inputs)
+    _prepare_folder(store_path.parent, "output")  # before reading a content that may be large
+    content = _read_full_content(args.content)
+    styles = [read_image(path, "style") for path in style_paths]
+    from .pipeline import tiled
+
+    fp = tiled.plan_full(content, styles[0] if len(styles) == 1 else styles, **_options(args))
+    store = tiled.open_store(fp, store_path, args.force)
+    total = 1 + sum(len(tile_grid(level.shape, fp.tile_size, fp.margin)) for level in fp.levels[1:])
+    before = _finished_tiles(store)
+    with CtrlC() as ctrl_c:
+        try:
+            _run_tiles(tiled.run_full(fp, store), total, before, args.quiet)
+        except KeyboardInterrupt:
+            ctrl_c.saving()
+            print(
+                f"{PROG}: interrupted; {_finished_tiles(store)} of {total} tiles are finished and kept in "
+                f"{store_path}: run the same command again to resume ({before} were done before this run; "
+                "--force starts over)",
+                file=sys.stderr,
+            )
+            return 130
+        ctrl_c.saving()
+        if store_path != args.output:
+            write_pyramidal_tiff(args.output, store)
+    height, width = fp.levels[-1].shape
+    skipped = f", {before} already done" if before else ""
+    kept = f" from the tiles in {store_path}" if store_path != args.output else ""
+    print(f"wrote {args.output}{kept} ({width}x{height} px, {total} tiles of {fp.tile_size} px{skipped})")
+    return 0
+
+
+def _check_full_output(args: argparse.Namespace, inputs: dict[str, Path]) -> Path:
+    """Refuse before the run what a ``--size full`` run cannot write; the store's path."""
+    output: Path = args.output
+    suffix = output.suffix.lower()
+    if suffix not in (STORE_SUFFIX, *TIFF_OUTPUTS):
+        raise CommandLineError(
+            f"--size {FULL} makes a result as large as the content, written tile by tile, which "
+            f"{output.name} cannot be: give -o {output.with_suffix('.ome.zarr').name} (an OME-Zarr store) "
+            f"or -o {output.with_suffix('.tif').name} (a pyramidal BigTIFF)"
+        )
+    for given, flag in ((args.style_regions, "--style-regions"), (args.snapshot_dir, "--snapshot-dir")):
+        if given is not None:
+            raise CommandLineError(f"{flag} cannot be used with --size {FULL} yet: leave it out")
+    if args.output_dtype != "float32":
+        raise CommandLineError(f"--size {FULL} writes float32 in [0, 1]: leave out --output-dtype")
+    store = output if suffix == STORE_SUFFIX else output.with_suffix(".ome.zarr")
+    for path in {output, store}:
+        _check_parent(path)
+        if path.exists() and not path.is_dir() and path.suffix.lower() == STORE_SUFFIX:
+            raise CommandLineError(f"{path} is a file, not a zarr store; give another -o")
+        for role, input_path in inputs.items():
+            if same_file(path, input_path):
+                raise CommandLineError(
+                    f"output {path} is the {role} image {input_path}; give another -o (inputs are never overwritten)"
+                )
+    if output.is_dir() and suffix != STORE_SUFFIX:
+        raise CommandLineError(
+            f"output {output} is a folder; give a file name such as {output / 'result.tif'}"
+        )
+    return store
+
+
+def _read_full_content(path: Path) -> np.ndarray:
+    """The content of a ``--size full`` run: an image file, or a zarr / OME-Zarr folder read
+    through :mod:`.large_images` (level 0). Read whole: ``plan_full`` describes the content
+    and sets the composition in memory (only the tiles are read region by region)."""
+    if not path.is_dir():
+        content = read_image(path, "content")
+    else:
+        image = open_large_image(path)
+        if image.frames_shape:
+            raise CommandLineError(
+                f"content {path} holds frames of shape {image.frames_shape}; --size {FULL} takes one 2D image"
+            )
+        content = image.read(Region(0, 0, *image.shape))
+    described = describe_image(content, "content")
+    if described.stack_shape or described.channels == "rgba":
+        kind = "an RGBA image" if described.channels == "rgba" else f"a stack of shape {content.shape}"
+        raise CommandLineError(
+            f"--size {FULL} takes a 2D grey or RGB image for now, and {path} is {kind}: give one frame "
+            "without alpha, or a working size (--size 512)"
+        )
+    return content
+
+
+def _finished_tiles(store: ResultStore) -> int:
+    """The tiles recorded as finished in a result store: its own and its scratch levels' (the
+    levels below full size; the composition is one tile of the coarsest)."""
+    levels = [store]
+    if "scratch" in store.group:
+        levels += [ResultStore(group, store.tile_size) for _, group in store.group["scratch"].groups()]
+    return sum(int(level.finished().sum()) for level in levels)
+
+
+def _run_tiles(records: Any, total: int, before: int, quiet: bool) -> None:
+    """Run the tiled ``records`` with a progress bar of tiles (``total``, the composition
+    counted as one; ``before`` of them finished before this run). A tile is in the store
+    once the next one starts or the run ends."""
+    from tqdm import tqdm
+
+    if before and not quiet:
+        done = "all" if before == total else before
+        print(f"{PROG}: {done} of {total} tiles already done in the store; resuming", file=sys.stderr)
+    with tqdm(
+        total=total, initial=before, unit="tile", disable=quiet or before == total, file=sys.stderr
+    ) as bar:
+        current = None
+        for record in records:  # none where every tile is done
+            if current is not None and record.frame_number != current:
+                bar.update(1)
+            current = record.frame_number
+            bar.set_postfix(loss=f"{record.losses.total:.4g}", refresh=False)
+        if current is not None:
+            bar.update(1)
+
+
 def _main_demo(argv: Sequence[str]) -> int:
     args = parse_arguments(build_parser(demo=True), argv)
     content_key, style_key, _ = DEMO_PAIRS[args.pair]
@@ -578,7 +751,6 @@ def _main_demo(argv: Sequence[str]) -> int:
     out: Path = args.output
     if out.exists() and not out.is_dir():
         raise CommandLineError(f"{out} is a file; the demo writes several images: give a folder")
-    from ._image import describe_image
 
     described = describe_image(content, "content")
     _prepare_folder(out, "output")
@@ -762,10 +934,7 @@ def _check_output_path(output: Path, snapshot_dir: Path | None, inputs: dict[str
                 f"output {output} is the {role} image {path}; "
                 "give another file name (inputs are never overwritten)"
             )
-    existing = next((parent for parent in output.absolute().parents if parent.exists()), None)
-    if existing is None or not existing.is_dir():
-        where = f"{existing} is a file, not a folder" if existing is not None else "its drive does not exist"
-        raise CommandLineError(f"cannot write {output}: {where}")
+    _check_parent(output)
     suffix = output.suffix.lower()
     if suffix != ".npy" and Image.registered_extensions().get(suffix) not in Image.SAVE:
         raise CommandLineError(
@@ -774,6 +943,14 @@ def _check_output_path(output: Path, snapshot_dir: Path | None, inputs: dict[str
         )
     if snapshot_dir is not None:
         _check_snapshot_dir(snapshot_dir, inputs)
+
+
+def _check_parent(output: Path) -> None:
+    """Refuse an output whose folder cannot exist: the nearest existing parent is a file."""
+    existing = next((parent for parent in output.absolute().parents if parent.exists()), None)
+    if existing is None or not existing.is_dir():
+        where = f"{existing} is a file, not a folder" if existing is not None else "its drive does not exist"
+        raise CommandLineError(f"cannot write {output}: {where}")
 
 
 def _prepare_folder(folder: Path, what: str) -> None:
