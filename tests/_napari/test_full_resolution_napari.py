@@ -84,6 +84,11 @@ def test_a_run_writes_the_store_and_shows_it_as_a_multiscale_layer_over_the_cont
     # backed by the store: the layer's pixels are the store's (OME order c, y, x)
     np.testing.assert_array_equal(np.asarray(layer.data[0][:, :, :]), np.moveaxis(store["0"][...], 0, -1))
     assert tuple(layer.scale) == (2.0, 3.0) and tuple(layer.translate) == (10.0, -5.0)
+    # added while the store was empty, refreshed as tiles finished: it shows the result
+    shown = np.asarray(layer._data_view)
+    level = np.asarray(layer.data[layer.data_level][:, :, :])
+    assert shown.any()
+    np.testing.assert_array_equal(shown, level[: shown.shape[0], : shown.shape[1]])
     assert [update.done for update in tiles] == list(range(1, JOBS + 1))
     assert full_widget["progress"].value == full_widget["progress"].max == JOBS
     np.testing.assert_array_equal(slide.data, before)
@@ -110,3 +115,20 @@ def test_cancel_keeps_the_finished_tiles_and_a_second_run_resumes(qtbot, viewer,
     assert opened[0].finished == 1
     assert [update.done for update in tiles] == [1, 2, 3]  # the 3 tiles left
     assert np.asarray(zarr.open_group(path, mode="r")["finished_tiles"][...]).all()
+
+
+def test_a_multiscale_layer_is_styled_at_its_full_resolution_level(
+    qtbot, viewer, full_widget, slide, tmp_path
+):
+    pyramid = zarr.open_group(str(tmp_path / "slide.zarr"), mode="w")
+    pyramid.create_array("0", data=np.asarray(slide.data), chunks=(32, 32, 3))
+    pyramid.create_array("1", data=np.asarray(slide.data)[::2, ::2], chunks=(32, 32, 3))
+    layer = viewer.add_image([pyramid["0"], pyramid["1"]], name="pyramid", rgb=True, multiscale=True)
+    full_widget["content"].value = layer
+    full_widget["store"].value = tmp_path / "pyramid styled.ome.zarr"
+    assert full_widget["full_resolution"].enabled
+    full_widget.run()
+    wait_until_idle(qtbot, full_widget)
+    store = zarr.open_group(str(tmp_path / "pyramid styled.ome.zarr"), mode="r")
+    assert store["0"].shape == (3, 96, 80)
+    assert np.asarray(store["finished_tiles"][...]).all()
