@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import StyleTransferError
 from .layers import placement
-from .run import _RUNS, _relay, resolve_layer
+from .run import _RUNS, _worker, resolve_layer
 from .worker import (
     Failed,
     Started,
@@ -88,8 +88,6 @@ def run_full_resolution(
     Returns the napari worker (started unless ``start=False``); ``worker.cancel_event.set()``
     stops the run after the current optimiser step, keeping every finished tile. Options
     are those of ``stylize`` (``size`` is ``"full"`` here)."""
-    from napari.qt.threading import thread_worker
-
     content_layer = resolve_layer(viewer, content, "content")
     style_layer = resolve_layer(viewer, style, "style")
     if style_layer is content_layer:
@@ -106,12 +104,7 @@ def run_full_resolution(
         cancel_event,
     )
     writer = StoreLayer(viewer, content_layer, style_layer.name)
-    worker = thread_worker(_relay, start_thread=False, ignore_errors=True)(updates)
-    worker.cancel_event = cancel_event
-    worker.layer_writer = writer
-    worker.updates = updates
-    worker.yielded.connect(writer.handle)
-    worker.finished.connect(lambda: close_logging_errors(updates, "the full-resolution run"))
+    worker = _worker(updates, cancel_event, writer)  # type: ignore[arg-type]  # a LayerWriter's methods
     _RUNS.add(worker)
     if start:
         worker.start()
@@ -205,6 +198,16 @@ class StoreLayer:
     def on_tile_done(self, update: TileDone) -> None:
         if self.layer is not None and self.layer in self.viewer.layers:
             self.layer.refresh()
+
+    def aborted(self) -> None:
+        """``worker.quit()`` stopped the run: the finished tiles are in the store already."""
+
+    def crashed(self, error: BaseException) -> None:
+        """The worker raised (its updates never do, so this is a bug): say so and log it."""
+        from napari.utils.notifications import show_error
+
+        log.error("full-resolution run crashed", exc_info=(type(error), error, error.__traceback__))
+        show_error(f"Style transfer failed: {type(error).__name__}: {error}")
 
     def on_failed(self, update: Failed) -> None:
         from napari.utils.notifications import show_error
