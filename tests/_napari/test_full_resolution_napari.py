@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_style_transfer._napari.full_resolution import default_store, larger_than
+from napari_style_transfer._napari.full_resolution import default_store, full_resolution_data, larger_than
 from napari_style_transfer._napari.worker import StoreOpened, TileDone
 
 from .conftest import wait_until_idle
@@ -124,6 +124,7 @@ def test_a_multiscale_layer_is_styled_at_its_full_resolution_level(
     pyramid.create_array("0", data=np.asarray(slide.data), chunks=(32, 32, 3))
     pyramid.create_array("1", data=np.asarray(slide.data)[::2, ::2], chunks=(32, 32, 3))
     layer = viewer.add_image([pyramid["0"], pyramid["1"]], name="pyramid", rgb=True, multiscale=True)
+    assert full_resolution_data(layer) is layer.data[0]  # handed to the worker as it is, unread
     full_widget["content"].value = layer
     full_widget["store"].value = tmp_path / "pyramid styled.ome.zarr"
     assert full_widget["full_resolution"].enabled
@@ -132,3 +133,13 @@ def test_a_multiscale_layer_is_styled_at_its_full_resolution_level(
     store = zarr.open_group(str(tmp_path / "pyramid styled.ome.zarr"), mode="r")
     assert store["0"].shape == (3, 96, 80)
     assert np.asarray(store["finished_tiles"][...]).all()
+
+
+def test_a_grey_layer_gives_a_grey_result_layer(qtbot, viewer, full_widget, rng, tmp_path):
+    grey = viewer.add_image((rng.random((96, 80)) * 4000).astype(np.uint16), name="cells")
+    full_widget["content"].value = grey
+    full_widget["store"].value = tmp_path / "cells styled.ome.zarr"
+    full_widget.run()
+    wait_until_idle(qtbot, full_widget)
+    layer = viewer.layers["cells styled (full resolution)"]
+    assert not layer.rgb and layer.data[0].shape == (96, 80)
