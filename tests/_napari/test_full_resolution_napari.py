@@ -143,3 +143,16 @@ def test_a_grey_layer_gives_a_grey_result_layer(qtbot, viewer, full_widget, rng,
     wait_until_idle(qtbot, full_widget)
     layer = viewer.layers["cells styled (full resolution)"]
     assert not layer.rgb and layer.data[0].shape == (96, 80)
+
+
+def test_a_store_of_other_settings_is_refused_and_left_as_it_is(qtbot, viewer, full_widget, tmp_path, errors):
+    full_widget.run()
+    wait_until_idle(qtbot, full_widget)
+    path = str(tmp_path / "slide styled.ome.zarr")
+    before = np.asarray(zarr.open_group(path, mode="r")["0"][...])
+    full_widget["steps"].value = 3
+    full_widget.run()
+    wait_until_idle(qtbot, full_widget)
+    assert full_widget["status"].value.startswith("failed:") and "steps" in full_widget["status"].value
+    assert any("steps" in message for message in errors)
+    np.testing.assert_array_equal(np.asarray(zarr.open_group(path, mode="r")["0"][...]), before)
