@@ -14,7 +14,17 @@ import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import CheckBox, Container, Label, LineEdit, ProgressBar, PushButton, create_widget
+from magicgui.types import FileDialogMode
+from magicgui.widgets import (
+    CheckBox,
+    Container,
+    FileEdit,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    create_widget,
+)
 from qtpy.QtCore import QEvent, QObject, QSize
 from qtpy.QtWidgets import QScrollArea
 
@@ -23,11 +33,24 @@ from ..files import ImageFileError
 from ..options import StyleOptions
 from ..styled_files import STYLED_SUFFIX
 from .controls import StackChoice, option_control, option_value, strength_row
+from .full_resolution import default_store, larger_than, run_full_resolution
 from .layers import STACK_MODES, frames_option, is_time_series
 from .run import cancel, run_style_transfer, settings_summary
 from .style_list import StyleList, StyleRow, narrow_choice
 from .tiff import save_styled_layer
-from .worker import Cancelled, Downloading, Failed, Finished, Progress, Started, Update, dispatch
+from .worker import (
+    Cancelled,
+    Downloading,
+    Failed,
+    Finished,
+    Progress,
+    Started,
+    StoreCancelled,
+    StoreFinished,
+    TileDone,
+    Update,
+    dispatch,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -191,6 +214,7 @@ class StyleTransferWidget(Container):
         self._pick_demo_roles()
         self._separate_roles()
         self._preselect_stack(self["content"].value)
+        self._default_store(self["content"].value)
         self._fit_controls()
 
     def _essentials(self, defaults: dict[str, Any]) -> list[Container]:
@@ -222,11 +246,33 @@ class StyleTransferWidget(Container):
         parts = [
             Container(widgets=[content], labels=True),
             self._styles,
-            Container(widgets=[*controls, self._button, self._progress, self._status], labels=True),
+            Container(
+                widgets=[
+                    *controls,
+                    *self._full_resolution_controls(defaults),
+                    self._button,
+                    self._progress,
+                    self._status,
+                ],
+                labels=True,
+            ),
         ]
         for part in parts:
             part.margins = (0, 0, 0, 0)
         return parts
+
+    def _full_resolution_controls(self, defaults: dict[str, Any]) -> list[Any]:
+        """For a layer larger than the size: style it at its own resolution, in tiles, into
+        an OME-Zarr store (issue 31)."""
+        full = CheckBox(name="full_resolution", text="full resolution (tiled)", value=False)
+        full.tooltip = (
+            "style the content at its own resolution instead of shrinking it to the size: the "
+            "composition is set at the tile size, then refined in tiles up to full size, written "
+            "tile by tile into the store (Cancel keeps the finished tiles; Run again resumes)"
+        )
+        store = FileEdit(name="store", label="store", mode=FileDialogMode.OPTIONAL_FILE, filter="*.ome.zarr")
+        store.tooltip = "the OME-Zarr folder the full-resolution result is written into, tile by tile"
+        return [full, option_control("tile_size", defaults["tile_size"]), store]
 
     def _group_control(self, name: str, defaults: dict[str, Any]) -> Any:
         """A group's control: an option's (from its metadata), or one of the widget's own."""
@@ -313,7 +359,8 @@ class StyleTransferWidget(Container):
         self["content"].changed.connect(
             lambda _: self._separate_roles()
         )  # content picked on the style's layer
-        for name in ("content", "stack", "optimizer"):
+        self["content"].changed.connect(self._default_store)
+        for name in ("content", "stack", "optimizer", "size", "full_resolution"):
             self[name].changed.connect(lambda *_: self._fit_controls())
         self._fit_weights()
         self._show_ratio()
@@ -422,8 +469,15 @@ class StyleTransferWidget(Container):
             "content_range": not rgb,
             "average": self["optimizer"].value == "adam",
         }
+        full = larger_than(layer, self["size"].value) and frames is None
+        enabled.update(full_resolution=full, tile_size=full and self["full_resolution"].value)
+        enabled["store"] = enabled["tile_size"]
         for name, on in enabled.items():
             self[name].enabled = on
+
+    def _default_store(self, layer: Any) -> None:
+        """A newly chosen content's store: beside its file, else under the home folder."""
+        self["store"].value = default_store(layer)
 
     def _preselect_stack(self, layer: Any) -> None:
         """A newly chosen content layer whose first axis is labelled t or time starts as a
@@ -507,17 +561,21 @@ class StyleTransferWidget(Container):
             show_warning("Style transfer is already running: cancel it or wait for it to finish.")
             return None
         try:
-            worker = run_style_transfer(
-                self.viewer,
-                self["content"].value,
-                self.styles(),
-                stack=self["stack"].value,
-                start=False,
-                scheduler=scheduler_preference(),
-                content_range=self["content_range"].value,
-                keep_snapshots=self["keep_snapshots"].value,
-                style_regions=self["regions"].value,
-                **self.options(),
+            worker = (
+                self._full_resolution_run()
+                if self._tiled()
+                else run_style_transfer(
+                    self.viewer,
+                    self["content"].value,
+                    self.styles(),
+                    stack=self["stack"].value,
+                    start=False,
+                    scheduler=scheduler_preference(),
+                    content_range=self["content_range"].value,
+                    keep_snapshots=self["keep_snapshots"].value,
+                    style_regions=self["regions"].value,
+                    **self.options(),
+                )
             )
         except StyleTransferError as error:
             self._status.value = f"not started: {error}"
@@ -538,12 +596,26 @@ class StyleTransferWidget(Container):
         worker.yielded.connect(self._render)
         worker.finished.connect(self._idle)
         worker.errored.connect(self._crashed)
-        self._progress.max = self["steps"].value
+        self._progress.max = 1 if self._tiled() else self["steps"].value
         self._progress.value = 0
         self._status.value = "loading weights and building VGG19..."
         self._button.text = "Cancel"
         worker.start()
         return worker
+
+    def _tiled(self) -> bool:
+        return bool(self["full_resolution"].enabled and self["full_resolution"].value)
+
+    def _full_resolution_run(self) -> GeneratorWorker:
+        options = {**self.options(), "tile_size": self["tile_size"].value}
+        for name in ("size", "frames"):
+            options.pop(name)
+        styles = self.styles()
+        if isinstance(styles, list):
+            raise StyleTransferError("a full-resolution run takes one style for now: remove the other rows")
+        return run_full_resolution(
+            self.viewer, self["content"].value, styles, out=self["store"].value, start=False, **options
+        )
 
     def cancel(self) -> None:
         """Stop the run after its current step; the last image is kept as a layer. Before
@@ -615,6 +687,19 @@ class StyleTransferWidget(Container):
     def on_failed(self, update: Failed) -> None:
         self._status.value = f"failed: {update.message}"
 
+    def on_tile_done(self, update: TileDone) -> None:
+        self._progress.max, self._progress.value = update.total, update.done
+        self._status.value = f"tile {update.done}/{update.total} | {self._device} | {self._weights}"
+
+    def on_store_finished(self, update: StoreFinished) -> None:
+        self._status.value = f"done: {update.tiles} tiles in {update.seconds:.1f}\u00a0s into {update.path}"
+
+    def on_store_cancelled(self, update: StoreCancelled) -> None:
+        self._status.value = (
+            f"cancelled after {update.done} of {update.total} tiles; the finished tiles are in "
+            f"{update.path}: Run again to resume"
+        )
+
     def save_result(self, path: str | None = None) -> str | None:
         """Save the selected result layer (else the newest result) as a styled TIFF at
         ``path`` (asked for when None), its settings in it; returns the path, or None."""
@@ -667,7 +752,7 @@ class StyleTransferWidget(Container):
         if self._gone.is_set():
             return
         self._button.text = "Run"
-        if self._status.value.startswith(("loading", "downloading", "cancelling", "step", "frame")):
+        if self._status.value.startswith(("loading", "downloading", "cancelling", "step", "frame", "tile")):
             self._status.value = "stopped"
 
 

@@ -131,6 +131,44 @@ class Warned:
     message: str
 
 
+@dataclass(frozen=True)
+class StoreOpened:
+    """A full-resolution run opened (or reopened, to resume) its result store: the layer
+    backed by it can be added now and fills in as tiles finish."""
+
+    levels: tuple[Any, ...]  # the store's pyramid, zarr arrays in OME order (c, y, x or y, x)
+    path: str
+    finished: int  # tiles of full resolution already finished (a resumed run)
+
+
+@dataclass(frozen=True)
+class TileDone:
+    """A tile of a full-resolution run is written into its store (the composition and the
+    levels below full size count as tiles too: they are jobs of the run)."""
+
+    done: int  # tiles of this run finished
+    total: int  # tiles this run has to do (a resumed run skips the finished ones)
+
+
+@dataclass(frozen=True)
+class StoreFinished:
+    """Every tile of a full-resolution run is in its store."""
+
+    path: str
+    tiles: int  # tiles this run did (0: the store was finished already)
+    seconds: float
+
+
+@dataclass(frozen=True)
+class StoreCancelled:
+    """A full-resolution run stopped; its finished tiles are in the store, which a second
+    run with the same settings resumes."""
+
+    path: str
+    done: int
+    total: int
+
+
 Update = (
     Downloading
     | RegionsSampled
@@ -142,6 +180,10 @@ Update = (
     | Cancelled
     | Failed
     | Warned
+    | StoreOpened
+    | TileDone
+    | StoreFinished
+    | StoreCancelled
 )
 
 
@@ -157,6 +199,10 @@ HANDLERS = {
     Cancelled: "on_cancelled",
     Failed: "on_failed",
     Warned: "on_warned",
+    StoreOpened: "on_store_opened",
+    TileDone: "on_tile_done",
+    StoreFinished: "on_store_finished",
+    StoreCancelled: "on_store_cancelled",
 }
 
 
