@@ -8,10 +8,10 @@ import threading
 
 import numpy as np
 
-from napari_style_transfer import api
+from napari_style_transfer.pipeline import optimise  # where the run loads its weights
 
 held, release = threading.Event(), threading.Event()
-real_load = api.load_vgg19_features
+real_load = optimise.load_vgg19_features
 
 
 def load_held(weights, **kwargs):
@@ -31,7 +31,7 @@ def process_events_until(done) -> None:
 def main() -> None:
     import napari  # the viewer (and its OpenGL context) first, then the run imports torch
 
-    api.load_vgg19_features = load_held
+    optimise.load_vgg19_features = load_held
     viewer = napari.Viewer(show=False)
     rng = np.random.default_rng(0)
     content = viewer.add_image(rng.random((40, 48, 3)).astype(np.float32), rgb=True, name="content")
