@@ -176,6 +176,29 @@ def blend_weights(tile: Tile) -> np.ndarray:
     return np.outer(_axis_weights(height, top, bottom), _axis_weights(width, left, right)).astype(np.float32)
 
 
+def feathered_core(tile: Tile, shape: tuple[int, int], band: int) -> tuple[Region, np.ndarray]:
+    """The part of ``tile``'s window it contributes when the context margin is used as the
+    overlap (cores = the store's cells, no extra tiles): its core widened by ``band // 2``
+    toward each neighbour, and weights (float32) that ramp across the ``band`` pixels
+    centred on each border with a neighbour. Neighbours' weights add up to 1 there; where a
+    short edge core clips a ramp, dividing by the summed weights keeps the blend exact.
+    ``band // 2`` must be at most the margin, so the widened core lies inside the window."""
+    half = band // 2
+    height, width = shape
+    core = tile.core
+    region = Region(
+        max(0, core.top - half),
+        max(0, core.left - half),
+        min(height, core.bottom + half),
+        min(width, core.right + half),
+    )
+    rise_y, rise_x = (band if core.top > 0 else 0), (band if core.left > 0 else 0)
+    fall_y, fall_x = (band if core.bottom < height else 0), (band if core.right < width else 0)
+    rows = _axis_weights(region.shape[0], min(rise_y, region.shape[0]), min(fall_y, region.shape[0]))
+    columns = _axis_weights(region.shape[1], min(rise_x, region.shape[1]), min(fall_x, region.shape[1]))
+    return region, np.outer(rows, columns).astype(np.float32)
+
+
 def grid_offset(seed: int, pass_index: int, step: int, stride: int) -> tuple[int, int]:
     """A random grid offset (dy, dx) for one pass, in whole strides below ``step`` (the
     tile size less the overlap): the same seed and pass give the same offset, so a resumed
