@@ -141,3 +141,28 @@ def test_without_out_the_result_is_a_numpy_array_of_the_contents_size(rng, style
     assert isinstance(result, np.ndarray)
     assert result.shape == (64, 48, 3)
     assert not np.isnan(result).any()
+
+
+def test_neighbouring_tiles_are_blended_across_their_border_not_cut():
+    from napari_style_transfer.pipeline.zarr_sink import FeatheredLevel
+    from napari_style_transfer.tiles import feathered_core, tile_grid
+    from napari_style_transfer.zarr_output import open_result_store
+
+    # two tiles side by side that disagree completely: one all 0, the other all 1
+    shape, band = (32, 64), 8
+    target = open_result_store(zarr.storage.MemoryStore(), (*shape, 3), {}, 32)
+    grid = tile_grid(shape, 32, margin=4)
+    level = FeatheredLevel(target, target.scratch("pieces", (40, 2 * 40, 3), 40), grid, band)
+    for value, tile in enumerate(grid):
+        window = np.full((*tile.window.shape, 3), float(value), np.float32)
+        level.sink(tile).take((), window)
+    assert not target.finished().any()  # a cell is written only once every tile is done
+    level.finalise()
+    assert target.finished().all()
+    row = np.asarray(target.levels[0][0, 0])  # red, along the row
+    # cut, the row would jump from 0 to 1 at column 32; blended, it ramps across the band
+    np.testing.assert_allclose(row[: 32 - band // 2], 0)
+    np.testing.assert_allclose(row[32 + band // 2 :], 1)
+    assert np.abs(np.diff(row)).max() == pytest.approx(1 / band)
+    region, _ = feathered_core(grid[0], shape, band)
+    assert region.right == 32 + band // 2

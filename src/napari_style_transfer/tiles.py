@@ -180,22 +180,24 @@ def feathered_core(tile: Tile, shape: tuple[int, int], band: int) -> tuple[Regio
     """The part of ``tile``'s window it contributes when the context margin is used as the
     overlap (cores = the store's cells, no extra tiles): its core widened by ``band // 2``
     toward each neighbour, and weights (float32) that ramp across the ``band`` pixels
-    centred on each border with a neighbour. Neighbours' weights add up to 1 there; where a
-    short edge core clips a ramp, dividing by the summed weights keeps the blend exact.
+    centred on each border with a neighbour. Neighbours' weights add up to 1 there.
     ``band // 2`` must be at most the margin, so the widened core lies inside the window."""
     half = band // 2
     height, width = shape
     core = tile.core
+    # ramps laid out as if unclipped, then cut to the image: a neighbour's core shorter than
+    # half the band clips both ramps alike, so the weights still add up to 1
+    before = (half if core.top > 0 else 0, half if core.left > 0 else 0)
+    after = (half if core.bottom < height else 0, half if core.right < width else 0)
+    rows = _axis_weights(max(core.shape[0] + before[0] + after[0], band), 2 * before[0], 2 * after[0])
+    columns = _axis_weights(max(core.shape[1] + before[1] + after[1], band), 2 * before[1], 2 * after[1])
     region = Region(
-        max(0, core.top - half),
-        max(0, core.left - half),
-        min(height, core.bottom + half),
-        min(width, core.right + half),
+        core.top - before[0],
+        core.left - before[1],
+        min(height, core.bottom + after[0]),
+        min(width, core.right + after[1]),
     )
-    rise_y, rise_x = (band if core.top > 0 else 0), (band if core.left > 0 else 0)
-    fall_y, fall_x = (band if core.bottom < height else 0), (band if core.right < width else 0)
-    rows = _axis_weights(region.shape[0], min(rise_y, region.shape[0]), min(fall_y, region.shape[0]))
-    columns = _axis_weights(region.shape[1], min(rise_x, region.shape[1]), min(fall_x, region.shape[1]))
+    rows, columns = rows[: region.shape[0]], columns[: region.shape[1]]
     return region, np.outer(rows, columns).astype(np.float32)
 
 
