@@ -166,3 +166,15 @@ def test_neighbouring_tiles_are_blended_across_their_border_not_cut():
     assert np.abs(np.diff(row)).max() == pytest.approx(1 / band)
     region, _ = feathered_core(grid[0], shape, band)
     assert region.right == 32 + band // 2
+
+
+def test_a_run_stopped_while_blending_ends_the_blend_without_running_a_step(tmp_path, slide, style):
+    out = str(tmp_path / "r.ome.zarr")
+    first = np.asarray(api.stylize(slide, style, size="full", tile_size=32, out=out, **FAST)[...])
+    fp = tiled.plan_full(slide, style, size="full", tile_size=32, **FAST)
+    store = tiled.open_store(fp, out)
+    store._finished[1:, :] = 0  # every tile done, the last two rows of cells not yet blended
+    store.levels[0][:, 32:, :] = 0
+    assert list(tiled.run_full(fp, store)) == []
+    assert store.finished().all()
+    np.testing.assert_array_equal(np.asarray(store.levels[0][...]), first)
