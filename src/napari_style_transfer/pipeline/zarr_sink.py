@@ -70,7 +70,7 @@ class FeatheredLevel:
                     )
 
     def _blend(self, cell: Region, frame: tuple[int, ...]) -> np.ndarray:
-        (row, column) = (cell.top // self.target.tile_size, cell.left // self.target.tile_size)
+        row, column = cell.top // self.target.tile_size, cell.left // self.target.tile_size
         total: np.ndarray | None = None
         weights = np.zeros(cell.shape, np.float32)
         for dy in (-1, 0, 1):
@@ -83,12 +83,11 @@ class FeatheredLevel:
                 if overlap is None:
                     continue
                 piece = self._piece(tile, region, frame)[overlap.within(region)]
-                w = weight[overlap.within(region)]
-                w_full = w[..., None] if piece.ndim == 3 else w
+                share = weight[overlap.within(region)]
                 if total is None:
                     total = np.zeros((*cell.shape, *piece.shape[2:]), np.float32)
-                total[overlap.within(cell)] += piece * w_full
-                weights[overlap.within(cell)] += w
+                total[overlap.within(cell)] += piece * (share[..., None] if piece.ndim == 3 else share)
+                weights[overlap.within(cell)] += share
         assert total is not None  # a cell's own tile always reaches it
         return total / (weights[..., None] if total.ndim == 3 else weights)
 
