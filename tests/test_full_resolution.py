@@ -75,8 +75,10 @@ def test_a_rerun_after_a_stop_runs_only_the_unfinished_tiles_and_ends_as_one_run
         next(run)
     run.close()
     store = tiled.open_store(fp, out)
-    done = int(store.finished().sum())
+    pieces = store.scratch("pieces-96x80", (0,))  # reopened: the full level's tiles, blended at its end
+    done = int(pieces.finished().sum())
     assert done == 2
+    assert not store.finished().any()
     records = [r for r in tiled.run_full(fp, store) if isinstance(r, StepRecord)]
     assert len(records) == 3 * (9 - done)
     assert store.finished().all()
@@ -139,3 +141,40 @@ def test_without_out_the_result_is_a_numpy_array_of_the_contents_size(rng, style
     assert isinstance(result, np.ndarray)
     assert result.shape == (64, 48, 3)
     assert not np.isnan(result).any()
+
+
+def test_neighbouring_tiles_are_blended_across_their_border_not_cut():
+    from napari_style_transfer.pipeline.zarr_sink import FeatheredLevel
+    from napari_style_transfer.tiles import feathered_core, tile_grid
+    from napari_style_transfer.zarr_output import open_result_store
+
+    # two tiles side by side that disagree completely: one all 0, the other all 1
+    shape, band = (32, 64), 8
+    target = open_result_store(zarr.storage.MemoryStore(), (*shape, 3), {}, 32)
+    grid = tile_grid(shape, 32, margin=4)
+    level = FeatheredLevel(target, target.scratch("pieces", (40, 2 * 40, 3), 40), grid, band)
+    for value, tile in enumerate(grid):
+        window = np.full((*tile.window.shape, 3), float(value), np.float32)
+        level.sink(tile).take((), window)
+    assert not target.finished().any()  # a cell is written only once every tile is done
+    level.finalise()
+    assert target.finished().all()
+    row = np.asarray(target.levels[0][0, 0])  # red, along the row
+    # cut, the row would jump from 0 to 1 at column 32; blended, it ramps across the band
+    np.testing.assert_allclose(row[: 32 - band // 2], 0)
+    np.testing.assert_allclose(row[32 + band // 2 :], 1)
+    assert np.abs(np.diff(row)).max() == pytest.approx(1 / band)
+    region, _ = feathered_core(grid[0], shape, band)
+    assert region.right == 32 + band // 2
+
+
+def test_a_run_stopped_while_blending_ends_the_blend_without_running_a_step(tmp_path, slide, style):
+    out = str(tmp_path / "r.ome.zarr")
+    first = np.asarray(api.stylize(slide, style, size="full", tile_size=32, out=out, **FAST)[...])
+    fp = tiled.plan_full(slide, style, size="full", tile_size=32, **FAST)
+    store = tiled.open_store(fp, out)
+    store._finished[1:, :] = 0  # every tile done, the last two rows of cells not yet blended
+    store.levels[0][:, 32:, :] = 0
+    assert list(tiled.run_full(fp, store)) == []
+    assert store.finished().all()
+    np.testing.assert_array_equal(np.asarray(store.levels[0][...]), first)

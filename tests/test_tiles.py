@@ -17,6 +17,7 @@ from napari_style_transfer.tiles import (
     blend_weights,
     check_tile_size,
     context_margin,
+    feathered_core,
     grid_offset,
     largest_tile_size,
     level_schedule,
@@ -224,3 +225,17 @@ def test_the_tile_geometry_imports_neither_torch_nor_a_file_library():
     )
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert shown.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("shape", [(96, 80), (100, 70), (32, 32)])
+def test_feathered_cores_lie_in_their_windows_and_their_weights_sum_to_one(shape):
+    band, margin = 16, 8  # half the band each side of a border: as wide as the margin
+    total = np.zeros(shape)
+    for tile in tile_grid(shape, 32, margin):
+        region, weights = feathered_core(tile, shape, band)
+        window = tile.window
+        assert window.top <= region.top and region.bottom <= window.bottom
+        assert window.left <= region.left and region.right <= window.right
+        assert weights.shape == region.shape and (weights > 0).all()
+        total[region.slices] += weights
+    np.testing.assert_allclose(total, 1, atol=1e-6)  # 100 x 70: last cores of 4 and 6 px

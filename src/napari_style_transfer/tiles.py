@@ -176,6 +176,31 @@ def blend_weights(tile: Tile) -> np.ndarray:
     return np.outer(_axis_weights(height, top, bottom), _axis_weights(width, left, right)).astype(np.float32)
 
 
+def feathered_core(tile: Tile, shape: tuple[int, int], band: int) -> tuple[Region, np.ndarray]:
+    """The part of ``tile``'s window it contributes when the context margin is used as the
+    overlap (cores = the store's cells, no extra tiles): its core widened by ``band // 2``
+    toward each neighbour, and weights (float32) that ramp across the ``band`` pixels
+    centred on each border with a neighbour. Neighbours' weights add up to 1 there.
+    ``band // 2`` must be at most the margin, so the widened core lies inside the window."""
+    half = band // 2
+    height, width = shape
+    core = tile.core
+    # ramps laid out as if unclipped, then cut to the image: a neighbour's core shorter than
+    # half the band clips both ramps alike, so the weights still add up to 1
+    before = (half if core.top > 0 else 0, half if core.left > 0 else 0)
+    after = (half if core.bottom < height else 0, half if core.right < width else 0)
+    rows = _axis_weights(max(core.shape[0] + before[0] + after[0], band), 2 * before[0], 2 * after[0])
+    columns = _axis_weights(max(core.shape[1] + before[1] + after[1], band), 2 * before[1], 2 * after[1])
+    region = Region(
+        core.top - before[0],
+        core.left - before[1],
+        min(height, core.bottom + after[0]),
+        min(width, core.right + after[1]),
+    )
+    rows, columns = rows[: region.shape[0]], columns[: region.shape[1]]
+    return region, np.outer(rows, columns).astype(np.float32)
+
+
 def grid_offset(seed: int, pass_index: int, step: int, stride: int) -> tuple[int, int]:
     """A random grid offset (dy, dx) for one pass, in whole strides below ``step`` (the
     tile size less the overlap): the same seed and pass give the same offset, so a resumed

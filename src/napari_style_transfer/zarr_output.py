@@ -157,18 +157,23 @@ class ResultStore:
     def settings(self) -> dict[str, Any]:
         return dict(self.group.attrs[METADATA_KEY]["settings"])
 
-    def scratch(self, name: str, shape: tuple[int, ...]) -> ResultStore:
+    def scratch(self, name: str, shape: tuple[int, ...], tile_size: int | None = None) -> ResultStore:
         """A store for an intermediate result of ``shape`` inside this one (group
         ``scratch/<name>``, one level, chunked and recorded by tile the same way): a level
         of the schedule below full size, which the next level starts from. Created on the
         first call (call it before handing tiles to workers), reopened with its finished
-        tiles on the next; :func:`open_result_store` with ``force`` deletes every scratch."""
+        tiles on the next; :func:`open_result_store` with ``force`` deletes every scratch.
+        ``tile_size`` gives it cells of another size (the blended tiles' pieces)."""
         path = f"scratch/{name}"
+        size = tile_size or self.tile_size
         if path not in self.group:
             stored: Any = self.group.attrs[METADATA_KEY]
-            wanted = {key: stored[key] for key in ("settings", "tile_size", "dtype")} | {"shape": list(shape)}
+            wanted = {key: stored[key] for key in ("settings", "dtype")} | {
+                "shape": list(shape),
+                "tile_size": size,
+            }
             _create(self.group.require_group(path), wanted, stored["frame_axes"], pyramid=False)
-        return ResultStore(self.group[path], self.tile_size)
+        return ResultStore(self.group[path], size)
 
 
 def _level_pixels(pixels: np.ndarray, factor: int, dtype: np.dtype) -> np.ndarray:

@@ -36,7 +36,7 @@ from .plan import Level, Plan, plan
 from .reader import FrameReader, JobInput, _finish, read_styles, to_tensor
 from .records import Progress, StepRecord
 from .runner import _memory_errors
-from .zarr_sink import TileCell, WholeImage
+from .zarr_sink import FeatheredLevel, FeatheredPiece, TileCell, WholeImage
 
 #: ``size`` of a full-resolution run.
 FULL = "full"
@@ -54,6 +54,9 @@ class FullPlan:
     levels: tuple[tiles.Level, ...]  # coarse to fine; the last is the full resolution
     tile_size: int
     margin: int
+    #: pixels across each tile border over which neighbours are blended (0: cores cut at
+    #: the store's cells, seams show); half of it each side, inside the context margin
+    blend: int = 0
 
     @property
     def result_shape(self) -> tuple[int, ...]:
@@ -69,6 +72,7 @@ class FullPlan:
             "schedule": [list(level.shape) for level in self.levels],
             "value_scaling": p.content.scaling,
             "styles": len(p.styles),
+            "blend": self.blend,
         }
 
 
@@ -90,7 +94,9 @@ def plan_full(content: Any, style: Any, *, style_regions: Any = None, **options:
     tiles.check_tile_size(tile_size, layers, free, base.optimizer, LBFGS_HISTORY)
     levels = tuple(tiles.level_schedule(described.shape, tile_size, layers))
     composition = plan(content, style, **(options | {"size": max(levels[0].shape), "tile_size": tile_size}))
-    return FullPlan(composition, open_large_image(content), levels, tile_size, tiles.context_margin(layers))
+    margin = tiles.context_margin(layers)
+    blend = 2 * (min(margin, tile_size // 2) // 2)  # the margin, even, at most half a tile
+    return FullPlan(composition, open_large_image(content), levels, tile_size, margin, blend)
 
 
 def _auto_tile_size(opts: StyleOptions) -> int:
@@ -126,7 +132,9 @@ def _run_full(fp: FullPlan, store: ResultStore) -> Iterator[StepRecord]:
     planners = [TileLevel(fp, fp.levels[k], targets[k - 1], targets[k]) for k in range(1, len(fp.levels))]
     compose = not targets[0].finished().all()
     jobs = int(compose) + sum(len(planner.jobs()) for planner in planners)
-    if not jobs:
+    if not jobs:  # a run stopped while blending a level ends it
+        for planner in planners:
+            planner.finalise()
         return
     steps = p.options.steps * jobs
     with _memory_errors(p):
@@ -140,12 +148,13 @@ def _run_full(fp: FullPlan, store: ResultStore) -> Iterator[StepRecord]:
             frames = IndependentFrames(p)
             yield from optimiser.run_jobs(frames.jobs(), frames, reader, WholeImage(targets[0]), 1)
         number = int(compose)
-        for planner, target in zip(planners, targets[1:], strict=True):
+        for planner in planners:
             optimiser = Optimiser(planner.plan, model, read_styles(planner.plan), progress)
             for job in planner.tile_jobs(number):
                 assert job.tile is not None
-                yield from optimiser.run_jobs([job], planner, planner, TileCell(target, job.tile), 1)
+                yield from optimiser.run_jobs([job], planner, planner, planner.sink(job.tile), 1)
                 number += 1
+            planner.finalise()
 
 
 def _working(image: torch.Tensor) -> np.ndarray:
@@ -188,6 +197,23 @@ class TileLevel:
         self.coarser = coarser.level_image(0)
         self.grid = tiles.tile_grid(level.shape, fp.tile_size, fp.margin)
         self.plan = _level_plan(fp.composition, level.shape)
+        self.feathered: FeatheredLevel | None = None
+        if fp.blend:
+            size = fp.tile_size + fp.blend  # a core widened by half the band each side
+            rows, columns = target.grid
+            channels = fp.result_shape[2:] if self.last else (3,)
+            name = "pieces-{}x{}".format(*level.shape)
+            pieces = target.scratch(name, (rows * size, columns * size, *channels), size)
+            self.feathered = FeatheredLevel(target, pieces, self.grid, fp.blend)
+
+    def sink(self, tile: tiles.Tile) -> TileCell | FeatheredPiece:
+        """Where a tile's result goes: its core into its cell, or its feathered core to be blended."""
+        return self.feathered.sink(tile) if self.feathered else TileCell(self.target, tile)
+
+    def finalise(self) -> None:
+        """Blend the level's unfinished cells from its tiles' pieces (all done by now)."""
+        if self.feathered:
+            self.feathered.finalise()
 
     def jobs(self) -> list[Job]:
         return list(self.tile_jobs())
@@ -201,7 +227,8 @@ class TileLevel:
         ]
 
     def _unfinished(self) -> list[tiles.Tile]:
-        return [tile for tile in self.grid if not self.target.is_finished(tile.row, tile.column)]
+        records = self.feathered.pieces if self.feathered else self.target
+        return [tile for tile in self.grid if not records.is_finished(tile.row, tile.column)]
 
     def read(self, jobs: Sequence[Job]) -> tuple[list[JobInput], FrameLink | None]:
         (job,) = jobs
