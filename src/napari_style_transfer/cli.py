@@ -715,21 +715,16 @@ def _read_full_content(path: Path) -> np.ndarray:
 
 def _finished_tiles(store: ResultStore) -> int:
     """The tiles recorded as finished in a result store: its own and its scratch levels' (the
-    levels below full size; the composition is one tile of the coarsest). A level whose tiles
-    are blended records each tile in its pieces store (``scratch/pieces-HxW`` inside the
-    level's own group) before its cells are blended: there the pieces count."""
+    levels below full size; the composition is one tile of the coarsest)."""
+    from .pipeline import tiled
+
     scratch = dict(store.group["scratch"].groups()) if "scratch" in store.group else {}
     levels = [store] + [
         ResultStore(group, store.tile_size)
         for name, group in scratch.items()
         if not name.startswith("pieces-")
     ]
-    done = 0
-    for level in levels:
-        pieces = "scratch/pieces-{}x{}".format(*level.shape[:2])
-        counted = ResultStore(level.group[pieces], store.tile_size) if pieces in level.group else level
-        done += int(counted.finished().sum())
-    return done
+    return sum(tiled.tiles_finished(level) for level in levels)
 
 
 def _run_tiles(records: Any, total: int, before: int, quiet: bool) -> None:

@@ -117,13 +117,13 @@ def full_resolution_updates(
     """The run's updates (all of its work happens here, in the worker thread): the store
     opened, a :class:`TileDone` per finished tile, then :class:`StoreFinished`, or
     :class:`StoreCancelled` within one step of ``cancel``, or :class:`Failed`. Never raises."""
-    from ..pipeline.tiled import open_store, plan_full, run_full
+    from ..pipeline.tiled import open_store, plan_full, run_full, tiles_finished
 
     started = time.perf_counter()
     try:
         fp = plan_full(content, np.asarray(style), **options)
         store = open_store(fp, str(out), force)
-        yield StoreOpened(tuple(store.levels), str(out), int(store.finished().sum()))
+        yield StoreOpened(tuple(store.levels), str(out), tiles_finished(store))
         records = run_full(fp, store)
         done = total = 0
         try:
@@ -196,6 +196,15 @@ class StoreLayer:
         )
 
     def on_tile_done(self, update: TileDone) -> None:
+        self._refresh()
+
+    def on_store_finished(self, update: StoreFinished) -> None:
+        self._refresh()  # a level's blended cells are written once its last tile is done
+
+    def on_store_cancelled(self, update: StoreCancelled) -> None:
+        self._refresh()
+
+    def _refresh(self) -> None:
         if self.layer is not None and self.layer in self.viewer.layers:
             self.layer.refresh()
 

@@ -304,3 +304,12 @@ def stylize_full(content: Any, style: Any, *, out: Any = None, force: bool = Fal
         return store.levels[0]
     height, width = store.levels[0].shape[-2:]
     return store.level_image(0).read(tiles.Region(0, 0, height, width))
+
+
+def tiles_finished(level: ResultStore) -> int:
+    """How many tiles of one level of a result store are done: a level whose tiles are
+    blended records each tile in its pieces store (``scratch/pieces-HxW`` inside the level's
+    own group) before its cells are blended at the level's end, so there the pieces count."""
+    pieces = "scratch/pieces-{}x{}".format(*level.shape[:2])
+    counted = ResultStore(level.group[pieces], level.tile_size) if pieces in level.group else level
+    return int(counted.finished().sum())
