@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import zarr
+from test_full_resolution import FAST as TILED
 
 from napari_style_transfer import api
 from napari_style_transfer.cli import main
@@ -19,17 +20,8 @@ from napari_style_transfer.pipeline.executors import elsewhere
 
 distributed = pytest.importorskip("distributed")
 
-# shallow layers keep the windows small (stride 2) and the runs quick
-FAST = {
-    "steps": 2,
-    "seed": 1,
-    "weights": "random",
-    "content_layers": ["conv2_2"],
-    "style_layers": ["conv1_1", "conv2_1"],
-    "schedule": "none",
-    "size": "full",
-    "tile_size": 32,
-}
+# test_full_resolution's shallow layers (small windows, quick runs), two steps a tile
+FAST = TILED | {"steps": 2, "size": "full", "tile_size": 32}
 
 #: How far a tile run on a worker may be from the same tile run here on as many torch
 #: threads: the same arithmetic in another process (measured 0.0).
@@ -42,17 +34,6 @@ def client():
 
     with cluster_client(workers=2, torch_threads=1) as client:
         yield client
-
-
-@pytest.fixture
-def one_thread():
-    """torch here on one thread, as on each worker (see tests/test_distributed.py)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -122,8 +123,9 @@ def shared_location(store: ResultStore) -> tuple[Any, str] | None:
     import zarr
 
     inner = store.group.store
-    on_files = isinstance(inner, zarr.storage.LocalStore | zarr.storage.FsspecStore)
-    return (inner, store.group.path) if on_files else None
+    if isinstance(inner, zarr.storage.LocalStore):  # absolute: a worker's folder may be another
+        return zarr.storage.LocalStore(Path(inner.root).resolve()), store.group.path
+    return (inner, store.group.path) if isinstance(inner, zarr.storage.FsspecStore) else None
 
 
 class TileTasks:
