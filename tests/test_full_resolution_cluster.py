@@ -185,3 +185,20 @@ def test_cluster_flags_without_size_full_are_refused(tmp_path, image_files, caps
     assert main([content, style, "-o", str(tmp_path / "r.png"), *flag]) == 2
     assert "--size full" in capsys.readouterr().err
     assert not (tmp_path / "r.png").exists()
+
+
+def test_a_slide_on_a_cluster_without_distributed_names_the_extra(tmp_path, image_files):
+    from test_cli_help import run_python
+
+    content, style = map(str, image_files)
+    argv = [content, style, "-o", str(tmp_path / "r.ome.zarr"), "--size", "full", "--workers", "2"]
+    result = run_python(
+        f"from napari_style_transfer.cli import main\nprint(main({argv!r}))\n", blocked=("distributed",)
+    )
+    assert result.stdout.split() == ["2"], result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert (
+        "pip install 'napari-style-transfer[distributed]'" in line
+        and "run the tiles here with --workers 0" in line
+    )
+    assert not (tmp_path / "r.ome.zarr").exists()
