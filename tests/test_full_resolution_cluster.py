@@ -155,7 +155,7 @@ def test_a_tile_that_fails_for_good_is_named_by_position_and_the_finished_tiles_
     message = str(error.value)
     assert "1 of 4 tiles of the 64x48 px level failed" in message
     assert "row 1, column 0 (pixels 32:64, 0:32): OSError: No space left on device" in message
-    assert "run the same command again to resume" in message
+    assert "run again with the same settings to resume" in message
     pieces = store.scratch("pieces-64x48", (0,))
     assert pieces.finished().tolist() == [[True, True], [False, True]]
     assert not store.finished().any()  # the level is blended only once all its tiles are in

@@ -189,8 +189,8 @@ def _failed(
     )
     return StyleTransferError(
         f"{len(failures)} of {tried} tiles of the {height}x{width} px level failed on the cluster, tried again "
-        f"as often as allowed: {where}. The tiles that finished are kept in the store: run the same "
-        "command again to resume"
+        f"as often as allowed: {where}. The tiles that finished are kept in the store: run again with the same "
+        "settings to resume"
     )
 
 
