@@ -62,11 +62,37 @@ def test_a_slide_on_a_cluster_equals_the_run_in_one_thread(tmp_path, slide, styl
     assert np.asarray(zarr.open_group(str(out))["finished_tiles"][...]).all()
 
 
-def test_workers_write_the_tiles_of_a_store_on_a_file_system_themselves(tmp_path, slide, style, client):
+@pytest.fixture
+def written_here(monkeypatch):
+    """The groups and cells that this process writes into result stores (workers are others)."""
+    from napari_style_transfer.zarr_output import ResultStore
+
+    writes = []
+    write_tile = ResultStore.write_tile
+
+    def recorded(store, row, column, pixels, frame=()):
+        writes.append((store.group.path, row, column))
+        write_tile(store, row, column, pixels, frame)
+
+    monkeypatch.setattr(ResultStore, "write_tile", recorded)
+    return writes
+
+
+def test_workers_write_the_tiles_of_a_store_on_a_file_system_themselves(
+    tmp_path, slide, style, client, written_here
+):
     fp = tiled.plan_full(slide, style, **FAST)
     store = tiled.open_store(fp, str(tmp_path / "r.ome.zarr"))
     assert tile_tasks.shared_location(store) is not None
     records = list(tiled.run_full(fp, store, elsewhere(client)))
+    # here: the composition's cell and the blended cells of the full level, no tile's piece
+    assert sorted(written_here) == [
+        ("", 0, 0),
+        ("", 0, 1),
+        ("", 1, 0),
+        ("", 1, 1),
+        ("scratch/level-32x24", 0, 0),
+    ]
     # the composition's steps here, then one record per tile, each its last step's
     tile_records = records[FAST["steps"] :]
     assert sorted(r.frame_number for r in tile_records) == [1, 2, 3, 4]
@@ -77,14 +103,19 @@ def test_workers_write_the_tiles_of_a_store_on_a_file_system_themselves(tmp_path
     assert pieces.finished().all() and store.finished().all()
 
 
-def test_a_store_in_memory_gets_the_tiles_back_from_the_workers(slide, style, client, one_thread):
+def test_a_store_in_memory_gets_the_tiles_back_from_the_workers(
+    slide, style, client, one_thread, written_here
+):
     here = api.stylize(slide, style, **FAST)  # no out=: a store in memory, a numpy array back
     fp = tiled.plan_full(slide, style, **FAST)
     memory = tiled.open_store(fp, zarr.storage.MemoryStore())
     assert tile_tasks.shared_location(memory) is None
+    written_here.clear()
     there = api.stylize(slide, style, client=client, **FAST)
     assert isinstance(there, np.ndarray)
     np.testing.assert_allclose(there, here, rtol=0, atol=SAME_RUN)
+    pieces = sorted((row, column) for group, row, column in written_here if group.endswith("pieces-64x48"))
+    assert pieces == [(0, 0), (0, 1), (1, 0), (1, 1)]  # each tile's piece came back and was written here
 
 
 def test_a_run_stopped_here_resumes_on_the_cluster_and_ends_as_one_run(
