@@ -1,0 +1,74 @@
+"""What napari's GUI thread does during a run: only what it must (layers, status), never the
+heavy parts (importing torch, loading its libraries, computing a layer's value range).
+benchmarks/gui_latency.py measures the rest: the gaps in napari's event loop and its CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .conftest import RUN_WAIT_MS, run_and_wait
+
+
+def test_a_first_run_imports_torch_in_the_worker_with_its_libraries_loaded_without_the_gil():
+    # a fresh process: in this one torch is imported already
+    script = Path(__file__).parent / "scripts" / "first_run_off_the_gui_thread.py"
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=RUN_WAIT_MS / 1000
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["torch imported at Run"] is False  # Run returned before the import
+    assert seen["torch imported in"] == "style transfer: loading"
+    assert seen["torch._C loaded before its import"] is True
+    assert seen["status"].startswith("done")
+
+
+def test_the_layers_a_run_adds_come_with_their_contrast_limits_and_as_float32(
+    qtbot, viewer, widget, monkeypatch
+):
+    """napari computes a new layer's value range on its own thread (a pass over the data)
+    unless the contrast limits come with it."""
+    from napari.layers.image import image
+
+    ranges_computed = []
+    real = image.calc_data_range
+
+    def counting(data, *args, **kwargs):
+        ranges_computed.append(np.shape(data))
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(image, "calc_data_range", counting)
+    run_and_wait(qtbot, widget)
+
+    made = [layer for layer in viewer.layers if "style_transfer" in layer.metadata]
+    assert [layer.name for layer in made] == ["photo styled (step 2)", "photo styled"]
+    assert ranges_computed == []
+    assert all(layer.data.dtype == np.float32 for layer in made)
+    assert all(tuple(layer.contrast_limits) == (0.0, 1.0) for layer in made)
+
+
+def test_a_grey_result_comes_in_the_contents_units_without_a_range_computed(qtbot, viewer, monkeypatch):
+    from napari.layers.image import image
+
+    from napari_style_transfer._napari.run import run_style_transfer
+
+    rng = np.random.default_rng(3)
+    content = viewer.add_image((rng.random((40, 48)) * 4000).astype(np.uint16), name="cells")
+    content.contrast_limits = (500.0, 3500.0)
+    style = viewer.add_image(rng.random((36, 36, 3)).astype(np.float32), rgb=True, name="texture")
+    ranges_computed = []
+    monkeypatch.setattr(image, "calc_data_range", lambda data, *a, **k: ranges_computed.append(1))
+    worker = run_style_transfer(viewer, content, style, size=32, steps=2, snapshot_every=0, weights="random")
+    qtbot.waitUntil(lambda: "cells styled" in viewer.layers, timeout=RUN_WAIT_MS)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=RUN_WAIT_MS)
+
+    result = viewer.layers["cells styled"]
+    assert ranges_computed == []
+    assert result.data.dtype == np.float32
+    assert tuple(result.contrast_limits) == (500.0, 3500.0)
+    assert result.data.min() >= 500.0 and result.data.max() <= 3500.0
