@@ -25,6 +25,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,10 +36,10 @@ TICK_MS = 10
 IDLE_S = 3.0
 
 
-def measure(size: int, steps: int, snapshot_every: int) -> dict:
-    """One viewer: idle ticks, then ticks during one run (in this process)."""
+def measure(size: int, steps: int, snapshot_every: int, profile: bool = False) -> dict:
+    """One viewer: idle ticks, then ticks during one run (in this process). With ``profile``,
+    napari's thread is sampled whenever its timer is late (see :class:`StallSampler`)."""
     import napari
-    import numpy as np
     from qtpy.QtCore import QEventLoop, QTimer
 
     from napari_style_transfer._sample_data import load_sample
@@ -58,38 +59,44 @@ def measure(size: int, steps: int, snapshot_every: int) -> dict:
     for name, value in values.items():
         widget[name].value = value
 
-    ticks: list[float] = []
+    ticks = Ticks()
     timer = QTimer()
     timer.setInterval(TICK_MS)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-
-    def gaps_ms() -> list[float]:
-        return (np.diff(ticks) * 1000).tolist()
+    timer.timeout.connect(ticks.tick)
+    sampler = StallSampler(ticks) if profile else None
 
     timer.start()
     idle = QEventLoop()
     QTimer.singleShot(int(IDLE_S * 1000), idle.quit)
     idle.exec()
-    idle_gaps = gaps_ms()
+    idle_gaps = ticks.gaps_ms()
+    idle_cpu = ticks.cpu_s()
 
     ticks.clear()
     # moments napari's thread does our work: Run pressed, each layer added (snapshot, result)
-    layers_added: list[float] = []
-    viewer.layers.events.inserted.connect(lambda _: layers_added.append(time.perf_counter()))
+    events: list[tuple[str, float]] = []
+    viewer.layers.events.inserted.connect(lambda e: events.append((e.value.name, time.perf_counter())))
+    if sampler is not None:
+        sampler.start()
     started = time.perf_counter()
+    run_cpu = time.thread_time()
     worker = widget.run()
+    run_cpu = time.thread_time() - run_cpu
+    events.insert(0, ("Run", started))
     loop = QEventLoop()
     worker.finished.connect(loop.quit)
     loop.exec()
     seconds = time.perf_counter() - started
     timer.stop()
-    run_gaps = gaps_ms()
+    if sampler is not None:
+        sampler.stop()
+    run_gaps = ticks.gaps_ms()
     # Run's own work on napari's thread: from the press to the first tick after it
-    at_run = round((ticks[0] - started) * 1000, 1) if ticks else 0.0
-    at_layers = [gap_around(ticks, moment) for moment in layers_added]
+    at_run = round((ticks.times[0] - started) * 1000, 1) if ticks.times else 0.0
+    at_layers = [gap_around(ticks.times, moment) for _, moment in events[1:]]
     status = widget["status"].value
     viewer.close()
-    return {
+    result = {
         "size": size,
         "steps": steps,
         "snapshot_every": snapshot_every,
@@ -99,7 +106,173 @@ def measure(size: int, steps: int, snapshot_every: int) -> dict:
         "run": summary(run_gaps),
         "gap_at_run_ms": at_run,
         "gaps_at_layers_added_ms": at_layers,
+        "gui_cpu": {
+            "idle_ms_per_s": round(idle_cpu * 1000 / IDLE_S, 2),
+            "run_total_s": round(ticks.cpu_s() + run_cpu, 3),
+            "at_run_ms": round((run_cpu + ticks.cpu_until(started, first_tick_only=True)) * 1000, 1),
+            "at_layers_ms": [round(ticks.cpu_around(moment) * 1000, 1) for _, moment in events[1:]],
+        },
     }
+    if sampler is not None:
+        result["stalls"] = sampler.stalls(events)
+    return result
+
+
+class Ticks:
+    """The timer's ticks on napari's thread: when each came, and the thread's CPU time then
+    (``time.thread_time`` counts only this thread, so it does not grow with the machine's load)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.cpu: list[float] = []
+
+    def tick(self) -> None:
+        self.times.append(time.perf_counter())
+        self.cpu.append(time.thread_time())
+
+    def clear(self) -> None:
+        self.times.clear()
+        self.cpu.clear()
+
+    def gaps_ms(self) -> list[float]:
+        return [(b - a) * 1000 for a, b in zip(self.times, self.times[1:], strict=False)]
+
+    def cpu_s(self) -> float:
+        return self.cpu[-1] - self.cpu[0] if len(self.cpu) > 1 else 0.0
+
+    def cpu_until(self, moment: float, first_tick_only: bool = False) -> float:
+        """CPU seconds from ``moment`` (when the thread's clock was read) to the first tick."""
+        import bisect
+
+        after = bisect.bisect_right(self.times, moment)
+        if after == len(self.times) or not first_tick_only:
+            return 0.0
+        return self.cpu[after] - self.cpu[after - 1] if after > 0 else 0.0
+
+    def cpu_around(self, moment: float) -> float:
+        """napari's thread's CPU seconds for an event at ``moment``: from the tick before it
+        until the loop ticks on time again (the first gap under twice the interval), at
+        most one second; what the handler, napari's own reactions and the next paint took."""
+        import bisect
+
+        after = bisect.bisect_right(self.times, moment)
+        if after == 0 or after == len(self.times):
+            return 0.0
+        end = after
+        while (
+            end + 1 < len(self.times)
+            and self.times[end + 1] - self.times[end] > 2 * TICK_MS / 1000
+            and self.times[end] - moment < 1.0
+        ):
+            end += 1
+        return self.cpu[end] - self.cpu[after - 1]
+
+
+#: The sampler looks at napari's thread every this many ms ...
+SAMPLE_MS = 5
+#: ... and takes its stack when the timer's last tick is older than this.
+LATE_MS = 3 * TICK_MS
+
+
+class StallSampler(threading.Thread):
+    """Samples the Python stack of napari's thread (``sys._current_frames``) while its timer
+    is late: what napari's thread was doing in each gap. How late the sampler itself woke is
+    kept too: a sampler that could not run either points at a thread holding the GIL."""
+
+    def __init__(self, ticks: Ticks):
+        super().__init__(daemon=True, name="stall sampler")
+        self.ticks = ticks
+        self.main = threading.main_thread().ident
+        self.samples: list[tuple[float, float, tuple[str, ...]]] = []  # time, own delay ms, stack
+        self.done = threading.Event()
+        #: the garbage collector's full passes: start, seconds, the thread that ran it (it holds the GIL)
+        self.collections: list[tuple[float, float, str]] = []
+        self._collecting: dict[int, float] = {}
+
+    def start(self) -> None:
+        import gc
+
+        gc.callbacks.append(self._collected)
+        super().start()
+
+    def _collected(self, phase: str, info: dict) -> None:
+        if info.get("generation") != 2:
+            return
+        thread = threading.get_ident()
+        if phase == "start":
+            self._collecting[thread] = time.perf_counter()
+        elif thread in self._collecting:
+            began = self._collecting.pop(thread)
+            self.collections.append((began, time.perf_counter() - began, threading.current_thread().name))
+
+    def run(self) -> None:
+        expected = time.perf_counter() + SAMPLE_MS / 1000
+        while not self.done.wait(SAMPLE_MS / 1000):
+            now = time.perf_counter()
+            delay_ms = (now - expected) * 1000
+            expected = now + SAMPLE_MS / 1000
+            last = self.ticks.times[-1] if self.ticks.times else now
+            if (now - last) * 1000 < LATE_MS:
+                continue
+            frame = sys._current_frames().get(self.main)
+            stack = []
+            while frame is not None:
+                code = frame.f_code
+                stack.append(f"{_short_path(code.co_filename)}:{frame.f_lineno}:{code.co_name}")
+                frame = frame.f_back
+            self.samples.append((now, delay_ms, tuple(stack)))
+
+    def stop(self) -> None:
+        import gc
+
+        self.done.set()
+        self.join()
+        gc.callbacks.remove(self._collected)
+
+    def stalls(self, events: list[tuple[str, float]], longer_than_ms: float = 50.0) -> list[dict]:
+        """Each gap longer than ``longer_than_ms``: when (s after Run), how long, the event in
+        it (Run, a layer added), napari's thread's CPU in it, and the functions its samples
+        were in most (innermost first: *where*; and anywhere on the stack: *within*)."""
+        from collections import Counter
+
+        times, cpu = self.ticks.times, self.ticks.cpu
+        start = events[0][1] if events else (times[0] if times else 0.0)
+        found = []
+        for i in range(1, len(times)):
+            gap = (times[i] - times[i - 1]) * 1000
+            if gap <= longer_than_ms:
+                continue
+            inside = [s for s in self.samples if times[i - 1] <= s[0] <= times[i]]
+            where = Counter(s[2][0] for s in inside if s[2])
+            within = Counter(
+                name.rsplit(":", 2)[0] + ":" + name.rsplit(":", 1)[1] for s in inside for name in set(s[2])
+            )
+            found.append(
+                {
+                    "at_s": round(times[i - 1] - start, 2),
+                    "gap_ms": round(gap, 1),
+                    "cpu_ms": round((cpu[i] - cpu[i - 1]) * 1000, 1),
+                    "events": [name for name, moment in events if times[i - 1] <= moment <= times[i]],
+                    "samples": len(inside),
+                    "sampler_late_ms": round(max((s[1] for s in inside), default=0.0), 1),
+                    "full_collections_ms": [
+                        [round(seconds * 1000, 1), thread]
+                        for began, seconds, thread in self.collections
+                        if times[i - 1] <= began <= times[i]
+                    ],
+                    "where": where.most_common(6),
+                    "within": within.most_common(25),
+                }
+            )
+        return found
+
+
+def _short_path(path: str) -> str:
+    parts = Path(path).parts
+    for anchor in ("site-packages", "src", "lib"):
+        if anchor in parts:
+            return "/".join(parts[len(parts) - parts[::-1].index(anchor) :])
+    return "/".join(parts[-2:])
 
 
 def gap_around(ticks: list[float], moment: float) -> float:
@@ -194,10 +367,20 @@ def main() -> None:
     parser.add_argument(
         "--section-only", action="store_true", help="rewrite the section from --json, measure nothing"
     )
+    parser.add_argument(
+        "--profile",
+        nargs=3,
+        type=int,
+        metavar=("SIZE", "STEPS", "SNAPSHOT_EVERY"),
+        help="one run, napari's thread sampled in every gap over 50 ms: prints what it was doing",
+    )
     parser.add_argument("--measure", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(*args.measure)))
+        return
+    if args.profile:
+        print_profile(measure(*args.profile, profile=True))
         return
     if args.section_only:
         write_section(args.output, section(json.loads(args.json.read_text())))
@@ -234,6 +417,23 @@ def main() -> None:
     args.json.write_text(json.dumps(saved, indent=1) + "\n")
     write_section(args.output, section(saved))
     print(f"wrote {args.output} and {args.json}")
+
+
+def print_profile(result: dict) -> None:
+    """The gaps of a profiled run and what napari's thread was doing in each."""
+    print(json.dumps({key: value for key, value in result.items() if key != "stalls"}, indent=1))
+    for stall in result["stalls"]:
+        events = f" during {', '.join(stall['events'])}" if stall["events"] else ""
+        print(
+            f"\n{stall['gap_ms']:.0f} ms gap at {stall['at_s']:.2f} s{events}: napari's thread used "
+            f"{stall['cpu_ms']:.0f} ms CPU; {stall['samples']} samples (sampler up to {stall['sampler_late_ms']:.0f} ms late)"
+        )
+        for ms, thread in stall["full_collections_ms"]:
+            print(f"   full garbage collection of {ms:.0f} ms in {thread}")
+        for name, count in stall["where"]:
+            print(f"   where  {count:4d}  {name}")
+        for name, count in stall["within"]:
+            print(f"   within {count:4d}  {name}")
 
 
 def section(saved: dict) -> list[str]:

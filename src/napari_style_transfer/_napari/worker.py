@@ -402,7 +402,7 @@ class _LoadWithoutTheGIL(importlib.abc.MetaPathFinder):
             from importlib.machinery import EXTENSION_SUFFIXES, PathFinder
 
             spec = PathFinder.find_spec(fullname, path)
-            if spec is None or not str(spec.origin).endswith(tuple(EXTENSION_SUFFIXES)):
+            if spec is None or spec.origin is None or not spec.origin.endswith(tuple(EXTENSION_SUFFIXES)):
                 return None
             dlopen = ctypes.CDLL(None).dlopen  # a foreign function: ctypes releases the GIL
             dlopen.restype, dlopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_int]
