@@ -72,3 +72,25 @@ def test_a_grey_result_comes_in_the_contents_units_without_a_range_computed(qtbo
     assert result.data.dtype == np.float32
     assert tuple(result.contrast_limits) == (500.0, 3500.0)
     assert result.data.min() >= 500.0 and result.data.max() <= 3500.0
+
+
+def test_snapshots_not_kept_show_in_one_layer_that_becomes_the_result(qtbot, viewer, widget):
+    """Adding a layer costs napari's thread far more than new data for one (its controls, its
+    vispy visual, the selection): a run whose snapshots go anyway adds a single layer."""
+    widget["keep_snapshots"].value = False
+    widget["steps"].value, widget["snapshot_every"].value = 6, 2
+    added, names_seen = [], []
+    viewer.layers.events.inserted.connect(lambda event: added.append(event.value.name))
+    worker = widget.run()
+    worker.yielded.connect(lambda _: names_seen.append([layer.name for layer in viewer.layers][2:]))
+    qtbot.waitUntil(lambda: not widget.running, timeout=RUN_WAIT_MS)
+
+    assert added == ["photo styled (step 2)"]
+    assert ["photo styled (step 4)"] in names_seen  # the snapshot layer followed the run
+    assert [layer.name for layer in viewer.layers] == ["photo", "texture", "photo styled"]
+    result = viewer.layers["photo styled"]
+    info = result.metadata["style_transfer"]
+    assert info["step"] == 6 and not info.get("snapshot") and info["cancelled"] is False
+    assert result.data.shape == (27, 32, 3) and result.data.dtype == np.float32
+    np.testing.assert_allclose(result.scale, (2.0 * 40 / 27, 3.0 * 48 / 32))
+    assert widget["status"].value.startswith("done: 'photo styled'")
