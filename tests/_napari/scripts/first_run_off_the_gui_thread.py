@@ -10,8 +10,6 @@ import sys
 import threading
 from pathlib import Path
 
-import numpy as np
-
 seen: dict[str, object] = {}
 
 
@@ -34,17 +32,10 @@ def torch_c_file_name() -> str:
 
 
 def main() -> None:
-    import napari
     from qtpy.QtWidgets import QApplication
+    from tiny_widget import tiny_widget
 
-    viewer = napari.Viewer(show=False)
-    rng = np.random.default_rng(0)
-    content = viewer.add_image(rng.random((40, 48, 3)).astype(np.float32), rgb=True, name="content")
-    style = viewer.add_image(rng.random((36, 36, 3)).astype(np.float32), rgb=True, name="style")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
-    widget["content"].value, widget["style"].value = content, style
-    for name, value in {"size": 32, "steps": 2, "snapshot_every": 0, "weights": "random"}.items():
-        widget[name].value = value
+    viewer, widget = tiny_widget(steps=2, snapshot_every=0)
     assert "torch" not in sys.modules, "torch was imported before Run"
     sys.meta_path.insert(0, Watch())
     widget.run()
