@@ -94,3 +94,24 @@ def test_snapshots_not_kept_show_in_one_layer_that_becomes_the_result(qtbot, vie
     assert result.data.shape == (27, 32, 3) and result.data.dtype == np.float32
     np.testing.assert_allclose(result.scale, (2.0 * 40 / 27, 3.0 * 48 / 32))
     assert widget["status"].value.startswith("done: 'photo styled'")
+
+
+def test_the_one_snapshot_layer_follows_a_coarse_to_fine_run_to_the_results_size_and_place(
+    qtbot, viewer, layers
+):
+    from napari_style_transfer._napari.run import run_style_transfer
+
+    content_layer, style_layer = layers
+    options = {"size": 48, "schedule": "32,48", "steps": 6, "snapshot_every": 1, "weights": "random"}
+    worker = run_style_transfer(viewer, content_layer, style_layer, keep_snapshots=False, **options)
+    shapes = []
+    worker.yielded.connect(lambda _: shapes.extend(layer.data.shape for layer in viewer.layers[2:]))
+    qtbot.waitUntil(lambda: "photo styled" in viewer.layers, timeout=RUN_WAIT_MS)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=RUN_WAIT_MS)
+
+    assert (27, 32, 3) in shapes  # a snapshot of the coarse level
+    assert [layer.name for layer in viewer.layers] == ["photo", "texture", "photo styled"]
+    result = viewer.layers["photo styled"]
+    assert result.data.shape == (40, 48, 3)
+    np.testing.assert_allclose(result.scale, (2.0, 3.0))  # the content's own pixels: 40 x 48
+    np.testing.assert_allclose(result.translate, (10.0, -5.0))
