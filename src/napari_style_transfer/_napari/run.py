@@ -143,6 +143,11 @@ class LayerWriter:
 
     def on_snapshot(self, update: Snapshot) -> None:
         name = f"{self.base_name} (step {update.step})"
+        if not self.keep_snapshots and self.snapshot_layers:
+            # snapshots not kept show in one layer: napari's thread takes about ten times
+            # longer to add a layer than to give one new data
+            self._replace(self.snapshot_layers[-1], update.image, name, step=update.step, snapshot=True)
+            return
         self.snapshot_layers.append(self._add(update.image, name, step=update.step, snapshot=True))
 
     def on_frame_done(self, update: FrameDone) -> None:
@@ -158,6 +163,9 @@ class LayerWriter:
         if self.stack_layer is not None:
             self.stack_layer.data = in_value_range(result.image, self.value_range)
             self._finish_stack(self.base_name, metadata)
+        elif not self.keep_snapshots and self.snapshot_layers:
+            self.result_layer = self.snapshot_layers.pop()  # the snapshot layer becomes the result
+            self._replace(self.result_layer, result.image, self.base_name, **metadata)
         else:
             self.result_layer = self._add(result.image, self.base_name, **metadata)
         if not self.keep_snapshots:
@@ -298,6 +306,19 @@ class LayerWriter:
         data = image if in_units else in_value_range(image, self.value_range)
         return self.viewer.add_image(as_layer_data(data, self.content), **kwargs)
 
+    def _replace(self, layer: Any, image: np.ndarray, name: str, **extra: Any) -> None:
+        """Give a layer of this run what :meth:`_add` would give a new one (an image of a
+        coarse-to-fine level is smaller: its placement changes with it)."""
+        kwargs = result_layer_kwargs(
+            self.content, image, name, self._metadata(extra), self.slice_index, self.value_range
+        )
+        layer.data = as_layer_data(in_value_range(image, self.value_range), self.content)
+        for key in ("scale", "translate", "affine"):
+            if key in kwargs:
+                setattr(layer, key, kwargs[key])
+        layer.metadata = kwargs["metadata"]
+        layer.name = name
+
 
 #: Options left out of run names: they change how a run is watched, not what it makes.
 UNNAMED_OPTIONS = ("snapshot_every", "device", "channels_last", "cudnn_benchmark")
@@ -387,8 +408,8 @@ def run_style_transfer(
     Grey results come back in the content's units (mapped back through the contrast limits
     the content was read with) unless ``content_range=False`` ([0, 1] then); results carry
     the content's colormap, gamma and blending. A later run of the same content is named for
-    its style and what it changed (:func:`run_name`). ``keep_snapshots=False`` removes the
-    snapshot layers once the run has finished (only the result stays).
+    its style and what it changed (:func:`run_name`). ``keep_snapshots=False`` shows the
+    snapshots in one layer, given each new one, which becomes the result (only the result stays).
     Returns the napari worker (started unless ``start=False``); ``cancel(worker)`` stops it
     after the current step and keeps the last image (before the first step: at once). Options are those of ``stylize``. Bad
     layers or options raise ``StyleTransferError`` before anything starts.

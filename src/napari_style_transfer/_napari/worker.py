@@ -11,6 +11,7 @@ ends without ``finished`` when its generator raises a RuntimeError.
 
 from __future__ import annotations
 
+import importlib.abc
 import itertools
 import logging
 import os
@@ -366,9 +367,49 @@ def _engine_updates(
 
 def _import_engine() -> ModuleType:
     """The run pipeline's module (importing it imports torch and the engine)."""
-    from .. import api
-
+    finder = _LoadWithoutTheGIL(TORCH_EXTENSION)
+    sys.meta_path.insert(0, finder)
+    try:
+        from .. import api
+    finally:
+        sys.meta_path.remove(finder)
     return api
+
+
+#: The extension module that links torch's C++ libraries (over a GB with CUDA).
+TORCH_EXTENSION = "torch._C"
+
+
+class _LoadWithoutTheGIL(importlib.abc.MetaPathFinder):
+    """Loads an extension module's shared library with the GIL released, just before the
+    import system loads it again (finding it loaded) and initialises it with the GIL held.
+
+    Python holds the GIL while it ``dlopen``s an extension; for torch._C that is a second or
+    more of static initialisers in torch's libraries, and napari's thread, which needs the GIL
+    for every event, stalled that long at the first Run. ``dlopen`` called through ctypes runs
+    without the GIL. torch's own order is kept: its ``__init__`` loads its global dependencies
+    (the CUDA libraries too) before it imports torch._C. Linux only; anything amiss leaves the
+    import to do it all as usual."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+        if fullname != self.name or sys.platform != "linux":
+            return None
+        try:
+            import ctypes
+            from importlib.machinery import EXTENSION_SUFFIXES, PathFinder
+
+            spec = PathFinder.find_spec(fullname, path)
+            if spec is None or spec.origin is None or not spec.origin.endswith(tuple(EXTENSION_SUFFIXES)):
+                return None
+            dlopen = ctypes.CDLL(None).dlopen  # a foreign function: ctypes releases the GIL
+            dlopen.restype, dlopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_int]
+            dlopen(os.fsencode(spec.origin), sys.getdlopenflags())
+        except (AttributeError, OSError, ValueError) as error:
+            log.info("style transfer: %s is loaded with the GIL held: %s", fullname, error)
+        return None  # the usual finders import it
 
 
 def _close_steps(prepared: tuple[Iterator[Any], Any]) -> None:
