@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import StyleTransferError
 from .layers import placement
-from .run import _RUNS, _worker, resolve_layer
+from .run import RUNS, make_worker, resolve_layer
 from .worker import (
     Failed,
     Started,
@@ -31,8 +31,8 @@ from .worker import (
     StoreOpened,
     TileDone,
     Update,
-    _describe,
     close_logging_errors,
+    describe_error,
     dispatch,
 )
 
@@ -104,8 +104,8 @@ def run_full_resolution(
         cancel_event,
     )
     writer = StoreLayer(viewer, content_layer, style_layer.name)
-    worker = _worker(updates, cancel_event, writer)  # type: ignore[arg-type]  # a LayerWriter's methods
-    _RUNS.add(worker)
+    worker = make_worker(updates, cancel_event, writer)  # type: ignore[arg-type]  # a LayerWriter's methods
+    RUNS.add(worker)
     if start:
         worker.start()
     return worker
@@ -142,7 +142,7 @@ def full_resolution_updates(
     except Exception as error:
         expected = isinstance(error, StyleTransferError)
         details = "" if expected else traceback.format_exc()
-        yield Failed(_describe(error), 0, None, details, expected=expected)
+        yield Failed(describe_error(error), 0, None, details, expected=expected)
 
 
 class ColourLast:
