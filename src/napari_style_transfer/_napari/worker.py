@@ -136,7 +136,7 @@ class StoreOpened:
     """A full-resolution run opened (or reopened, to resume) its result store: the layer
     backed by it can be added now and fills in as tiles finish."""
 
-    levels: tuple[Any, ...]  # the store's pyramid, zarr arrays in OME order (c, y, x or y, x)
+    levels: tuple[Any, ...]  # the layer's pyramid: array-likes (y, x[, c]) (filling.PictureArray)
     path: str
     finished: int  # tiles of full resolution already finished (a resumed run)
 
