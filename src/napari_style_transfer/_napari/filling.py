@@ -25,6 +25,7 @@ import numpy as np
 
 from .._image import finish_image, resize_image
 from ..large_images import block_mean
+from ..styled_files import KEY as METADATA_KEY
 from ..tiles import Region, Tile, feathered_core, tile_grid
 from ..zarr_output import ResultStore
 
@@ -44,7 +45,9 @@ class _LazyStore:
 
     def get(self) -> ResultStore | None:
         if self._store is None and (not self.path or self.path in self.root):
-            self._store = ResultStore(self.root[self.path] if self.path else self.root, self.tile_size)
+            group = self.root[self.path] if self.path else self.root
+            if METADATA_KEY in group.attrs:  # written after the arrays: the store is whole
+                self._store = ResultStore(group, self.tile_size)
         return self._store
 
 

@@ -159,6 +159,8 @@ class StoreLayer:
     def __init__(self, viewer: napari.Viewer, content: Image, style_name: str):
         self.viewer, self.content, self.style_name = viewer, content, style_name
         self.layer: Any = None
+        self.levels: Any = None  # the layer's data: its pyramid's levels, or its one level
+        self.clock = time.monotonic  # seconds
         self.refreshed_at = -math.inf
         self._timer: Any = None  # a refresh waiting for REFRESH_S to pass since the last
 
@@ -167,10 +169,16 @@ class StoreLayer:
 
     def on_store_opened(self, update: StoreOpened) -> None:
         levels = list(update.levels)
+        self.levels = levels if len(levels) > 1 else levels[0]
+        self.refreshed_at = self.clock()
+        self.layer = self._layer_of(update.path)
+        if self.layer is not None:  # a resumed run: its layer shows the store again
+            self.layer.data = self.levels
+            return
         colour = len(levels[0].shape) == 3
         metadata = {"content": self.content.name, "style": self.style_name, "store": update.path}
         self.layer = self.viewer.add_image(
-            levels if len(levels) > 1 else levels[0],
+            self.levels,
             multiscale=len(levels) > 1,
             rgb=colour,
             contrast_limits=(0.0, 1.0),
@@ -178,10 +186,16 @@ class StoreLayer:
             metadata={"style_transfer": metadata},
             **placement(self.content, tuple(levels[0].shape[:2])),
         )
-        self.refreshed_at = time.monotonic()
+
+    def _layer_of(self, store: str) -> Any:
+        """The layer that already shows the store at ``store`` (an earlier run's), or None."""
+        for layer in self.viewer.layers:
+            if layer.metadata.get("style_transfer", {}).get("store") == store:
+                return layer
+        return None
 
     def on_tile_done(self, update: TileDone) -> None:
-        wait = self.refreshed_at + REFRESH_S - time.monotonic()
+        wait = self.refreshed_at + REFRESH_S - self.clock()
         if wait <= 0:
             self.refresh()
         elif self._timer is None:
@@ -204,8 +218,15 @@ class StoreLayer:
         """Show what the store holds now (napari re-reads the part on screen)."""
         if self._timer is not None:
             self._timer.stop()
-        self.refreshed_at = time.monotonic()
-        if self.layer is not None and self.layer in self.viewer.layers:
+        self.refreshed_at = self.clock()
+        if self.layer is None or self.layer not in self.viewer.layers:
+            return
+        if self.layer.multiscale:
+            # napari (0.9) reads a 2D multiscale layer's coarsest level (its thumbnail, also
+            # what shows zoomed out) once and keeps it until its data is set: set it again
+            # (which refreshes), or that level never fills in
+            self.layer.data = self.levels
+        else:
             self.layer.refresh()
 
     def aborted(self) -> None:
