@@ -92,31 +92,41 @@ class FillingPicture:
         pixels = np.zeros((*region.shape, *self.shape[2:]), np.float32)
         if not region.shape[0] or not region.shape[1]:
             return pixels
-        missing = np.ones(region.shape, bool)
+        size = self.cell_size
+        rows = slice(region.top // size, (region.bottom - 1) // size + 1)
+        columns = slice(region.left // size, (region.right - 1) // size + 1)
         store = self.store.get()
-        for row, column, part in self._cells(region):
-            found = (
-                store.level_image(self.level).read(part) if store and store.is_finished(row, column) else None
-            )
-            if found is None and self.pieces is not None:
-                found = self.pieces.read(row, column, part)
-            if found is not None:
-                pixels[part.within(region)] = found
-                missing[part.within(region)] = False
+        # one read of the region's records and one of its pixels: zarr fetches the chunks together
+        finished = np.zeros((rows.stop - rows.start, columns.stop - columns.start), bool)
+        if store is not None:
+            finished = np.asarray(store.group["finished_tiles"][rows, columns]).astype(bool)
+        # each pixel's cell, as an index into ``finished``
+        cell_rows = np.arange(region.top, region.bottom) // size - rows.start
+        cell_columns = np.arange(region.left, region.right) // size - columns.start
+        missing = ~finished[np.ix_(cell_rows, cell_columns)]
+        if store is not None and finished.any():
+            pixels[~missing] = store.level_image(self.level).read(region)[~missing]
+        if self.pieces is not None:
+            for row, column in zip(*np.nonzero(~finished), strict=True):
+                self._piece(rows.start + int(row), columns.start + int(column), region, pixels, missing)
         if self.fallback is not None and missing.any():
             pixels[missing] = self.fallback(region)[missing]
         return pixels
 
-    def _cells(self, region: Region) -> list[tuple[int, int, Region]]:
-        """The cells that ``region`` reaches, each with the part of it inside ``region``."""
-        size, height, width = self.cell_size, self.shape[0], self.shape[1]
-        return [
-            (row, column, Region(max(region.top, row * size), max(region.left, column * size),
-                                 min(region.bottom, (row + 1) * size, height),
-                                 min(region.right, (column + 1) * size, width)))
-            for row in range(region.top // size, (region.bottom - 1) // size + 1)
-            for column in range(region.left // size, (region.right - 1) // size + 1)
-        ]  # fmt: skip
+    def _piece(self, row: int, column: int, region: Region, pixels: np.ndarray, missing: np.ndarray) -> None:
+        """Put the finished piece of cell (row, column), if any, where it meets ``region``."""
+        assert self.pieces is not None
+        size = self.cell_size
+        part = Region(
+            max(region.top, row * size),
+            max(region.left, column * size),
+            min(region.bottom, (row + 1) * size, self.shape[0]),
+            min(region.right, (column + 1) * size, self.shape[1]),
+        )
+        found = self.pieces.read(row, column, part)
+        if found is not None:
+            pixels[part.within(region)] = found
+            missing[part.within(region)] = False
 
 
 def enlarged(coarser: FillingPicture) -> Fallback:
