@@ -4,9 +4,10 @@
 
 In a 1280 x 800 window: the astronaut (512 x 512) styled with the swirl at full resolution in
 tiles of 128 (the composition at 128 px, 4 tiles at 256, 16 at 512: 21 jobs). The run is
-stopped after ``--stop-at`` jobs and the window taken (left half of the PNG: the finished
-tiles sharp, the rest the coarser level enlarged), then a second run resumes the store to
-the end and the window is taken again (right half). Both side by side, at 3/4 size.
+stopped after ``--stop-at`` jobs and the window taken, zoomed in to full resolution where
+row 1's finished tiles meet unfinished ones (left half of the PNG: finished tiles sharp,
+the rest the 256 px level enlarged), then a second run resumes the store to the end and the
+same view is taken again (right half). Both side by side, at 3/4 size.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ def screenshots(args: argparse.Namespace, store: Path) -> tuple[np.ndarray, np.n
         loop.exec()
         app = napari.qt.get_qapp()
         app.processEvents()
-        viewer.reset_view()
+        # zoomed in (full resolution is shown) where finished tiles of row 1 meet unfinished ones
+        viewer.camera.center = (256, 384)
+        viewer.camera.zoom = 2.0
         app.processEvents()
         return viewer.screenshot(canvas_only=False)
 

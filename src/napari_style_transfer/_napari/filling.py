@@ -3,15 +3,18 @@ once, sharpening tile by tile. Each cell of each pyramid level is read from the 
 there is for it, where napari slices it (never the whole image):
 
 1. the store's own cell, once the run wrote it (blended, final);
-2. at full resolution, the finished tile's piece, its core unblended: a blended level's
-   cells are written only when its last tile is done, and the pieces show the tiles
-   arriving one by one (the seams they may show last until that level's end);
-3. else the coarser level of the schedule (down to the composition) enlarged 2x, bilinear,
-   exactly as the next level's tiles start from it, or shrunk when the pyramid is deeper
-   than the schedule; 0 where nothing is done yet.
+2. else the level of the run's schedule at that zoom (full resolution zoomed in, a coarser
+   level zoomed out): its finished cell, else its finished tile's piece, the core
+   unblended (a blended level's cells are written only when its last tile is done; the
+   pieces show its tiles arriving one by one, with seams until the level ends);
+3. else the next coarser level, enlarged 2x, bilinear, exactly as the next level's tiles
+   start from it, down to the composition (shrunk instead, for a pyramid level coarser
+   than the composition); 0 where nothing is done yet.
 
-Stores that do not exist yet (a level's scratch store, made when the run reaches it) are
-looked for again at each read. No torch here: this runs in napari's slicing.
+So zoomed out, the level of that scale fills in; the finer levels' tiles show zoomed in to
+them, and everywhere once blended. Stores that do not exist yet (a level's scratch store,
+made when the run reaches it) are looked for again at each read. No torch here: this runs
+in napari's slicing.
 """
 
 from __future__ import annotations

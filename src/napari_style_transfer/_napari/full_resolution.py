@@ -1,8 +1,9 @@
 """A full-resolution run (``size="full"``) from napari: the content layer's full resolution
 (level 0 of a multiscale layer, read lazily a tile at a time in the worker thread) styled in
-tiles into an OME-Zarr store, shown as a layer backed by that store which fills in as tiles
-finish. Cancel keeps the finished tiles: the store is the result, and a second run with the
-same settings resumes it.
+tiles into an OME-Zarr store, shown as a layer backed by that store: the whole picture from
+the composition on, sharpening as tiles finish (what each cell shows: :mod:`.filling`).
+Cancel keeps the finished tiles: the store is the result, and a second run with the same
+settings resumes it, in the same layer.
 
 ``run_full_resolution(viewer, "slide", "swirl", out="slide styled.ome.zarr", steps=50)``
 works from napari's console as well as from the widget.
