@@ -62,15 +62,40 @@ class _Pieces:
         self.store, self.shape, self.band = store, shape, band
         self.tiles = {(tile.row, tile.column): tile for tile in grid}
 
-    def read(self, row: int, column: int, part: Region) -> np.ndarray | None:
-        """The piece of tile (row, column) over ``part`` of its core, or None if not done."""
+    def fill(
+        self,
+        rows: slice,
+        columns: slice,
+        wanted: np.ndarray,
+        region: Region,
+        pixels: np.ndarray,
+        missing: np.ndarray,
+    ) -> None:
+        """Put into ``pixels`` (``region``'s) the finished pieces' cores among the ``wanted``
+        cells (bool, over ``rows`` x ``columns`` of the grid), marking them no longer missing."""
         pieces = self.store.get()
-        if pieces is None or not pieces.is_finished(row, column):
-            return None
-        spread, _ = feathered_core(self.tiles[(row, column)], self.shape, self.band)
-        top = row * pieces.tile_size + part.top - spread.top
-        left = column * pieces.tile_size + part.left - spread.left
-        return pieces.level_image(0).read(Region(top, left, top + part.shape[0], left + part.shape[1]))
+        if pieces is None:
+            return
+        done = np.asarray(pieces.group["finished_tiles"][rows, columns]).astype(bool) & wanted
+        if not done.any():
+            return
+        size = pieces.tile_size
+        # the pieces' cells under the region's cells, read in one call (zarr fetches the chunks together)
+        block = pieces.level_image(0).read(
+            Region(rows.start * size, columns.start * size, rows.stop * size, columns.stop * size)
+        )
+        for r, c in zip(*np.nonzero(done), strict=True):
+            tile = self.tiles[(rows.start + int(r), columns.start + int(c))]
+            part = _intersection(tile.core, region)
+            spread, _ = feathered_core(tile, self.shape, self.band)
+            top, left = int(r) * size + part.top - spread.top, int(c) * size + part.left - spread.left
+            pixels[part.within(region)] = block[top : top + part.shape[0], left : left + part.shape[1]]
+            missing[part.within(region)] = False
+
+
+def _intersection(a: Region, b: Region) -> Region:
+    """The part of ``a`` inside ``b`` (they meet)."""
+    return Region(max(a.top, b.top), max(a.left, b.left), min(a.bottom, b.bottom), min(a.right, b.right))
 
 
 class FillingPicture:
@@ -108,28 +133,18 @@ class FillingPicture:
         cell_columns = np.arange(region.left, region.right) // size - columns.start
         missing = ~finished[np.ix_(cell_rows, cell_columns)]
         if store is not None and finished.any():
-            pixels[~missing] = store.level_image(self.level).read(region)[~missing]
-        if self.pieces is not None:
-            for row, column in zip(*np.nonzero(~finished), strict=True):
-                self._piece(rows.start + int(row), columns.start + int(column), region, pixels, missing)
+            np.copyto(pixels, store.level_image(self.level).read(region), where=_per_pixel(~missing, pixels))
+        if self.pieces is not None and not finished.all():
+            self.pieces.fill(rows, columns, ~finished, region, pixels, missing)
         if self.fallback is not None and missing.any():
-            pixels[missing] = self.fallback(region)[missing]
+            np.copyto(pixels, self.fallback(region), where=_per_pixel(missing, pixels))
         return pixels
 
-    def _piece(self, row: int, column: int, region: Region, pixels: np.ndarray, missing: np.ndarray) -> None:
-        """Put the finished piece of cell (row, column), if any, where it meets ``region``."""
-        assert self.pieces is not None
-        size = self.cell_size
-        part = Region(
-            max(region.top, row * size),
-            max(region.left, column * size),
-            min(region.bottom, (row + 1) * size, self.shape[0]),
-            min(region.right, (column + 1) * size, self.shape[1]),
-        )
-        found = self.pieces.read(row, column, part)
-        if found is not None:
-            pixels[part.within(region)] = found
-            missing[part.within(region)] = False
+
+def _per_pixel(mask: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """``mask`` (h, w) broadcast over ``pixels``' channels, if any (copyto is faster than
+    boolean indexing)."""
+    return mask[..., None] if pixels.ndim == 3 else mask
 
 
 def enlarged(coarser: FillingPicture) -> Fallback:
