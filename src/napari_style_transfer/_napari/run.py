@@ -453,9 +453,9 @@ def run_style_transfer(
     cluster = scheduler if frames == "independent" and not several and regions is None else None
     styles_read = style_sources if several else style_sources[0]
     updates = _run_updates(source, styles_read, options, cancel_event, regions, cluster)
-    worker = _worker(updates, cancel_event, writer)
+    worker = make_worker(updates, cancel_event, writer)
     _stop_when_the_content_goes(viewer, content_layer, worker)
-    _RUNS.add(worker)
+    RUNS.add(worker)
     if start:
         worker.start()
     return worker
@@ -511,7 +511,9 @@ def _regions_plan(labels: Any, content: Image, source: LayerInput, size: int) ->
     )
 
 
-def _worker(updates: Iterator[Update], cancel_event: threading.Event, writer: LayerWriter) -> GeneratorWorker:
+def make_worker(
+    updates: Iterator[Update], cancel_event: threading.Event, writer: LayerWriter
+) -> GeneratorWorker:
     """The napari worker that relays ``updates`` to ``writer`` (not started)."""
     from napari.qt.threading import thread_worker
 
@@ -579,8 +581,9 @@ def check_size_fits(source: LayerInput, styles: list[LayerInput], content: Image
 MAX_SUGGESTED_SIZE = 8192
 
 
-#: Every run made here that has not been collected, for :func:`_stop_runs_at_exit`.
-_RUNS: weakref.WeakSet = weakref.WeakSet()
+#: Every run made here (the widget's and full resolution's) that has not been collected, for
+#: :func:`_stop_runs_at_exit`: add each new worker.
+RUNS: weakref.WeakSet = weakref.WeakSet()
 #: How long Python's exit waits for runs to stop (each stops after its current step).
 EXIT_WAIT_S = 60
 
@@ -592,7 +595,7 @@ def _stop_runs_at_exit() -> None:
     signals through, and superqt prints "RuntimeError in aborted thread: wrapped C/C++ object
     of type GeneratorWorkerSignals has been deleted". (napari's own app waits for workers
     when its event loop quits, but not when Python exits without it.)"""
-    runs = list(_RUNS)
+    runs = list(RUNS)
     if not runs:
         return
     from qtpy.QtCore import QThreadPool

@@ -137,7 +137,7 @@ class StoreOpened:
     """A full-resolution run opened (or reopened, to resume) its result store: the layer
     backed by it can be added now and fills in as tiles finish."""
 
-    levels: tuple[Any, ...]  # the store's pyramid, zarr arrays in OME order (c, y, x or y, x)
+    levels: tuple[Any, ...]  # the layer's pyramid: array-likes (y, x[, c]) (filling.PictureArray)
     path: str
     finished: int  # tiles of full resolution already finished (a resumed run)
 
@@ -245,7 +245,7 @@ def style_transfer_updates(
                 except Exception as error:  # the engine's clean-up failed after its last update
                     log.error("style transfer: error while the run shut down", exc_info=True)
                     if not ended:
-                        yield Failed(_describe(error), 0, None, traceback.format_exc())
+                        yield Failed(describe_error(error), 0, None, traceback.format_exc())
                     break
                 yield from caught.updates()
                 ended = isinstance(update, Finished | Cancelled | Failed)
@@ -487,7 +487,7 @@ class _StepUpdates:
 
         last = self.last
         return Failed(
-            _describe(error),
+            describe_error(error),
             last.step if last else 0,
             _image_if_possible(last),
             traceback.format_exc(),
@@ -621,7 +621,7 @@ def cluster_frame_updates(
         from ..errors import StyleTransferError
 
         yield Failed(
-            _describe(error),
+            describe_error(error),
             0,
             None,
             traceback.format_exc(),
@@ -699,7 +699,7 @@ class _ClusterFrames:
                 client.close()
         except BaseException as error:  # handed to the worker thread, which reports it
             if self._stop.is_set():
-                log.info("style transfer: a stopped cluster run then failed: %s", _describe(error))
+                log.info("style transfer: a stopped cluster run then failed: %s", describe_error(error))
             self._items.put(error)
         finally:
             self._items.put(_END)
@@ -794,7 +794,9 @@ class _InBackground(Generic[T]):
         if not dropped:
             return
         if isinstance(outcome, BaseException):
-            log.info("style transfer: a run cancelled while it prepared then failed: %s", _describe(outcome))
+            log.info(
+                "style transfer: a run cancelled while it prepared then failed: %s", describe_error(outcome)
+            )
         elif self._drop is not None:
             self._drop(outcome)
 
@@ -907,7 +909,8 @@ def _image_if_possible(record: Any) -> np.ndarray | None:
         return None
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
+    """What went wrong, for the status and notifications: a StyleTransferError's own message, else the kind and message."""
     from ..errors import StyleTransferError
 
     if isinstance(error, StyleTransferError):

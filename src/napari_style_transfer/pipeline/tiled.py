@@ -125,8 +125,18 @@ def run_full(fp: FullPlan, store: ResultStore, elsewhere: Elsewhere | None = Non
 def _targets(fp: FullPlan, store: ResultStore) -> list[ResultStore]:
     """Where each level goes: the levels below full size into scratch stores (made here,
     before any tile runs), the last into ``store``."""
-    scratch = [store.scratch(f"level-{h}x{w}", (h, w, 3)) for h, w in (lvl.shape for lvl in fp.levels[:-1])]
+    scratch = [store.scratch(level_name(lvl.shape), (*lvl.shape, 3)) for lvl in fp.levels[:-1]]
     return [*scratch, store]
+
+
+def level_name(shape: tuple[int, ...]) -> str:
+    """The scratch store (inside the result store) of a level below full size, (H, W) pixels."""
+    return "level-{}x{}".format(*shape)
+
+
+def pieces_name(shape: tuple[int, ...]) -> str:
+    """The scratch store (inside its level's store) of a blended level's pieces, (H, W) pixels."""
+    return "pieces-{}x{}".format(*shape)
 
 
 def _run_full(fp: FullPlan, store: ResultStore, elsewhere: Elsewhere | None) -> Iterator[StepRecord]:
@@ -229,8 +239,8 @@ class TileLevel:
             size = fp.tile_size + fp.blend  # a core widened by half the band each side
             rows, columns = target.grid
             channels = fp.result_shape[2:] if self.last else (3,)
-            name = "pieces-{}x{}".format(*level.shape)
-            pieces = target.scratch(name, (rows * size, columns * size, *channels), size)
+            shape = (rows * size, columns * size, *channels)
+            pieces = target.scratch(pieces_name(level.shape), shape, size)
             self.feathered = FeatheredLevel(target, pieces, self.grid, fp.blend)
 
     def sink(self, tile: tiles.Tile) -> TileCell | FeatheredPiece:
@@ -352,6 +362,6 @@ def tiles_finished(level: ResultStore) -> int:
     """How many tiles of one level of a result store are done: a level whose tiles are
     blended records each tile in its pieces store (``scratch/pieces-HxW`` inside the level's
     own group) before its cells are blended at the level's end, so there the pieces count."""
-    pieces = "scratch/pieces-{}x{}".format(*level.shape[:2])
+    pieces = "scratch/" + pieces_name(level.shape[:2])
     counted = ResultStore(level.group[pieces], level.tile_size) if pieces in level.group else level
     return int(counted.finished().sum())
