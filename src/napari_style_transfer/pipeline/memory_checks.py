@@ -12,6 +12,7 @@ from .._image import ImageInput, frame_count
 from ..engine import LBFGS_HISTORY, free_memory_bytes
 from ..errors import OutOfMemoryError
 from ..options import StyleOptions
+from .canvas import Canvas
 
 #: Most frames batch_frames=0 (auto) puts in one batch on a GPU, and most working pixels
 #: (16 frames of 256 px, 4 of 512, 1 of 1024): a batch exists to fill a GPU that small frames
@@ -57,9 +58,10 @@ def run_bytes(
     content_shape: tuple[int, int], style_shape: tuple[int, int], opts: StyleOptions, batch: int
 ) -> int:
     """The working memory of a run with ``batch`` frames at once: the style goes through
-    the network once per level and alone, the content frames together."""
+    the network once per level and alone, the content frames together, each on its canvas."""
+    canvas = Canvas.around(content_shape).shape(content_shape)
     return max(
-        memory.estimate_bytes(content_shape, opts.optimizer, LBFGS_HISTORY, batch),
+        memory.estimate_bytes(canvas, opts.optimizer, LBFGS_HISTORY, batch),
         memory.estimate_bytes(style_shape, opts.optimizer, LBFGS_HISTORY),
     )
 
