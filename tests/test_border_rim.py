@@ -30,7 +30,7 @@ def test_the_border_line_of_a_result_differs_from_the_lines_inside_no_more_than_
     result = stylize(content, style, **tiny_options(steps=12, size=64, precision="fp32"))
     scaled = resize_image(content.astype(np.float32) / 255, working_shape(*content.shape[:2], 64))
     # the content's own step from its border line to the lines inside: 0.062 here; the result's
-    # is 0.051 on the canvas, and was 0.080 with the border styled as an edge
+    # is 0.052 on the canvas, and was 0.080 with the border styled as an edge
     assert line_step(result, 0) <= line_step(scaled, 0)
 
 
@@ -44,12 +44,12 @@ def test_the_canvas_mirrors_the_image_into_the_margin_and_crops_it_back():
     assert torch.equal(padded[..., m - 1, m:-m], image[..., 1, :])  # the edge line is not repeated
 
 
-def test_the_margin_keeps_the_image_in_place_in_every_pooling_grid():
-    assert MARGIN % 16 == 0  # conv5_1's stride
+def test_the_margin_keeps_the_content_layers_grid():
+    assert MARGIN % 8 == 0  # conv4_2's stride
     assert Canvas.around((512, 300)).margin == MARGIN
 
 
-@pytest.mark.parametrize("shape", [(16, 40), (9, 9)])
+@pytest.mark.parametrize("shape", [(8, 40), (5, 5)])
 def test_a_small_image_gets_a_margin_reflection_can_fill(shape):
     canvas = Canvas.around(shape)
     assert canvas.margin == min(shape) - 1
