@@ -17,10 +17,11 @@ from .options import VGG19_LAYERS  # noqa: E402
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-#: How the extractor's convolutions pad (issue 32): "zeros" as VGG19 was trained. "reflect" and
+#: How the extractor's convolutions pad: "zeros" as VGG19 was trained. "reflect" and
 #: "replicate" give a flat image flat features (zeros make its border an edge) but cost memory
-#: (an explicit padded copy per convolution, +290 MB at 512 px) and, untrained, showed no smaller
-#: rim: docs/border_rim.md. Reflect cannot pad the 1-pixel activations of the smallest images.
+#: (an explicit padded copy per convolution, +290 MB at 512 px) and left a rim; the image's
+#: margin (pipeline/canvas.py) removes it instead: docs/border_rim.md. Reflect cannot pad the
+#: 1-pixel activations of the smallest images.
 PADDING_MODE = "zeros"
 
 
