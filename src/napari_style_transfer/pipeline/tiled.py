@@ -29,6 +29,7 @@ from ..errors import StyleTransferError
 from ..frames import FrameLink
 from ..large_images import LargeImage, open_large_image, read_downscaled
 from ..options import StyleOptions
+from ..speed_probe import with_threads
 from ..zarr_output import ResultStore, open_result_store
 from .jobs import Carry, IndependentFrames, Job
 from .optimise import Optimiser, load_model
@@ -115,7 +116,7 @@ def open_store(fp: FullPlan, out: Any, force: bool = False) -> ResultStore:
 def run_full(fp: FullPlan, store: ResultStore) -> Iterator[StepRecord]:
     """The records of a full-resolution run into ``store``, skipping finished tiles."""
     p = fp.composition
-    return with_backend_flags(_run_full(fp, store), p.options, p.device)
+    return with_backend_flags(with_threads(_run_full(fp, store), p.options.threads), p.options, p.device)
 
 
 def _targets(fp: FullPlan, store: ResultStore) -> list[ResultStore]:
