@@ -38,3 +38,20 @@ def test_the_gram_loss_keeps_the_styles_gram_matrices_not_their_activations():
     for layer in LAYERS:
         expected = gram_matrix(styles[0][layer]) * 0.25 + gram_matrix(styles[1][layer]) * 0.75
         assert torch.equal(blended[layer], expected)
+
+
+def test_max_pooling_keeps_no_indices_for_the_backward_and_gives_torchs_gradient():
+    from napari_style_transfer.vgg import MaxPool2x2
+
+    image = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    kept: list[torch.Tensor] = []
+    gradients = []
+    for pool in (MaxPool2x2(), torch.nn.MaxPool2d(2, 2)):
+        x = image.clone().requires_grad_(True)
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+            pooled = pool(x)
+        (pooled * torch.arange(pooled.numel()).view_as(pooled)).sum().backward()
+        gradients.append(x.grad)
+        if isinstance(pool, MaxPool2x2):
+            assert kept and all(t.dtype == torch.float32 for t in kept)  # torch's keeps int64 indices
+    assert torch.equal(gradients[0], gradients[1])
