@@ -55,3 +55,15 @@ def test_max_pooling_keeps_no_indices_for_the_backward_and_gives_torchs_gradient
         if isinstance(pool, MaxPool2x2):
             assert kept and all(t.dtype == torch.float32 for t in kept)  # torch's keeps int64 indices
     assert torch.equal(gradients[0], gradients[1])
+
+
+def test_the_convolutions_after_the_deepest_layer_used_hold_no_weights():
+    from napari_style_transfer.options import VGG19_LAYERS
+    from napari_style_transfer.weights import load_vgg19_features
+
+    full = load_vgg19_features("random").features
+    cut = load_vgg19_features("random", deepest="conv4_2").features
+    index = VGG19_LAYERS.index("conv4_2")
+    convs = [i for i, module in enumerate(cut) if isinstance(module, torch.nn.Conv2d)]
+    assert all(cut[i].weight.is_meta for i in convs if i > index)
+    assert all(torch.equal(cut[i].weight, full[i].weight) for i in convs if i <= index)
