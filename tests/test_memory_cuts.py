@@ -67,3 +67,19 @@ def test_the_convolutions_after_the_deepest_layer_used_hold_no_weights():
     convs = [i for i, module in enumerate(cut) if isinstance(module, torch.nn.Conv2d)]
     assert all(cut[i].weight.is_meta for i in convs if i > index)
     assert all(torch.equal(cut[i].weight, full[i].weight) for i in convs if i <= index)
+
+
+def test_a_runs_network_holds_no_weights_past_the_deepest_layer_it_uses():
+    import numpy as np
+    from tiny_runs import tiny_options
+
+    from napari_style_transfer.pipeline.optimise import load_model
+    from napari_style_transfer.pipeline.plan import plan
+
+    image = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    options = tiny_options(
+        content_layers=("conv2_1",), style_layers=("conv1_1", "conv2_1"), channels_last=True
+    )
+    model = load_model(plan(image, image, **options))
+    held = [module.weight.is_meta for module in model.weights.features if isinstance(module, torch.nn.Conv2d)]
+    assert held == [False] * 3 + [True] * 13  # conv1_1, conv1_2, conv2_1 of VGG19's 16 convolutions
