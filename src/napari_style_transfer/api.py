@@ -19,9 +19,11 @@ import numpy as np  # noqa: E402
 from . import run_checks  # noqa: E402
 from .pipeline import memory_checks, reader, time_series  # noqa: E402
 from .pipeline import plan as _planning  # noqa: E402
+from .pipeline.executors import elsewhere  # noqa: E402
 from .pipeline.plan import Plan  # noqa: E402
 from .pipeline.records import StepRecord, StyleResult  # noqa: E402
 from .pipeline.runner import run, run_frames_on  # noqa: E402
+from .pipeline.tile_tasks import TILE_RETRIES  # noqa: E402
 from .pipeline.tiled import FULL, stylize_full  # noqa: E402
 
 # Names that tests, benchmarks and other modules import from here; the pipeline holds them now.
@@ -93,20 +95,23 @@ def stylize(
     doubling up to full size (docs/slides.md). With ``out`` (a ``.zarr`` path or a zarr
     store) the result is written there tile by tile and returned as its lazily opened
     full-resolution zarr array (axes ``c, y, x`` for colour); a rerun with the same settings
-    skips finished tiles, ``force=True`` redoes them.
+    skips finished tiles, ``force=True`` redoes them. With ``client``, each level's tiles run
+    as tasks on its workers (a tile that raises is tried ``TILE_RETRIES`` more times), which
+    write them into ``out`` where it is a path they can reach (a shared file system), else
+    send them back to be written here; the composition and the blending run here.
     """
     if options.get("size") == FULL:
-        if client is not None:
-            raise StyleTransferError("size='full' cannot be used with client= yet: run without a client")
-        return stylize_full(content, style, style_regions=style_regions, out=out, force=force, **options)
+        where = None if client is None else elsewhere(client, retries=TILE_RETRIES)
+        return stylize_full(
+            content, style, style_regions=style_regions, out=out, force=force, elsewhere=where, **options
+        )
     if out is not None or force:
         raise StyleTransferError("out= and force= are for a full-resolution run: give size='full' too")
     if client is not None:
         if style_regions is not None:
             raise StyleTransferError("style_regions cannot be used with client= yet: run without a client")
         # a dask client hands out a concurrent.futures.Executor: the pipeline never imports dask
-        executor = client.get_executor(pure=False) if hasattr(client, "get_executor") else client
-        image: np.ndarray = run_frames_on(executor, content, style, **options)
+        image: np.ndarray = run_frames_on(elsewhere(client).executor, content, style, **options)
         return image
     for item in iter_stylize(content, style, style_regions=style_regions, **options):
         if isinstance(item, StyleResult):

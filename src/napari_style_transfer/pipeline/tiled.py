@@ -15,7 +15,7 @@ import dataclasses
 import functools
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +31,9 @@ from ..large_images import LargeImage, open_large_image, read_downscaled
 from ..options import StyleOptions
 from ..speed_probe import with_threads
 from ..zarr_output import ResultStore, open_result_store
+from .executors import Elsewhere
 from .jobs import Carry, IndependentFrames, Job
-from .optimise import Optimiser, load_model
+from .optimise import Model, Optimiser, load_model
 from .plan import Level, Plan, plan
 from .reader import FrameReader, JobInput, _finish, read_styles, to_tensor
 from .records import Progress, StepRecord
@@ -113,20 +114,35 @@ def open_store(fp: FullPlan, out: Any, force: bool = False) -> ResultStore:
     return open_result_store(out, fp.result_shape, fp.settings(), fp.tile_size, force=force)
 
 
-def run_full(fp: FullPlan, store: ResultStore) -> Iterator[StepRecord]:
-    """The records of a full-resolution run into ``store``, skipping finished tiles."""
+def run_full(fp: FullPlan, store: ResultStore, elsewhere: Elsewhere | None = None) -> Iterator[StepRecord]:
+    """The records of a full-resolution run into ``store``, skipping finished tiles.
+    ``elsewhere``: run each level's tiles as tasks there (a dask cluster: see
+    :mod:`.tile_tasks`), one record per tile, its last step's; the composition and the
+    blending of each level stay here."""
     p = fp.composition
-    return with_backend_flags(with_threads(_run_full(fp, store), p.options.threads), p.options, p.device)
+    return with_backend_flags(
+        with_threads(_run_full(fp, store, elsewhere), p.options.threads), p.options, p.device
+    )
 
 
 def _targets(fp: FullPlan, store: ResultStore) -> list[ResultStore]:
     """Where each level goes: the levels below full size into scratch stores (made here,
     before any tile runs), the last into ``store``."""
-    scratch = [store.scratch(f"level-{h}x{w}", (h, w, 3)) for h, w in (lvl.shape for lvl in fp.levels[:-1])]
+    scratch = [store.scratch(level_name(lvl.shape), (*lvl.shape, 3)) for lvl in fp.levels[:-1]]
     return [*scratch, store]
 
 
-def _run_full(fp: FullPlan, store: ResultStore) -> Iterator[StepRecord]:
+def level_name(shape: tuple[int, ...]) -> str:
+    """The scratch store (inside the result store) of a level below full size, (H, W) pixels."""
+    return "level-{}x{}".format(*shape)
+
+
+def pieces_name(shape: tuple[int, ...]) -> str:
+    """The scratch store (inside its level's store) of a blended level's pieces, (H, W) pixels."""
+    return "pieces-{}x{}".format(*shape)
+
+
+def _run_full(fp: FullPlan, store: ResultStore, elsewhere: Elsewhere | None) -> Iterator[StepRecord]:
     started = time.perf_counter()
     p = fp.composition
     targets = _targets(fp, store)
@@ -149,13 +165,36 @@ def _run_full(fp: FullPlan, store: ResultStore) -> Iterator[StepRecord]:
             frames = IndependentFrames(p)
             yield from optimiser.run_jobs(frames.jobs(), frames, reader, WholeImage(targets[0]), 1)
         number = int(compose)
+        run_tiles = (
+            _tiles_here(model, progress) if elsewhere is None else _tiles_at(elsewhere, fp, store, progress)
+        )
         for planner in planners:
-            optimiser = Optimiser(planner.plan, model, read_styles(planner.plan), progress)
-            for job in planner.tile_jobs(number):
-                assert job.tile is not None
-                yield from optimiser.run_jobs([job], planner, planner, planner.sink(job.tile), 1)
-                number += 1
+            level_jobs = planner.tile_jobs(number)
+            yield from run_tiles(planner, level_jobs)
+            number += len(level_jobs)
             planner.finalise()
+
+
+def _tiles_at(
+    elsewhere: Elsewhere, fp: FullPlan, store: ResultStore, progress: Progress
+) -> Callable[[TileLevel, list[TileJob]], Iterator[StepRecord]]:
+    from .tile_tasks import TileTasks  # it builds on this module's planner
+
+    return TileTasks(elsewhere, fp, store, progress).run
+
+
+def _tiles_here(
+    model: Model, progress: Progress
+) -> Callable[[TileLevel, list[TileJob]], Iterator[StepRecord]]:
+    """What runs a level's tile jobs in this thread, one after the other, each into its sink."""
+
+    def run_tiles(planner: TileLevel, jobs: list[TileJob]) -> Iterator[StepRecord]:
+        optimiser = Optimiser(planner.plan, model, read_styles(planner.plan), progress)
+        for job in jobs:
+            assert job.tile is not None
+            yield from optimiser.run_jobs([job], planner, planner, planner.sink(job.tile), 1)
+
+    return run_tiles
 
 
 def _working(image: torch.Tensor) -> np.ndarray:
@@ -203,8 +242,8 @@ class TileLevel:
             size = fp.tile_size + fp.blend  # a core widened by half the band each side
             rows, columns = target.grid
             channels = fp.result_shape[2:] if self.last else (3,)
-            name = "pieces-{}x{}".format(*level.shape)
-            pieces = target.scratch(name, (rows * size, columns * size, *channels), size)
+            shape = (rows * size, columns * size, *channels)
+            pieces = target.scratch(pieces_name(level.shape), shape, size)
             self.feathered = FeatheredLevel(target, pieces, self.grid, fp.blend)
 
     def sink(self, tile: tiles.Tile) -> TileCell | FeatheredPiece:
@@ -265,17 +304,23 @@ class TileLevel:
     def _start(self, window: tiles.Region) -> torch.Tensor:
         """The coarser level enlarged 2x over ``window``: read with a pixel of context on each
         side (what bilinear enlarging reads), enlarged, cut to the window."""
-        height, width = self.coarser.shape
-        region = tiles.Region(
-            max(0, window.top // 2 - 1),
-            max(0, window.left // 2 - 1),
-            min(height, math.ceil(window.bottom / 2) + 1),
-            min(width, math.ceil(window.right / 2) + 1),
-        )
+        region = start_region(window, self.coarser.shape)
         coarse = to_tensor(self.coarser.read(region), self.plan.device)
         enlarged = resize(coarse, 2 * region.shape[0], 2 * region.shape[1])
         top, left = window.top - 2 * region.top, window.left - 2 * region.left
         return enlarged[..., top : top + window.shape[0], left : left + window.shape[1]].clamp(0, 1)
+
+
+def start_region(window: tiles.Region, coarser: tuple[int, int]) -> tiles.Region:
+    """The region of the coarser level (of shape ``coarser``) that a tile's start over
+    ``window`` reads: half the window, with a pixel of context on each side."""
+    height, width = coarser
+    return tiles.Region(
+        max(0, window.top // 2 - 1),
+        max(0, window.left // 2 - 1),
+        min(height, math.ceil(window.bottom / 2) + 1),
+        min(width, math.ceil(window.right / 2) + 1),
+    )
 
 
 def _level_plan(p: Plan, shape: tuple[int, int]) -> Plan:
@@ -290,16 +335,25 @@ def _level_plan(p: Plan, shape: tuple[int, int]) -> Plan:
     return dataclasses.replace(p, levels=(level,), scale=max(shape) / content)
 
 
-def stylize_full(content: Any, style: Any, *, out: Any = None, force: bool = False, **options: Any) -> Any:
+def stylize_full(
+    content: Any,
+    style: Any,
+    *,
+    out: Any = None,
+    force: bool = False,
+    elsewhere: Elsewhere | None = None,
+    **options: Any,
+) -> Any:
     """:func:`~napari_style_transfer.api.stylize` with ``size="full"``: the result written
     tile by tile into the OME-Zarr store ``out`` (a ``.zarr`` path or a zarr store) and
     returned as its full-resolution zarr array, opened lazily (OME axis order: ``c, y, x``
-    for colour); without ``out``, a numpy array (H, W) or (H, W, 3) made in memory."""
+    for colour); without ``out``, a numpy array (H, W) or (H, W, 3) made in memory.
+    ``elsewhere``: where each level's tiles run as tasks (see :func:`run_full`)."""
     import zarr
 
     fp = plan_full(content, style, **options)
     store = open_store(fp, zarr.storage.MemoryStore() if out is None else out, force)
-    for _ in run_full(fp, store):
+    for _ in run_full(fp, store, elsewhere):
         pass
     if out is not None:
         return store.levels[0]
@@ -311,6 +365,6 @@ def tiles_finished(level: ResultStore) -> int:
     """How many tiles of one level of a result store are done: a level whose tiles are
     blended records each tile in its pieces store (``scratch/pieces-HxW`` inside the level's
     own group) before its cells are blended at the level's end, so there the pieces count."""
-    pieces = "scratch/pieces-{}x{}".format(*level.shape[:2])
+    pieces = "scratch/" + pieces_name(level.shape[:2])
     counted = ResultStore(level.group[pieces], level.tile_size) if pieces in level.group else level
     return int(counted.finished().sum())
