@@ -37,6 +37,7 @@ def test_the_benchmark_script_writes_its_report(tmp_path):
         "## Time from Run to the first step",
         "## Cancel latency",
         "## Peak memory by stage at 64 px",
+        "## Threads at 64 px",
     ):
         assert heading in text
     assert "| 64 | reference |" in text and "| 64 | ours |" in text
@@ -58,6 +59,9 @@ def test_the_benchmark_script_writes_its_report(tmp_path):
     ]
     peaks = [stage["peak_mb"] for stage in stages.values()]
     assert peaks == sorted(peaks)  # a high-water mark only rises
+    # threads 1 and the rule's count side by side, and what auto picks here
+    assert "1" in results["threads"]["runs"] and results["threads"]["rule"]["cores"] >= 1
+    assert "`threads=0` (auto) here:" in text
 
 
 def test_the_cpu_class_is_the_best_instruction_set_the_flags_name():

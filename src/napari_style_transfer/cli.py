@@ -247,7 +247,15 @@ OPTION_GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "optimisation": ("steps", "optimizer", "learning_rate", "init", "seed", "average", "schedule"),
     "stacks (3D+ content)": ("frames", "temporal_weight", "time_steps"),
-    "performance": ("device", "precision", "batch_frames", "tile_size", "channels_last", "cudnn_benchmark"),
+    "performance": (
+        "device",
+        "precision",
+        "batch_frames",
+        "tile_size",
+        "channels_last",
+        "threads",
+        "cudnn_benchmark",
+    ),
 }
 #: The group of a batch's own options (after the run options').
 BATCH_GROUP = "batch (dask cluster)"

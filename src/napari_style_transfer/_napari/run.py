@@ -321,7 +321,7 @@ class LayerWriter:
 
 
 #: Options left out of run names: they change how a run is watched, not what it makes.
-UNNAMED_OPTIONS = ("snapshot_every", "device", "channels_last", "cudnn_benchmark")
+UNNAMED_OPTIONS = ("snapshot_every", "device", "channels_last", "threads", "cudnn_benchmark")
 #: At most this many changed options in a run's name (then "+N more").
 NAMED_CHANGES = 3
 

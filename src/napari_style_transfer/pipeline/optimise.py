@@ -44,7 +44,7 @@ class Model:
 
 def load_model(p: Plan) -> Model:
     opts = p.options
-    loaded = load_vgg19_features(opts.weights)
+    loaded = load_vgg19_features(opts.weights, deepest=opts.layers[-1])
     dtype = compute_dtype(opts.precision, p.device)
     extractor = VGGFeatures(loaded.features, opts.layers, opts.pooling)
     layout = memory_format(opts.channels_last, p.device, dtype)

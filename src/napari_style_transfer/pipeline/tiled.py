@@ -29,6 +29,7 @@ from ..errors import StyleTransferError
 from ..frames import FrameLink
 from ..large_images import LargeImage, open_large_image, read_downscaled
 from ..options import StyleOptions
+from ..speed_probe import with_threads
 from ..zarr_output import ResultStore, open_result_store
 from .executors import Elsewhere
 from .jobs import Carry, IndependentFrames, Job
@@ -119,7 +120,9 @@ def run_full(fp: FullPlan, store: ResultStore, elsewhere: Elsewhere | None = Non
     :mod:`.tile_tasks`), one record per tile, its last step's; the composition and the
     blending of each level stay here."""
     p = fp.composition
-    return with_backend_flags(_run_full(fp, store, elsewhere), p.options, p.device)
+    return with_backend_flags(
+        with_threads(_run_full(fp, store, elsewhere), p.options.threads), p.options, p.device
+    )
 
 
 def _targets(fp: FullPlan, store: ResultStore) -> list[ResultStore]:
