@@ -157,9 +157,9 @@ def run(name: str, split: list[int] | None, budget: float, **options) -> dict:
     return result
 
 
-def image_at(cost: float, split: list[int] | None, **options):
-    """The full-size image of one of our runs once its cost reaches ``cost`` (the last image
-    before; a coarse level's image enlarged to 512 px if the run is still there)."""
+def images_at(costs: list[float], split: list[int] | None, **options) -> list[tuple[object, int]]:
+    """One of our runs' images (and their sizes) once its cost reaches each of ``costs`` (the
+    last image before; a coarse level's image if the run is still there)."""
     from napari_style_transfer import iter_stylize
     from napari_style_transfer.pipeline import plan as plan_module
 
@@ -171,18 +171,21 @@ def image_at(cost: float, split: list[int] | None, **options):
     records = iter_stylize(
         content, style, size=SIZE, weights="random", snapshot_every=0, style_scale=1.0, **options
     )
+    shown: list[tuple[object, int]] = []
     image, size = None, 0
     for record in records:
-        if counter.cost > cost:
+        while len(shown) < len(costs) and counter.cost > costs[len(shown)]:
+            shown.append((image, size))
+        if len(shown) == len(costs):
             break
         image, size = record.render(), record.size
     records.close()
-    return image, size
+    return shown
 
 
-def montage(costs: list[float], new: dict, new_split: list[int] | None) -> None:
-    """docs/images/steps_montage.png: today's default and the new one at equal costs, and the
-    reference after as many evaluations (and after its 100)."""
+def montage(costs: list[float], new: dict, new_split: list[int] | None, with_reference: bool) -> None:
+    """docs/images/steps_montage.png: today's default and the new one at equal costs and, with
+    ``with_reference``, the reference after as many evaluations (and after its 100)."""
     import torch.nn.functional as F
 
     sys.path.insert(0, str(HERE.parent / "docs"))
@@ -192,18 +195,17 @@ def montage(costs: list[float], new: dict, new_split: list[int] | None) -> None:
     from napari_style_transfer.weights import load_vgg19_features
 
     content, style = _images(SIZE)
-    features = load_vgg19_features("random", progress=False).features
     panels = []
-    for label, split, options in (("today", [75, 75, 150], {"precision": "fp32"}), ("new", new_split, new)):
-        for cost in costs:
-            image, size = image_at(cost, split, **options)
+    for label, split in (("today", [75, 75, 150]), ("new", new_split)):
+        for cost, (image, size) in zip(costs, images_at(costs, split, **new), strict=True):
             if size != SIZE:  # still on a coarse level: shown as a bilinear enlargement
                 enlarged = F.interpolate(torch_image(image), size=(SIZE, SIZE), mode="bilinear")
                 image = enlarged[0].permute(1, 2, 0).numpy()
-            panels.append((f"{label} at cost {cost:g} ({size} px)", image))
+            panels.append((f"{label}, cost {cost:g} ({size} px)", image))
         shown = content if label == "today" else style
         panels.append(("content" if label == "today" else "style", shown[0].permute(1, 2, 0).numpy()))
-    for cost in [*costs, 100]:
+    features = load_vgg19_features("random", progress=False).features
+    for cost in [*costs, 100] if with_reference else []:
         _, image = run_reference(
             features,
             content,
@@ -215,7 +217,7 @@ def montage(costs: list[float], new: dict, new_split: list[int] | None) -> None:
             content_weight=1.0,
             style_weight=1e6,
         )
-        panels.append((f"reference at cost {cost:g}", image[0].permute(1, 2, 0).numpy()))
+        panels.append((f"reference, cost {cost:g}", image[0].permute(1, 2, 0).numpy()))
     draw(HERE.parent / "docs" / "images" / "steps_montage.png", panels, columns=len(costs) + 1)
 
 
@@ -234,24 +236,36 @@ def table() -> None:
     import matplotlib.pyplot as plt
 
     results = _load()
-    reference_run = results.pop("reference")
-    target = reference_run["target"]
+    reference_run = results.pop("reference", None)  # not measured yet: no target
+    target = reference_run["target"] if reference_run else 0.0
     results.pop("ratio", None)
-    print(f"target {target:.6g} (the reference's lowest loss in {len(reference_run['curve'])} evaluations)")
-    print("| run | arguments | evaluations by size | reached the target at cost | of the reference's 100 |")
-    print("| --- | --- | --- | --- | --- |")
+    if reference_run:
+        print(
+            f"target {target:.6g}: the reference's lowest loss in {len(reference_run['curve'])} evaluations"
+        )
+    print(
+        "| run | arguments | evaluations by size | first 512 px step: cost, loss | loss at cost 20 | reached the target at cost | of the reference's 100 |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    axes.plot(*zip(*reference_run["curve"], strict=True), label="reference", lw=2, color="black")
+    if reference_run:
+        axes.plot(*zip(*reference_run["curve"], strict=True), label="reference", lw=2, color="black")
+        axes.axhline(target, color="grey", ls="--", lw=1)
     for name, result in results.items():
         reached = next((cost for cost, loss in result["curve"] if loss <= target), None)
         shown = f"{reached:.1f} | {reached / 100:.2f}" if reached is not None else "not reached | -"
+        shown = shown if reference_run else "no target yet | -"
         sizes = ", ".join(
             f"{size}: {n}" for size, n in sorted(result["evaluations"].items(), key=lambda i: int(i[0]))
         )
-        print(f"| {name} | `{' '.join(result['argv'][1:])}` | {sizes} | {shown} |")
+        first = result["curve"][0] if result["curve"] else (0.0, 0.0)
+        at_20 = [loss for cost, loss in result["curve"] if cost <= 20]
+        print(
+            f"| {name} | `{' '.join(result['argv'][1:])}` | {sizes} | {first[0]:.2f}, {first[1]:.5f} | "
+            f"{f'{at_20[-1]:.5f}' if at_20 else 'at a coarse level'} | {shown} |"
+        )
         if result["curve"]:
             axes.plot(*zip(*result["curve"], strict=True), label=name, lw=1)
-    axes.axhline(target, color="grey", ls="--", lw=1)
     axes.set(xlabel="cost (512 px evaluations)", ylabel="loss at 512 px", yscale="log", xlim=(0, 40))
     axes.legend(fontsize=7)
     figure.tight_layout()
@@ -270,6 +284,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=40.0)
     parser.add_argument("--first-step", type=float)
     parser.add_argument("--history", type=int)
+    parser.add_argument("--reference", action="store_true", help="montage: a row of the reference")
     parser.add_argument("--costs", type=float, nargs="+", default=[15.0], help="montage: columns' costs")
     parser.add_argument("--enlarge", default="bilinear", choices=("bilinear", "bicubic", "detail"))
     args = parser.parse_args()
@@ -288,7 +303,7 @@ def main() -> None:
             "precision": args.precision,
         }
         if args.part == "montage":
-            montage(args.costs, options, args.split)
+            montage(args.costs, options, args.split, args.reference)
         else:
             _save(args.name, run(args.name, args.split, args.budget, **options))
 
