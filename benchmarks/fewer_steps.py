@@ -115,7 +115,6 @@ def _levers(first_step: float | None, history: int | None, enlarge: str) -> None
 def run(name: str, split: list[int] | None, budget: float, **options) -> dict:
     """One run of ours through the pipeline: (cost, loss at 512 px) after every full-size
     step, stopping at the reference's target or ``budget``; ``split`` sets each level's steps."""
-    import numpy as np
 
     from napari_style_transfer import iter_stylize
     from napari_style_transfer.api import StyleResult
@@ -139,8 +138,6 @@ def run(name: str, split: list[int] | None, budget: float, **options) -> dict:
             curve.append((counter.cost, record.losses.total))
             if reached is None and record.losses.total <= target:
                 reached = counter.cost
-                image = record.render()
-                np.save(HERE.parent / "docs" / f"fewer_steps_{name}.npy", image)
         if reached is not None or counter.cost > budget:
             break
     records.close()
