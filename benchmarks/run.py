@@ -212,6 +212,30 @@ def compare_threads(size: int, steps: int, repeats: int, weights: str) -> dict:
     }
 
 
+class EvaluationCost:
+    """Counts the forward and backward passes of every StyleObjective in this process, each
+    weighted by its pixels against ``size`` x ``size``: the cost of a run in full-size
+    evaluations, which a busy machine does not change (a pass at half the size costs 1/4;
+    ``benchmarks/fewer_steps.py ratio`` checks that against the clock). Evaluations without
+    a gradient (a run's final losses) are not the optimiser's and are not counted."""
+
+    def __init__(self, size: int) -> None:
+        from napari_style_transfer.objective import StyleObjective
+
+        self.cost = 0.0
+        self.by_size: dict[int, int] = {}
+        forward = StyleObjective.forward
+
+        def counted(objective, image, *args, **kwargs):
+            if image.requires_grad:
+                side = max(image.shape[-2:])
+                self.by_size[side] = self.by_size.get(side, 0) + len(image)
+                self.cost += len(image) * image.shape[-2] * image.shape[-1] / size**2
+            return forward(objective, image, *args, **kwargs)
+
+        StyleObjective.forward = counted
+
+
 def count_evaluations(objective) -> list[int]:
     """Make ``objective`` count its calls; returns the one-element counter."""
     calls = [0]
@@ -226,8 +250,9 @@ def count_evaluations(objective) -> list[int]:
 
 
 def measure_curve(name: str, size: int, steps: int, weights: str, budget: float = float("inf")) -> dict:
-    """Loss (the full-size objective) against wall time, for the time-to-quality comparison;
-    stops after ``steps`` steps or ``budget`` seconds."""
+    """Loss (the full-size objective) against wall time and cost (:class:`EvaluationCost`), for
+    the time-to-quality comparison: ``curve`` holds (seconds, loss, cost) after every full-size
+    step; stops after ``steps`` steps or ``budget`` seconds."""
     import numpy as np
 
     from napari_style_transfer import iter_stylize
@@ -247,6 +272,7 @@ def measure_curve(name: str, size: int, steps: int, weights: str, budget: float 
         "ours-auto-bf16": {"precision": "bf16"},
     }[name]
     curve = []
+    cost = EvaluationCost(size)
     started = time.perf_counter()
     for record in iter_stylize(
         *as_numpy, steps=steps, size=size, weights=weights, snapshot_every=0, style_scale=1.0, **overrides
@@ -254,7 +280,7 @@ def measure_curve(name: str, size: int, steps: int, weights: str, budget: float 
         if isinstance(record, StyleResult):
             break
         if record.size == size:  # coarse levels optimise a smaller objective: not comparable
-            curve.append((time.perf_counter() - started, record.losses.total))
+            curve.append((time.perf_counter() - started, record.losses.total, cost.cost))
         if time.perf_counter() - started > budget:
             break
     return {"name": name, "size": size, "curve": curve, "final_loss": float(np.asarray(curve)[-1, 1])}
@@ -279,7 +305,7 @@ def _reference_curve(size: int, steps: int, weights: str) -> list[tuple[float, f
         content_weight=1.0,
         style_weight=1e6,
     )
-    return [(t, loss) for _, loss, t in history]
+    return [(t, loss, float(evaluations)) for evaluations, loss, t in history]
 
 
 def measure_memory(
@@ -698,6 +724,24 @@ def threads_lines(threads: dict | None, cpu: str, busy: bool) -> list[str]:
     return lines
 
 
+def _loss_plot(curves: dict, axis: int, targets: tuple[float, float]):
+    """Each run's full-size loss against its curve points' ``axis`` (0 seconds, 2 cost), the
+    targets as grey lines."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for name, result in curves.items():
+        points = [point for point in result["curve"] if len(point) > axis]
+        xs, losses = [point[axis] for point in points], [point[1] for point in points]
+        axes.plot(xs, losses, label=name, lw=2 if name in ("reference", "ours-auto") else 1)
+    for target, style in zip(targets, (":", "--"), strict=True):
+        axes.axhline(target, color="grey", ls=style, lw=1)
+    axes.set(ylabel="loss (full-size objective)", yscale="log")
+    axes.legend()
+    figure.tight_layout()
+    return figure
+
+
 def write_report(args, results: dict) -> None:
     import matplotlib
 
@@ -761,7 +805,7 @@ def write_report(args, results: dict) -> None:
 
     ref_curve = curves["reference"]["curve"]
     target_loss, target_time = ref_curve[-1][1], ref_curve[-1][0]
-    best_time, best_loss = min(ref_curve, key=lambda point: point[1])
+    best_time, best_loss = min(ref_curve, key=lambda point: point[1])[:2]
     steps_done = len(ref_curve)
     lines += [
         "",
@@ -775,18 +819,24 @@ def write_report(args, results: dict) -> None:
         "the time but not in the curve (their loss is a smaller image's). Ratios are to the reference's "
         f"{target_time:.1f} s.",
         "",
-        "| run | reached the last-step target after s | ratio | reached the lowest-loss target after s | ratio | final loss |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "*Cost* counts the forward and backward passes instead, each weighted by its pixels against "
+        f"{curves['reference']['size']} px (one at half the size costs 1/4), so a busy machine does not change it; "
+        f"its ratio is to the reference's {steps_done} evaluations.",
+        "",
+        "| run | reached the last-step target after s | ratio | reached the lowest-loss target after s | ratio | reached it at cost | cost ratio | final loss |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, result in curves.items():
         cells = []
         for target in (target_loss, best_loss):
-            reached = next((t for t, loss in result["curve"] if loss <= target), None)
+            reached = next((point[0] for point in result["curve"] if point[1] <= target), None)
             cells += (
                 [f"{reached:.1f}", f"{reached / target_time:.2f}"]
                 if reached is not None
                 else ["not reached", "-"]
             )
+        cost = next((point[2] for point in result["curve"] if point[1] <= best_loss and len(point) > 2), None)
+        cells += [f"{cost:.1f}", f"{cost / steps_done:.2f}"] if cost is not None else ["-", "-"]
         lines.append(f"| {name} | {' | '.join(cells)} | {result['final_loss']:.4g} |")
     lines += [
         "",
@@ -796,6 +846,8 @@ def write_report(args, results: dict) -> None:
         "(the default with precision=bf16, what precision=auto gives on a CPU with native bf16).",
         "",
         "![loss against wall time](images/bench_loss_time.png)",
+        "",
+        "![loss against cost](images/bench_loss_cost.png)",
         "",
         "![seconds per step against size](images/bench_step_time.png)",
         "",
@@ -827,21 +879,12 @@ def write_report(args, results: dict) -> None:
     args.output.write_text("\n".join(lines) + "\n")
 
     args.images.mkdir(parents=True, exist_ok=True)
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for name, result in curves.items():
-        times, losses = zip(*result["curve"], strict=True) if result["curve"] else ((), ())
-        axes.plot(times, losses, label=name, lw=2 if name in ("reference", "ours-auto") else 1)
-    axes.axhline(target_loss, color="grey", ls=":", lw=1)
-    axes.axhline(best_loss, color="grey", ls="--", lw=1)
-    axes.set(
-        xlabel="wall time (s)",
-        ylabel="loss (full-size objective)",
-        yscale="log",
-        title=f"Loss against time at {curves['reference']['size']} px ({args.weights} weights)",
-    )
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(args.images / "bench_loss_time.png", dpi=110)
+    size = curves["reference"]["size"]
+    for axis, label, name in ((0, "wall time (s)", "time"), (2, f"cost ({size} px evaluations)", "cost")):
+        figure = _loss_plot(curves, axis, (target_loss, best_loss))
+        figure.axes[0].set(xlabel=label, title=f"Loss against {name} at {size} px ({args.weights} weights)")
+        figure.savefig(args.images / f"bench_loss_{name}.png", dpi=110)
+        plt.close(figure)
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for name in (name for name in CONFIGS if all((name, s) in speed for s in sizes)):
         axes.plot(sizes, [_median_of(speed[name, s], "seconds_per_step") for s in sizes], "o-", label=name)
