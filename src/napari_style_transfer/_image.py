@@ -104,7 +104,7 @@ class ImageInput:
         if longest_side is not None:
             factor = max(1, int(max(self.shape) // (2 * longest_side)))
         colour, alpha = (data, None) if self.channels != "rgba" else (data[..., :3], data[..., 3])
-        values = _block_mean(colour, factor, self._map)
+        values = _block_mean(colour, factor, self.map)
         if alpha is not None:
             alpha = _block_mean(alpha, factor, self._unit_alpha)
         rgb = np.repeat(values[..., None], 3, axis=-1) if self.grey else values
@@ -117,10 +117,10 @@ class ImageInput:
             return alpha.astype(np.float32) / float(np.iinfo(self.data.dtype).max)
         if self.alpha_as_is:
             return np.clip(alpha.astype(np.float32), 0.0, 1.0)
-        return self._map(alpha)
+        return self.map(alpha)
 
-    def _map(self, values: np.ndarray) -> np.ndarray:
-        """``values`` mapped from low..high to float32 in [0, 1]."""
+    def map(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (raw, any shape) mapped from low..high to float32 in [0, 1], clipped."""
         if self.low == 0.0 and self.high == 1.0 and values.dtype == np.float32:
             return np.clip(values, 0.0, 1.0)
         mapped = values.astype(np.float64)  # a copy: float32 cannot hold every range (1e300 - -1e300)

@@ -33,9 +33,9 @@ from ..zarr_output import ResultStore, open_result_store
 from .jobs import Carry, IndependentFrames, Job
 from .optimise import Optimiser, load_model
 from .plan import Level, Plan, plan
-from .reader import FrameReader, JobInput, _finish, read_styles, to_tensor
+from .reader import FrameReader, JobInput, finish, read_styles, to_tensor
 from .records import Progress, StepRecord
-from .runner import _memory_errors
+from .runner import memory_errors
 from .zarr_sink import FeatheredLevel, FeatheredPiece, TileCell, WholeImage
 
 #: ``size`` of a full-resolution run.
@@ -137,7 +137,7 @@ def _run_full(fp: FullPlan, store: ResultStore) -> Iterator[StepRecord]:
             planner.finalise()
         return
     steps = p.options.steps * jobs
-    with _memory_errors(p):
+    with memory_errors(p):
         model = load_model(p)
         progress = Progress(
             started, str(p.device), model.weights.description, jobs, steps, p.options.snapshot_every
@@ -239,11 +239,11 @@ class TileLevel:
             return [JobInput(content, _working)], None
         grey = self.plan.content.grey and opts.keep_grey
         colours = content if opts.content_colours == "luminance" and not self.plan.content.grey else None
-        return [JobInput(content, functools.partial(_finish, grey=grey, alpha=None, colours=colours))], None
+        return [JobInput(content, functools.partial(finish, grey=grey, alpha=None, colours=colours))], None
 
     def _content(self, window: tiles.Region) -> torch.Tensor:
         raw = read_downscaled(self.full.image, window, self.level.downscale)
-        values = self.plan.content._map(raw)
+        values = self.plan.content.map(raw)
         rgb = np.repeat(values[..., None], 3, axis=-1) if self.plan.content.grey else values
         return to_tensor(rgb, self.plan.device)
 
