@@ -26,6 +26,8 @@ from .tiles import Region, Tile
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".svs")
 #: tifffile's axis letters: S (samples) and C hold colour; Y and X the plane; the rest frames.
 _TIFF_AXES = {"Y": "y", "X": "x", "S": "c", "C": "c"}
+#: Pixels read at once by the band-by-band readers unless told (4 Mpx: 48 MB of float32 RGB).
+BAND_PIXELS = 2**22
 
 
 @dataclass
@@ -130,7 +132,11 @@ def block_mean(pixels: np.ndarray, factor: int) -> np.ndarray:
 
 
 def read_downscaled(
-    image: LargeImage, region: Region, factor: int, frame: tuple[int, ...] = (), band_pixels: int = 2**22
+    image: LargeImage,
+    region: Region,
+    factor: int,
+    frame: tuple[int, ...] = (),
+    band_pixels: int | None = None,
 ) -> np.ndarray:
     """``region`` of the image shrunk ``factor`` times by :func:`block_mean` (a level of
     :func:`tiles.level_schedule`; ``region`` in that level's pixels), as float32 raw values,
@@ -143,7 +149,7 @@ def read_downscaled(
         if factor % level_factor == 0:
             source, read_factor = array, factor // level_factor
     height, width = _level_shape(image, source)
-    rows_per_band = max(1, band_pixels // (region.shape[1] * read_factor * read_factor))
+    rows_per_band = max(1, (band_pixels or BAND_PIXELS) // (region.shape[1] * read_factor * read_factor))
     out = np.empty(region.shape + ((image.channels,) if image.channels else ()), np.float32)
     for top in range(region.top, region.bottom, rows_per_band):
         bottom = min(region.bottom, top + rows_per_band)
@@ -182,7 +188,7 @@ def read_nearest(
     shape: tuple[int, int],
     region: Region,
     frame: tuple[int, ...] = (),
-    band_pixels: int = 2**22,
+    band_pixels: int | None = None,
 ) -> np.ndarray:
     """``region`` of the image resized to ``shape`` (H, W) by nearest neighbour at pixel
     centres (for label images, whose values must not be averaged), in the source's dtype,
@@ -197,7 +203,7 @@ def read_nearest(
     left, right = int(columns[0]), int(columns[-1]) + 1
     out = np.empty(region.shape + ((image.channels,) if image.channels else ()), image.dtype)
     per_row = max(1, math.ceil(height / shape[0])) * (right - left)  # source pixels read per row out
-    band = max(1, band_pixels // per_row)
+    band = max(1, (band_pixels or BAND_PIXELS) // per_row)
     for start in range(0, len(rows), band):
         picked = rows[start : start + band]
         pixels = image.read(Region(int(picked[0]), left, int(picked[-1]) + 1, right), frame)
@@ -206,12 +212,12 @@ def read_nearest(
 
 
 def extremes(
-    image: LargeImage, band_pixels: int = 2**22
+    image: LargeImage, band_pixels: int | None = None
 ) -> tuple[tuple[float, float], tuple[float, float] | None]:
     """The (lowest, highest) colour value over every frame, and of alpha for RGBA (None
     otherwise), read a band of rows at a time; NaN if any value is NaN."""
     height, width = image.shape
-    rows = max(1, band_pixels // width)
+    rows = max(1, (band_pixels or BAND_PIXELS) // width)
     colour: list[float] = []
     alpha: list[float] = []
     for frame in image.frames():
