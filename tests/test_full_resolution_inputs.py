@@ -170,3 +170,40 @@ def test_style_regions_with_a_label_beyond_the_styles_are_refused_even_where_sam
     labels[3, 3] = 3  # one pixel: the composition's sampling never sees it
     with pytest.raises(StyleTransferError, match=r"labels 1\.\.3.*1\.\.2"):
         _run(_slide(rng, 64), [style, style], style_regions=labels)
+
+
+def test_the_command_line_reads_a_tiff_content_region_by_region(monkeypatch, tmp_path, rng, style):
+    import tifffile
+
+    from napari_style_transfer import cli
+
+    slide = _slide(rng, 64)
+    tifffile.imwrite(tmp_path / "slide.tif", slide, tile=(32, 32), photometric="rgb")
+    np.save(tmp_path / "style.npy", style)
+    read_whole = cli.read_image
+
+    def styles_only(path, role):
+        assert role == "style", f"the {role} was read whole"
+        return read_whole(path, role)
+
+    monkeypatch.setattr(cli, "read_image", styles_only)
+    out = tmp_path / "r.ome.zarr"
+    flags = ["--tile-size", "32", "--steps", "2", "--seed", "1", "--weights", "random", "--schedule", "none"]
+    flags += ["--content-layers", "conv2_2", "--style-layers", "conv1_1,conv2_1", "--quiet"]
+    assert (
+        cli.main(
+            [
+                str(tmp_path / "slide.tif"),
+                str(tmp_path / "style.npy"),
+                "--size",
+                "full",
+                "-o",
+                str(out),
+                *flags,
+            ]
+        )
+        == 0
+    )
+    np.testing.assert_allclose(
+        np.moveaxis(np.asarray(zarr.open_group(str(out))["0"][...]), 0, -1), _run(slide, style), atol=1e-6
+    )
