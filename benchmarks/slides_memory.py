@@ -1,7 +1,7 @@
 """Peak memory of full-resolution runs whose content is larger than memory (issue 31):
 it must follow the tile size, not the image size.
 
-    python benchmarks/slides_memory.py                              # 1024 and 4096 px, tiles of 512, 2 steps
+    python benchmarks/slides_memory.py                              # 1024, 2048, 4096 px, tiles of 512, 2 steps
     python benchmarks/slides_memory.py --sizes 1024 16384 --steps 1 # the issue's largest (hours on a CPU)
     python benchmarks/slides_memory.py --sizes 256 512 --tile-size 64 --layers shallow  # a check in a minute
 
@@ -51,7 +51,7 @@ def sample():
         time.sleep(0.2)
 threading.Thread(target=sample, daemon=True).start()
 started = time.perf_counter()
-api.stylize({content!r}, style_texture(), size="full", out={out!r}, **json.loads({options!r}))
+api.stylize({content!r}, style_texture({style_size}), size="full", out={out!r}, **json.loads({options!r}))
 seconds = time.perf_counter() - started
 status = dict(line.split(":", 1) for line in open("/proc/self/status"))
 print(json.dumps({{"hwm": int(status["VmHWM"].split()[0]), "anon": largest[0], "seconds": seconds}}))
@@ -95,11 +95,17 @@ def write_slide(path: Path, size: int, kind: str) -> Path:
     return path
 
 
-def measure(content: Path, out: Path, options: dict) -> dict[str, float]:
+def measure(content: Path, out: Path, style_size: int, options: dict) -> dict[str, float]:
     code = RUN.format(
-        benchmarks=str(ROOT / "benchmarks"), content=str(content), out=str(out), options=json.dumps(options)
+        benchmarks=str(ROOT / "benchmarks"),
+        content=str(content),
+        out=str(out),
+        style_size=style_size,
+        options=json.dumps(options),
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"the run of {content} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -115,28 +121,40 @@ def write_table(lines: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
     parser.add_argument("--tile-size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--layers", choices=("shallow", "default"), default="default")
     parser.add_argument("--input", choices=("zarr", "tiff"), default="zarr")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--style-size", type=int, default=256, help="px; at the composition it shrinks as the slide does"
+    )
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     args = parser.parse_args()
     options = {"steps": args.steps, "tile_size": args.tile_size, "weights": "random", "seed": 0}
     options |= {"device": args.device} | (SHALLOW if args.layers == "shallow" else {})
-    rows = []
+    rows: list[tuple[int, dict[str, float]]] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         for size in args.sizes:
             suffix = ".zarr" if args.input == "zarr" else ".tif"
             content = write_slide(Path(folder) / f"slide-{size}{suffix}", size, args.input)
-            rows.append((size, measure(content, Path(folder) / f"result-{size}.ome.zarr", options)))
-            print(size, rows[-1][1], flush=True)
+            rows.append(
+                (size, measure(content, Path(folder) / f"result-{size}.ome.zarr", args.style_size, options))
+            )
+            lines = table(args, rows, time.perf_counter() - started)
+            print("\n".join(lines), flush=True)
+            if not args.no_write:  # after each size: a long run that is stopped keeps what it measured
+                write_table(lines)
+
+
+def table(args: argparse.Namespace, rows: list[tuple[int, dict[str, float]]], seconds: float) -> list[str]:
     first = rows[0][1]
     lines = [
         f"{args.input} input, tiles of {args.tile_size}, {args.steps} steps per tile and level, "
-        f"{args.layers} layers, untrained weights, device {args.device}; a fresh process per size.",
+        f"{args.layers} layers, a {args.style_size} px style, untrained weights, device {args.device}; "
+        "a fresh process per size.",
         "",
         "| slide | VmHWM | peak RssAnon | vs the first (VmHWM, RssAnon) | run |",
         "| --- | --- | --- | --- | --- |",
@@ -147,13 +165,7 @@ def main() -> None:
             f"| {size} x {size} px | {got['hwm'] / 1024:.0f} MiB | {got['anon'] / 1024:.0f} MiB | {change} "
             f"| {got['seconds'] / 60:.1f} min |"
         )
-    lines += [
-        "",
-        f"Measured in {time.perf_counter() - started:.0f} s on a loaded machine: the times mean nothing.",
-    ]
-    print("\n".join(lines))
-    if not args.no_write:
-        write_table(lines)
+    return [*lines, "", f"Measured in {seconds:.0f} s on a loaded machine: the times mean nothing."]
 
 
 if __name__ == "__main__":
