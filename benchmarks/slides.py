@@ -221,11 +221,12 @@ def montage(results: dict[str, np.ndarray], tile_size: int, zoom: int) -> None:
     imsave(MONTAGE, (np.clip(row, 0, 1) * 255).astype(np.uint8), check_contrast=False)
 
 
-def write_table(lines: list[str]) -> None:
+def write_table(lines: list[str], begin: str = BEGIN, end: str = END) -> None:
+    """``lines`` between the markers ``begin`` and ``end`` of docs/slides.md (added at its end)."""
     text = PAGE.read_text()
-    block = "\n".join([BEGIN, *lines, END])
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
+    block = "\n".join([begin, *lines, end])
+    if begin in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     PAGE.write_text(text)

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGE = ROOT / "docs" / "slides.md"
 BEGIN, END = "<!-- slides-memory:begin -->", "<!-- slides-memory:end -->"
 SHALLOW = {"content_layers": ["conv2_2"], "style_layers": ["conv1_1", "conv2_1", "conv3_1"]}
 #: the side of each generated block: the texture is stationary, so blocks may be made apart
@@ -109,16 +108,6 @@ def measure(content: Path, out: Path, style_size: int, options: dict) -> dict[st
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def write_table(lines: list[str]) -> None:
-    text = PAGE.read_text()
-    block = "\n".join([BEGIN, *lines, END])
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    PAGE.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
@@ -134,6 +123,9 @@ def main() -> None:
     args = parser.parse_args()
     options = {"steps": args.steps, "tile_size": args.tile_size, "weights": "random", "seed": 0}
     options |= {"device": args.device} | (SHALLOW if args.layers == "shallow" else {})
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from slides import write_table
+
     rows: list[tuple[int, dict[str, float]]] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
@@ -146,7 +138,7 @@ def main() -> None:
             lines = table(args, rows, time.perf_counter() - started)
             print("\n".join(lines), flush=True)
             if not args.no_write:  # after each size: a long run that is stopped keeps what it measured
-                write_table(lines)
+                write_table(lines, BEGIN, END)
 
 
 def table(args: argparse.Namespace, rows: list[tuple[int, dict[str, float]]], seconds: float) -> list[str]:

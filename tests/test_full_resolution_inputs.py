@@ -5,6 +5,7 @@ sampled per tile (docs/slides.md)."""
 import numpy as np
 import pytest
 import zarr
+from test_full_resolution import FAST as SHALLOW
 
 from napari_style_transfer import api, large_images
 from napari_style_transfer.errors import StyleTransferError
@@ -12,14 +13,7 @@ from napari_style_transfer.large_images import LargeImage
 from napari_style_transfer.pipeline import tiled
 
 # shallow layers keep the windows small (stride 2) and the runs quick
-FAST = {
-    "steps": 2,
-    "seed": 1,
-    "weights": "random",
-    "content_layers": ["conv2_2"],
-    "style_layers": ["conv1_1", "conv2_1"],
-    "schedule": "none",
-}
+FAST = SHALLOW | {"steps": 2}
 
 
 class GuardedSlide:
