@@ -88,12 +88,15 @@ def stylize(
     frames (``frames="independent"``), giving what this process would give (any
     ``concurrent.futures.Executor`` will do too).
 
-    ``size="full"`` keeps the content's own resolution (a 2D grey or RGB image): the
-    composition is set at ``tile_size``, then refined in tiles of ``tile_size`` at each
-    doubling up to full size (docs/slides.md). With ``out`` (a ``.zarr`` path or a zarr
-    store) the result is written there tile by tile and returned as its lazily opened
-    full-resolution zarr array (axes ``c, y, x`` for colour); a rerun with the same settings
-    skips finished tiles, ``force=True`` redoes them.
+    ``size="full"`` keeps the content's own resolution: the composition is set at
+    ``tile_size``, then refined in tiles of ``tile_size`` at each doubling up to full size
+    (docs/slides.md). The content may be larger than memory (a path to a ``.npy``, TIFF or
+    ``.zarr``, a memmap, a dask or zarr array): it is read a region at a time, never whole;
+    a stack's frames run one after the other, RGBA keeps its alpha, ``style_regions`` may be
+    a label image of any size with the content's aspect ratio. With ``out`` (a ``.zarr``
+    path or a zarr store) the result is written there tile by tile and returned as its
+    lazily opened full-resolution zarr array (axes ``t, c, y, x``, those present); a rerun
+    with the same settings skips finished tiles, ``force=True`` redoes them.
     """
     if options.get("size") == FULL:
         if client is not None:
