@@ -26,8 +26,9 @@ from .tiles import Region, Tile
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".svs")
 #: tifffile's axis letters: S (samples) and C hold colour; Y and X the plane; the rest frames.
 _TIFF_AXES = {"Y": "y", "X": "x", "S": "c", "C": "c"}
-#: Pixels read at once by the band-by-band readers unless told (4 Mpx: 48 MB of float32 RGB).
-BAND_PIXELS = 2**22
+#: Pixels read at once by the band-by-band readers unless told: 1 Mpx, whose RGB block means
+#: take 25 MB in float64 (4 Mpx took 100 MB, a good part of a tile's memory).
+BAND_PIXELS = 2**20
 
 
 @dataclass

@@ -30,7 +30,7 @@ from ..large_images import LargeImage, read_downscaled
 from ..options import StyleOptions
 from ..zarr_output import ResultStore, open_result_store
 from .jobs import Carry, IndependentFrames, Job
-from .optimise import Model, Optimiser, load_model
+from .optimise import Optimiser, load_model
 from .plan import Level, Plan, plan
 from .reader import FrameReader, JobInput, finish, read_styles, to_tensor
 from .records import Progress, StepRecord
@@ -190,28 +190,17 @@ def _run_full(fp: FullPlan, store: ResultStore) -> Iterator[StepRecord]:
             p.options.steps * jobs,
             p.options.snapshot_every,
         )
-        optimisers = _Optimisers(model, progress)
         number = 0
         for frame in fp.frames:  # each frame its own composition and tiles, one after the other
             if frame in compose:
-                yield from _compose(fp, optimisers(p), targets[0], Job(number, frame, p.levels))
+                optimiser = Optimiser(p, model, read_styles(p), progress)
+                yield from _compose(fp, optimiser, targets[0], Job(number, frame, p.levels))
                 number += 1
             for planner in planners:
-                number = yield from _run_level(planner, optimisers(planner.plan), frame, number)
-
-
-class _Optimisers:
-    """One optimiser per plan (the composition's, each level's), made when first needed and
-    kept for every frame: a level's tiles share the styles' targets at its scale."""
-
-    def __init__(self, model: Model, progress: Progress):
-        self.model, self.progress = model, progress
-        self._made: dict[int, Optimiser] = {}
-
-    def __call__(self, p: Plan) -> Optimiser:
-        if id(p) not in self._made:
-            self._made[id(p)] = Optimiser(p, self.model, read_styles(p), self.progress)
-        return self._made[id(p)]
+                # one level's optimiser at a time (its objective holds a tile's features): kept
+                # for every level, they made the memory grow with the number of levels
+                optimiser = Optimiser(planner.plan, model, read_styles(planner.plan), progress)
+                number = yield from _run_level(planner, optimiser, frame, number)
 
 
 def _compose(fp: FullPlan, optimiser: Optimiser, target: ResultStore, job: Job) -> Iterator[StepRecord]:
