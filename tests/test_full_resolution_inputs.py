@@ -75,6 +75,20 @@ def test_a_memmap_an_ome_zarr_and_a_dask_array_give_what_the_array_in_memory_giv
     np.testing.assert_array_equal(_run(str(tmp_path / "slide.ome.zarr"), style), in_memory)
 
 
+def test_the_composition_reads_a_coarser_pyramid_level_where_one_exists(tmp_path, rng, style):
+    slide = _slide(rng, 128)
+    marked = np.full((32, 32, 3), 7, np.uint8)  # level 2 (1/4) marked: reading it shows
+    group = zarr.open_group(tmp_path / "slide.ome.zarr", mode="w")
+    for number, level in enumerate([slide, slide[::2, ::2], marked]):
+        group.create_array(str(number), data=np.moveaxis(level, -1, 0), chunks=(3, 16, 16))
+    axes = [{"name": "c", "type": "channel"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    datasets = [{"path": str(number)} for number in range(3)]
+    group.attrs["ome"] = {"multiscales": [{"axes": axes, "datasets": datasets}]}
+    fp = tiled.plan_full(str(tmp_path / "slide.ome.zarr"), style, size="full", tile_size=32, **FAST)
+    assert fp.levels[0].shape == (32, 32)
+    np.testing.assert_allclose(fp.composition.content.frame(()).rgb, 7 / 255, rtol=1e-6)
+
+
 def test_a_lazy_float_contents_range_is_its_own_found_band_by_band(tmp_path, rng, style):
     import dask.array as da
 
