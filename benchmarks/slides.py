@@ -174,8 +174,8 @@ def offset_second_pass(
     stride = tiles.min_tile_size(fp.composition.options.layers)
     offset = tiles.grid_offset(fp.composition.options.seed or 0, 1, tile_size, stride)
     level.grid = tiles.tile_grid(fp.levels[-1].shape, tile_size, fp.margin, offset=offset)
-    level._unfinished = lambda: level.grid  # type: ignore[method-assign]
-    level._start = lambda window: to_tensor(first[window.slices], fp.composition.device)  # type: ignore[method-assign]
+    level._unfinished = lambda frame=(): level.grid  # type: ignore[method-assign]
+    level._start = lambda window, frame=(): to_tensor(first[window.slices], fp.composition.device)  # type: ignore[method-assign]
     result = first.copy()
 
     class Core:
@@ -282,6 +282,7 @@ def cluster_table(args: argparse.Namespace, options: dict) -> list[str]:
 
 
 def write_table(lines: list[str], begin: str = BEGIN, end: str = END) -> None:
+    """``lines`` between the markers ``begin`` and ``end`` of docs/slides.md (added at its end)."""
     text = PAGE.read_text()
     block = "\n".join([begin, *lines, end])
     if begin in text:

@@ -90,15 +90,19 @@ def stylize(
     frames (``frames="independent"``), giving what this process would give (any
     ``concurrent.futures.Executor`` will do too).
 
-    ``size="full"`` keeps the content's own resolution (a 2D grey or RGB image): the
-    composition is set at ``tile_size``, then refined in tiles of ``tile_size`` at each
-    doubling up to full size (docs/slides.md). With ``out`` (a ``.zarr`` path or a zarr
-    store) the result is written there tile by tile and returned as its lazily opened
-    full-resolution zarr array (axes ``c, y, x`` for colour); a rerun with the same settings
-    skips finished tiles, ``force=True`` redoes them. With ``client``, each level's tiles run
-    as tasks on its workers (a tile that raises is tried ``TILE_RETRIES`` more times), which
-    write them into ``out`` where it is a path they can reach (a shared file system), else
-    send them back to be written here; the composition and the blending run here.
+    ``size="full"`` keeps the content's own resolution: the composition is set at
+    ``tile_size``, then refined in tiles of ``tile_size`` at each doubling up to full size
+    (docs/slides.md). The content may be larger than memory (a path to a ``.npy``, TIFF or
+    ``.zarr``, a memmap, a dask or zarr array): it is read a region at a time, never whole;
+    a stack's frames run one after the other, RGBA keeps its alpha, ``style_regions`` may be
+    a label image of any size with the content's aspect ratio. With ``out`` (a ``.zarr``
+    path or a zarr store) the result is written there tile by tile and returned as its
+    lazily opened full-resolution zarr array (axes ``t, c, y, x``, those present); a rerun
+    with the same settings skips finished tiles, ``force=True`` redoes them. With ``client``,
+    each level's tiles run as tasks on its workers (a tile that raises is tried
+    ``TILE_RETRIES`` more times), which write them into ``out`` where it is a path they can
+    reach (a shared file system), else send them back to be written here; the composition
+    and the blending run here.
     """
     if options.get("size") == FULL:
         where = None if client is None else elsewhere(client, retries=TILE_RETRIES)

@@ -37,9 +37,9 @@ from .files import (
     same_file,
     write_image,
 )
-from .large_images import open_large_image
+from .large_images import TIFF_SUFFIXES, open_large_image
 from .options import DEMO_DEFAULTS, StyleOptions, choices, help_text
-from .tiles import Region, tile_grid
+from .tiles import tile_grid
 from .zarr_output import ResultStore, write_pyramidal_tiff
 
 PROG = "napari-style-transfer"
@@ -731,22 +731,21 @@ def _check_full_output(args: argparse.Namespace, inputs: dict[str, Path]) -> Pat
     return store
 
 
-def _read_full_content(path: Path) -> np.ndarray:
-    """The content of a ``--size full`` run: an image file, or a zarr / OME-Zarr folder read
-    through :mod:`.large_images` (level 0). Read whole: ``plan_full`` describes the content
-    and sets the composition in memory (only the tiles are read region by region)."""
-    if not path.is_dir():
-        content = read_image(path, "content")
-    else:
+def _read_full_content(path: Path) -> Any:
+    """The content of a ``--size full`` run: a ``.npy``, a TIFF or a zarr / OME-Zarr folder
+    opened lazily through :mod:`.large_images` (read region by region, never whole), any
+    other image file read whole."""
+    if path.is_dir() or path.suffix.lower() in (".npy", *TIFF_SUFFIXES):
         image = open_large_image(path)
-        if image.frames_shape:
-            raise CommandLineError(
-                f"content {path} holds frames of shape {image.frames_shape}; --size {FULL} takes one 2D image"
-            )
-        content = image.read(Region(0, 0, *image.shape))
-    described = describe_image(content, "content")
-    if described.stack_shape or described.channels == "rgba":
-        kind = "an RGBA image" if described.channels == "rgba" else f"a stack of shape {content.shape}"
+        stack, rgba = bool(image.frames_shape), image.channels == 4
+        shape: tuple[int, ...] = (*image.frames_shape, *image.shape)
+        content: Any = image
+    else:
+        content = read_image(path, "content")
+        described = describe_image(content, "content")
+        stack, rgba, shape = bool(described.stack_shape), described.channels == "rgba", content.shape
+    if stack or rgba:
+        kind = "an RGBA image" if rgba else f"a stack of shape {shape}"
         raise CommandLineError(
             f"--size {FULL} takes a 2D grey or RGB image for now, and {path} is {kind}: give one frame "
             "without alpha, or a working size (--size 512)"

@@ -62,7 +62,7 @@ def _run(p: Plan, sink: Sink | None) -> Iterator[StepRecord | StyleResult]:
     jobs = planner.jobs()
     reader = planner.reader()  # a time series' frames are read from now on, while the weights load
     try:
-        with _memory_errors(p):
+        with memory_errors(p):
             model = load_model(p)
             progress = Progress(
                 started,
@@ -90,7 +90,7 @@ def _run(p: Plan, sink: Sink | None) -> Iterator[StepRecord | StyleResult]:
 
 
 @contextmanager
-def _memory_errors(p: Plan) -> Iterator[None]:
+def memory_errors(p: Plan) -> Iterator[None]:
     """Running out of memory inside, as an :class:`OutOfMemoryError` that says what fits."""
     try:
         yield

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -27,7 +27,7 @@ from .executors import Elsewhere, prepare_worker_process, run_on
 from .optimise import Optimiser, load_model
 from .reader import read_styles
 from .records import Progress, StepRecord
-from .runner import _memory_errors
+from .runner import memory_errors
 from .tiled import FullPlan, TileJob, TileLevel, _targets, open_store, start_region
 
 #: Times a tile's task that raises is started again before the tile counts as failed (on a
@@ -81,8 +81,8 @@ def run_tile(work: LevelWork, job: TileJob, coarse: CoarseWindow | None) -> Tile
     coarser, target = _stores(work, coarse)
     planner = TileLevel(fp, fp.levels[work.level], coarser, target)
     assert job.tile is not None
-    p = planner.plan
-    with _memory_errors(p):
+    p = planner.plan_for(job)  # the tile's guide, where style_regions are given
+    with memory_errors(p):
         model = load_model(p)
         progress = Progress(time.perf_counter(), str(p.device), model.weights.description, 1, job.steps, 0)
         optimiser = Optimiser(p, model, read_styles(p), progress)
@@ -93,7 +93,7 @@ def run_tile(work: LevelWork, job: TileJob, coarse: CoarseWindow | None) -> Tile
     if work.location is not None:
         return TileOutcome(bare, None)
     kept = _records(planner)
-    return TileOutcome(bare, kept.level_image(0).read(kept.cell(job.tile.row, job.tile.column)))
+    return TileOutcome(bare, kept.level_image(0).read(kept.cell(job.tile.row, job.tile.column), job.index))
 
 
 def _stores(work: LevelWork, coarse: CoarseWindow | None) -> tuple[ResultStore, ResultStore]:
@@ -138,6 +138,16 @@ class TileTasks:
         self.elsewhere, self.full, self.progress = elsewhere, fp, progress
         self.location = shared_location(store)
 
+    def run_level(
+        self, planner: TileLevel, frame: tuple[int, ...], first: int
+    ) -> Generator[StepRecord, None, int]:
+        """One frame's unfinished tiles of ``planner``'s level as tasks, then the level
+        blended here; returns the next job's number."""
+        jobs = planner.tile_jobs(first, frame)
+        yield from self.run(planner, jobs)
+        planner.finalise(frame)
+        return first + len(jobs)
+
     def run(self, planner: TileLevel, jobs: list[TileJob]) -> Iterator[StepRecord]:
         if not jobs:
             return
@@ -151,7 +161,7 @@ class TileTasks:
         for job, outcome in returned:
             assert job.tile is not None
             if outcome.cell is not None:
-                _records(planner).write_tile(job.tile.row, job.tile.column, outcome.cell)
+                _records(planner).write_tile(job.tile.row, job.tile.column, outcome.cell, job.index)
             yield self._counted(job, outcome.record)
         if failures:
             raise _failed(planner, failures, len(jobs))
@@ -161,7 +171,7 @@ class TileTasks:
             return None  # the worker reads it from the store
         assert job.tile is not None
         region = start_region(job.tile.window, planner.coarser.shape)
-        return CoarseWindow(planner.coarser.shape, region, planner.coarser.read(region))
+        return CoarseWindow(planner.coarser.shape, region, planner.coarser.read(region, job.index))
 
     def _counted(self, job: TileJob, record: StepRecord) -> StepRecord:
         """``record`` as a step of the whole run: its place among the run's steps and time."""
