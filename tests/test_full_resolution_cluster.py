@@ -202,7 +202,22 @@ def test_the_command_runs_a_slides_tiles_on_a_local_cluster(tmp_path, slide, sty
     np.save(content, slide)
     np.save(style_path, style)
     flags = "--steps 2 --seed 1 --weights random --content-layers conv2_2 --style-layers conv1_1,conv2_1"
-    flags = [*flags.split(), "--schedule", "none", "--size", "full", "--tile-size", "32"]
+    # fp32 on one torch thread here and on the worker (which would take both CPUs): other counts
+    # split the convolutions' sums differently, and bf16 (auto on CPUs with AVX-512 BF16) came out
+    # 3e-4 apart between the two processes; two L-BFGS steps amplify such rounding
+    flags = [
+        *flags.split(),
+        "--schedule",
+        "none",
+        "--size",
+        "full",
+        "--tile-size",
+        "32",
+        "--threads",
+        "1",
+        "--precision",
+        "fp32",
+    ]
     here, there = tmp_path / "here.ome.zarr", tmp_path / "there.ome.zarr"
     assert main([str(content), str(style_path), "-o", str(here), "-q", *flags]) == 0
     assert main([str(content), str(style_path), "-o", str(there), "-q", "--workers", "1", *flags]) == 0

@@ -22,6 +22,7 @@ import numpy as np
 from .. import tiles
 from ..engine import with_backend_flags
 from ..errors import StyleTransferError
+from ..speed_probe import with_threads
 from ..zarr_output import ResultStore
 from .executors import Elsewhere, prepare_worker_process, run_on
 from .optimise import Optimiser, load_model
@@ -87,7 +88,8 @@ def run_tile(work: LevelWork, job: TileJob, coarse: CoarseWindow | None) -> Tile
         progress = Progress(time.perf_counter(), str(p.device), model.weights.description, 1, job.steps, 0)
         optimiser = Optimiser(p, model, read_styles(p), progress)
         records = optimiser.run_jobs([job], planner, planner, planner.sink(job.tile), 1)
-        for last in with_backend_flags(records, p.options, p.device):  # noqa: B007  # the last is kept
+        steps = with_threads(records, p.options.threads)  # an explicit count holds on the workers too
+        for last in with_backend_flags(steps, p.options, p.device):  # noqa: B007  # the last is kept
             pass
     bare = dataclasses.replace(last, image=None, _live=None, _cursor=None, _finish=None, _batch=None)
     if work.location is not None:
