@@ -51,13 +51,14 @@ class FrameLink:
     ``flow`` is (1, 2, H, W), (rows, columns) in pixels: this frame's content at x is the
     previous content at x + flow(x). ``reliable`` is (1, 1, H, W), 1 where the flow passed
     the consistency tests and 0 where not (disocclusions, motion boundaries, pixels whose
-    source lies outside the frame, changed pixels and those within UNTRUSTED_MARGIN of one).
-    ``fresh`` is (1, 1, H, W), 1 where the frame does not start from the warped previous
-    result: changed pixels and, within UNTRUSTED_MARGIN of one, those the flow says were
-    hidden or come from outside the frame, and unchanged ones it dragged along (see
-    :func:`link_frames`). ``restyled`` is (1, 1, H, W), 1 within UNTRUSTED_MARGIN of a changed
-    pixel as a disc (not the square that ``reliable`` leaves out): the pixels whose styling
-    starts over in this frame, which stay out of the temporal term until they have had a first
+    source lies outside the frame, changed pixels and those within UNTRUSTED_MARGIN of one,
+    stale ones). ``fresh`` is (1, 1, H, W), 1 where the frame does not start from the warped
+    previous result: changed pixels and, within UNTRUSTED_MARGIN of one, those the flow says
+    were hidden or come from outside the frame, unchanged ones it dragged along, and stale
+    ones: pixels that stay in place within UNTRUSTED_MARGIN of content that changed where it
+    is (see :func:`link_frames`). ``restyled`` is (1, 1, H, W), 1 within UNTRUSTED_MARGIN of a
+    changed pixel as a disc (not the square that ``reliable`` leaves out) and where stale: the
+    pixels whose styling starts over in this frame, which stay out of the temporal term until they have had a first
     frame's steps (:func:`steps_owed`). ``still`` is (1, 1, H, W), 1 where the flow passed the
     consistency tests, the content did not change in place and the pixel is not restyled: with
     the reliable pixels, these include the unchanged ones near a change, which the frame does
@@ -197,6 +198,12 @@ MOTION_WINDOW = 5
 #: (values in [0, 1]) over MOTION_WINDOW px where the pixel is. Far background on the nuclei
 #: time-lapse: 0.0016 (median); a textured field drifting 2 px: 0.1-0.2.
 STILL_TOLERANCE = 0.025
+#: ...and only where the frame changed by at least this much (the mean absolute difference over
+#: MOTION_WINDOW px where the pixel is): the ratio alone followed TV-L1 into the faint tails of
+#: smooth objects on a plain, noiseless background, differences of 0.001 and less 20 px from
+#: them, dragging the styled background along as a dark trail (issue 33, crossing discs). The
+#: nuclei time-lapse's far background changes by 0.0016 (its camera noise).
+MOTION_FLOOR = 0.005
 
 
 def _evidenced(flow: np.ndarray, reference: np.ndarray, moving: np.ndarray) -> torch.Tensor:
@@ -214,12 +221,20 @@ def _evidenced(flow: np.ndarray, reference: np.ndarray, moving: np.ndarray) -> t
         )[0]
 
     moved, still = mismatch(warp(moving_t, flow_t[None])), mismatch(moving_t)
-    shown = (moved < MOTION_EVIDENCE * still).to(flow_t.dtype)[None]
+    shown = ((moved < MOTION_EVIDENCE * still) & (still >= MOTION_FLOOR)).to(flow_t.dtype)[None]
     # without lone pixels (3 x 3 opening): on camera noise alone a few pass by chance
     shown = F.max_pool2d(-F.max_pool2d(-shown, 3, 1, 1), 3, 1, 1)[0]
     # where no motion does not explain the frame either (content that enters), TV-L1's guess
     # stays, for the consistency and brightness tests to judge
     return flow_t * torch.maximum(shown, (still >= STILL_TOLERANCE).to(flow_t.dtype))
+
+
+#: In-place changes (the content changed where it is by more than BRIGHTNESS_TOLERANCE)
+#: narrower than 2 LEFT_BEHIND + 1 px leave no halo behind (see link_frames): on the bundled
+#: nuclei time-lapse (96 px), nuclei creep 0.8-1.4 px a frame and restarting the pixels around
+#: them every frame raised the smeared windows from 1.7% to 5.9% (objects merged); the moving
+#: disc (6 px a frame) and the crossing discs (8 px) leave crescents wider than 5 px.
+LEFT_BEHIND = 2
 
 
 def link_frames(previous: torch.Tensor, content: torch.Tensor) -> FrameLink:
@@ -251,10 +266,24 @@ def link_frames(previous: torch.Tensor, content: torch.Tensor) -> FrameLink:
     dragged = ~trusted & unmoved & (forward.pow(2).sum(1, keepdim=True) >= 1.0)
     # a pixel whose source lies outside (or in the edge band) has nothing to start from: the
     # warp would copy the border pixel into horizontal streaks, kept from frame to frame
-    fresh = changed | ~inside | (near & (hidden | dragged))
-    restyled = _within(changed.float(), UNTRUSTED_MARGIN) > 0
+    # A styled pixel answers the content around it, so one the nearest warp keeps in place
+    # beside content that changed where it is keeps styling drawn for content no longer there:
+    # the halo an object leaves behind, which later frames held as a trail (issue 33). Such
+    # pixels start afresh and are restyled (not held) like those near a change; not beside the
+    # thin slivers of an object that creeps, whose halo stays nearly where it was.
+    stays = forward.abs().amax(dim=1, keepdim=True) < 0.5
+    stale = (_within(_opened((~unmoved).float(), LEFT_BEHIND), UNTRUSTED_MARGIN) > 0) & stays
+    fresh = changed | ~inside | (near & (hidden | dragged)) | stale
+    restyled = (_within(changed.float(), UNTRUSTED_MARGIN) > 0) | stale
     still = trusted & unmoved & ~restyled
-    return FrameLink(forward, (trusted & ~near).float(), fresh.float(), restyled.float(), still.float())
+    return FrameLink(
+        forward, (trusted & ~near & ~stale).float(), fresh.float(), restyled.float(), still.float()
+    )
+
+
+def _opened(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """The (N, 1, H, W) float ``mask`` without the parts narrower than 2 ``radius`` + 1 px."""
+    return _dilated(1.0 - _dilated(1.0 - mask, radius), radius)
 
 
 def _dilated(mask: torch.Tensor, radius: int) -> torch.Tensor:
@@ -323,6 +352,11 @@ SMALL_REGION = 9
 MIN_COVER = 0.5
 COPY_REACH = 2 * UNTRUSTED_MARGIN
 
+#: Fresh pixels within this many pixels of each other make one region, copied whole: the thin
+#: pieces a moving object uncovers along its rim, each copied from its nearest known pixel,
+#: drew streaks that the later frames' few steps kept (issue 33).
+REGION_GAP = 3
+
 
 def fill_from_surroundings(
     image: torch.Tensor, fresh: torch.Tensor, known: torch.Tensor, groups: np.ndarray | None = None
@@ -330,7 +364,7 @@ def fill_from_surroundings(
     """``image`` (1, C, H, W) with its ``fresh`` pixels copied from ``known`` ones nearby, and
     the (1, 1, H, W) mask of the pixels that were copied.
 
-    Each connected fresh region is copied whole from the region shifted by the vector (16
+    Each fresh region (pixels within REGION_GAP of each other) is copied whole from the region shifted by the vector (16
     directions, 0.5, 1 or 1.5 times the region's extent) that lands most of it on known pixels,
     so that it gets a stretch of texture rather than smeared edge values (if MIN_COVER of it
     lands); elsewhere, the nearest known pixel within COPY_REACH pixels. Pixels beyond both
@@ -383,7 +417,8 @@ def _region_copies(
     from scipy import ndimage
 
     height, width = is_fresh.shape
-    regions, count = ndimage.label(is_fresh)
+    regions, count = ndimage.label(ndimage.binary_dilation(is_fresh, iterations=REGION_GAP))
+    regions = regions * is_fresh
     sizes = np.bincount(regions.ravel(), minlength=count + 1)
     extents = np.zeros(count + 1)
     for number, box in enumerate(ndimage.find_objects(regions), start=1):
