@@ -352,11 +352,6 @@ SMALL_REGION = 9
 MIN_COVER = 0.5
 COPY_REACH = 2 * UNTRUSTED_MARGIN
 
-#: Fresh pixels within this many pixels of each other make one region, copied whole: the thin
-#: pieces a moving object uncovers along its rim, each copied from its nearest known pixel,
-#: drew streaks that the later frames' few steps kept (issue 33).
-REGION_GAP = 3
-
 
 def fill_from_surroundings(
     image: torch.Tensor, fresh: torch.Tensor, known: torch.Tensor, groups: np.ndarray | None = None
@@ -364,7 +359,7 @@ def fill_from_surroundings(
     """``image`` (1, C, H, W) with its ``fresh`` pixels copied from ``known`` ones nearby, and
     the (1, 1, H, W) mask of the pixels that were copied.
 
-    Each fresh region (pixels within REGION_GAP of each other) is copied whole from the region shifted by the vector (16
+    Each connected fresh region is copied whole from the region shifted by the vector (16
     directions, 0.5, 1 or 1.5 times the region's extent) that lands most of it on known pixels,
     so that it gets a stretch of texture rather than smeared edge values (if MIN_COVER of it
     lands); elsewhere, the nearest known pixel within COPY_REACH pixels. Pixels beyond both
@@ -417,8 +412,7 @@ def _region_copies(
     from scipy import ndimage
 
     height, width = is_fresh.shape
-    regions, count = ndimage.label(ndimage.binary_dilation(is_fresh, iterations=REGION_GAP))
-    regions = regions * is_fresh
+    regions, count = ndimage.label(is_fresh)
     sizes = np.bincount(regions.ravel(), minlength=count + 1)
     extents = np.zeros(count + 1)
     for number, box in enumerate(ndimage.find_objects(regions), start=1):
