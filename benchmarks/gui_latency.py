@@ -1,30 +1,43 @@
-"""How long napari's event loop stalls while the Style Transfer widget runs.
+"""How long napari's event loop stalls while the Style Transfer widget runs, and why.
 
     xvfb-run -a python benchmarks/gui_latency.py            # 64 and 128 px, each idle and loaded
     xvfb-run -a python benchmarks/gui_latency.py --quick    # 64 px only (13 minutes on a busy 2-core machine)
+    xvfb-run -a python benchmarks/gui_latency.py --tiny     # one 32 px run: proves the script works
+    xvfb-run -a python benchmarks/gui_latency.py --profile 512 4 2   # what napari's thread did in each gap
 
 A 10 ms QTimer ticks on napari's GUI thread; the longest gap between two ticks is the longest
 time napari could not react to the mouse or repaint. Each measurement runs in a fresh process:
 first the viewer idles (the baseline), then the widget runs (CPU, untrained weights, the
-bundled astronaut and swirl) with snapshot layers being added. Every measurement is made with
-no extra load and with two CPU hogs (``python -c 'while True: pass'``) started by this script,
-which compete with both napari and the run. Whatever else the machine was doing at the time
-also counts: the load average is recorded with each table.
+bundled astronaut and swirl) with snapshot layers being added, then the timer ticks on for
+2 s. Every measurement is made with no extra load and with two CPU hogs
+(``python -c 'while True: pass'``) started by this script, which compete with both napari and
+the run. Whatever else the machine was doing at the time also counts: the load average is
+recorded with each table.
+
+Gaps grow with the machine's load; napari's thread's own CPU time (``time.thread_time`` read
+at each tick) does not: it is reported at Run, while the run prepares and per layer added
+(from the tick before until the loop ticks on time again). A gap with little CPU in it is
+napari's thread waiting: for the CPU, or for the GIL (an import, a garbage collection in
+another thread). ``--profile`` samples napari's thread's stack whenever the timer is late and
+lists, per gap over 50 ms, the functions it was in, how late the sampler itself woke (a
+sampler that could not run either points at a thread holding the GIL) and the full garbage
+collections that ran in it.
 
 Replaces the ``GUI responsiveness`` section of ``docs/benchmarks.md`` (its other sections come
 from ``benchmarks/run.py``, which rewrites the file: ``--section-only`` puts this section back
 from ``docs/gui_latency.json`` without measuring again) and writes the raw numbers to
-``docs/gui_latency.json``.
-"""
+``docs/gui_latency.json``."""
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,10 +48,11 @@ TICK_MS = 10
 IDLE_S = 3.0
 
 
-def measure(size: int, steps: int, snapshot_every: int) -> dict:
-    """One viewer: idle ticks, then ticks during one run (in this process)."""
+def measure(size: int, steps: int, snapshot_every: int, profile: bool = False) -> dict:
+    """One viewer: idle ticks, then ticks during one run and for :data:`AFTER_S` after it (in
+    this process). With ``profile``, napari's thread is sampled whenever its timer is late
+    (see :class:`StallSampler`)."""
     import napari
-    import numpy as np
     from qtpy.QtCore import QEventLoop, QTimer
 
     from napari_style_transfer._sample_data import load_sample
@@ -58,55 +72,251 @@ def measure(size: int, steps: int, snapshot_every: int) -> dict:
     for name, value in values.items():
         widget[name].value = value
 
-    ticks: list[float] = []
+    ticks = Ticks()
     timer = QTimer()
     timer.setInterval(TICK_MS)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.timeout.connect(ticks.tick)
+    sampler = StallSampler(ticks) if profile else None
 
-    def gaps_ms() -> list[float]:
-        return (np.diff(ticks) * 1000).tolist()
+    def wait(seconds: float) -> None:
+        loop = QEventLoop()
+        QTimer.singleShot(int(seconds * 1000), loop.quit)
+        loop.exec()
 
     timer.start()
-    idle = QEventLoop()
-    QTimer.singleShot(int(IDLE_S * 1000), idle.quit)
-    idle.exec()
-    idle_gaps = gaps_ms()
+    wait(IDLE_S)
+    idle_gaps, idle_cpu = ticks.gaps_ms(), ticks.cpu_s()
 
     ticks.clear()
     # moments napari's thread does our work: Run pressed, each layer added (snapshot, result)
-    layers_added: list[float] = []
-    viewer.layers.events.inserted.connect(lambda _: layers_added.append(time.perf_counter()))
-    started = time.perf_counter()
+    events: list[tuple[str, float]] = []
+    viewer.layers.events.inserted.connect(lambda e: events.append((e.value.name, time.perf_counter())))
+    if sampler is not None:
+        sampler.start()
+    started, run_cpu = time.perf_counter(), time.thread_time()
     worker = widget.run()
+    run_cpu = time.thread_time() - run_cpu
+    events.insert(0, ("Run", started))
+    first_step: list[float] = []  # the run prepared (torch imported, VGG19 built): its first step
+
+    def note_first_step(update: object) -> None:
+        if not first_step and type(update).__name__ == "Started":
+            first_step.append(time.perf_counter())
+
+    worker.yielded.connect(note_first_step)
     loop = QEventLoop()
     worker.finished.connect(loop.quit)
     loop.exec()
-    seconds = time.perf_counter() - started
+    seconds, ended = time.perf_counter() - started, len(ticks.times)
+    wait(AFTER_S)  # what the run left to do later (a garbage collection, say) shows here
     timer.stop()
-    run_gaps = gaps_ms()
-    # Run's own work on napari's thread: from the press to the first tick after it
-    at_run = round((ticks[0] - started) * 1000, 1) if ticks else 0.0
-    at_layers = [gap_around(ticks, moment) for moment in layers_added]
+    if sampler is not None:
+        sampler.stop()
     status = widget["status"].value
     viewer.close()
-    return {
+    result = {
         "size": size,
         "steps": steps,
         "snapshot_every": snapshot_every,
         "run_seconds": round(seconds, 2),
         "status": status,
         "idle": summary(idle_gaps),
-        "run": summary(run_gaps),
-        "gap_at_run_ms": at_run,
-        "gaps_at_layers_added_ms": at_layers,
+        **ticks.run_summary(ended, started, first_step[0] if first_step else None, events[1:]),
+        "gui_cpu": {
+            "idle_ms_per_s": round(idle_cpu * 1000 / IDLE_S, 2),
+            "run_total_s": round(ticks.cpu_s(end=ended) + run_cpu, 3),
+            # Run's own work on napari's thread: the press and on to the first tick after it
+            "at_run_ms": round((run_cpu + ticks.cpu_to_next_tick(started)) * 1000, 1),
+            "preparing_ms": round(ticks.cpu_between(started, first_step[0]) * 1000, 1)
+            if first_step
+            else None,
+            "at_layers_ms": [round(ticks.cpu_around(moment) * 1000, 1) for _, moment in events[1:]],
+        },
     }
+    if sampler is not None:
+        result["stalls"] = sampler.stalls(events)
+    return result
+
+
+#: Seconds the timer goes on ticking after the run has finished.
+AFTER_S = 2.0
+
+
+class Ticks:
+    """The timer's ticks on napari's thread: when each came, and the thread's CPU time then
+    (``time.thread_time`` counts only this thread, so it does not grow with the machine's load)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.cpu: list[float] = []
+
+    def tick(self) -> None:
+        self.times.append(time.perf_counter())
+        self.cpu.append(time.thread_time())
+
+    def clear(self) -> None:
+        self.times.clear()
+        self.cpu.clear()
+
+    def gaps_ms(self, start: int = 0, end: int | None = None) -> list[float]:
+        times = self.times[start:end]
+        return [(b - a) * 1000 for a, b in zip(times, times[1:], strict=False)]
+
+    def cpu_s(self, end: int | None = None) -> float:
+        cpu = self.cpu[:end]
+        return cpu[-1] - cpu[0] if len(cpu) > 1 else 0.0
+
+    def run_summary(
+        self, ended: int, started: float, first_step: float | None, layers: list[tuple[str, float]]
+    ) -> dict:
+        """The gaps of the run (ticks before ``ended``), while it prepared (Run to its first
+        step), around each layer added, and after the run."""
+        preparing = bisect.bisect_right(self.times, first_step) if first_step is not None else ended
+        return {
+            "run": summary(self.gaps_ms(end=ended)),
+            "preparing": summary(self.gaps_ms(end=preparing + 1)),
+            "after": summary(self.gaps_ms(start=max(ended - 1, 0))),
+            "gap_at_run_ms": round((self.times[0] - started) * 1000, 1) if self.times else 0.0,
+            "gaps_at_layers_added_ms": [gap_around(self.times, moment) for _, moment in layers],
+        }
+
+    def cpu_to_next_tick(self, moment: float) -> float:
+        """CPU seconds from the tick before ``moment`` to the tick after it (0 if none)."""
+        after = bisect.bisect_right(self.times, moment)
+        return self.cpu[after] - self.cpu[after - 1] if 0 < after < len(self.times) else 0.0
+
+    def cpu_between(self, start: float, end: float) -> float:
+        first = bisect.bisect_left(self.times, start)
+        last = min(bisect.bisect_right(self.times, end), len(self.times) - 1)
+        return self.cpu[last] - self.cpu[first] if last > first else 0.0
+
+    def cpu_around(self, moment: float) -> float:
+        """napari's thread's CPU seconds for an event at ``moment``: from the tick before it
+        until the loop ticks on time again (the first gap under twice the interval), at
+        most one second on; what the handler, napari's own reactions and the next paint took."""
+        after = bisect.bisect_right(self.times, moment)
+        if after == 0 or after == len(self.times):
+            return 0.0
+        end = after
+        while (
+            end + 1 < len(self.times)
+            and self.times[end + 1] - self.times[end] > 2 * TICK_MS / 1000
+            and self.times[end] - moment < 1.0
+        ):
+            end += 1
+        return self.cpu[end] - self.cpu[after - 1]
+
+
+#: The sampler looks at napari's thread every this many ms ...
+SAMPLE_MS = 5
+#: ... and takes its stack when the timer's last tick is older than this.
+LATE_MS = 3 * TICK_MS
+
+
+class StallSampler(threading.Thread):
+    """Samples the Python stack of napari's thread (``sys._current_frames``) while its timer
+    is late: what napari's thread was doing in each gap. How late the sampler itself woke is
+    kept too: a sampler that could not run either points at a thread holding the GIL."""
+
+    def __init__(self, ticks: Ticks):
+        super().__init__(daemon=True, name="stall sampler")
+        self.ticks = ticks
+        self.main = threading.main_thread().ident
+        self.samples: list[tuple[float, float, tuple[str, ...]]] = []  # time, own delay ms, stack
+        self.done = threading.Event()
+        #: the garbage collector's full passes: start, seconds, the thread that ran it (it holds the GIL)
+        self.collections: list[tuple[float, float, str]] = []
+        self._collecting: dict[int, float] = {}
+
+    def start(self) -> None:
+        import gc
+
+        gc.callbacks.append(self._collected)
+        super().start()
+
+    def _collected(self, phase: str, info: dict) -> None:
+        if info.get("generation") != 2:
+            return
+        thread = threading.get_ident()
+        if phase == "start":
+            self._collecting[thread] = time.perf_counter()
+        elif thread in self._collecting:
+            began = self._collecting.pop(thread)
+            self.collections.append((began, time.perf_counter() - began, threading.current_thread().name))
+
+    def run(self) -> None:
+        expected = time.perf_counter() + SAMPLE_MS / 1000
+        while not self.done.wait(SAMPLE_MS / 1000):
+            now = time.perf_counter()
+            delay_ms = (now - expected) * 1000
+            expected = now + SAMPLE_MS / 1000
+            last = self.ticks.times[-1] if self.ticks.times else now
+            if (now - last) * 1000 < LATE_MS:
+                continue
+            frame = sys._current_frames().get(self.main)
+            stack = []
+            while frame is not None:
+                code = frame.f_code
+                stack.append(f"{_short_path(code.co_filename)}:{frame.f_lineno}:{code.co_name}")
+                frame = frame.f_back
+            self.samples.append((now, delay_ms, tuple(stack)))
+
+    def stop(self) -> None:
+        import gc
+
+        self.done.set()
+        self.join()
+        gc.callbacks.remove(self._collected)
+
+    def stalls(self, events: list[tuple[str, float]], longer_than_ms: float = 50.0) -> list[dict]:
+        """Each gap longer than ``longer_than_ms``: when (s after Run), how long, the event in
+        it (Run, a layer added), napari's thread's CPU in it, and the functions its samples
+        were in most (innermost first: *where*; and anywhere on the stack: *within*)."""
+        from collections import Counter
+
+        times, cpu = self.ticks.times, self.ticks.cpu
+        start = events[0][1] if events else (times[0] if times else 0.0)
+        found = []
+        for i in range(1, len(times)):
+            gap = (times[i] - times[i - 1]) * 1000
+            if gap <= longer_than_ms:
+                continue
+            inside = [s for s in self.samples if times[i - 1] <= s[0] <= times[i]]
+            where = Counter(s[2][0] for s in inside if s[2])
+            within = Counter(
+                name.rsplit(":", 2)[0] + ":" + name.rsplit(":", 1)[1] for s in inside for name in set(s[2])
+            )
+            found.append(
+                {
+                    "at_s": round(times[i - 1] - start, 2),
+                    "gap_ms": round(gap, 1),
+                    "cpu_ms": round((cpu[i] - cpu[i - 1]) * 1000, 1),
+                    "events": [name for name, moment in events if times[i - 1] <= moment <= times[i]],
+                    "samples": len(inside),
+                    "sampler_late_ms": round(max((s[1] for s in inside), default=0.0), 1),
+                    "full_collections_ms": [
+                        [round(seconds * 1000, 1), thread]
+                        for began, seconds, thread in self.collections
+                        if times[i - 1] <= began <= times[i]
+                    ],
+                    "where": where.most_common(6),
+                    "within": within.most_common(25),
+                }
+            )
+        return found
+
+
+def _short_path(path: str) -> str:
+    parts = Path(path).parts
+    for anchor in ("site-packages", "src", "lib"):
+        if anchor in parts:
+            return "/".join(parts[len(parts) - parts[::-1].index(anchor) :])
+    return "/".join(parts[-2:])
 
 
 def gap_around(ticks: list[float], moment: float) -> float:
     """The gap between the ticks either side of ``moment`` (ms): how long napari's thread was
     busy around it. 0 when the moment is outside the ticks."""
-    import bisect
-
     after = bisect.bisect_right(ticks, moment)
     if after == 0 or after == len(ticks):
         return 0.0
@@ -149,22 +359,31 @@ def measure_in_a_fresh_process(size: int, steps: int, snapshot_every: int) -> di
 def table(results: list[dict]) -> list[str]:
     lines = [
         "| working size | CPU hogs | run (s) | longest gap, idle | longest gap, run | 99th percentile, run "
-        "| gaps > 50 ms | gaps > 100 ms | gap at Run | longest gap at a layer added | load average before |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| gaps > 50 ms | gaps > 100 ms | longest gap, Run to first step | longest gap at a layer added "
+        "| longest gap, 2 s after | napari CPU at Run | napari CPU per layer added | load average before |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         run, idle = r["run"], r["idle"]
+        cpu = r.get("gui_cpu", {})
         lines.append(
             f"| {r['size']} px, {r['steps']} steps | {r['hogs']} | {r['run_seconds']:.1f} | {idle['max_ms']:.0f} ms "
             f"| {run['max_ms']:.0f} ms | {run['p99_ms']:.0f} ms | {run['over_50_ms']} of {run['ticks'] - 1} "
-            f"| {run['over_100_ms']} | {_ms(r.get('gap_at_run_ms'))} | {_ms(max(r.get('gaps_at_layers_added_ms') or [0]))} "
-            f"| {r['load_before']:.1f} |"
+            f"| {run['over_100_ms']} | {_ms(r.get('preparing', {}).get('max_ms'))} "
+            f"| {_ms(max(r.get('gaps_at_layers_added_ms') or [0]))} | {_ms(r.get('after', {}).get('max_ms'))} "
+            f"| {_ms(cpu.get('at_run_ms'))} | {_ms_range(cpu.get('at_layers_ms'))} | {r['load_before']:.1f} |"
         )
     return lines
 
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f} ms"
+
+
+def _ms_range(values: list[float] | None) -> str:
+    if not values:
+        return "-"
+    return _ms(values[0]) if len(values) == 1 else f"{min(values):.0f}-{max(values):.0f} ms"
 
 
 def write_section(path: Path, body: list[str]) -> None:
@@ -194,10 +413,20 @@ def main() -> None:
     parser.add_argument(
         "--section-only", action="store_true", help="rewrite the section from --json, measure nothing"
     )
+    parser.add_argument(
+        "--profile",
+        nargs=3,
+        type=int,
+        metavar=("SIZE", "STEPS", "SNAPSHOT_EVERY"),
+        help="one run, napari's thread sampled in every gap over 50 ms: prints what it was doing",
+    )
     parser.add_argument("--measure", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(*args.measure)))
+        return
+    if args.profile:
+        print_profile(measure(*args.profile, profile=True))
         return
     if args.section_only:
         write_section(args.output, section(json.loads(args.json.read_text())))
@@ -236,6 +465,23 @@ def main() -> None:
     print(f"wrote {args.output} and {args.json}")
 
 
+def print_profile(result: dict) -> None:
+    """The gaps of a profiled run and what napari's thread was doing in each."""
+    print(json.dumps({key: value for key, value in result.items() if key != "stalls"}, indent=1))
+    for stall in result["stalls"]:
+        events = f" during {', '.join(stall['events'])}" if stall["events"] else ""
+        print(
+            f"\n{stall['gap_ms']:.0f} ms gap at {stall['at_s']:.2f} s{events}: napari's thread used "
+            f"{stall['cpu_ms']:.0f} ms CPU; {stall['samples']} samples (sampler up to {stall['sampler_late_ms']:.0f} ms late)"
+        )
+        for ms, thread in stall["full_collections_ms"]:
+            print(f"   full garbage collection of {ms:.0f} ms in {thread}")
+        for name, count in stall["where"]:
+            print(f"   where  {count:4d}  {name}")
+        for name, count in stall["within"]:
+            print(f"   within {count:4d}  {name}")
+
+
 def section(saved: dict) -> list[str]:
     return [
         SECTION,
@@ -247,7 +493,9 @@ def section(saved: dict) -> list[str]:
         "astronaut and swirl, snapshot layers added along the way); *CPU hogs* are busy-loop processes the "
         "script starts, competing with napari and the run. The load average (1 min, before each "
         "measurement) counts everything else the machine was doing: these figures come from a shared "
-        "machine, so they vary from run to run.",
+        "machine, so they vary from run to run. *Run to first step*: torch imported, weights loaded, VGG19 built "
+        "(in the worker). *napari CPU*: the CPU time napari's thread itself spent, from the tick before the "
+        "event until the loop ticks on time again; unlike the gaps it does not grow with the machine's load.",
         "",
         *table(saved["results"]),
         "",

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 STYLE_LAYERS = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
 CONTENT_LAYERS = ["conv4_2"]
-PARTS = ("speed", "curves", "first", "cancel", "memory")
+PARTS = ("speed", "curves", "first", "cancel", "memory", "threads")
 #: Stages of a run whose peak resident memory the memory part reports, in order.
 MEMORY_STAGES = ("imports", "weights load", "model build", "style targets", "first step", "steady steps")
 #: Our runs in the time-to-quality comparison stop at this share of the reference's time.
@@ -179,6 +179,63 @@ def measure_steps(name: str, size: int, steps: int, weights: str) -> dict:
     }
 
 
+def measure_threads(threads: int, size: int, steps: int, weights: str) -> dict:
+    """:func:`measure_steps` of the default engine with ``threads`` torch threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return measure_steps("ours", size, steps, weights) | {"threads": threads}
+
+
+def compare_threads(size: int, steps: int, repeats: int, weights: str) -> dict:
+    """Seconds per step with 1 thread, the rule's count and every CPU, taking turns (the
+    order reversed every round, so that a busy spell hits each count alike); and what
+    ``threads=0`` (auto) picks here, with torch's own count beside it."""
+    import torch
+
+    from napari_style_transfer.memory import compute_cores, cpu_quota, usable_cpus
+
+    counts = sorted({1, compute_cores(), usable_cpus()})
+    runs: dict[int, list[dict]] = {count: [] for count in counts}
+    for round_ in range(repeats):
+        for count in counts if round_ % 2 == 0 else counts[::-1]:
+            runs[count].append(_child("threads", threads=count, size=size, steps=steps, weights=weights))
+    return {
+        "size": size,
+        "rule": {
+            "cores": compute_cores(),
+            "usable_cpus": usable_cpus(),
+            "cpu_quota": cpu_quota(),
+            "torch_default": torch.get_num_threads(),
+        },
+        "runs": {str(count): results for count, results in runs.items()},
+    }
+
+
+class EvaluationCost:
+    """Counts the forward and backward passes of every StyleObjective in this process, each
+    weighted by its pixels against ``size`` x ``size``: the cost of a run in full-size
+    evaluations, which a busy machine does not change (a pass at half the size costs 1/4;
+    ``benchmarks/fewer_steps.py ratio`` checks that against the clock). Evaluations without
+    a gradient (a run's final losses) are not the optimiser's and are not counted."""
+
+    def __init__(self, size: int) -> None:
+        from napari_style_transfer.objective import StyleObjective
+
+        self.cost = 0.0
+        self.by_size: dict[int, int] = {}
+        forward = StyleObjective.forward
+
+        def counted(objective, image, *args, **kwargs):
+            if image.requires_grad:
+                side = max(image.shape[-2:])
+                self.by_size[side] = self.by_size.get(side, 0) + len(image)
+                self.cost += len(image) * image.shape[-2] * image.shape[-1] / size**2
+            return forward(objective, image, *args, **kwargs)
+
+        StyleObjective.forward = counted
+
+
 def count_evaluations(objective) -> list[int]:
     """Make ``objective`` count its calls; returns the one-element counter."""
     calls = [0]
@@ -193,8 +250,9 @@ def count_evaluations(objective) -> list[int]:
 
 
 def measure_curve(name: str, size: int, steps: int, weights: str, budget: float = float("inf")) -> dict:
-    """Loss (the full-size objective) against wall time, for the time-to-quality comparison;
-    stops after ``steps`` steps or ``budget`` seconds."""
+    """Loss (the full-size objective) against wall time and cost (:class:`EvaluationCost`), for
+    the time-to-quality comparison: ``curve`` holds (seconds, loss, cost) after every full-size
+    step; stops after ``steps`` steps or ``budget`` seconds."""
     import numpy as np
 
     from napari_style_transfer import iter_stylize
@@ -214,6 +272,7 @@ def measure_curve(name: str, size: int, steps: int, weights: str, budget: float 
         "ours-auto-bf16": {"precision": "bf16"},
     }[name]
     curve = []
+    cost = EvaluationCost(size)
     started = time.perf_counter()
     for record in iter_stylize(
         *as_numpy, steps=steps, size=size, weights=weights, snapshot_every=0, style_scale=1.0, **overrides
@@ -221,7 +280,7 @@ def measure_curve(name: str, size: int, steps: int, weights: str, budget: float 
         if isinstance(record, StyleResult):
             break
         if record.size == size:  # coarse levels optimise a smaller objective: not comparable
-            curve.append((time.perf_counter() - started, record.losses.total))
+            curve.append((time.perf_counter() - started, record.losses.total, cost.cost))
         if time.perf_counter() - started > budget:
             break
     return {"name": name, "size": size, "curve": curve, "final_loss": float(np.asarray(curve)[-1, 1])}
@@ -246,33 +305,45 @@ def _reference_curve(size: int, steps: int, weights: str) -> list[tuple[float, f
         content_weight=1.0,
         style_weight=1e6,
     )
-    return [(t, loss) for _, loss, t in history]
+    return [(t, loss, float(evaluations)) for evaluations, loss, t in history]
 
 
 def measure_memory(
-    size: int, steps: int, weights: str, precision: str = "auto", channels_last: bool | str = "auto"
+    size: int,
+    steps: int,
+    weights: str,
+    precision: str = "auto",
+    channels_last: bool | str = "auto",
+    history: int | None = None,
 ) -> dict:
     """Peak resident memory (MB, the kernel's high-water mark) of a run at ``size`` px, square,
     one size (no coarse levels: the default schedule's peak is its last level), read after each
-    of :data:`MEMORY_STAGES` in this fresh process; and the resident memory then."""
+    of :data:`MEMORY_STAGES` in this fresh process; and the resident memory then, anonymous
+    (what the run allocates) and mapped files (libraries). ``history``: L-BFGS curvature pairs
+    kept (default the engine's LBFGS_HISTORY), to price them."""
     import torch
 
+    from napari_style_transfer import engine
     from napari_style_transfer.engine import StyleObjective, compute_dtype, memory_format, optimize
     from napari_style_transfer.vgg import VGGFeatures
     from napari_style_transfer.weights import load_vgg19_features
 
     stages = {"imports": _memory_now()}
+    if history is not None:
+        engine.LBFGS_HISTORY = history
     content, style = _images(size)
     options = one_size_options(size, steps, weights, precision=precision, channels_last=channels_last)
     dtype = compute_dtype(options.precision, content.device)
     layout = memory_format(options.channels_last, content.device, dtype)  # the probe, before the peaks count
-    features = load_vgg19_features(weights, progress=False).features
+    # as the pipeline loads them (pipeline.optimise.load_model): no weights past the deepest layer
+    features = load_vgg19_features(weights, progress=False, deepest=options.layers[-1]).features
     stages["weights load"] = _memory_now()
     extractor = VGGFeatures(features, options.layers, options.pooling).to(memory_format=layout)
     stages["model build"] = _memory_now()
     objective = StyleObjective(extractor, content, style, options, dtype)
     stages["style targets"] = _memory_now()
     run = optimize(objective, content, options)
+    started = time.perf_counter()
     next(run)
     stages["first step"] = _memory_now()
     for _ in run:
@@ -281,8 +352,11 @@ def measure_memory(
     return {
         "size": size,
         "steps": steps,
+        "history": engine.LBFGS_HISTORY,
         "precision": str(dtype).removeprefix("torch."),
         "channels_last": layout == torch.channels_last,
+        "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
+        "seconds_per_step": (time.perf_counter() - started) / steps,
         "stages": stages,
     }
 
@@ -467,7 +541,12 @@ def main() -> None:
     )
     parser.add_argument("--weights", default="random")
     parser.add_argument("--memory-size", type=int, default=512, help="size of the memory part's run")
-    parser.add_argument("--memory-steps", type=int, default=10, help="steps of the memory part's run")
+    parser.add_argument(
+        "--memory-steps",
+        type=int,
+        default=32,
+        help="steps of the memory part's run (past the L-BFGS history of 30, so that it is full)",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--images", type=Path, default=ROOT / "docs" / "images")
     parser.add_argument(
@@ -495,6 +574,7 @@ def main() -> None:
             "matmul": measure_matmul,
             "cancel": measure_cancel,
             "memory": measure_memory,
+            "threads": measure_threads,
         }[args.child]
         print(json.dumps(function(**kwargs)))
         return
@@ -572,6 +652,12 @@ def main() -> None:
             "memory", size=args.memory_size, steps=args.memory_steps, weights=args.weights
         )
         print(f"memory: {results['memory']['stages']}", flush=True)
+    if "threads" in args.parts:
+        # the children set their own counts: torch's default here is what auto starts from
+        results["threads"] = compare_threads(
+            args.sizes[-1], max(8, args.steps // 2), args.repeats, args.weights
+        )
+        print(f"threads: {results['threads']['rule']}", flush=True)
     results["loads"].append(os.getloadavg()[0])
     results = {**saved, **results, "parts": args.parts}
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -582,30 +668,78 @@ def main() -> None:
 
 def memory_lines(memory: dict | None, cpu: str) -> list[str]:
     """The memory part's table: the peak after each stage, what the stage added to it, and the
-    resident memory then."""
+    resident memory then, anonymous (the run's own) and mapped files (libraries)."""
     if not memory:
         return []
+    history = memory.get("history", 30)
     lines = [
         "",
         f"## Peak memory by stage at {memory['size']} px",
         "",
         f"One fresh process, {memory['steps']} steps at one size ({memory['precision']}, "
-        f"channels_last {memory['channels_last']}): the kernel's resident-memory high-water mark "
-        "(VmHWM) after each stage. A busy machine does not change these numbers. L-BFGS keeps up to "
-        "30 curvature pairs, so the steady peak still grows by two images a step until 30 steps.",
+        f"channels_last {memory['channels_last']}, L-BFGS history {history}): the kernel's resident-memory "
+        "high-water mark (VmHWM) after each stage, and the resident memory then (VmRSS), split into "
+        "anonymous memory (RssAnon: what the process allocated) and mapped files (RssFile: shared "
+        "libraries). A busy machine does not change these numbers. L-BFGS keeps up to "
+        f"{history} curvature pairs, so the steady peak grows by two images a step until step {history}.",
         "",
-        "| CPU class | stage | peak MB | added to the peak MB | resident after MB |",
-        "| --- | --- | --- | --- | --- |",
+        "| CPU class | stage | peak MB | added to the peak MB | resident after MB | anonymous after MB | files after MB |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     before = 0.0
     for stage in MEMORY_STAGES:
         numbers = memory["stages"][stage]
         lines.append(
             f"| {cpu} | {stage} | {numbers['peak_mb']:.0f} | {numbers['peak_mb'] - before:.0f} | "
-            f"{numbers['resident_mb']:.0f} |"
+            f"{numbers['resident_mb']:.0f} | {numbers.get('anonymous_mb', float('nan')):.0f} | "
+            f"{numbers.get('files_mb', float('nan')):.0f} |"
         )
         before = numbers["peak_mb"]
     return lines
+
+
+def threads_lines(threads: dict | None, cpu: str, busy: bool) -> list[str]:
+    """The thread counts' table: seconds per step of each count, and what auto picks."""
+    if not threads:
+        return []
+    rule = threads["rule"]
+    auto = min(rule["torch_default"], rule["cores"])
+    lines = [
+        "",
+        f"## Threads at {threads['size']} px",
+        "",
+        f"`threads=0` (auto) here: {auto} (physical cores in the affinity {rule['cores']}, usable CPUs "
+        f"{rule['usable_cpus']}, cgroup CPU quota {rule['cpu_quota'] or 'none'}, torch's own count "
+        f"{rule['torch_default']}). The counts took turns, fresh processes, the default engine in fp32"
+        + (" (**measured on a busy machine: the ratios are unreliable**)." if busy else "."),
+        "",
+        "| CPU class | threads | s/step (median) | each run | vs 1 thread |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    one = _median_of(threads["runs"]["1"], "seconds_per_step")
+    for count, runs in threads["runs"].items():
+        median = _median_of(runs, "seconds_per_step")
+        each = ", ".join(f"{run['seconds_per_step']:.3f}" for run in runs)
+        lines.append(f"| {cpu} | {count} | {median:.3f} | {each} | {median / one:.2f} |")
+    return lines
+
+
+def _loss_plot(curves: dict, axis: int, targets: tuple[float, float]):
+    """Each run's full-size loss against its curve points' ``axis`` (0 seconds, 2 cost), the
+    targets as grey lines."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for name, result in curves.items():
+        points = [point for point in result["curve"] if len(point) > axis]
+        xs, losses = [point[axis] for point in points], [point[1] for point in points]
+        axes.plot(xs, losses, label=name, lw=2 if name in ("reference", "ours-auto") else 1)
+    for target, style in zip(targets, (":", "--"), strict=True):
+        axes.axhline(target, color="grey", ls=style, lw=1)
+    axes.set(ylabel="loss (full-size objective)", yscale="log")
+    axes.legend()
+    figure.tight_layout()
+    return figure
 
 
 def write_report(args, results: dict) -> None:
@@ -671,7 +805,7 @@ def write_report(args, results: dict) -> None:
 
     ref_curve = curves["reference"]["curve"]
     target_loss, target_time = ref_curve[-1][1], ref_curve[-1][0]
-    best_time, best_loss = min(ref_curve, key=lambda point: point[1])
+    best_time, best_loss = min(ref_curve, key=lambda point: point[1])[:2]
     steps_done = len(ref_curve)
     lines += [
         "",
@@ -685,18 +819,24 @@ def write_report(args, results: dict) -> None:
         "the time but not in the curve (their loss is a smaller image's). Ratios are to the reference's "
         f"{target_time:.1f} s.",
         "",
-        "| run | reached the last-step target after s | ratio | reached the lowest-loss target after s | ratio | final loss |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "*Cost* counts the forward and backward passes instead, each weighted by its pixels against "
+        f"{curves['reference']['size']} px (one at half the size costs 1/4), so a busy machine does not change it; "
+        f"its ratio is to the reference's {steps_done} evaluations.",
+        "",
+        "| run | reached the last-step target after s | ratio | reached the lowest-loss target after s | ratio | reached it at cost | cost ratio | final loss |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, result in curves.items():
         cells = []
         for target in (target_loss, best_loss):
-            reached = next((t for t, loss in result["curve"] if loss <= target), None)
+            reached = next((point[0] for point in result["curve"] if point[1] <= target), None)
             cells += (
                 [f"{reached:.1f}", f"{reached / target_time:.2f}"]
                 if reached is not None
                 else ["not reached", "-"]
             )
+        cost = next((point[2] for point in result["curve"] if point[1] <= best_loss and len(point) > 2), None)
+        cells += [f"{cost:.1f}", f"{cost / steps_done:.2f}"] if cost is not None else ["-", "-"]
         lines.append(f"| {name} | {' | '.join(cells)} | {result['final_loss']:.4g} |")
     lines += [
         "",
@@ -706,6 +846,8 @@ def write_report(args, results: dict) -> None:
         "(the default with precision=bf16, what precision=auto gives on a CPU with native bf16).",
         "",
         "![loss against wall time](images/bench_loss_time.png)",
+        "",
+        "![loss against cost](images/bench_loss_cost.png)",
         "",
         "![seconds per step against size](images/bench_step_time.png)",
         "",
@@ -732,25 +874,17 @@ def write_report(args, results: dict) -> None:
     ]
     lines += [f"| {c['size']} | {c['median']:.3f} | {c['max']:.3f} | {c['step']:.3f} |" for c in cancels]
     lines += memory_lines(results.get("memory"), cpu)
+    lines += threads_lines(results.get("threads"), cpu, busy)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(lines) + "\n")
 
     args.images.mkdir(parents=True, exist_ok=True)
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for name, result in curves.items():
-        times, losses = zip(*result["curve"], strict=True) if result["curve"] else ((), ())
-        axes.plot(times, losses, label=name, lw=2 if name in ("reference", "ours-auto") else 1)
-    axes.axhline(target_loss, color="grey", ls=":", lw=1)
-    axes.axhline(best_loss, color="grey", ls="--", lw=1)
-    axes.set(
-        xlabel="wall time (s)",
-        ylabel="loss (full-size objective)",
-        yscale="log",
-        title=f"Loss against time at {curves['reference']['size']} px ({args.weights} weights)",
-    )
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(args.images / "bench_loss_time.png", dpi=110)
+    size = curves["reference"]["size"]
+    for axis, label, name in ((0, "wall time (s)", "time"), (2, f"cost ({size} px evaluations)", "cost")):
+        figure = _loss_plot(curves, axis, (target_loss, best_loss))
+        figure.axes[0].set(xlabel=label, title=f"Loss against {name} at {size} px ({args.weights} weights)")
+        figure.savefig(args.images / f"bench_loss_{name}.png", dpi=110)
+        plt.close(figure)
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for name in (name for name in CONFIGS if all((name, s) in speed for s in sizes)):
         axes.plot(sizes, [_median_of(speed[name, s], "seconds_per_step") for s in sizes], "o-", label=name)

@@ -1,8 +1,11 @@
-"""Seams, consistency and peak memory of full-resolution (tiled) runs, issue 31.
+"""Seams, consistency and peak memory of full-resolution (tiled) runs, issue 31; and their
+speed on a dask cluster (the ``cluster`` part).
 
     python benchmarks/slides.py              # small: 256 px, tiles of 64 (a few minutes on 2 cores)
     python benchmarks/slides.py --size 4096 --tile-size 512 --steps 50 --layers default
                                              # the issue's sizes: for a quiet machine (and 16384)
+    python benchmarks/slides.py cluster --size 2048 --tile-size 512 --steps 50 --layers default
+                                             # megapixels per minute, here and on 1 and 2 workers
 
 On a generated stationary tissue texture (blobs and noise, RGB) it runs five ways and
 measures each result:
@@ -44,6 +47,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "slides.md"
 MONTAGE = ROOT / "docs" / "images" / "slides_seams.png"
 BEGIN, END = "<!-- slides-benchmark:begin -->", "<!-- slides-benchmark:end -->"
+CLUSTER_BEGIN, CLUSTER_END = (
+    "<!-- slides-cluster-benchmark:begin -->",
+    "<!-- slides-cluster-benchmark:end -->",
+)
 #: shallow layers keep the margin (and so each tile's window) small on a loaded CPU
 #: steps this close to the image's edges are left out of "elsewhere"
 EDGE = 4
@@ -167,8 +174,8 @@ def offset_second_pass(
     stride = tiles.min_tile_size(fp.composition.options.layers)
     offset = tiles.grid_offset(fp.composition.options.seed or 0, 1, tile_size, stride)
     level.grid = tiles.tile_grid(fp.levels[-1].shape, tile_size, fp.margin, offset=offset)
-    level._unfinished = lambda: level.grid  # type: ignore[method-assign]
-    level._start = lambda window: to_tensor(first[window.slices], fp.composition.device)  # type: ignore[method-assign]
+    level._unfinished = lambda frame=(): level.grid  # type: ignore[method-assign]
+    level._start = lambda window, frame=(): to_tensor(first[window.slices], fp.composition.device)  # type: ignore[method-assign]
     result = first.copy()
 
     class Core:
@@ -221,11 +228,65 @@ def montage(results: dict[str, np.ndarray], tile_size: int, zoom: int) -> None:
     imsave(MONTAGE, (np.clip(row, 0, 1) * 255).astype(np.uint8), check_contrast=False)
 
 
-def write_table(lines: list[str]) -> None:
+def _warm(weights: str) -> None:
+    """In this process or a worker: the package imported and the network loaded, kept."""
+    from napari_style_transfer.pipeline.executors import prepare_worker_process
+    from napari_style_transfer.weights import load_vgg19_features
+
+    prepare_worker_process()
+    load_vgg19_features(weights)
+
+
+def megapixels_per_minute(
+    content: np.ndarray, style: np.ndarray, tile_size: int, options: dict, workers: int
+) -> tuple[float, float]:
+    """(megapixels per minute, seconds) of ``size="full"`` of ``content`` into a zarr store,
+    its tiles on a LocalCluster of ``workers`` processes (0: in this process). The cluster's
+    start and each process's first load of the network are left out (a slide runs for hours
+    on one), here as on the workers."""
+    import tempfile
+    from contextlib import nullcontext
+
+    from napari_style_transfer import api
+    from napari_style_transfer.distributed import cluster_client
+    from napari_style_transfer.weights import keeping_weights
+
+    where = nullcontext(None) if workers == 0 else cluster_client(workers=workers)
+    with where as client, keeping_weights(), tempfile.TemporaryDirectory() as folder:
+        _warm(options["weights"])
+        if client is not None:
+            client.run(_warm, options["weights"])  # this script's function travels by value
+        started = time.perf_counter()
+        out = f"{folder}/r.ome.zarr"
+        api.stylize(content, style, size="full", tile_size=tile_size, out=out, client=client, **options)
+        seconds = time.perf_counter() - started
+    return content.shape[0] * content.shape[1] / 1e6 / (seconds / 60), seconds
+
+
+def cluster_table(args: argparse.Namespace, options: dict) -> list[str]:
+    """The ``cluster`` part's table: the same slide here and on each number of workers."""
+    content, style = tissue(args.size), style_texture()
+    lines = [
+        f"{args.size} x {args.size} px synthetic tissue, tiles of {args.tile_size}, {args.steps} steps per "
+        f"tile and level, {args.layers} layers, untrained weights; the composition and the blending on the "
+        "client, the tiles on a LocalCluster started here (torch threads shared out among the workers).",
+        "",
+        "| tiles run | seconds | megapixels per minute |",
+        "| --- | --- | --- |",
+    ]
+    for workers in (0, *args.workers):
+        rate, seconds = megapixels_per_minute(content, style, args.tile_size, options, workers)
+        where = "in this process" if workers == 0 else f"{workers} worker{'s' * (workers > 1)}"
+        lines.append(f"| {where} | {seconds:.1f} | {rate:.3f} |")
+    return lines
+
+
+def write_table(lines: list[str], begin: str = BEGIN, end: str = END) -> None:
+    """``lines`` between the markers ``begin`` and ``end`` of docs/slides.md (added at its end)."""
     text = PAGE.read_text()
-    block = "\n".join([BEGIN, *lines, END])
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
+    block = "\n".join([begin, *lines, end])
+    if begin in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     PAGE.write_text(text)
@@ -233,16 +294,29 @@ def write_table(lines: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "part", nargs="?", choices=("seams", "cluster"), default="seams", help="what to measure"
+    )
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--tile-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--window", type=int, default=64, help="consistency windows (px)")
     parser.add_argument("--layers", choices=("shallow", "default"), default="shallow")
     parser.add_argument("--memory-sizes", type=int, nargs=2, default=(192, 384))
+    parser.add_argument("--workers", type=int, nargs="+", default=(1, 2), help="cluster part: workers to try")
+    parser.add_argument(
+        "--print-only", action="store_true", help="print the table, leave the docs as they are"
+    )
     args = parser.parse_args()
     options = {"steps": args.steps, "seed": 0, "weights": "random", "schedule": "none"}
     if args.layers == "shallow":
         options |= SHALLOW
+    if args.part == "cluster":
+        lines = cluster_table(args, options)
+        if not args.print_only:
+            write_table(lines, CLUSTER_BEGIN, CLUSTER_END)
+        print("\n".join(lines))
+        return
     content, style = tissue(args.size), style_texture()
     started = time.perf_counter()
     results = run_four(content, style, args.tile_size, options)

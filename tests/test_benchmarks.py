@@ -37,11 +37,22 @@ def test_the_benchmark_script_writes_its_report(tmp_path):
         "## Time from Run to the first step",
         "## Cancel latency",
         "## Peak memory by stage at 64 px",
+        "## Threads at 64 px",
     ):
         assert heading in text
     assert "| 64 | reference |" in text and "| 64 | ours |" in text
-    assert {p.name for p in images.iterdir()} == {"bench_loss_time.png", "bench_step_time.png"}
+    assert {p.name for p in images.iterdir()} == {
+        "bench_loss_time.png",
+        "bench_loss_cost.png",
+        "bench_step_time.png",
+    }
     results = json.loads(raw.read_text())
+    # time to quality also in full-size evaluations, which a busy machine does not change
+    assert "reached it at cost" in text
+    reference = results["curves"]["reference"]["curve"]
+    assert [cost for _, _, cost in reference] == list(range(1, len(reference) + 1))
+    ours = [cost for _, _, cost in results["curves"]["ours-single"]["curve"]]
+    assert ours == sorted(ours) and ours[0] >= 2  # the start's evaluation and the first step's
     assert set(results["speed"]) >= {"reference@64", "ours@64", "ours-channels-last@64", "ours-contiguous@64"}
     # the CPU's class and the fp32 matmul rate say which machines' figures these compare with
     assert results["info"]["cpu_class"] in {"AMX", "AVX-512 BF16", "AVX-512", "AVX2", "no AVX2"}
@@ -58,6 +69,9 @@ def test_the_benchmark_script_writes_its_report(tmp_path):
     ]
     peaks = [stage["peak_mb"] for stage in stages.values()]
     assert peaks == sorted(peaks)  # a high-water mark only rises
+    # threads 1 and the rule's count side by side, and what auto picks here
+    assert "1" in results["threads"]["runs"] and results["threads"]["rule"]["cores"] >= 1
+    assert "`threads=0` (auto) here:" in text
 
 
 def test_the_cpu_class_is_the_best_instruction_set_the_flags_name():

@@ -40,19 +40,6 @@ def client():
 
 
 @pytest.fixture
-def one_thread():
-    """torch in this process on one thread, as on each worker (``client``). With another
-    thread count the convolutions split their sums differently, and two L-BFGS steps amplify
-    that rounding: measured up to 2.3e-5 apart at 2 threads here against 1 on the workers."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
 def two_workers(client):
     """The module's client with both workers up (a test before may have killed one)."""
     client.wait_for_workers(2, timeout=300)

@@ -231,3 +231,72 @@ def test_a_downscaled_region_is_read_a_band_of_rows_at_a_time(picture):
     shrunk = read_downscaled(image, Region(0, 0, 12, 16), 8, band_pixels=2 * 16 * 8 * 8)
     np.testing.assert_allclose(shrunk, block_mean(picture, 8), rtol=1e-6)
     assert [index[0] for index in recording.reads] == [slice(top, top + 16) for top in range(0, 96, 16)]
+
+
+def test_a_coarser_pyramid_level_is_read_for_a_downscaled_region(tmp_path, picture):
+    from napari_style_transfer.large_images import read_downscaled
+
+    # level 1 marked (not level 0's block means), so reading it shows
+    channels_first = np.moveaxis(picture, -1, 0)
+    marked = np.full((3, 48, 64), 7, np.uint8)
+    _ome_group(tmp_path / "slide.ome.zarr", [channels_first, marked], "cyx", "0.5")
+    image = open_large_image(tmp_path / "slide.ome.zarr")
+    assert [factor for factor, _ in image.pyramid] == [2]
+    np.testing.assert_array_equal(read_downscaled(image, Region(0, 0, 24, 32), 4), 7)  # level 1, halved
+    np.testing.assert_array_equal(
+        read_downscaled(image, Region(0, 0, 96, 128), 1), picture
+    )  # factor 1: level 0 itself
+
+
+def test_a_pyramid_level_rounded_down_has_its_missing_edge_repeated(tmp_path):
+    full = np.arange(9 * 10, dtype=np.float32).reshape(9, 10)
+    floor = block_mean(full[:8], 2).astype(np.float32)  # 4 x 5: the last, partial row missing
+    _ome_group(tmp_path / "odd.zarr", [full, floor], "yx", "0.5")
+    image = open_large_image(tmp_path / "odd.zarr")
+    assert [level.shape for _, level in image.pyramid] == [(4, 5)]
+    downscaled = read_downscaled(image, Region(0, 0, 5, 5), 2)
+    np.testing.assert_array_equal(downscaled[:4], floor)
+    np.testing.assert_array_equal(downscaled[4], floor[3])
+
+
+def test_a_level_that_is_not_half_the_one_above_ends_the_pyramid(tmp_path, picture):
+    grey = picture[..., 0]
+    _ome_group(tmp_path / "odd.zarr", [grey, grey[::3, ::3]], "yx", "0.5")
+    assert open_large_image(tmp_path / "odd.zarr").pyramid == ()
+
+
+def test_a_pyramidal_tiffs_levels_are_its_pyramid(tmp_path, picture):
+    with tifffile.TiffWriter(tmp_path / "slide.tif", bigtiff=True) as tiff:
+        tiff.write(picture, tile=(32, 32), subifds=1, photometric="rgb")
+        tiff.write(picture[::2, ::2], tile=(32, 32), photometric="rgb", subfiletype=1)
+    with open_large_image(tmp_path / "slide.tif") as image:
+        (factor, level), *_ = image.pyramid
+        assert (factor, level.shape) == (2, (48, 64, 3))
+        np.testing.assert_array_equal(read_downscaled(image, Region(0, 0, 48, 64), 2), picture[::2, ::2])
+
+
+def test_labels_are_sampled_at_pixel_centres_a_band_at_a_time():
+    from napari_style_transfer.large_images import read_nearest
+
+    labels = np.repeat(np.repeat(np.arange(12, dtype=np.uint8).reshape(3, 4), 8, axis=0), 8, axis=1)
+    image = open_large_image(labels)  # 24 x 32: each label an 8 x 8 block
+    reads = []
+    original = image.read
+    image.read = lambda region, frame=(), array=None: reads.append(region) or original(region, frame)
+    sampled = read_nearest(image, (6, 8), Region(1, 2, 5, 7), band_pixels=2 * 32)
+    np.testing.assert_array_equal(sampled, labels[::4, ::4][1:5, 2:7])
+    assert sampled.dtype == np.uint8
+    assert len(reads) > 1 and max(r.shape[0] * r.shape[1] for r in reads) <= 2 * 4 * 32
+
+
+def test_extremes_cover_every_frame_and_alpha_apart():
+    from napari_style_transfer.large_images import extremes
+
+    stack = np.zeros((2, 8, 8, 4), np.float32)
+    stack[1, 7, 7, 0] = 3.0
+    stack[0, 0, 0, 2] = -1.0
+    stack[..., 3] = 0.5
+    colour, alpha = extremes(open_large_image(stack), band_pixels=8)
+    assert colour == (-1.0, 3.0) and alpha == (0.5, 0.5)
+    stack[1, 3, 3, 1] = np.nan
+    assert np.isnan(extremes(open_large_image(stack))[0][0])

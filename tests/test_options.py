@@ -70,6 +70,7 @@ def test_every_option_has_help_and_a_default():
         ("time_steps", -2, "time_steps must be 0 (auto) or more"),
         ("batch_frames", -1, "batch_frames must be 0 (auto) or more"),
         ("tile_size", -16, "tile_size must be 0 (auto) or more"),
+        ("threads", -1, "threads must be 0 (auto) or more"),
     ],
 )
 def test_bad_value_is_rejected_with_a_message(name, value, message):

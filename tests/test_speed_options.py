@@ -78,6 +78,27 @@ def test_the_auto_schedule_runs_coarse_levels_for_large_sizes(content, style):
     assert first.size == 128
 
 
+def test_three_levels_take_a_quarter_a_quarter_and_half_of_the_steps():
+    from napari_style_transfer import StyleOptions
+    from napari_style_transfer.api import _levels
+
+    levels = _levels(StyleOptions.from_kwargs({"size": 512, "steps": 300}), (512, 512), [(512, 512)])
+    assert [level.content_shape for level in levels] == [(128, 128), (256, 256), (512, 512)]
+    assert [level.steps for level in levels] == [75, 75, 150]
+
+
+def test_a_three_level_run_goes_through_its_sizes_and_its_full_size_loss_falls(content, style):
+    records = list(
+        iter_stylize(
+            content, style, size=64, steps=20, schedule="32,48,64", weights="random", snapshot_every=0
+        )
+    )
+    steps = records[:-1]
+    assert [r.size for r in steps] == [32] * 5 + [48] * 5 + [64] * 10
+    fine = [r.losses.total for r in steps if r.size == 64]
+    assert fine[-1] < 0.5 * fine[0]
+
+
 def test_an_explicit_schedule_too_small_for_the_layers_is_refused(content, style):
     from napari_style_transfer import StyleTransferError
 

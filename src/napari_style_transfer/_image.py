@@ -104,23 +104,23 @@ class ImageInput:
         if longest_side is not None:
             factor = max(1, int(max(self.shape) // (2 * longest_side)))
         colour, alpha = (data, None) if self.channels != "rgba" else (data[..., :3], data[..., 3])
-        values = _block_mean(colour, factor, self._map)
+        values = _block_mean(colour, factor, self.map)
         if alpha is not None:
-            alpha = _block_mean(alpha, factor, self._unit_alpha)
+            alpha = _block_mean(alpha, factor, self.unit_alpha)
         rgb = np.repeat(values[..., None], 3, axis=-1) if self.grey else values
         return PreparedImage(np.ascontiguousarray(rgb, dtype=np.float32), alpha, self.grey)
 
-    def _unit_alpha(self, alpha: np.ndarray) -> np.ndarray:
+    def unit_alpha(self, alpha: np.ndarray) -> np.ndarray:
         """Integer alpha by its dtype's maximum (65535 is opaque in uint16); float alpha as
         it is when within [0, 1], else like the colour (so 0..255 floats give 0..1 for both)."""
         if np.issubdtype(self.data.dtype, np.integer):
             return alpha.astype(np.float32) / float(np.iinfo(self.data.dtype).max)
         if self.alpha_as_is:
             return np.clip(alpha.astype(np.float32), 0.0, 1.0)
-        return self._map(alpha)
+        return self.map(alpha)
 
-    def _map(self, values: np.ndarray) -> np.ndarray:
-        """``values`` mapped from low..high to float32 in [0, 1]."""
+    def map(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (raw, any shape) mapped from low..high to float32 in [0, 1], clipped."""
         if self.low == 0.0 and self.high == 1.0 and values.dtype == np.float32:
             return np.clip(values, 0.0, 1.0)
         mapped = values.astype(np.float64)  # a copy: float32 cannot hold every range (1e300 - -1e300)
@@ -141,7 +141,7 @@ class ValueScale:
     dtype: np.dtype
     low: float  # value mapped to 0
     high: float  # value mapped to 1
-    rgba: bool  # the last channel is alpha, mapped as ImageInput._unit_alpha maps it
+    rgba: bool  # the last channel is alpha, mapped as ImageInput.unit_alpha maps it
     alpha_as_is: bool = True
 
     def to_own_units(self, image: np.ndarray) -> np.ndarray:
@@ -221,25 +221,30 @@ def _described_array(data: np.ndarray, role: str, channels: str) -> ImageInput:
     """An in-memory image's description: its values checked and their range decided."""
     colour = data if channels != "rgba" else data[..., :3]
     # min and max are NaN if any value is, and infinite if any is: no whole-size mask needed
-    data_low, data_high = float(colour.min()), float(colour.max())
-    extremes = [data_low, data_high]
+    alpha = None
     if channels == "rgba" and data.dtype.kind == "f":
-        alpha = data[..., 3]
-        alpha_low, alpha_high = float(alpha.min()), float(alpha.max())
-        extremes += [alpha_low, alpha_high]
-    if not all(math.isfinite(value) for value in extremes):
+        alpha = (float(data[..., 3].min()), float(data[..., 3].max()))
+    mapping = value_mapping(data.dtype, (float(colour.min()), float(colour.max())), alpha, role)
+    return ImageInput(data, role, channels, *mapping)
+
+
+def value_mapping(
+    dtype: np.dtype, colour: tuple[float, float], alpha: tuple[float, float] | None, role: str
+) -> tuple[float, float, str, bool]:
+    """How an image's values map to [0, 1] (see :func:`describe_image`), from its dtype and
+    its lowest and highest colour values (and float alpha's, else None): (low, high, scaling
+    in words, alpha_as_is). NaN, infinite and constant images are refused."""
+    if not all(math.isfinite(value) for value in (*colour, *(alpha or ()))):
         raise StyleTransferError(
             f"the {role} image contains NaN or infinite values; replace them (e.g. np.nan_to_num) first"
         )
-    if data_high == data_low:
+    if colour[1] == colour[0]:
         raise StyleTransferError(
-            f"the {role} image is constant (every value is {data_low:g}); style transfer needs an image with some contrast"
+            f"the {role} image is constant (every value is {colour[0]:g}); style transfer needs an image with some contrast"
         )
-    low, high, scaling = _value_range(colour.dtype, data_low, data_high)
-    alpha_as_is = True
-    if channels == "rgba" and data.dtype.kind == "f":
-        alpha_as_is = alpha_low >= 0.0 and alpha_high <= 1.0
-    return ImageInput(data, role, channels, low, high, scaling, alpha_as_is)
+    low, high, scaling = _value_range(np.dtype(dtype), *colour)
+    alpha_as_is = alpha is None or (alpha[0] >= 0.0 and alpha[1] <= 1.0)
+    return low, high, scaling, alpha_as_is
 
 
 def is_frame_source(array: object) -> TypeGuard[FrameSource]:

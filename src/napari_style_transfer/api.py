@@ -19,9 +19,11 @@ import numpy as np  # noqa: E402
 from . import run_checks  # noqa: E402
 from .pipeline import memory_checks, reader, time_series  # noqa: E402
 from .pipeline import plan as _planning  # noqa: E402
+from .pipeline.executors import elsewhere  # noqa: E402
 from .pipeline.plan import Plan  # noqa: E402
 from .pipeline.records import StepRecord, StyleResult  # noqa: E402
 from .pipeline.runner import run, run_frames_on  # noqa: E402
+from .pipeline.tile_tasks import TILE_RETRIES  # noqa: E402
 from .pipeline.tiled import FULL, stylize_full  # noqa: E402
 
 # Names that tests, benchmarks and other modules import from here; the pipeline holds them now.
@@ -88,25 +90,32 @@ def stylize(
     frames (``frames="independent"``), giving what this process would give (any
     ``concurrent.futures.Executor`` will do too).
 
-    ``size="full"`` keeps the content's own resolution (a 2D grey or RGB image): the
-    composition is set at ``tile_size``, then refined in tiles of ``tile_size`` at each
-    doubling up to full size (docs/slides.md). With ``out`` (a ``.zarr`` path or a zarr
-    store) the result is written there tile by tile and returned as its lazily opened
-    full-resolution zarr array (axes ``c, y, x`` for colour); a rerun with the same settings
-    skips finished tiles, ``force=True`` redoes them.
+    ``size="full"`` keeps the content's own resolution: the composition is set at
+    ``tile_size``, then refined in tiles of ``tile_size`` at each doubling up to full size
+    (docs/slides.md). The content may be larger than memory (a path to a ``.npy``, TIFF or
+    ``.zarr``, a memmap, a dask or zarr array): it is read a region at a time, never whole;
+    a stack's frames run one after the other, RGBA keeps its alpha, ``style_regions`` may be
+    a label image of any size with the content's aspect ratio. With ``out`` (a ``.zarr``
+    path or a zarr store) the result is written there tile by tile and returned as its
+    lazily opened full-resolution zarr array (axes ``t, c, y, x``, those present); a rerun
+    with the same settings skips finished tiles, ``force=True`` redoes them. With ``client``,
+    each level's tiles run as tasks on its workers (a tile that raises is tried
+    ``TILE_RETRIES`` more times), which write them into ``out`` where it is a path they can
+    reach (a shared file system), else send them back to be written here; the composition
+    and the blending run here.
     """
     if options.get("size") == FULL:
-        if client is not None:
-            raise StyleTransferError("size='full' cannot be used with client= yet: run without a client")
-        return stylize_full(content, style, style_regions=style_regions, out=out, force=force, **options)
+        where = None if client is None else elsewhere(client, retries=TILE_RETRIES)
+        return stylize_full(
+            content, style, style_regions=style_regions, out=out, force=force, elsewhere=where, **options
+        )
     if out is not None or force:
         raise StyleTransferError("out= and force= are for a full-resolution run: give size='full' too")
     if client is not None:
         if style_regions is not None:
             raise StyleTransferError("style_regions cannot be used with client= yet: run without a client")
         # a dask client hands out a concurrent.futures.Executor: the pipeline never imports dask
-        executor = client.get_executor(pure=False) if hasattr(client, "get_executor") else client
-        image: np.ndarray = run_frames_on(executor, content, style, **options)
+        image: np.ndarray = run_frames_on(elsewhere(client).executor, content, style, **options)
         return image
     for item in iter_stylize(content, style, style_regions=style_regions, **options):
         if isinstance(item, StyleResult):

@@ -37,9 +37,9 @@ from .files import (
     same_file,
     write_image,
 )
-from .large_images import open_large_image
+from .large_images import TIFF_SUFFIXES, open_large_image
 from .options import DEMO_DEFAULTS, StyleOptions, choices, help_text
-from .tiles import Region, tile_grid
+from .tiles import tile_grid
 from .zarr_output import ResultStore, write_pyramidal_tiff
 
 PROG = "napari-style-transfer"
@@ -247,10 +247,20 @@ OPTION_GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "optimisation": ("steps", "optimizer", "learning_rate", "init", "seed", "average", "schedule"),
     "stacks (3D+ content)": ("frames", "temporal_weight", "time_steps"),
-    "performance": ("device", "precision", "batch_frames", "tile_size", "channels_last", "cudnn_benchmark"),
+    "performance": (
+        "device",
+        "precision",
+        "batch_frames",
+        "tile_size",
+        "channels_last",
+        "threads",
+        "cudnn_benchmark",
+    ),
 }
 #: The group of a batch's own options (after the run options').
 BATCH_GROUP = "batch (dask cluster)"
+#: The group of a run's cluster options (those of a batch, for a ``--size full`` run's tiles).
+RUN_CLUSTER_GROUP = f"tiles on a dask cluster (--size {FULL})"
 
 
 def option_groups(parser: argparse.ArgumentParser) -> dict[str, Any]:
@@ -401,6 +411,12 @@ def build_parser(demo: bool = False) -> argparse.ArgumentParser:
     add_option_arguments(parser, DEMO_DEFAULTS if demo else None, groups)
     if not demo:
         _offer_full_size(parser)
+        add_cluster_arguments(
+            parser,
+            RUN_CLUSTER_GROUP,
+            f"with --size {FULL}: run the tiles on a local dask cluster of N worker processes, writing "
+            "them into -o as they finish (default, or 0: in this process)",
+        )
     return parser
 
 
@@ -594,6 +610,11 @@ def _main_run(argv: Sequence[str]) -> int:
         inputs["--style-regions"] = args.style_regions
     if args.size == FULL:
         return _main_full(args, style_paths, inputs)
+    if args.workers is not None or args.scheduler is not None or args.dashboard:
+        raise CommandLineError(
+            f"--workers, --scheduler and --dashboard run the tiles of a --size {FULL} run on a dask "
+            f"cluster; leave them out (many images go to a cluster with `{PROG} batch`)"
+        )
     if args.force:
         raise CommandLineError(
             f"--force redoes the tiles of a --size {FULL} run; leave it out (a run at a working size "
@@ -627,6 +648,9 @@ def _main_full(args: argparse.Namespace, style_paths: list[Path], inputs: dict[s
     """``--size full``: the content at its own resolution, tile by tile into the OME-Zarr
     store of ``-o`` (or one beside a ``.tif`` result, exported once every tile is done)."""
     store_path = _check_full_output(args, inputs)
+    if args.workers is None and args.scheduler is None:
+        args.workers = 0  # a run's tiles stay in this process unless a cluster is asked for
+    check_cluster_arguments(args, f"--size {FULL}", "tiles")
     _prepare_folder(store_path.parent, "output")  # before reading a content that may be large
     content = _read_full_content(args.content)
     styles = [read_image(path, "style") for path in style_paths]
@@ -636,9 +660,11 @@ def _main_full(args: argparse.Namespace, style_paths: list[Path], inputs: dict[s
     store = tiled.open_store(fp, store_path, args.force)
     total = 1 + sum(len(tile_grid(level.shape, fp.tile_size, fp.margin)) for level in fp.levels[1:])
     before = _finished_tiles(store)
-    with CtrlC() as ctrl_c:
+    with cluster_of(args) as client, CtrlC() as ctrl_c:
         try:
-            _run_tiles(tiled.run_full(fp, store), total, before, args.quiet)
+            _run_tiles(
+                tiled.run_full(fp, store, _tiles_elsewhere(client, args.quiet)), total, before, args.quiet
+            )
         except KeyboardInterrupt:
             ctrl_c.saving()
             print(
@@ -656,6 +682,21 @@ def _main_full(args: argparse.Namespace, style_paths: list[Path], inputs: dict[s
     kept = f" from the tiles in {store_path}" if store_path != args.output else ""
     print(f"wrote {args.output}{kept} ({width}x{height} px, {total} tiles of {fp.tile_size} px{skipped})")
     return 0
+
+
+def _tiles_elsewhere(client: Any, quiet: bool) -> Any:
+    """Where a ``--size full`` run's tiles go: the cluster of ``client`` (its dashboard's
+    address said, where it serves one), or None (this process)."""
+    if client is None:
+        return None
+    from .distributed import dashboard
+    from .pipeline.executors import elsewhere
+    from .pipeline.tile_tasks import TILE_RETRIES
+
+    link = dashboard(client)
+    if link and not quiet:
+        print(f"dask dashboard: {link}", file=sys.stderr)
+    return elsewhere(client, retries=TILE_RETRIES)
 
 
 def _check_full_output(args: argparse.Namespace, inputs: dict[str, Path]) -> Path:
@@ -690,22 +731,21 @@ def _check_full_output(args: argparse.Namespace, inputs: dict[str, Path]) -> Pat
     return store
 
 
-def _read_full_content(path: Path) -> np.ndarray:
-    """The content of a ``--size full`` run: an image file, or a zarr / OME-Zarr folder read
-    through :mod:`.large_images` (level 0). Read whole: ``plan_full`` describes the content
-    and sets the composition in memory (only the tiles are read region by region)."""
-    if not path.is_dir():
-        content = read_image(path, "content")
-    else:
+def _read_full_content(path: Path) -> Any:
+    """The content of a ``--size full`` run: a ``.npy``, a TIFF or a zarr / OME-Zarr folder
+    opened lazily through :mod:`.large_images` (read region by region, never whole), any
+    other image file read whole."""
+    if path.is_dir() or path.suffix.lower() in (".npy", *TIFF_SUFFIXES):
         image = open_large_image(path)
-        if image.frames_shape:
-            raise CommandLineError(
-                f"content {path} holds frames of shape {image.frames_shape}; --size {FULL} takes one 2D image"
-            )
-        content = image.read(Region(0, 0, *image.shape))
-    described = describe_image(content, "content")
-    if described.stack_shape or described.channels == "rgba":
-        kind = "an RGBA image" if described.channels == "rgba" else f"a stack of shape {content.shape}"
+        stack, rgba = bool(image.frames_shape), image.channels == 4
+        shape: tuple[int, ...] = (*image.frames_shape, *image.shape)
+        content: Any = image
+    else:
+        content = read_image(path, "content")
+        described = describe_image(content, "content")
+        stack, rgba, shape = bool(described.stack_shape), described.channels == "rgba", content.shape
+    if stack or rgba:
+        kind = "an RGBA image" if rgba else f"a stack of shape {shape}"
         raise CommandLineError(
             f"--size {FULL} takes a 2D grey or RGB image for now, and {path} is {kind}: give one frame "
             "without alpha, or a working size (--size 512)"
@@ -800,15 +840,23 @@ def build_batch_parser() -> argparse.ArgumentParser:
     add_output_dtype_argument(files, "each .tif result", "a .png result (2D, 8-bit input) is")
     files.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_option_arguments(parser, groups=groups)
-    cluster = parser.add_argument_group(BATCH_GROUP)
-    where = cluster.add_mutually_exclusive_group()
-    where.add_argument(
-        "--workers",
-        type=_number(int),
-        metavar="N",
-        help="start a local dask cluster of N worker processes (default: one per CUDA GPU, else one); "
+    cluster = add_cluster_arguments(
+        parser,
+        BATCH_GROUP,
+        "start a local dask cluster of N worker processes (default: one per CUDA GPU, else one); "
         "0 runs the items in this process",
     )
+    cluster.add_argument("--force", action="store_true", help="redo items whose result is already there")
+    return parser
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser, title: str, workers_help: str) -> Any:
+    """The cluster's options, one source for a batch's and a ``--size full`` run's, in a
+    group of ``title`` (returned): ``--workers`` (helped by ``workers_help``), ``--scheduler``,
+    ``--connect-timeout``, ``--dashboard``."""
+    cluster = parser.add_argument_group(title)
+    where = cluster.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_number(int), metavar="N", help=workers_help)
     where.add_argument(
         "--scheduler",
         metavar="ADDRESS",
@@ -827,8 +875,39 @@ def build_batch_parser() -> argparse.ArgumentParser:
         help="serve dask's dashboard for a cluster started here, on this machine only (127.0.0.1:8787, "
         "or a free port), and print its address with the progress; off by default",
     )
-    cluster.add_argument("--force", action="store_true", help="redo items whose result is already there")
-    return parser
+    return cluster
+
+
+def check_cluster_arguments(args: argparse.Namespace, run: str, parts: str) -> None:
+    """Refuse, before torch or dask is imported, cluster numbers out of range and a cluster
+    asked for (``--workers`` not 0, or ``--scheduler``) without dask's distributed installed.
+    ``run``, ``parts``: what would go to the cluster, in words ("a batch", "items")."""
+    if args.workers is not None and args.workers < 0:
+        raise CommandLineError(f"--workers must be 0 (this process) or more, got {args.workers}")
+    if args.connect_timeout <= 0:
+        raise CommandLineError(f"--connect-timeout must be above 0 seconds, got {args.connect_timeout:g}")
+    if args.workers != 0 and not _installed("distributed"):
+        flag = "--scheduler" if args.scheduler else f"{run} on a local cluster"
+        raise CommandLineError(
+            f"{flag} needs dask's distributed, which is not installed: "
+            f"pip install 'napari-style-transfer[distributed]', or run the {parts} here with --workers 0"
+        )
+
+
+def cluster_of(args: argparse.Namespace) -> Any:
+    """The cluster that ``args`` ask for, as a context manager: a client of a running one
+    (``--scheduler``) or of one started here (``--workers N``, N > 0), or None (here:
+    ``--workers 0``)."""
+    from contextlib import nullcontext
+
+    if args.workers == 0:
+        return nullcontext(None)
+    from .distributed import cluster_client
+
+    dashboard = "127.0.0.1:8787" if args.dashboard else None
+    return cluster_client(
+        args.workers, args.scheduler, connect_timeout=args.connect_timeout, dashboard_address=dashboard
+    )
 
 
 def _installed(package: str) -> bool:
@@ -842,22 +921,11 @@ def parse_batch_arguments(argv: Sequence[str]) -> argparse.Namespace:
     """A batch's arguments, checked before torch or dask is imported: the run options, the
     cluster's numbers, and that dask's distributed is installed where a cluster is asked for."""
     args = parse_arguments(build_batch_parser(), argv)
-    if args.workers is not None and args.workers < 0:
-        raise CommandLineError(f"--workers must be 0 (this process) or more, got {args.workers}")
-    if args.connect_timeout <= 0:
-        raise CommandLineError(f"--connect-timeout must be above 0 seconds, got {args.connect_timeout:g}")
-    if args.workers != 0 and not _installed("distributed"):
-        flag = "--scheduler" if args.scheduler else "a batch on a local cluster"
-        raise CommandLineError(
-            f"{flag} needs dask's distributed, which is not installed: "
-            f"pip install 'napari-style-transfer[distributed]', or run the items here with --workers 0"
-        )
+    check_cluster_arguments(args, "a batch", "items")
     return args
 
 
 def _main_batch(argv: Sequence[str]) -> int:
-    from contextlib import nullcontext
-
     from .batch import FAILED, RECORD_NAME, stylize_batch
 
     args = parse_batch_arguments(argv)
@@ -866,16 +934,7 @@ def _main_batch(argv: Sequence[str]) -> int:
     from .batch import plan_batch
 
     plan_batch(args.inputs, args.styles, args.output, output_dtype=args.output_dtype, **options)
-    if args.workers == 0:
-        where: Any = nullcontext(None)
-    else:
-        from .distributed import cluster_client
-
-        dashboard = "127.0.0.1:8787" if args.dashboard else None
-        where = cluster_client(
-            args.workers, args.scheduler, connect_timeout=args.connect_timeout, dashboard_address=dashboard
-        )
-    with where as client:
+    with cluster_of(args) as client:
         records = stylize_batch(
             args.inputs,
             args.styles,

@@ -11,6 +11,7 @@ chunks (or TIFF tiles) that it touches.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from .tiles import Region, Tile
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".svs")
 #: tifffile's axis letters: S (samples) and C hold colour; Y and X the plane; the rest frames.
 _TIFF_AXES = {"Y": "y", "X": "x", "S": "c", "C": "c"}
+#: Pixels read at once by the band-by-band readers unless told: 1 Mpx, whose RGB block means
+#: take 25 MB in float64 (4 Mpx took 100 MB, a good part of a tile's memory).
+BAND_PIXELS = 2**20
 
 
 @dataclass
@@ -33,12 +37,15 @@ class LargeImage:
 
     ``array`` is anything sliced lazily (numpy memmap, dask, zarr); ``axes`` names each of
     its axes: ``y`` rows, ``x`` columns, ``c`` colour (3 or 4 entries, or 1 for grey) and
-    ``f`` a frame axis. ``close`` releases an open file (a TIFF)."""
+    ``f`` a frame axis. ``close`` releases an open file (a TIFF). ``pyramid`` holds the
+    coarser levels of a multiscale source, (factor, array) with the same axes, coarsest
+    last: :func:`read_downscaled` reads from them where it can."""
 
     array: Any
     axes: str
     source: str
     close: Callable[[], None] = field(default=lambda: None)
+    pyramid: tuple[tuple[int, Any], ...] = ()
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -63,9 +70,14 @@ class LargeImage:
     def _size(self, name: str) -> int:
         return int(self.array.shape[self.axes.index(name)])
 
-    def read(self, region: Region, frame: tuple[int, ...] = ()) -> np.ndarray:
+    def frames(self) -> list[tuple[int, ...]]:
+        """Every frame's index, in order (one empty tuple for a single image)."""
+        return list(np.ndindex(*self.frames_shape))
+
+    def read(self, region: Region, frame: tuple[int, ...] = (), array: Any = None) -> np.ndarray:
         """The pixels of ``region`` (which lies inside the image) in frame ``frame``: a new
-        (h, w) or (h, w, channels) array; only the chunks under the region are read."""
+        (h, w) or (h, w, channels) array; only the chunks under the region are read.
+        ``array``: one of the :attr:`pyramid`'s levels instead of the full resolution."""
         if len(frame) != len(self.frames_shape):
             raise StyleTransferError(
                 f"{self.source} has frame axes of sizes {self.frames_shape}; got frame index {frame}"
@@ -79,7 +91,7 @@ class LargeImage:
                 index.append(slice(None) if self.channels else 0)
             else:
                 index.append(region.slices[0] if name == "y" else region.slices[1])
-        pixels = self.array[tuple(index)]
+        pixels = (self.array if array is None else array)[tuple(index)]
         # a numpy source gives a view, which must not be written back through
         pixels = np.array(pixels) if isinstance(pixels, np.ndarray) else np.asarray(pixels)
         if self.channels and self.axes.index("c") < self.axes.index("y"):
@@ -121,25 +133,108 @@ def block_mean(pixels: np.ndarray, factor: int) -> np.ndarray:
 
 
 def read_downscaled(
-    image: LargeImage, region: Region, factor: int, frame: tuple[int, ...] = (), band_pixels: int = 2**22
+    image: LargeImage,
+    region: Region,
+    factor: int,
+    frame: tuple[int, ...] = (),
+    band_pixels: int | None = None,
 ) -> np.ndarray:
     """``region`` of the image shrunk ``factor`` times by :func:`block_mean` (a level of
     :func:`tiles.level_schedule`; ``region`` in that level's pixels), as float32 raw values,
-    read a band of rows at a time: at most about ``band_pixels`` full-resolution pixels are
-    held at once, however large the factor."""
-    height, width = image.shape
-    rows_per_band = max(1, band_pixels // (region.shape[1] * factor * factor))
+    read a band of rows at a time: at most about ``band_pixels`` pixels of the level read
+    are held at once, however large the factor. Read from the coarsest level of the image's
+    :attr:`~LargeImage.pyramid` whose factor divides ``factor`` (its pixels taken for the
+    block means of the full resolution), else from the full resolution."""
+    source, read_factor = None, factor
+    for level_factor, array in image.pyramid:
+        if factor % level_factor == 0:
+            source, read_factor = array, factor // level_factor
+    height, width = _level_shape(image, source)
+    rows_per_band = max(1, (band_pixels or BAND_PIXELS) // (region.shape[1] * read_factor * read_factor))
     out = np.empty(region.shape + ((image.channels,) if image.channels else ()), np.float32)
     for top in range(region.top, region.bottom, rows_per_band):
         bottom = min(region.bottom, top + rows_per_band)
-        full = Region(
-            top * factor,
-            region.left * factor,
-            min(height, bottom * factor),
-            min(width, region.right * factor),
+        wanted = Region(
+            top * read_factor, region.left * read_factor, bottom * read_factor, region.right * read_factor
         )
-        out[top - region.top : bottom - region.top] = block_mean(image.read(full, frame), factor)
+        pixels = image.read(_clipped(wanted, height, width), frame, source)
+        if pixels.shape[:2] != wanted.shape and source is not None:
+            pixels = _edge_filled(pixels, wanted, image.shape, factor // read_factor)
+        out[top - region.top : bottom - region.top] = block_mean(pixels, read_factor)
     return out
+
+
+def _level_shape(image: LargeImage, array: Any) -> tuple[int, int]:
+    if array is None:
+        return image.shape
+    return int(array.shape[image.axes.index("y")]), int(array.shape[image.axes.index("x")])
+
+
+def _clipped(region: Region, height: int, width: int) -> Region:
+    return Region(region.top, region.left, min(height, region.bottom), min(width, region.right))
+
+
+def _edge_filled(pixels: np.ndarray, wanted: Region, full: tuple[int, int], factor: int) -> np.ndarray:
+    """A pyramid level's pixels of ``wanted`` where the level is ``floor(H / factor)`` high
+    (or wide) rather than ``ceil``: the missing edge row or column repeated, where the full
+    resolution has pixels for it (block means of a partial block)."""
+    rows = min(wanted.bottom, math.ceil(full[0] / factor)) - wanted.top
+    columns = min(wanted.right, math.ceil(full[1] / factor)) - wanted.left
+    widths = [(0, rows - pixels.shape[0]), (0, columns - pixels.shape[1])] + [(0, 0)] * (pixels.ndim - 2)
+    return np.pad(pixels, widths, mode="edge")
+
+
+def read_nearest(
+    image: LargeImage,
+    shape: tuple[int, int],
+    region: Region,
+    frame: tuple[int, ...] = (),
+    band_pixels: int | None = None,
+) -> np.ndarray:
+    """``region`` of the image resized to ``shape`` (H, W) by nearest neighbour at pixel
+    centres (for label images, whose values must not be averaged), in the source's dtype,
+    read a band of rows at a time (about ``band_pixels`` source pixels at most)."""
+    height, width = image.shape
+    rows = np.minimum(
+        ((np.arange(region.top, region.bottom) + 0.5) * height / shape[0]).astype(np.int64), height - 1
+    )
+    columns = np.minimum(
+        ((np.arange(region.left, region.right) + 0.5) * width / shape[1]).astype(np.int64), width - 1
+    )
+    left, right = int(columns[0]), int(columns[-1]) + 1
+    out = np.empty(region.shape + ((image.channels,) if image.channels else ()), image.dtype)
+    per_row = max(1, math.ceil(height / shape[0])) * (right - left)  # source pixels read per row out
+    band = max(1, (band_pixels or BAND_PIXELS) // per_row)
+    for start in range(0, len(rows), band):
+        picked = rows[start : start + band]
+        pixels = image.read(Region(int(picked[0]), left, int(picked[-1]) + 1, right), frame)
+        out[start : start + len(picked)] = pixels[picked - picked[0]][:, columns - left]
+    return out
+
+
+def extremes(
+    image: LargeImage, band_pixels: int | None = None
+) -> tuple[tuple[float, float], tuple[float, float] | None]:
+    """The (lowest, highest) colour value over every frame, and of alpha for RGBA (None
+    otherwise), read a band of rows at a time; NaN if any value is NaN."""
+    height, width = image.shape
+    rows = max(1, (band_pixels or BAND_PIXELS) // width)
+    colour: list[float] = []
+    alpha: list[float] = []
+    for frame in image.frames():
+        for top in range(0, height, rows):
+            pixels = image.read(Region(top, 0, min(height, top + rows), width), frame)
+            values = pixels[..., :3] if image.channels == 4 else pixels
+            colour += [float(values.min()), float(values.max())]
+            if image.channels == 4:
+                alpha += [float(pixels[..., 3].min()), float(pixels[..., 3].max())]
+    return _span(colour), _span(alpha) if alpha else None
+
+
+def _span(values: list[float]) -> tuple[float, float]:
+    if any(math.isnan(value) for value in values):
+        return math.nan, math.nan
+    return min(values), max(values)
 
 
 def open_large_image(source: Any) -> LargeImage:
@@ -214,15 +309,34 @@ def _open_tiff(path: Path) -> LargeImage:
     except Exception as error:  # tifffile raises many types for damaged files
         raise StyleTransferError(f"cannot read TIFF {path}: {error}") from None
     series = tiff.series[0]
-    store = series.aszarr(level=0)
+    store = series.aszarr()  # a group of the levels for a pyramid, else the one array
 
     def close() -> None:
         store.close()
         tiff.close()
 
-    array = zarr.open_array(store, mode="r")
+    opened: Any = zarr.open(store, mode="r")
+    levels = (
+        [opened[str(level)] for level in range(len(series.levels))] if len(series.levels) > 1 else [opened]
+    )
     names = [_TIFF_AXES.get(letter, "f") for letter in series.axes]
-    return LargeImage(array, _named_axes(names, array.shape, str(path)), str(path), close)
+    axes = _named_axes(names, levels[0].shape, str(path))
+    return LargeImage(levels[0], axes, str(path), close, _pyramid(levels, axes))
+
+
+def _pyramid(levels: list[Any], axes: str) -> tuple[tuple[int, Any], ...]:
+    """The coarser levels that halve the full resolution 1, 2, ... times (each side
+    ``ceil`` or ``floor`` of the full one halved; other axes the same), with their factors;
+    the first level that is not one ends the pyramid."""
+    first = levels[0].shape
+    found: list[tuple[int, Any]] = []
+    for number, level in enumerate(levels[1:], start=1):
+        factor = 2**number
+        for name, full, size in zip(axes, first, level.shape, strict=True):
+            if size not in ((-(-full // factor), full // factor) if name in "yx" else (full,)):
+                return tuple(found)
+        found.append((factor, level))
+    return tuple(found)
 
 
 def multiscales_of(attributes: Any) -> list[dict[str, Any]] | None:
@@ -241,9 +355,9 @@ def _open_multiscales(group: Any, source: str) -> LargeImage:
             f"inside it (one of {sorted(group.array_keys())})"
         )
     first = multiscales[0]
-    array = group[first["datasets"][0]["path"]]
-    axes = first.get("axes")
-    if not axes:  # NGFF 0.1 to 0.3 (tifffile's pyramids): the plain convention
-        return LargeImage(array, _plain_axes(array.shape), source)
-    names = [(axis["name"] if isinstance(axis, dict) else axis).lower() for axis in axes]
-    return LargeImage(array, _named_axes(names, array.shape, source), source)
+    levels = [group[dataset["path"]] for dataset in first["datasets"]]
+    array = levels[0]
+    names = [(axis["name"] if isinstance(axis, dict) else axis).lower() for axis in first.get("axes") or ()]
+    # NGFF 0.1 to 0.3 (tifffile's pyramids) name no axes: the plain convention
+    axes = _named_axes(names, array.shape, source) if names else _plain_axes(array.shape)
+    return LargeImage(array, axes, source, pyramid=_pyramid(levels, axes))

@@ -122,37 +122,43 @@ def _cgroup_room(proc: Path, root: Path) -> int | None:
     """The tightest memory limit less usage (less the page cache it can reclaim) over the
     process's cgroup and every group above it: a limit set on a Slurm job or a container
     holds for all the groups inside it, which themselves often say "max"."""
-    paths = _group_paths(proc)
-    rooms = []
-    for subfolder, limit_names, usage_name, reclaimable in _LAYOUTS:
-        group = paths[subfolder]
-        if group is None:
-            continue
-        top = root / subfolder
-        if not subfolder and not (root / "cgroup.controllers").exists():
-            top = root / "unified"  # the hybrid layout: v1 controllers, v2 beside them
-        own = top / group
-        # without a cgroup namespace the path names the host's group, but a container sees
-        # only its own group, mounted as the root
-        folder = own if own.is_dir() else top
-        while True:
-            room = _group_room(folder, limit_names, usage_name, reclaimable)
-            if room is not None:
-                rooms.append(room)
-            if folder == top or top not in folder.parents:
-                break
-            folder = folder.parent
+    rooms = [
+        room
+        for subfolder, limit_names, usage_name, reclaimable in _LAYOUTS
+        for folder in _groups_upwards(proc, root, subfolder)
+        if (room := _group_room(folder, limit_names, usage_name, reclaimable)) is not None
+    ]
     return min(rooms) if rooms else None
 
 
+def _groups_upwards(proc: Path, root: Path, controller: str) -> list[Path]:
+    """The folders of the process's cgroup and of every group above it, for v2 (``controller``
+    "") or a v1 controller ("memory", "cpu"); none where the process has no such group."""
+    group = _group_paths(proc).get(controller)
+    if group is None:
+        return []
+    top = root / controller
+    if not controller and not (root / "cgroup.controllers").exists():
+        top = root / "unified"  # the hybrid layout: v1 controllers, v2 beside them
+    own = top / group
+    # without a cgroup namespace the path names the host's group, but a container sees
+    # only its own group, mounted as the root
+    folder = own if own.is_dir() else top
+    folders = [folder]
+    while folder != top and top in folder.parents:
+        folder = folder.parent
+        folders.append(folder)
+    return folders
+
+
 def _group_paths(proc: Path) -> dict[str, str | None]:
-    """The process's cgroup paths: v2's (key "") and v1's memory controller's ("memory"),
-    None where it has none."""
+    """The process's cgroup paths: v2's (key "") and v1's memory and cpu controllers'
+    ("memory", "cpu"), None where it has none."""
     try:
         lines = (proc / "self" / "cgroup").read_text().splitlines()
     except OSError:
         lines = []
-    paths: dict[str, str | None] = {"": None, "memory": None}
+    paths: dict[str, str | None] = {"": None, "memory": None, "cpu": None}
     for line in lines:
         parts = line.strip().split(":", 2)
         if len(parts) != 3:
@@ -160,8 +166,9 @@ def _group_paths(proc: Path) -> dict[str, str | None]:
         _, controllers, path = parts
         if controllers == "":
             paths[""] = path.strip("/")
-        elif "memory" in controllers.split(","):
-            paths["memory"] = path.strip("/")
+        for controller in ("memory", "cpu"):
+            if controller in controllers.split(","):
+                paths[controller] = path.strip("/")
     return paths
 
 
@@ -194,7 +201,79 @@ def _address_space_room(proc: Path) -> int | None:
 
 def usable_cpus() -> int:
     """CPUs this process may run on (its affinity where the system says, else all)."""
+    return len(_usable_cpu_ids())
+
+
+def _usable_cpu_ids() -> set[int]:
     try:
-        return len(os.sched_getaffinity(0))
+        return os.sched_getaffinity(0)
     except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+        return set(range(os.cpu_count() or 1))
+
+
+def compute_cores(
+    sys_root: Path = Path("/sys"), proc: Path = Path("/proc"), cgroup_root: Path = Path("/sys/fs/cgroup")
+) -> int:
+    """How many threads of convolutions this process's CPUs run well at once: its physical
+    cores (SMT siblings share one core's vector units, so a second thread on a core adds
+    little to oneDNN's kernels and makes every barrier wait for the slower sibling) among
+    the CPUs its affinity allows (``taskset``, Slurm, ``docker --cpuset-cpus``), at most its
+    cgroup's CPU quota rounded down (``docker --cpus``, Kubernetes limits: past the quota
+    the kernel stops all the threads until the next period). At least 1. Needs no torch."""
+    cores = _physical_cores(_usable_cpu_ids(), sys_root)
+    quota = cpu_quota(proc, cgroup_root)
+    if quota is not None:
+        cores = min(cores, int(quota))
+    return max(1, cores)
+
+
+def _physical_cores(cpus: set[int], sys_root: Path) -> int:
+    """Cores among ``cpus``: CPUs that list the same SMT siblings (Linux's topology) count
+    once. Without the topology (macOS, Windows) psutil's physical cores, else every CPU."""
+    siblings = set()
+    for cpu in cpus:
+        topology = sys_root / "devices" / "system" / "cpu" / f"cpu{cpu}" / "topology"
+        for name in ("core_cpus_list", "thread_siblings_list"):  # the second: kernels before 5.7
+            try:
+                siblings.add((topology / name).read_text().strip())
+                break
+            except OSError:
+                continue
+        else:
+            return _cores_without_topology(len(cpus))
+    return len(siblings)
+
+
+def _cores_without_topology(cpus: int) -> int:
+    try:
+        import psutil
+    except ImportError:  # psutil comes with napari; plain installs may lack it
+        return cpus
+    return min(cpus, psutil.cpu_count(logical=False) or cpus)
+
+
+def cpu_quota(proc: Path = Path("/proc"), cgroup_root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs' worth of time the process's cgroup and the groups above it allow (the least of
+    their quotas over their periods: v2's cpu.max, v1's cpu.cfs_quota_us), or None without one."""
+    quotas = [
+        quota
+        for controller, read in (("", _v2_quota), ("cpu", _v1_quota))
+        for folder in _groups_upwards(proc, cgroup_root, controller)
+        if (quota := read(folder)) is not None
+    ]
+    return min(quotas) if quotas else None
+
+
+def _v2_quota(folder: Path) -> float | None:
+    """cpu.max: "QUOTA PERIOD" in microseconds, or "max PERIOD" for none."""
+    try:
+        quota, period = (folder / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return int(quota) / int(period) if quota.isdigit() and period.isdigit() and int(period) else None
+
+
+def _v1_quota(folder: Path) -> float | None:
+    """cpu.cfs_quota_us over cpu.cfs_period_us; a quota of -1 is none."""
+    quota, period = (_read_number(folder / f"cpu.cfs_{name}_us") for name in ("quota", "period"))
+    return quota / period if quota and period else None  # "-1" is not read as a number

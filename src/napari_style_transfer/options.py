@@ -68,6 +68,8 @@ MAX_STEPS = 10**6
 MAX_FACTOR = 1e30
 #: Most frames in one batch (batch_frames): the memory check refuses far fewer of any useful size.
 MAX_BATCH_FRAMES = 4096
+#: Most CPU threads (threads): far more than any CPU has cores.
+MAX_THREADS = 4096
 #: Largest style_scale (a 16 px tile enlarged to 160,000 px); the memory check refuses far less.
 MAX_STYLE_SCALE = 1e4
 
@@ -335,6 +337,16 @@ class StyleOptions:
         presets=("auto", True, False),
         label="channels last",
     )
+    threads: int = _option(
+        0,
+        "torch's CPU threads for the run's convolutions; 0 = auto: the physical cores this process may "
+        "use (its CPU affinity and cgroup quota; never more than torch's own count, so an OMP_NUM_THREADS "
+        "or torch.set_num_threads set before the run holds)",
+        minimum=0,
+        maximum=MAX_THREADS,
+        label="CPU threads",
+        zero="auto",
+    )
     cudnn_benchmark: bool = _option(
         True, "let cuDNN time its convolution algorithms on the first step (CUDA)", label="cuDNN autotuning"
     )
@@ -356,10 +368,18 @@ class StyleOptions:
         return dataclasses.replace(self, **counts, **weights, **modes, schedule=schedule, **layers, **source)
 
     def _checked_counts(self, errors: list[str]) -> dict[str, Any]:
-        """steps, size, snapshot_every, time_steps, batch_frames, tile_size: whole numbers in range."""
+        """steps, size, snapshot_every, time_steps, batch_frames, tile_size, threads: whole numbers in range."""
         counts = {
             name: _as_int(getattr(self, name), name, errors)
-            for name in ("steps", "size", "snapshot_every", "time_steps", "batch_frames", "tile_size")
+            for name in (
+                "steps",
+                "size",
+                "snapshot_every",
+                "time_steps",
+                "batch_frames",
+                "tile_size",
+                "threads",
+            )
         }
         _at_least(counts["time_steps"], 0, "time_steps must be 0 (auto) or more", errors)
         _at_most(counts["time_steps"], MAX_STEPS, "time_steps", errors)
@@ -371,6 +391,8 @@ class StyleOptions:
         _at_least(counts["snapshot_every"], 0, "snapshot_every must be 0 (off) or more", errors)
         _at_least(counts["tile_size"], 0, "tile_size must be 0 (auto) or more", errors)
         _at_most(counts["tile_size"], MAX_SIZE, "tile_size", errors, unit=" px")
+        _at_least(counts["threads"], 0, "threads must be 0 (auto) or more", errors)
+        _at_most(counts["threads"], MAX_THREADS, "threads", errors)
         return counts
 
     def _checked_weights(self, errors: list[str]) -> dict[str, Any]:

@@ -1,10 +1,14 @@
-"""Speed switches whose best value depends on the machine, decided by measuring it.
+"""Speed switches whose best value depends on the machine, decided by measuring it or by a rule.
 
 ``channels_last`` helps on some CPUs and hurts on others (issue 37: 10% faster with AVX-512,
 22% slower on an AVX2-only EPYC), so ``"auto"`` times a few convolution passes both ways at
 first use (about a second) and keeps the faster layout in the user's cache, keyed by the CPU
 (model and instruction-set flags), the torch version and the device. A later run on the same
 machine reads the answer back; a cache file that cannot be read is measured again and rewritten.
+
+``threads=0`` (auto) follows a rule instead of a probe: torch's threads are the physical cores
+the process may use (:func:`~napari_style_transfer.memory.compute_cores`), never more than
+torch's own count, and a run sets them for its own steps only (:func:`with_threads`).
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import os
 import platform
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from ._torch_compat import hide_triton
 
@@ -25,6 +30,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from .atomic import write_replacing  # noqa: E402
+from .memory import compute_cores  # noqa: E402
+
+T = TypeVar("T")
 
 #: CPU flags (as /proc/cpuinfo names them) that decide which convolution kernels oneDNN picks.
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
@@ -178,3 +186,40 @@ def memory_format(
 ) -> torch.memory_format:
     """The layout of the network's weights and the images it sees (see :func:`channels_last_used`)."""
     return torch.channels_last if channels_last_used(option, device, dtype) else torch.contiguous_format
+
+
+def threads_used(option: int) -> int:
+    """torch's CPU threads for a run with ``threads=option``: ``option`` where it is 1 or more;
+    for 0 (auto) :func:`~napari_style_transfer.memory.compute_cores`, at most torch's count in
+    the calling thread. Torch starts with every core of the machine, blind to cgroup quotas
+    (and, without MKL, counting SMT siblings); a lower count was set on purpose
+    (``OMP_NUM_THREADS``, ``torch.set_num_threads``, a dask worker's share) and holds."""
+    if option:
+        return option
+    return min(torch.get_num_threads(), compute_cores())
+
+
+def with_threads(steps: Iterator[T], option: int) -> Iterator[T]:
+    """What ``steps`` yields, each item computed with :func:`threads_used` ``(option)`` torch
+    threads (decided at the first item, in the thread that iterates) in the thread that asks
+    for it; between items that thread's own count is back, so a caller's later runs and its
+    own torch work keep theirs. A thread's count is its own (OpenMP's), so runs in other
+    threads (the widget's worker, a batch's) keep theirs. Closing this closes ``steps``."""
+    threads = None
+    try:
+        while True:
+            before = torch.get_num_threads()
+            threads = threads_used(option) if threads is None else threads
+            if before != threads:
+                torch.set_num_threads(threads)
+            try:
+                item = next(steps)
+            except StopIteration:
+                return
+            finally:
+                if before != threads:
+                    torch.set_num_threads(before)
+            yield item
+    finally:
+        if isinstance(steps, Generator):
+            steps.close()

@@ -9,6 +9,7 @@ from ._torch_compat import hide_triton
 hide_triton()
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from .options import VGG19_LAYERS  # noqa: E402
@@ -17,10 +18,11 @@ from .options import VGG19_LAYERS  # noqa: E402
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-#: How the extractor's convolutions pad (issue 32): "zeros" as VGG19 was trained. "reflect" and
+#: How the extractor's convolutions pad: "zeros" as VGG19 was trained. "reflect" and
 #: "replicate" give a flat image flat features (zeros make its border an edge) but cost memory
-#: (an explicit padded copy per convolution, +290 MB at 512 px) and, untrained, showed no smaller
-#: rim: docs/border_rim.md. Reflect cannot pad the 1-pixel activations of the smallest images.
+#: (an explicit padded copy per convolution, +290 MB at 512 px) and left a rim; the image's
+#: margin (pipeline/canvas.py) removes it instead: docs/border_rim.md. Reflect cannot pad the
+#: 1-pixel activations of the smallest images.
 PADDING_MODE = "zeros"
 
 
@@ -55,15 +57,12 @@ class VGGFeatures(nn.Module):
             raise ValueError(f"expected VGG19 features with {len(VGG19_LAYERS)} modules, got {len(features)}")
         cut = max(VGG19_LAYERS.index(name) for name in self.layers) + 1
         # Every module is the extractor's own, so its hooks never touch the shared network.
-        pool = nn.AvgPool2d if pooling == "avg" else nn.MaxPool2d
         modules: list[nn.Module] = []
         for name, module in zip(VGG19_LAYERS[:cut], list(features)[:cut], strict=True):
             if isinstance(module, nn.Conv2d):
                 modules.append(_sharing_conv(module, padding))
             else:
-                modules.append(
-                    nn.ReLU(inplace=True) if name.startswith("relu") else pool(kernel_size=2, stride=2)
-                )
+                modules.append(nn.ReLU(inplace=True) if name.startswith("relu") else _pool(pooling))
         self.body = nn.Sequential(*modules)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
@@ -108,6 +107,35 @@ class VGGFeatures(nn.Module):
         for handle in self._hooks:
             handle.remove()
         self._hooks = []
+
+
+def _pool(pooling: str) -> nn.Module:
+    return nn.AvgPool2d(kernel_size=2, stride=2) if pooling == "avg" else MaxPool2x2()
+
+
+class MaxPool2x2(nn.Module):
+    """VGG19's max pooling (2x2, stride 2) with the same values and gradients as
+    ``nn.MaxPool2d``, but keeping no int64 indices of the maxima for the backward pass (60 MB
+    at 512 px): the backward finds them again from the pooled input, which the ReLU before
+    keeps anyway."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _MaxPoolRecomputed.apply(x)
+
+
+class _MaxPoolRecomputed(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return F.max_pool2d(x, 2, 2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        _, indices = F.max_pool2d(x, 2, 2, return_indices=True)
+        return torch.ops.aten.max_pool2d_with_indices_backward(
+            grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False, indices
+        )
 
 
 def _sharing_conv(conv: nn.Conv2d, padding_mode: str) -> nn.Conv2d:

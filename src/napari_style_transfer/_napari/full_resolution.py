@@ -1,8 +1,9 @@
 """A full-resolution run (``size="full"``) from napari: the content layer's full resolution
 (level 0 of a multiscale layer, read lazily a tile at a time in the worker thread) styled in
-tiles into an OME-Zarr store, shown as a layer backed by that store which fills in as tiles
-finish. Cancel keeps the finished tiles: the store is the result, and a second run with the
-same settings resumes it.
+tiles into an OME-Zarr store, shown as a layer backed by that store: the whole picture from
+the composition on, sharpening as tiles finish (what each cell shows: :mod:`.filling`).
+Cancel keeps the finished tiles: the store is the result, and a second run with the same
+settings resumes it, in the same layer.
 
 ``run_full_resolution(viewer, "slide", "swirl", out="slide styled.ome.zarr", steps=50)``
 works from napari's console as well as from the widget.
@@ -11,6 +12,7 @@ works from napari's console as well as from the widget.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import traceback
@@ -21,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import StyleTransferError
+from .filling import filling_pyramid
 from .layers import placement
-from .run import _RUNS, _worker, resolve_layer
+from .run import RUNS, make_worker, resolve_layer
 from .worker import (
     Failed,
     Started,
@@ -31,8 +34,8 @@ from .worker import (
     StoreOpened,
     TileDone,
     Update,
-    _describe,
     close_logging_errors,
+    describe_error,
     dispatch,
 )
 
@@ -43,6 +46,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
+#: The shortest time between two refreshes of the result layer (s): each re-reads the
+#: store where napari shows it, on napari's thread.
+REFRESH_S = 0.5
 #: Where a store goes when the content layer was not read from a file.
 STORE_FOLDER = Path.home() / "napari-style-transfer"
 
@@ -104,8 +110,8 @@ def run_full_resolution(
         cancel_event,
     )
     writer = StoreLayer(viewer, content_layer, style_layer.name)
-    worker = _worker(updates, cancel_event, writer)  # type: ignore[arg-type]  # a LayerWriter's methods
-    _RUNS.add(worker)
+    worker = make_worker(updates, cancel_event, writer)  # type: ignore[arg-type]  # a LayerWriter's methods
+    RUNS.add(worker)
     if start:
         worker.start()
     return worker
@@ -123,7 +129,7 @@ def full_resolution_updates(
     try:
         fp = plan_full(content, np.asarray(style), **options)
         store = open_store(fp, str(out), force)
-        yield StoreOpened(tuple(store.levels), str(out), tiles_finished(store))
+        yield StoreOpened(tuple(filling_pyramid(fp, store)), str(out), tiles_finished(store))
         records = run_full(fp, store)
         done = total = 0
         try:
@@ -142,70 +148,86 @@ def full_resolution_updates(
     except Exception as error:
         expected = isinstance(error, StyleTransferError)
         details = "" if expected else traceback.format_exc()
-        yield Failed(_describe(error), 0, None, details, expected=expected)
-
-
-class ColourLast:
-    """A store level in OME order (c, y, x) seen as napari's RGB layout (y, x, c), read
-    only where napari slices it. (A dask array would do too, but napari caches dask chunks
-    by key, so a refreshed layer would not show the tiles written since.)"""
-
-    def __init__(self, level: Any):
-        self.level = level
-        channels, height, width = level.shape
-        self.shape = (height, width, channels)
-        self.dtype = level.dtype
-        self.ndim = 3
-        self.size = height * width * channels
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        key = key + (slice(None),) * (3 - len(key))
-        pixels = np.asarray(self.level[(key[2], key[0], key[1])])
-        return pixels if isinstance(key[2], int | np.integer) else np.moveaxis(pixels, 0, -1)
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        whole = self[:, :, :]
-        return whole if dtype is None else whole.astype(dtype)
+        yield Failed(describe_error(error), 0, None, details, expected=expected)
 
 
 class StoreLayer:
     """Turns a full-resolution run's updates into a layer backed by its store (on the GUI
-    thread): added when the store opens, refreshed at each finished tile."""
+    thread): added when the store opens, showing the composition enlarged wherever the
+    finer levels are not done yet, and refreshed as tiles finish, at most every
+    :data:`REFRESH_S` (each refresh re-reads what napari shows, in its slicing)."""
 
     def __init__(self, viewer: napari.Viewer, content: Image, style_name: str):
         self.viewer, self.content, self.style_name = viewer, content, style_name
         self.layer: Any = None
+        self.levels: Any = None  # the layer's data: its pyramid's levels, or its one level
+        self.clock = time.monotonic  # seconds
+        self.refreshed_at = -math.inf
+        self._timer: Any = None  # a refresh waiting for REFRESH_S to pass since the last
 
     def handle(self, update: Update) -> None:
         dispatch(self, update)
 
     def on_store_opened(self, update: StoreOpened) -> None:
-        colour = len(update.levels[0].shape) == 3
-        levels = [ColourLast(level) if colour else level for level in update.levels]
-        hw = tuple(int(side) for side in update.levels[0].shape[-2:])
+        levels = list(update.levels)
+        self.levels = levels if len(levels) > 1 else levels[0]
+        self.refreshed_at = self.clock()
+        self.layer = self._layer_of(update.path)
+        if self.layer is not None:  # a resumed run: its layer shows the store again
+            self.layer.data = self.levels
+            return
+        colour = len(levels[0].shape) == 3
         metadata = {"content": self.content.name, "style": self.style_name, "store": update.path}
         self.layer = self.viewer.add_image(
-            levels if len(levels) > 1 else levels[0],
+            self.levels,
             multiscale=len(levels) > 1,
             rgb=colour,
             contrast_limits=(0.0, 1.0),
             name=f"{self.content.name} styled (full resolution)",
             metadata={"style_transfer": metadata},
-            **placement(self.content, hw),
+            **placement(self.content, tuple(levels[0].shape[:2])),
         )
 
+    def _layer_of(self, store: str) -> Any:
+        """The layer that already shows the store at ``store`` (an earlier run's), or None."""
+        for layer in self.viewer.layers:
+            if layer.metadata.get("style_transfer", {}).get("store") == store:
+                return layer
+        return None
+
     def on_tile_done(self, update: TileDone) -> None:
-        self._refresh()
+        wait = self.refreshed_at + REFRESH_S - self.clock()
+        if wait <= 0:
+            self.refresh()
+        elif self._timer is None:
+            from qtpy.QtCore import QTimer
+
+            self._timer = QTimer()
+            self._timer.setSingleShot(True)
+            self._timer.timeout.connect(self.refresh)
+            self._timer.start(math.ceil(wait * 1000))
+        elif not self._timer.isActive():
+            self._timer.start(math.ceil(wait * 1000))
 
     def on_store_finished(self, update: StoreFinished) -> None:
-        self._refresh()  # a level's blended cells are written once its last tile is done
+        self.refresh()  # a level's blended cells are written once its last tile is done
 
     def on_store_cancelled(self, update: StoreCancelled) -> None:
-        self._refresh()
+        self.refresh()
 
-    def _refresh(self) -> None:
-        if self.layer is not None and self.layer in self.viewer.layers:
+    def refresh(self) -> None:
+        """Show what the store holds now (napari re-reads the part on screen)."""
+        if self._timer is not None:
+            self._timer.stop()
+        self.refreshed_at = self.clock()
+        if self.layer is None or self.layer not in self.viewer.layers:
+            return
+        if self.layer.multiscale:
+            # napari (0.9) reads a 2D multiscale layer's coarsest level (its thumbnail, also
+            # what shows zoomed out) once and keeps it until its data is set: set it again
+            # (which refreshes), or that level never fills in
+            self.layer.data = self.levels
+        else:
             self.layer.refresh()
 
     def aborted(self) -> None:

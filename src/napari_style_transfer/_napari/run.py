@@ -143,6 +143,11 @@ class LayerWriter:
 
     def on_snapshot(self, update: Snapshot) -> None:
         name = f"{self.base_name} (step {update.step})"
+        if not self.keep_snapshots and self.snapshot_layers:
+            # snapshots not kept show in one layer: napari's thread takes about ten times
+            # longer to add a layer than to give one new data
+            self._replace(self.snapshot_layers[-1], update.image, name, step=update.step, snapshot=True)
+            return
         self.snapshot_layers.append(self._add(update.image, name, step=update.step, snapshot=True))
 
     def on_frame_done(self, update: FrameDone) -> None:
@@ -158,6 +163,9 @@ class LayerWriter:
         if self.stack_layer is not None:
             self.stack_layer.data = in_value_range(result.image, self.value_range)
             self._finish_stack(self.base_name, metadata)
+        elif not self.keep_snapshots and self.snapshot_layers:
+            self.result_layer = self.snapshot_layers.pop()  # the snapshot layer becomes the result
+            self._replace(self.result_layer, result.image, self.base_name, **metadata)
         else:
             self.result_layer = self._add(result.image, self.base_name, **metadata)
         if not self.keep_snapshots:
@@ -298,9 +306,22 @@ class LayerWriter:
         data = image if in_units else in_value_range(image, self.value_range)
         return self.viewer.add_image(as_layer_data(data, self.content), **kwargs)
 
+    def _replace(self, layer: Any, image: np.ndarray, name: str, **extra: Any) -> None:
+        """Give a layer of this run what :meth:`_add` would give a new one (an image of a
+        coarse-to-fine level is smaller: its placement changes with it)."""
+        kwargs = result_layer_kwargs(
+            self.content, image, name, self._metadata(extra), self.slice_index, self.value_range
+        )
+        layer.data = as_layer_data(in_value_range(image, self.value_range), self.content)
+        for key in ("scale", "translate", "affine"):
+            if key in kwargs:
+                setattr(layer, key, kwargs[key])
+        layer.metadata = kwargs["metadata"]
+        layer.name = name
+
 
 #: Options left out of run names: they change how a run is watched, not what it makes.
-UNNAMED_OPTIONS = ("snapshot_every", "device", "channels_last", "cudnn_benchmark")
+UNNAMED_OPTIONS = ("snapshot_every", "device", "channels_last", "threads", "cudnn_benchmark")
 #: At most this many changed options in a run's name (then "+N more").
 NAMED_CHANGES = 3
 
@@ -387,8 +408,8 @@ def run_style_transfer(
     Grey results come back in the content's units (mapped back through the contrast limits
     the content was read with) unless ``content_range=False`` ([0, 1] then); results carry
     the content's colormap, gamma and blending. A later run of the same content is named for
-    its style and what it changed (:func:`run_name`). ``keep_snapshots=False`` removes the
-    snapshot layers once the run has finished (only the result stays).
+    its style and what it changed (:func:`run_name`). ``keep_snapshots=False`` shows the
+    snapshots in one layer, given each new one, which becomes the result (only the result stays).
     Returns the napari worker (started unless ``start=False``); ``cancel(worker)`` stops it
     after the current step and keeps the last image (before the first step: at once). Options are those of ``stylize``. Bad
     layers or options raise ``StyleTransferError`` before anything starts.
@@ -432,9 +453,9 @@ def run_style_transfer(
     cluster = scheduler if frames == "independent" and not several and regions is None else None
     styles_read = style_sources if several else style_sources[0]
     updates = _run_updates(source, styles_read, options, cancel_event, regions, cluster)
-    worker = _worker(updates, cancel_event, writer)
+    worker = make_worker(updates, cancel_event, writer)
     _stop_when_the_content_goes(viewer, content_layer, worker)
-    _RUNS.add(worker)
+    RUNS.add(worker)
     if start:
         worker.start()
     return worker
@@ -490,7 +511,9 @@ def _regions_plan(labels: Any, content: Image, source: LayerInput, size: int) ->
     )
 
 
-def _worker(updates: Iterator[Update], cancel_event: threading.Event, writer: LayerWriter) -> GeneratorWorker:
+def make_worker(
+    updates: Iterator[Update], cancel_event: threading.Event, writer: LayerWriter
+) -> GeneratorWorker:
     """The napari worker that relays ``updates`` to ``writer`` (not started)."""
     from napari.qt.threading import thread_worker
 
@@ -558,8 +581,9 @@ def check_size_fits(source: LayerInput, styles: list[LayerInput], content: Image
 MAX_SUGGESTED_SIZE = 8192
 
 
-#: Every run made here that has not been collected, for :func:`_stop_runs_at_exit`.
-_RUNS: weakref.WeakSet = weakref.WeakSet()
+#: Every run made here (the widget's and full resolution's) that has not been collected, for
+#: :func:`_stop_runs_at_exit`: add each new worker.
+RUNS: weakref.WeakSet = weakref.WeakSet()
 #: How long Python's exit waits for runs to stop (each stops after its current step).
 EXIT_WAIT_S = 60
 
@@ -571,7 +595,7 @@ def _stop_runs_at_exit() -> None:
     signals through, and superqt prints "RuntimeError in aborted thread: wrapped C/C++ object
     of type GeneratorWorkerSignals has been deleted". (napari's own app waits for workers
     when its event loop quits, but not when Python exits without it.)"""
-    runs = list(_RUNS)
+    runs = list(RUNS)
     if not runs:
         return
     from qtpy.QtCore import QThreadPool

@@ -84,6 +84,7 @@ GROUPS = {
         "device",
         "precision",
         "channels_last",
+        "threads",
         "cudnn_benchmark",
     ),
 }

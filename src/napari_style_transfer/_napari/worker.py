@@ -11,6 +11,7 @@ ends without ``finished`` when its generator raises a RuntimeError.
 
 from __future__ import annotations
 
+import importlib.abc
 import itertools
 import logging
 import os
@@ -136,7 +137,7 @@ class StoreOpened:
     """A full-resolution run opened (or reopened, to resume) its result store: the layer
     backed by it can be added now and fills in as tiles finish."""
 
-    levels: tuple[Any, ...]  # the store's pyramid, zarr arrays in OME order (c, y, x or y, x)
+    levels: tuple[Any, ...]  # the layer's pyramid: array-likes (y, x[, c]) (filling.PictureArray)
     path: str
     finished: int  # tiles of full resolution already finished (a resumed run)
 
@@ -244,7 +245,7 @@ def style_transfer_updates(
                 except Exception as error:  # the engine's clean-up failed after its last update
                     log.error("style transfer: error while the run shut down", exc_info=True)
                     if not ended:
-                        yield Failed(_describe(error), 0, None, traceback.format_exc())
+                        yield Failed(describe_error(error), 0, None, traceback.format_exc())
                     break
                 yield from caught.updates()
                 ended = isinstance(update, Finished | Cancelled | Failed)
@@ -366,9 +367,49 @@ def _engine_updates(
 
 def _import_engine() -> ModuleType:
     """The run pipeline's module (importing it imports torch and the engine)."""
-    from .. import api
-
+    finder = _LoadWithoutTheGIL(TORCH_EXTENSION)
+    sys.meta_path.insert(0, finder)
+    try:
+        from .. import api
+    finally:
+        sys.meta_path.remove(finder)
     return api
+
+
+#: The extension module that links torch's C++ libraries (over a GB with CUDA).
+TORCH_EXTENSION = "torch._C"
+
+
+class _LoadWithoutTheGIL(importlib.abc.MetaPathFinder):
+    """Loads an extension module's shared library with the GIL released, just before the
+    import system loads it again (finding it loaded) and initialises it with the GIL held.
+
+    Python holds the GIL while it ``dlopen``s an extension; for torch._C that is a second or
+    more of static initialisers in torch's libraries, and napari's thread, which needs the GIL
+    for every event, stalled that long at the first Run. ``dlopen`` called through ctypes runs
+    without the GIL. torch's own order is kept: its ``__init__`` loads its global dependencies
+    (the CUDA libraries too) before it imports torch._C. Linux only; anything amiss leaves the
+    import to do it all as usual."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+        if fullname != self.name or sys.platform != "linux":
+            return None
+        try:
+            import ctypes
+            from importlib.machinery import EXTENSION_SUFFIXES, PathFinder
+
+            spec = PathFinder.find_spec(fullname, path)
+            if spec is None or spec.origin is None or not spec.origin.endswith(tuple(EXTENSION_SUFFIXES)):
+                return None
+            dlopen = ctypes.CDLL(None).dlopen  # a foreign function: ctypes releases the GIL
+            dlopen.restype, dlopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_int]
+            dlopen(os.fsencode(spec.origin), sys.getdlopenflags())
+        except (AttributeError, OSError, ValueError) as error:
+            log.info("style transfer: %s is loaded with the GIL held: %s", fullname, error)
+        return None  # the usual finders import it
 
 
 def _close_steps(prepared: tuple[Iterator[Any], Any]) -> None:
@@ -446,7 +487,7 @@ class _StepUpdates:
 
         last = self.last
         return Failed(
-            _describe(error),
+            describe_error(error),
             last.step if last else 0,
             _image_if_possible(last),
             traceback.format_exc(),
@@ -580,7 +621,7 @@ def cluster_frame_updates(
         from ..errors import StyleTransferError
 
         yield Failed(
-            _describe(error),
+            describe_error(error),
             0,
             None,
             traceback.format_exc(),
@@ -658,7 +699,7 @@ class _ClusterFrames:
                 client.close()
         except BaseException as error:  # handed to the worker thread, which reports it
             if self._stop.is_set():
-                log.info("style transfer: a stopped cluster run then failed: %s", _describe(error))
+                log.info("style transfer: a stopped cluster run then failed: %s", describe_error(error))
             self._items.put(error)
         finally:
             self._items.put(_END)
@@ -753,7 +794,9 @@ class _InBackground(Generic[T]):
         if not dropped:
             return
         if isinstance(outcome, BaseException):
-            log.info("style transfer: a run cancelled while it prepared then failed: %s", _describe(outcome))
+            log.info(
+                "style transfer: a run cancelled while it prepared then failed: %s", describe_error(outcome)
+            )
         elif self._drop is not None:
             self._drop(outcome)
 
@@ -866,7 +909,8 @@ def _image_if_possible(record: Any) -> np.ndarray | None:
         return None
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
+    """What went wrong, for the status and notifications: a StyleTransferError's own message, else the kind and message."""
     from ..errors import StyleTransferError
 
     if isinstance(error, StyleTransferError):

@@ -6,10 +6,12 @@ Nothing here imports dask. (In this thread, jobs go batch by batch through
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -27,11 +29,13 @@ def run_on(
     task: Callable[..., T],
     jobs: Iterable[tuple[K, tuple[Any, ...]]],
     stopped: Callable[[], bool] = lambda: False,
+    failed: Callable[[K, BaseException], None] | None = None,
 ) -> Iterator[tuple[K, T]]:
     """``task(*arguments)`` of each (key, arguments) of ``jobs`` on ``executor``; yields
     (key, what the task returned) as each comes back, in any order. Once ``stopped()`` the
     iteration ends within STOP_CHECK_S seconds and submits no more; whatever ends it cancels
-    the tasks not back."""
+    the tasks not back. ``failed``: given (key, error) of each task that raised, while the
+    others go on (default: the first error ends the iteration)."""
     futures: dict[Future[T], K] = {}
     waiting = iter(jobs)
     try:
@@ -44,10 +48,39 @@ def run_on(
         while pending and not stopped():
             done, pending = wait(pending, timeout=STOP_CHECK_S, return_when=FIRST_COMPLETED)
             for future in done:
+                error = None if failed is None else future.exception()
+                if failed is not None and error is not None:
+                    failed(futures[future], error)
+                    continue
                 yield futures[future], future.result()
     finally:
         for future in futures:
             future.cancel()
+
+
+def _itself(value: T) -> T:
+    return value
+
+
+@dataclass(frozen=True)
+class Elsewhere:
+    """Where a run's tasks go: an ``executor``, and ``share``, which turns a value that many
+    tasks take into what travels in their place (a dask client's task that holds it, sent
+    once; elsewhere the value itself)."""
+
+    executor: Executor
+    share: Callable[[Any], Any] = field(default=_itself)
+
+
+def elsewhere(client: Any, retries: int = 0) -> Elsewhere:
+    """``client`` as :class:`Elsewhere`: a dask client's executor, each task tried up to
+    ``retries`` more times where it raises, and its shared values as tasks of their own (a
+    new worker computes one again where its holder died, which scattered data could not);
+    any other ``concurrent.futures.Executor`` as it is."""
+    if not hasattr(client, "get_executor"):
+        return Elsewhere(client)
+    executor = client.get_executor(pure=False, **({"retries": retries} if retries else {}))
+    return Elsewhere(executor, functools.partial(client.submit, _itself, pure=False))
 
 
 _PREPARED = False

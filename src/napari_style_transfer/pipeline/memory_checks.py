@@ -12,6 +12,7 @@ from .._image import ImageInput, frame_count
 from ..engine import LBFGS_HISTORY, free_memory_bytes
 from ..errors import OutOfMemoryError
 from ..options import StyleOptions
+from .canvas import Canvas
 
 #: Most frames batch_frames=0 (auto) puts in one batch on a GPU, and most working pixels
 #: (16 frames of 256 px, 4 of 512, 1 of 1024): a batch exists to fill a GPU that small frames
@@ -57,9 +58,10 @@ def run_bytes(
     content_shape: tuple[int, int], style_shape: tuple[int, int], opts: StyleOptions, batch: int
 ) -> int:
     """The working memory of a run with ``batch`` frames at once: the style goes through
-    the network once per level and alone, the content frames together."""
+    the network once per level and alone, the content frames together, each on its canvas."""
+    canvas = Canvas.around(content_shape).shape(content_shape)
     return max(
-        memory.estimate_bytes(content_shape, opts.optimizer, LBFGS_HISTORY, batch),
+        memory.estimate_bytes(canvas, opts.optimizer, LBFGS_HISTORY, batch),
         memory.estimate_bytes(style_shape, opts.optimizer, LBFGS_HISTORY),
     )
 
@@ -116,7 +118,8 @@ def _refuse_result(
     fits_frames = max(0, int(room // (result // frames)))
     aspect = min(content_shape) / max(content_shape)
     if shared:
-        fits = memory.largest_size(ram, aspect, opts.optimizer, LBFGS_HISTORY, result_per_pixel)
+        margin = Canvas.around(content_shape).margin  # the run works on a canvas this much larger
+        fits = memory.largest_size(ram, aspect, opts.optimizer, LBFGS_HISTORY, result_per_pixel) - 2 * margin
     else:
         fits = memory.side_for_pixels(ram * memory.HEADROOM / result_per_pixel, aspect)
     advice = [f"style at most {fits_frames} frames at a time"] if 1 <= fits_frames < frames else []
@@ -167,8 +170,10 @@ def _refuse_run(
     result_per_pixel: int,
 ) -> None:
     """The run itself does not fit on ``device``: say which size or style_scale would."""
+    margin = Canvas.around(content_shape).margin
     content_fits = (
-        memory.estimate_bytes(content_shape, opts.optimizer, LBFGS_HISTORY) <= free * memory.HEADROOM
+        memory.estimate_bytes(Canvas(margin).shape(content_shape), opts.optimizer, LBFGS_HISTORY)
+        <= free * memory.HEADROOM
     )
     if content_fits:  # the style, enlarged by style_scale, is what does not fit
         pixels = memory.largest_pixels(free, opts.optimizer, LBFGS_HISTORY)
@@ -177,7 +182,8 @@ def _refuse_run(
         advice = f"use style_scale {scale:g} or less"
     else:
         aspect = min(content_shape) / max(content_shape)
-        fits = memory.largest_size(free, aspect, opts.optimizer, LBFGS_HISTORY, result_per_pixel)
+        # the largest canvas that fits, less its margin
+        fits = memory.largest_size(free, aspect, opts.optimizer, LBFGS_HISTORY, result_per_pixel) - 2 * margin
         advice = f"use size {fits} or less" if fits >= 16 else "free some memory or use another device"
         if fits >= 16 and biggest != content_shape:
             advice += " and a smaller style_scale"

@@ -25,6 +25,7 @@ from ..lbfgs import CarriedCurvature
 from ..options import StyleOptions
 from ..vgg import VGGFeatures
 from ..weights import LoadedWeights, load_vgg19_features
+from .canvas import Canvas
 from .jobs import Carry, Job, Planner, batches
 from .plan import Level, Plan
 from .reader import JobInput, Reader
@@ -43,7 +44,7 @@ class Model:
 
 def load_model(p: Plan) -> Model:
     opts = p.options
-    loaded = load_vgg19_features(opts.weights)
+    loaded = load_vgg19_features(opts.weights, deepest=opts.layers[-1])
     dtype = compute_dtype(opts.precision, p.device)
     extractor = VGGFeatures(loaded.features, opts.layers, opts.pooling)
     layout = memory_format(opts.channels_last, p.device, dtype)
@@ -60,7 +61,8 @@ class Optimiser:
         self._objective: StyleObjective | None = None
         self._objective_style: tuple[tuple[int, int], ...] | None = None  # its targets' style sizes
         self.images: torch.Tensor | None = None  # the last batch's results (N, 3, H, W)
-        self._last_content: torch.Tensor | None = None
+        # the last job's content and result on their canvas, for the final losses
+        self._last_canvas: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def run_jobs(
         self, jobs: Sequence[Job], planner: Planner, reader: Reader, sink: Sink, batch: int
@@ -96,15 +98,20 @@ class Optimiser:
             ]
             labels = None if labels_of is None else labels_of.at(jobs[0].index, level.content_shape)
             start = _start(contents, styles[0], opts, carry, labels, level, images)
+            canvas = Canvas.around(level.content_shape)
+            contents = canvas.pad(contents)
             objective = self._objective_for(level, contents, styles)
             if labels is not None:  # one frame at a time (see memory_checks.frames_per_batch)
+                labels = canvas.pad_labels(labels)
                 objective.set_regions(torch.from_numpy(labels)[None, None].to(self.plan.device))
-            objective.set_temporal(*(carry.temporal or (None,)))
+            temporal = carry.temporal and tuple(canvas.pad(part) for part in carry.temporal)
+            objective.set_temporal(*(temporal or (None,)))
             # the working size's pairs go on to the next frame, not a coarser level's
             curvature = carry.curvature if level is levels[-1] else None
-            for _, losses, images in _optimise_batch(
-                objective, contents, start, opts, level.steps, curvature
+            for _, losses, canvases in _optimise_batch(
+                objective, contents, canvas.pad(start), opts, level.steps, curvature
             ):
+                images = canvas.crop(canvases)
                 done += 1
                 records = self.progress.step(
                     jobs, steps, finishes, losses, images, done, max(level.content_shape)
@@ -119,14 +126,16 @@ class Optimiser:
                     yield record
             assert images is not None  # a level has at least one step
             images = images.detach().clone()
-        self.images, self._last_content = images, contents_full[-1]
+        self.images, self._last_canvas = images, (contents[-1:], canvases[-1:].detach().clone())
         self.progress.finished(jobs, steps)
 
     def final_losses(self) -> Losses:
-        """The losses of the last job's result at the working size."""
-        assert self._objective is not None and self.images is not None and self._last_content is not None
-        self._objective.set_content(resize(self._last_content, *self.plan.content_shape))
-        return evaluate(self._objective, self.images[-1:])
+        """The losses of the last job's result at the working size, on its canvas (margin included,
+        as the optimiser saw it)."""
+        assert self._objective is not None and self._last_canvas is not None
+        content, image = self._last_canvas
+        self._objective.set_content(content)
+        return evaluate(self._objective, image)
 
     def _objective_for(
         self, level: Level, contents: torch.Tensor, styles: list[torch.Tensor]

@@ -59,13 +59,15 @@ def prepare_frame(p: Plan, index: tuple[int, ...], frame: PreparedImage | None =
         )
         alpha = alpha_t[0, 0].clamp(0, 1).cpu().numpy()
     colours = content_full if opts.content_colours == "luminance" and not frame.grey else None
-    finish = functools.partial(_finish, grey=frame.grey and opts.keep_grey, alpha=alpha, colours=colours)
-    return JobInput(content_full, finish)
+    finishing = functools.partial(finish, grey=frame.grey and opts.keep_grey, alpha=alpha, colours=colours)
+    return JobInput(content_full, finishing)
 
 
-def _finish(
+def finish(
     image: torch.Tensor, grey: bool, alpha: np.ndarray | None, colours: torch.Tensor | None
 ) -> np.ndarray:
+    """An optimised image (1, 3, h, w) as the result's kind (numpy): grey, with ``alpha``
+    (resized to it if need be), or with the luminance put on ``colours``."""
     if alpha is not None and tuple(image.shape[-2:]) != alpha.shape:  # a coarse level
         alpha = resize(torch.from_numpy(alpha)[None, None], *image.shape[-2:])[0, 0].numpy()
     if colours is not None:

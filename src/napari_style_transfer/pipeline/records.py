@@ -111,6 +111,7 @@ class StyleResult:
     regions: dict[str, Any] | None = None  # style_regions described (shape, labels), not the labels
     precision: str = "fp32"  # what the convolutions computed in: bf16, tf32 or fp32 (what auto became)
     channels_last: bool = True  # the convolutions' layout (what channels_last="auto" became)
+    threads: int = 1  # torch's CPU threads during the run's steps (what threads=0, auto, became)
 
     def metadata(self) -> dict[str, Any]:
         """Plain values describing the run, for layer metadata or PNG text chunks."""
@@ -119,6 +120,7 @@ class StyleResult:
             "device": self.device,
             "precision": self.precision,
             "channels_last": self.channels_last,
+            "threads": self.threads,
             "steps_done": self.steps_done,
             "frames": self.frames,
             "schedule": list(self.schedule),

@@ -24,6 +24,7 @@ hide_triton()
 import torch  # noqa: E402
 
 from ..engine import Losses, channels_last_used, compute_dtype, precision_used, with_backend_flags  # noqa: E402
+from ..speed_probe import with_threads  # noqa: E402
 from .executors import prepare_worker_process, run_on  # noqa: E402
 from .jobs import IndependentFrames, Planner  # noqa: E402
 from .memory_checks import frames_per_batch  # noqa: E402
@@ -52,7 +53,7 @@ def run(p: Plan, sink: Sink | None = None) -> Iterator[StepRecord | StyleResult]
     """The records of a run of ``p`` in this thread, then its result. Finished frames go to
     ``sink`` (default: a :class:`NumpySink`, whose array is the result's image); running out
     of memory is an :class:`OutOfMemoryError` that says which size would fit."""
-    return with_backend_flags(_run(p, sink), p.options, p.device)
+    return with_backend_flags(with_threads(_run(p, sink), p.options.threads), p.options, p.device)
 
 
 def _run(p: Plan, sink: Sink | None) -> Iterator[StepRecord | StyleResult]:
@@ -61,7 +62,7 @@ def _run(p: Plan, sink: Sink | None) -> Iterator[StepRecord | StyleResult]:
     jobs = planner.jobs()
     reader = planner.reader()  # a time series' frames are read from now on, while the weights load
     try:
-        with _memory_errors(p):
+        with memory_errors(p):
             model = load_model(p)
             progress = Progress(
                 started,
@@ -89,7 +90,7 @@ def _run(p: Plan, sink: Sink | None) -> Iterator[StepRecord | StyleResult]:
 
 
 @contextmanager
-def _memory_errors(p: Plan) -> Iterator[None]:
+def memory_errors(p: Plan) -> Iterator[None]:
     """Running out of memory inside, as an :class:`OutOfMemoryError` that says what fits."""
     try:
         yield
@@ -126,6 +127,7 @@ def _result(
         channels_last=channels_last_used(
             opts.channels_last, p.device, compute_dtype(opts.precision, p.device)
         ),
+        threads=torch.get_num_threads(),  # what threads=0 (auto) became: set for the run's steps
     )
 
 

@@ -15,7 +15,7 @@ import dataclasses
 import functools
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,19 +23,21 @@ import numpy as np
 import torch
 
 from .. import tiles
-from .._image import describe_image
 from ..engine import LBFGS_HISTORY, free_memory_bytes, resize, resolve_device, with_backend_flags
 from ..errors import StyleTransferError
 from ..frames import FrameLink
-from ..large_images import LargeImage, open_large_image, read_downscaled
+from ..large_images import LargeImage, read_downscaled
 from ..options import StyleOptions
+from ..speed_probe import with_threads
 from ..zarr_output import ResultStore, open_result_store
+from .executors import Elsewhere
 from .jobs import Carry, IndependentFrames, Job
 from .optimise import Optimiser, load_model
 from .plan import Level, Plan, plan
-from .reader import FrameReader, JobInput, _finish, read_styles, to_tensor
+from .reader import FrameReader, JobInput, finish, read_styles, to_tensor
 from .records import Progress, StepRecord
-from .runner import _memory_errors
+from .runner import memory_errors
+from .slide_inputs import CompositionSource, SlideContent, SlideLabels, describe_slide, open_slide_labels
 from .zarr_sink import FeatheredLevel, FeatheredPiece, TileCell, WholeImage
 
 #: ``size`` of a full-resolution run.
@@ -47,56 +49,95 @@ CPU_TILE_LIMIT = 512
 @dataclass(frozen=True)
 class FullPlan:
     """A checked full-resolution run: the composition's plan (today's run at the first
-    level's size), the content read region by region, the levels and the tile geometry."""
+    level's size, a frame at a time), the content read region by region, the levels and
+    the tile geometry, and ``style_regions`` read region by region."""
 
     composition: Plan
-    image: LargeImage
+    slide: SlideContent
     levels: tuple[tiles.Level, ...]  # coarse to fine; the last is the full resolution
     tile_size: int
     margin: int
     #: pixels across each tile border over which neighbours are blended (0: cores cut at
     #: the store's cells, seams show); half of it each side, inside the context margin
     blend: int = 0
+    labels: SlideLabels | None = None
+
+    @property
+    def image(self) -> LargeImage:
+        """The content, read region by region."""
+        return self.slide.image
+
+    @property
+    def frames(self) -> list[tuple[int, ...]]:
+        """Every frame's index, in the order they run (one empty tuple for a 2D image)."""
+        return self.image.frames()
 
     @property
     def result_shape(self) -> tuple[int, ...]:
-        content = self.composition.content
-        grey = content.grey and self.composition.options.keep_grey
-        return content.shape if grey else (*content.shape, 3)
+        """(*frames, H, W) for grey kept grey, else (*frames, H, W, 3 or 4 with alpha)."""
+        shape = (*self.image.frames_shape, *self.levels[-1].shape)
+        if self.slide.channels == "grey" and self.composition.options.keep_grey:
+            return shape
+        return (*shape, 4 if self.slide.channels == "rgba" else 3)
 
     def settings(self) -> dict[str, Any]:
         """What a rerun must share to resume the store (see ``zarr_output.run_settings``)."""
         p = self.composition
-        return {
+        settings = {
             "options": p.options.to_dict() | {"size": FULL},
             "schedule": [list(level.shape) for level in self.levels],
             "value_scaling": p.content.scaling,
             "styles": len(p.styles),
             "blend": self.blend,
         }
+        if p.regions is not None:  # (absent without: stores made before regions keep resuming)
+            settings["style_regions"] = p.regions.described()
+        return settings
 
 
 def plan_full(content: Any, style: Any, *, style_regions: Any = None, **options: Any) -> FullPlan:
-    """Check a full-resolution run; raise StyleTransferError if it cannot run."""
-    if style_regions is not None:
-        raise StyleTransferError("style_regions cannot be used with size='full' yet: leave one out")
+    """Check a full-resolution run; raise StyleTransferError if it cannot run. ``content``
+    and ``style_regions`` may be larger than memory (see :func:`.slide_inputs.describe_slide`):
+    neither is read whole."""
     options.pop("size", None)
-    described = describe_image(content, "content")
-    if described.stack_shape or described.channels == "rgba":
-        raise StyleTransferError(
-            f"size='full' takes a 2D grey or RGB image for now, got shape {np.shape(content)}: "
-            "give one frame without alpha, or a working size"
-        )
     base = StyleOptions.from_kwargs(options)
+    if base.frames == "time":
+        raise StyleTransferError(
+            "frames='time' cannot be used with size='full': a stack's frames are styled one after "
+            "the other, each on its own; use frames='independent', or a working size"
+        )
+    slide = describe_slide(content)
     layers = base.content_layers + base.style_layers
     tile_size = base.tile_size or _auto_tile_size(base)
     free = free_memory_bytes(resolve_device(base.device))
     tiles.check_tile_size(tile_size, layers, free, base.optimizer, LBFGS_HISTORY)
-    levels = tuple(tiles.level_schedule(described.shape, tile_size, layers))
-    composition = plan(content, style, **(options | {"size": max(levels[0].shape), "tile_size": tile_size}))
+    levels = tuple(tiles.level_schedule(slide.image.shape, tile_size, layers))
+    styles = len(style) if isinstance(style, list | tuple) else 1
+    labels = None if style_regions is None else open_slide_labels(style_regions, slide.image, styles)
+    composition = _composition_plan(slide, style, levels[0], labels, options | {"tile_size": tile_size})
     margin = tiles.context_margin(layers)
     blend = 2 * (min(margin, tile_size // 2) // 2)  # the margin, even, at most half a tile
-    return FullPlan(composition, open_large_image(content), levels, tile_size, margin, blend)
+    return FullPlan(composition, slide, levels, tile_size, margin, blend, labels)
+
+
+def _composition_plan(
+    slide: SlideContent, style: Any, first: tiles.Level, labels: SlideLabels | None, options: dict[str, Any]
+) -> Plan:
+    """Today's plan at the first level: its content the slide's block means there (read
+    band by band), its styles scaled as the full resolution's (``style_scale`` is relative
+    to the content's own pixels), its regions the label image sampled to its size."""
+    shrink = max(first.shape) / max(slide.image.shape)
+    count = len(style) if isinstance(style, list | tuple) else 1
+    asked = StyleOptions.from_kwargs(options)
+    scaled = tuple(scale * shrink for scale in asked.style_scales(count))
+    regions = None if labels is None else labels.composition(first.shape)
+    content = CompositionSource(slide, first)
+    p = plan(
+        content, style, style_regions=regions, **(options | {"size": max(first.shape), "style_scale": scaled})
+    )
+    return dataclasses.replace(
+        p, options=dataclasses.replace(p.options, style_scale=asked.style_scale), scale=shrink
+    )
 
 
 def _auto_tile_size(opts: StyleOptions) -> int:
@@ -112,49 +153,105 @@ def open_store(fp: FullPlan, out: Any, force: bool = False) -> ResultStore:
     return open_result_store(out, fp.result_shape, fp.settings(), fp.tile_size, force=force)
 
 
-def run_full(fp: FullPlan, store: ResultStore) -> Iterator[StepRecord]:
-    """The records of a full-resolution run into ``store``, skipping finished tiles."""
+def run_full(fp: FullPlan, store: ResultStore, elsewhere: Elsewhere | None = None) -> Iterator[StepRecord]:
+    """The records of a full-resolution run into ``store``, skipping finished tiles.
+    ``elsewhere``: run each level's tiles as tasks there (a dask cluster: see
+    :mod:`.tile_tasks`), one record per tile, its last step's; the composition and the
+    blending of each level stay here."""
     p = fp.composition
-    return with_backend_flags(_run_full(fp, store), p.options, p.device)
+    return with_backend_flags(
+        with_threads(_run_full(fp, store, elsewhere), p.options.threads), p.options, p.device
+    )
 
 
 def _targets(fp: FullPlan, store: ResultStore) -> list[ResultStore]:
     """Where each level goes: the levels below full size into scratch stores (made here,
-    before any tile runs), the last into ``store``."""
-    scratch = [store.scratch(f"level-{h}x{w}", (h, w, 3)) for h, w in (lvl.shape for lvl in fp.levels[:-1])]
+    before any tile runs; every frame's in one), the last into ``store``."""
+    frames = fp.image.frames_shape
+    scratch = [
+        store.scratch(level_name((h, w)), (*frames, h, w, 3))
+        for h, w in (lvl.shape for lvl in fp.levels[:-1])
+    ]
     return [*scratch, store]
 
 
-def _run_full(fp: FullPlan, store: ResultStore) -> Iterator[StepRecord]:
+def level_name(shape: tuple[int, ...]) -> str:
+    """The scratch store (inside the result store) of a level below full size, (H, W) pixels."""
+    return "level-{}x{}".format(*shape)
+
+
+def pieces_name(shape: tuple[int, ...]) -> str:
+    """The scratch store (inside its level's store) of a blended level's pieces, (H, W) pixels."""
+    return "pieces-{}x{}".format(*shape)
+
+
+def _run_full(fp: FullPlan, store: ResultStore, elsewhere: Elsewhere | None) -> Iterator[StepRecord]:
     started = time.perf_counter()
     p = fp.composition
     targets = _targets(fp, store)
     planners = [TileLevel(fp, fp.levels[k], targets[k - 1], targets[k]) for k in range(1, len(fp.levels))]
-    compose = not targets[0].finished().all()
-    jobs = int(compose) + sum(len(planner.jobs()) for planner in planners)
+    composed = targets[0].finished()
+    compose = [frame for frame in fp.frames if not composed[frame].all()]
+    jobs = len(compose) + sum(len(planner.jobs()) for planner in planners)
     if not jobs:  # a run stopped while blending a level ends it
-        for planner in planners:
-            planner.finalise()
+        for frame in fp.frames:
+            for planner in planners:
+                planner.finalise(frame)
         return
-    steps = p.options.steps * jobs
-    with _memory_errors(p):
+    with memory_errors(p):
         model = load_model(p)
         progress = Progress(
-            started, str(p.device), model.weights.description, jobs, steps, p.options.snapshot_every
+            started,
+            str(p.device),
+            model.weights.description,
+            jobs,
+            p.options.steps * jobs,
+            p.options.snapshot_every,
         )
-        if compose:
-            optimiser = Optimiser(p, model, read_styles(p), progress)
-            reader = FrameReader(p) if len(fp.levels) == 1 else _WorkingImages(p, fp.levels[0].shape)
-            frames = IndependentFrames(p)
-            yield from optimiser.run_jobs(frames.jobs(), frames, reader, WholeImage(targets[0]), 1)
-        number = int(compose)
-        for planner in planners:
-            optimiser = Optimiser(planner.plan, model, read_styles(planner.plan), progress)
-            for job in planner.tile_jobs(number):
-                assert job.tile is not None
-                yield from optimiser.run_jobs([job], planner, planner, planner.sink(job.tile), 1)
+        tasks = None if elsewhere is None else _tile_tasks(elsewhere, fp, store, progress)
+        number = 0
+        for frame in fp.frames:  # each frame its own composition and tiles, one after the other
+            if frame in compose:
+                optimiser = Optimiser(p, model, read_styles(p), progress)
+                yield from _compose(fp, optimiser, targets[0], Job(number, frame, p.levels))
                 number += 1
-            planner.finalise()
+            for planner in planners:
+                if tasks is not None:
+                    number = yield from tasks.run_level(planner, frame, number)
+                    continue
+                # one level's optimiser at a time (its objective holds a tile's features): kept
+                # for every level, they made the memory grow with the number of levels
+                optimiser = Optimiser(planner.plan, model, read_styles(planner.plan), progress)
+                number = yield from _run_level(planner, optimiser, frame, number)
+
+
+def _tile_tasks(elsewhere: Elsewhere, fp: FullPlan, store: ResultStore, progress: Progress) -> Any:
+    """What runs each level's tiles as tasks ``elsewhere`` (:class:`.tile_tasks.TileTasks`)."""
+    from .tile_tasks import TileTasks  # it builds on this module's planner
+
+    return TileTasks(elsewhere, fp, store, progress)
+
+
+def _compose(fp: FullPlan, optimiser: Optimiser, target: ResultStore, job: Job) -> Iterator[StepRecord]:
+    """One frame's composition: today's run at the first level, into its cells of ``target``."""
+    p = fp.composition
+    reader = FrameReader(p) if len(fp.levels) == 1 else _WorkingImages(p, fp.levels[0].shape)
+    yield from optimiser.run_jobs([job], IndependentFrames(p), reader, WholeImage(target), 1)
+
+
+def _run_level(
+    planner: TileLevel, optimiser: Optimiser, frame: tuple[int, ...], first: int
+) -> Generator[StepRecord, None, int]:
+    """One frame's unfinished tiles of one level, then the level blended; returns the next
+    job's number."""
+    number = first
+    for job in planner.tile_jobs(number, frame):
+        assert job.tile is not None
+        optimiser.plan = planner.plan_for(job)  # the tile's guide, where style_regions are given
+        yield from optimiser.run_jobs([job], planner, planner, planner.sink(job.tile), 1)
+        number += 1
+    planner.finalise(frame)
+    return number
 
 
 def _working(image: torch.Tensor) -> np.ndarray:
@@ -181,71 +278,83 @@ def _resized_working(image: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TileJob(Job):
-    """A tile of one level: its window is what the job optimises, its core what it keeps."""
+    """A tile of one level of frame ``index``: its window is what the job optimises, its
+    core what it keeps."""
 
     tile: tiles.Tile | None = None
 
 
 class TileLevel:
-    """The planner (and reader) of one level's tiles: a job per unfinished tile, its window
-    of the content read at the level's scale, its start the coarser level (``coarser``)
-    enlarged 2x over the window; the level goes into ``target``."""
+    """The planner (and reader) of one level's tiles: a job per unfinished tile of a frame,
+    its window of the content read at the level's scale, its start the coarser level
+    (``coarser``) enlarged 2x over the window; the level goes into ``target``."""
 
     def __init__(self, fp: FullPlan, level: tiles.Level, coarser: ResultStore, target: ResultStore):
         self.full, self.level, self.target = fp, level, target
         self.last = level is fp.levels[-1]
         self.coarser = coarser.level_image(0)
         self.grid = tiles.tile_grid(level.shape, fp.tile_size, fp.margin)
-        self.plan = _level_plan(fp.composition, level.shape)
+        self.plan = _level_plan(fp.composition, level.shape, fp.image.shape)
         self.feathered: FeatheredLevel | None = None
         if fp.blend:
             size = fp.tile_size + fp.blend  # a core widened by half the band each side
             rows, columns = target.grid
-            channels = fp.result_shape[2:] if self.last else (3,)
-            name = "pieces-{}x{}".format(*level.shape)
-            pieces = target.scratch(name, (rows * size, columns * size, *channels), size)
+            channels = fp.result_shape[len(fp.image.frames_shape) + 2 :] if self.last else (3,)
+            name = pieces_name(level.shape)
+            shape = (*fp.image.frames_shape, rows * size, columns * size, *channels)
+            pieces = target.scratch(name, shape, size)
             self.feathered = FeatheredLevel(target, pieces, self.grid, fp.blend)
 
     def sink(self, tile: tiles.Tile) -> TileCell | FeatheredPiece:
         """Where a tile's result goes: its core into its cell, or its feathered core to be blended."""
         return self.feathered.sink(tile) if self.feathered else TileCell(self.target, tile)
 
-    def finalise(self) -> None:
-        """Blend the level's unfinished cells from its tiles' pieces (all done by now)."""
+    def finalise(self, frame: tuple[int, ...] = ()) -> None:
+        """Blend the level's unfinished cells of ``frame`` from its tiles' pieces (all done by now)."""
         if self.feathered:
-            self.feathered.finalise()
+            self.feathered.finalise(frame)
 
     def jobs(self) -> list[Job]:
-        return list(self.tile_jobs())
+        """Every frame's unfinished tiles."""
+        return [job for frame in self.full.frames for job in self.tile_jobs(frame=frame)]
 
-    def tile_jobs(self, first: int = 0) -> list[TileJob]:
+    def tile_jobs(self, first: int = 0, frame: tuple[int, ...] = ()) -> list[TileJob]:
         steps = self.full.composition.options.steps
         style_shapes = self.plan.style_shapes
         return [
-            TileJob(first + n, (), (Level(tile.window.shape, style_shapes, steps),), tile=tile)
-            for n, tile in enumerate(self._unfinished())
+            TileJob(first + n, frame, (Level(tile.window.shape, style_shapes, steps),), tile=tile)
+            for n, tile in enumerate(self._unfinished(frame))
         ]
 
-    def _unfinished(self) -> list[tiles.Tile]:
+    def _unfinished(self, frame: tuple[int, ...] = ()) -> list[tiles.Tile]:
         records = self.feathered.pieces if self.feathered else self.target
-        return [tile for tile in self.grid if not records.is_finished(tile.row, tile.column)]
+        return [tile for tile in self.grid if not records.is_finished(tile.row, tile.column, frame)]
+
+    def plan_for(self, job: TileJob) -> Plan:
+        """The level's plan for one tile: with ``style_regions``, its window of the labels."""
+        labels, p = self.full.labels, self.plan
+        if labels is None or p.regions is None or job.tile is None:
+            return p
+        window = labels.window(job.index, self.level.shape, job.tile.window, p.regions.dropped)
+        return dataclasses.replace(p, regions=window)  # type: ignore[arg-type]  # Regions.at's interface
 
     def read(self, jobs: Sequence[Job]) -> tuple[list[JobInput], FrameLink | None]:
         (job,) = jobs
         assert isinstance(job, TileJob) and job.tile is not None
-        content = self._content(job.tile.window)
-        opts = self.plan.options
+        raw = read_downscaled(self.full.image, job.tile.window, self.level.downscale, job.index)
+        described = self.plan.content
+        rgba = described.channels == "rgba"
+        values = described.map(raw[..., :3] if rgba else raw)
+        content = to_tensor(
+            np.repeat(values[..., None], 3, axis=-1) if described.grey else values, self.plan.device
+        )
         if not self.last:
             return [JobInput(content, _working)], None
-        grey = self.plan.content.grey and opts.keep_grey
-        colours = content if opts.content_colours == "luminance" and not self.plan.content.grey else None
-        return [JobInput(content, functools.partial(_finish, grey=grey, alpha=None, colours=colours))], None
-
-    def _content(self, window: tiles.Region) -> torch.Tensor:
-        raw = read_downscaled(self.full.image, window, self.level.downscale)
-        values = self.plan.content._map(raw)
-        rgb = np.repeat(values[..., None], 3, axis=-1) if self.plan.content.grey else values
-        return to_tensor(rgb, self.plan.device)
+        opts = self.plan.options
+        grey = described.grey and opts.keep_grey
+        alpha = described.unit_alpha(raw[..., 3]) if rgba else None  # carried through, not styled
+        colours = content if opts.content_colours == "luminance" and not described.grey else None
+        return [JobInput(content, functools.partial(finish, grey=grey, alpha=alpha, colours=colours))], None
 
     def reader(self) -> TileLevel:
         """Itself: a tile's window is read when its turn comes."""
@@ -256,31 +365,38 @@ class TileLevel:
 
     def carry(self, job: Job, link: FrameLink | None) -> Carry:
         assert isinstance(job, TileJob) and job.tile is not None
-        return Carry(start=self._start(job.tile.window))
+        return Carry(start=self._start(job.tile.window, job.index))
 
     def keep(self, job: Job, carry: Carry, images: torch.Tensor) -> None:
         """Nothing: each tile starts from the coarser level, never from another tile."""
 
-    def _start(self, window: tiles.Region) -> torch.Tensor:
+    def _start(self, window: tiles.Region, frame: tuple[int, ...] = ()) -> torch.Tensor:
         """The coarser level enlarged 2x over ``window``: read with a pixel of context on each
         side (what bilinear enlarging reads), enlarged, cut to the window."""
-        height, width = self.coarser.shape
-        region = tiles.Region(
-            max(0, window.top // 2 - 1),
-            max(0, window.left // 2 - 1),
-            min(height, math.ceil(window.bottom / 2) + 1),
-            min(width, math.ceil(window.right / 2) + 1),
-        )
-        coarse = to_tensor(self.coarser.read(region), self.plan.device)
+        region = start_region(window, self.coarser.shape)
+        coarse = to_tensor(self.coarser.read(region, frame), self.plan.device)
         enlarged = resize(coarse, 2 * region.shape[0], 2 * region.shape[1])
         top, left = window.top - 2 * region.top, window.left - 2 * region.left
         return enlarged[..., top : top + window.shape[0], left : left + window.shape[1]].clamp(0, 1)
 
 
-def _level_plan(p: Plan, shape: tuple[int, int]) -> Plan:
-    """``p`` at a finer level of ``shape``: the styles at the matching scale (``style_scale``
-    as at the working size), so every tile of the level shares their targets."""
-    content = max(p.content.shape)
+def start_region(window: tiles.Region, coarser: tuple[int, int]) -> tiles.Region:
+    """The region of the coarser level (of shape ``coarser``) that a tile's start over
+    ``window`` reads: half the window, with a pixel of context on each side."""
+    height, width = coarser
+    return tiles.Region(
+        max(0, window.top // 2 - 1),
+        max(0, window.left // 2 - 1),
+        min(height, math.ceil(window.bottom / 2) + 1),
+        min(width, math.ceil(window.right / 2) + 1),
+    )
+
+
+def _level_plan(p: Plan, shape: tuple[int, int], full: tuple[int, int]) -> Plan:
+    """``p`` at a finer level of ``shape`` of a content of ``full`` pixels: the styles at the
+    matching scale (``style_scale`` as at the working size), so every tile of the level
+    shares their targets."""
+    content = max(full)
     style_shapes = []
     for style, scale in zip(p.styles, p.options.style_scales(len(p.styles)), strict=True):
         factor = max(shape) / content * scale
@@ -289,27 +405,38 @@ def _level_plan(p: Plan, shape: tuple[int, int]) -> Plan:
     return dataclasses.replace(p, levels=(level,), scale=max(shape) / content)
 
 
-def stylize_full(content: Any, style: Any, *, out: Any = None, force: bool = False, **options: Any) -> Any:
+def stylize_full(
+    content: Any,
+    style: Any,
+    *,
+    out: Any = None,
+    force: bool = False,
+    elsewhere: Elsewhere | None = None,
+    **options: Any,
+) -> Any:
     """:func:`~napari_style_transfer.api.stylize` with ``size="full"``: the result written
     tile by tile into the OME-Zarr store ``out`` (a ``.zarr`` path or a zarr store) and
-    returned as its full-resolution zarr array, opened lazily (OME axis order: ``c, y, x``
-    for colour); without ``out``, a numpy array (H, W) or (H, W, 3) made in memory."""
+    returned as its full-resolution zarr array, opened lazily (OME axis order: ``t, c, y, x``,
+    those present); without ``out``, a numpy array (*frames, H, W[, 3|4]) made in memory.
+    ``elsewhere``: where each level's tiles run as tasks (see :func:`run_full`)."""
     import zarr
 
     fp = plan_full(content, style, **options)
     store = open_store(fp, zarr.storage.MemoryStore() if out is None else out, force)
-    for _ in run_full(fp, store):
+    for _ in run_full(fp, store, elsewhere):
         pass
     if out is not None:
         return store.levels[0]
-    height, width = store.levels[0].shape[-2:]
-    return store.level_image(0).read(tiles.Region(0, 0, height, width))
+    whole = tiles.Region(0, 0, *fp.levels[-1].shape)
+    result = store.level_image(0)
+    frames = [result.read(whole, frame) for frame in fp.frames]
+    return np.stack(frames).reshape(fp.result_shape)
 
 
 def tiles_finished(level: ResultStore) -> int:
     """How many tiles of one level of a result store are done: a level whose tiles are
     blended records each tile in its pieces store (``scratch/pieces-HxW`` inside the level's
     own group) before its cells are blended at the level's end, so there the pieces count."""
-    pieces = "scratch/pieces-{}x{}".format(*level.shape[:2])
+    pieces = "scratch/" + pieces_name(level.shape[:2])
     counted = ResultStore(level.group[pieces], level.tile_size) if pieces in level.group else level
     return int(counted.finished().sum())

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
-
 from napari_style_transfer.pipeline import optimise  # where the run loads its weights
 
 held, release = threading.Event(), threading.Event()
@@ -29,17 +27,11 @@ def process_events_until(done) -> None:
 
 
 def main() -> None:
-    import napari  # the viewer (and its OpenGL context) first, then the run imports torch
+    # the viewer (and its OpenGL context) first, then the run imports torch
+    from tiny_widget import tiny_widget
 
     optimise.load_vgg19_features = load_held
-    viewer = napari.Viewer(show=False)
-    rng = np.random.default_rng(0)
-    content = viewer.add_image(rng.random((40, 48, 3)).astype(np.float32), rgb=True, name="content")
-    style = viewer.add_image(rng.random((36, 36, 3)).astype(np.float32), rgb=True, name="style")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
-    widget["content"].value, widget["style"].value = content, style
-    for name, value in {"size": 32, "steps": 4, "weights": "random"}.items():
-        widget[name].value = value
+    viewer, widget = tiny_widget(steps=4)
     widget.run()
     process_events_until(held.is_set)
     widget.cancel()

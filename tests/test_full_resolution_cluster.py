@@ -1,0 +1,235 @@
+"""size="full" on a dask cluster: each level's tiles run as tasks on the workers, written
+into the store as they finish (by the workers where the store is a path they reach, else by
+the client), recorded so that a rerun resumes; a level's composition and blending stay on
+the client, so the result is the run in one thread's (docs/slides.md, "On a cluster")."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import zarr
+from test_full_resolution import FAST as TILED
+
+from napari_style_transfer import api
+from napari_style_transfer.cli import main
+from napari_style_transfer.errors import StyleTransferError
+from napari_style_transfer.pipeline import tile_tasks, tiled
+from napari_style_transfer.pipeline.executors import elsewhere
+
+distributed = pytest.importorskip("distributed")
+
+# test_full_resolution's shallow layers (small windows, quick runs), two steps a tile
+FAST = TILED | {"steps": 2, "size": "full", "tile_size": 32}
+
+#: How far a tile run on a worker may be from the same tile run here on as many torch
+#: threads: the same arithmetic in another process (measured 0.0).
+SAME_RUN = 1e-6
+
+
+@pytest.fixture(scope="module")
+def client():
+    from napari_style_transfer.distributed import cluster_client
+
+    with cluster_client(workers=2, torch_threads=1) as client:
+        yield client
+
+
+@pytest.fixture
+def slide(rng):
+    # two levels: the composition at 32 x 24, then 64 x 48 in 2 x 2 tiles of 32
+    return rng.random((64, 48, 3)).astype(np.float32)
+
+
+def stored(out):
+    return np.asarray(zarr.open_group(str(out))["0"][...])
+
+
+def in_one_thread(slide, style, out):
+    api.stylize(slide, style, out=str(out), **FAST)
+    return stored(out)
+
+
+def test_a_slide_on_a_cluster_equals_the_run_in_one_thread(tmp_path, slide, style, client, one_thread):
+    fp = tiled.plan_full(slide, style, **FAST)
+    assert [level.shape for level in fp.levels] == [(32, 24), (64, 48)]
+    here = in_one_thread(slide, style, tmp_path / "here.ome.zarr")
+    out = tmp_path / "cluster.ome.zarr"
+    result = api.stylize(slide, style, client=client, out=str(out), **FAST)
+    assert isinstance(result, zarr.Array)
+    np.testing.assert_allclose(np.asarray(result[...]), here, rtol=0, atol=SAME_RUN)
+    assert np.asarray(zarr.open_group(str(out))["finished_tiles"][...]).all()
+
+
+@pytest.fixture
+def written_here(monkeypatch):
+    """The groups and cells that this process writes into result stores (workers are others)."""
+    from napari_style_transfer.zarr_output import ResultStore
+
+    writes = []
+    write_tile = ResultStore.write_tile
+
+    def recorded(store, row, column, pixels, frame=()):
+        writes.append((store.group.path, row, column))
+        write_tile(store, row, column, pixels, frame)
+
+    monkeypatch.setattr(ResultStore, "write_tile", recorded)
+    return writes
+
+
+def test_workers_write_the_tiles_of_a_store_on_a_file_system_themselves(
+    tmp_path, slide, style, client, written_here
+):
+    fp = tiled.plan_full(slide, style, **FAST)
+    store = tiled.open_store(fp, str(tmp_path / "r.ome.zarr"))
+    assert tile_tasks.shared_location(store) is not None
+    records = list(tiled.run_full(fp, store, elsewhere(client)))
+    # here: the composition's cell and the blended cells of the full level, no tile's piece
+    assert sorted(written_here) == [
+        ("", 0, 0),
+        ("", 0, 1),
+        ("", 1, 0),
+        ("", 1, 1),
+        ("scratch/level-32x24", 0, 0),
+    ]
+    # the composition's steps here, then one record per tile, each its last step's
+    tile_records = records[FAST["steps"] :]
+    assert sorted(r.frame_number for r in tile_records) == [1, 2, 3, 4]
+    assert all(r.step == r.steps == FAST["steps"] and r.image is None for r in tile_records)
+    assert records[-1].progress == pytest.approx(1.0)
+    # the full level's pieces were recorded by the workers, blended here at the level's end
+    pieces = store.scratch("pieces-64x48", (0,))
+    assert pieces.finished().all() and store.finished().all()
+
+
+def test_a_store_in_memory_gets_the_tiles_back_from_the_workers(
+    slide, style, client, one_thread, written_here
+):
+    here = api.stylize(slide, style, **FAST)  # no out=: a store in memory, a numpy array back
+    fp = tiled.plan_full(slide, style, **FAST)
+    memory = tiled.open_store(fp, zarr.storage.MemoryStore())
+    assert tile_tasks.shared_location(memory) is None
+    written_here.clear()
+    there = api.stylize(slide, style, client=client, **FAST)
+    assert isinstance(there, np.ndarray)
+    np.testing.assert_allclose(there, here, rtol=0, atol=SAME_RUN)
+    pieces = sorted((row, column) for group, row, column in written_here if group.endswith("pieces-64x48"))
+    assert pieces == [(0, 0), (0, 1), (1, 0), (1, 1)]  # each tile's piece came back and was written here
+
+
+def test_a_run_stopped_here_resumes_on_the_cluster_and_ends_as_one_run(
+    tmp_path, slide, style, client, one_thread
+):
+    whole = in_one_thread(slide, style, tmp_path / "whole.ome.zarr")
+    out = str(tmp_path / "r.ome.zarr")
+    fp = tiled.plan_full(slide, style, **FAST)
+    run = tiled.run_full(fp, tiled.open_store(fp, out))
+    for _ in range(FAST["steps"] * (1 + 2)):  # the composition and two of the four tiles
+        next(run)
+    run.close()
+    store = tiled.open_store(fp, out)
+    records = list(tiled.run_full(fp, store, elsewhere(client)))
+    assert sorted(r.frame_number for r in records) == [0, 1]  # the two tiles left, numbered from 0
+    np.testing.assert_allclose(np.asarray(store.levels[0][...]), whole, rtol=0, atol=SAME_RUN)
+    assert list(tiled.run_full(fp, store, elsewhere(client))) == []  # nothing left to run
+
+
+def test_a_tile_task_that_raises_is_tried_again_on_the_cluster(tmp_path, slide, style, client, one_thread):
+    def fail_first_tile():  # defined here: it travels by value to the workers
+        from napari_style_transfer.pipeline import tiled
+
+        read = tiled.TileLevel.read
+
+        def read_or_fail(self, jobs):
+            if not getattr(tiled, "_failed_once", False):
+                tiled._failed_once = True
+                raise RuntimeError("the worker's disk went away")
+            return read(self, jobs)
+
+        tiled._read = read
+        tiled.TileLevel.read = read_or_fail
+
+    def restore():
+        from napari_style_transfer.pipeline import tiled
+
+        tiled.TileLevel.read = tiled._read
+        return getattr(tiled, "_failed_once", False)
+
+    here = in_one_thread(slide, style, tmp_path / "here.ome.zarr")
+    client.run(fail_first_tile)
+    try:
+        out = tmp_path / "cluster.ome.zarr"
+        api.stylize(slide, style, client=client, out=str(out), **FAST)
+    finally:
+        failed = client.run(restore)
+    assert any(failed.values())  # a tile did fail once, and the run still finished
+    np.testing.assert_allclose(stored(out), here, rtol=0, atol=SAME_RUN)
+
+
+def test_a_tile_that_fails_for_good_is_named_by_position_and_the_finished_tiles_are_kept(
+    tmp_path, slide, style, monkeypatch, one_thread
+):
+    run_tile = tile_tasks.run_tile
+
+    def fail_at_row_1_column_0(work, job, coarse):
+        if job.tile.row == 1 and job.tile.column == 0 and work.level == 1:
+            raise OSError("No space left on device")
+        return run_tile(work, job, coarse)
+
+    out = str(tmp_path / "r.ome.zarr")
+    fp = tiled.plan_full(slide, style, **FAST)
+    store = tiled.open_store(fp, out)
+    monkeypatch.setattr(tile_tasks, "run_tile", fail_at_row_1_column_0)
+    with ThreadPoolExecutor(2) as pool, pytest.raises(StyleTransferError) as error:
+        list(tiled.run_full(fp, store, elsewhere(pool)))
+    message = str(error.value)
+    assert "1 of 4 tiles of the 64x48 px level failed" in message
+    assert "row 1, column 0 (pixels 32:64, 0:32): OSError: No space left on device" in message
+    assert "run again with the same settings to resume" in message
+    pieces = store.scratch("pieces-64x48", (0,))
+    assert pieces.finished().tolist() == [[True, True], [False, True]]
+    assert not store.finished().any()  # the level is blended only once all its tiles are in
+    monkeypatch.undo()
+    records = list(tiled.run_full(fp, tiled.open_store(fp, out), elsewhere(ThreadPoolExecutor(1))))
+    assert len(records) == 1  # only the failed tile runs again
+    whole = in_one_thread(slide, style, tmp_path / "whole.ome.zarr")
+    np.testing.assert_allclose(stored(out), whole, rtol=0, atol=SAME_RUN)
+
+
+def test_the_command_runs_a_slides_tiles_on_a_local_cluster(tmp_path, slide, style, capsys, one_thread):
+    content, style_path = tmp_path / "slide.npy", tmp_path / "style.npy"
+    np.save(content, slide)
+    np.save(style_path, style)
+    flags = "--steps 2 --seed 1 --weights random --content-layers conv2_2 --style-layers conv1_1,conv2_1"
+    flags = [*flags.split(), "--schedule", "none", "--size", "full", "--tile-size", "32"]
+    here, there = tmp_path / "here.ome.zarr", tmp_path / "there.ome.zarr"
+    assert main([str(content), str(style_path), "-o", str(here), "-q", *flags]) == 0
+    assert main([str(content), str(style_path), "-o", str(there), "-q", "--workers", "1", *flags]) == 0
+    np.testing.assert_allclose(stored(there), stored(here), rtol=0, atol=SAME_RUN)
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag", [["--workers", "2"], ["--scheduler", "tcp://127.0.0.1:1"], ["--dashboard"]])
+def test_cluster_flags_without_size_full_are_refused(tmp_path, image_files, capsys, flag):
+    content, style = map(str, image_files)
+    assert main([content, style, "-o", str(tmp_path / "r.png"), *flag]) == 2
+    assert "--size full" in capsys.readouterr().err
+    assert not (tmp_path / "r.png").exists()
+
+
+def test_a_slide_on_a_cluster_without_distributed_names_the_extra(tmp_path, image_files):
+    from test_cli_help import run_python
+
+    content, style = map(str, image_files)
+    argv = [content, style, "-o", str(tmp_path / "r.ome.zarr"), "--size", "full", "--workers", "2"]
+    result = run_python(
+        f"from napari_style_transfer.cli import main\nprint(main({argv!r}))\n", blocked=("distributed",)
+    )
+    assert result.stdout.split() == ["2"], result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert (
+        "pip install 'napari-style-transfer[distributed]'" in line
+        and "run the tiles here with --workers 0" in line
+    )
+    assert not (tmp_path / "r.ome.zarr").exists()
