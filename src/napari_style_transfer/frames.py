@@ -362,7 +362,8 @@ def fill_from_surroundings(
     Each connected fresh region is copied whole from the region shifted by the vector (16
     directions, 0.5, 1 or 1.5 times the region's extent) that lands most of it on known pixels,
     so that it gets a stretch of texture rather than smeared edge values (if MIN_COVER of it
-    lands); elsewhere, the nearest known pixel within COPY_REACH pixels. Pixels beyond both
+    lands); elsewhere, the nearest known pixel within COPY_REACH pixels
+    (limited to what is typical around it: SPREAD). Pixels beyond both
     are not copied. ``fresh`` and ``known`` are (1, 1, H, W), 1 or 0; with ``groups`` (an
     (H, W) label image, e.g. style regions) a pixel copies only from its own label's pixels.
     """
@@ -383,8 +384,41 @@ def fill_from_surroundings(
     copied[rows, columns] = True
 
     filled = values.copy()
-    filled[:, copied] = values[:, source_rows[copied], source_columns[copied]]
+    nearest = copied.copy()
+    nearest[rows, columns] = False
+    typical = _known_typical(values, is_known, groups)
+    filled[:, nearest] = typical[:, source_rows[nearest], source_columns[nearest]]
+    filled[:, rows, columns] = values[:, shifted_rows, shifted_columns]
     return torch.from_numpy(filled)[None].to(image), torch.from_numpy(copied)[None, None].to(image)
+
+
+#: A fresh pixel that copies its nearest known pixel takes that pixel's value limited to
+#: SPREAD standard deviations about the mean of the known pixels (of its group) within
+#: NEAREST_WINDOW px of it: a nearest copy spreads one pixel over every fresh pixel closer to it
+#: than to any other, and a lone bright speckle of a dark background's styling became a bar that
+#: joined two passing objects (issue 33). Limited, not averaged: the mean took the fill's
+#: texture, and the frame's border stood out against the smoother inside.
+NEAREST_WINDOW = 5
+SPREAD = 0.5
+
+
+def _known_typical(values: np.ndarray, is_known: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """(C, H, W): ``values`` with each known pixel's limited to SPREAD standard deviations
+    about the mean of the known pixels of its group within NEAREST_WINDOW px (a square)."""
+    from scipy import ndimage
+
+    typical = values.copy()
+    labels = np.zeros(is_known.shape, np.int64) if groups is None else groups
+    for label in np.unique(labels[is_known]):
+        members = (is_known & (labels == label)).astype(values.dtype)
+        inside = members > 0
+        count = np.maximum(ndimage.uniform_filter(members, NEAREST_WINDOW, mode="constant"), 1e-12)
+        for channel, plane in enumerate(values):
+            mean = ndimage.uniform_filter(plane * members, NEAREST_WINDOW, mode="constant") / count
+            square = ndimage.uniform_filter(plane * plane * members, NEAREST_WINDOW, mode="constant") / count
+            spread = SPREAD * np.sqrt(np.maximum(square - mean * mean, 0.0))
+            typical[channel][inside] = np.clip(plane, mean - spread, mean + spread)[inside]
+    return typical
 
 
 class _Sources:
