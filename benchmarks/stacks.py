@@ -690,7 +690,7 @@ def smear_section(smear: dict, machine: dict) -> str:
         "",
         f"Written by `python benchmarks/stacks.py --parts smear` on {machine['date']} ({machine['cpu']}, "
         f"{machine['threads']} torch thread(s); load average {machine['load']:.2f}: seconds are not reported). "
-        f"{smear['size']} px, {smear['steps']} steps for the first frame and {smear['time_steps']} for later ones, "
+        f"{smear['size']} px, {smear['steps']} steps for the first frame and {smear['time_steps'] or 'auto: half as many'} for later ones, "
         "the bundled swirl as the style, weights `random` (mechanics only: untrained weights say nothing of "
         "quality). Raw numbers: `docs/stacks.json` (`smear`).",
         "",
@@ -926,6 +926,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--smear-output", type=Path, default=ROOT / "docs" / "timelapse.md")
     parser.add_argument(
+        "--smear-size",
+        type=int,
+        default=SMEAR_SIZE,
+        help="the smear part's size (the widget's default: 512, the bundled sample upscaled from 192)",
+    )
+    parser.add_argument(
+        "--smear-steps", type=int, default=SMEAR_STEPS, help="the smear part's first frame's steps"
+    )
+    parser.add_argument(
+        "--smear-time-steps",
+        type=int,
+        default=SMEAR_TIME_STEPS,
+        help="the smear part's later frames' steps (0: auto)",
+    )
+    parser.add_argument(
+        "--smear-sequences", default=",".join(SMEAR_SEQUENCES), help="which sequences the smear part runs"
+    )
+    parser.add_argument(
         "--sequences", default=",".join(SEQUENCES), help="which sequences the modes part runs"
     )
     parser.add_argument(
@@ -1105,10 +1123,11 @@ def main(argv: list[str] | None = None) -> int:
         print("long", json.dumps(raw["long"]), flush=True)
 
     if "smear" in parts:
-        side = 48 if args.quick else SMEAR_SIZE
-        smear_options = {**base, "size": side, "steps": SMEAR_STEPS, "time_steps": SMEAR_TIME_STEPS}
-        raw["smear"] = {"size": side, "steps": SMEAR_STEPS, "time_steps": SMEAR_TIME_STEPS, "sequences": {}}
-        for name in SMEAR_SEQUENCES:
+        side = 48 if args.quick else args.smear_size
+        smear_steps = {"steps": args.smear_steps, "time_steps": args.smear_time_steps}
+        smear_options = {**base, "size": side, **smear_steps}
+        raw["smear"] = {"size": side, **smear_steps, "sequences": {}}
+        for name in args.smear_sequences.split(","):
             entry, images = smear_run(name, smear_options, side, 4 if args.quick else SMEAR_FRAMES)
             raw["smear"]["sequences"][name] = entry
             if name == "nuclei":

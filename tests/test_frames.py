@@ -322,12 +322,27 @@ def test_a_fresh_region_is_copied_whole_from_known_pixels_nearby():
 
 
 def test_a_fresh_pixel_on_its_own_copies_its_nearest_known_neighbour():
-    image = torch.from_numpy(np.stack([texture(16, seed) for seed in range(3)]))[None]
+    rows, columns = np.mgrid[0:16, 0:16] / 16.0  # ramps: every neighbour is typical of its own
+    image = torch.from_numpy(np.stack([rows, columns, (rows + columns) / 2]).astype(np.float32))[None]
     fresh = torch.zeros(1, 1, 16, 16)
     fresh[..., 5, 5] = 1.0
     filled, _ = fill_from_surroundings(image, fresh, 1.0 - fresh)
     neighbours = [image[0, :, 5 + dy, 5 + dx] for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))]
     assert any(torch.equal(filled[0, :, 5, 5], value) for value in neighbours)
+
+
+def test_a_lone_speckle_is_not_spread_over_the_fresh_pixels_nearest_it():
+    # a nearest copy gave every fresh pixel closer to the speckle than to anything else its
+    # value: a bright bar that joined two passing objects (issue 33)
+    image = 0.1 + 0.01 * torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(2))
+    image[..., 12, 4] = 0.5
+    fresh = torch.zeros(1, 1, 24, 24)
+    fresh[..., 6:12, 4] = 1.0  # too few pixels to be copied whole from a stretch
+    known = torch.zeros(1, 1, 24, 24)
+    known[..., 12:, :] = 1.0  # the speckle is their nearest known pixel
+    filled, copied = fill_from_surroundings(image, fresh, known)
+    assert copied[..., 6:12, 4].all()
+    assert filled[..., 6:12, 4].max() < 0.2  # the background 0.1 and 0.11; before the fix: 0.5
 
 
 def test_fresh_pixels_far_from_anything_known_are_not_copied():

@@ -51,13 +51,14 @@ class FrameLink:
     ``flow`` is (1, 2, H, W), (rows, columns) in pixels: this frame's content at x is the
     previous content at x + flow(x). ``reliable`` is (1, 1, H, W), 1 where the flow passed
     the consistency tests and 0 where not (disocclusions, motion boundaries, pixels whose
-    source lies outside the frame, changed pixels and those within UNTRUSTED_MARGIN of one).
-    ``fresh`` is (1, 1, H, W), 1 where the frame does not start from the warped previous
-    result: changed pixels and, within UNTRUSTED_MARGIN of one, those the flow says were
-    hidden or come from outside the frame, and unchanged ones it dragged along (see
-    :func:`link_frames`). ``restyled`` is (1, 1, H, W), 1 within UNTRUSTED_MARGIN of a changed
-    pixel as a disc (not the square that ``reliable`` leaves out): the pixels whose styling
-    starts over in this frame, which stay out of the temporal term until they have had a first
+    source lies outside the frame, changed pixels and those within UNTRUSTED_MARGIN of one,
+    stale ones). ``fresh`` is (1, 1, H, W), 1 where the frame does not start from the warped
+    previous result: changed pixels and, within UNTRUSTED_MARGIN of one, those the flow says
+    were hidden or come from outside the frame, unchanged ones it dragged along, and stale
+    ones: pixels that stay in place within UNTRUSTED_MARGIN of content that changed where it
+    is (see :func:`link_frames`). ``restyled`` is (1, 1, H, W), 1 within UNTRUSTED_MARGIN of a
+    changed pixel as a disc (not the square that ``reliable`` leaves out) and where stale: the
+    pixels whose styling starts over in this frame, which stay out of the temporal term until they have had a first
     frame's steps (:func:`steps_owed`). ``still`` is (1, 1, H, W), 1 where the flow passed the
     consistency tests, the content did not change in place and the pixel is not restyled: with
     the reliable pixels, these include the unchanged ones near a change, which the frame does
@@ -197,6 +198,12 @@ MOTION_WINDOW = 5
 #: (values in [0, 1]) over MOTION_WINDOW px where the pixel is. Far background on the nuclei
 #: time-lapse: 0.0016 (median); a textured field drifting 2 px: 0.1-0.2.
 STILL_TOLERANCE = 0.025
+#: ...and only where the frame changed by at least this much (the mean absolute difference over
+#: MOTION_WINDOW px where the pixel is): the ratio alone followed TV-L1 into the faint tails of
+#: smooth objects on a plain, noiseless background, differences of 0.001 and less 20 px from
+#: them, dragging the styled background along as a dark trail (issue 33, crossing discs). The
+#: nuclei time-lapse's far background changes by 0.0016 (its camera noise).
+MOTION_FLOOR = 0.005
 
 
 def _evidenced(flow: np.ndarray, reference: np.ndarray, moving: np.ndarray) -> torch.Tensor:
@@ -214,12 +221,20 @@ def _evidenced(flow: np.ndarray, reference: np.ndarray, moving: np.ndarray) -> t
         )[0]
 
     moved, still = mismatch(warp(moving_t, flow_t[None])), mismatch(moving_t)
-    shown = (moved < MOTION_EVIDENCE * still).to(flow_t.dtype)[None]
+    shown = ((moved < MOTION_EVIDENCE * still) & (still >= MOTION_FLOOR)).to(flow_t.dtype)[None]
     # without lone pixels (3 x 3 opening): on camera noise alone a few pass by chance
     shown = F.max_pool2d(-F.max_pool2d(-shown, 3, 1, 1), 3, 1, 1)[0]
     # where no motion does not explain the frame either (content that enters), TV-L1's guess
     # stays, for the consistency and brightness tests to judge
     return flow_t * torch.maximum(shown, (still >= STILL_TOLERANCE).to(flow_t.dtype))
+
+
+#: In-place changes (the content changed where it is by more than BRIGHTNESS_TOLERANCE)
+#: narrower than 2 LEFT_BEHIND + 1 px leave no halo behind (see link_frames): on the bundled
+#: nuclei time-lapse (96 px), nuclei creep 0.8-1.4 px a frame and restarting the pixels around
+#: them every frame raised the smeared windows from 1.7% to 5.9% (objects merged); the moving
+#: disc (6 px a frame) and the crossing discs (8 px) leave crescents wider than 5 px.
+LEFT_BEHIND = 2
 
 
 def link_frames(previous: torch.Tensor, content: torch.Tensor) -> FrameLink:
@@ -251,10 +266,24 @@ def link_frames(previous: torch.Tensor, content: torch.Tensor) -> FrameLink:
     dragged = ~trusted & unmoved & (forward.pow(2).sum(1, keepdim=True) >= 1.0)
     # a pixel whose source lies outside (or in the edge band) has nothing to start from: the
     # warp would copy the border pixel into horizontal streaks, kept from frame to frame
-    fresh = changed | ~inside | (near & (hidden | dragged))
-    restyled = _within(changed.float(), UNTRUSTED_MARGIN) > 0
+    # A styled pixel answers the content around it, so one the nearest warp keeps in place
+    # beside content that changed where it is keeps styling drawn for content no longer there:
+    # the halo an object leaves behind, which later frames held as a trail (issue 33). Such
+    # pixels start afresh and are restyled (not held) like those near a change; not beside the
+    # thin slivers of an object that creeps, whose halo stays nearly where it was.
+    stays = forward.abs().amax(dim=1, keepdim=True) < 0.5
+    stale = (_within(_opened((~unmoved).float(), LEFT_BEHIND), UNTRUSTED_MARGIN) > 0) & stays
+    fresh = changed | ~inside | (near & (hidden | dragged)) | stale
+    restyled = (_within(changed.float(), UNTRUSTED_MARGIN) > 0) | stale
     still = trusted & unmoved & ~restyled
-    return FrameLink(forward, (trusted & ~near).float(), fresh.float(), restyled.float(), still.float())
+    return FrameLink(
+        forward, (trusted & ~near & ~stale).float(), fresh.float(), restyled.float(), still.float()
+    )
+
+
+def _opened(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """The (N, 1, H, W) float ``mask`` without the parts narrower than 2 ``radius`` + 1 px."""
+    return _dilated(1.0 - _dilated(1.0 - mask, radius), radius)
 
 
 def _dilated(mask: torch.Tensor, radius: int) -> torch.Tensor:
@@ -333,7 +362,8 @@ def fill_from_surroundings(
     Each connected fresh region is copied whole from the region shifted by the vector (16
     directions, 0.5, 1 or 1.5 times the region's extent) that lands most of it on known pixels,
     so that it gets a stretch of texture rather than smeared edge values (if MIN_COVER of it
-    lands); elsewhere, the nearest known pixel within COPY_REACH pixels. Pixels beyond both
+    lands); elsewhere, the nearest known pixel within COPY_REACH pixels
+    (limited to what is typical around it: SPREAD). Pixels beyond both
     are not copied. ``fresh`` and ``known`` are (1, 1, H, W), 1 or 0; with ``groups`` (an
     (H, W) label image, e.g. style regions) a pixel copies only from its own label's pixels.
     """
@@ -354,8 +384,41 @@ def fill_from_surroundings(
     copied[rows, columns] = True
 
     filled = values.copy()
-    filled[:, copied] = values[:, source_rows[copied], source_columns[copied]]
+    nearest = copied.copy()
+    nearest[rows, columns] = False
+    typical = _known_typical(values, is_known, groups)
+    filled[:, nearest] = typical[:, source_rows[nearest], source_columns[nearest]]
+    filled[:, rows, columns] = values[:, shifted_rows, shifted_columns]
     return torch.from_numpy(filled)[None].to(image), torch.from_numpy(copied)[None, None].to(image)
+
+
+#: A fresh pixel that copies its nearest known pixel takes that pixel's value limited to
+#: SPREAD standard deviations about the mean of the known pixels (of its group) within
+#: NEAREST_WINDOW px of it: a nearest copy spreads one pixel over every fresh pixel closer to it
+#: than to any other, and a lone bright speckle of a dark background's styling became a bar that
+#: joined two passing objects (issue 33). Limited, not averaged: the mean took the fill's
+#: texture, and the frame's border stood out against the smoother inside.
+NEAREST_WINDOW = 5
+SPREAD = 0.5
+
+
+def _known_typical(values: np.ndarray, is_known: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """(C, H, W): ``values`` with each known pixel's limited to SPREAD standard deviations
+    about the mean of the known pixels of its group within NEAREST_WINDOW px (a square)."""
+    from scipy import ndimage
+
+    typical = values.copy()
+    labels = np.zeros(is_known.shape, np.int64) if groups is None else groups
+    for label in np.unique(labels[is_known]):
+        members = (is_known & (labels == label)).astype(values.dtype)
+        inside = members > 0
+        count = np.maximum(ndimage.uniform_filter(members, NEAREST_WINDOW, mode="constant"), 1e-12)
+        for channel, plane in enumerate(values):
+            mean = ndimage.uniform_filter(plane * members, NEAREST_WINDOW, mode="constant") / count
+            square = ndimage.uniform_filter(plane * plane * members, NEAREST_WINDOW, mode="constant") / count
+            spread = SPREAD * np.sqrt(np.maximum(square - mean * mean, 0.0))
+            typical[channel][inside] = np.clip(plane, mean - spread, mean + spread)[inside]
+    return typical
 
 
 class _Sources:
