@@ -36,19 +36,12 @@ def main() -> None:
 
 def screenshots(args: argparse.Namespace, store: Path) -> tuple[np.ndarray, np.ndarray]:
     import napari
+    from make_screenshots import demo_viewer  # this folder's sibling script
     from qtpy.QtCore import QEventLoop, Qt, QTimer
 
     from napari_style_transfer._napari.worker import TileDone
 
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1280, 800)
-    viewer.open_sample("napari-style-transfer", "astronaut_swirl")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
-    widget["content"].value = viewer.layers["astronaut"]
-    widget["style"].value = viewer.layers["swirl"]
-    widget["steps"].value = args.steps
-    widget["size"].value = 128
-    widget["weights"].value = args.weights
+    viewer, widget = demo_viewer(args.steps, 128, args.weights)
     widget["full_resolution"].value = True
     widget["tile_size"].value = 128
     widget["store"].value = store

@@ -61,10 +61,10 @@ def styles(out: Path) -> None:
     viewer.close()
 
 
-def runs(args: argparse.Namespace) -> None:
-    """The widget before, during and after two runs of the astronaut + swirl pair."""
+def demo_viewer(steps: int, size: int, weights: str) -> tuple:
+    """A 1280 x 800 viewer with the astronaut + swirl pair and the dock set for a run:
+    (viewer, widget)."""
     import napari
-    from qtpy.QtCore import QEventLoop, QTimer
 
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1280, 800)
@@ -72,10 +72,19 @@ def runs(args: argparse.Namespace) -> None:
     _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
     widget["content"].value = viewer.layers["astronaut"]
     widget["style"].value = viewer.layers["swirl"]
-    widget["steps"].value = args.steps
-    widget["size"].value = args.size
+    widget["steps"].value = steps
+    widget["size"].value = size
+    widget["weights"].value = weights
+    return viewer, widget
+
+
+def runs(args: argparse.Namespace) -> None:
+    """The widget before, during and after two runs of the astronaut + swirl pair."""
+    import napari
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    viewer, widget = demo_viewer(args.steps, args.size, args.weights)
     widget["snapshot_every"].value = args.steps // 3
-    widget["weights"].value = args.weights
     viewer.layers["swirl"].visible = False
 
     napari.qt.get_qapp().processEvents()
