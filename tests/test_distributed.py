@@ -46,6 +46,17 @@ def two_workers(client):
     return client
 
 
+def test_a_dask_array_computed_while_a_cluster_is_open_runs_here_not_on_it(two_workers):
+    import dask
+    import dask.array as da
+
+    # our client is not dask's default: a lazy layer's tiles are read in this process
+    assert dask.config.get("scheduler", None) is None
+    with pytest.raises(ValueError):
+        distributed.default_client()
+    assert int(da.ones(8, chunks=4).sum().compute()) == 8
+
+
 @pytest.fixture
 def files(tmp_path, content, style):
     paths = []
@@ -507,5 +518,5 @@ def test_on_a_cluster_started_here_a_task_that_kills_its_worker_takes_no_other_t
             client.submit(task, name, style, key=f"stylize-{number}-test"): name
             for number, name in enumerate(("dies", "next", "last"))
         }
-        ended = {futures[f]: f.status for f in as_completed(futures)}
+        ended = {futures[f]: f.status for f in as_completed(futures, loop=client.loop)}
     assert ended == {"dies": "error", "next": "finished", "last": "finished"}

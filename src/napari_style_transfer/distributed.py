@@ -149,7 +149,10 @@ def cluster_client(
             scheduler_kwargs={"dashboard_address": _on_this_machine(dashboard_address or ":0")},
         )
     try:
-        client = Client(cluster, timeout=connect_timeout)
+        # Not dask's default client: that would send every dask array computed in this process
+        # (a lazy layer's tiles) to the cluster, and a client closed out of order leaves dask's
+        # scheduler set to a cluster that is gone ("no Client active", seen in CI).
+        client = Client(cluster, timeout=connect_timeout, set_as_default=False)
         try:
             client.register_plugin(WorkerSetup(gpus=gpus, workers_here=count, torch_threads=torch_threads))
             yield client
@@ -169,7 +172,7 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT) -> Client:
     written by ``dask scheduler --scheduler-file``), with at least one worker."""
     where = {"scheduler_file": address} if os.path.isfile(address) else {"address": address}
     try:
-        client = Client(**where, timeout=timeout)
+        client = Client(**where, timeout=timeout, set_as_default=False)  # see cluster_client
     except (OSError, TimeoutError, ValueError) as error:
         raise StyleTransferError(
             f"cannot reach the dask scheduler at {address} within {timeout:g} s ({_first_line(error)}); "
@@ -253,7 +256,7 @@ def run_batch(
         )
         futures[future] = index
     try:
-        for future, value in as_completed(futures, with_results=True, raise_errors=False):
+        for future, value in as_completed(futures, loop=client.loop, with_results=True, raise_errors=False):
             if future.status != "finished":
                 yield futures[future], _failed(future)
                 continue
@@ -321,7 +324,7 @@ def iter_frames(
                 run_frame, frame, styles[0], options, key=f"frame-{number}-{run}", pure=False
             )
             futures[future] = index
-        returned = as_completed(futures, with_results=True)
+        returned = as_completed(futures, loop=client.loop, with_results=True)
         while not returned.is_empty():
             if stop is not None:
                 while not returned.has_ready():
