@@ -175,16 +175,16 @@ def test_a_zarr_folder_is_taken_as_the_content(files, tmp_path, rng):
 
 def test_bad_requests_are_refused_in_one_line_before_torch_is_imported(files, tmp_path, rng):
     content, style = files
-    stack, rgba, a_file = tmp_path / "stack.npy", tmp_path / "rgba.png", tmp_path / "notes.txt"
+    stack, a_file = tmp_path / "stack.npy", tmp_path / "notes.txt"
     np.save(stack, rng.random((3, 64, 64)).astype(np.float32))
-    Image.fromarray((rng.random((64, 64, 4)) * 255).astype(np.uint8)).save(rgba)
     a_file.write_text("a file, not a folder")
     store = str(tmp_path / "r.ome.zarr")
     refused = {
         "r.png cannot be: give -o r.ome.zarr": [content, style, "-o", str(tmp_path / "r.png")],
-        "takes a 2D grey or RGB image for now, and": [str(stack), style, "-o", store],
-        "is an RGBA image": [str(rgba), style, "-o", store],
-        "--style-regions cannot be used with --size full": [content, style, "-o", store, "--style-regions", content],
+        "is a stack of 3 frames (3,), and the pyramidal BigTIFF of -o r.tif holds one 2D image: give -o "
+        "r.ome.zarr": [str(stack), style, "-o", str(tmp_path / "r.tif")],
+        "--frames time cannot be used with --size full: a stack's frames are styled one after the other, "
+        "each on its own; use --frames independent": [str(stack), style, "-o", store, "--frames", "time"],
         "--snapshot-dir cannot be used with --size full": [content, style, "-o", store, "--snapshot-dir", "s"],
         "leave out --output-dtype": [content, style, "-o", store, "--output-dtype", "same"],
         f"{a_file} is a file, not a folder": [content, style, "-o", str(a_file / "r.ome.zarr")],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import math
 import os
 import re
 import shlex
@@ -37,7 +38,7 @@ from .files import (
     same_file,
     write_image,
 )
-from .large_images import TIFF_SUFFIXES, open_large_image
+from .large_images import TIFF_SUFFIXES, LargeImage, open_large_image
 from .options import DEMO_DEFAULTS, StyleOptions, choices, help_text
 from .tiles import tile_grid
 from .zarr_output import ResultStore, write_pyramidal_tiff
@@ -486,6 +487,9 @@ def parse_arguments(
             raise CommandLineError(
                 f"--size {FULL} is for one image: {PROG} CONTENT STYLE --size {FULL} -o RESULT.ome.zarr"
             )
+        from .pipeline.slide_inputs import refuse_time_series  # no torch: refused at once
+
+        refuse_time_series(options["frames"])
         del options["size"]  # the tile planner sets the working size from --tile-size
     StyleOptions.from_kwargs(options)  # raises StyleTransferError naming the bad value
     return args
@@ -652,13 +656,18 @@ def _main_full(args: argparse.Namespace, style_paths: list[Path], inputs: dict[s
         args.workers = 0  # a run's tiles stay in this process unless a cluster is asked for
     check_cluster_arguments(args, f"--size {FULL}", "tiles")
     _prepare_folder(store_path.parent, "output")  # before reading a content that may be large
-    content = _read_full_content(args.content)
+    content = _read_full_content(args.content, args.output)
+    regions = None if args.style_regions is None else _open_full_input(args.style_regions, "style regions")
     styles = [read_image(path, "style") for path in style_paths]
     from .pipeline import tiled
 
-    fp = tiled.plan_full(content, styles[0] if len(styles) == 1 else styles, **_options(args))
+    style = styles[0] if len(styles) == 1 else styles
+    fp = tiled.plan_full(content, style, style_regions=regions, **_options(args))
     store = tiled.open_store(fp, store_path, args.force)
-    total = 1 + sum(len(tile_grid(level.shape, fp.tile_size, fp.margin)) for level in fp.levels[1:])
+    frames = len(fp.frames)  # each frame its composition (one tile) and its tiles
+    total = frames * (
+        1 + sum(len(tile_grid(level.shape, fp.tile_size, fp.margin)) for level in fp.levels[1:])
+    )
     before = _finished_tiles(store)
     with cluster_of(args) as client, CtrlC() as ctrl_c:
         try:
@@ -678,9 +687,12 @@ def _main_full(args: argparse.Namespace, style_paths: list[Path], inputs: dict[s
         if store_path != args.output:
             write_pyramidal_tiff(args.output, store)
     height, width = fp.levels[-1].shape
+    stack = f", {frames} frames" if fp.image.frames_shape else ""
     skipped = f", {before} already done" if before else ""
     kept = f" from the tiles in {store_path}" if store_path != args.output else ""
-    print(f"wrote {args.output}{kept} ({width}x{height} px, {total} tiles of {fp.tile_size} px{skipped})")
+    print(
+        f"wrote {args.output}{kept} ({width}x{height} px{stack}, {total} tiles of {fp.tile_size} px{skipped})"
+    )
     return 0
 
 
@@ -709,9 +721,8 @@ def _check_full_output(args: argparse.Namespace, inputs: dict[str, Path]) -> Pat
             f"{output.name} cannot be: give -o {output.with_suffix('.ome.zarr').name} (an OME-Zarr store) "
             f"or -o {output.with_suffix('.tif').name} (a pyramidal BigTIFF)"
         )
-    for given, flag in ((args.style_regions, "--style-regions"), (args.snapshot_dir, "--snapshot-dir")):
-        if given is not None:
-            raise CommandLineError(f"{flag} cannot be used with --size {FULL} yet: leave it out")
+    if args.snapshot_dir is not None:
+        raise CommandLineError(f"--snapshot-dir cannot be used with --size {FULL} yet: leave it out")
     if args.output_dtype != "float32":
         raise CommandLineError(f"--size {FULL} writes float32 in [0, 1]: leave out --output-dtype")
     store = output if suffix == STORE_SUFFIX else output.with_suffix(".ome.zarr")
@@ -731,24 +742,27 @@ def _check_full_output(args: argparse.Namespace, inputs: dict[str, Path]) -> Pat
     return store
 
 
-def _read_full_content(path: Path) -> Any:
-    """The content of a ``--size full`` run: a ``.npy``, a TIFF or a zarr / OME-Zarr folder
-    opened lazily through :mod:`.large_images` (read region by region, never whole), any
-    other image file read whole."""
+def _open_full_input(path: Path, role: str) -> Any:
+    """An input of a ``--size full`` run (the content, ``--style-regions``): a ``.npy``, a
+    TIFF or a zarr / OME-Zarr folder opened lazily through :mod:`.large_images` (read region
+    by region, never whole, and opened again by path on a cluster's workers), any other
+    image file read whole."""
     if path.is_dir() or path.suffix.lower() in (".npy", *TIFF_SUFFIXES):
-        image = open_large_image(path)
-        stack, rgba = bool(image.frames_shape), image.channels == 4
-        shape: tuple[int, ...] = (*image.frames_shape, *image.shape)
-        content: Any = image
-    else:
-        content = read_image(path, "content")
-        described = describe_image(content, "content")
-        stack, rgba, shape = bool(described.stack_shape), described.channels == "rgba", content.shape
-    if stack or rgba:
-        kind = "an RGBA image" if rgba else f"a stack of shape {shape}"
+        return open_large_image(path)
+    return read_image(path, role)
+
+
+def _read_full_content(path: Path, output: Path) -> Any:
+    """The content of a ``--size full`` run (see :func:`_open_full_input`); a stack is
+    refused where ``output`` is a TIFF, whose pyramidal BigTIFF export holds one 2D image."""
+    content = _open_full_input(path, "content")
+    lazy = isinstance(content, LargeImage)
+    frames = content.frames_shape if lazy else describe_image(content, "content").stack_shape
+    if frames and output.suffix.lower() in TIFF_OUTPUTS:
+        store = output.with_suffix(".ome.zarr").name
         raise CommandLineError(
-            f"--size {FULL} takes a 2D grey or RGB image for now, and {path} is {kind}: give one frame "
-            "without alpha, or a working size (--size 512)"
+            f"{path} is a stack of {math.prod(frames)} frames {frames}, and the pyramidal BigTIFF of "
+            f"-o {output.name} holds one 2D image: give -o {store} (an OME-Zarr store keeps every frame)"
         )
     return content
 

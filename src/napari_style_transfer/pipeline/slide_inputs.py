@@ -47,6 +47,17 @@ def describe_slide(content: Any) -> SlideContent:
     return SlideContent(image, described.channels, *mapping)
 
 
+def refuse_time_series(frames: str) -> None:
+    """A full-resolution run styles a stack's frames one after the other, each on its own:
+    ``frames="time"`` (each frame waits for the previous one's warped result, which a tiled
+    level does not keep) is refused, with the fix."""
+    if frames == "time":
+        raise StyleTransferError(
+            "frames='time' cannot be used with size='full': a stack's frames are styled one after "
+            "the other, each on its own; use frames='independent', or a working size"
+        )
+
+
 def _read_lazily(content: Any) -> bool:
     if isinstance(content, str | os.PathLike | np.memmap):
         return True

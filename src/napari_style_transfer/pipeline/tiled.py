@@ -24,7 +24,6 @@ import torch
 
 from .. import tiles
 from ..engine import LBFGS_HISTORY, free_memory_bytes, resize, resolve_device, with_backend_flags
-from ..errors import StyleTransferError
 from ..frames import FrameLink
 from ..large_images import LargeImage, read_downscaled
 from ..options import StyleOptions
@@ -37,7 +36,14 @@ from .plan import Level, Plan, plan
 from .reader import FrameReader, JobInput, finish, read_styles, to_tensor
 from .records import Progress, StepRecord
 from .runner import memory_errors
-from .slide_inputs import CompositionSource, SlideContent, SlideLabels, describe_slide, open_slide_labels
+from .slide_inputs import (
+    CompositionSource,
+    SlideContent,
+    SlideLabels,
+    describe_slide,
+    open_slide_labels,
+    refuse_time_series,
+)
 from .zarr_sink import FeatheredLevel, FeatheredPiece, TileCell, WholeImage
 
 #: ``size`` of a full-resolution run.
@@ -101,11 +107,7 @@ def plan_full(content: Any, style: Any, *, style_regions: Any = None, **options:
     neither is read whole."""
     options.pop("size", None)
     base = StyleOptions.from_kwargs(options)
-    if base.frames == "time":
-        raise StyleTransferError(
-            "frames='time' cannot be used with size='full': a stack's frames are styled one after "
-            "the other, each on its own; use frames='independent', or a working size"
-        )
+    refuse_time_series(base.frames)
     slide = describe_slide(content)
     layers = base.content_layers + base.style_layers
     tile_size = base.tile_size or _auto_tile_size(base)
