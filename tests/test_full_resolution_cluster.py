@@ -248,3 +248,64 @@ def test_a_slide_on_a_cluster_without_distributed_names_the_extra(tmp_path, imag
         and "run the tiles here with --workers 0" in line
     )
     assert not (tmp_path / "r.ome.zarr").exists()
+
+
+def test_a_worker_that_dies_mid_level_loses_no_tile(tmp_path, slide, style, client, one_thread):
+    def die_at_the_first_tile(marker):  # defined here: it travels by value to the workers
+        import os
+
+        from napari_style_transfer.pipeline import tiled
+
+        read = tiled.TileLevel.read
+
+        def read_or_die(self, jobs):
+            try:  # exactly one tile of one worker, whichever reads first
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                return read(self, jobs)
+            os._exit(3)  # the worker's process dies in the middle of the level
+
+        tiled._read_before_dying = read
+        tiled.TileLevel.read = read_or_die
+
+    def restore():  # on the worker that lived; the one started in the dead one's place is plain
+        from napari_style_transfer.pipeline import tiled
+
+        tiled.TileLevel.read = getattr(tiled, "_read_before_dying", tiled.TileLevel.read)
+
+    import os
+
+    here = in_one_thread(slide, style, tmp_path / "here.ome.zarr")
+    marker = tmp_path / "a-worker-died"
+    workers = client.run(os.getpid)
+    client.run(die_at_the_first_tile, str(marker))
+    try:
+        out = tmp_path / "cluster.ome.zarr"
+        api.stylize(slide, style, client=client, out=str(out), **FAST)
+    finally:
+        client.run(restore)
+    assert marker.exists()
+    assert set(client.run(os.getpid).values()) != set(workers.values())  # one was started anew
+    np.testing.assert_allclose(stored(out), here, rtol=0, atol=SAME_RUN)
+    assert np.asarray(zarr.open_group(str(out))["finished_tiles"][...]).all()
+
+
+@pytest.mark.parametrize("kind", ["tiff", "zarr", "npy"])
+def test_a_slide_given_by_its_path_reaches_the_workers_and_equals_the_run_in_one_thread(
+    tmp_path, slide, style, client, one_thread, kind
+):
+    import tifffile
+
+    pixels = (slide * 255).astype(np.uint8)
+    path = tmp_path / f"slide.{kind}"
+    if kind == "tiff":  # tiled, opened through tifffile's zarr store: an open file, which never pickles
+        tifffile.imwrite(path, pixels, tile=(16, 16))
+    elif kind == "zarr":
+        zarr.create_array(str(path), data=pixels, chunks=(32, 32, 3))
+    else:  # a memmap, which would pickle every pixel
+        np.save(path, pixels)
+    here = in_one_thread(str(path), style, tmp_path / "here.ome.zarr")
+    np.testing.assert_array_equal(here, in_one_thread(pixels, style, tmp_path / "memory.ome.zarr"))
+    out = tmp_path / "cluster.ome.zarr"
+    api.stylize(str(path), style, client=client, out=str(out), **FAST)
+    np.testing.assert_allclose(stored(out), here, rtol=0, atol=SAME_RUN)

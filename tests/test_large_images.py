@@ -138,6 +138,42 @@ def test_a_pyramidal_tiff_is_read_at_level_0(tmp_path, picture):
         np.testing.assert_array_equal(image.read(REGION), picture[10:42, 20:70])
 
 
+@pytest.mark.parametrize("kind", ["tif", "npy", "zarr", "ome.zarr"])
+def test_an_image_opened_from_a_path_travels_as_its_path_and_opens_again(
+    tmp_path, picture, kind, monkeypatch
+):
+    """A dask worker gets a content by pickle: a TIFF's open file does not pickle, a memmap
+    would pickle every pixel; opened again from its (absolute) path, it reads the same."""
+    import pickle
+
+    path = tmp_path / f"image.{kind}"
+    if kind == "tif":
+        tifffile.imwrite(path, picture, tile=(32, 32))
+    elif kind == "npy":
+        np.save(path, picture)
+    elif kind == "zarr":
+        zarr.create_array(str(path), data=picture, chunks=(32, 32, 3))
+    else:
+        _ome_group(str(path), [np.moveaxis(picture, -1, 0)], "cyx", "0.5")
+    monkeypatch.chdir(tmp_path)
+    with open_large_image(path.name) as image:  # a relative path
+        sent = pickle.dumps(image)
+        assert len(sent) < picture.nbytes / 10  # the path, not the pixels
+        monkeypatch.chdir("/")
+        again = pickle.loads(sent)
+        assert again.source == path.name and again.path == path
+        np.testing.assert_array_equal(again.read(REGION), picture[REGION.slices])
+        again.close()
+
+
+def test_an_array_given_as_it_is_travels_as_it_is(picture):
+    import pickle
+
+    again = pickle.loads(pickle.dumps(open_large_image(picture)))
+    assert again.path is None
+    np.testing.assert_array_equal(again.read(REGION), picture[REGION.slices])
+
+
 def test_a_stack_is_read_frame_by_frame():
     stack = np.arange(3 * 4 * 40 * 50, dtype=np.uint16).reshape(3, 4, 40, 50)
     image = open_large_image(stack)

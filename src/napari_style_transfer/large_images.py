@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,10 @@ _TIFF_AXES = {"Y": "y", "X": "x", "S": "c", "C": "c"}
 BAND_PIXELS = 2**20
 
 
+def _nothing_to_close() -> None:
+    """What closing an image opened on no file does (a function of its own: it pickles)."""
+
+
 @dataclass
 class LargeImage:
     """A 2D image or a stack of them, read region by region, never whole.
@@ -39,13 +43,22 @@ class LargeImage:
     its axes: ``y`` rows, ``x`` columns, ``c`` colour (3 or 4 entries, or 1 for grey) and
     ``f`` a frame axis. ``close`` releases an open file (a TIFF). ``pyramid`` holds the
     coarser levels of a multiscale source, (factor, array) with the same axes, coarsest
-    last: :func:`read_downscaled` reads from them where it can."""
+    last: :func:`read_downscaled` reads from them where it can. ``path``: the file or
+    folder it was opened from (absolute), by which it travels to another process."""
 
     array: Any
     axes: str
     source: str
-    close: Callable[[], None] = field(default=lambda: None)
+    close: Callable[[], None] = _nothing_to_close
     pyramid: tuple[tuple[int, Any], ...] = ()
+    path: Path | None = None
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # Opened from a path, it is opened again from there (on a dask worker, say): a TIFF's
+        # open file does not pickle, and a memmap would pickle every pixel.
+        if self.path is not None:
+            return _open_path, (self.path, self.source)
+        return super().__reduce_ex__(protocol)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -278,7 +291,15 @@ def _named_axes(names: list[str], shape: tuple[int, ...], source: str) -> str:
     return axes
 
 
-def _open_path(path: Path) -> LargeImage:
+def _open_path(path: Path, source: str | None = None) -> LargeImage:
+    """The image at ``path``, which remembers it (absolute) to be opened again elsewhere;
+    ``source``: how messages name it (default: the path as given)."""
+    image = _opened(path)
+    image.path, image.source = path.absolute(), source or image.source
+    return image
+
+
+def _opened(path: Path) -> LargeImage:
     if not path.exists():
         raise StyleTransferError(f"{path} does not exist")
     suffix = path.suffix.lower()
