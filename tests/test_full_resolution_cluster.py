@@ -5,6 +5,7 @@ the client, so the result is the run in one thread's (docs/slides.md, "On a clus
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -309,3 +310,71 @@ def test_a_slide_given_by_its_path_reaches_the_workers_and_equals_the_run_in_one
     out = tmp_path / "cluster.ome.zarr"
     api.stylize(str(path), style, client=client, out=str(out), **FAST)
     np.testing.assert_allclose(stored(out), here, rtol=0, atol=SAME_RUN)
+
+
+def test_the_command_on_two_workers_resumes_after_being_killed_and_ends_as_one_run(
+    tmp_path, rng, style, capsys
+):
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import tifffile
+    from test_cli_help import SRC
+
+    content, style_path = tmp_path / "slide.tif", tmp_path / "style.npy"
+    # 128 x 96 px in tiles of 32: the composition, 2 x 2 tiles at 64 x 48, 4 x 3 at 128 x 96
+    tifffile.imwrite(content, (rng.random((128, 96, 3)) * 255).astype(np.uint8), tile=(32, 32))
+    np.save(style_path, style)
+    # fp32 on one torch thread everywhere: see test_the_command_runs_a_slides_tiles_on_a_local_cluster
+    flags = [
+        "--steps", "2", "--seed", "1", "--weights", "random", "--content-layers", "conv2_2",
+        "--style-layers", "conv1_1,conv2_1", "--schedule", "none", "--size", "full", "--tile-size", "32",
+        "--threads", "1", "--precision", "fp32", "-q",
+    ]  # fmt: skip
+    out = tmp_path / "result.ome.zarr"
+    argv = [str(content), str(style_path), "-o", str(out), "--workers", "2", *flags]
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "napari_style_transfer", *argv]
+    with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, start_new_session=True) as run:
+        try:
+            deadline = time.monotonic() + 240
+            # a tile of a tiled level finished: its piece recorded by a worker
+            while not any(out.glob("**/pieces-*/finished_tiles/c/*/*")) and run.poll() is None:
+                assert time.monotonic() < deadline, "no tile finished in 240 s"
+                time.sleep(0.05)
+            run.send_signal(signal.SIGKILL)  # the command, as the OOM killer or `kill -9` would
+            run.wait(timeout=60)
+            workers_left = _group_alive(run.pid, seconds=60)
+        finally:  # any process of the command's group still alive is ended here
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == -signal.SIGKILL, run.stderr.read().decode()
+    # its workers exit with it (the pipe from their parent closes), writing no tile after it
+    assert not workers_left
+    assert not np.asarray(zarr.open_group(str(out))["finished_tiles"][...]).all()
+    assert main(argv) == 0
+    said = capsys.readouterr()
+    done = re.search(r", (\d+) already done\)", said.out)
+    assert done and 0 < int(done.group(1)) < 17, said
+    once = tmp_path / "once.ome.zarr"
+    assert main([str(content), str(style_path), "-o", str(once), "--workers", "0", *flags]) == 0
+    np.testing.assert_allclose(stored(out), stored(once), rtol=0, atol=SAME_RUN)
+
+
+def _group_alive(group: int, seconds: float) -> bool:
+    """Whether a process of process group ``group`` is still alive after ``seconds``."""
+    import os
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)  # signal 0: only asks whether the group has a process
+        except ProcessLookupError:
+            return False
+        time.sleep(0.1)
+    return True
