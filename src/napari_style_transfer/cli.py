@@ -451,7 +451,8 @@ def _add_run_files(files: Any) -> None:
         "--style-regions",
         type=Path,
         metavar="LABELS",
-        help="integer label image of the content's aspect ratio: label k takes the k-th style, 0 only the content (.npy, .tif or .png)",
+        help="integer label image of the content's aspect ratio: label k takes the k-th style, 0 only the content "
+        f"(.npy, .tif or .png; with --size {FULL} of any size, and .npy, TIFF or .zarr read region by region)",
     )
     files.add_argument(
         "-o",
