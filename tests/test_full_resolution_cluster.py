@@ -366,15 +366,31 @@ def test_the_command_on_two_workers_resumes_after_being_killed_and_ends_as_one_r
 
 
 def _group_alive(group: int, seconds: float) -> bool:
-    """Whether a process of process group ``group`` is still alive after ``seconds``."""
+    """Whether a live process (not a zombie: an orphan whose reaper is slow, as PID 1 in a
+    container without init, is one) of process group ``group`` is left after ``seconds``."""
     import os
     import time
+    from pathlib import Path
+
+    def alive() -> bool:
+        if not Path("/proc/self/stat").exists():  # no /proc: signal 0 asks the group
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                return False
+            return True
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:  # fields after the command's closing parenthesis: state, ppid, pgrp
+                state, _, pgrp = stat.read_text().rpartition(")")[2].split()[:3]
+            except (OSError, ValueError):  # gone meanwhile
+                continue
+            if int(pgrp) == group and state != "Z":
+                return True
+        return False
 
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(group, 0)  # signal 0: only asks whether the group has a process
-        except ProcessLookupError:
-            return False
+    while alive():
+        if time.monotonic() > deadline:
+            return True
         time.sleep(0.1)
-    return True
+    return False
