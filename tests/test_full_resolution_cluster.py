@@ -312,6 +312,22 @@ def test_a_slide_given_by_its_path_reaches_the_workers_and_equals_the_run_in_one
     np.testing.assert_allclose(stored(out), here, rtol=0, atol=SAME_RUN)
 
 
+def test_a_stack_with_style_regions_from_paths_on_a_cluster_equals_the_run_in_one_thread(
+    tmp_path, rng, style, client, one_thread
+):
+    stack, labels = tmp_path / "stack.npy", tmp_path / "labels.npy"
+    np.save(stack, (rng.random((2, 64, 48, 3)) * 255).astype(np.uint8))
+    regions = np.ones((2, 128, 96), np.uint8)  # one per frame, twice the content's size
+    regions[0, :, 48:], regions[1, 64:] = 2, 2
+    np.save(labels, regions)
+    styles = [style, style[::-1].copy()]
+    guided = FAST | {"style_regions": str(labels)}
+    here = np.asarray(api.stylize(str(stack), styles, out=str(tmp_path / "here.ome.zarr"), **guided)[...])
+    there = api.stylize(str(stack), styles, client=client, out=str(tmp_path / "there.ome.zarr"), **guided)
+    assert there.shape == (2, 3, 64, 48)
+    np.testing.assert_allclose(np.asarray(there[...]), here, rtol=0, atol=SAME_RUN)
+
+
 def test_the_command_on_two_workers_resumes_after_being_killed_and_ends_as_one_run(
     tmp_path, rng, style, capsys
 ):
