@@ -48,10 +48,12 @@ TICK_MS = 10
 IDLE_S = 3.0
 
 
-def measure(size: int, steps: int, snapshot_every: int, profile: bool = False) -> dict:
+def measure(
+    size: int, steps: int, snapshot_every: int, profile: bool = False, keep_snapshots: bool | None = None
+) -> dict:
     """One viewer: idle ticks, then ticks during one run and for :data:`AFTER_S` after it (in
     this process). With ``profile``, napari's thread is sampled whenever its timer is late
-    (see :class:`StallSampler`)."""
+    (see :class:`StallSampler`). ``keep_snapshots``: the widget's switch (None: its default)."""
     import napari
     from qtpy.QtCore import QEventLoop, QTimer
 
@@ -69,6 +71,8 @@ def measure(size: int, steps: int, snapshot_every: int, profile: bool = False) -
         "weights": "random",
         "device": "cpu",
     }
+    if keep_snapshots is not None:
+        values["keep_snapshots"] = keep_snapshots
     for name, value in values.items():
         widget[name].value = value
 
@@ -76,7 +80,8 @@ def measure(size: int, steps: int, snapshot_every: int, profile: bool = False) -
     timer = QTimer()
     timer.setInterval(TICK_MS)
     timer.timeout.connect(ticks.tick)
-    sampler = StallSampler(ticks) if profile else None
+    collections = FullCollections()
+    sampler = StallSampler(ticks, collections) if profile else None
 
     def wait(seconds: float) -> None:
         loop = QEventLoop()
@@ -91,6 +96,7 @@ def measure(size: int, steps: int, snapshot_every: int, profile: bool = False) -
     # moments napari's thread does our work: Run pressed, each layer added (snapshot, result)
     events: list[tuple[str, float]] = []
     viewer.layers.events.inserted.connect(lambda e: events.append((e.value.name, time.perf_counter())))
+    collections.start()
     if sampler is not None:
         sampler.start()
     started, run_cpu = time.perf_counter(), time.thread_time()
@@ -110,18 +116,25 @@ def measure(size: int, steps: int, snapshot_every: int, profile: bool = False) -
     seconds, ended = time.perf_counter() - started, len(ticks.times)
     wait(AFTER_S)  # what the run left to do later (a garbage collection, say) shows here
     timer.stop()
+    collections.stop()
     if sampler is not None:
         sampler.stop()
-    status = widget["status"].value
+    status, keep_snapshots = widget["status"].value, widget["keep_snapshots"].value
     viewer.close()
     result = {
         "size": size,
         "steps": steps,
         "snapshot_every": snapshot_every,
+        "keep_snapshots": keep_snapshots,
         "run_seconds": round(seconds, 2),
         "status": status,
         "idle": summary(idle_gaps),
         **ticks.run_summary(ended, started, first_step[0] if first_step else None, events[1:]),
+        # full garbage collections (any thread) during the run and in the AFTER_S after it
+        "full_collections": {
+            "run": collections.between(started, started + seconds),
+            "after": collections.between(started + seconds, float("inf")),
+        },
         "gui_cpu": {
             "idle_ms_per_s": round(idle_cpu * 1000 / IDLE_S, 2),
             "run_total_s": round(ticks.cpu_s(end=ended) + run_cpu, 3),
@@ -207,6 +220,40 @@ class Ticks:
         return self.cpu[end] - self.cpu[after - 1]
 
 
+class FullCollections:
+    """The garbage collector's full passes (``gc.callbacks``): start, seconds, the thread that
+    ran it. Whichever thread runs one holds the GIL throughout, so napari's thread waits."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, float, str]] = []
+        self._collecting: dict[int, float] = {}
+
+    def start(self) -> None:
+        import gc
+
+        gc.callbacks.append(self._collected)
+
+    def stop(self) -> None:
+        import gc
+
+        gc.callbacks.remove(self._collected)
+
+    def _collected(self, phase: str, info: dict) -> None:
+        if info.get("generation") != 2:
+            return
+        thread = threading.get_ident()
+        if phase == "start":
+            self._collecting[thread] = time.perf_counter()
+        elif thread in self._collecting:
+            began = self._collecting.pop(thread)
+            self.seen.append((began, time.perf_counter() - began, threading.current_thread().name))
+
+    def between(self, start: float, end: float) -> dict:
+        """How many began between ``start`` and ``end`` (perf_counter s), the longest and all (ms)."""
+        ms = [seconds * 1000 for began, seconds, _ in self.seen if start <= began < end]
+        return {"count": len(ms), "max_ms": round(max(ms, default=0.0), 1), "total_ms": round(sum(ms), 1)}
+
+
 #: The sampler looks at napari's thread every this many ms ...
 SAMPLE_MS = 5
 #: ... and takes its stack when the timer's last tick is older than this.
@@ -218,31 +265,13 @@ class StallSampler(threading.Thread):
     is late: what napari's thread was doing in each gap. How late the sampler itself woke is
     kept too: a sampler that could not run either points at a thread holding the GIL."""
 
-    def __init__(self, ticks: Ticks):
+    def __init__(self, ticks: Ticks, collections: FullCollections):
         super().__init__(daemon=True, name="stall sampler")
         self.ticks = ticks
         self.main = threading.main_thread().ident
         self.samples: list[tuple[float, float, tuple[str, ...]]] = []  # time, own delay ms, stack
         self.done = threading.Event()
-        #: the garbage collector's full passes: start, seconds, the thread that ran it (it holds the GIL)
-        self.collections: list[tuple[float, float, str]] = []
-        self._collecting: dict[int, float] = {}
-
-    def start(self) -> None:
-        import gc
-
-        gc.callbacks.append(self._collected)
-        super().start()
-
-    def _collected(self, phase: str, info: dict) -> None:
-        if info.get("generation") != 2:
-            return
-        thread = threading.get_ident()
-        if phase == "start":
-            self._collecting[thread] = time.perf_counter()
-        elif thread in self._collecting:
-            began = self._collecting.pop(thread)
-            self.collections.append((began, time.perf_counter() - began, threading.current_thread().name))
+        self.collections = collections.seen
 
     def run(self) -> None:
         expected = time.perf_counter() + SAMPLE_MS / 1000
@@ -262,11 +291,8 @@ class StallSampler(threading.Thread):
             self.samples.append((now, delay_ms, tuple(stack)))
 
     def stop(self) -> None:
-        import gc
-
         self.done.set()
         self.join()
-        gc.callbacks.remove(self._collected)
 
     def stalls(self, events: list[tuple[str, float]], longer_than_ms: float = 50.0) -> list[dict]:
         """Each gap longer than ``longer_than_ms``: when (s after Run), how long, the event in
@@ -348,8 +374,11 @@ def stop_hogs(hogs: list[subprocess.Popen]) -> None:
         hog.wait()
 
 
-def measure_in_a_fresh_process(size: int, steps: int, snapshot_every: int) -> dict:
+def measure_in_a_fresh_process(
+    size: int, steps: int, snapshot_every: int, keep_snapshots: bool = False
+) -> dict:
     command = [sys.executable, __file__, "--measure", str(size), str(steps), str(snapshot_every)]
+    command += ["--keep-snapshots"] if keep_snapshots else []
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
         raise SystemExit(f"measurement failed ({result.returncode}):\n{result.stderr[-3000:]}")
@@ -360,8 +389,9 @@ def table(results: list[dict]) -> list[str]:
     lines = [
         "| working size | CPU hogs | run (s) | longest gap, idle | longest gap, run | 99th percentile, run "
         "| gaps > 50 ms | gaps > 100 ms | longest gap, Run to first step | longest gap at a layer added "
-        "| longest gap, 2 s after | napari CPU at Run | napari CPU per layer added | load average before |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| longest gap, 2 s after | napari CPU at Run | napari CPU per layer added | layers added "
+        "| full GCs in run (longest) | full GCs 2 s after (longest) | load average before |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         run, idle = r["run"], r["idle"]
@@ -371,9 +401,16 @@ def table(results: list[dict]) -> list[str]:
             f"| {run['max_ms']:.0f} ms | {run['p99_ms']:.0f} ms | {run['over_50_ms']} of {run['ticks'] - 1} "
             f"| {run['over_100_ms']} | {_ms(r.get('preparing', {}).get('max_ms'))} "
             f"| {_ms(max(r.get('gaps_at_layers_added_ms') or [0]))} | {_ms(r.get('after', {}).get('max_ms'))} "
-            f"| {_ms(cpu.get('at_run_ms'))} | {_ms_range(cpu.get('at_layers_ms'))} | {r['load_before']:.1f} |"
+            f"| {_ms(cpu.get('at_run_ms'))} | {_ms_range(cpu.get('at_layers_ms'))} "
+            f"| {len(cpu.get('at_layers_ms') or [])} | {_collections(r, 'run')} | {_collections(r, 'after')} "
+            f"| {r['load_before']:.1f} |"
         )
     return lines
+
+
+def _collections(result: dict, when: str) -> str:
+    seen = result.get("full_collections", {}).get(when)
+    return "-" if seen is None else f"{seen['count']} ({seen['max_ms']:.0f} ms)" if seen["count"] else "0"
 
 
 def _ms(value: float | None) -> str:
@@ -420,13 +457,18 @@ def main() -> None:
         metavar=("SIZE", "STEPS", "SNAPSHOT_EVERY"),
         help="one run, napari's thread sampled in every gap over 50 ms: prints what it was doing",
     )
+    parser.add_argument(
+        "--keep-snapshots",
+        action="store_true",
+        help="the widget's 'keep snapshots after the run' on: a layer per snapshot (default: the widget's)",
+    )
     parser.add_argument("--measure", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(*args.measure)))
+        print(json.dumps(measure(*args.measure, keep_snapshots=args.keep_snapshots or None)))
         return
     if args.profile:
-        print_profile(measure(*args.profile, profile=True))
+        print_profile(measure(*args.profile, profile=True, keep_snapshots=args.keep_snapshots or None))
         return
     if args.section_only:
         write_section(args.output, section(json.loads(args.json.read_text())))
@@ -443,7 +485,7 @@ def main() -> None:
             load_before = os.getloadavg()[0]
             started = start_hogs(hogs)
             try:
-                result = measure_in_a_fresh_process(size, steps, snapshot_every)
+                result = measure_in_a_fresh_process(size, steps, snapshot_every, args.keep_snapshots)
             finally:
                 stop_hogs(started)
             result.update(hogs=hogs, load_before=load_before, load_after=os.getloadavg()[0])
@@ -453,7 +495,9 @@ def main() -> None:
     import torch
 
     saved = {
-        "command": "xvfb-run -a python benchmarks/gui_latency.py" + (" --quick" if args.quick else ""),
+        "command": "xvfb-run -a python benchmarks/gui_latency.py"
+        + (" --quick" if args.quick else "")
+        + (" --keep-snapshots" if args.keep_snapshots else ""),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "tick_ms": TICK_MS,
