@@ -534,12 +534,15 @@ def section(saved: dict) -> list[str]:
         "[gui_latency.json](gui_latency.json)). A 10 ms timer on napari's GUI thread; a *gap* is the time "
         "between two of its ticks, i.e. how long napari could not react or repaint. *Idle* is the same "
         f"viewer during the {saved['idle_s']:.0f} s before Run. The run is the widget's (CPU, untrained weights, "
-        "astronaut and swirl, snapshot layers added along the way); *CPU hogs* are busy-loop processes the "
+        "astronaut and swirl, a snapshot every 5 steps: in the run's one layer, or a layer each with "
+        "`--keep-snapshots`); *CPU hogs* are busy-loop processes the "
         "script starts, competing with napari and the run. The load average (1 min, before each "
         "measurement) counts everything else the machine was doing: these figures come from a shared "
         "machine, so they vary from run to run. *Run to first step*: torch imported, weights loaded, VGG19 built "
         "(in the worker). *napari CPU*: the CPU time napari's thread itself spent, from the tick before the "
-        "event until the loop ticks on time again; unlike the gaps it does not grow with the machine's load.",
+        "event until the loop ticks on time again; unlike the gaps it does not grow with the machine's load. "
+        "*Full GCs*: Python's full garbage collections (any thread; each holds the GIL throughout, so napari "
+        "waits for it), counted with `gc.callbacks`.",
         "",
         *table(saved["results"]),
         "",
