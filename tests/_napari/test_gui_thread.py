@@ -56,6 +56,7 @@ def test_the_layers_a_run_adds_come_with_their_contrast_limits_and_as_float32(
     assert ranges_computed == []
     assert all(layer.data.dtype == np.float32 for layer in made)
     assert all(tuple(layer.contrast_limits) == (0.0, 1.0) for layer in made)
+    assert not any(layer.multiscale for layer in made)
 
 
 def test_a_grey_result_comes_in_the_contents_units_without_a_range_computed(qtbot, viewer, monkeypatch):
