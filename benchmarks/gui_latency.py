@@ -54,16 +54,8 @@ def measure(
     """One viewer: idle ticks, then ticks during one run and for :data:`AFTER_S` after it (in
     this process). With ``profile``, napari's thread is sampled whenever its timer is late
     (see :class:`StallSampler`). ``keep_snapshots``: the widget's switch (None: its default)."""
-    import napari
     from qtpy.QtCore import QEventLoop, QTimer
 
-    from napari_style_transfer._sample_data import load_sample
-
-    viewer = napari.Viewer(show=True)
-    content = viewer.add_image(load_sample("astronaut"), name="astronaut", rgb=True)
-    style = viewer.add_image(load_sample("swirl"), name="swirl", rgb=True)
-    _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
-    widget["content"].value, widget["style"].value = content, style
     values = {
         "size": size,
         "steps": steps,
@@ -73,20 +65,13 @@ def measure(
     }
     if keep_snapshots is not None:
         values["keep_snapshots"] = keep_snapshots
-    for name, value in values.items():
-        widget[name].value = value
-
+    viewer, widget = open_widget(values)
     ticks = Ticks()
     timer = QTimer()
     timer.setInterval(TICK_MS)
     timer.timeout.connect(ticks.tick)
     collections = FullCollections()
     sampler = StallSampler(ticks, collections) if profile else None
-
-    def wait(seconds: float) -> None:
-        loop = QEventLoop()
-        QTimer.singleShot(int(seconds * 1000), loop.quit)
-        loop.exec()
 
     timer.start()
     wait(IDLE_S)
@@ -135,20 +120,56 @@ def measure(
             "run": collections.between(started, started + seconds),
             "after": collections.between(started + seconds, float("inf")),
         },
-        "gui_cpu": {
-            "idle_ms_per_s": round(idle_cpu * 1000 / IDLE_S, 2),
-            "run_total_s": round(ticks.cpu_s(end=ended) + run_cpu, 3),
-            # Run's own work on napari's thread: the press and on to the first tick after it
-            "at_run_ms": round((run_cpu + ticks.cpu_to_next_tick(started)) * 1000, 1),
-            "preparing_ms": round(ticks.cpu_between(started, first_step[0]) * 1000, 1)
-            if first_step
-            else None,
-            "at_layers_ms": [round(ticks.cpu_around(moment) * 1000, 1) for _, moment in events[1:]],
-        },
+        "gui_cpu": gui_cpu(ticks, idle_cpu, run_cpu, ended, started, first_step, events[1:]),
     }
     if sampler is not None:
         result["stalls"] = sampler.stalls(events)
     return result
+
+
+def wait(seconds: float) -> None:
+    """Run Qt's event loop for ``seconds``."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    QTimer.singleShot(int(seconds * 1000), loop.quit)
+    loop.exec()
+
+
+def open_widget(values: dict) -> tuple:
+    """A viewer with the astronaut and swirl, and the widget docked with ``values`` set."""
+    import napari
+
+    from napari_style_transfer._sample_data import load_sample
+
+    viewer = napari.Viewer(show=True)
+    content = viewer.add_image(load_sample("astronaut"), name="astronaut", rgb=True)
+    style = viewer.add_image(load_sample("swirl"), name="swirl", rgb=True)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
+    widget["content"].value, widget["style"].value = content, style
+    for name, value in values.items():
+        widget[name].value = value
+    return viewer, widget
+
+
+def gui_cpu(
+    ticks: Ticks,
+    idle_cpu: float,
+    run_cpu: float,
+    ended: int,
+    started: float,
+    first_step: list[float],
+    layers: list[tuple[str, float]],
+) -> dict:
+    """napari's thread's CPU: idle, over the run, at Run, while the run prepared, per layer added."""
+    return {
+        "idle_ms_per_s": round(idle_cpu * 1000 / IDLE_S, 2),
+        "run_total_s": round(ticks.cpu_s(end=ended) + run_cpu, 3),
+        # Run's own work on napari's thread: the press and on to the first tick after it
+        "at_run_ms": round((run_cpu + ticks.cpu_to_next_tick(started)) * 1000, 1),
+        "preparing_ms": round(ticks.cpu_between(started, first_step[0]) * 1000, 1) if first_step else None,
+        "at_layers_ms": [round(ticks.cpu_around(moment) * 1000, 1) for _, moment in layers],
+    }
 
 
 #: Seconds the timer goes on ticking after the run has finished.

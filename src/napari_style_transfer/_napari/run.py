@@ -433,10 +433,8 @@ def run_style_transfer(
     """Stylize ``content`` with ``style`` (layers or layer names) in a background thread.
 
     Every ``snapshot_every`` steps (except the last) a snapshot shows in one layer
-    ``"<content> styled (step k)"``, given each new snapshot, that becomes the result
-    ``"<content> styled"`` at the end, placed over the content layer; with
-    ``keep_snapshots=True`` each snapshot is a layer of its own that stays, and the result
-    another. For nD layers, ``stack`` is ``"current slice"`` (the slice the viewer
+    ``"<content> styled (step k)"`` over the content layer, which becomes the result
+    ``"<content> styled"``; ``keep_snapshots=True`` adds a layer per snapshot. For nD layers, ``stack`` is ``"current slice"`` (the slice the viewer
     shows), ``"whole stack as time series"`` (every frame, each following the previous
     result: ``frames="time"``) or ``"whole stack, frames independent"`` (Z slices, channels:
     ``frames="independent"``; ``"whole stack"`` is its earlier name); a whole stack fills
