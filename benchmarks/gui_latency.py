@@ -48,20 +48,14 @@ TICK_MS = 10
 IDLE_S = 3.0
 
 
-def measure(size: int, steps: int, snapshot_every: int, profile: bool = False) -> dict:
+def measure(
+    size: int, steps: int, snapshot_every: int, profile: bool = False, keep_snapshots: bool | None = None
+) -> dict:
     """One viewer: idle ticks, then ticks during one run and for :data:`AFTER_S` after it (in
     this process). With ``profile``, napari's thread is sampled whenever its timer is late
-    (see :class:`StallSampler`)."""
-    import napari
+    (see :class:`StallSampler`). ``keep_snapshots``: the widget's switch (None: its default)."""
     from qtpy.QtCore import QEventLoop, QTimer
 
-    from napari_style_transfer._sample_data import load_sample
-
-    viewer = napari.Viewer(show=True)
-    content = viewer.add_image(load_sample("astronaut"), name="astronaut", rgb=True)
-    style = viewer.add_image(load_sample("swirl"), name="swirl", rgb=True)
-    _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
-    widget["content"].value, widget["style"].value = content, style
     values = {
         "size": size,
         "steps": steps,
@@ -69,19 +63,15 @@ def measure(size: int, steps: int, snapshot_every: int, profile: bool = False) -
         "weights": "random",
         "device": "cpu",
     }
-    for name, value in values.items():
-        widget[name].value = value
-
+    if keep_snapshots is not None:
+        values["keep_snapshots"] = keep_snapshots
+    viewer, widget = open_widget(values)
     ticks = Ticks()
     timer = QTimer()
     timer.setInterval(TICK_MS)
     timer.timeout.connect(ticks.tick)
-    sampler = StallSampler(ticks) if profile else None
-
-    def wait(seconds: float) -> None:
-        loop = QEventLoop()
-        QTimer.singleShot(int(seconds * 1000), loop.quit)
-        loop.exec()
+    collections = FullCollections()
+    sampler = StallSampler(ticks, collections) if profile else None
 
     timer.start()
     wait(IDLE_S)
@@ -91,6 +81,7 @@ def measure(size: int, steps: int, snapshot_every: int, profile: bool = False) -
     # moments napari's thread does our work: Run pressed, each layer added (snapshot, result)
     events: list[tuple[str, float]] = []
     viewer.layers.events.inserted.connect(lambda e: events.append((e.value.name, time.perf_counter())))
+    collections.start()
     if sampler is not None:
         sampler.start()
     started, run_cpu = time.perf_counter(), time.thread_time()
@@ -110,32 +101,75 @@ def measure(size: int, steps: int, snapshot_every: int, profile: bool = False) -
     seconds, ended = time.perf_counter() - started, len(ticks.times)
     wait(AFTER_S)  # what the run left to do later (a garbage collection, say) shows here
     timer.stop()
+    collections.stop()
     if sampler is not None:
         sampler.stop()
-    status = widget["status"].value
+    status, keep_snapshots = widget["status"].value, widget["keep_snapshots"].value
     viewer.close()
     result = {
         "size": size,
         "steps": steps,
         "snapshot_every": snapshot_every,
+        "keep_snapshots": keep_snapshots,
         "run_seconds": round(seconds, 2),
         "status": status,
         "idle": summary(idle_gaps),
         **ticks.run_summary(ended, started, first_step[0] if first_step else None, events[1:]),
-        "gui_cpu": {
-            "idle_ms_per_s": round(idle_cpu * 1000 / IDLE_S, 2),
-            "run_total_s": round(ticks.cpu_s(end=ended) + run_cpu, 3),
-            # Run's own work on napari's thread: the press and on to the first tick after it
-            "at_run_ms": round((run_cpu + ticks.cpu_to_next_tick(started)) * 1000, 1),
-            "preparing_ms": round(ticks.cpu_between(started, first_step[0]) * 1000, 1)
-            if first_step
-            else None,
-            "at_layers_ms": [round(ticks.cpu_around(moment) * 1000, 1) for _, moment in events[1:]],
+        # full garbage collections (any thread) during the run and in the AFTER_S after it
+        "full_collections": {
+            "run": collections.between(started, started + seconds),
+            "after": collections.between(started + seconds, float("inf")),
         },
+        "gui_cpu": gui_cpu(ticks, idle_cpu, run_cpu, ended, started, first_step, events[1:]),
     }
     if sampler is not None:
         result["stalls"] = sampler.stalls(events)
     return result
+
+
+def wait(seconds: float) -> None:
+    """Run Qt's event loop for ``seconds``."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    QTimer.singleShot(int(seconds * 1000), loop.quit)
+    loop.exec()
+
+
+def open_widget(values: dict) -> tuple:
+    """A viewer with the astronaut and swirl, and the widget docked with ``values`` set."""
+    import napari
+
+    from napari_style_transfer._sample_data import load_sample
+
+    viewer = napari.Viewer(show=True)
+    content = viewer.add_image(load_sample("astronaut"), name="astronaut", rgb=True)
+    style = viewer.add_image(load_sample("swirl"), name="swirl", rgb=True)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-style-transfer", "Style Transfer")
+    widget["content"].value, widget["style"].value = content, style
+    for name, value in values.items():
+        widget[name].value = value
+    return viewer, widget
+
+
+def gui_cpu(
+    ticks: Ticks,
+    idle_cpu: float,
+    run_cpu: float,
+    ended: int,
+    started: float,
+    first_step: list[float],
+    layers: list[tuple[str, float]],
+) -> dict:
+    """napari's thread's CPU: idle, over the run, at Run, while the run prepared, per layer added."""
+    return {
+        "idle_ms_per_s": round(idle_cpu * 1000 / IDLE_S, 2),
+        "run_total_s": round(ticks.cpu_s(end=ended) + run_cpu, 3),
+        # Run's own work on napari's thread: the press and on to the first tick after it
+        "at_run_ms": round((run_cpu + ticks.cpu_to_next_tick(started)) * 1000, 1),
+        "preparing_ms": round(ticks.cpu_between(started, first_step[0]) * 1000, 1) if first_step else None,
+        "at_layers_ms": [round(ticks.cpu_around(moment) * 1000, 1) for _, moment in layers],
+    }
 
 
 #: Seconds the timer goes on ticking after the run has finished.
@@ -207,6 +241,40 @@ class Ticks:
         return self.cpu[end] - self.cpu[after - 1]
 
 
+class FullCollections:
+    """The garbage collector's full passes (``gc.callbacks``): start, seconds, the thread that
+    ran it. Whichever thread runs one holds the GIL throughout, so napari's thread waits."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, float, str]] = []
+        self._collecting: dict[int, float] = {}
+
+    def start(self) -> None:
+        import gc
+
+        gc.callbacks.append(self._collected)
+
+    def stop(self) -> None:
+        import gc
+
+        gc.callbacks.remove(self._collected)
+
+    def _collected(self, phase: str, info: dict) -> None:
+        if info.get("generation") != 2:
+            return
+        thread = threading.get_ident()
+        if phase == "start":
+            self._collecting[thread] = time.perf_counter()
+        elif thread in self._collecting:
+            began = self._collecting.pop(thread)
+            self.seen.append((began, time.perf_counter() - began, threading.current_thread().name))
+
+    def between(self, start: float, end: float) -> dict:
+        """How many began between ``start`` and ``end`` (perf_counter s), the longest and all (ms)."""
+        ms = [seconds * 1000 for began, seconds, _ in self.seen if start <= began < end]
+        return {"count": len(ms), "max_ms": round(max(ms, default=0.0), 1), "total_ms": round(sum(ms), 1)}
+
+
 #: The sampler looks at napari's thread every this many ms ...
 SAMPLE_MS = 5
 #: ... and takes its stack when the timer's last tick is older than this.
@@ -218,31 +286,13 @@ class StallSampler(threading.Thread):
     is late: what napari's thread was doing in each gap. How late the sampler itself woke is
     kept too: a sampler that could not run either points at a thread holding the GIL."""
 
-    def __init__(self, ticks: Ticks):
+    def __init__(self, ticks: Ticks, collections: FullCollections):
         super().__init__(daemon=True, name="stall sampler")
         self.ticks = ticks
         self.main = threading.main_thread().ident
         self.samples: list[tuple[float, float, tuple[str, ...]]] = []  # time, own delay ms, stack
         self.done = threading.Event()
-        #: the garbage collector's full passes: start, seconds, the thread that ran it (it holds the GIL)
-        self.collections: list[tuple[float, float, str]] = []
-        self._collecting: dict[int, float] = {}
-
-    def start(self) -> None:
-        import gc
-
-        gc.callbacks.append(self._collected)
-        super().start()
-
-    def _collected(self, phase: str, info: dict) -> None:
-        if info.get("generation") != 2:
-            return
-        thread = threading.get_ident()
-        if phase == "start":
-            self._collecting[thread] = time.perf_counter()
-        elif thread in self._collecting:
-            began = self._collecting.pop(thread)
-            self.collections.append((began, time.perf_counter() - began, threading.current_thread().name))
+        self.collections = collections.seen
 
     def run(self) -> None:
         expected = time.perf_counter() + SAMPLE_MS / 1000
@@ -262,11 +312,8 @@ class StallSampler(threading.Thread):
             self.samples.append((now, delay_ms, tuple(stack)))
 
     def stop(self) -> None:
-        import gc
-
         self.done.set()
         self.join()
-        gc.callbacks.remove(self._collected)
 
     def stalls(self, events: list[tuple[str, float]], longer_than_ms: float = 50.0) -> list[dict]:
         """Each gap longer than ``longer_than_ms``: when (s after Run), how long, the event in
@@ -348,8 +395,11 @@ def stop_hogs(hogs: list[subprocess.Popen]) -> None:
         hog.wait()
 
 
-def measure_in_a_fresh_process(size: int, steps: int, snapshot_every: int) -> dict:
+def measure_in_a_fresh_process(
+    size: int, steps: int, snapshot_every: int, keep_snapshots: bool = False
+) -> dict:
     command = [sys.executable, __file__, "--measure", str(size), str(steps), str(snapshot_every)]
+    command += ["--keep-snapshots"] if keep_snapshots else []
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
         raise SystemExit(f"measurement failed ({result.returncode}):\n{result.stderr[-3000:]}")
@@ -360,8 +410,9 @@ def table(results: list[dict]) -> list[str]:
     lines = [
         "| working size | CPU hogs | run (s) | longest gap, idle | longest gap, run | 99th percentile, run "
         "| gaps > 50 ms | gaps > 100 ms | longest gap, Run to first step | longest gap at a layer added "
-        "| longest gap, 2 s after | napari CPU at Run | napari CPU per layer added | load average before |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| longest gap, 2 s after | napari CPU at Run | napari CPU per layer added | layers added "
+        "| full GCs in run (longest) | full GCs 2 s after (longest) | load average before |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         run, idle = r["run"], r["idle"]
@@ -371,9 +422,16 @@ def table(results: list[dict]) -> list[str]:
             f"| {run['max_ms']:.0f} ms | {run['p99_ms']:.0f} ms | {run['over_50_ms']} of {run['ticks'] - 1} "
             f"| {run['over_100_ms']} | {_ms(r.get('preparing', {}).get('max_ms'))} "
             f"| {_ms(max(r.get('gaps_at_layers_added_ms') or [0]))} | {_ms(r.get('after', {}).get('max_ms'))} "
-            f"| {_ms(cpu.get('at_run_ms'))} | {_ms_range(cpu.get('at_layers_ms'))} | {r['load_before']:.1f} |"
+            f"| {_ms(cpu.get('at_run_ms'))} | {_ms_range(cpu.get('at_layers_ms'))} "
+            f"| {len(cpu.get('at_layers_ms') or [])} | {_collections(r, 'run')} | {_collections(r, 'after')} "
+            f"| {r['load_before']:.1f} |"
         )
     return lines
+
+
+def _collections(result: dict, when: str) -> str:
+    seen = result.get("full_collections", {}).get(when)
+    return "-" if seen is None else f"{seen['count']} ({seen['max_ms']:.0f} ms)" if seen["count"] else "0"
 
 
 def _ms(value: float | None) -> str:
@@ -420,13 +478,18 @@ def main() -> None:
         metavar=("SIZE", "STEPS", "SNAPSHOT_EVERY"),
         help="one run, napari's thread sampled in every gap over 50 ms: prints what it was doing",
     )
+    parser.add_argument(
+        "--keep-snapshots",
+        action="store_true",
+        help="the widget's 'keep snapshots after the run' on: a layer per snapshot (default: the widget's)",
+    )
     parser.add_argument("--measure", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(*args.measure)))
+        print(json.dumps(measure(*args.measure, keep_snapshots=args.keep_snapshots or None)))
         return
     if args.profile:
-        print_profile(measure(*args.profile, profile=True))
+        print_profile(measure(*args.profile, profile=True, keep_snapshots=args.keep_snapshots or None))
         return
     if args.section_only:
         write_section(args.output, section(json.loads(args.json.read_text())))
@@ -443,7 +506,7 @@ def main() -> None:
             load_before = os.getloadavg()[0]
             started = start_hogs(hogs)
             try:
-                result = measure_in_a_fresh_process(size, steps, snapshot_every)
+                result = measure_in_a_fresh_process(size, steps, snapshot_every, args.keep_snapshots)
             finally:
                 stop_hogs(started)
             result.update(hogs=hogs, load_before=load_before, load_after=os.getloadavg()[0])
@@ -453,7 +516,9 @@ def main() -> None:
     import torch
 
     saved = {
-        "command": "xvfb-run -a python benchmarks/gui_latency.py" + (" --quick" if args.quick else ""),
+        "command": "xvfb-run -a python benchmarks/gui_latency.py"
+        + (" --quick" if args.quick else "")
+        + (" --keep-snapshots" if args.keep_snapshots else ""),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "tick_ms": TICK_MS,
@@ -490,12 +555,15 @@ def section(saved: dict) -> list[str]:
         "[gui_latency.json](gui_latency.json)). A 10 ms timer on napari's GUI thread; a *gap* is the time "
         "between two of its ticks, i.e. how long napari could not react or repaint. *Idle* is the same "
         f"viewer during the {saved['idle_s']:.0f} s before Run. The run is the widget's (CPU, untrained weights, "
-        "astronaut and swirl, snapshot layers added along the way); *CPU hogs* are busy-loop processes the "
+        "astronaut and swirl, a snapshot every 5 steps: in the run's one layer, or a layer each with "
+        "`--keep-snapshots`); *CPU hogs* are busy-loop processes the "
         "script starts, competing with napari and the run. The load average (1 min, before each "
         "measurement) counts everything else the machine was doing: these figures come from a shared "
         "machine, so they vary from run to run. *Run to first step*: torch imported, weights loaded, VGG19 built "
         "(in the worker). *napari CPU*: the CPU time napari's thread itself spent, from the tick before the "
-        "event until the loop ticks on time again; unlike the gaps it does not grow with the machine's load.",
+        "event until the loop ticks on time again; unlike the gaps it does not grow with the machine's load. "
+        "*Full GCs*: Python's full garbage collections (any thread; each holds the GIL throughout, so napari "
+        "waits for it), counted with `gc.callbacks`.",
         "",
         *table(saved["results"]),
         "",

@@ -84,7 +84,7 @@ def test_cancel_while_the_weights_load_makes_the_widget_idle_at_once_and_adds_no
 
     run_and_wait(qtbot, widget)
     assert load.calls == 2
-    assert [layer.name for layer in viewer.layers] == [*before, "photo styled (step 2)", "photo styled"]
+    assert [layer.name for layer in viewer.layers] == [*before, "photo styled"]
     assert widget["status"].value.startswith("done")
 
 

@@ -138,8 +138,9 @@ def test_the_dock_fits_a_1280_by_800_window_with_every_group_open(viewer):
     assert widget.native.minimumSizeHint().height() < 800 // 2
 
 
-def test_a_run_adds_snapshots_and_the_result_over_the_content(qtbot, viewer, layers, widget):
+def test_a_run_keeping_snapshots_adds_them_and_the_result_over_the_content(qtbot, viewer, layers, widget):
     content_layer, style_layer = layers
+    widget["keep_snapshots"].value = True
     content_before, style_before = content_layer.data.copy(), style_layer.data.copy()
     metadata_before = dict(content_layer.metadata)
 

@@ -380,7 +380,8 @@ def result_layer_kwargs(
     lead = content.ndim - 2
     if len(spatial) == 2 and lead > 0:  # one slice of an nD layer: keep it at its place
         spatial = (1,) * lead + spatial
-    kwargs: dict[str, Any] = {"name": name, "metadata": {"style_transfer": metadata}}
+    # multiscale given: napari guesses nothing on its thread (the result is one numpy array)
+    kwargs: dict[str, Any] = {"name": name, "metadata": {"style_transfer": metadata}, "multiscale": False}
     single_frame = image.ndim - colour == 2
     kwargs.update(placement(content, spatial, slice_index if single_frame else None))
     if colour:

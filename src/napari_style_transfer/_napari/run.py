@@ -22,6 +22,7 @@ import numpy as np
 from .._image import resize_image, working_shape
 from ..errors import StyleTransferError
 from ..options import StyleOptions, min_side_for_layers
+from .gc_pause import FullCollectionsDeferred
 from .layers import (
     LayerInput,
     as_layer_data,
@@ -58,6 +59,12 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 
+#: Snapshots are not kept by default: they show in one layer, given each new snapshot, that
+#: becomes the result. Adding a layer costs napari's thread 0.1 to 0.2 s (its controls, its
+#: vispy visual, the selection), ten times what new data for one costs.
+KEEP_SNAPSHOTS = False
+
+
 def resolve_layer(viewer: napari.Viewer, layer: Image | str | None, role: str) -> Image:
     """A layer given as itself or by name."""
     if isinstance(layer, str):
@@ -88,10 +95,10 @@ class LayerWriter:
         source: LayerInput,
         *,
         content_range: bool | None = None,
-        keep_snapshots: bool = True,
+        keep_snapshots: bool = KEEP_SNAPSHOTS,
     ):
         self.viewer = viewer
-        self.content = content
+        self._content = _weak(content)  # weakly: see release()
         self.content_name = content.name  # a rename during the run does not rename its layers
         self.style_name = style.name
         self.regions: dict[str, Any] | None = None  # the Labels layer's name and labels, for metadata
@@ -119,9 +126,29 @@ class LayerWriter:
         self.last_progress: Progress | None = None
         self.done = False
         self.closed = False
-        self.result_layer: Any = None
+        self._result: weakref.ref | None = None
         self.stack_layer: Any = None
         self.finished_frames: set[tuple[int, ...]] = set()  # of a stack, as they came back
+
+    @property
+    def content(self) -> Any:
+        """The content layer (None once it is gone: the run then adds nothing more)."""
+        return self._content()
+
+    @property
+    def result_layer(self) -> Any:
+        """The run's result layer, or None (also once it was removed and freed)."""
+        return self._result() if self._result is not None else None
+
+    @result_layer.setter
+    def result_layer(self, layer: Any) -> None:
+        self._result = _weak(layer) if layer is not None else None
+
+    def release(self) -> None:
+        """The run is over: let go of its layers (the widget keeps its last run, and so this
+        writer), so that a layer the user removes is freed; the result is held weakly."""
+        self.snapshot_layers.clear()
+        self.stack_layer = None
 
     def close(self) -> None:
         """The viewer is gone: add nothing more."""
@@ -239,10 +266,14 @@ class LayerWriter:
                     {"step": step, "frames_done": len(self.finished_frames), **extra},
                 )
             return
-        if image is not None:
-            self.result_layer = self._add(
-                image, f"{self.base_name} ({how} at step {step})", step=step, **extra
-            )
+        if image is None:
+            return
+        name = f"{self.base_name} ({how} at step {step})"
+        if not self.keep_snapshots and self.snapshot_layers:
+            self.result_layer = self.snapshot_layers.pop()  # the snapshot layer keeps the last image
+            self._replace(self.result_layer, image, name, step=step, **extra)
+        else:
+            self.result_layer = self._add(image, name, step=step, **extra)
 
     def fold_snapshots(self) -> None:
         """Remove this run's snapshot layers (those still in the viewer): only the result stays."""
@@ -320,6 +351,12 @@ class LayerWriter:
         layer.name = name
 
 
+def _weak(layer: Any) -> weakref.ref:
+    """A weak reference to the layer itself: a plugin's viewer gives napari's proxies of its
+    layers (``PublicOnlyProxy``), a new one each time, which nothing else holds."""
+    return weakref.ref(getattr(layer, "__wrapped__", layer))
+
+
 #: Options left out of run names: they change how a run is watched, not what it makes.
 UNNAMED_OPTIONS = ("snapshot_every", "device", "channels_last", "threads", "cudnn_benchmark")
 #: At most this many changed options in a run's name (then "+N more").
@@ -389,15 +426,15 @@ def run_style_transfer(
     start: bool = True,
     scheduler: str | None = None,
     content_range: bool | None = None,
-    keep_snapshots: bool = True,
+    keep_snapshots: bool = KEEP_SNAPSHOTS,
     style_regions: Labels | str | None = None,
     **options: Any,
 ) -> GeneratorWorker:
     """Stylize ``content`` with ``style`` (layers or layer names) in a background thread.
 
-    Snapshot layers ``"<content> styled (step k)"`` appear every ``snapshot_every`` steps
-    (except the last) and the result ``"<content> styled"`` at the end, placed over the
-    content layer. For nD layers, ``stack`` is ``"current slice"`` (the slice the viewer
+    Every ``snapshot_every`` steps (except the last) a snapshot shows in one layer
+    ``"<content> styled (step k)"`` over the content layer, which becomes the result
+    ``"<content> styled"``; ``keep_snapshots=True`` adds a layer per snapshot. For nD layers, ``stack`` is ``"current slice"`` (the slice the viewer
     shows), ``"whole stack as time series"`` (every frame, each following the previous
     result: ``frames="time"``) or ``"whole stack, frames independent"`` (Z slices, channels:
     ``frames="independent"``; ``"whole stack"`` is its earlier name); a whole stack fills
@@ -408,8 +445,7 @@ def run_style_transfer(
     Grey results come back in the content's units (mapped back through the contrast limits
     the content was read with) unless ``content_range=False`` ([0, 1] then); results carry
     the content's colormap, gamma and blending. A later run of the same content is named for
-    its style and what it changed (:func:`run_name`). ``keep_snapshots=False`` shows the
-    snapshots in one layer, given each new one, which becomes the result (only the result stays).
+    its style and what it changed (:func:`run_name`).
     Returns the napari worker (started unless ``start=False``); ``cancel(worker)`` stops it
     after the current step and keeps the last image (before the first step: at once). Options are those of ``stylize``. Bad
     layers or options raise ``StyleTransferError`` before anything starts.
@@ -454,6 +490,7 @@ def run_style_transfer(
     styles_read = style_sources if several else style_sources[0]
     updates = _run_updates(source, styles_read, options, cancel_event, regions, cluster)
     worker = make_worker(updates, cancel_event, writer)
+    worker.finished.connect(lambda: writer.release())  # a lambda: held strongly (see make_worker)
     _stop_when_the_content_goes(viewer, content_layer, worker)
     RUNS.add(worker)
     if start:
@@ -519,7 +556,10 @@ def make_worker(
 
     # ignore_errors: superqt would re-raise an error in the GUI thread (napari's traceback
     # dialog); the writer turns it into a notification instead.
-    worker = thread_worker(_relay, start_thread=False, ignore_errors=True)(updates)
+    hold = FullCollectionsDeferred()
+    worker = thread_worker(_relay, start_thread=False, ignore_errors=True)(updates, hold)
+    # a lambda: Qt holds a bound method's object only weakly, and the generator lets go of it
+    worker.finished.connect(lambda: hold.end())
     # While the worker runs, superqt sends every thread's warnings to ``warned`` instead of
     # where they went (the run's own come as Warned updates): pass the others on to there.
     worker.warned.connect(_pass_on_to(warnings.showwarning))
@@ -617,9 +657,12 @@ def _pass_on_to(showwarning: Any) -> Any:
     return pass_on
 
 
-def _relay(updates: Iterator[Update]) -> Iterator[Update]:
+def _relay(updates: Iterator[Update], hold: FullCollectionsDeferred) -> Iterator[Update]:
     """The worker's generator function: passes on the updates of a generator made here, so
-    that this module keeps a handle to close it."""
+    that this module keeps a handle to close it. From its first step in the worker thread
+    on, Python makes no full garbage collection until the worker has finished (``hold``,
+    see :mod:`.gc_pause`)."""
+    hold.begin()
     yield from updates
 
 

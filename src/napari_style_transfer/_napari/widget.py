@@ -35,7 +35,7 @@ from ..styled_files import STYLED_SUFFIX
 from .controls import StackChoice, option_control, option_value, strength_row
 from .full_resolution import default_store, larger_than, run_full_resolution
 from .layers import STACK_MODES, frames_option, is_time_series
-from .run import cancel, run_style_transfer, settings_summary
+from .run import KEEP_SNAPSHOTS, cancel, run_style_transfer, settings_summary
 from .style_list import StyleList, StyleRow, narrow_choice
 from .tiff import save_styled_layer
 from .worker import (
@@ -90,16 +90,19 @@ GROUPS = {
 }
 #: The dock's narrowest width (px): napari's canvas keeps most of a 1280 px window.
 DOCK_WIDTH = 256
-#: The widget's own switches: their text and tooltip.
+#: The widget's own switches: their text, tooltip and default.
 OWN_SWITCHES = {
     "keep_snapshots": (
         "keep snapshots after the run",
-        "off: a finished run's snapshot layers are removed, only the result stays",
+        "on: each snapshot is a layer of its own and stays (adding a layer pauses napari for 0.1 to "
+        "0.2 s); off: the snapshots show in one layer that becomes the result",
+        KEEP_SNAPSHOTS,
     ),
     "content_range": (
         "result in the content's value range",
         "a grey result is mapped back through the contrast limits the content was read with (its own "
         "units, such as 0 to 4000 for a 16-bit image) instead of 0 to 1",
+        True,
     ),
 }
 RATIO_TIP = "the style weight over the content weight, as the paper gives it: 1e4 subtle, 1e6 strong"
@@ -302,8 +305,8 @@ class StyleTransferWidget(Container):
             )
         if name == "save_button":
             return PushButton(name="save_button", text="Save result...", tooltip=SAVE_TIP)
-        text, tip = OWN_SWITCHES[name]
-        return CheckBox(name=name, text=text, value=True, tooltip=tip)
+        text, tip, default = OWN_SWITCHES[name]
+        return CheckBox(name=name, text=text, value=default, tooltip=tip)
 
     def _add_group(self, title: str, controls: list[Any]) -> None:
         """A collapsible group (closed at first) under the essentials."""
