@@ -27,12 +27,15 @@ sys.path.insert(0, str(HERE))
 
 from run import CONTENT_LAYERS, STYLE_LAYERS, EvaluationCost, _images, _reference_curve  # noqa: E402
 
-RESULTS = HERE.parent / "docs" / "fewer_steps.json"
-SIZE = 512
+SIZE = 512  # --size sets it; results of other sizes (screening) go to their own file
+
+
+def _results() -> Path:
+    return HERE.parent / "docs" / ("fewer_steps.json" if SIZE == 512 else f"fewer_steps_{SIZE}.json")
 
 
 def _load() -> dict:
-    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    return json.loads(_results().read_text()) if _results().is_file() else {}
 
 
 def _save(key: str, value: dict) -> None:
@@ -42,7 +45,7 @@ def _save(key: str, value: dict) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)  # runs side by side write one file
         results = _load()
         results[key] = value
-        RESULTS.write_text(json.dumps(results, indent=1))
+        _results().write_text(json.dumps(results, indent=1))
 
 
 def reference(steps: int = 100) -> dict:
@@ -81,8 +84,61 @@ def ratio(repeats: int = 3) -> dict:
     return {"seconds": seconds, "of_512": {size: s / seconds[512] for size, s in seconds.items()}}
 
 
-def _levers(first_step: float | None, history: int | None, enlarge: str) -> None:
-    """Set the L-BFGS constants and the way a coarse result is enlarged for this process."""
+def pyramid(levels: int, boost: float):
+    """The operator g -> sum over k < ``levels`` of boost**k * U_k D_k g, where D_k averages
+    2**k x 2**k blocks and U_k repeats each block's value (nearest): symmetric and positive
+    definite, the starting inverse Hessian of L-BFGS on the image written as a sum of
+    ``levels`` resolutions (the finest times 1, the next times ``boost`` ...). boost 4 is
+    that parameterisation with equal coefficients at every level; 1 leaves the blocks'
+    means no more weight than the pixels."""
+    import torch.nn.functional as F
+
+    def apply(g):
+        h, w = g.shape[-2:]
+        block = 2 ** (levels - 1)
+        padded = F.pad(g, (0, -w % block, 0, -h % block))  # zeros: keeps the operator symmetric
+        out = padded.clone()
+        for k in range(1, levels):
+            mean = F.avg_pool2d(padded, 2**k)
+            out += boost**k * F.interpolate(mean, scale_factor=2**k, mode="nearest")
+        return out[..., :h, :w]
+
+    return apply
+
+
+def _precondition(operator) -> None:
+    """Make BoxLBFGS start its two-loop recursion from ``operator`` (scaled by s.y / y.M y)
+    instead of the identity, and take its first step along -M g."""
+    import torch
+
+    from napari_style_transfer import lbfgs
+
+    def direction(self, grad):
+        q = grad.neg()
+        alphas = []
+        for s, y, rho in reversed(self.history):
+            alpha = rho * torch.vdot(s.flatten(), q.flatten())
+            q.addcmul_(y, alpha, value=-1.0)
+            alphas.append(alpha)
+        q = operator(q)
+        if self.history:
+            s, y, _ = self.history[-1]
+            q.mul_(torch.vdot(s.flatten(), y.flatten()) / torch.vdot(y.flatten(), operator(y).flatten()))
+        else:
+            q.mul_(lbfgs.FIRST_STEP / q.abs().amax().clamp_min(1e-30))
+        for (s, y, rho), alpha in zip(self.history, reversed(alphas), strict=True):
+            beta = rho * torch.vdot(y.flatten(), q.flatten())
+            q.addcmul_(s, alpha - beta)
+        return q
+
+    lbfgs.BoxLBFGS._direction = direction
+
+
+def _levers(
+    first_step: float | None, history: int | None, enlarge: str, precondition: str | None = None
+) -> None:
+    """Set the L-BFGS constants, the starting inverse Hessian (``precondition``: ``LEVELS,BOOST``
+    of :func:`pyramid`) and the way a coarse result is enlarged for this process."""
     import torch.nn.functional as F
 
     from napari_style_transfer import engine, lbfgs
@@ -92,6 +148,9 @@ def _levers(first_step: float | None, history: int | None, enlarge: str) -> None
         lbfgs.FIRST_STEP = first_step
     if history is not None:
         engine.LBFGS_HISTORY = history
+    if precondition:
+        levels, boost = precondition.split(",")
+        _precondition(pyramid(int(levels), float(boost)))
     if enlarge == "bilinear":
         return
     start = optimise._start
@@ -199,6 +258,7 @@ def montage(costs: list[float], new: dict, new_split: list[int] | None, with_ref
                 enlarged = F.interpolate(torch_image(image), size=(SIZE, SIZE), mode="bilinear")
                 image = enlarged[0].permute(1, 2, 0).numpy()
             panels.append((f"{label}, cost {cost:g} ({size} px)", image))
+            panels.append((f"{label}, cost {cost:g}: 128 px crop", _crop(image)))
         shown = content if label == "today" else style
         panels.append(("content" if label == "today" else "style", shown[0].permute(1, 2, 0).numpy()))
     features = load_vgg19_features("random", progress=False).features
@@ -215,7 +275,14 @@ def montage(costs: list[float], new: dict, new_split: list[int] | None, with_ref
             style_weight=1e6,
         )
         panels.append((f"reference, cost {cost:g}", image[0].permute(1, 2, 0).numpy()))
-    draw(HERE.parent / "docs" / "images" / "steps_montage.png", panels, columns=len(costs) + 1)
+    draw(HERE.parent / "docs" / "images" / "steps_montage.png", panels, columns=2 * len(costs) + 1)
+
+
+def _crop(image, side: int = 128):
+    """A ``side`` px square of ``image`` (H, W, C) around its centre, shown larger in the montage
+    so that sharpness and artefacts can be seen."""
+    top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
+    return image[top : top + side, left : left + side]
 
 
 def torch_image(image):
@@ -224,9 +291,10 @@ def torch_image(image):
     return torch.from_numpy(image).permute(2, 0, 1)[None].float()
 
 
-def table() -> None:
-    """Print the markdown table of every run in the results and draw their loss against cost
-    (docs/images/steps_loss_cost.png)."""
+def table(at: float = 20.0) -> None:
+    """Print the markdown table of every run in the results (with each one's loss at cost
+    ``at``) and draw their loss against cost (docs/images/steps_loss_cost.png; at another
+    --size steps_loss_cost_SIZE.png)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -241,7 +309,7 @@ def table() -> None:
             f"target {target:.6g}: the reference's lowest loss in {len(reference_run['curve'])} evaluations"
         )
     print(
-        "| run | arguments | evaluations by size | first 512 px step: cost, loss | loss at cost 20 | reached the target at cost | of the reference's 100 |"
+        f"| run | arguments | evaluations by size | first {SIZE} px step: cost, loss | loss at cost {at:g} | reached the target at cost | of the reference's 100 |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     figure, axes = plt.subplots(figsize=(7, 4.5))
@@ -256,17 +324,20 @@ def table() -> None:
             f"{size}: {n}" for size, n in sorted(result["evaluations"].items(), key=lambda i: int(i[0]))
         )
         first = result["curve"][0] if result["curve"] else (0.0, 0.0)
-        at_20 = [loss for cost, loss in result["curve"] if cost <= 20]
+        at_20 = [loss for cost, loss in result["curve"] if cost <= at]
         print(
             f"| {name} | `{' '.join(result['argv'][1:])}` | {sizes} | {first[0]:.2f}, {first[1]:.5f} | "
             f"{f'{at_20[-1]:.5f}' if at_20 else 'at a coarse level'} | {shown} |"
         )
         if result["curve"]:
             axes.plot(*zip(*result["curve"], strict=True), label=name, lw=1)
-    axes.set(xlabel="cost (512 px evaluations)", ylabel="loss at 512 px", yscale="log", xlim=(0, 40))
+    axes.set(
+        xlabel=f"cost ({SIZE} px evaluations)", ylabel=f"loss at {SIZE} px", yscale="log", xlim=(0, 3 * at)
+    )
     axes.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(HERE.parent / "docs" / "images" / "steps_loss_cost.png", dpi=110)
+    name = "steps_loss_cost.png" if SIZE == 512 else f"steps_loss_cost_{SIZE}.png"
+    figure.savefig(HERE.parent / "docs" / "images" / name, dpi=110)
 
 
 def main() -> None:
@@ -284,14 +355,19 @@ def main() -> None:
     parser.add_argument("--reference", action="store_true", help="montage: a row of the reference")
     parser.add_argument("--costs", type=float, nargs="+", default=[15.0], help="montage: columns' costs")
     parser.add_argument("--enlarge", default="bilinear", choices=("bilinear", "bicubic", "detail"))
+    parser.add_argument("--precondition", help="LEVELS,BOOST: L-BFGS on a multi-resolution image")
+    parser.add_argument("--size", type=int, default=512, help="working size (screening at 256)")
+    parser.add_argument("--at", type=float, default=20.0, help="table: the cost of its loss column")
     args = parser.parse_args()
-    _levers(args.first_step, args.history, args.enlarge)
+    global SIZE
+    SIZE = args.size
+    _levers(args.first_step, args.history, args.enlarge, args.precondition)
     if args.part == "reference":
         _save("reference", reference())
     elif args.part == "ratio":
         _save("ratio", ratio())
     elif args.part == "table":
-        table()
+        table(args.at)
     else:
         options = {
             "schedule": args.schedule,

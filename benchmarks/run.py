@@ -344,10 +344,10 @@ def measure_memory(
     stages["style targets"] = _memory_now()
     run = optimize(objective, content, options)
     started = time.perf_counter()
-    next(run)
+    _, losses, _ = next(run)
     stages["first step"] = _memory_now()
-    for _ in run:
-        pass
+    for step in run:
+        losses = step[1]
     stages["steady steps"] = _memory_now()
     return {
         "size": size,
@@ -357,6 +357,7 @@ def measure_memory(
         "channels_last": layout == torch.channels_last,
         "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
         "seconds_per_step": (time.perf_counter() - started) / steps,
+        "final_loss": losses.total,  # what fewer curvature pairs cost, beside what they save
         "stages": stages,
     }
 
@@ -743,25 +744,38 @@ def _loss_plot(curves: dict, axis: int, targets: tuple[float, float]):
 
 
 def write_report(args, results: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    info, matmul, curves, loads = results["info"], results["matmul"], results["curves"], results["loads"]
-    speed = {tuple(key.split("@")): runs for key, runs in results["speed"].items()}
-    speed = {(name, int(size)): runs for (name, size), runs in speed.items()}
-    sizes = sorted({size for _, size in speed})
-    first_steps, cancels = results["first_steps"], results["cancels"]
+    """The report of every part in ``results`` (this run's and those read back from the JSON):
+    a part never measured leaves its section and figures out."""
+    info, loads = results["info"], results["loads"]
     busy = max(loads) > 0.5 * info["cores"] + 1
     cpu = info.get("cpu_class", "not recorded")
-    lines = [
+    speed = _speed_by_config(results.get("speed", {}))
+    lines = header_lines(args, info, results["matmul"], loads, busy)
+    lines += speed_lines(speed, results["matmul"], cpu)
+    lines += curve_lines(results.get("curves"))
+    lines += first_step_lines(results.get("first_steps"))
+    lines += cancel_lines(results.get("cancels"))
+    lines += memory_lines(results.get("memory"), cpu)
+    lines += threads_lines(results.get("threads"), cpu, busy)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text("\n".join(lines) + "\n")
+    draw_figures(args, results.get("curves"), speed)
+
+
+def _speed_by_config(speed: dict) -> dict[tuple[str, int], list[dict]]:
+    """The speed part's runs by (configuration, size) from its "name@size" keys."""
+    pairs = {tuple(key.split("@")): runs for key, runs in speed.items()}
+    return {(name, int(size)): runs for (name, size), runs in pairs.items()}
+
+
+def header_lines(args, info: dict, matmul: dict, loads: list[float], busy: bool) -> list[str]:
+    return [
         "# Benchmarks",
         "",
         f"Written by `python benchmarks/run.py{' --quick' if args.quick else ''}` on {info['date']}: "
         f"{info['cpu']} (class {info.get('cpu_class', 'not recorded')}: "
         f"{', '.join(info.get('cpu_flags', [])) or 'flags not recorded'}), {info['cores']} cores, {info['threads']} torch threads, Python {info['python']}, "
-        f"torch {info['torch']}, weights `{args.weights}`. Load average {loads[0]:.2f} before, {loads[1]:.2f} after"
+        f"torch {info['torch']}, weights `{args.weights}`. Load average {loads[0]:.2f} before, {loads[-1]:.2f} after"
         + (" (**the machine was busy: these numbers are less reliable**)." if busy else "."),
         "",
         "Images: the bundled astronaut (content) and swirl (style, resized to the content's size), "
@@ -772,6 +786,14 @@ def write_report(args, results: dict) -> None:
         "",
         f"Matrix multiply ({matmul.get('size', 2048)} x {matmul.get('size', 2048)}, same threads): {matmul['float32']:.0f} GFLOP/s fp32, "
         f"{matmul['bfloat16']:.0f} GFLOP/s bf16.",
+    ]
+
+
+def speed_lines(speed: dict[tuple[str, int], list[dict]], matmul: dict, cpu: str) -> list[str]:
+    """The speed part's table: seconds per step of each configuration and size."""
+    if not speed:
+        return []
+    lines = [
         "",
         "## Seconds per step",
         "",
@@ -785,7 +807,7 @@ def write_report(args, results: dict) -> None:
         "| CPU class | size | implementation | s/step | vs reference | evaluations/step | GFLOP/s | of matmul | peak memory MB | of which the optimisation | loss after the steps |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for size in sizes:
+    for size in sorted({size for _, size in speed}):
         reference = _median_of(speed["reference", size], "seconds_per_step")
         for name in CONFIGS:
             if (name, size) not in speed:  # a configuration added since the speed part last ran
@@ -802,12 +824,18 @@ def write_report(args, results: dict) -> None:
                 f"{_median_of(runs, 'final_loss'):.4g} |"
             )
     lines += ["", "Implementations:", ""] + [f"- `{name}`: {text}" for name, (text, _) in CONFIGS.items()]
+    return [*lines, "", "![seconds per step against size](images/bench_step_time.png)"]
 
+
+def curve_lines(curves: dict | None) -> list[str]:
+    """The time-to-quality table: when each run reached the reference's targets."""
+    if not curves:
+        return []
     ref_curve = curves["reference"]["curve"]
     target_loss, target_time = ref_curve[-1][1], ref_curve[-1][0]
     best_time, best_loss = min(ref_curve, key=lambda point: point[1])[:2]
     steps_done = len(ref_curve)
-    lines += [
+    lines = [
         "",
         f"## Time to quality at {curves['reference']['size']} px",
         "",
@@ -848,8 +876,14 @@ def write_report(args, results: dict) -> None:
         "![loss against wall time](images/bench_loss_time.png)",
         "",
         "![loss against cost](images/bench_loss_cost.png)",
-        "",
-        "![seconds per step against size](images/bench_step_time.png)",
+    ]
+    return lines
+
+
+def first_step_lines(first_steps: list[dict] | None) -> list[str]:
+    if not first_steps:
+        return []
+    lines = [
         "",
         "## Time from Run to the first step",
         "",
@@ -862,7 +896,13 @@ def write_report(args, results: dict) -> None:
         "| --- | --- |",
     ]
     lines += [f"| {r['size']} | {r['seconds']:.2f} |" for r in first_steps]
-    lines += [
+    return lines
+
+
+def cancel_lines(cancels: list[dict] | None) -> list[str]:
+    if not cancels:
+        return []
+    lines = [
         "",
         "## Cancel latency",
         "",
@@ -873,18 +913,30 @@ def write_report(args, results: dict) -> None:
         "| --- | --- | --- | --- |",
     ]
     lines += [f"| {c['size']} | {c['median']:.3f} | {c['max']:.3f} | {c['step']:.3f} |" for c in cancels]
-    lines += memory_lines(results.get("memory"), cpu)
-    lines += threads_lines(results.get("threads"), cpu, busy)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def draw_figures(args, curves: dict | None, speed: dict[tuple[str, int], list[dict]]) -> None:
+    """Loss against time and cost (the curves part), seconds per step against size (the speed part)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     args.images.mkdir(parents=True, exist_ok=True)
-    size = curves["reference"]["size"]
-    for axis, label, name in ((0, "wall time (s)", "time"), (2, f"cost ({size} px evaluations)", "cost")):
-        figure = _loss_plot(curves, axis, (target_loss, best_loss))
-        figure.axes[0].set(xlabel=label, title=f"Loss against {name} at {size} px ({args.weights} weights)")
-        figure.savefig(args.images / f"bench_loss_{name}.png", dpi=110)
-        plt.close(figure)
+    if curves:
+        size, ref_curve = curves["reference"]["size"], curves["reference"]["curve"]
+        targets = (ref_curve[-1][1], min(point[1] for point in ref_curve))
+        for axis, label, name in ((0, "wall time (s)", "time"), (2, f"cost ({size} px evaluations)", "cost")):
+            figure = _loss_plot(curves, axis, targets)
+            figure.axes[0].set(
+                xlabel=label, title=f"Loss against {name} at {size} px ({args.weights} weights)"
+            )
+            figure.savefig(args.images / f"bench_loss_{name}.png", dpi=110)
+            plt.close(figure)
+    if not speed:
+        return
+    sizes = sorted({size for _, size in speed})
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for name in (name for name in CONFIGS if all((name, s) in speed for s in sizes)):
         axes.plot(sizes, [_median_of(speed[name, s], "seconds_per_step") for s in sizes], "o-", label=name)

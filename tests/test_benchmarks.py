@@ -74,6 +74,26 @@ def test_the_benchmark_script_writes_its_report(tmp_path):
     assert "`threads=0` (auto) here:" in text
 
 
+def test_one_part_alone_writes_its_section_without_the_others(tmp_path):
+    """--parts threads with no earlier results: the report has the threads' table and no
+    section (or figure) of a part that never ran, instead of a KeyError on the missing part."""
+    report, images, raw = tmp_path / "benchmarks.md", tmp_path / "images", tmp_path / "benchmarks.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--parts", "threads"]
+        + ["--output", str(report), "--images", str(images), "--json", str(raw)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    text = report.read_text()
+    assert "## Threads at 64 px" in text
+    for heading in ("## Seconds per step", "## Time to quality", "## Cancel latency", "## Peak memory"):
+        assert heading not in text
+    assert not images.exists() or not list(images.iterdir())
+    assert set(json.loads(raw.read_text())) >= {"threads", "info", "matmul"}
+
+
 def test_the_cpu_class_is_the_best_instruction_set_the_flags_name():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from run import cpu_class

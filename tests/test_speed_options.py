@@ -78,13 +78,18 @@ def test_the_auto_schedule_runs_coarse_levels_for_large_sizes(content, style):
     assert first.size == 128
 
 
-def test_three_levels_take_a_quarter_a_quarter_and_half_of_the_steps():
+def test_three_levels_put_the_coarse_steps_at_the_smallest_size_for_the_same_cost():
     from napari_style_transfer import StyleOptions
     from napari_style_transfer.api import _levels
 
     levels = _levels(StyleOptions.from_kwargs({"size": 512, "steps": 300}), (512, 512), [(512, 512)])
     assert [level.content_shape for level in levels] == [(128, 128), (256, 256), (512, 512)]
-    assert [level.steps for level in levels] == [75, 75, 150]
+    assert [level.steps for level in levels] == [123, 15, 162]
+    # the full size starts sooner, and a default run costs no more than the 75/75/150 split did
+    # (in full-size steps: a step at half the side costs a quarter)
+    cost = sum(level.steps * (level.content_shape[0] / 512) ** 2 for level in levels)
+    assert cost <= 75 / 16 + 75 / 4 + 150
+    assert levels[0].steps / 16 + levels[1].steps / 4 < 0.5 * (75 / 16 + 75 / 4)
 
 
 def test_a_three_level_run_goes_through_its_sizes_and_its_full_size_loss_falls(content, style):
@@ -94,7 +99,7 @@ def test_a_three_level_run_goes_through_its_sizes_and_its_full_size_loss_falls(c
         )
     )
     steps = records[:-1]
-    assert [r.size for r in steps] == [32] * 5 + [48] * 5 + [64] * 10
+    assert [r.size for r in steps] == [32] * 8 + [48] * 1 + [64] * 11
     fine = [r.losses.total for r in steps if r.size == 64]
     assert fine[-1] < 0.5 * fine[0]
 

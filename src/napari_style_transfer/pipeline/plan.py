@@ -224,10 +224,11 @@ def _nearest(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return labels[rows[:, None], cols[None, :]]
 
 
-#: Share of the steps each level of a coarse-to-fine schedule gets, coarse to fine. 10/5/85% for
-#: three levels reaches a given 512 px loss sooner, but makes a 300-step run cost 1.5x the
-#: evaluations; kept until the default steps are chosen with it (docs/benchmarks.md, "Fewer steps").
-STEP_SHARES = {1: (1.0,), 2: (0.4, 0.6), 3: (0.25, 0.25, 0.5)}
+#: Share of the steps each level of a coarse-to-fine schedule gets, coarse to fine. Three levels:
+#: steps at the middle size bought nothing measurable, so they go to the coarsest, where a step
+#: costs 1/16 of a full-size one, and the full size starts after 11 instead of 27 full-size steps'
+#: worth at 300 steps; a run costs what 25/25/50% did (docs/benchmarks.md, "Fewer steps").
+STEP_SHARES = {1: (1.0,), 2: (0.4, 0.6), 3: (0.411, 0.051, 0.538)}
 
 
 def _levels(
