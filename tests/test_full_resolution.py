@@ -217,3 +217,20 @@ def test_a_tiled_run_holds_no_more_images_after_many_tiles_than_after_one(monkey
     assert max(records) <= 2  # this step's record, and the one the caller holds
     # the tensors alive vary by a few with each tile's curvature pairs, and do not grow
     assert np.mean(tensors[-10:]) <= np.mean(tensors[1:11]) + 2, tensors
+
+
+def test_the_memory_a_tile_freed_is_given_back_after_each_tile(monkeypatch, slide, style):
+    from napari_style_transfer.pipeline import zarr_sink
+
+    events = []
+    take = zarr_sink.FeatheredPiece.take
+
+    def taken(piece, index, image):
+        take(piece, index, image)
+        events.append("tile")
+
+    monkeypatch.setattr(tiled, "release_freed_memory", lambda: events.append("released"))
+    monkeypatch.setattr(zarr_sink.FeatheredPiece, "take", taken)
+    api.stylize(slide, style, size="full", tile_size=32, **FAST)
+    assert events.count("tile") > 1
+    assert events == ["tile", "released"] * events.count("tile")
