@@ -72,8 +72,8 @@ class Float64Objective:
         from napari_style_transfer.engine import StyleObjective
 
         class Objective(StyleObjective):
-            def features(self, image):
-                return self.extractor(image.contiguous(memory_format=self.memory_format))
+            def features(self, image, deepest=None):
+                return self.extractor(image.contiguous(memory_format=self.memory_format), deepest)
 
         return Objective(*args, **kwargs)
 

@@ -7,6 +7,7 @@ the machine running the tests play no part.
 from __future__ import annotations
 
 import resource
+from pathlib import Path
 
 import pytest
 from tiny_runs import tiny_options
@@ -270,3 +271,23 @@ def test_a_gpu_runs_result_is_checked_against_ram_not_gpu_memory(monkeypatch):
         r"style at most \d+ frames at a time",
     ):
         api._check_memory(stack, (32, 32), (32, 32), StyleOptions().validated(), torch.device("cuda"))
+
+
+def _resident_anonymous_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no RssAnon in /proc/self/status")
+
+
+@pytest.mark.skipif(not memory.release_freed_memory(), reason="glibc's malloc_trim only (Linux)")
+def test_freed_heap_blocks_are_given_back_to_the_system():
+    """What a tile leaves freed in the middle of the heap stays resident (a block still in use
+    above it stops glibc trimming the heap's top) until release_freed_memory."""
+    blocks = [bytearray(b"x" * 65536) for _ in range(1600)]  # 100 MiB, each below mmap's threshold
+    pinned = bytearray(b"x" * 65536)  # above them: the heap's top stays in use
+    del blocks
+    before = _resident_anonymous_bytes()
+    assert memory.release_freed_memory()
+    assert before - _resident_anonymous_bytes() > 50 * 2**20
+    del pinned

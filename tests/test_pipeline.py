@@ -12,6 +12,7 @@ from tiny_runs import tiny_options
 
 from napari_style_transfer import stylize
 from napari_style_transfer.api import plan
+from napari_style_transfer.objective import StyleObjective
 from napari_style_transfer.pipeline.executors import run_on
 from napari_style_transfer.pipeline.jobs import IndependentFrames, batches
 from napari_style_transfer.pipeline.records import StyleResult
@@ -117,3 +118,23 @@ def test_an_executor_run_gives_every_task_back_by_its_key():
     with ThreadPoolExecutor(max_workers=2) as executor:
         back = dict(run_on(executor, lambda number: number * number, ((n, (n,)) for n in range(5))))
     assert back == {n: n * n for n in range(5)}
+
+
+def test_each_level_of_a_job_computes_its_content_targets_once(monkeypatch, content, style):
+    """A new level's objective computes no content target of its own: the job's is set once
+    (a tile of a full-resolution run pays one content pass, not two, at each level)."""
+    shapes = []
+    targets = StyleObjective.content_features
+
+    def counted(objective, image):
+        shapes.append(tuple(image.shape[-2:]))
+        return targets(objective, image)
+
+    monkeypatch.setattr(StyleObjective, "content_features", counted)
+    options = tiny_options(steps=2, size=48, seed=0, schedule="24,48")
+    levels = plan(content, style, **options).levels
+    stylize(content, style, **options)
+    assert len(levels) > 1
+    # each level once for the run, and the working size's once more for the final losses
+    assert len(shapes) == len(levels) + 1
+    assert len(set(shapes)) == len(levels)

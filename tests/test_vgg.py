@@ -64,6 +64,27 @@ def test_the_cut_network_does_not_run_modules_past_the_deepest_layer(features, i
     assert calls == []
 
 
+def test_a_forward_down_to_a_layer_runs_no_module_past_it_and_gives_the_same_activations(features, image):
+    extractor = VGGFeatures(features, ["conv1_1", "conv4_2", "conv5_1"])
+    ran = []
+    handles = [
+        module.register_forward_hook(lambda *args, index=index: ran.append(index))
+        for index, module in enumerate(extractor.body)
+    ]
+    try:
+        with torch.no_grad():
+            cut = extractor(image, "conv4_2")
+            whole = extractor(image)
+    finally:
+        for handle in handles:
+            handle.remove()
+    deepest = VGG19_LAYERS.index("conv4_2")
+    assert list(cut) == ["conv1_1", "conv4_2"]
+    assert max(ran[: deepest + 1]) == deepest and len(ran) == deepest + 1 + extractor.depth
+    for name in cut:
+        torch.testing.assert_close(cut[name], whole[name], rtol=0, atol=0, msg=name)
+
+
 @pytest.mark.parametrize("padding", ["reflect", "replicate"])
 def test_the_convolutions_pad_with_the_mode_asked_for_on_the_loaded_weights(features, image, padding):
     padded = copy.deepcopy(features)

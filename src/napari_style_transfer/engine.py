@@ -173,11 +173,8 @@ def optimize_frames(
     rounding of batched convolutions. Yields ``(step, losses of each frame, images (N, ...))``
     after every step, with the losses as :func:`optimize` gives them.
     """
-    with torch.no_grad():
-        features = objective.features(contents) if objective.content_layers else {}
-    targets = [
-        {name: features[name][i : i + 1] for name in objective.content_layers} for i in range(len(start))
-    ]
+    features = objective.content_features(contents)
+    targets = [{name: value[i : i + 1] for name, value in features.items()} for i in range(len(start))]
 
     def frames_objective(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch = objective.features(images)

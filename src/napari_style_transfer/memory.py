@@ -8,9 +8,12 @@ L-BFGS curvature pair, plus a fixed part for the network's weights and buffers.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
 #: Bytes a working pixel for forward + backward through VGG19 (measured, rounded up).
 ACTIVATION_BYTES_PER_PIXEL = 4_000
@@ -277,3 +280,30 @@ def _v1_quota(folder: Path) -> float | None:
     """cpu.cfs_quota_us over cpu.cfs_period_us; a quota of -1 is none."""
     quota, period = (_read_number(folder / f"cpu.cfs_{name}_us") for name in ("quota", "period"))
     return quota / period if quota and period else None  # "-1" is not read as a number
+
+
+def release_freed_memory() -> bool:
+    """Give the pages of memory freed since the last call back to the system (glibc's
+    ``malloc_trim``); True where that was done (Linux with glibc), else nothing happens.
+
+    glibc keeps freed blocks of its heap resident, and a tile's activations of another
+    shape leave holes the next tile does not fill exactly: a full-resolution run's resident
+    memory crept up tile by tile without this, called after each tile (docs/slides.md)."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # another C library (musl has no malloc_trim)
+        return None

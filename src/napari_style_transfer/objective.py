@@ -21,7 +21,7 @@ from .losses import (  # noqa: E402
     TemporalLoss,
     TotalVariationLoss,
 )
-from .options import StyleOptions  # noqa: E402
+from .options import VGG19_LAYERS, StyleOptions  # noqa: E402
 from .speed_probe import memory_format  # noqa: E402
 from .vgg import VGGFeatures  # noqa: E402
 
@@ -42,12 +42,13 @@ class StyleObjective(nn.Module):
     def __init__(
         self,
         extractor: VGGFeatures,
-        content: torch.Tensor,
+        content: torch.Tensor | None,
         style: torch.Tensor | Sequence[torch.Tensor],
         options: StyleOptions,
         compute_dtype: torch.dtype = torch.float32,
     ):
         super().__init__()
+        styles = [style] if isinstance(style, torch.Tensor) else list(style)
         self.extractor = extractor
         self.content_layers = options.content_layers
         self.style_layers = options.style_layers
@@ -56,13 +57,16 @@ class StyleObjective(nn.Module):
         self.tv_weight = options.tv_weight
         self.temporal_weight = options.temporal_weight
         self.compute_dtype = compute_dtype
-        self.memory_format = memory_format(options.channels_last, content.device, compute_dtype)
+        device = styles[0].device if content is None else content.device
+        self.memory_format = memory_format(options.channels_last, device, compute_dtype)
         self.layer_weights = dict(zip(self.style_layers, options.layer_weights, strict=True))
-        styles = [style] if isinstance(style, torch.Tensor) else list(style)
         # a style of weight 0 takes no part, so a blend of 1:0 is the first style's run exactly
         self.blend = [(index, weight) for index, weight in enumerate(options.blend(len(styles))) if weight]
         with torch.no_grad():
-            style_features = [self.features(image) for image in styles] if self.style_layers else []
+            deepest_style = _deepest(self.style_layers)
+            style_features = (
+                [self.features(image, deepest_style) for image in styles] if self.style_layers else []
+            )
             self.style_loss: StyleLoss = STYLE_LOSS_REGISTRY[options.style_loss](
                 style_features, self.style_layers, options.seed
             )
@@ -73,22 +77,31 @@ class StyleObjective(nn.Module):
         self.temporal: TemporalLoss | None = None
         self.total_variation = TotalVariationLoss()
         self.content_loss = ContentLoss({})
-        self.set_content(content)
+        if content is not None:  # None: the caller sets each job's content (no forward here)
+            self.set_content(content)
 
-    def features(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Activations of the layers in use, as float32."""
+    def features(self, image: torch.Tensor, deepest: str | None = None) -> dict[str, torch.Tensor]:
+        """Activations of the layers in use (up to ``deepest`` if given), as float32."""
         image = image.contiguous(memory_format=self.memory_format)
         with torch.autocast(
             image.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32
         ):
-            features = self.extractor(image)
+            features = self.extractor(image, deepest)
         return {name: value.float() for name, value in features.items()}
 
     @torch.no_grad()
+    def content_features(self, content: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The content layers' activations of ``content`` (N, 3, H, W): the network runs only
+        down to the deepest content layer (conv4_2 of conv5_1's depth: a quarter of the
+        convolutions' work saved, paid once per tile of a full-resolution run)."""
+        if not self.content_layers:
+            return {}
+        features = self.features(content, _deepest(self.content_layers))
+        return {name: features[name] for name in self.content_layers}
+
     def set_content(self, content: torch.Tensor) -> None:
         """Compare with another content image (the next frame of a stack) from now on."""
-        features = self.features(content) if self.content_layers else {}
-        self.content_loss = ContentLoss({name: features[name] for name in self.content_layers})
+        self.content_loss = ContentLoss(self.content_features(content))
 
     @property
     def content_targets(self) -> dict[str, torch.Tensor]:
@@ -175,3 +188,8 @@ class StyleObjective(nn.Module):
             ]
         )
         return terms.sum(), terms.detach()
+
+
+def _deepest(layers: Sequence[str]) -> str | None:
+    """The deepest of ``layers`` in VGG19's order (None for none)."""
+    return max(layers, key=VGG19_LAYERS.index) if layers else None

@@ -96,10 +96,13 @@ class VGGFeatures(nn.Module):
         """Number of VGG19 modules that run."""
         return len(self.body)
 
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``image``: (N, 3, H, W) in [0, 1]. Returns ``{layer name: activation}``."""
+    def forward(self, image: torch.Tensor, deepest: str | None = None) -> dict[str, torch.Tensor]:
+        """``image``: (N, 3, H, W) in [0, 1]. Returns ``{layer name: activation}``; with
+        ``deepest``, only the modules up to that layer run (the content's targets need no
+        deeper style layer) and only the layers up to it are returned."""
         self._captured = {}
-        self.body((image - self.mean) / self.std)
+        body = self.body if deepest is None else self.body[: VGG19_LAYERS.index(deepest) + 1]
+        body((image - self.mean) / self.std)
         captured, self._captured = self._captured, {}
         return captured
 

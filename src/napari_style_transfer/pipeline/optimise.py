@@ -100,7 +100,7 @@ class Optimiser:
             start = _start(contents, styles[0], opts, carry, labels, level, images)
             canvas = Canvas.around(level.content_shape)
             contents = canvas.pad(contents)
-            objective = self._objective_for(level, contents, styles)
+            objective = self._objective_for(level, styles)
             if labels is not None:  # one frame at a time (see memory_checks.frames_per_batch)
                 labels = canvas.pad_labels(labels)
                 objective.set_regions(torch.from_numpy(labels)[None, None].to(self.plan.device))
@@ -137,12 +137,11 @@ class Optimiser:
         self._objective.set_content(content)
         return evaluate(self._objective, image)
 
-    def _objective_for(
-        self, level: Level, contents: torch.Tensor, styles: list[torch.Tensor]
-    ) -> StyleObjective:
+    def _objective_for(self, level: Level, styles: list[torch.Tensor]) -> StyleObjective:
         if self._objective is None or self._objective_style != level.style_shapes:
+            # no content here: each batch sets its own (_optimise_batch), so none is computed twice
             self._objective = StyleObjective(
-                self.model.extractor, contents[:1], styles, self.plan.options, self.model.dtype
+                self.model.extractor, None, styles, self.plan.options, self.model.dtype
             )
             self._objective_style = level.style_shapes
         return self._objective

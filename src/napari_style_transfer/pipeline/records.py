@@ -153,6 +153,7 @@ class Progress:
         self.cursor = Cursor()
         self.steps_before = 0  # steps of the batches finished
         self.frame_steps: list[int] = []  # steps of each finished frame, in run order
+        self._current: list[StepRecord] = []  # the records of the latest step
 
     def step(
         self,
@@ -168,8 +169,12 @@ class Progress:
         frame order. A batch's frames step together, so steps_before counts the other frames'
         steps so far and progress stays the share of the whole run done."""
         snapshot = bool(self.snapshot_every) and done % self.snapshot_every == 0
+        self._let_go()
         self.cursor.position = (jobs[0].number, done)
         batch: list[StepRecord] = []
+        # a batch's records hold each other (a cycle, which only the garbage collector frees):
+        # one job's record needs none, and the others are let go at the next step
+        shared = batch if len(jobs) > 1 else None
         for position, (job, frame_losses) in enumerate(zip(jobs, losses, strict=True)):
             batch.append(
                 StepRecord(
@@ -190,10 +195,21 @@ class Progress:
                     _cursor=self.cursor,
                     _finish=finishes[position],
                     _position=self.cursor.position,
-                    _batch=batch,
+                    _batch=shared,
                 )
             )
+        self._current = batch
         return batch
+
+    def _let_go(self) -> None:
+        """The latest step's records can no longer render their images (the run moved on):
+        they drop their live images and each other. Kept until the garbage collector ran,
+        they held a tile's image each, and the memory of a full-resolution run grew with its
+        number of tiles."""
+        for record in self._current:
+            record._live = None
+            record._batch = None
+        self._current = []
 
     def finished(self, jobs: Sequence[Job], steps: int) -> None:
         """A batch of jobs of ``steps`` steps each is done: later records count them as before."""

@@ -22,6 +22,7 @@ import numpy as np
 from .. import tiles
 from ..engine import with_backend_flags
 from ..errors import StyleTransferError
+from ..memory import release_freed_memory
 from ..speed_probe import with_threads
 from ..zarr_output import ResultStore
 from .executors import Elsewhere, prepare_worker_process, run_on
@@ -91,6 +92,7 @@ def run_tile(work: LevelWork, job: TileJob, coarse: CoarseWindow | None) -> Tile
         steps = with_threads(records, p.options.threads)  # an explicit count holds on the workers too
         for last in with_backend_flags(steps, p.options, p.device):  # noqa: B007  # the last is kept
             pass
+    release_freed_memory()  # a worker runs tile after tile: see tiled._run_level
     bare = dataclasses.replace(last, image=None, _live=None, _cursor=None, _finish=None, _batch=None)
     if work.location is not None:
         return TileOutcome(bare, None)

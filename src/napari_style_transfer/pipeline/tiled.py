@@ -26,6 +26,7 @@ from .. import tiles
 from ..engine import LBFGS_HISTORY, free_memory_bytes, resize, resolve_device, with_backend_flags
 from ..frames import FrameLink
 from ..large_images import LargeImage, read_downscaled
+from ..memory import release_freed_memory
 from ..options import StyleOptions
 from ..speed_probe import with_threads
 from ..zarr_output import ResultStore, open_result_store
@@ -251,6 +252,7 @@ def _run_level(
         assert job.tile is not None
         optimiser.plan = planner.plan_for(job)  # the tile's guide, where style_regions are given
         yield from optimiser.run_jobs([job], planner, planner, planner.sink(job.tile), 1)
+        release_freed_memory()  # else the heap's freed blocks stay resident and add up, tile by tile
         number += 1
     planner.finalise(frame)
     return number
