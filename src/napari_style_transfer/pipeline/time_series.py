@@ -63,14 +63,15 @@ class TimeChains:
         self._carried = (job.index, carry.curvature)
         return carry
 
-    def keep(self, job: Job, carry: Carry, images: torch.Tensor) -> None:
-        """Keep what the frame after ``job`` in its series will follow."""
+    def keep(self, job: Job, carry: Carry, canvases: torch.Tensor) -> None:
+        """Keep what the frame after ``job`` in its series will follow: its result on its
+        canvas, margin included, as its link covers the canvas (pipeline/reader.py)."""
         index = job.index
         if not index or index[0] + 1 >= self.plan.content.stack_shape[0]:
             return  # no frame follows
         if carry.temporal is None or carry.link is None:
-            self._kept[index] = (images, None)
+            self._kept[index] = (canvases, None)
             return
         link, owed = carry.link, carry.owed
-        reference = images + anchored(link, owed) * (carry.temporal[0] - images)
+        reference = canvases + anchored(link, owed) * (carry.temporal[0] - canvases)
         self._kept[index] = (reference, steps_owed(link, owed, job.steps, self._first_steps))
