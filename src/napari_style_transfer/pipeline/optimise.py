@@ -98,7 +98,7 @@ class Optimiser:
                 resize(full, *shape) for full, shape in zip(self.styles, level.style_shapes, strict=True)
             ]
             labels = None if labels_of is None else labels_of.at(jobs[0].index, level.content_shape)
-            canvas = Canvas.around(level.content_shape)
+            canvas = Canvas.around(level.content_shape, later_frame=carry.temporal is not None)
             start = _start(contents, styles[0], opts, carry, labels, level, images, canvas)
             contents = canvas.pad(contents)
             objective = self._objective_for(level, contents, styles)

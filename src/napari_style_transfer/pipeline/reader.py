@@ -173,7 +173,7 @@ class TimeSeriesReader:
             return frame, content, None
         # the link covers the frame's canvas (pipeline/canvas.py), so that a later frame's margin
         # is carried from the previous result like its inside, not mirrored afresh (issue 33)
-        canvas = Canvas.around(self._p.content_shape)
+        canvas = Canvas.around(self._p.content_shape, later_frame=True)
         return frame, content, link_frames(canvas.pad(previous), canvas.pad(content))
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ import torch
 
 from ..frames import WARP_MODE, FrameLink, anchored, held, steps_owed, time_chains, warp
 from ..lbfgs import CarriedCurvature
+from .canvas import Canvas
 from .jobs import Carry, Job
 from .plan import Level, Plan
 from .reader import Reader, TimeSeriesReader
@@ -53,6 +54,9 @@ class TimeChains:
         carry = Carry(link)
         if job.follows is not None and link is not None:
             reference, carry.owed = self._kept.pop(job.follows)
+            canvas = Canvas.around(self.plan.content_shape, later_frame=True)
+            if reference.shape[-2:] != link.flow.shape[-2:]:  # a first frame's canvas, another margin
+                reference = canvas.fit(reference, self.plan.content_shape)
             carry.temporal = (warp(reference, link.flow, WARP_MODE).clamp(0.0, 1.0), held(link, carry.owed))
         follows_closely = link is not None and link.fresh.mean().item() < CARRY_CURVATURE_FRESH
         carried = self._carried
