@@ -46,16 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--montage", type=Path, help="a PNG: content, independent, each variant (frames 1, 3, 5, 7)"
     )
+    parser.add_argument("--quick", action="store_true", help="48 px, 3 frames, 2 + 1 steps: a smoke run")
     args = parser.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(1)
-    side, frames = stacks.SMEAR_SIZE, stacks.SMEAR_FRAMES
+    side, frames = (48, 3) if args.quick else (stacks.SMEAR_SIZE, stacks.SMEAR_FRAMES)
     options = {
         "size": side,
-        "steps": stacks.SMEAR_STEPS,
-        "time_steps": stacks.SMEAR_TIME_STEPS,
+        "steps": 2 if args.quick else stacks.SMEAR_STEPS,
+        "time_steps": 1 if args.quick else stacks.SMEAR_TIME_STEPS,
         "weights": "random",
         "snapshot_every": 0,
         "style_weight": 1e6,
