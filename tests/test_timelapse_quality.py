@@ -195,3 +195,25 @@ def test_a_later_frame_has_no_rim_at_its_border():
     result = stylize(movie, load_sample("swirl"), frames="time", **options)
     scaled = resize_image(movie[1], working_shape(*content.shape, 64))
     assert line_step(result[1]) <= line_step(scaled)
+
+
+def test_later_frames_run_on_a_canvas_of_their_own_margin_where_one_is_set(style, monkeypatch):
+    # canvas.LATER_FRAME_MARGIN, the measured fallback (docs/timelapse.md): the first frame keeps
+    # the margin, later frames start from its result cut to theirs
+    from napari_style_transfer.pipeline import canvas, optimise
+
+    shapes = []
+    real = optimise._optimise_batch
+
+    def recording(objective, contents, start, opts, steps, carried=None):
+        shapes.append(tuple(start.shape[-2:]))
+        return real(objective, contents, start, opts, steps, carried)
+
+    monkeypatch.setattr(optimise, "_optimise_batch", recording)
+    monkeypatch.setattr(canvas, "LATER_FRAME_MARGIN", 0)
+    still = dark_field(blob(32, (16, 16), 8, 1), 2)
+    result = stylize(
+        np.stack([still, still]), style, frames="time", size=32, steps=2, time_steps=1, weights="random"
+    )
+    assert shapes == [(32 + 2 * canvas.MARGIN,) * 2, (32, 32)]
+    assert result.shape == (2, 32, 32) and np.isfinite(result).all()
