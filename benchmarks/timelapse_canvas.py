@@ -3,7 +3,8 @@
 against one independent run (the shipped margin, MARGIN 8).
 
 Variants: ``carried`` (the shipped one: a later frame's whole canvas, margin included, follows
-the previous result along the flow), ``later0`` (later frames without a margin, the first frame
+the previous result along the flow), ``free`` (carried, the margin not held by the temporal
+term: canvas.HOLD_MARGIN False), ``later0`` (later frames without a margin, the first frame
 with it), ``none`` (MARGIN 0 for every frame), ``smoothN`` (carried, the flow computed on the
 grey frames smoothed by a Gaussian of N px). The mirrored margin of before is the code at
 b229ccc~1 (run this script from that commit's tree).
@@ -31,6 +32,7 @@ def set_variant(variant: str) -> None:
 
     canvas.MARGIN = 0 if variant == "none" else 8
     canvas.LATER_FRAME_MARGIN = 0 if variant == "later0" else None
+    canvas.HOLD_MARGIN = variant != "free"
     real = frames.__dict__.setdefault("_tvl1_flow", frames.optical_flow)
     if variant.startswith("smooth"):
         sigma = float(variant.removeprefix("smooth"))
@@ -42,7 +44,7 @@ def set_variant(variant: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sequence", choices=list(stacks.SMEAR_SEQUENCES))
-    parser.add_argument("variants", help="comma-separated: carried, later0, none, smoothN")
+    parser.add_argument("variants", help="comma-separated: carried, free, later0, none, smoothN")
     parser.add_argument(
         "--montage", type=Path, help="a PNG: content, independent, each variant (frames 1, 3, 5, 7)"
     )

@@ -217,3 +217,27 @@ def test_later_frames_run_on_a_canvas_of_their_own_margin_where_one_is_set(style
     )
     assert shapes == [(32 + 2 * canvas.MARGIN,) * 2, (32, 32)]
     assert result.shape == (2, 32, 32) and np.isfinite(result).all()
+
+
+def test_a_later_frames_temporal_term_leaves_its_margin_free_where_told(style, monkeypatch):
+    from napari_style_transfer.engine import StyleObjective
+    from napari_style_transfer.pipeline import canvas as margins
+    from napari_style_transfer.pipeline.canvas import Canvas
+
+    monkeypatch.setattr(margins, "HOLD_MARGIN", False)
+
+    masks = []
+    real = StyleObjective.set_temporal
+
+    def recording(objective, target, reliable=None):
+        masks.append(reliable)
+        return real(objective, target, reliable)
+
+    monkeypatch.setattr(StyleObjective, "set_temporal", recording)
+    still = dark_field(blob(32, (16, 16), 8, 1), 2)
+    stylize(np.stack([still, still]), style, frames="time", size=32, steps=4, time_steps=2, weights="random")
+    reliable = masks[-1]
+    canvas = Canvas.around(still.shape)
+    inside = canvas.crop(reliable)
+    assert inside.mean() > 0.9  # a still frame is held on the image...
+    assert reliable.sum() == inside.sum()  # ...and not in the margin

@@ -8,6 +8,7 @@ import torch
 
 from ..frames import WARP_MODE, FrameLink, anchored, held, steps_owed, time_chains, warp
 from ..lbfgs import CarriedCurvature
+from . import canvas as margins
 from .canvas import Canvas
 from .jobs import Carry, Job
 from .plan import Level, Plan
@@ -57,7 +58,10 @@ class TimeChains:
             canvas = Canvas.around(self.plan.content_shape, later_frame=True)
             if reference.shape[-2:] != link.flow.shape[-2:]:  # a first frame's canvas, another margin
                 reference = canvas.fit(reference, self.plan.content_shape)
-            carry.temporal = (warp(reference, link.flow, WARP_MODE).clamp(0.0, 1.0), held(link, carry.owed))
+            hold = held(link, carry.owed)
+            if not margins.HOLD_MARGIN:
+                hold = hold * canvas.image_mask(hold)
+            carry.temporal = (warp(reference, link.flow, WARP_MODE).clamp(0.0, 1.0), hold)
         follows_closely = link is not None and link.fresh.mean().item() < CARRY_CURVATURE_FRESH
         carried = self._carried
         if carried is not None and carried[0] == job.follows and follows_closely:
