@@ -25,7 +25,7 @@ from napari_style_transfer.frames import (
     warp,
 )
 from napari_style_transfer.pipeline import optimise, reader
-from napari_style_transfer.pipeline.canvas import MARGIN, Canvas
+from napari_style_transfer.pipeline.canvas import Canvas
 
 
 def consistent(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:
@@ -41,8 +41,6 @@ def consistent(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:
 
 
 FAST = tiny_options(steps=4, size=48)
-#: What the objective and the optimiser see of these frames: the image on its canvas.
-ON_CANVAS = Canvas(MARGIN)
 
 
 def texture(size: int = 48, seed: int = 0) -> np.ndarray:
@@ -210,8 +208,8 @@ def test_still_pixels_beside_a_turning_object_keep_their_first_value_as_the_next
     real, real_link = StyleObjective.set_temporal, reader.link_frames
 
     def recording(objective, target, reliable=None):
-        # the objective holds it on the image's canvas (pipeline/canvas.py)
-        targets.append(None if target is None else ON_CANVAS.crop(target).clone())
+        # on the image's canvas (pipeline/canvas.py), as the links are
+        targets.append(None if target is None else target.clone())
         return real(objective, target, reliable)
 
     def recording_link(previous, content):
@@ -275,7 +273,7 @@ def test_a_time_series_holds_the_pixels_it_restyled_only_after_a_first_frames_st
     real = StyleObjective.set_temporal
 
     def recording(objective, target, reliable=None):
-        masks.append(None if reliable is None else ON_CANVAS.crop(reliable))
+        masks.append(reliable)  # on the canvas, as the links are
         return real(objective, target, reliable)
 
     linked = []
@@ -391,7 +389,7 @@ def test_a_later_frame_starts_its_new_pixels_from_their_content_plus_nearby_styl
         return filled, copied
 
     def recording_optimise(objective, contents, start, opts, steps, carried=None):
-        starts.append((ON_CANVAS.crop(contents), ON_CANVAS.crop(start).clone()))
+        starts.append((contents, start.clone()))  # on the canvas, as the links are
         return real_optimise(objective, contents, start, opts, steps, carried)
 
     monkeypatch.setattr("napari_style_transfer.pipeline.optimise.fill_from_surroundings", recording_fill)
@@ -625,4 +623,4 @@ def test_a_time_series_with_style_regions_fills_new_pixels_within_their_region(s
     result = result_of(movie, [style, style[::-1]], frames="time", time_steps=2, style_regions=labels)
     assert result.image.shape == (2, 48, 48) and np.isfinite(result.image).all()
     (groups,) = groups_seen
-    np.testing.assert_array_equal(groups, labels)
+    np.testing.assert_array_equal(groups, Canvas.around(labels.shape).pad_labels(labels))  # on the canvas

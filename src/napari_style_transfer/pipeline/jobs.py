@@ -60,7 +60,8 @@ class Planner(Protocol):
 
     def carry(self, job: Job, link: FrameLink | None) -> Carry: ...
 
-    def keep(self, job: Job, carry: Carry, images: torch.Tensor) -> None: ...
+    def keep(self, job: Job, carry: Carry, canvases: torch.Tensor) -> None:
+        """Keep what a later job takes from ``job``: its results on their canvases."""
 
 
 class IndependentFrames:
@@ -81,7 +82,7 @@ class IndependentFrames:
     def carry(self, job: Job, link: FrameLink | None) -> Carry:
         return Carry(link)
 
-    def keep(self, job: Job, carry: Carry, images: torch.Tensor) -> None:
+    def keep(self, job: Job, carry: Carry, canvases: torch.Tensor) -> None:
         """Nothing: no frame follows another."""
 
 

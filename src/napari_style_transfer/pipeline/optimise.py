@@ -61,6 +61,7 @@ class Optimiser:
         self._objective: StyleObjective | None = None
         self._objective_style: tuple[tuple[int, int], ...] | None = None  # its targets' style sizes
         self.images: torch.Tensor | None = None  # the last batch's results (N, 3, H, W)
+        self.canvases: torch.Tensor | None = None  # ... on their canvases, margin included
         # the last job's content and result on their canvas, for the final losses
         self._last_canvas: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -75,8 +76,8 @@ class Optimiser:
             inputs, link = reader.read(group)
             carry = planner.carry(group[0], link)
             yield from self.run(group, inputs, carry, sink)
-            assert self.images is not None
-            planner.keep(group[0], carry, self.images)
+            assert self.canvases is not None
+            planner.keep(group[0], carry, self.canvases)
 
     def run(
         self, jobs: Sequence[Job], inputs: Sequence[JobInput], carry: Carry, sink: Sink
@@ -97,19 +98,18 @@ class Optimiser:
                 resize(full, *shape) for full, shape in zip(self.styles, level.style_shapes, strict=True)
             ]
             labels = None if labels_of is None else labels_of.at(jobs[0].index, level.content_shape)
-            start = _start(contents, styles[0], opts, carry, labels, level, images)
-            canvas = Canvas.around(level.content_shape)
+            canvas = Canvas.around(level.content_shape, later_frame=carry.temporal is not None)
+            start = _start(contents, styles[0], opts, carry, labels, level, images, canvas)
             contents = canvas.pad(contents)
             objective = self._objective_for(level, styles)
             if labels is not None:  # one frame at a time (see memory_checks.frames_per_batch)
                 labels = canvas.pad_labels(labels)
                 objective.set_regions(torch.from_numpy(labels)[None, None].to(self.plan.device))
-            temporal = carry.temporal and tuple(canvas.pad(part) for part in carry.temporal)
-            objective.set_temporal(*(temporal or (None,)))
+            objective.set_temporal(*(carry.temporal or (None,)))  # on the canvas already
             # the working size's pairs go on to the next frame, not a coarser level's
             curvature = carry.curvature if level is levels[-1] else None
             for _, losses, canvases in _optimise_batch(
-                objective, contents, canvas.pad(start), opts, level.steps, curvature
+                objective, contents, start, opts, level.steps, curvature
             ):
                 images = canvas.crop(canvases)
                 done += 1
@@ -126,7 +126,8 @@ class Optimiser:
                     yield record
             assert images is not None  # a level has at least one step
             images = images.detach().clone()
-        self.images, self._last_canvas = images, (contents[-1:], canvases[-1:].detach().clone())
+        self.canvases = canvases.detach().clone()
+        self.images, self._last_canvas = images, (contents[-1:], self.canvases[-1:])
         self.progress.finished(jobs, steps)
 
     def final_losses(self) -> Losses:
@@ -155,17 +156,21 @@ def _start(
     labels: np.ndarray | None,
     level: Level,
     coarser: torch.Tensor | None,
+    canvas: Canvas,
 ) -> torch.Tensor:
-    """A level's start: the warped previous result (a time series' later frame), each frame's
-    own start at the first level (the same noise for one seed; init="style" from the first
-    style), or the coarser level's result enlarged."""
+    """A level's start on its ``canvas``: the warped previous result, margin included (a time
+    series' later frame), or, mirrored into the margin, each frame's own start at the first
+    level (the same noise for one seed; init="style" from the first style) or the coarser
+    level's result enlarged."""
     if carry.temporal is not None and carry.link is not None:
-        return _temporal_start(contents, style, opts, carry, labels)
+        padded = None if labels is None else canvas.pad_labels(labels)
+        return _temporal_start(canvas.pad(contents), style, opts, carry, padded)
     if coarser is None and carry.start is not None:
-        return carry.start
+        return canvas.pad(carry.start)
     if coarser is None:
-        return torch.cat([initial_image(content[None], style, opts.init, opts.seed) for content in contents])
-    return resize(coarser, *level.content_shape).clamp(0, 1)
+        starts = [initial_image(content[None], style, opts.init, opts.seed) for content in contents]
+        return canvas.pad(torch.cat(starts))
+    return canvas.pad(resize(coarser, *level.content_shape).clamp(0, 1))
 
 
 def _temporal_start(

@@ -16,6 +16,7 @@ from .. import memory
 from .._image import PreparedImage, finish_image
 from ..engine import resize, with_content_colours
 from ..frames import FrameLink, link_frames, time_chains
+from .canvas import Canvas
 from .plan import Plan
 
 if TYPE_CHECKING:
@@ -168,7 +169,12 @@ class TimeSeriesReader:
     def _read(self, index: tuple[int, ...], previous: torch.Tensor | None) -> _Read:
         frame = read_frame(self._p, index)
         content = resize(to_tensor(frame.rgb, torch.device("cpu")), *self._p.content_shape)
-        return frame, content, None if previous is None else link_frames(previous, content)
+        if previous is None:
+            return frame, content, None
+        # the link covers the frame's canvas (pipeline/canvas.py), so that a later frame's margin
+        # is carried from the previous result like its inside, not mirrored afresh (issue 33)
+        canvas = Canvas.around(self._p.content_shape, later_frame=True)
+        return frame, content, link_frames(canvas.pad(previous), canvas.pad(content))
 
     def close(self) -> None:
         """Stops reading ahead: a run has ended or was stopped (a read or flow under way

@@ -371,7 +371,7 @@ class TileLevel:
         assert isinstance(job, TileJob) and job.tile is not None
         return Carry(start=self._start(job.tile.window, job.index))
 
-    def keep(self, job: Job, carry: Carry, images: torch.Tensor) -> None:
+    def keep(self, job: Job, carry: Carry, canvases: torch.Tensor) -> None:
         """Nothing: each tile starts from the coarser level, never from another tile."""
 
     def _start(self, window: tiles.Region, frame: tuple[int, ...] = ()) -> torch.Tensor:

@@ -8,6 +8,8 @@ import torch
 
 from ..frames import WARP_MODE, FrameLink, anchored, held, steps_owed, time_chains, warp
 from ..lbfgs import CarriedCurvature
+from . import canvas as margins
+from .canvas import Canvas
 from .jobs import Carry, Job
 from .plan import Level, Plan
 from .reader import Reader, TimeSeriesReader
@@ -53,7 +55,13 @@ class TimeChains:
         carry = Carry(link)
         if job.follows is not None and link is not None:
             reference, carry.owed = self._kept.pop(job.follows)
-            carry.temporal = (warp(reference, link.flow, WARP_MODE).clamp(0.0, 1.0), held(link, carry.owed))
+            canvas = Canvas.around(self.plan.content_shape, later_frame=True)
+            if reference.shape[-2:] != link.flow.shape[-2:]:  # a first frame's canvas, another margin
+                reference = canvas.fit(reference, self.plan.content_shape)
+            hold = held(link, carry.owed)
+            if not margins.HOLD_MARGIN:
+                hold = hold * canvas.image_mask(hold)
+            carry.temporal = (warp(reference, link.flow, WARP_MODE).clamp(0.0, 1.0), hold)
         follows_closely = link is not None and link.fresh.mean().item() < CARRY_CURVATURE_FRESH
         carried = self._carried
         if carried is not None and carried[0] == job.follows and follows_closely:
@@ -63,14 +71,15 @@ class TimeChains:
         self._carried = (job.index, carry.curvature)
         return carry
 
-    def keep(self, job: Job, carry: Carry, images: torch.Tensor) -> None:
-        """Keep what the frame after ``job`` in its series will follow."""
+    def keep(self, job: Job, carry: Carry, canvases: torch.Tensor) -> None:
+        """Keep what the frame after ``job`` in its series will follow: its result on its
+        canvas, margin included, as its link covers the canvas (pipeline/reader.py)."""
         index = job.index
         if not index or index[0] + 1 >= self.plan.content.stack_shape[0]:
             return  # no frame follows
         if carry.temporal is None or carry.link is None:
-            self._kept[index] = (images, None)
+            self._kept[index] = (canvases, None)
             return
         link, owed = carry.link, carry.owed
-        reference = images + anchored(link, owed) * (carry.temporal[0] - images)
+        reference = canvases + anchored(link, owed) * (carry.temporal[0] - canvases)
         self._kept[index] = (reference, steps_owed(link, owed, job.steps, self._first_steps))

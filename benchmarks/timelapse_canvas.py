@@ -1,0 +1,87 @@
+"""Time mode's canvas margin side by side (issue 33, docs/timelapse.md): the smear measures of
+``stacks.py --parts smear`` for one sequence, each variant of time mode in this one process
+against one independent run (the shipped margin, MARGIN 8).
+
+Variants: ``carried`` (the shipped one: a later frame's whole canvas, margin included, follows
+the previous result along the flow), ``free`` (carried, the margin not held by the temporal
+term: canvas.HOLD_MARGIN False), ``later0`` (later frames without a margin, the first frame
+with it), ``none`` (MARGIN 0 for every frame), ``smoothN`` (carried, the flow computed on the
+grey frames smoothed by a Gaussian of N px). The mirrored margin of before is the code at
+b229ccc~1 (run this script from that commit's tree).
+
+    python benchmarks/timelapse_canvas.py crossing carried,later0,none --montage docs/images/x.png
+
+Pixel measures only: they do not depend on the machine's load. fp32, 1 torch thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import stacks
+
+
+def set_variant(variant: str) -> None:
+    """Set the module constants (and the flow) that ``variant`` names."""
+    from scipy.ndimage import gaussian_filter
+
+    from napari_style_transfer import frames
+    from napari_style_transfer.pipeline import canvas
+
+    canvas.MARGIN = 0 if variant == "none" else 8
+    canvas.LATER_FRAME_MARGIN = 0 if variant == "later0" else None
+    canvas.HOLD_MARGIN = variant != "free"
+    real = frames.__dict__.setdefault("_tvl1_flow", frames.optical_flow)
+    if variant.startswith("smooth"):
+        sigma = float(variant.removeprefix("smooth"))
+        frames.optical_flow = lambda a, b: real(gaussian_filter(a, sigma), gaussian_filter(b, sigma))
+    else:
+        frames.optical_flow = real
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sequence", choices=list(stacks.SMEAR_SEQUENCES))
+    parser.add_argument("variants", help="comma-separated: carried, free, later0, none, smoothN")
+    parser.add_argument(
+        "--montage", type=Path, help="a PNG: content, independent, each variant (frames 1, 3, 5, 7)"
+    )
+    parser.add_argument("--quick", action="store_true", help="48 px, 3 frames, 2 + 1 steps: a smoke run")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    side, frames = (48, 3) if args.quick else (stacks.SMEAR_SIZE, stacks.SMEAR_FRAMES)
+    options = {
+        "size": side,
+        "steps": 2 if args.quick else stacks.SMEAR_STEPS,
+        "time_steps": 1 if args.quick else stacks.SMEAR_TIME_STEPS,
+        "weights": "random",
+        "snapshot_every": 0,
+        "style_weight": 1e6,
+        "precision": "fp32",
+    }
+    movie, masks = stacks.SMEAR_SEQUENCES[args.sequence](side, frames)
+    style = stacks.style_image(side)
+    set_variant("carried")
+    independent = stacks.run_api(movie, style, {**options, "frames": "independent"})["image"]
+    content = stacks._resize_stack(movie, independent.shape[1:])
+    masks = stacks._resize_masks(masks, independent.shape[1:])
+    rows = {"content": content, "independent": independent}
+    for variant in args.variants.split(","):
+        set_variant(variant)
+        timed = stacks.run_api(movie, style, {**options, "frames": "time"})["image"]
+        entry = stacks.smear_measures(timed, independent, content, masks, max(2, side // 16))
+        print(args.sequence, variant, json.dumps(entry), flush=True)
+        rows[variant] = timed
+    if args.montage:
+        shown = {name: stack[1::2] for name, stack in rows.items()}
+        stacks._sheet(shown, args.montage, 90)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
