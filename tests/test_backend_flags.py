@@ -29,9 +29,9 @@ def watched_flags(monkeypatch):
     seen: list[tuple[float, tuple[bool, bool, bool]]] = []
     features = engine.StyleObjective.features
 
-    def watching(self, image):
+    def watching(self, image, *args, **kwargs):
         seen.append((self.style_weight, engine._read_flags()))
-        return features(self, image)
+        return features(self, image, *args, **kwargs)
 
     monkeypatch.setattr(engine.StyleObjective, "features", watching)
     before = engine._read_flags()
