@@ -5,7 +5,7 @@
 In a 1280 x 800 window (the X screen must be larger: -screen above). Opens the astronaut +
 swirl demo pair, docks the widget, takes a screenshot (controls that do nothing for a 2D RGB
 content are disabled), three more with every group open (widget_groups_1..3.png, scrolled
-from top to bottom, and their docks side by side in widget_groups.png), runs a short transfer (snapshots become layers),
+from top to bottom, and their docks side by side in widget_groups.png), runs a short transfer (its snapshots shown in the run's one layer),
 then a second, shorter run with a stronger style weight and its snapshots folded away, and
 takes the last screenshot when it has finished: the second result is named for what
 changed, and the status line names it. Then (or with ``--only styles``, alone) the widget
