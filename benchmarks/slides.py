@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -340,7 +341,8 @@ def main() -> None:
         f"{args.tile_size}): {small} px {memory[0]:.0f} MiB, {large} px {memory[1]:.0f} MiB "
         f"({(memory[1] / memory[0] - 1) * 100:+.1f}%).",
         "",
-        f"Measured in {time.perf_counter() - started:.0f} s on a loaded machine: timings mean nothing here.",
+        f"Measured in {time.perf_counter() - started:.0f} s, load average {os.getloadavg()[0]:.1f} at the end "
+        "(timings mean something only near 0).",
     ]
     montage(results, args.tile_size, zoom=3)
     write_table(lines)

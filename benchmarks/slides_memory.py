@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -157,7 +158,12 @@ def table(args: argparse.Namespace, rows: list[tuple[int, dict[str, float]]], se
             f"| {size} x {size} px | {got['hwm'] / 1024:.0f} MiB | {got['anon'] / 1024:.0f} MiB | {change} "
             f"| {got['seconds'] / 60:.1f} min |"
         )
-    return [*lines, "", f"Measured in {seconds:.0f} s on a loaded machine: the times mean nothing."]
+    load = os.getloadavg()[0]
+    return [
+        *lines,
+        "",
+        f"Measured in {seconds:.0f} s, load average {load:.1f} at the end (times mean something only near 0).",
+    ]
 
 
 if __name__ == "__main__":
