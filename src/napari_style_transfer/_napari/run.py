@@ -434,8 +434,8 @@ def run_style_transfer(
 
     Every ``snapshot_every`` steps (except the last) a snapshot shows in one layer
     ``"<content> styled (step k)"`` over the content layer, which becomes the result
-    ``"<content> styled"``; ``keep_snapshots=True`` adds a layer per snapshot. For nD layers, ``stack`` is ``"current slice"`` (the slice the viewer
-    shows), ``"whole stack as time series"`` (every frame, each following the previous
+    ``"<content> styled"``; ``keep_snapshots=True`` adds a layer per snapshot. For nD layers,
+    ``stack`` is ``"current slice"`` (the slice the viewer shows), ``"whole stack as time series"`` (every frame, each following the previous
     result: ``frames="time"``) or ``"whole stack, frames independent"`` (Z slices, channels:
     ``frames="independent"``; ``"whole stack"`` is its earlier name); a whole stack fills
     one layer frame by frame. Lazy (dask, zarr) layers, the regions' Labels layer too, are
