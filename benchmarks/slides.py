@@ -75,6 +75,32 @@ def tissue(size: int, seed: int = 0) -> np.ndarray:
     return np.clip(image, 0, 1).astype(np.float32)
 
 
+def tissue_block(row: int, col: int, block: int = 1024, seed: int = 0) -> np.ndarray:
+    """Block (row, col), ``block`` px a side, of an endless stationary tissue like
+    :func:`tissue`, seamless with its neighbours: each block's noise comes from its own seed
+    and the filters see the neighbours' noise across the borders, so a slide of any size
+    can be written a block at a time with no block edge in it (fixed normalisation, no
+    per-block statistics)."""
+    from skimage.filters import gaussian
+
+    pad = 32  # beyond 4 sigma of the widest filter (6 px)
+
+    def noise(r: int, c: int) -> np.ndarray:
+        return np.random.default_rng([seed, r + 2**20, c + 2**20]).random((2, block, block))
+
+    around = np.block([[noise(r, c) for c in (col - 1, col, col + 1)] for r in (row - 1, row, row + 1)])
+    field = around[:, block - pad : 2 * block + pad, block - pad : 2 * block + pad]
+    nuclei = gaussian(gaussian(field[0], sigma=3) > 0.53, sigma=1)
+    # filtered uniform noise: mean 1/2, std sqrt(1/12) / sqrt(4 pi sigma_y sigma_x)
+    fibres = (gaussian(field[1], sigma=(1, 6)) - 0.5) / (np.sqrt(1 / 12) / np.sqrt(4 * np.pi * 6))
+    nuclei, fibres = nuclei[pad:-pad, pad:-pad], fibres[pad:-pad, pad:-pad]
+    stroma = np.array([0.93, 0.70, 0.80]) + 0.05 * fibres[..., None]
+    purple = np.array([0.35, 0.20, 0.55])
+    image = stroma * (1 - nuclei[..., None]) + purple * nuclei[..., None]
+    pixels = np.random.default_rng([seed, row + 2**20, col + 2**20, 1]).standard_normal(image.shape)
+    return np.clip(image + 0.03 * pixels, 0, 1).astype(np.float32)
+
+
 def style_texture(size: int = 96, seed: int = 1) -> np.ndarray:
     """A generated style: coloured diagonal stripes with noise (no painting)."""
     rng = np.random.default_rng(seed)

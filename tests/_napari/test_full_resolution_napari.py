@@ -158,3 +158,49 @@ def test_a_store_of_other_settings_is_refused_and_left_as_it_is(qtbot, viewer, f
     assert full_widget["status"].value.startswith("failed:") and "steps" in full_widget["status"].value
     assert any("steps" in message for message in errors)
     np.testing.assert_array_equal(np.asarray(zarr.open_group(path, mode="r")["0"][...]), before)
+
+
+def test_a_store_begun_in_napari_is_finished_by_the_command_line(
+    qtbot, viewer, full_widget, tmp_path, capsys
+):
+    """Begin a slide on a desktop, finish it on a server: the widget's defaults are the
+    command line's, so the same settings there resume the store instead of refusing it."""
+    import imageio.v3 as iio
+    from qtpy.QtCore import Qt
+
+    from napari_style_transfer.cli import main
+
+    slide = viewer.layers["slide"]
+    zarr.save_array(str(tmp_path / "slide.zarr"), np.asarray(slide.data))
+    iio.imwrite(tmp_path / "texture.png", (np.asarray(viewer.layers["texture"].data) * 255).astype(np.uint8))
+    on_disk = viewer.add_image(
+        zarr.open_array(str(tmp_path / "slide.zarr"), mode="r"), name="slide", rgb=True
+    )
+    full_widget["content"].value = on_disk
+    full_widget["style"].value = viewer.add_image(iio.imread(tmp_path / "texture.png"), name="png", rgb=True)
+    store = tmp_path / "begun in napari.ome.zarr"
+    full_widget["store"].value = store
+    worker = full_widget.run()
+
+    def cancel_after_the_second_tile(update):
+        if isinstance(update, TileDone) and update.done == 2:
+            worker.cancel_event.set()
+
+    worker.yielded.connect(cancel_after_the_second_tile, Qt.ConnectionType.DirectConnection)
+    wait_until_idle(qtbot, full_widget)
+    pieces = zarr.open_group(str(store), mode="r")["scratch/pieces-96x80/finished_tiles"]
+    assert int(np.asarray(pieces[...]).sum()) == 1  # the composition, and one tile of full size
+
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value in FAST_FULL.items()]
+    argv = [
+        str(tmp_path / "slide.zarr"),
+        str(tmp_path / "texture.png"),
+        "-o",
+        str(store),
+        "--size",
+        "full",
+        "-q",
+    ]
+    assert main([*argv, *flags]) == 0
+    assert "5 tiles of 64 px, 2 already done" in capsys.readouterr().out
+    assert np.asarray(zarr.open_group(str(store), mode="r")["finished_tiles"][...]).all()
