@@ -256,6 +256,9 @@ def main() -> None:
     parser.add_argument("--tile-size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--layers", choices=("shallow", "default"), default="shallow")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads (0: torch's own); 1 on a shared machine"
+    )
     parser.add_argument("--kill-at", type=float, default=0.4, help="share of napari's tiles done at the kill")
     parser.add_argument("--folder", type=Path, default=Path("/tmp/slides-largest"))
     parser.add_argument("--images", type=Path, default=ROOT / "docs" / "images")
@@ -266,6 +269,7 @@ def main() -> None:
 
     layers = SHALLOW if args.layers == "shallow" else DEFAULT_LAYERS
     options = {"steps": args.steps, "tile_size": args.tile_size, "weights": "random", "seed": 0} | layers
+    options |= {"threads": args.threads} if args.threads else {}
     args.folder.mkdir(parents=True, exist_ok=True)
     style = args.folder / "style.png"
     iio.imwrite(style, (style_texture(256) * 255).astype(np.uint8))
@@ -301,7 +305,8 @@ def main() -> None:
 def table(args: argparse.Namespace, rows: dict[str, dict], checks: dict, seconds: float) -> list[str]:
     lines = [
         f"OME-Zarr pyramid input, tiles of {args.tile_size}, {args.steps} step per tile and level, "
-        f"{args.layers} layers, a 256 px style, untrained weights, CPU; a fresh process for each row.",
+        f"{args.layers} layers, a 256 px style, untrained weights, CPU, "
+        f"{args.threads or 'default'} torch thread(s); a fresh process for each row.",
         "",
         "| run | tiles | VmHWM | peak RssAnon | wall time |",
         "| --- | --- | --- | --- | --- |",
