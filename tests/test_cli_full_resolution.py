@@ -219,6 +219,14 @@ def test_a_store_made_with_other_settings_is_refused_with_the_apis_fix(files, tm
     assert "write to a new path, or delete it to start over" in line
 
 
+def test_a_store_resumes_with_other_threads_and_snapshots(files, tmp_path, capsys):
+    out = tmp_path / "result.ome.zarr"
+    full(files, out)
+    capsys.readouterr()
+    assert full(files, out, "--threads", "1", "--snapshot-every", "0") == 0
+    assert "already done" in capsys.readouterr().out
+
+
 def test_size_takes_full_or_a_whole_number(files, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*files, "-o", str(tmp_path / "r.ome.zarr"), "--size", "fulll"])

@@ -126,6 +126,18 @@ def test_a_store_made_with_other_settings_is_refused_and_left_as_it_is(tmp_path,
     np.testing.assert_array_equal(kept.level_image().read(Region(0, 0, 100, 130)), result_image)
 
 
+def test_a_store_resumes_with_other_threads_device_or_snapshots_but_not_other_results(tmp_path, result_image):
+    """Options that only say how a run is carried out may change between runs (begun on a
+    laptop, finished on a server); one that changes what is computed may not."""
+    store = open_result_store(tmp_path / "result.zarr", SHAPE, settings(), 64)
+    store.write_tile(0, 0, result_image[:64, :64])
+    elsewhere = settings(threads=32, device="cuda", snapshot_every=0, channels_last=False, batch_frames=4)
+    resumed = open_result_store(tmp_path / "result.zarr", SHAPE, elsewhere, 64)
+    assert resumed.finished().sum() == 1
+    with pytest.raises(StyleTransferError, match=r"\(options\.precision\)"):
+        open_result_store(tmp_path / "result.zarr", SHAPE, settings(threads=32, precision="bf16"), 64)
+
+
 def test_a_place_that_holds_something_else_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(StyleTransferError, match="is a file"):

@@ -89,6 +89,9 @@ def min_side_for_layers(layers: Iterable[str]) -> int:
 
 
 def _option(default: Any, help: str, **metadata: Any) -> Any:
+    """A field with its help and metadata; ``execution=True`` marks an option that says how a
+    run is carried out (device, threads, layout, snapshots), not what it computes: a stopped
+    full-resolution run may be resumed with another value."""
     if isinstance(default, tuple | list):
         value = tuple(default)
         return field(default_factory=lambda: value, metadata={"help": help, **metadata})
@@ -190,7 +193,11 @@ class StyleOptions:
         label="VGG19 weights",
     )
     device: str = _option(
-        "auto", "auto (CUDA, then MPS, else CPU), cpu, cuda, cuda:N or mps", presets=DEVICES, label="device"
+        "auto",
+        "auto (CUDA, then MPS, else CPU), cpu, cuda, cuda:N or mps",
+        presets=DEVICES,
+        execution=True,
+        label="device",
     )
     seed: int | None = _option(
         0, "random seed for noise init; the same seed gives the same result", label="random seed"
@@ -292,6 +299,7 @@ class StyleOptions:
         "frames=time goes frame by frame",
         minimum=0,
         maximum=MAX_BATCH_FRAMES,
+        execution=True,
         label="batch frames",
         zero="auto",
         user_help="independent frames: how many go through the network together (faster on a GPU, same "
@@ -302,6 +310,7 @@ class StyleOptions:
         "mark every N-th step as a snapshot with its image (0 = no snapshots)",
         minimum=0,
         maximum=MAX_STEPS,
+        execution=True,
         label="snapshot every",
         zero="off",
         user_help="add the image as a new layer every this many steps, to watch the run (single images "
@@ -335,6 +344,7 @@ class StyleOptions:
         "channels-last memory layout for the convolutions: auto (whichever a short probe at first "
         "use finds faster on this machine and device, remembered in the user's cache), True or False",
         presets=("auto", True, False),
+        execution=True,
         label="channels last",
     )
     threads: int = _option(
@@ -344,11 +354,15 @@ class StyleOptions:
         "or torch.set_num_threads set before the run holds)",
         minimum=0,
         maximum=MAX_THREADS,
+        execution=True,
         label="CPU threads",
         zero="auto",
     )
     cudnn_benchmark: bool = _option(
-        True, "let cuDNN time its convolution algorithms on the first step (CUDA)", label="cuDNN autotuning"
+        True,
+        "let cuDNN time its convolution algorithms on the first step (CUDA)",
+        execution=True,
+        label="cuDNN autotuning",
     )
 
     # --- validation -----------------------------------------------------------------------
@@ -564,6 +578,12 @@ def schedule_sizes(schedule: str, size: int) -> tuple[int, ...]:
 def option_names() -> tuple[str, ...]:
     """The names of every option, in the order StyleOptions declares them."""
     return tuple(f.name for f in dataclasses.fields(StyleOptions))
+
+
+def execution_options() -> frozenset[str]:
+    """The options that say how a run is carried out, not what it computes (``execution``
+    in their metadata): a resumed full-resolution run may change them."""
+    return frozenset(f.name for f in dataclasses.fields(StyleOptions) if f.metadata.get("execution"))
 
 
 def default(name: str) -> Any:

@@ -29,6 +29,7 @@ import numpy as np
 from .atomic import replacing
 from .errors import StyleTransferError
 from .large_images import LargeImage, block_mean
+from .options import execution_options
 from .styled_files import KEY as METADATA_KEY
 from .tiles import Region
 
@@ -242,8 +243,20 @@ def _check_place(path: Path) -> None:
         )
 
 
+def _what_it_computes(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` without the options that only say how the run is carried out (threads,
+    device, snapshots): a store begun on a laptop may be finished on a server."""
+    options = settings.get("options")
+    if not isinstance(options, dict):
+        return settings
+    carried_out = execution_options()
+    return settings | {"options": {key: value for key, value in options.items() if key not in carried_out}}
+
+
 def _check_same(stored: dict[str, Any], wanted: dict[str, Any], store: Any) -> None:
-    differences = _differences(stored.get("settings") or {}, wanted["settings"])
+    differences = _differences(
+        _what_it_computes(stored.get("settings") or {}), _what_it_computes(wanted["settings"])
+    )
     differences += [key for key in ("shape", "tile_size", "dtype") if stored.get(key) != wanted[key]]
     if differences:
         raise StyleTransferError(
