@@ -39,6 +39,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from slides_memory import SAMPLE_ANON  # noqa: E402
+
 BEGIN, END = "<!-- slides-largest:begin -->", "<!-- slides-largest:end -->"
 SHALLOW = {"content_layers": "conv2_2", "style_layers": "conv1_1,conv2_1,conv3_1"}
 DEFAULT_LAYERS = {"content_layers": "conv4_2", "style_layers": "conv1_1,conv2_1,conv3_1,conv4_1,conv5_1"}
@@ -77,24 +79,19 @@ worker.yielded.connect(on_update)
 napari.run()
 """
 
-CLI = r"""
-import json, sys, threading, time
+CLI = (
+    SAMPLE_ANON
+    + r"""
+import json, sys, time
 from napari_style_transfer.cli import main
 
-largest = [0]
-def sample():
-    while True:
-        for line in open("/proc/self/status"):
-            if line.startswith("RssAnon"):
-                largest[0] = max(largest[0], int(line.split()[1]))
-        time.sleep(0.5)
-threading.Thread(target=sample, daemon=True).start()
 started = time.perf_counter()
 code = main(json.loads(sys.argv[1]))
 seconds = time.perf_counter() - started
 status = dict(line.split(":", 1) for line in open("/proc/self/status"))
 print(json.dumps({"code": code, "hwm": int(status["VmHWM"].split()[0]), "anon": largest[0], "seconds": seconds}))
 """
+)
 
 
 def write_pyramid(path: Path, size: int) -> Path:

@@ -36,12 +36,9 @@ SHALLOW = {"content_layers": ["conv2_2"], "style_layers": ["conv1_1", "conv2_1",
 #: the side of each generated block: the texture is stationary, so blocks may be made apart
 BLOCK = 1024
 
-RUN = """
-import json, sys, threading, time
-sys.path.insert(0, {benchmarks!r})
-from slides import style_texture
-from napari_style_transfer import api
-
+#: child code: the largest RssAnon (KiB) seen every 0.2 s, in ``largest[0]``
+SAMPLE_ANON = """
+import threading, time
 largest = [0]
 def sample():
     while True:
@@ -50,12 +47,23 @@ def sample():
                 largest[0] = max(largest[0], int(line.split()[1]))
         time.sleep(0.2)
 threading.Thread(target=sample, daemon=True).start()
+"""
+
+RUN = (
+    SAMPLE_ANON
+    + """
+import json, sys, time
+sys.path.insert(0, {benchmarks!r})
+from slides import style_texture
+from napari_style_transfer import api
+
 started = time.perf_counter()
 api.stylize({content!r}, style_texture({style_size}), size="full", out={out!r}, **json.loads({options!r}))
 seconds = time.perf_counter() - started
 status = dict(line.split(":", 1) for line in open("/proc/self/status"))
 print(json.dumps({{"hwm": int(status["VmHWM"].split()[0]), "anon": largest[0], "seconds": seconds}}))
 """
+)
 
 
 def write_slide(path: Path, size: int, kind: str) -> Path:
