@@ -2,6 +2,7 @@
 
     python benchmarks/run.py                 # about 15 minutes on 2 cores; writes docs/benchmarks.md
     python benchmarks/run.py --quick         # a 1-minute smoke run (tiny sizes, one repeat)
+    python benchmarks/run.py --emulate-avx2  # the AVX2 class on an AVX-512 CPU: its own page
 
 Writes ``docs/benchmarks.md`` (tables) and two plots under ``docs/images/`` (loss against wall
 time, seconds per step against size), with the machine, the date and the torch version.
@@ -385,20 +386,26 @@ def measure_first_step(size: int, torch_home: str, started: float) -> dict:
 
 
 def measure_matmul(threads: int, size: int = 2048) -> dict:
+    """GFLOP/s of a square matrix product in fp32 and bf16 (at most 512 x 512 without native
+    bf16, where 2048 takes minutes), and the kernels' instruction sets as the runs see them."""
     import torch
 
+    from napari_style_transfer.engine import cpu_has_native_bf16
+    from napari_style_transfer.speed_probe import kernel_isa
+
     torch.set_num_threads(threads)
+    sizes = {torch.float32: size, torch.bfloat16: size if cpu_has_native_bf16() else min(size, 512)}
     rates = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.rand(size, size, dtype=dtype), torch.rand(size, size, dtype=dtype)
+    for dtype, side in sizes.items():
+        a, b = torch.rand(side, side, dtype=dtype), torch.rand(side, side, dtype=dtype)
         a @ b
         seconds = []
         for _ in range(5):
             started = time.perf_counter()
             a @ b
             seconds.append(time.perf_counter() - started)
-        rates[str(dtype).removeprefix("torch.")] = 2 * size**3 / statistics.median(seconds) / 1e9
-    return {**rates, "size": size}
+        rates[str(dtype).removeprefix("torch.")] = 2 * side**3 / statistics.median(seconds) / 1e9
+    return {**rates, "size": size, "bfloat16_size": sizes[torch.bfloat16], "kernel_isa": kernel_isa()}
 
 
 def measure_cancel(size: int, trials: int, weights: str) -> dict:
@@ -494,9 +501,28 @@ def _median_of(runs: list[dict], key: str) -> float:
 CPU_CLASSES = (("amx_tile", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
 
 
+#: What caps torch's own vector kernels (ATen), oneDNN's (convolutions) and MKL's (matrix
+#: products) at AVX2 on a newer CPU, as their documentation names them. MKL obeys only on Intel
+#: CPUs; on AMD it picks its own code path (AVX2 on Zen 2 and 3).
+AVX2_EMULATION = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+}
+
+
 def cpu_class(flags: list[str]) -> str:
     """The CPU's class (:data:`CPU_CLASSES`) from its /proc/cpuinfo flags."""
     return next((name for flag, name in CPU_CLASSES if flag in flags), "no AVX2")
+
+
+def emulated_class(native: str) -> str | None:
+    """``AVX2 (emulated: kernels capped on an <native> CPU)`` where this process's environment
+    holds :data:`AVX2_EMULATION` (children inherit it; the report's header names the caps);
+    None for a native run."""
+    if any(os.environ.get(name) != value for name, value in AVX2_EMULATION.items()):
+        return None
+    return f"AVX2 (emulated: kernels capped on an {native} CPU)"
 
 
 def machine(threads: int) -> dict:
@@ -505,10 +531,11 @@ def machine(threads: int) -> dict:
     from napari_style_transfer.speed_probe import cpu_description
 
     cpu = cpu_description()
+    native = cpu_class(cpu["flags"])
     return {
         "cpu": cpu["model"],
         "cpu_flags": cpu["flags"],
-        "cpu_class": cpu_class(cpu["flags"]),
+        "cpu_class": emulated_class(native) or native,
         "cores": os.cpu_count(),
         "threads": threads,
         "torch": torch.__version__,
@@ -548,13 +575,19 @@ def main() -> None:
         default=32,
         help="steps of the memory part's run (past the L-BFGS history of 30, so that it is full)",
     )
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
-    parser.add_argument("--images", type=Path, default=ROOT / "docs" / "images")
+    parser.add_argument(
+        "--emulate-avx2",
+        action="store_true",
+        help="cap torch's, oneDNN's and MKL's kernels at AVX2 in every measuring process "
+        "(AVX2_EMULATION); the class is then 'AVX2 (emulated: ...)' and the defaults of --output, "
+        "--json and --images are benchmarks_avx2_emulated.md, .json and images/avx2_emulated/",
+    )
+    parser.add_argument("--output", type=Path, help="default docs/benchmarks.md")
+    parser.add_argument("--images", type=Path, help="default docs/images")
     parser.add_argument(
         "--json",
         type=Path,
-        default=ROOT / "docs" / "benchmarks.json",
-        help="raw measurements; parts not rerun are read from here",
+        help="raw measurements (default docs/benchmarks.json); parts not rerun are read from here",
     )
     parser.add_argument(
         "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure again"
@@ -562,6 +595,12 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--kwargs", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.emulate_avx2:  # before torch is imported here; the children inherit it
+        os.environ.update(AVX2_EMULATION)
+    page = "benchmarks_avx2_emulated" if args.emulate_avx2 else "benchmarks"
+    args.output = args.output or ROOT / "docs" / f"{page}.md"
+    args.json = args.json or ROOT / "docs" / f"{page}.json"
+    args.images = args.images or ROOT / "docs" / "images" / ("avx2_emulated" if args.emulate_avx2 else "")
 
     if args.child:
         started = time.perf_counter()
@@ -590,6 +629,8 @@ def main() -> None:
     # --quick: a CPU without native bf16 (no AVX-512 BF16 or AMX) takes minutes for 2048 x 2048
     results["matmul"] = _child("matmul", threads=threads, size=512 if args.quick else 2048)
     print(f"matmul GFLOP/s: {results['matmul']}", flush=True)
+    if args.emulate_avx2 and not results["matmul"]["kernel_isa"].startswith("AVX2 "):
+        raise SystemExit(f"the AVX2 cap did not take in a child: {results['matmul']['kernel_isa']}")
 
     if "speed" in args.parts:
         results["speed"] = {}
@@ -758,8 +799,27 @@ def write_report(args, results: dict) -> None:
     lines += memory_lines(results.get("memory"), cpu)
     lines += threads_lines(results.get("threads"), cpu, busy)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines) + "\n")
+    args.output.write_text("\n".join(lines) + "\n" + other_sections(args.output))
     draw_figures(args, results.get("curves"), speed)
+
+
+#: The headings of the sections this script writes; a page's other sections are other scripts'.
+OWN_SECTIONS = (
+    "Seconds per step",
+    "Time to quality",
+    "Time from Run",
+    "Cancel latency",
+    "Peak memory by stage",
+    "Threads at",
+)
+
+
+def other_sections(page: Path) -> str:
+    """The sections of ``page`` that other scripts wrote (stacks.py's, batch.py's, ...), in
+    their order, to follow this script's own: rewriting the page must not drop them."""
+    text = page.read_text() if page.is_file() else ""
+    sections = ["## " + part for part in text.split("\n## ")[1:]]
+    return "".join("\n" + section for section in sections if not section[3:].startswith(OWN_SECTIONS))
 
 
 def _speed_by_config(speed: dict) -> dict[tuple[str, int], list[dict]]:
@@ -772,7 +832,8 @@ def header_lines(args, info: dict, matmul: dict, loads: list[float], busy: bool)
     return [
         "# Benchmarks",
         "",
-        f"Written by `python benchmarks/run.py{' --quick' if args.quick else ''}` on {info['date']}: "
+        f"Written by `python benchmarks/run.py{' --quick' if args.quick else ''}"
+        f"{' --emulate-avx2' if args.emulate_avx2 else ''}` on {info['date']}: "
         f"{info['cpu']} (class {info.get('cpu_class', 'not recorded')}: "
         f"{', '.join(info.get('cpu_flags', [])) or 'flags not recorded'}), {info['cores']} cores, {info['threads']} torch threads, Python {info['python']}, "
         f"torch {info['torch']}, weights `{args.weights}`. Load average {loads[0]:.2f} before, {loads[-1]:.2f} after"
@@ -785,7 +846,8 @@ def header_lines(args, info: dict, matmul: dict, loads: list[float], busy: bool)
         "optimiser gets, nothing about how the images look.",
         "",
         f"Matrix multiply ({matmul.get('size', 2048)} x {matmul.get('size', 2048)}, same threads): {matmul['float32']:.0f} GFLOP/s fp32, "
-        f"{matmul['bfloat16']:.0f} GFLOP/s bf16.",
+        f"{matmul['bfloat16']:.0f} GFLOP/s bf16 ({matmul.get('bfloat16_size', matmul.get('size', 2048))} px). Kernels of the measuring processes "
+        f"(`speed_probe.kernel_isa`): {matmul.get('kernel_isa', 'not recorded')}.",
     ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,8 @@ def test_one_part_alone_writes_its_section_without_the_others(tmp_path):
     """--parts threads with no earlier results: the report has the threads' table and no
     section (or figure) of a part that never ran, instead of a KeyError on the missing part."""
     report, images, raw = tmp_path / "benchmarks.md", tmp_path / "images", tmp_path / "benchmarks.json"
+    # the page as other scripts left it: its sections stay, the old ones of this script go
+    report.write_text("# Benchmarks\n\nold header\n\n## Threads at 32 px\n\nold\n\n## Stacks\n\nkept\n")
     subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--parts", "threads"]
         + ["--output", str(report), "--images", str(images), "--json", str(raw)],
@@ -88,6 +91,7 @@ def test_one_part_alone_writes_its_section_without_the_others(tmp_path):
     )
     text = report.read_text()
     assert "## Threads at 64 px" in text
+    assert text.count("## Stacks\n\nkept\n") == 1 and "old" not in text
     for heading in ("## Seconds per step", "## Time to quality", "## Cancel latency", "## Peak memory"):
         assert heading not in text
     assert not images.exists() or not list(images.iterdir())
@@ -103,6 +107,35 @@ def test_the_cpu_class_is_the_best_instruction_set_the_flags_name():
     assert cpu_class(["avx2", "avx512f"]) == "AVX-512"
     assert cpu_class(["avx2"]) == "AVX2"
     assert cpu_class([]) == "no AVX2"
+
+
+def test_an_avx2_emulation_is_a_class_of_its_own_and_its_caps_reach_torch(monkeypatch):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from run import AVX2_EMULATION, emulated_class
+
+    for name in AVX2_EMULATION:
+        monkeypatch.delenv(name, raising=False)
+    assert emulated_class("AVX-512 BF16") is None
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert emulated_class("AVX-512 BF16") is None  # only some kernels capped: no class of its own
+    for name, value in AVX2_EMULATION.items():
+        monkeypatch.setenv(name, value)
+    assert emulated_class("AVX-512 BF16") == "AVX2 (emulated: kernels capped on an AVX-512 BF16 CPU)"
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return  # the caps name x86 instruction sets
+    # a fresh process with the caps (as run.py's children) runs torch's AVX2 kernels
+    isa = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from napari_style_transfer.speed_probe import kernel_isa; print(kernel_isa())",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=os.environ | {"PYTHONPATH": str(ROOT / "src")},
+    ).stdout.strip()
+    assert isa == "AVX2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2"
 
 
 def test_the_gpu_benchmark_script_runs_end_to_end_on_the_cpu(tmp_path):

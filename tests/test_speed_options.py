@@ -343,7 +343,41 @@ def test_the_machine_key_names_the_cpu_flags_and_torch(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     key = speed_probe.machine_key(CPU, torch.bfloat16)
     assert "EPYC 7B13" in key and "[avx2]" in key and torch.__version__ in key
-    assert key.endswith("cpu 2 threads bfloat16")
+    assert "cpu 2 threads isa " in key and key.endswith("bfloat16")
+
+
+def test_a_process_with_its_kernels_capped_to_avx2_gets_a_choice_of_its_own(speed_cache, monkeypatch):
+    # an AVX2 emulation on an AVX-512 CPU has the same /proc/cpuinfo flags but other kernels
+    from napari_style_transfer import speed_probe
+
+    calls = []
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    for name in speed_probe.ISA_CAPS:
+        monkeypatch.delenv(name, raising=False)
+    assert speed_probe.choose_channels_last(CPU, probe=_probe({True: 0.5, False: 1.0}, calls)) is True
+    native = speed_probe.machine_key(CPU)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert speed_probe.choose_channels_last(CPU, probe=_probe({True: 2.0, False: 1.0}, calls)) is False
+    assert len(calls) == 2
+    assert speed_probe.machine_key(CPU) != native
+    assert "isa AVX2 ONEDNN_MAX_CPU_ISA=AVX2 " in speed_probe.machine_key(CPU)
+
+
+@pytest.mark.parametrize(
+    ("cap", "native"), [(None, True), ("AVX2", False), ("avx512_core", False), ("AVX512_CORE_AMX", True)]
+)
+def test_bf16_is_native_only_where_onednn_is_not_capped_below_it(monkeypatch, cap, native):
+    from napari_style_transfer.engine import cpu_has_native_bf16
+
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if cap is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert cpu_has_native_bf16.__wrapped__() is native  # the cached answer is per process
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ from .losses import total_variation as total_variation  # noqa: E402
 from .memory import available_ram_bytes  # noqa: E402
 from .objective import StyleObjective as StyleObjective  # noqa: E402  (api and scripts import it from here)
 from .options import StyleOptions  # noqa: E402
-from .speed_probe import channels_last_used, memory_format  # noqa: E402,F401 (re-exported)
+from .speed_probe import channels_last_used, memory_format, onednn_has_native_bf16  # noqa: E402,F401 (re-exports)
 
 T = TypeVar("T")
 
@@ -242,9 +242,10 @@ def precision_used(precision: str, device: torch.device) -> str:
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware that oneDNN uses (AVX-512 BF16 or AMX);
     without it, oneDNN emulates bf16 convolutions with fp32 instructions. (oneDNN's own
-    ``_is_mkldnn_bf16_supported`` is no answer: it says yes for emulation too.) Asked once
-    per process; False where torch cannot tell."""
-    if not torch.backends.mkldnn.is_available():
+    ``_is_mkldnn_bf16_supported`` is no answer: it says yes for emulation too.) False too where
+    ``ONEDNN_MAX_CPU_ISA`` caps oneDNN below them (an AVX2 emulation). Asked once per process;
+    False where torch cannot tell."""
+    if not torch.backends.mkldnn.is_available() or not onednn_has_native_bf16():
         return False
     checks = [
         getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")

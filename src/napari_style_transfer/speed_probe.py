@@ -3,8 +3,9 @@
 ``channels_last`` helps on some CPUs and hurts on others (issue 37: 10% faster with AVX-512,
 22% slower on an AVX2-only EPYC), so ``"auto"`` times a few convolution passes both ways at
 first use (about a second) and keeps the faster layout in the user's cache, keyed by the CPU
-(model and instruction-set flags), the torch version and the device. A later run on the same
-machine reads the answer back; a cache file that cannot be read is measured again and rewritten.
+(model and instruction-set flags, and the instruction sets this process's kernels may use: see
+:func:`kernel_isa`), the torch version and the device. A later run on the same machine reads the
+answer back; a cache file that cannot be read is measured again and rewritten.
 
 ``threads=0`` (auto) follows a rule instead of a probe: torch's threads are the physical cores
 the process may use (:func:`~napari_style_transfer.memory.compute_cores`), never more than
@@ -43,6 +44,11 @@ PROBE_SIZE = 64
 #: Timed passes per layout, alternating layouts so that a busy spell hits both; the least counts.
 PROBE_REPEATS = 3
 CACHE_FILE = "speed_choices.json"
+#: Environment variables that cap the instruction sets of oneDNN (convolutions) and MKL (matrix
+#: products) below what the CPU has, as a benchmark emulating an older CPU class sets them.
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+#: oneDNN ISA caps that still allow its native bf16 kernels (AVX-512 BF16, AMX and later).
+BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10", "ALL", "DEFAULT")
 
 _LOCK = threading.Lock()  # two runs starting together probe once
 
@@ -70,15 +76,34 @@ def cpu_description() -> dict[str, object]:
     return {"model": model, "flags": [flag for flag in CPU_FLAGS if flag in flags]}
 
 
+def kernel_isa() -> str:
+    """The instruction sets this process's CPU kernels may use: torch's own vector kernels
+    (``torch.backends.cpu.get_cpu_capability()``, which ``ATEN_CPU_CAPABILITY`` lowers) and any
+    cap of :data:`ISA_CAPS` set, e.g. ``"AVX2 ONEDNN_MAX_CPU_ISA=AVX2"``; ``"AVX512"`` on an
+    AVX-512 CPU with nothing capped. Two processes on one CPU can differ here (an AVX2 emulation
+    beside a native run), and so can their faster layout."""
+    caps = [f"{name}={os.environ[name].upper()}" for name in ISA_CAPS if os.environ.get(name)]
+    return " ".join([torch.backends.cpu.get_cpu_capability(), *caps])
+
+
+def onednn_has_native_bf16() -> bool:
+    """False where ``ONEDNN_MAX_CPU_ISA`` (or ``DNNL_MAX_CPU_ISA``) caps oneDNN below the ISAs with
+    bf16 instructions, so that its bf16 convolutions would be emulated; True where nothing caps it
+    (whether the CPU has them is :func:`~napari_style_transfer.engine.cpu_has_native_bf16`'s)."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return not cap or cap.upper().startswith(BF16_ISAS)
+
+
 def machine_key(device: torch.device, dtype: torch.dtype = torch.float32) -> str:
     """What a cached choice holds for: the CPU, the torch version, the device (a GPU's name),
-    the convolutions' dtype and, on the CPU, the thread count (the kernels oneDNN picks differ)."""
+    the convolutions' dtype and, on the CPU, the thread count and the kernels' instruction sets
+    (:func:`kernel_isa`; the kernels oneDNN picks differ with both)."""
     cpu = cpu_description()
     where = device.type
     if device.type == "cuda":
         where += ":" + torch.cuda.get_device_name(device)
     else:
-        where += f" {torch.get_num_threads()} threads"
+        where += f" {torch.get_num_threads()} threads isa {kernel_isa()}"
     flags = " ".join(cpu["flags"])  # type: ignore[arg-type]
     return f"{cpu['model']} [{flags}] torch {torch.__version__} {where} {str(dtype).removeprefix('torch.')}"
 

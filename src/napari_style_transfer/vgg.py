@@ -62,7 +62,7 @@ class VGGFeatures(nn.Module):
             if isinstance(module, nn.Conv2d):
                 modules.append(_sharing_conv(module, padding))
             else:
-                modules.append(nn.ReLU(inplace=True) if name.startswith("relu") else _pool(pooling))
+                modules.append(ReLUKeepingMask() if name.startswith("relu") else _pool(pooling))
         self.body = nn.Sequential(*modules)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
@@ -75,7 +75,7 @@ class VGGFeatures(nn.Module):
             index = VGG19_LAYERS.index(name)
             module = self.body[index]
             next_module = self.body[index + 1] if index + 1 < cut else None
-            copy = isinstance(next_module, nn.ReLU) and next_module.inplace
+            copy = isinstance(next_module, ReLUKeepingMask)  # in place
             self._hooks.append(module.register_forward_hook(self._capture(name, copy)))
 
     def _capture(self, name: str, copy: bool):
@@ -118,34 +118,145 @@ def _pool(pooling: str) -> nn.Module:
 
 class MaxPool2x2(nn.Module):
     """VGG19's max pooling (2x2, stride 2) with the same values and gradients as
-    ``nn.MaxPool2d``, but keeping no int64 indices of the maxima for the backward pass (60 MB
-    at 512 px): the backward finds them again from the pooled input, which the ReLU before
-    keeps anyway."""
+    ``nn.MaxPool2d``, keeping for the backward pass where each maximum was as int32 (one byte
+    per input value) rather than torch's int64 indices (two) or the input (four in fp32: the
+    ReLU before no longer keeps it, see :class:`ReLUKeepingMask`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _MaxPoolRecomputed.apply(x)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _MaxPoolInt32Indices.apply(x)
+        return F.max_pool2d(x, 2, 2)
 
 
-class _MaxPoolRecomputed(torch.autograd.Function):
+class _MaxPoolInt32Indices(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return F.max_pool2d(x, 2, 2)
+        pooled, indices = F.max_pool2d(x, 2, 2, return_indices=True)
+        ctx.save_for_backward(indices.to(torch.int32))  # positions within an H x W plane
+        ctx.input_like = _shape_and_layout(x)
+        return pooled
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        _, indices = F.max_pool2d(x, 2, 2, return_indices=True)
+        (indices,) = ctx.saved_tensors
         return torch.ops.aten.max_pool2d_with_indices_backward(
-            grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False, indices
+            grad,
+            _stand_in(ctx.input_like, grad.device),
+            [2, 2],
+            [2, 2],
+            [0, 0],
+            [1, 1],
+            False,
+            indices.long(),
         )
+
+
+class ReLUKeepingMask(nn.Module):
+    """VGG19's in-place ReLU, keeping for the backward pass only where its input was positive
+    (one byte a value) instead of its output (four in fp32): with :class:`FrozenConv2d` after
+    it, nothing else keeps that output, which is most of a step's peak (docs/benchmarks.md)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _ReLUMasked.apply(x)
+        return F.relu_(x)
+
+
+class _ReLUMasked(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu_(x)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x.bool())  # non-zero after the ReLU: positive (3x faster than x > 0)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (positive,) = ctx.saved_tensors
+        # grad times the mask as uint8: torch's ReLU gradient (but for the sign of zeros), 4x
+        # faster than torch.where; over one flat run of memory, as a channels-last product of
+        # mixed dtypes takes a slow path
+        flat_grad, flat_mask = _flat(grad), _flat(positive)
+        if flat_grad is None or flat_mask is None or grad.stride() != positive.stride():
+            return grad * positive
+        product = flat_grad.mul(flat_mask.view(torch.uint8))
+        if grad.is_contiguous():
+            return product.view(grad.shape)
+        n, c, h, w = grad.shape
+        return product.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor | None:
+    """A 4-D tensor's values in memory order as a 1-D view, or None where it has gaps."""
+    if x.is_contiguous():
+        return x.view(-1)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1).reshape(-1)
+    return None
+
+
+class FrozenConv2d(nn.Conv2d):
+    """A 3x3 convolution padded by zeros whose weights take no gradient: its backward keeps
+    only the weights, not the input that torch's own convolution keeps for the weights'
+    gradient (a 64-channel map of 64 MB at 512 px in block 1). Other padding modes, weights
+    that do take a gradient, or no gradient at all: ``nn.Conv2d``'s own forward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding_mode != "zeros" or self.weight.requires_grad or not torch.is_grad_enabled():
+            return super().forward(x)
+        return _ConvKeepingWeights.apply(x, self.weight, self.bias)
+
+
+class _ConvKeepingWeights(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        device = x.device.type
+        if torch.is_autocast_enabled(device):  # as autocast would: its dtype's copies, kept
+            dtype = torch.get_autocast_dtype(device)
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
+        with torch.autocast(device, enabled=False):
+            out = F.conv2d(x, weight, bias, padding=1)
+        ctx.save_for_backward(weight)
+        ctx.input_like = _shape_and_layout(x)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (weight,) = ctx.saved_tensors
+        grad_input = torch.ops.aten.convolution_backward(
+            grad,
+            _stand_in(ctx.input_like, grad.device),
+            weight,
+            None,
+            [1, 1],
+            [1, 1],
+            [1, 1],
+            False,
+            [0, 0],
+            1,
+            [True, False, False],
+        )[0]
+        return grad_input, None, None
+
+
+def _shape_and_layout(x: torch.Tensor) -> tuple[torch.Size, torch.dtype, torch.memory_format]:
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return x.shape, x.dtype, torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _stand_in(shape_and_layout: tuple, device: torch.device) -> torch.Tensor:
+    """An input that a backward reads the shape and layout of, never its values: never
+    written, so its pages are never touched and not resident."""
+    shape, dtype, layout = shape_and_layout
+    return torch.empty(shape, dtype=dtype, device=device, memory_format=layout)
 
 
 def _sharing_conv(conv: nn.Conv2d, padding_mode: str) -> nn.Conv2d:
     """A convolution like ``conv`` padding with ``padding_mode``, holding ``conv``'s own
     weight and bias Parameters: built on the meta device, so nothing is allocated or copied."""
     # VGG19's convolutions are all 3x3, stride 1, padded by 1 (see vgg19_features_module).
-    own = nn.Conv2d(
+    own = FrozenConv2d(
         conv.in_channels,
         conv.out_channels,
         3,
