@@ -25,11 +25,12 @@ MARGIN = 8
 #: that margin (0: none), mirrored afresh from their start.
 LATER_FRAME_MARGIN: int | None = None
 
-#: Whether a later frame's temporal term holds its margin too. Left free, the smeared windows
-#: fell on 4 of 5 sequences (the moving disc's 3.7% to 0.0%), but a tiny dark background beside
-#: a crawling object flickered 0.0015 a frame (held: under 0.001) and two passing discs merged
-#: in one frame (docs/timelapse.md): held until that is understood.
-HOLD_MARGIN = True
+#: Whether a later frame's temporal term holds its margin too. Free, the margin takes up style
+#: error that the few free pixels of a later frame otherwise drew as strokes around moving
+#: objects: smeared windows fell on 4 of 5 sequences (the moving disc's 3.7% to 0.0%), object
+#: counts came nearer the content's; the cost, a uniform level shift of a still background
+#: under an 8-bit grey level (docs/timelapse.md).
+HOLD_MARGIN = False
 
 
 @dataclass(frozen=True)
