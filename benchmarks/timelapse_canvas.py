@@ -11,7 +11,7 @@ grey frames smoothed by a Gaussian of N px), ``bilinear``, ``bicubic`` (carried,
 previous result resampled that way along the flow: frames.WARP_MODE; the others nearest),
 ``own`` (carried, later frames compared with the previous result's style statistics:
 optimise.LATER_FRAME_STYLE), ``ownfree`` (own with the margin free), ``shipped`` (the
-defaults since session 22: the margin free, the warp bicubic). The mirrored margin of
+defaults since session 22: the bicubic warp where pixels move, the margin held). The mirrored margin of
 before is the code at b229ccc~1 (run this script from that commit's tree).
 
     python benchmarks/timelapse_canvas.py crossing carried,later0,none --montage docs/images/x.png
@@ -41,7 +41,7 @@ def set_variant(variant: str) -> None:
     optimise.LATER_FRAME_STYLE = "previous" if variant in ("own", "ownfree") else "style"
     canvas.MARGIN = 0 if variant == "none" else 8
     canvas.LATER_FRAME_MARGIN = 0 if variant == "later0" else None
-    canvas.HOLD_MARGIN = variant not in ("free", "ownfree", "shipped")
+    canvas.HOLD_MARGIN = variant not in ("free", "ownfree")
     real = frames.__dict__.setdefault("_tvl1_flow", frames.optical_flow)
     if variant.startswith("smooth"):
         sigma = float(variant.removeprefix("smooth"))

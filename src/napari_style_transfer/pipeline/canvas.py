@@ -25,12 +25,11 @@ MARGIN = 8
 #: that margin (0: none), mirrored afresh from their start.
 LATER_FRAME_MARGIN: int | None = None
 
-#: Whether a later frame's temporal term holds its margin too. Free, the margin takes up style
-#: error that the few free pixels of a later frame otherwise drew as strokes around moving
-#: objects: smeared windows fell on 4 of 5 sequences (the moving disc's 3.7% to 0.0%), object
-#: counts came nearer the content's; the cost, a uniform level shift of a still background
-#: under an 8-bit grey level (docs/timelapse.md).
-HOLD_MARGIN = False
+#: Whether a later frame's temporal term holds its margin too. Free, the smeared windows fell
+#: on 4 of 5 sequences (the moving disc's 3.7% to 0.0%), but tests/test_frames.py's static region
+#: then moved 0.017 (allowed: 0.0073) and a tiny dark background shifted its level by 0.0015
+#: (docs/timelapse.md): held until the static region's move is understood.
+HOLD_MARGIN = True
 
 
 @dataclass(frozen=True)
