@@ -656,9 +656,9 @@ def _resize_stack(stack: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize(shape[::-1], Image.BILINEAR)) for f in stack])
 
 
-def smear_montage(images: dict, path: Path) -> None:
+def smear_montage(images: dict, path: Path, scale: int = 2) -> None:
     """Rows content / time / independent / |time_t - time_t-1| / |independent_t - independent_t-1|
-    (differences x4), columns frames, at twice the working size."""
+    (differences x4), columns frames, at ``scale`` times the images' size."""
 
     def change(stack: np.ndarray) -> np.ndarray:
         return np.concatenate([np.zeros_like(stack[:1]), np.clip(4 * np.abs(np.diff(stack, axis=0)), 0, 1)])
@@ -670,7 +670,7 @@ def smear_montage(images: dict, path: Path) -> None:
         "time: change": change(images["time"]),
         "independent: change": change(images["independent"]),
     }
-    _sheet(rows, path, 120)
+    _sheet(rows, path, 120, scale)
 
 
 SMEAR_SECTION = "## Measured: smears, objects, border band"
@@ -1179,13 +1179,13 @@ def montage(images: dict, path: Path) -> None:
     _sheet({row: images[row] for row in ("content", "independent", "time", "old")}, path, 80)
 
 
-def _sheet(rows: dict[str, np.ndarray], path: Path, label: int) -> None:
-    """One row of frames per named stack, shown at twice the size (pixels kept sharp), the
-    names in a margin of ``label`` px."""
+def _sheet(rows: dict[str, np.ndarray], path: Path, label: int, scale: int = 2) -> None:
+    """One row of frames per named stack, shown at ``scale`` times the size (pixels kept
+    sharp), the names in a margin of ``label`` px."""
     from PIL import Image, ImageDraw
 
     first = next(iter(rows.values()))
-    size = 2 * first.shape[1]
+    size = scale * first.shape[1]
     frames = len(first)
     sheet = Image.new("L", (label + frames * (size + 2), len(rows) * (size + 2)), 255)
     draw = ImageDraw.Draw(sheet)

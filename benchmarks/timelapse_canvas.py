@@ -2,12 +2,17 @@
 ``stacks.py --parts smear`` for one sequence, each variant of time mode in this one process
 against one independent run (the shipped margin, MARGIN 8).
 
-Variants: ``carried`` (the shipped one: a later frame's whole canvas, margin included, follows
-the previous result along the flow), ``free`` (carried, the margin not held by the temporal
-term: canvas.HOLD_MARGIN False), ``later0`` (later frames without a margin, the first frame
+Variants: ``carried`` (a later frame's whole canvas, margin included, follows the previous
+result along the flow, and the temporal term holds the margin too: shipped until session 22),
+``free`` (carried, the margin not held by the temporal term: canvas.HOLD_MARGIN False),
+``later0`` (later frames without a margin, the first frame
 with it), ``none`` (MARGIN 0 for every frame), ``smoothN`` (carried, the flow computed on the
-grey frames smoothed by a Gaussian of N px). The mirrored margin of before is the code at
-b229ccc~1 (run this script from that commit's tree).
+grey frames smoothed by a Gaussian of N px), ``bilinear``, ``bicubic`` (carried, the
+previous result resampled that way along the flow: frames.WARP_MODE; the others nearest),
+``own`` (carried, later frames compared with the previous result's style statistics:
+optimise.LATER_FRAME_STYLE), ``ownfree`` (own with the margin free), ``shipped`` (the
+defaults since session 22: the bicubic warp where pixels move, the margin held). The mirrored margin of
+before is the code at b229ccc~1 (run this script from that commit's tree).
 
     python benchmarks/timelapse_canvas.py crossing carried,later0,none --montage docs/images/x.png
 
@@ -28,11 +33,15 @@ def set_variant(variant: str) -> None:
     from scipy.ndimage import gaussian_filter
 
     from napari_style_transfer import frames
-    from napari_style_transfer.pipeline import canvas
+    from napari_style_transfer.pipeline import canvas, optimise
 
+    frames.WARP_MODE = {"bilinear": "bilinear", "bicubic": "bicubic", "shipped": "bicubic"}.get(
+        variant, "nearest"
+    )
+    optimise.LATER_FRAME_STYLE = "previous" if variant in ("own", "ownfree") else "style"
     canvas.MARGIN = 0 if variant == "none" else 8
     canvas.LATER_FRAME_MARGIN = 0 if variant == "later0" else None
-    canvas.HOLD_MARGIN = variant != "free"
+    canvas.HOLD_MARGIN = variant not in ("free", "ownfree")
     real = frames.__dict__.setdefault("_tvl1_flow", frames.optical_flow)
     if variant.startswith("smooth"):
         sigma = float(variant.removeprefix("smooth"))
@@ -44,7 +53,10 @@ def set_variant(variant: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sequence", choices=list(stacks.SMEAR_SEQUENCES))
-    parser.add_argument("variants", help="comma-separated: carried, free, later0, none, smoothN")
+    parser.add_argument(
+        "variants",
+        help="comma-separated: carried, free, later0, none, smoothN, bilinear, bicubic, own, ownfree, shipped",
+    )
     parser.add_argument(
         "--montage", type=Path, help="a PNG: content, independent, each variant (frames 1, 3, 5, 7)"
     )

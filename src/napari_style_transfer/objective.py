@@ -126,6 +126,19 @@ class StyleObjective(nn.Module):
         per step: the same directions within a step keep L-BFGS's line search on one function)."""
         self.style_loss.start_step()
 
+    def set_style_statistics(self, image: torch.Tensor | None) -> None:
+        """Compare with the style statistics of ``image`` (1, 3, H, W) from now on, or with the
+        styles' (None). A time series' later frame, mostly held to the previous result, takes
+        that result's: against the styles', the few free pixels took on all of the frame's
+        remaining style error (issue 33)."""
+        with torch.no_grad():
+            if image is None:
+                self.style_targets = self.style_loss.targets(self.blend)
+                return
+            features = self.features(image, _deepest(self.style_layers))
+            own = type(self.style_loss)([features], self.style_layers, None)
+            self.style_targets = own.targets([(0, 1.0)])
+
     def set_temporal(self, target: torch.Tensor | None, reliable: torch.Tensor | None = None) -> None:
         """Keep the image near ``target`` (N, 3, H, W) where ``reliable`` (N, 1, H, W, 0..1) is
         high, from now on; None turns the temporal term off (a stack's first frame)."""

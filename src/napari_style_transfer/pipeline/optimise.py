@@ -32,6 +32,10 @@ from .reader import JobInput, Reader
 from .records import Progress, StepRecord
 from .sinks import Sink
 
+#: The style statistics a time series' later frame is compared with: "style" (the styles',
+#: as every first frame) or "previous" (the warped previous result's; docs/timelapse.md).
+LATER_FRAME_STYLE = "style"
+
 
 @dataclass(frozen=True)
 class Model:
@@ -106,6 +110,8 @@ class Optimiser:
                 labels = canvas.pad_labels(labels)
                 objective.set_regions(torch.from_numpy(labels)[None, None].to(self.plan.device))
             objective.set_temporal(*(carry.temporal or (None,)))  # on the canvas already
+            if LATER_FRAME_STYLE == "previous" and labels is None:
+                objective.set_style_statistics(None if carry.temporal is None else carry.temporal[0])
             # the working size's pairs go on to the next frame, not a coarser level's
             curvature = carry.curvature if level is levels[-1] else None
             for _, losses, canvases in _optimise_batch(

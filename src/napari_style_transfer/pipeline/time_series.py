@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ..frames import WARP_MODE, FrameLink, anchored, held, steps_owed, time_chains, warp
+from ..frames import FrameLink, anchored, held, steps_owed, time_chains, warp_result
 from ..lbfgs import CarriedCurvature
 from . import canvas as margins
 from .canvas import Canvas
@@ -61,7 +61,7 @@ class TimeChains:
             hold = held(link, carry.owed)
             if not margins.HOLD_MARGIN:
                 hold = hold * canvas.image_mask(hold)
-            carry.temporal = (warp(reference, link.flow, WARP_MODE).clamp(0.0, 1.0), hold)
+            carry.temporal = (warp_result(reference, link.flow).clamp(0.0, 1.0), hold)
         follows_closely = link is not None and link.fresh.mean().item() < CARRY_CURVATURE_FRESH
         carried = self._carried
         if carried is not None and carried[0] == job.follows and follows_closely:
