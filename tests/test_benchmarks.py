@@ -192,3 +192,13 @@ def test_the_gpu_benchmark_script_runs_end_to_end_on_the_cpu(tmp_path):
     assert "mean absolute pixel difference" in output
     assert "px run is refused before it starts: a 40000x40000 px run needs about" in output
     assert "| 32 | 1 |" in output and "| 32 | 2 |" in output
+
+
+def test_the_avx2_emulation_times_no_bf16_configuration():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from run import CONFIGS, CURVE_RUNS, measured
+
+    assert "ours-bf16" in measured(CONFIGS, emulate_avx2=False)
+    emulated = measured(CONFIGS, emulate_avx2=True) + measured(CURVE_RUNS, emulate_avx2=True)
+    assert emulated and not [name for name in emulated if "bf16" in name]
+    assert "ours" in emulated and "ours-auto" in emulated
