@@ -801,8 +801,9 @@ def write_report(args, results: dict) -> None:
     cpu = info.get("cpu_class", "not recorded")
     speed = _speed_by_config(results.get("speed", {}))
     lines = header_lines(args, info, results["matmul"], loads, busy)
-    lines += speed_lines(speed, results["matmul"], cpu)
-    lines += curve_lines(results.get("curves"))
+    images = Path(os.path.relpath(args.images, args.output.parent)).as_posix()  # links from the page
+    lines += speed_lines(speed, results["matmul"], cpu, images)
+    lines += curve_lines(results.get("curves"), images)
     lines += first_step_lines(results.get("first_steps"))
     lines += cancel_lines(results.get("cancels"))
     lines += memory_lines(results.get("memory"), cpu)
@@ -866,7 +867,9 @@ def header_lines(args, info: dict, matmul: dict, loads: list[float], busy: bool)
     ]
 
 
-def speed_lines(speed: dict[tuple[str, int], list[dict]], matmul: dict, cpu: str) -> list[str]:
+def speed_lines(
+    speed: dict[tuple[str, int], list[dict]], matmul: dict, cpu: str, images: str = "images"
+) -> list[str]:
     """The speed part's table: seconds per step of each configuration and size."""
     if not speed:
         return []
@@ -900,11 +903,13 @@ def speed_lines(speed: dict[tuple[str, int], list[dict]], matmul: dict, cpu: str
                 f"{_median_of(runs, 'peak_mb'):.0f} | {_median_of(runs, 'optimisation_mb'):.0f} | "
                 f"{_median_of(runs, 'final_loss'):.4g} |"
             )
-    lines += ["", "Implementations:", ""] + [f"- `{name}`: {text}" for name, (text, _) in CONFIGS.items()]
-    return [*lines, "", "![seconds per step against size](images/bench_step_time.png)"]
+    timed = {name for name, _ in speed}
+    lines += ["", "Implementations:", ""]
+    lines += [f"- `{name}`: {text}" for name, (text, _) in CONFIGS.items() if name in timed]
+    return [*lines, "", f"![seconds per step against size]({images}/bench_step_time.png)"]
 
 
-def curve_lines(curves: dict | None) -> list[str]:
+def curve_lines(curves: dict | None, images: str = "images") -> list[str]:
     """The time-to-quality table: when each run reached the reference's targets."""
     if not curves:
         return []
@@ -950,9 +955,9 @@ def curve_lines(curves: dict | None) -> list[str]:
         "`ours-noise` (single size, init noise), `ours-adam` (single size, Adam), `ours-auto-bf16` "
         "(the default with precision=bf16, what precision=auto gives on a CPU with native bf16).",
         "",
-        "![loss against wall time](images/bench_loss_time.png)",
+        f"![loss against wall time]({images}/bench_loss_time.png)",
         "",
-        "![loss against cost](images/bench_loss_cost.png)",
+        f"![loss against cost]({images}/bench_loss_cost.png)",
     ]
     return lines
 
