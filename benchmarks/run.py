@@ -52,6 +52,7 @@ def measured(names, emulate_avx2: bool) -> list[str]:
     ``precision="auto"`` picks there, and would take most of the run's hour."""
     return [name for name in names if not (emulate_avx2 and "bf16" in name)]
 
+
 #: Implementations timed per step: name -> (description, engine options). fp32 is named, not
 #: left to precision="auto", which is bf16 on CPUs with native bf16: the runs compare the two.
 CONFIGS = {
@@ -860,7 +861,7 @@ def header_lines(args, info: dict, matmul: dict, loads: list[float], busy: bool)
         f"(`speed_probe.kernel_isa`): {matmul.get('kernel_isa', 'not recorded')}."
         + (
             " Under the AVX2 cap the bf16 configurations are not timed (see `measured`): without "
-            "native bf16 they run oneDNN's emulation, which `precision=\"auto\"` never picks."
+            'native bf16 they run oneDNN\'s emulation, which `precision="auto"` never picks.'
             if args.emulate_avx2
             else ""
         ),
