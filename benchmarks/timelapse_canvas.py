@@ -11,7 +11,8 @@ grey frames smoothed by a Gaussian of N px), ``bilinear``, ``bicubic`` (carried,
 previous result resampled that way along the flow: frames.WARP_MODE; the others nearest),
 ``own`` (carried, later frames compared with the previous result's style statistics:
 optimise.LATER_FRAME_STYLE), ``ownfree`` (own with the margin free), ``shipped`` (the
-defaults since session 22: the bicubic warp where pixels move, the margin held). The mirrored margin of
+defaults since session 22: the bicubic warp where pixels move, the margin held),
+``shippedfree`` (shipped with the margin free). The mirrored margin of
 before is the code at b229ccc~1 (run this script from that commit's tree).
 
     python benchmarks/timelapse_canvas.py crossing carried,later0,none --montage docs/images/x.png
@@ -35,13 +36,12 @@ def set_variant(variant: str) -> None:
     from napari_style_transfer import frames
     from napari_style_transfer.pipeline import canvas, optimise
 
-    frames.WARP_MODE = {"bilinear": "bilinear", "bicubic": "bicubic", "shipped": "bicubic"}.get(
-        variant, "nearest"
-    )
+    warps = {"bilinear": "bilinear", "bicubic": "bicubic", "shipped": "bicubic", "shippedfree": "bicubic"}
+    frames.WARP_MODE = warps.get(variant, "nearest")
     optimise.LATER_FRAME_STYLE = "previous" if variant in ("own", "ownfree") else "style"
     canvas.MARGIN = 0 if variant == "none" else 8
     canvas.LATER_FRAME_MARGIN = 0 if variant == "later0" else None
-    canvas.HOLD_MARGIN = variant not in ("free", "ownfree")
+    canvas.HOLD_MARGIN = variant not in ("free", "ownfree", "shippedfree")
     real = frames.__dict__.setdefault("_tvl1_flow", frames.optical_flow)
     if variant.startswith("smooth"):
         sigma = float(variant.removeprefix("smooth"))
@@ -55,18 +55,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sequence", choices=list(stacks.SMEAR_SEQUENCES))
     parser.add_argument(
         "variants",
-        help="comma-separated: carried, free, later0, none, smoothN, bilinear, bicubic, own, ownfree, shipped",
+        help="comma-separated: carried, free, later0, none, smoothN, bilinear, bicubic, own, ownfree, "
+        "shipped, shippedfree",
     )
     parser.add_argument(
         "--montage", type=Path, help="a PNG: content, independent, each variant (frames 1, 3, 5, 7)"
     )
     parser.add_argument("--quick", action="store_true", help="48 px, 3 frames, 2 + 1 steps: a smoke run")
+    parser.add_argument("--size", type=int, default=stacks.SMEAR_SIZE, help="px, longest side")
     args = parser.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(1)
-    side, frames = (48, 3) if args.quick else (stacks.SMEAR_SIZE, stacks.SMEAR_FRAMES)
+    side, frames = (48, 3) if args.quick else (args.size, stacks.SMEAR_FRAMES)
     options = {
         "size": side,
         "steps": 2 if args.quick else stacks.SMEAR_STEPS,
