@@ -202,3 +202,29 @@ def test_the_avx2_emulation_times_no_bf16_configuration():
     emulated = measured(CONFIGS, emulate_avx2=True) + measured(CURVE_RUNS, emulate_avx2=True)
     assert emulated and not [name for name in emulated if "bf16" in name]
     assert "ours" in emulated and "ours-auto" in emulated
+
+
+def test_the_tile_memory_summary_takes_each_tiles_largest_sample(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from slides_tile_memory import summary
+
+    def line(t, kind, anon, phase="tiles", **extra):
+        memory = {"VmHWM": 3 << 20, "VmRSS": anon, "RssAnon": anon, "RssFile": 0}
+        return json.dumps({"t": t, "kind": kind, "phase": phase} | memory | extra)
+
+    events = [
+        line(0.0, "tile", 400 << 10, n=1),  # after tile 1: tile 2 runs until the next record
+        line(0.5, "sample", 900 << 10),
+        line(1.0, "tile-before-trim", 950 << 10, n=2),
+        line(1.1, "tile", 410 << 10, n=2),
+        line(1.5, "sample", 700 << 10),
+        line(2.0, "tile-before-trim", 800 << 10, n=3),
+        line(2.1, "tile", 420 << 10, n=3),
+        line(2.5, "sample", 500 << 10, phase="blend (64, 64)"),
+        line(3.0, "sample", 430 << 10),  # after the last tile: not a tile's own peak
+    ]
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text("\n".join(events) + "\n")
+    said = summary(trace)
+    assert "3 tiles" in said and "median 875 MiB" in said and "largest 950 MiB" in said
+    assert "VmHWM 3072 MiB" in said and "1.05 s a tile" in said and "blends at most 500 MiB" in said
