@@ -14,6 +14,7 @@ beside them) are marked unfinished and redone; a 4096 px run starts from an empt
     python benchmarks/slides_tile_memory.py --summary /tmp/t16384.jsonl /tmp/t4096.jsonl
 
 Memory only (and seconds per tile, which need a quiet machine); untrained weights.
+``slides_tiles.py trace`` does the like for a generated slide styled from the start.
 """
 
 from __future__ import annotations
@@ -30,26 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from slides_largest import SHALLOW
+from slides_tiles import MallInfo2  # glibc's mallinfo2 result
 
 GRID = 32  # tiles a side of the 16384 px store at tiles of 512
-
-
-class MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
 
 
 class Trace:

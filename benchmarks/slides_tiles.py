@@ -93,7 +93,7 @@ def _count_evaluations(lbfgs: Any) -> Callable[[], int]:
     return lambda: counted[0]
 
 
-class _MallInfo2(ctypes.Structure):
+class MallInfo2(ctypes.Structure):
     _fields_ = [
         (name, ctypes.c_size_t)
         for name in [
@@ -124,7 +124,7 @@ def trace(folder: Path, size: int, steps: int, tile_size: int) -> None:
     from napari_style_transfer.pipeline import zarr_sink
 
     libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = _MallInfo2
+    libc.mallinfo2.restype = MallInfo2
     samples: list[tuple[float, int]] = []
 
     def sample() -> None:
