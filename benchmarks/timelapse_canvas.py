@@ -10,9 +10,12 @@ with it), ``none`` (MARGIN 0 for every frame), ``smoothN`` (carried, the flow co
 grey frames smoothed by a Gaussian of N px), ``bilinear``, ``bicubic`` (carried, the
 previous result resampled that way along the flow: frames.WARP_MODE; the others nearest),
 ``own`` (carried, later frames compared with the previous result's style statistics:
-optimise.LATER_FRAME_STYLE), ``ownfree`` (own with the margin free), ``shipped`` (the
-defaults since session 22: the bicubic warp where pixels move, the margin held),
-``shippedfree`` (shipped with the margin free). The mirrored margin of
+optimise.LATER_FRAME_STYLE "previous"), ``ownfree`` (own with the margin free), ``shipped`` (the
+defaults: the bicubic warp where pixels move, the margin held, later frames compared with the
+warped previous result's statistics, LATER_FRAME_STYLE "previous"), ``shippedfree`` (shipped
+with the margin free), ``shippedstyle`` (shipped compared with the style image's statistics:
+the defaults of sessions 22-23), ``shippedheld`` (shipped compared with the statistics of the
+held pixels only, LATER_FRAME_STYLE "held"). The mirrored margin of
 before is the code at b229ccc~1 (run this script from that commit's tree).
 
     python benchmarks/timelapse_canvas.py crossing carried,later0,none --montage docs/images/x.png
@@ -36,9 +39,14 @@ def set_variant(variant: str) -> None:
     from napari_style_transfer import frames
     from napari_style_transfer.pipeline import canvas, optimise
 
-    warps = {"bilinear": "bilinear", "bicubic": "bicubic", "shipped": "bicubic", "shippedfree": "bicubic"}
+    shipped = ("shipped", "shippedfree", "shippedstyle", "shippedheld")
+    warps = {"bilinear": "bilinear", "bicubic": "bicubic", **dict.fromkeys(shipped, "bicubic")}
     frames.WARP_MODE = warps.get(variant, "nearest")
-    optimise.LATER_FRAME_STYLE = "previous" if variant in ("own", "ownfree") else "style"
+    statistics = {
+        **dict.fromkeys(("own", "ownfree", "shipped", "shippedfree"), "previous"),
+        "shippedheld": "held",
+    }
+    optimise.LATER_FRAME_STYLE = statistics.get(variant, "style")
     canvas.MARGIN = 0 if variant == "none" else 8
     canvas.LATER_FRAME_MARGIN = 0 if variant == "later0" else None
     canvas.HOLD_MARGIN = variant not in ("free", "ownfree", "shippedfree")
@@ -56,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "variants",
         help="comma-separated: carried, free, later0, none, smoothN, bilinear, bicubic, own, ownfree, "
-        "shipped, shippedfree",
+        "shipped, shippedfree, shippedstyle, shippedheld",
     )
     parser.add_argument(
         "--montage", type=Path, help="a PNG: content, independent, each variant (frames 1, 3, 5, 7)"

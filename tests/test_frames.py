@@ -432,7 +432,10 @@ def test_a_static_region_stays_put_in_time_mode(style):
     styled = np.abs(timed[0] - movie[0])[static].mean()  # how far the style moved those pixels
     moved = [np.abs(timed[t] - timed[0])[static].mean() for t in range(1, 4)]
     assert max(moved) < styled / 3
-    assert moved[-1] < 1.5 * moved[0]  # nothing adds up from frame to frame
+    # nothing adds up from frame to frame: moves under a tenth of an 8-bit grey level count as
+    # none (compared with the previous result's statistics the static pixels move by 1e-5 to
+    # 1e-4 from frame to frame, with no trend over 8 frames; against the style's, 0.004-0.006)
+    assert moved[-1] < max(1.5 * moved[0], 0.1 / 255)
 
 
 def test_independent_frames_equal_single_runs(style):

@@ -6,6 +6,7 @@ gets no band of time mode's own."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from scipy.ndimage import gaussian_filter, shift
 
@@ -267,3 +268,55 @@ def test_a_later_frames_temporal_term_leaves_its_margin_free_where_told(style, m
     inside = canvas.crop(reliable)
     assert inside.mean() > 0.9  # a still frame is held on the image...
     assert reliable.sum() == inside.sum()  # ...and not in the margin
+
+
+def test_the_pixels_around_an_object_that_crawls_keep_an_independent_runs_contrast(style):
+    # a later frame holds most pixels; compared with the style image's statistics, the few free
+    # ones around a crawling object took the first frame's remaining style error as bright
+    # strokes, which the next frame held: the outline behind the bundled time-lapse's nuclei
+    # (issue 33; 2.9x the independent run's contrast in frame 4 before the fix)
+    movie = np.stack([dark_field(blob(48, (24, 10 + 2.4 * t), 6, 7), 20 + t) for t in range(6)])
+    options = {"size": 48, "steps": 12, "time_steps": 6, "weights": "random"}
+    timed = stylize(movie, style, frames="time", **options)
+    independent = stylize(movie, style, frames="independent", **options)
+    yy, xx = np.mgrid[0:48, 0:48]
+    for t in range(1, len(movie)):
+        ring = np.abs(np.hypot(yy - 24, xx - 10 - 2.4 * t) - 9) < 2
+        assert timed[t][ring].std() <= 1.25 * independent[t][ring].std()
+
+
+def objective_for(style: np.ndarray, style_loss: str):
+    from napari_style_transfer.engine import StyleObjective
+    from napari_style_transfer.options import StyleOptions
+    from napari_style_transfer.vgg import VGGFeatures
+    from napari_style_transfer.weights import load_vgg19_features
+
+    opts = StyleOptions(weights="random", style_loss=style_loss, seed=0).validated()
+    extractor = VGGFeatures(load_vgg19_features("random").features, opts.layers, opts.pooling)
+    return StyleObjective(extractor, None, torch.from_numpy(style).permute(2, 0, 1)[None], opts)
+
+
+@pytest.mark.parametrize("style_loss", ["gram", "mean_cov", "sliced"])
+def test_a_frame_held_everywhere_matches_its_own_statistics(style, style_loss):
+    objective = objective_for(style, style_loss)
+    image = torch.rand((1, 3, 40, 40), generator=torch.Generator().manual_seed(3))
+    objective.new_directions()
+    _, against_style = objective(image)
+    objective.set_style_statistics(image, torch.ones((1, 1, 40, 40)))
+    _, against_itself = objective(image)
+    assert against_style[1] > 0
+    assert against_itself[1] <= 1e-6 * against_style[1]
+    objective.set_style_statistics(None)  # back to the style's
+    assert torch.allclose(objective(image)[1][1], against_style[1])
+
+
+def test_a_frames_own_statistics_count_only_the_positions_wholly_within_its_held_pixels():
+    from napari_style_transfer.objective import _positions_within
+
+    features = torch.rand((1, 5, 8, 8))
+    held = torch.zeros((1, 1, 16, 16))
+    held[..., :, :9] = 1.0  # the left half and one column: 4 whole positions a row, the 5th in part
+    kept = _positions_within(features, held)
+    assert kept.shape == (1, 5, 1, 32)
+    torch.testing.assert_close(kept[0, :, 0], features[0, :, :, :4].reshape(5, 32))
+    assert _positions_within(features, torch.zeros((1, 1, 16, 16))) is features  # too few: all count

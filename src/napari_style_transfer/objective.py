@@ -11,6 +11,7 @@ from ._torch_compat import hide_triton
 hide_triton()
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from .losses import (  # noqa: E402
@@ -72,6 +73,7 @@ class StyleObjective(nn.Module):
             )
             # statistics of the blend (for the whole image) and of each style alone (for its region)
             self.style_targets = self.style_loss.targets(self.blend)
+        self._targets_from_image = False  # set_style_statistics took them from an image
         self._region_targets: dict[int, dict[str, Any]] = {}
         self.regions: RegionGuide | None = None
         self.temporal: TemporalLoss | None = None
@@ -126,18 +128,24 @@ class StyleObjective(nn.Module):
         per step: the same directions within a step keep L-BFGS's line search on one function)."""
         self.style_loss.start_step()
 
-    def set_style_statistics(self, image: torch.Tensor | None) -> None:
-        """Compare with the style statistics of ``image`` (1, 3, H, W) from now on, or with the
-        styles' (None). A time series' later frame, mostly held to the previous result, takes
+    def set_style_statistics(self, image: torch.Tensor | None, held: torch.Tensor | None = None) -> None:
+        """Compare with the style statistics of ``image`` (1, 3, H, W) from now on, over the
+        pixels where ``held`` (1, 1, H, W, 0 or 1; None: all of them) is 1, or with the styles'
+        (``image`` None). A time series' later frame, mostly held to the previous result, takes
         that result's: against the styles', the few free pixels took on all of the frame's
-        remaining style error (issue 33)."""
+        remaining style error (issue 33). Each layer counts the positions whose receptive
+        share lies wholly in ``held`` (all of them where fewer than 16 do)."""
         with torch.no_grad():
             if image is None:
-                self.style_targets = self.style_loss.targets(self.blend)
+                if self._targets_from_image:
+                    self.style_targets = self.style_loss.targets(self.blend)
+                    self._targets_from_image = False
                 return
+            self._targets_from_image = True
             features = self.features(image, _deepest(self.style_layers))
-            own = type(self.style_loss)([features], self.style_layers, None)
-            self.style_targets = own.targets([(0, 1.0)])
+            if held is not None:
+                features = {name: _positions_within(features[name], held) for name in self.style_layers}
+            self.style_targets = self.style_loss.targets_of(features)
 
     def set_temporal(self, target: torch.Tensor | None, reliable: torch.Tensor | None = None) -> None:
         """Keep the image near ``target`` (N, 3, H, W) where ``reliable`` (N, 1, H, W, 0..1) is
@@ -206,3 +214,19 @@ class StyleObjective(nn.Module):
 def _deepest(layers: Sequence[str]) -> str | None:
     """The deepest of ``layers`` in VGG19's order (None for none)."""
     return max(layers, key=VGG19_LAYERS.index) if layers else None
+
+
+#: A layer's statistics over the held pixels need at least this many positions wholly inside
+#: them; with fewer, the whole layer counts.
+MIN_HELD_POSITIONS = 16
+
+
+def _positions_within(features: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
+    """(1, C, 1, K): the K positions of (1, C, H, W) ``features`` whose share of the (1, 1, H', W')
+    mask ``held``, downsampled by area, is whole; ``features`` itself where too few are. Any
+    style loss takes its statistics over them as over an image one position high."""
+    share = F.interpolate(held.float(), size=features.shape[-2:], mode="area")
+    inside = share.flatten() >= 0.999
+    if int(inside.sum()) < MIN_HELD_POSITIONS:
+        return features
+    return features.flatten(2)[:, :, inside].unsqueeze(2)

@@ -63,6 +63,9 @@ class SlicedTarget:
 
     styles: tuple[int, ...]
     blend: tuple[float, ...]
+    #: or the activations (1, C, H, W) of an image of its own (StyleLoss.targets_of), projected
+    #: along the loss's own directions in place of the styles'
+    activations: torch.Tensor | None = None
 
 
 class SlicedLoss(StyleLoss):
@@ -99,6 +102,9 @@ class SlicedLoss(StyleLoss):
     def target(self, layer: str, blend: Blend) -> SlicedTarget:
         return SlicedTarget(tuple(index for index, _ in blend), tuple(weight for _, weight in blend))
 
+    def targets_of(self, features: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        return {layer: SlicedTarget((), (1.0,), features[layer]) for layer in self.layers}
+
     def _sorted_style(self, index: int, layer: str) -> torch.Tensor:
         """Style ``index``'s sorted projections at ``layer`` with this step's directions."""
         key = (index, layer)
@@ -111,7 +117,11 @@ class SlicedLoss(StyleLoss):
     def forward(
         self, layer: str, features: torch.Tensor, target: Any, guide: torch.Tensor | None = None
     ) -> torch.Tensor:
-        sorted_styles = [self._sorted_style(index, layer) for index in target.styles]
+        if target.activations is None:
+            sorted_styles = [self._sorted_style(index, layer) for index in target.styles]
+        else:
+            own = target.activations
+            sorted_styles = [sorted_projections(own[0].reshape(own.shape[1], -1), self.directions[layer])]
         blend = list(target.blend)
         n, c = features.shape[:2]
         projected = self.directions[layer].transpose(0, 1) @ features.reshape(n, c, -1)

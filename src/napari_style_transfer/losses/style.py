@@ -51,6 +51,12 @@ class StyleLoss(nn.Module, ABC):
     def target(self, layer: str, blend: Blend) -> Any:
         """The statistics of the styles in ``blend`` at ``layer``, blended by their weights."""
 
+    def targets_of(self, features: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        """Per style layer, the target statistics of an image of its own: its activations
+        ``features`` by layer ((1, C, H, W) float32, no gradient), as :meth:`targets` gives a
+        style's (a time series' later frame compares with the previous result's)."""
+        return type(self)([features], self.layers, None).targets([(0, 1.0)])
+
     @abstractmethod
     def forward(
         self, layer: str, features: torch.Tensor, target: Any, guide: torch.Tensor | None = None

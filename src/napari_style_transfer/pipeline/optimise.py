@@ -32,9 +32,15 @@ from .reader import JobInput, Reader
 from .records import Progress, StepRecord
 from .sinks import Sink
 
-#: The style statistics a time series' later frame is compared with: "style" (the styles',
-#: as every first frame) or "previous" (the warped previous result's; docs/timelapse.md).
-LATER_FRAME_STYLE = "style"
+#: The style statistics a time series' later frame is compared with: "held" (those of the
+#: warped previous result over the pixels the frame holds), "previous" (over the whole warped
+#: result) or "style" (the styles', as every first frame). Against the styles', the few free
+#: pixels of a mostly held frame took the first frame's remaining style error as bright
+#: strokes, which the next frame held: the outline behind the bundled time-lapse's crawling
+#: nuclei and the joined pair. "held" left out a moving object that is free as a whole, and
+#: pulled it towards the background's look (a 96 px disc faded to grey); "previous" keeps it
+#: (docs/timelapse.md, "The style statistics of a later frame").
+LATER_FRAME_STYLE = "previous"
 
 
 @dataclass(frozen=True)
@@ -110,8 +116,8 @@ class Optimiser:
                 labels = canvas.pad_labels(labels)
                 objective.set_regions(torch.from_numpy(labels)[None, None].to(self.plan.device))
             objective.set_temporal(*(carry.temporal or (None,)))  # on the canvas already
-            if LATER_FRAME_STYLE == "previous" and labels is None:
-                objective.set_style_statistics(None if carry.temporal is None else carry.temporal[0])
+            if labels is None:  # regions keep their own styles' statistics
+                objective.set_style_statistics(*_later_frame_statistics(carry))
             # the working size's pairs go on to the next frame, not a coarser level's
             curvature = carry.curvature if level is levels[-1] else None
             for _, losses, canvases in _optimise_batch(
@@ -177,6 +183,15 @@ def _start(
         starts = [initial_image(content[None], style, opts.init, opts.seed) for content in contents]
         return canvas.pad(torch.cat(starts))
     return canvas.pad(resize(coarser, *level.content_shape).clamp(0, 1))
+
+
+def _later_frame_statistics(carry: Carry) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """What a frame's style statistics come from (see LATER_FRAME_STYLE): an image and the
+    pixels of it that count, or (None, None) for the styles' own."""
+    if carry.temporal is None or LATER_FRAME_STYLE == "style":
+        return None, None
+    warped, held = carry.temporal
+    return warped, (held if LATER_FRAME_STYLE == "held" else None)
 
 
 def _temporal_start(
