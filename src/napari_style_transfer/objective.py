@@ -133,8 +133,8 @@ class StyleObjective(nn.Module):
         pixels where ``held`` (1, 1, H, W, 0 or 1; None: all of them) is 1, or with the styles'
         (``image`` None). A time series' later frame, mostly held to the previous result, takes
         that result's: against the styles', the few free pixels took on all of the frame's
-        remaining style error (issue 33). Each layer counts the positions whose receptive
-        share lies wholly in ``held`` (all of them where fewer than 16 do)."""
+        remaining style error (issue 33). Each layer counts the positions that lie wholly in
+        ``held`` downsampled to its size (all of them where fewer than 16 do)."""
         with torch.no_grad():
             if image is None:
                 if self._targets_from_image:
