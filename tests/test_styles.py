@@ -9,19 +9,17 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from tiny_runs import tiny_options
+from tiny_runs import objective_for, tiny_options
 
 from napari_style_transfer import StyleTransferError, iter_stylize, stylize
 from napari_style_transfer.api import StyleResult
-from napari_style_transfer.engine import StyleObjective, optimize
+from napari_style_transfer.engine import optimize
 from napari_style_transfer.losses import (
     gram_matrix,
     quantiles,
     weighted_gram_mse,
 )
 from napari_style_transfer.options import StyleOptions
-from napari_style_transfer.vgg import VGGFeatures
-from napari_style_transfer.weights import load_vgg19_features
 
 FAST = tiny_options(steps=4)
 LOSSES = ("gram", "mean_cov", "sliced")
@@ -45,12 +43,6 @@ def blue() -> np.ndarray:
     image[..., 2] = 0.9
     image[::3, :, 2] = 0.4
     return image
-
-
-def objective_for(content: torch.Tensor, style, **options) -> StyleObjective:
-    opts = StyleOptions(**{"weights": "random", **options}).validated()
-    extractor = VGGFeatures(load_vgg19_features("random").features, opts.layers, opts.pooling)
-    return StyleObjective(extractor, content, style, opts)
 
 
 def image_tensor(seed: int, size: int = 32) -> torch.Tensor:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.ndimage import gaussian_filter, shift
+from tiny_runs import objective_for
 
 from napari_style_transfer import stylize
 from napari_style_transfer.frames import EDGE_BAND, link_frames
@@ -285,20 +286,11 @@ def test_the_pixels_around_an_object_that_crawls_keep_an_independent_runs_contra
         assert timed[t][ring].std() <= 1.25 * independent[t][ring].std()
 
 
-def objective_for(style: np.ndarray, style_loss: str):
-    from napari_style_transfer.engine import StyleObjective
-    from napari_style_transfer.options import StyleOptions
-    from napari_style_transfer.vgg import VGGFeatures
-    from napari_style_transfer.weights import load_vgg19_features
-
-    opts = StyleOptions(weights="random", style_loss=style_loss, seed=0).validated()
-    extractor = VGGFeatures(load_vgg19_features("random").features, opts.layers, opts.pooling)
-    return StyleObjective(extractor, None, torch.from_numpy(style).permute(2, 0, 1)[None], opts)
-
-
 @pytest.mark.parametrize("style_loss", ["gram", "mean_cov", "sliced"])
 def test_a_frame_held_everywhere_matches_its_own_statistics(style, style_loss):
-    objective = objective_for(style, style_loss)
+    objective = objective_for(
+        None, torch.from_numpy(style).permute(2, 0, 1)[None], style_loss=style_loss, seed=0
+    )
     image = torch.rand((1, 3, 40, 40), generator=torch.Generator().manual_seed(3))
     objective.new_directions()
     _, against_style = objective(image)
