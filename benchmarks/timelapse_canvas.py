@@ -15,7 +15,9 @@ defaults: the bicubic warp where pixels move, the margin held, later frames comp
 warped previous result's statistics, LATER_FRAME_STYLE "previous"), ``shippedfree`` (shipped
 with the margin free), ``shippedstyle`` (shipped compared with the style image's statistics:
 the defaults of sessions 22-23), ``shippedheld`` (shipped compared with the statistics of the
-held pixels only, LATER_FRAME_STYLE "held"). The mirrored margin of
+held pixels only, LATER_FRAME_STYLE "held"), ``shippedcovered`` (shipped without telling
+uncovered background apart: frames.TELL_UNCOVERED False, the defaults of sessions 22-24). The
+mirrored margin of
 before is the code at b229ccc~1 (run this script from that commit's tree).
 
     python benchmarks/timelapse_canvas.py crossing carried,later0,none --montage docs/images/x.png
@@ -39,14 +41,15 @@ def set_variant(variant: str) -> None:
     from napari_style_transfer import frames
     from napari_style_transfer.pipeline import canvas, optimise
 
-    shipped = ("shipped", "shippedfree", "shippedstyle", "shippedheld")
+    shipped = ("shipped", "shippedfree", "shippedstyle", "shippedheld", "shippedcovered")
     warps = {"bilinear": "bilinear", "bicubic": "bicubic", **dict.fromkeys(shipped, "bicubic")}
     frames.WARP_MODE = warps.get(variant, "nearest")
     statistics = {
-        **dict.fromkeys(("own", "ownfree", "shipped", "shippedfree"), "previous"),
+        **dict.fromkeys(("own", "ownfree", "shipped", "shippedfree", "shippedcovered"), "previous"),
         "shippedheld": "held",
     }
     optimise.LATER_FRAME_STYLE = statistics.get(variant, "style")
+    frames.TELL_UNCOVERED = variant in ("shipped", "shippedfree", "shippedstyle", "shippedheld")
     canvas.MARGIN = 0 if variant == "none" else 8
     canvas.LATER_FRAME_MARGIN = 0 if variant == "later0" else None
     canvas.HOLD_MARGIN = variant not in ("free", "ownfree", "shippedfree")
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "variants",
         help="comma-separated: carried, free, later0, none, smoothN, bilinear, bicubic, own, ownfree, "
-        "shipped, shippedfree, shippedstyle, shippedheld",
+        "shipped, shippedfree, shippedstyle, shippedheld, shippedcovered",
     )
     parser.add_argument(
         "--montage", type=Path, help="a PNG: content, independent, each variant (frames 1, 3, 5, 7)"

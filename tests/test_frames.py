@@ -157,7 +157,7 @@ def test_restyled_pixels_are_held_only_once_they_have_had_a_first_frames_steps()
     assert not steps_owed(link, None, steps=30, first_steps=30).any()  # all steps: nothing owed
 
     still = type(link)(
-        *(torch.zeros_like(link.flow), torch.ones_like(link.reliable), *[torch.zeros_like(link.fresh)] * 3)
+        *(torch.zeros_like(link.flow), torch.ones_like(link.reliable), *[torch.zeros_like(link.fresh)] * 4)
     )
     assert torch.equal(held(still, None), still.reliable)
     assert torch.equal(held(still, owed) > 0, ~restyled)  # owing steps: not held yet
@@ -380,19 +380,19 @@ def test_nothing_is_copied_where_nothing_is_known():
 
 def test_a_later_frame_starts_its_new_pixels_from_their_content_plus_nearby_styling(style, monkeypatch):
     fills, starts = [], []
-    real_fill, real_optimise = optimise.fill_from_surroundings, optimise._optimise_batch
+    real_fill, real_optimise = optimise.fill_styling, optimise._optimise_batch
 
-    def recording_fill(styling, fresh, known, groups):
+    def recording_fill(styling, link, groups):
         assert groups is None  # no style regions
-        filled, copied = real_fill(styling, fresh, known, groups)
-        fills.append((styling, fresh, filled, copied))
+        filled, copied = real_fill(styling, link, groups)
+        fills.append((styling, link.fresh, filled, copied))
         return filled, copied
 
     def recording_optimise(objective, contents, start, opts, steps, carried=None):
         starts.append((contents, start.clone()))  # on the canvas, as the links are
         return real_optimise(objective, contents, start, opts, steps, carried)
 
-    monkeypatch.setattr("napari_style_transfer.pipeline.optimise.fill_from_surroundings", recording_fill)
+    monkeypatch.setattr("napari_style_transfer.pipeline.optimise.fill_styling", recording_fill)
     monkeypatch.setattr("napari_style_transfer.pipeline.optimise._optimise_batch", recording_optimise)
     movie, _ = moving_disc(frames=2)
     result_of(movie, style, frames="time", time_steps=2)
@@ -613,13 +613,13 @@ def test_the_command_line_styles_a_time_series_into_a_stack(tmp_path, style):
 
 def test_a_time_series_with_style_regions_fills_new_pixels_within_their_region(style, monkeypatch):
     groups_seen = []
-    real_fill = optimise.fill_from_surroundings
+    real_fill = optimise.fill_styling
 
-    def recording_fill(styling, fresh, known, groups):
+    def recording_fill(styling, link, groups):
         groups_seen.append(groups)
-        return real_fill(styling, fresh, known, groups)
+        return real_fill(styling, link, groups)
 
-    monkeypatch.setattr("napari_style_transfer.pipeline.optimise.fill_from_surroundings", recording_fill)
+    monkeypatch.setattr("napari_style_transfer.pipeline.optimise.fill_styling", recording_fill)
     movie, _ = moving_disc(frames=2)
     labels = np.zeros((48, 48), np.int64)
     labels[:, 24:] = 1

@@ -312,3 +312,50 @@ def test_a_frames_own_statistics_count_only_the_positions_wholly_within_its_held
     assert kept.shape == (1, 5, 1, 32)
     torch.testing.assert_close(kept[0, :, 0], features[0, :, :, :4].reshape(5, 32))
     assert _positions_within(features, torch.zeros((1, 1, 16, 16))) is features  # too few: all count
+
+
+def soft_disc(size: int, centre: tuple[float, float], radius: float) -> np.ndarray:
+    """A plain disc with a blurred edge on a plain grey background (the crossing discs' kind)."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    inside = (np.hypot(yy - centre[0], xx - centre[1]) < radius).astype(float)
+    return np.clip(0.2 + 0.6 * gaussian_filter(inside, 2.0), 0.0, 1.0).astype(np.float32)
+
+
+def test_the_background_a_disc_uncovers_starts_afresh_and_its_leading_edge_is_followed():
+    # TV-L1 gives the background a disc uncovers the disc's motion; warped along it, the halo
+    # trailing the disc was copied into the background once more every frame: a dark wake
+    link = link_frames(as_tensor(soft_disc(64, (32, 20), 9)), as_tensor(soft_disc(64, (32, 28), 9)))
+    yy, xx = np.mgrid[0:64, 0:64]
+    # where the disc was and its glow (a few px beyond the edge, the gap) no longer reaches
+    trailing = (np.hypot(yy - 32, xx - 20) < 9) & (np.hypot(yy - 32, xx - 28) > 13)
+    leading = (np.hypot(yy - 32, xx - 28) < 9) & (np.hypot(yy - 32, xx - 20) > 11)
+    uncovered, fresh = link.uncovered[0, 0].numpy() > 0, link.fresh[0, 0].numpy() > 0
+    assert uncovered[trailing].mean() > 0.7  # before: none, and none fresh
+    assert fresh[uncovered].all() and not (link.reliable[0, 0].numpy()[uncovered] > 0).any()
+    assert not uncovered[leading].any() and (link.reliable[0, 0].numpy()[leading] > 0).all()
+
+
+def test_uncovered_pixels_copy_the_styling_of_still_background_not_of_a_moving_halo():
+    # a fresh pixel copies the styling of known ones nearby: from the halo that moves with the
+    # object, the background it uncovered started dark (frames.fill_styling)
+    from napari_style_transfer.frames import FrameLink, fill_styling
+
+    shape = (1, 1, 24, 24)
+    reliable, fresh, uncovered = torch.ones(shape), torch.zeros(shape), torch.zeros(shape)
+    flow = torch.zeros((1, 2, 24, 24))
+    flow[:, 1, :, 12:] = -3.0  # the right half moves: a halo styled -0.3
+    styling = torch.full(shape, 0.1)
+    styling[..., 12:] = -0.3
+    fresh[..., 8:16], uncovered[..., 8:12] = 1.0, 1.0  # a strip across both halves
+    reliable[..., 8:16] = 0.0
+    link = FrameLink(flow, reliable, fresh, fresh, torch.zeros(shape), uncovered)
+    filled, copied = fill_styling(styling.clone(), link)
+    assert (copied[..., 8:16] > 0).all()
+    assert torch.allclose(filled[..., 8:12], torch.tensor(0.1))  # from still background only
+    # where no still pixel is near (a drifting field), fresh pixels that are not uncovered
+    # still copy from what moves
+    drifting = FrameLink(
+        torch.full((1, 2, 24, 24), -3.0), reliable, fresh, fresh, torch.zeros(shape), 0 * uncovered
+    )
+    filled, copied = fill_styling(styling.clone(), drifting)
+    assert (copied[..., 8:16] > 0).all() and (filled[..., 12:16] < 0).all()

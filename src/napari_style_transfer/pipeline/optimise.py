@@ -20,7 +20,7 @@ from ..engine import (
     optimize_frames,
     resize,
 )
-from ..frames import fill_from_surroundings
+from ..frames import fill_styling
 from ..lbfgs import CarriedCurvature
 from ..options import StyleOptions
 from ..vgg import VGGFeatures
@@ -201,10 +201,11 @@ def _temporal_start(
     content's style along, and a first frame's start would stay nearly unstyled there (the
     rest of the image already matches the style, so the style loss barely pulls on a few new
     pixels). They start from their content plus the styling (result - content) of known
-    pixels nearby instead (of their own style region), whatever ``init``."""
+    pixels nearby instead (of their own style region; still ones first: frames.fill_styling),
+    whatever ``init``."""
     assert carry.temporal is not None and carry.link is not None
     warped, link = carry.temporal[0], carry.link
-    styling, copied = fill_from_surroundings(warped - contents, link.fresh, link.reliable, labels)
+    styling, copied = fill_styling(warped - contents, link, labels)
     fresh = initial_image(contents, style, opts.init, opts.seed)
     fresh = torch.where(copied > 0, (contents + styling).clamp(0.0, 1.0), fresh)
     return warped + link.fresh * (fresh - warped)
