@@ -255,23 +255,27 @@ LEFT_BEHIND = 2
 #: object (nothing in the background shows they stay), pass its tests, and warp from the
 #: styled halo that trails the object: one more copy of the halo every frame, the dark wakes
 #: behind the crossing discs (issue 33). A pixel that moves, is not held, whose content changed
-#: where it is and came closer to the mean of the still pixels within UNCOVERED_WINDOW px
-#: (square) of it, is taken as uncovered: it starts afresh with styling copied from still
-#: background (:func:`fill_styling`). A moving object's leading edge moves away from that
-#: mean and keeps its warp. Crossing discs, worst frame: 29.0% to 22.7% smeared at 96 px,
-#: 59.1% to 47.0% at 160 (docs/timelapse.md, "Uncovered background").
+#: where it is (by more than UNCOVERED_CHANGE) and came closer to the mean of the still pixels
+#: within UNCOVERED_WINDOW px (a square) of it, is taken as uncovered: it starts afresh with
+#: styling copied from still background (:func:`fill_styling`). A moving object's leading edge
+#: moves away from that mean and keeps its warp. Crossing discs, worst frame: 29.0% to 25.3%
+#: smeared at 96 px, 59.1% to 39.1% at 160 (docs/timelapse.md, "Uncovered background").
 UNCOVERED_WINDOW = 4 * UNTRUSTED_MARGIN + 1
 #: ...where at least this share of that window is still: too little background to judge by
 #: otherwise (a drifting field has none).
 MIN_STILL_AROUND = 0.05
+#: Under BRIGHTNESS_TOLERANCE: an object's blurred edge leaves the background by less, and its
+#: outer glow kept the warped halo. Crossing discs at 160 px, worst frame: 47.0% at 0.1, 39.1%
+#: at 0.05, 34.5% at 0.02, where the nuclei (96 px) went from 3.0% to 3.3% and 4.0%.
+UNCOVERED_CHANGE = 0.05
+#: Not within this many px of the pixels that move with an object and are held (its body and
+#: glow): there the style draws the object's dark halo, which background copied from afar
+#: lacks; two discs passing 3 px apart merged into one without it (48 px, 6 steps). Crossing
+#: discs at 160 px, worst frame (UNCOVERED_CHANGE 0.1): 37.8% smeared without the gap, 47.0%.
+UNCOVERED_GAP = 2
 #: False: no pixel is taken as uncovered, and fresh pixels copy from any reliable pixel (the
 #: code of sessions 22-24; benchmarks/timelapse_canvas.py's "shippedcovered").
 TELL_UNCOVERED = True
-#: ...and not within this many px of the pixels that move with an object and are held (its
-#: body and glow): there the style draws the object's dark halo, which background copied from
-#: afar lacks; two discs passing 3 px apart merged into one without it (48 px, 6 steps).
-#: Crossing discs at 160 px, worst frame: 37.8% smeared without the gap, 47.0% with it.
-UNCOVERED_GAP = 2
 
 
 def link_frames(previous: torch.Tensor, content: torch.Tensor) -> FrameLink:
@@ -311,7 +315,8 @@ def link_frames(previous: torch.Tensor, content: torch.Tensor) -> FrameLink:
     stays = forward.abs().amax(dim=1, keepdim=True) < 0.5
     stale = (_within(_opened((~unmoved).float(), LEFT_BEHIND), UNTRUSTED_MARGIN) > 0) & stays
     reliable = trusted & ~near & ~stale
-    candidates = ~stays & ~unmoved & ~reliable & TELL_UNCOVERED
+    in_place = (previous.float() - content.float()).abs().amax(dim=1, keepdim=True)
+    candidates = ~stays & (in_place > UNCOVERED_CHANGE) & ~reliable & TELL_UNCOVERED
     uncovered = _towards_still(current_grey, previous_grey, stays & unmoved, candidates)
     uncovered &= ~(_within((reliable & ~stays).float(), UNCOVERED_GAP) > 0)
     fresh = changed | ~inside | (near & (hidden | dragged)) | stale | uncovered
