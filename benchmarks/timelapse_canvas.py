@@ -17,8 +17,7 @@ with the margin free), ``shippedstyle`` (shipped compared with the style image's
 the defaults of sessions 22-23), ``shippedheld`` (shipped compared with the statistics of the
 held pixels only, LATER_FRAME_STYLE "held"), ``shippedcovered`` (shipped without telling
 uncovered background apart: frames.TELL_UNCOVERED False, the defaults of sessions 22-24). The
-mirrored margin of
-before is the code at b229ccc~1 (run this script from that commit's tree).
+mirrored margin of before is the code at b229ccc~1 (run this script from that commit's tree).
 
     python benchmarks/timelapse_canvas.py crossing carried,later0,none --montage docs/images/x.png
 
@@ -49,7 +48,7 @@ def set_variant(variant: str) -> None:
         "shippedheld": "held",
     }
     optimise.LATER_FRAME_STYLE = statistics.get(variant, "style")
-    frames.TELL_UNCOVERED = variant in ("shipped", "shippedfree", "shippedstyle", "shippedheld")
+    frames.TELL_UNCOVERED = variant in shipped and variant != "shippedcovered"
     canvas.MARGIN = 0 if variant == "none" else 8
     canvas.LATER_FRAME_MARGIN = 0 if variant == "later0" else None
     canvas.HOLD_MARGIN = variant not in ("free", "ownfree", "shippedfree")

@@ -303,7 +303,8 @@ def link_frames(previous: torch.Tensor, content: torch.Tensor) -> FrameLink:
     # the brightness test, and started from the warped result they brought the object's dark
     # edge along, which the next frame held as a trail. Other inconsistent flows are followed:
     # the test also flags the slowly turning middle of a rotating object, which warps well.
-    unmoved = (previous.float() - content.float()).abs().amax(dim=1, keepdim=True) <= BRIGHTNESS_TOLERANCE
+    in_place = (previous.float() - content.float()).abs().amax(dim=1, keepdim=True)  # change where it is
+    unmoved = in_place <= BRIGHTNESS_TOLERANCE
     dragged = ~trusted & unmoved & (forward.pow(2).sum(1, keepdim=True) >= 1.0)
     # a pixel whose source lies outside (or in the edge band) has nothing to start from: the
     # warp would copy the border pixel into horizontal streaks, kept from frame to frame
@@ -315,7 +316,6 @@ def link_frames(previous: torch.Tensor, content: torch.Tensor) -> FrameLink:
     stays = forward.abs().amax(dim=1, keepdim=True) < 0.5
     stale = (_within(_opened((~unmoved).float(), LEFT_BEHIND), UNTRUSTED_MARGIN) > 0) & stays
     reliable = trusted & ~near & ~stale
-    in_place = (previous.float() - content.float()).abs().amax(dim=1, keepdim=True)
     candidates = ~stays & (in_place > UNCOVERED_CHANGE) & ~reliable & TELL_UNCOVERED
     uncovered = _towards_still(current_grey, previous_grey, stays & unmoved, candidates)
     uncovered &= ~(_within((reliable & ~stays).float(), UNCOVERED_GAP) > 0)
