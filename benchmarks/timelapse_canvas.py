@@ -16,7 +16,10 @@ warped previous result's statistics, LATER_FRAME_STYLE "previous"), ``shippedfre
 with the margin free), ``shippedstyle`` (shipped compared with the style image's statistics:
 the defaults of sessions 22-23), ``shippedheld`` (shipped compared with the statistics of the
 held pixels only, LATER_FRAME_STYLE "held"), ``shippedcovered`` (shipped without telling
-uncovered background apart: frames.TELL_UNCOVERED False, the defaults of sessions 22-24). The
+uncovered background apart: frames.TELL_UNCOVERED False, the defaults of sessions 22-24),
+``shippedforget`` (shipped without taking uncovered background back from the series' backdrop:
+pipeline/backdrop.py's RECALL "", the defaults of session 25), ``shippedrecallfresh`` (any
+pixel that would start afresh taken back where its content is as it was: RECALL "fresh"). The
 mirrored margin of before is the code at b229ccc~1 (run this script from that commit's tree).
 
     python benchmarks/timelapse_canvas.py crossing carried,later0,none --montage docs/images/x.png
@@ -38,17 +41,24 @@ def set_variant(variant: str) -> None:
     from scipy.ndimage import gaussian_filter
 
     from napari_style_transfer import frames
-    from napari_style_transfer.pipeline import canvas, optimise
+    from napari_style_transfer.pipeline import backdrop, canvas, optimise
 
-    shipped = ("shipped", "shippedfree", "shippedstyle", "shippedheld", "shippedcovered")
+    shipped = (
+        *("shipped", "shippedfree", "shippedstyle", "shippedheld", "shippedcovered"),
+        *("shippedforget", "shippedrecallfresh"),
+    )
     warps = {"bilinear": "bilinear", "bicubic": "bicubic", **dict.fromkeys(shipped, "bicubic")}
     frames.WARP_MODE = warps.get(variant, "nearest")
     statistics = {
-        **dict.fromkeys(("own", "ownfree", "shipped", "shippedfree", "shippedcovered"), "previous"),
+        **dict.fromkeys(
+            ("own", "ownfree", "shipped", "shippedfree", "shippedcovered", "shippedforget"), "previous"
+        ),
         "shippedheld": "held",
     }
     optimise.LATER_FRAME_STYLE = statistics.get(variant, "style")
     frames.TELL_UNCOVERED = variant in shipped and variant != "shippedcovered"
+    recalled = {"shippedcovered": "", "shippedforget": "", "shippedrecallfresh": "fresh"}
+    backdrop.RECALL = recalled.get(variant, "uncovered") if variant in shipped else ""
     canvas.MARGIN = 0 if variant == "none" else 8
     canvas.LATER_FRAME_MARGIN = 0 if variant == "later0" else None
     canvas.HOLD_MARGIN = variant not in ("free", "ownfree", "shippedfree")
@@ -66,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "variants",
         help="comma-separated: carried, free, later0, none, smoothN, bilinear, bicubic, own, ownfree, "
-        "shipped, shippedfree, shippedstyle, shippedheld, shippedcovered",
+        "shipped, shippedfree, shippedstyle, shippedheld, shippedcovered, shippedforget, shippedrecallfresh",
     )
     parser.add_argument(
         "--montage", type=Path, help="a PNG: content, independent, each variant (frames 1, 3, 5, 7)"

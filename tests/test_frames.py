@@ -157,7 +157,10 @@ def test_restyled_pixels_are_held_only_once_they_have_had_a_first_frames_steps()
     assert not steps_owed(link, None, steps=30, first_steps=30).any()  # all steps: nothing owed
 
     still = type(link)(
-        *(torch.zeros_like(link.flow), torch.ones_like(link.reliable), *[torch.zeros_like(link.fresh)] * 4)
+        torch.zeros_like(link.flow),
+        torch.ones_like(link.reliable),
+        *[torch.zeros_like(link.fresh)] * 4,
+        link.content,
     )
     assert torch.equal(held(still, None), still.reliable)
     assert torch.equal(held(still, owed) > 0, ~restyled)  # owing steps: not held yet

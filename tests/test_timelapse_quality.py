@@ -348,14 +348,82 @@ def test_uncovered_pixels_copy_the_styling_of_still_background_not_of_a_moving_h
     styling[..., 12:] = -0.3
     fresh[..., 8:16], uncovered[..., 8:12] = 1.0, 1.0  # a strip across both halves
     reliable[..., 8:16] = 0.0
-    link = FrameLink(flow, reliable, fresh, fresh, torch.zeros(shape), uncovered)
+    link = FrameLink(flow, reliable, fresh, fresh, torch.zeros(shape), uncovered, torch.zeros((1, 3, 24, 24)))
     filled, copied = fill_styling(styling.clone(), link)
     assert (copied[..., 8:16] > 0).all()
     assert torch.allclose(filled[..., 8:12], torch.tensor(0.1))  # from still background only
     # where no still pixel is near (a drifting field), fresh pixels that are not uncovered
     # still copy from what moves
     drifting = FrameLink(
-        torch.full((1, 2, 24, 24), -3.0), reliable, fresh, fresh, torch.zeros(shape), 0 * uncovered
+        torch.full((1, 2, 24, 24), -3.0),
+        reliable,
+        fresh,
+        fresh,
+        torch.zeros(shape),
+        0 * uncovered,
+        torch.zeros((1, 3, 24, 24)),
     )
     filled, copied = fill_styling(styling.clone(), drifting)
     assert (copied[..., 8:16] > 0).all() and (filled[..., 12:16] < 0).all()
+
+
+def crossing_disc(frames: int) -> list[np.ndarray]:
+    """A soft disc crossing a 96 px plain background left to right, 12 px a frame."""
+    return [soft_disc(96, (48, 16 + 12 * t), 8) for t in range(frames)]
+
+
+def test_the_background_a_disc_uncovers_is_held_to_the_styling_it_had_before_the_disc_came():
+    # started from styling copied from nearby, each frame's uncovered background got a seam at
+    # its trailing edge that the next frame's copy copied again: a comb of arcs along the path
+    from napari_style_transfer.pipeline.backdrop import Backdrop
+
+    movie = [as_tensor(frame) for frame in crossing_disc(5)]
+    backdrop, seen_at = None, {}
+    for t in range(1, 5):
+        link = link_frames(movie[t - 1], movie[t])
+        target = torch.full((1, 3, 96, 96), 0.1 * t)  # which frame a held value was first set in
+        if backdrop is None:
+            backdrop = Backdrop.empty(target, link.content)
+        uncovered = link.uncovered[0, 0] > 0
+        link, target, hold = backdrop.recall(link, target, link.reliable)
+        seen_at[t] = (uncovered, link, target, hold)
+        backdrop.remember(link, target, hold)
+    # at frame 4 the disc (centre 64) has uncovered columns 44-54, last seen still at frames 1-2
+    uncovered, link, target, hold = seen_at[4]
+    back = uncovered & (link.fresh[0, 0] == 0)
+    assert back[40:57, 44:50].float().mean() > 0.5
+    assert (target[0, :, back] < 0.25).all()  # held as then, not started from frame 4's
+    assert (hold[0, 0][back] == 1).all() and (link.reliable[0, 0][back] == 1).all()
+    assert (link.restyled[0, 0][back] == 0).all()
+    # the background the disc covered in the first frame was never seen: it starts afresh
+    uncovered, link, target, _ = seen_at[1]
+    assert uncovered[44:53, 9:13].any() and (link.fresh[0, 0][uncovered] == 1).all()
+
+
+def test_uncovered_background_whose_content_changed_while_covered_is_not_taken_back():
+    from napari_style_transfer.pipeline.backdrop import SAME_CONTENT, Backdrop
+
+    link = link_frames(*(as_tensor(frame) for frame in crossing_disc(2)))
+    backdrop = Backdrop.empty(torch.zeros((1, 3, 96, 96)), link.content)
+    backdrop.seen[:], backdrop.styled = True, torch.ones((1, 3, 96, 96))
+    backdrop.content = link.content + 2 * SAME_CONTENT  # what was there then looked otherwise
+    recalled, target, _ = backdrop.recall(link, torch.zeros((1, 3, 96, 96)), link.reliable)
+    assert link.uncovered.any() and torch.equal(recalled.fresh, link.fresh)
+    assert not target.any()
+
+
+def test_a_time_series_brings_back_the_styled_background_a_disc_uncovers(style, monkeypatch):
+    from napari_style_transfer.pipeline import backdrop
+
+    movie = np.stack(crossing_disc(5))
+    run = {"style_weight": 1e6, "weights": "random", "size": 96, "steps": 6, "time_steps": 3, "seed": 0}
+    results = {}
+    for recall in ("uncovered", ""):
+        monkeypatch.setattr(backdrop, "RECALL", recall)
+        results[recall] = np.asarray(stylize(movie, style, frames="time", **run))  # (T, H, W): grey
+    # columns 44-50 around the middle row: still at frame 1, under the disc at 2-3, uncovered at 4
+    region = (slice(44, 53), slice(44, 51))
+    kept, forgotten = (
+        np.abs(results[r][4][region] - results[r][1][region]).mean() for r in ("uncovered", "")
+    )
+    assert kept < 0.5 * forgotten

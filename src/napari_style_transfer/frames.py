@@ -64,7 +64,8 @@ class FrameLink:
     the reliable pixels, these include the unchanged ones near a change, which the frame does
     not hold but whose reference for the next frame stays their anchor (:func:`anchored`).
     ``uncovered`` is (1, 1, H, W), 1 where an object moved off the background (see
-    :func:`link_frames`): fresh pixels whose styling is copied from still background only."""
+    :func:`link_frames`): fresh pixels whose styling is copied from still background only.
+    ``content`` is the frame's content (1, 3, H, W) the link was measured on."""
 
     flow: torch.Tensor
     reliable: torch.Tensor
@@ -72,6 +73,7 @@ class FrameLink:
     restyled: torch.Tensor
     still: torch.Tensor
     uncovered: torch.Tensor
+    content: torch.Tensor
 
     def to(self, device: torch.device) -> FrameLink:
         return FrameLink(*(getattr(self, field.name).to(device) for field in fields(self)))
@@ -313,7 +315,7 @@ def link_frames(previous: torch.Tensor, content: torch.Tensor) -> FrameLink:
     # the halo an object leaves behind, which later frames held as a trail (issue 33). Such
     # pixels start afresh and are restyled (not held) like those near a change; not beside the
     # thin slivers of an object that creeps, whose halo stays nearly where it was.
-    stays = forward.abs().amax(dim=1, keepdim=True) < 0.5
+    stays = stays_in_place(forward)
     stale = (_within(_opened((~unmoved).float(), LEFT_BEHIND), UNTRUSTED_MARGIN) > 0) & stays
     reliable = trusted & ~near & ~stale
     candidates = ~stays & (in_place > UNCOVERED_CHANGE) & ~reliable & TELL_UNCOVERED
@@ -323,8 +325,13 @@ def link_frames(previous: torch.Tensor, content: torch.Tensor) -> FrameLink:
     restyled = (_within(changed.float(), UNTRUSTED_MARGIN) > 0) | stale
     still = trusted & unmoved & ~restyled
     return FrameLink(
-        forward, reliable.float(), fresh.float(), restyled.float(), still.float(), uncovered.float()
+        forward, reliable.float(), fresh.float(), restyled.float(), still.float(), uncovered.float(), content
     )
+
+
+def stays_in_place(flow: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) bool: where a (N, 2, H, W) flow moves a pixel by less than half a pixel."""
+    return flow.abs().amax(dim=1, keepdim=True) < 0.5
 
 
 def _towards_still(
@@ -356,7 +363,7 @@ def fill_styling(
     for uncovered pixels, from any reliable pixel (a drifting field has no still pixels)."""
     if not TELL_UNCOVERED:
         return fill_from_surroundings(styling, link.fresh, link.reliable, groups)
-    stays = (link.flow.abs().amax(dim=1, keepdim=True) < 0.5).to(link.reliable.dtype)
+    stays = stays_in_place(link.flow).to(link.reliable.dtype)
     styling, copied = fill_from_surroundings(styling, link.fresh, link.reliable * stays, groups)
     rest = link.fresh * (1.0 - copied) * (1.0 - link.uncovered)
     styling, more = fill_from_surroundings(styling, rest, link.reliable, groups)

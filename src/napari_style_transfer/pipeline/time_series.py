@@ -8,6 +8,7 @@ import torch
 
 from ..frames import FrameLink, anchored, held, steps_owed, time_chains, warp_result
 from ..lbfgs import CarriedCurvature
+from . import backdrop
 from . import canvas as margins
 from .canvas import Canvas
 from .jobs import Carry, Job
@@ -37,6 +38,8 @@ class TimeChains:
         # the frame just optimised and its L-BFGS curvature pairs, for the frame that follows
         # it (in a single series, the next one; a series of series keeps no pairs across the others)
         self._carried: tuple[tuple[int, ...], CarriedCurvature] | None = None
+        # each series' backdrop (pipeline/backdrop.py), by its index past the time axis
+        self._backdrops: dict[tuple[int, ...], backdrop.Backdrop] = {}
 
     def jobs(self) -> list[Job]:
         # A later frame starts from the warped previous result at the working size: a
@@ -59,9 +62,15 @@ class TimeChains:
             if reference.shape[-2:] != link.flow.shape[-2:]:  # a first frame's canvas, another margin
                 reference = canvas.fit(reference, self.plan.content_shape)
             hold = held(link, carry.owed)
+            target = warp_result(reference, link.flow).clamp(0.0, 1.0)
+            seen = self._backdrops.setdefault(job.index[1:], backdrop.Backdrop.empty(target, link.content))
+            if backdrop.RECALL:
+                link, target, hold = seen.recall(link, target, hold)
+                carry.link = link
+            seen.remember(link, target, hold)
             if not margins.HOLD_MARGIN:
                 hold = hold * canvas.image_mask(hold)
-            carry.temporal = (warp_result(reference, link.flow).clamp(0.0, 1.0), hold)
+            carry.temporal = (target, hold)
         follows_closely = link is not None and link.fresh.mean().item() < CARRY_CURVATURE_FRESH
         carried = self._carried
         if carried is not None and carried[0] == job.follows and follows_closely:
