@@ -427,3 +427,29 @@ def test_a_time_series_brings_back_the_styled_background_a_disc_uncovers(style, 
         np.abs(results[r][4][region] - results[r][1][region]).mean() for r in ("uncovered", "")
     )
     assert kept < 0.5 * forgotten
+
+
+def test_background_taken_back_is_followed_as_held_and_owes_no_steps(style, monkeypatch):
+    # a pixel taken back was uncovered from a disc whose pixels owed steps: warped along the
+    # disc's motion, that debt made the next frame follow its free result instead
+    from napari_style_transfer.pipeline.time_series import TimeChains
+
+    followed = []
+    real_keep = TimeChains.keep
+
+    def keep(self, job, carry, canvases):
+        real_keep(self, job, carry, canvases)
+        if carry.backdrop is not None and job.index in self._kept:
+            reference, owed = self._kept[job.index]
+            back = carry.backdrop.recalled > 0
+            followed.append((back, reference, carry.temporal[0], owed))
+
+    monkeypatch.setattr(TimeChains, "keep", keep)
+    run = {"style_weight": 1e6, "weights": "random", "size": 96, "steps": 6, "time_steps": 1, "seed": 0}
+    stylize(np.stack(crossing_disc(6)), style, frames="time", **run)
+    assert sum(int(back.sum()) for back, *_ in followed) > 100
+    for back, reference, target, owed in followed:
+        assert torch.equal(
+            reference.expand_as(target)[back.expand_as(target)], target[back.expand_as(target)]
+        )
+        assert not owed[back].any()

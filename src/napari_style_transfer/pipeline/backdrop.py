@@ -35,13 +35,18 @@ class Backdrop:
     styled: torch.Tensor
     content: torch.Tensor
     seen: torch.Tensor
+    #: (1, 1, H, W), 1 where the last frame's pixels were taken back (see recall): the next
+    #: frame follows them as held, owing no steps (TimeChains.keep)
+    recalled: torch.Tensor
 
     @classmethod
     def empty(cls, target: torch.Tensor, content: torch.Tensor) -> Backdrop:
+        plane = target[:, :1]
         return cls(
             torch.zeros_like(target),
             torch.zeros_like(content),
-            torch.zeros_like(target[:, :1], dtype=torch.bool),
+            torch.zeros_like(plane, dtype=torch.bool),
+            torch.zeros_like(plane),
         )
 
     def recall(
@@ -49,9 +54,10 @@ class Backdrop:
     ) -> tuple[FrameLink, torch.Tensor, torch.Tensor]:
         """A frame's ``link``, temporal ``target`` and ``hold`` with the uncovered pixels whose
         content is as it was when they were last seen still held to their styling then: held,
-        reliable, neither fresh nor restyled (they owe no steps)."""
+        reliable, neither fresh nor restyled, and (TimeChains.keep) anchored, owing no steps."""
         same = (link.content - self.content).abs().amax(dim=1, keepdim=True) <= SAME_CONTENT
         back = ((getattr(link, RECALL) > 0) & self.seen & same).to(hold.dtype)
+        self.recalled = back
         target = target + back * (self.styled - target)
         kept = 1.0 - back
         link = replace(

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from ..frames import FrameLink
     from ..lbfgs import CarriedCurvature
+    from .backdrop import Backdrop
 
 
 @dataclass(frozen=True)
@@ -42,13 +43,15 @@ class Job:
 class Carry:
     """What a job takes from the one it follows: the link between their contents, the
     previous result warped onto this one with where to hold it (``temporal``), what its
-    pixels still owe, L-BFGS curvature pairs (None: none carried), and a tile's start."""
+    pixels still owe, L-BFGS curvature pairs (None: none carried), a tile's start, and a
+    time series' backdrop."""
 
     link: FrameLink | None = None
     temporal: tuple[torch.Tensor, torch.Tensor] | None = None
     owed: torch.Tensor | None = None
     curvature: CarriedCurvature | None = None
     start: torch.Tensor | None = None  # a tile's start: the coarser level enlarged over its window
+    backdrop: Backdrop | None = None  # a time series' (pipeline/backdrop.py)
 
 
 class Planner(Protocol):

@@ -62,14 +62,17 @@ class TimeChains:
             if reference.shape[-2:] != link.flow.shape[-2:]:  # a first frame's canvas, another margin
                 reference = canvas.fit(reference, self.plan.content_shape)
             hold = held(link, carry.owed)
-            target = warp_result(reference, link.flow).clamp(0.0, 1.0)
-            seen = self._backdrops.setdefault(job.index[1:], backdrop.Backdrop.empty(target, link.content))
-            if backdrop.RECALL:
-                link, target, hold = seen.recall(link, target, hold)
-                carry.link = link
-            seen.remember(link, target, hold)
             if not margins.HOLD_MARGIN:
                 hold = hold * canvas.image_mask(hold)
+            target = warp_result(reference, link.flow).clamp(0.0, 1.0)
+            if backdrop.RECALL:
+                series = job.index[1:]
+                if series not in self._backdrops:
+                    self._backdrops[series] = backdrop.Backdrop.empty(target, link.content)
+                carry.backdrop = self._backdrops[series]
+                link, target, hold = carry.backdrop.recall(link, target, hold)
+                carry.link = link
+                carry.backdrop.remember(link, target, hold)
             carry.temporal = (target, hold)
         follows_closely = link is not None and link.fresh.mean().item() < CARRY_CURVATURE_FRESH
         carried = self._carried
@@ -85,10 +88,16 @@ class TimeChains:
         canvas, margin included, as its link covers the canvas (pipeline/reader.py)."""
         index = job.index
         if not index or index[0] + 1 >= self.plan.content.stack_shape[0]:
+            self._backdrops.pop(index[1:], None)
             return  # no frame follows
         if carry.temporal is None or carry.link is None:
             self._kept[index] = (canvases, None)
             return
         link, owed = carry.link, carry.owed
-        reference = canvases + anchored(link, owed) * (carry.temporal[0] - canvases)
-        self._kept[index] = (reference, steps_owed(link, owed, job.steps, self._first_steps))
+        kept = anchored(link, owed)
+        owes = steps_owed(link, owed, job.steps, self._first_steps)
+        if carry.backdrop is not None:  # taken back: held to the backdrop, nothing owed
+            kept = torch.maximum(kept, carry.backdrop.recalled)
+            owes = owes * (1.0 - carry.backdrop.recalled)
+        reference = canvases + kept * (carry.temporal[0] - canvases)
+        self._kept[index] = (reference, owes)
