@@ -494,6 +494,65 @@ def test_a_task_that_raises_and_one_that_kills_its_worker_fail_alone(
     assert sorted(path.name for path in (tmp_path / "out").glob("*.png")) == ["a__style.png", "b__style.png"]
 
 
+class _Future:
+    """As a dask future looks to run_batch once as_completed has handed it over."""
+
+    def __init__(self, key, status):
+        self.key, self.status, self.released = key, status, False
+
+    def exception(self):
+        return None
+
+    def release(self):
+        self.released = True
+
+
+class _Client:
+    """Submits nothing: each task's future ends in the status its key names."""
+
+    cluster = loop = None
+
+    def __init__(self, ends):
+        self.ends, self.submitted, self.cancelled = ends, [], []
+
+    def scheduler_info(self):
+        return {}
+
+    def submit(self, function, *args, key, pure):
+        future = _Future(key, self.ends.get(key.rsplit("-", 1)[0], "finished"))
+        self.submitted.append(future)
+        return future
+
+    def cancel(self, futures):
+        self.cancelled.extend(futures)
+
+
+def test_a_result_that_came_back_counts_though_its_worker_died_after_and_an_error_is_named(monkeypatch):
+    from types import SimpleNamespace
+
+    from napari_style_transfer import distributed as ours
+    from napari_style_transfer.batch import Outcome
+
+    done = Outcome(np.zeros((2, 2)), {}, "", 1.0)
+    error = ZeroDivisionError("a reader bug")
+    # what as_completed yields: the value fetched, while the status is read later (CI saw a
+    # worker die between the two: the handed-over result was then "lost", not "finished")
+    values = {"stylize-0": (done, []), "stylize-1": (ZeroDivisionError, error, None)}
+    monkeypatch.setattr(
+        ours,
+        "as_completed",
+        lambda futures, **_: [(f, values[f.key.rsplit("-", 1)[0]]) for f in list(futures)],
+    )
+    client = _Client({"stylize-0": "lost", "stylize-1": "lost"})
+    batch = SimpleNamespace(styles=[np.zeros((2, 2))], items=[SimpleNamespace(style_index=0)] * 2, options={})
+    outcomes = dict(ours.run_batch(client, batch, [0, 1]))
+    assert outcomes[0] is done
+    assert outcomes[1].error == "ZeroDivisionError: a reader bug"
+    tasks = [future for future in client.submitted if future.key.startswith("stylize")]
+    assert all(future.released for future in tasks)  # a result lost later is not computed again
+    assert not set(tasks) & set(client.cancelled)
+
+
 def test_on_a_cluster_started_here_a_task_that_kills_its_worker_takes_no_other_task_with_it(monkeypatch):
     import time
 

@@ -257,23 +257,44 @@ def run_batch(
         futures[future] = index
     try:
         for future, value in as_completed(futures, loop=client.loop, with_results=True, raise_errors=False):
-            if future.status != "finished":
-                yield futures[future], _failed(future)
+            index = futures.pop(future)
+            # Judged by what came back, not by the future's status: a worker that dies after
+            # handing a result over marks it lost (and the scheduler would compute it again).
+            returned = _returned(value)
+            failure = _failed(future, value) if returned is None else None
+            future.release()  # nothing more is wanted of it: a lost result is not computed again
+            if failure is not None:
+                yield index, failure
                 continue
-            outcome, caught = value
+            outcome, caught = returned
             for message, category in caught:  # shown once each, by the client's filters
                 warnings.warn(message, category, stacklevel=2)
-            yield futures[future], outcome
+            yield index, outcome
     finally:
         client.cancel([*futures, *styles])
 
 
-def _failed(future: Any) -> Outcome:
-    """The outcome of a task that gave no result, read from the future itself: what
-    ``as_completed`` yields in place of a failed task's result is not documented (distributed
-    2026.8 yields a (type, exception, traceback) tuple, not the exception)."""
-    if future.status == "error":
-        message = _task_failure(future.exception())
+def _returned(value: Any) -> tuple[Outcome, list[Any]] | None:
+    """What :func:`_run_task` returned, or None when ``as_completed`` yielded a failure in its
+    place."""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], Outcome):
+        return value
+    return None
+
+
+def _failed(future: Any, value: Any) -> Outcome:
+    """The outcome of a task that gave no result. What ``as_completed`` yields in place of a
+    failed task's result is not documented: distributed 2026.8 yields a (type, exception,
+    traceback) tuple for an error and the CancelledError for a cancelled task."""
+    error = (
+        next((part for part in value if isinstance(part, BaseException)), None)
+        if isinstance(value, tuple)
+        else None
+    )
+    if error is None and future.status == "error":
+        error = future.exception()
+    if error is not None:
+        message = _task_failure(error)
     else:
         message = "its task was cancelled on the cluster (the scheduler restarted?); run the batch again to finish it"
     return Outcome(None, {}, "", 0.0, error=message)
