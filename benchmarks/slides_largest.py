@@ -49,7 +49,7 @@ NAPARI = r"""
 import json, os, sys
 import imageio.v3 as iio
 import napari, zarr
-from napari_style_transfer._napari.worker import TileDone
+from napari_style_transfer._napari.worker import StoreFinished, TileDone
 
 args = json.loads(sys.argv[1])
 print(json.dumps({"pid": os.getpid()}), flush=True)
@@ -66,16 +66,26 @@ for name, value in args["options"].items():
 widget["full_resolution"].value = True
 widget["store"].value = args["store"]
 worker = widget.run()
-shot = []
+shot, tiles = [], []
 
 def on_update(update):  # queued to napari's thread: the screenshot sees what a user sees
     if isinstance(update, TileDone):
+        tiles[:] = [update.done, update.total]
         print(json.dumps({"done": update.done, "total": update.total}), flush=True)
-        if update.done >= args["kill_at"] * update.total and not shot:
+        if args["kill_at"] is not None and update.done >= args["kill_at"] * update.total and not shot:
             shot.append(viewer.screenshot(args["screenshot"], canvas_only=False))
             print(json.dumps({"kill": update.done, "total": update.total}), flush=True)
+    elif isinstance(update, StoreFinished):
+        print(json.dumps({"store": update.path}), flush=True)
+
+def on_finished():  # after the widget's own handling of the end: the layers as a user sees them
+    viewer.screenshot(args["screenshot"], canvas_only=False)
+    print(json.dumps({"finished": tiles[0] if tiles else 0, "total": tiles[1] if tiles else 0}), flush=True)
+    viewer.close()
 
 worker.yielded.connect(on_update)
+if args["kill_at"] is None:
+    worker.finished.connect(on_finished)
 napari.run()
 """
 
@@ -149,8 +159,11 @@ class ProcessMemory:
             time.sleep(0.5)
 
 
-def run_napari(content: Path, style: Path, store: Path, options: dict, kill_at: float, shot: Path) -> dict:
-    """Run in napari until ``kill_at`` of the tiles are done, then SIGKILL it."""
+def run_napari(
+    content: Path, style: Path, store: Path, options: dict, kill_at: float | None, shot: Path
+) -> dict:
+    """Run in napari until ``kill_at`` of the tiles are done, then SIGKILL it; with
+    ``kill_at`` None, to the end (a store begun before is resumed), then close napari."""
     settings = {
         "content": str(content),
         "style": str(style),
@@ -173,9 +186,14 @@ def run_napari(content: Path, style: Path, store: Path, options: dict, kill_at: 
             memory.read()
             os.kill(memory.pid, signal.SIGKILL)
             got = {"done": message["kill"], "total": message["total"]}
+        elif "finished" in message and memory is not None:
+            memory.read()
+            got |= {"finished": message["finished"], "total": message["total"]}
+        elif "store" in message:
+            got["store_finished"] = True
     child.wait()
-    if not got or memory is None:
-        raise SystemExit(f"napari stopped before it was killed (exit status {child.returncode})")
+    if not ("done" in got or got.get("store_finished")) or memory is None:
+        raise SystemExit(f"napari stopped before it was killed or finished (exit status {child.returncode})")
     return got | {"hwm": memory.hwm, "anon": memory.anon, "seconds": time.perf_counter() - started}
 
 
@@ -257,6 +275,12 @@ def main() -> None:
         "--threads", type=int, default=0, help="torch threads (0: torch's own); 1 on a shared machine"
     )
     parser.add_argument("--kill-at", type=float, default=0.4, help="share of napari's tiles done at the kill")
+    parser.add_argument(
+        "--finish-in",
+        choices=("cli", "napari"),
+        default="cli",
+        help="where the killed run is resumed to the end",
+    )
     parser.add_argument("--folder", type=Path, default=Path("/tmp/slides-largest"))
     parser.add_argument("--images", type=Path, default=ROOT / "docs" / "images")
     parser.add_argument("--no-write", action="store_true", help="print the table only")
@@ -288,7 +312,11 @@ def main() -> None:
     shot = args.images / "slides_largest_napari.png"
     rows[f"{args.size} px, napari (killed)"] = run_napari(content, style, store, options, args.kill_at, shot)
     print(rows, flush=True)
-    rows[f"{args.size} px, CLI (resumed)"] = run_cli(content, style, store, options)
+    if args.finish_in == "napari":
+        end_shot = args.images / "slides_largest_napari_end.png"
+        rows[f"{args.size} px, napari (resumed)"] = run_napari(content, style, store, options, None, end_shot)
+    else:
+        rows[f"{args.size} px, CLI (resumed)"] = run_cli(content, style, store, options)
     print(rows, flush=True)
     checks = check_result(content, store, args.tile_size, args.images)
     lines = table(args, rows, checks, time.perf_counter() - started)
@@ -309,16 +337,24 @@ def table(args: argparse.Namespace, rows: dict[str, dict], checks: dict, seconds
         "| --- | --- | --- | --- | --- |",
     ]
     for name, got in rows.items():
-        tiles = f"{got['done']} of {got['total']}, then SIGKILL" if "done" in got else got["said"]
+        if "done" in got:
+            tiles = f"{got['done']} of {got['total']}, then SIGKILL"
+        elif "finished" in got:
+            tiles = f"resumed: {got['finished']} of {got['total']} to the end, the store finished"
+        else:
+            tiles = got["said"]
         lines.append(
             f"| {name} | {tiles} | {got['hwm'] / 1024:.0f} MiB | {got['anon'] / 1024:.0f} MiB "
             f"| {got['seconds'] / 60:.1f} min |"
         )
     cli = [got for name, got in rows.items() if "CLI" in name]
+    lines += [""]
+    if len(cli) == 2:
+        lines.append(
+            f"CLI VmHWM, {args.size} px against {args.compare} px: {cli[1]['hwm'] / cli[0]['hwm'] - 1:+.1%}; "
+            f"RssAnon {cli[1]['anon'] / cli[0]['anon'] - 1:+.1%}."
+        )
     lines += [
-        "",
-        f"CLI VmHWM, {args.size} px against {args.compare} px: {cli[1]['hwm'] / cli[0]['hwm'] - 1:+.1%}; "
-        f"RssAnon {cli[1]['anon'] / cli[0]['anon'] - 1:+.1%}.",
         f"Result: every tile finished: {checks['finished']}; {checks['levels']} pyramid levels; seams on a "
         f"4096 px crop at the centre {checks['seam_peak']:.2f}x at tile borders, {checks['seam_elsewhere']:.2f}x "
         f"elsewhere; consistency over 512 px windows (mean, std spread against the content's) "

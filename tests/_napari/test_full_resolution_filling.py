@@ -188,3 +188,22 @@ def test_a_picture_is_sliced_as_a_numpy_array_would_be(rng, style):
     ]:
         np.testing.assert_array_equal(picture[key], whole[key])
     assert picture[50:50, 3:9].shape == (0, 6, 3)
+
+
+def test_a_refresh_shows_the_new_tiles_at_the_level_on_screen_and_in_the_thumbnail(qtbot, viewer, slide):
+    from napari_style_transfer._napari.worker import StoreOpened
+
+    levels = (np.zeros((256, 256, 3), np.float32), np.zeros((128, 128, 3), np.float32))
+    writer = StoreLayer(viewer, slide, "texture")
+    writer.handle(StoreOpened(levels, "store.ome.zarr", 0))
+    layer = writer.layer
+    viewer.scene.camera.zoom = 4.0  # closer than 1:1: napari shows the full-size level
+    qtbot.waitUntil(lambda: layer.data_level == 0, timeout=5000)
+    thumbnail = np.array(layer.thumbnail)
+    for level in levels:  # the store fills in
+        level[...] = 0.8
+    writer.refresh()
+    # what the next frame draws, before napari's own drawing could choose the level again
+    assert layer.data_level == 0  # not the coarsest level, blocky over the canvas
+    assert np.asarray(shown(layer)).min() == pytest.approx(0.8)
+    assert not np.array_equal(layer.thumbnail, thumbnail)  # the coarsest level was read again

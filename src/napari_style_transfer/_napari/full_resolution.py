@@ -225,8 +225,12 @@ class StoreLayer:
         if self.layer.multiscale:
             # napari (0.9) reads a 2D multiscale layer's coarsest level (its thumbnail, also
             # what shows zoomed out) once and keeps it until its data is set: set it again
-            # (which refreshes), or that level never fills in
+            # (which refreshes), or that level never fills in. Setting it drops the view to
+            # the coarsest level, drawn blocky over a zoomed-in canvas until the next frame:
+            # go back to the level on screen before anything is drawn.
+            level = self.layer.data_level
             self.layer.data = self.levels
+            self.layer.data_level = level
         else:
             self.layer.refresh()
 
