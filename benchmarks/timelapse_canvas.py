@@ -49,10 +49,10 @@ def set_variant(variant: str) -> None:
     )
     warps = {"bilinear": "bilinear", "bicubic": "bicubic", **dict.fromkeys(shipped, "bicubic")}
     frames.WARP_MODE = warps.get(variant, "nearest")
+    # every shipped variant but the two named for their statistics compares with the previous result's
     statistics = {
-        **dict.fromkeys(
-            ("own", "ownfree", "shipped", "shippedfree", "shippedcovered", "shippedforget"), "previous"
-        ),
+        **dict.fromkeys(("own", "ownfree", *shipped), "previous"),
+        "shippedstyle": "style",
         "shippedheld": "held",
     }
     optimise.LATER_FRAME_STYLE = statistics.get(variant, "style")
