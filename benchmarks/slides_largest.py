@@ -79,9 +79,11 @@ def on_update(update):  # queued to napari's thread: the screenshot sees what a 
         print(json.dumps({"store": update.path}), flush=True)
 
 def on_finished():  # after the widget's own handling of the end: the layers as a user sees them
-    viewer.screenshot(args["screenshot"], canvas_only=False)
-    print(json.dumps({"finished": tiles[0] if tiles else 0, "total": tiles[1] if tiles else 0}), flush=True)
-    viewer.close()
+    try:  # Qt swallows an exception here: napari must close whatever happens, or this waits
+        viewer.screenshot(args["screenshot"], canvas_only=False)
+        print(json.dumps({"finished": tiles[0] if tiles else 0, "total": tiles[1] if tiles else 0}), flush=True)
+    finally:
+        viewer.close()
 
 worker.yielded.connect(on_update)
 if args["kill_at"] is None:
@@ -192,7 +194,7 @@ def run_napari(
         elif "store" in message:
             got["store_finished"] = True
     child.wait()
-    if not ("done" in got or got.get("store_finished")) or memory is None:
+    if not ("done" in got or "finished" in got) or memory is None:
         raise SystemExit(f"napari stopped before it was killed or finished (exit status {child.returncode})")
     return got | {"hwm": memory.hwm, "anon": memory.anon, "seconds": time.perf_counter() - started}
 

@@ -207,3 +207,17 @@ def test_a_refresh_shows_the_new_tiles_at_the_level_on_screen_and_in_the_thumbna
     assert layer.data_level == 0  # not the coarsest level, blocky over the canvas
     assert np.asarray(shown(layer)).min() == pytest.approx(0.8)
     assert not np.array_equal(layer.thumbnail, thumbnail)  # the coarsest level was read again
+
+
+def test_a_refresh_keeps_the_level_a_user_locked(qtbot, viewer, slide):
+    from napari_style_transfer._napari.worker import StoreOpened
+
+    levels = (np.zeros((256, 256, 3), np.float32), np.zeros((128, 128, 3), np.float32))
+    writer = StoreLayer(viewer, slide, "texture")
+    writer.handle(StoreOpened(levels, "store.ome.zarr", 0))
+    layer = writer.layer
+    layer.locked_data_level = 0  # napari's layer controls: the user picked full size
+    levels[0][...] = 0.8
+    writer.refresh()
+    assert layer.locked_data_level == 0 and layer.data_level == 0
+    assert np.asarray(shown(layer)).min() == pytest.approx(0.8)

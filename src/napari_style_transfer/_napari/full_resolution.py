@@ -226,11 +226,14 @@ class StoreLayer:
             # napari (0.9) reads a 2D multiscale layer's coarsest level (its thumbnail, also
             # what shows zoomed out) once and keeps it until its data is set: set it again
             # (which refreshes), or that level never fills in. Setting it drops the view to
-            # the coarsest level, drawn blocky over a zoomed-in canvas until the next frame:
-            # go back to the level on screen before anything is drawn.
-            level = self.layer.data_level
+            # the coarsest level, drawn blocky over a zoomed-in canvas until the next draw, and
+            # unlocks a level the user locked: go back to either before anything is drawn.
+            level, locked = self.layer.data_level, self.layer.locked_data_level
             self.layer.data = self.levels
-            self.layer.data_level = level
+            if locked is not None:
+                self.layer.locked_data_level = locked
+            else:
+                self.layer.data_level = level
         else:
             self.layer.refresh()
 
