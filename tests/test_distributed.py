@@ -530,24 +530,38 @@ class _Client:
 def test_a_result_that_came_back_counts_though_its_worker_died_after_and_an_error_is_named(monkeypatch):
     from types import SimpleNamespace
 
+    from distributed import KilledWorker
+    from distributed.client import FutureCancelledError
+
     from napari_style_transfer import distributed as ours
     from napari_style_transfer.batch import Outcome
 
     done = Outcome(np.zeros((2, 2)), {}, "", 1.0)
     error = ZeroDivisionError("a reader bug")
+    killed = KilledWorker("stylize-2", None, 1)
     # what as_completed yields: the value fetched, while the status is read later (CI saw a
     # worker die between the two: the handed-over result was then "lost", not "finished")
-    values = {"stylize-0": (done, []), "stylize-1": (ZeroDivisionError, error, None)}
-    monkeypatch.setattr(
-        ours,
-        "as_completed",
-        lambda futures, **_: [(f, values[f.key.rsplit("-", 1)[0]]) for f in list(futures)],
+    values = {
+        "stylize-0": (done, []),
+        "stylize-1": (ZeroDivisionError, error, None),
+        "stylize-2": (KilledWorker, killed, None),
+        "stylize-3": FutureCancelledError("stylize-3", "scheduler restarted"),
+    }
+
+    def as_completed(futures, *, loop, with_results, raise_errors):
+        assert with_results and not raise_errors  # a failed task must not end the batch
+        return [(f, values[f.key.rsplit("-", 1)[0]]) for f in list(futures)]
+
+    monkeypatch.setattr(ours, "as_completed", as_completed)
+    client = _Client(
+        {"stylize-0": "lost", "stylize-1": "error", "stylize-2": "error", "stylize-3": "cancelled"}
     )
-    client = _Client({"stylize-0": "lost", "stylize-1": "lost"})
-    batch = SimpleNamespace(styles=[np.zeros((2, 2))], items=[SimpleNamespace(style_index=0)] * 2, options={})
-    outcomes = dict(ours.run_batch(client, batch, [0, 1]))
+    batch = SimpleNamespace(styles=[np.zeros((2, 2))], items=[SimpleNamespace(style_index=0)] * 4, options={})
+    outcomes = dict(ours.run_batch(client, batch, [0, 1, 2, 3]))
     assert outcomes[0] is done
     assert outcomes[1].error == "ZeroDivisionError: a reader bug"
+    assert outcomes[2].error.startswith("its worker died 2 times running it")
+    assert outcomes[3].error.startswith("its task was cancelled on the cluster")
     tasks = [future for future in client.submitted if future.key.startswith("stylize")]
     assert all(future.released for future in tasks)  # a result lost later is not computed again
     assert not set(tasks) & set(client.cancelled)
