@@ -261,11 +261,12 @@ def run_batch(
             # Judged by what came back, not by the future's status: a worker that dies after
             # handing a result over marks it lost (and the scheduler would compute it again).
             returned = _returned(value)
-            failure = _failed(future, value) if returned is None else None
-            future.release()  # nothing more is wanted of it: a lost result is not computed again
-            if failure is not None:
+            if returned is None:
+                failure = _failed(future, value)
+                future.release()  # nothing more is wanted of it: a lost result is not computed again
                 yield index, failure
                 continue
+            future.release()
             outcome, caught = returned
             for message, category in caught:  # shown once each, by the client's filters
                 warnings.warn(message, category, stacklevel=2)
