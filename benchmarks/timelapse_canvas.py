@@ -19,7 +19,9 @@ held pixels only, LATER_FRAME_STYLE "held"), ``shippedcovered`` (shipped without
 uncovered background apart: frames.TELL_UNCOVERED False, the defaults of sessions 22-24),
 ``shippedforget`` (shipped without taking uncovered background back from the series' backdrop:
 pipeline/backdrop.py's RECALL "", the defaults of session 25), ``shippedrecallfresh`` (any
-pixel that would start afresh taken back where its content is as it was: RECALL "fresh"). The
+pixel that would start afresh taken back where its content is as it was: RECALL "fresh"). A
+variant may end in ``:NAME=VALUE`` pairs, each setting the constant ``frames.NAME`` for that run
+(``shipped:MOTION_FLOOR=0.02``); the next variant starts from the shipped values again. The
 mirrored margin of before is the code at b229ccc~1 (run this script from that commit's tree).
 
     python benchmarks/timelapse_canvas.py crossing carried,later0,none --montage docs/images/x.png
@@ -37,12 +39,17 @@ import stacks
 
 
 def set_variant(variant: str) -> None:
-    """Set the module constants (and the flow) that ``variant`` names."""
+    """Set the module constants (and the flow) that ``variant`` names; ``VARIANT:NAME=VALUE``
+    also sets ``frames.NAME`` (a number) for a trial, e.g. ``shipped:MOTION_FLOOR=0.02``."""
     from scipy.ndimage import gaussian_filter
 
     from napari_style_transfer import frames
     from napari_style_transfer.pipeline import backdrop, canvas, optimise
 
+    variant, *trials = variant.split(":")
+    shipped_constants = frames.__dict__.setdefault("_shipped_constants", {})
+    for name, value in shipped_constants.items():
+        setattr(frames, name, value)
     shipped = (
         *("shipped", "shippedfree", "shippedstyle", "shippedheld", "shippedcovered"),
         *("shippedforget", "shippedrecallfresh"),
@@ -68,6 +75,10 @@ def set_variant(variant: str) -> None:
         frames.optical_flow = lambda a, b: real(gaussian_filter(a, sigma), gaussian_filter(b, sigma))
     else:
         frames.optical_flow = real
+    for trial in trials:
+        name, value = trial.split("=")
+        shipped_constants.setdefault(name, getattr(frames, name))
+        setattr(frames, name, type(shipped_constants[name])(float(value)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "variants",
         help="comma-separated: carried, free, later0, none, smoothN, bilinear, bicubic, own, ownfree, "
-        "shipped, shippedfree, shippedstyle, shippedheld, shippedcovered, shippedforget, shippedrecallfresh",
+        "shipped, shippedfree, shippedstyle, shippedheld, shippedcovered, shippedforget, shippedrecallfresh; "
+        "VARIANT:NAME=VALUE also sets frames.NAME",
     )
     parser.add_argument(
         "--montage", type=Path, help="a PNG: content, independent, each variant (frames 1, 3, 5, 7)"

@@ -228,3 +228,20 @@ def test_the_tile_memory_summary_takes_each_tiles_largest_sample(tmp_path):
     said = summary(trace)
     assert "3 tiles" in said and "median 875 MiB" in said and "largest 950 MiB" in said
     assert "VmHWM 3072 MiB" in said and "1.05 s a tile" in said and "blends at most 500 MiB" in said
+
+
+def test_a_trial_constant_of_the_time_mode_benchmark_lasts_one_variant():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from timelapse_canvas import set_variant
+
+    from napari_style_transfer import frames
+
+    shipped = frames.MOTION_FLOOR
+    try:
+        set_variant("shipped:MOTION_FLOOR=0.02:LEFT_BEHIND=3")
+        assert (frames.MOTION_FLOOR, frames.LEFT_BEHIND) == (0.02, 3)
+        assert isinstance(frames.LEFT_BEHIND, int)
+        set_variant("shipped")
+        assert frames.MOTION_FLOOR == shipped and frames.LEFT_BEHIND == 2
+    finally:
+        set_variant("shipped")
