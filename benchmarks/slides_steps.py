@@ -1,9 +1,16 @@
 """Seams, the enlargement grid and consistency of a full-resolution run against its steps per
-tile and level (issue 31, docs/slides.md "More steps per tile"): a 2048 px seamless tissue
-(``slides.tissue_block``, 2 x 2 blocks) styled with ``size="full"``, tiles of 512, shallow
-layers, untrained weights, 1 torch thread; one fresh process per step count.
+tile and level (issue 31, docs/slides.md "More steps per tile"): a seamless tissue of
+``--size`` px (``slides.tissue_block``, 1024 px blocks; 2048 by default) styled with
+``size="full"``, tiles of ``--tile-size`` (512), shallow layers, untrained weights,
+``--threads`` torch threads (1); one fresh process per step count.
 
     OMP_NUM_THREADS=1 python benchmarks/slides_steps.py 1 10 --montage docs/images/slides_2048_steps_corner.png
+    python benchmarks/slides_steps.py 10 --tile-size 2048      # untiled: one tile per level
+    python benchmarks/slides_steps.py 10 --size 4096 --naive   # and cut, style, stitch beside it
+
+``--tile-size`` at least ``--size`` runs the same coarse-to-fine levels with one tile each: the
+untiled reference for the consistency measure. ``--naive`` adds the cut-style-stitch result:
+each 512 px piece styled alone at its own size with the same steps, the pieces put side by side.
 
 Prints per step count the seams (``slides.seams``: at tile borders, elsewhere), the eight
 strongest step positions of each axis (the enlargements' grid shows as positions 3 mod 4),
@@ -18,18 +25,22 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZE, TILE = 2048, 512
+#: the consistency windows, the naive run's pieces and the montage's crop (px)
+TILE = 512
+BLOCK = 1024
 
 
-def content() -> np.ndarray:
+def content(size: int) -> np.ndarray:
     from slides import tissue_block
 
-    return np.concatenate([np.concatenate([tissue_block(r, c) for c in range(2)], 1) for r in range(2)], 0)
+    blocks = range(size // BLOCK)
+    return np.concatenate([np.concatenate([tissue_block(r, c) for c in blocks], 1) for r in blocks], 0)
 
 
 def strongest_steps(image: np.ndarray, count: int = 8) -> list[list[tuple[int, float]]]:
@@ -52,48 +63,71 @@ def relative_spread(image: np.ndarray) -> float:
     return float((means / image.reshape(-1, image.shape[-1]).std(axis=0)).mean())
 
 
-def styled(steps: int, out: Path) -> None:
+def styled(args: argparse.Namespace, out: Path) -> None:
     from slides import style_texture
     from slides_largest import SHALLOW
 
     from napari_style_transfer import stylize
 
-    options = {"tile_size": TILE, "steps": steps, "weights": "random", "seed": 0, "threads": 1} | SHALLOW
-    np.save(out, stylize(content(), style_texture(256), size="full", **options))
+    options = {"steps": args.steps[0], "weights": "random", "seed": 0, "threads": args.threads} | SHALLOW
+    source, style = content(args.size), style_texture(256)
+    if args.child_naive:
+        result = np.zeros_like(source)
+        for top in range(0, args.size, TILE):
+            for left in range(0, args.size, TILE):
+                piece = (slice(top, top + TILE), slice(left, left + TILE))
+                result[piece] = stylize(source[piece], style, size=TILE, **options)
+    else:
+        result = stylize(source, style, size="full", tile_size=args.tile_size, **options)
+    np.save(out, result)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("steps", type=int, nargs="+")
+    parser.add_argument("--size", type=int, default=2048, help=f"the tissue's side, a multiple of {BLOCK} px")
+    parser.add_argument("--tile-size", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--naive", action="store_true", help="also cut, style, stitch (the last step count)")
     parser.add_argument("--montage", type=Path)
+    parser.add_argument("--save", type=Path, help="a folder to keep each result in, as .npy")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--child-naive", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.size % BLOCK:
+        parser.error(f"--size must be a multiple of {BLOCK}")
     sys.path.insert(0, str(ROOT / "benchmarks"))
     if args.child:
-        styled(args.steps[0], args.child)
+        styled(args, args.child)
         return
     from slides import consistency, seams
 
-    source = content()
+    source = content(args.size)
     print(json.dumps({"content": {"seams": seams(source, TILE), "relative_spread": relative_spread(source)}}))
     shown = [source]
+    runs = [(steps, False) for steps in args.steps] + [(args.steps[-1], True)] * args.naive
+    common = ["--size", str(args.size), "--tile-size", str(args.tile_size), "--threads", str(args.threads)]
     with tempfile.TemporaryDirectory() as folder:
-        for steps in args.steps:
-            out = Path(folder) / f"result-{steps}.npy"
-            subprocess.run([sys.executable, __file__, str(steps), "--child", str(out)], check=True)
+        for steps, naive in runs:
+            name = f"{steps} steps" + ", cut, style, stitch" * naive
+            out = Path(args.save or folder) / f"result-{steps}{'-naive' * naive}.npy"
+            child = [sys.executable, __file__, str(steps), *common, "--child", str(out)]
+            started = time.perf_counter()
+            subprocess.run(child + ["--child-naive"] * naive, check=True)
             result = np.load(out)
             shown.append(result)
             measured = {
-                "seams": seams(result, TILE),
+                "seconds": round(time.perf_counter() - started, 1),
+                "seams": seams(result, TILE if naive else min(args.tile_size, TILE)),
                 "strongest": strongest_steps(result),
                 "consistency": consistency(result, source, TILE),
                 "relative_spread": relative_spread(result),
             }
-            print(json.dumps({f"{steps} steps": measured}), flush=True)
+            print(json.dumps({name: measured}), flush=True)
     if args.montage:
         from PIL import Image
 
-        middle, half = SIZE // 2, TILE // 2
+        middle, half = args.size // 2, TILE // 2
         crops = [
             np.clip(image[middle - half : middle + half, middle - half : middle + half], 0, 1)
             for image in shown

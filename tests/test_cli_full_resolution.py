@@ -181,8 +181,8 @@ def test_bad_requests_are_refused_in_one_line_before_torch_is_imported(files, tm
     store = str(tmp_path / "r.ome.zarr")
     refused = {
         "r.png cannot be: give -o r.ome.zarr": [content, style, "-o", str(tmp_path / "r.png")],
-        "is a stack of 3 frames (3,), and the pyramidal BigTIFF of -o r.tif holds one 2D image: give -o "
-        "r.ome.zarr": [str(stack), style, "-o", str(tmp_path / "r.tif")],
+        "is a stack of 3 frames (3,), and the pyramidal BigTIFF r.tif holds one 2D image: give "
+        "r.ome.zarr as the output": [str(stack), style, "-o", str(tmp_path / "r.tif")],
         "--frames time cannot be used with --size full: a stack's frames are styled one after the other, "
         "each on its own; use --frames independent": [str(stack), style, "-o", store, "--frames", "time"],
         "--snapshot-dir cannot be used with --size full": [content, style, "-o", store, "--snapshot-dir", "s"],

@@ -49,6 +49,26 @@ def test_an_image_larger_than_a_tile_fills_the_whole_store(tmp_path, slide, styl
             assert values[:, top : top + 32, left : left + 32].std() > 0
 
 
+def test_a_tif_out_is_a_pyramidal_bigtiff_of_the_stores_result_beside_it(tmp_path, slide, style):
+    import tifffile
+
+    out = tmp_path / "r.tif"
+    stored = api.stylize(slide, style, size="full", tile_size=32, out=str(out), **FAST)
+    assert isinstance(stored, zarr.Array)  # the store beside the TIFF, kept to resume
+    assert np.asarray(zarr.open_group(str(tmp_path / "r.ome.zarr"))["finished_tiles"][...]).all()
+    with tifffile.TiffFile(out) as tiff:
+        page = tiff.series[0]
+        assert page.shape == (96, 80, 3) and tiff.pages[0].is_tiled
+        np.testing.assert_array_equal(page.asarray(), np.moveaxis(np.asarray(stored[...]), 0, -1))
+
+
+def test_a_stack_into_a_tif_out_is_refused_before_any_tile_runs(tmp_path, rng, style):
+    stack = rng.random((2, 32, 32)).astype(np.float32)
+    with pytest.raises(StyleTransferError, match=r"holds one 2D image: give r\.ome\.zarr as the output"):
+        api.stylize(stack, style, size="full", tile_size=32, out=str(tmp_path / "r.tif"), **FAST)
+    assert not (tmp_path / "r.ome.zarr").exists() and not (tmp_path / "r.tif").exists()
+
+
 def test_a_grey_image_gives_a_grey_result(tmp_path, rng, style):
     grey = (rng.random((64, 48)) * 255).astype(np.uint8)
     stored = api.stylize(grey, style, size="full", tile_size=32, out=str(tmp_path / "g.zarr"), **FAST)

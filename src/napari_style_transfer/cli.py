@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
-import math
 import os
 import re
 import shlex
@@ -41,7 +40,14 @@ from .files import (
 from .large_images import TIFF_SUFFIXES, LargeImage, open_large_image
 from .options import DEMO_DEFAULTS, StyleOptions, choices, help_text
 from .tiles import tile_grid
-from .zarr_output import ResultStore, write_pyramidal_tiff
+from .zarr_output import (
+    TIFF_OUTPUTS,
+    ResultStore,
+    check_tiff_frames,
+    pyramid_tiff_path,
+    store_for,
+    write_pyramidal_tiff,
+)
 
 PROG = "napari-style-transfer"
 #: ``--size full``: the content's own resolution, computed in tiles (``pipeline.tiled.FULL``,
@@ -50,7 +56,6 @@ FULL = "full"
 #: What a ``--size full`` result is written to: an OME-Zarr store (``.zarr``, ``.ome.zarr``),
 #: or a tiled pyramidal BigTIFF made from a store beside it once every tile is done.
 STORE_SUFFIX = ".zarr"
-TIFF_OUTPUTS = (".tif", ".tiff")
 #: A user error reported as one line on stderr (exit status 2); a file that cannot be read or
 #: written is one, so the readers' error serves.
 CommandLineError = ImageFileError
@@ -726,7 +731,7 @@ def _check_full_output(args: argparse.Namespace, inputs: dict[str, Path]) -> Pat
         raise CommandLineError(f"--snapshot-dir cannot be used with --size {FULL} yet: leave it out")
     if args.output_dtype != "float32":
         raise CommandLineError(f"--size {FULL} writes float32 in [0, 1]: leave out --output-dtype")
-    store = output if suffix == STORE_SUFFIX else output.with_suffix(".ome.zarr")
+    store: Path = store_for(output)
     for path in {output, store}:
         _check_parent(path)
         if path.exists() and not path.is_dir() and path.suffix.lower() == STORE_SUFFIX:
@@ -759,12 +764,9 @@ def _read_full_content(path: Path, output: Path) -> Any:
     content = _open_full_input(path, "content")
     lazy = isinstance(content, LargeImage)
     frames = content.frames_shape if lazy else describe_image(content, "content").stack_shape
-    if frames and output.suffix.lower() in TIFF_OUTPUTS:
-        store = output.with_suffix(".ome.zarr").name
-        raise CommandLineError(
-            f"{path} is a stack of {math.prod(frames)} frames {frames}, and the pyramidal BigTIFF of "
-            f"-o {output.name} holds one 2D image: give -o {store} (an OME-Zarr store keeps every frame)"
-        )
+    tiff = pyramid_tiff_path(output)
+    if tiff is not None:
+        check_tiff_frames(tiff, frames, str(path))
     return content
 
 

@@ -38,6 +38,33 @@ MIN_CHUNK = 32
 #: Settings that describe how a run went, not what it makes: a rerun may differ in them.
 RUN_RECORD_KEYS = ("seconds", "steps_done", "losses", "device", "precision")
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+#: a result path ending so is a pyramidal BigTIFF, exported from a store beside it once every tile is done
+TIFF_OUTPUTS = (".tif", ".tiff")
+
+
+def pyramid_tiff_path(out: Any) -> Path | None:
+    """``out`` as a path where it names a pyramidal BigTIFF result (``.tif`` / ``.tiff``), else None."""
+    if isinstance(out, str | os.PathLike) and Path(out).suffix.lower() in TIFF_OUTPUTS:
+        return Path(out)
+    return None
+
+
+def store_for(out: Any) -> Any:
+    """Where a full-resolution run's tiles go for the result ``out``: for a BigTIFF, the
+    OME-Zarr store beside it (``x.tif`` -> ``x.ome.zarr``, kept so that a killed run resumes);
+    for anything else ``out`` itself."""
+    tiff = pyramid_tiff_path(out)
+    return out if tiff is None else tiff.with_suffix(".ome.zarr")
+
+
+def check_tiff_frames(tiff: Path, frames: tuple[int, ...], content: str = "the content") -> None:
+    """Refuse a stack for a pyramidal BigTIFF result, which holds one 2D image."""
+    if frames:
+        raise StyleTransferError(
+            f"{content} is a stack of {math.prod(frames)} frames {frames}, and the pyramidal BigTIFF "
+            f"{tiff.name} holds one 2D image: give {store_for(tiff).name} as the output instead (an "
+            "OME-Zarr store keeps every frame)"
+        )
 
 
 def pyramid_depth(shape: tuple[int, int], tile_size: int) -> int:

@@ -29,7 +29,14 @@ from ..large_images import LargeImage, read_downscaled
 from ..memory import release_freed_memory
 from ..options import StyleOptions
 from ..speed_probe import with_threads
-from ..zarr_output import ResultStore, open_result_store
+from ..zarr_output import (
+    ResultStore,
+    check_tiff_frames,
+    open_result_store,
+    pyramid_tiff_path,
+    store_for,
+    write_pyramidal_tiff,
+)
 from .executors import Elsewhere
 from .jobs import Carry, IndependentFrames, Job
 from .optimise import Optimiser, load_model
@@ -422,13 +429,20 @@ def stylize_full(
     tile by tile into the OME-Zarr store ``out`` (a ``.zarr`` path or a zarr store) and
     returned as its full-resolution zarr array, opened lazily (OME axis order: ``t, c, y, x``,
     those present); without ``out``, a numpy array (*frames, H, W[, 3|4]) made in memory.
-    ``elsewhere``: where each level's tiles run as tasks (see :func:`run_full`)."""
+    ``out`` a ``.tif`` path: the tiles go into the store beside it (``.ome.zarr``, kept to
+    resume), exported as a pyramidal BigTIFF once every tile is done; the store's array is
+    returned. ``elsewhere``: where each level's tiles run as tasks (see :func:`run_full`)."""
     import zarr
 
     fp = plan_full(content, style, **options)
-    store = open_store(fp, zarr.storage.MemoryStore() if out is None else out, force)
+    tiff = pyramid_tiff_path(out)
+    if tiff is not None:
+        check_tiff_frames(tiff, fp.image.frames_shape)
+    store = open_store(fp, zarr.storage.MemoryStore() if out is None else store_for(out), force)
     for _ in run_full(fp, store, elsewhere):
         pass
+    if tiff is not None:
+        write_pyramidal_tiff(tiff, store)
     if out is not None:
         return store.levels[0]
     whole = tiles.Region(0, 0, *fp.levels[-1].shape)
