@@ -246,3 +246,22 @@ def test_a_trial_constant_of_the_time_mode_benchmark_lasts_one_variant():
         assert restored == shipped
     finally:
         set_variant("shipped")
+
+
+def test_the_memory_builds_benchmark_tables_each_interpreters_run(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmarks" / "memory_builds.py"), sys.executable]
+    done = subprocess.run(
+        command + ["--size", "64", "--steps", "2", "--rounds", "1", "--precision", "fp32"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    import torch
+
+    rows = [line for line in done.stdout.splitlines() if line.startswith(f"| {torch.__version__} ")]
+    assert len(rows) == 1
+    cells = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    assert cells[1] == "float32"
+    peaks = [float(cell) for cell in cells[2:7]]
+    assert peaks == sorted(peaks) and peaks[0] > 0  # a high-water mark never falls
