@@ -198,6 +198,15 @@ def test_a_tile_too_large_for_the_memory_is_refused_with_the_largest_that_fits()
     check_tile_size(largest, DEFAULT_LAYERS, 2 * GB, "lbfgs", 30)
 
 
+def test_a_tile_refused_though_it_needs_less_than_the_free_memory_names_what_a_run_may_use():
+    over = largest_tile_size(2 * GB, DEFAULT_LAYERS, "lbfgs", 30) + 16
+    assert tile_bytes(over, context_margin(DEFAULT_LAYERS), "lbfgs", 30) < 2 * GB
+    with pytest.raises(
+        OutOfMemoryError, match=r"more than the 1\.8 GB usable of 2\.0 GB free \(a tenth is kept"
+    ):
+        check_tile_size(over, DEFAULT_LAYERS, 2 * GB, "lbfgs", 30)
+
+
 def test_the_largest_tile_is_the_last_that_fits():
     free = 3 * GB
     largest = largest_tile_size(free, DEFAULT_LAYERS, "adam", 30)

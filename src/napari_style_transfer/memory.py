@@ -63,6 +63,12 @@ def format_bytes(count: float) -> str:
     return f"{count / 2**30:.1f} GB" if count >= 2**30 else f"{count / 2**20:.0f} MB"
 
 
+def usable_of(free_bytes: float) -> str:
+    """How a refusal names the memory a run may take: :data:`HEADROOM` of ``free_bytes``, and
+    the free memory itself, so that a need between the two does not read as if it fitted."""
+    return f"{format_bytes(free_bytes * HEADROOM)} usable of {format_bytes(free_bytes)} free (a tenth is kept in reserve)"
+
+
 def available_ram_bytes(proc: Path = Path("/proc"), cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     """RAM this process can still take: the least of the machine's available memory, its
     cgroup's limit less its usage (containers, Slurm jobs) and its address-space limit

@@ -290,5 +290,5 @@ def check_tile_size(
         fix = f"use tile_size <= {largest}" if largest else "free some memory or use shallower layers"
         raise OutOfMemoryError(
             f"a tile of {tile_size} px (plus {context_margin(names)} px of context on each side) needs "
-            f"about {needed}, and {memory.format_bytes(free_bytes)} is free: {fix}"
+            f"about {needed}, more than the {memory.usable_of(free_bytes)}: {fix}"
         )

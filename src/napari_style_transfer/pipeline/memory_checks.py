@@ -154,8 +154,8 @@ def _refuse_batch(
     if not fits:
         return  # not even one frame: _refuse_run says what would
     raise OutOfMemoryError(
-        f"{batch} frames of {content_shape[0]}x{content_shape[1]} px at once need about {memory.format_bytes(needed)} "
-        f"but {device} has {memory.format_bytes(free)} free: use batch_frames {fits} or less (0 picks what fits)"
+        f"{batch} frames of {content_shape[0]}x{content_shape[1]} px at once need about {memory.format_bytes(needed)}, "
+        f"more than the {memory.usable_of(free)} on {device}: use batch_frames {fits} or less (0 picks what fits)"
     )
 
 
@@ -188,8 +188,8 @@ def _refuse_run(
         if fits >= 16 and biggest != content_shape:
             advice += " and a smaller style_scale"
     raise OutOfMemoryError(
-        f"a {biggest[0]}x{biggest[1]} px run needs about {memory.format_bytes(needed)} but {device} has "
-        f"{memory.format_bytes(free)} free: {advice}"
+        f"a {biggest[0]}x{biggest[1]} px run needs about {memory.format_bytes(needed)}, more than the "
+        f"{memory.usable_of(free)} on {device}: {advice}"
     )
 
 
