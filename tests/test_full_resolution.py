@@ -3,6 +3,7 @@ OME-Zarr store written tile by tile, resumable (docs/slides.md)."""
 
 import numpy as np
 import pytest
+import torch
 import zarr
 
 from napari_style_transfer import api
@@ -28,7 +29,8 @@ def slide(rng):
 
 def test_an_image_that_fits_one_tile_gives_the_untiled_result(tmp_path, content, style):
     height, width = content.shape[:2]
-    untiled = api.stylize(content, style, size=max(height, width), **FAST)
+    # in the arithmetic a full-resolution run's precision="auto" computes in (tiled.tile_precision)
+    untiled = api.stylize(content, style, size=max(height, width), **FAST, precision="fp32")
     stored = api.stylize(content, style, size="full", tile_size=64, out=str(tmp_path / "r.ome.zarr"), **FAST)
     assert isinstance(stored, zarr.Array)
     result = np.moveaxis(np.asarray(stored[...]), 0, -1)  # OME order (c, y, x) to (y, x, c)
@@ -67,6 +69,29 @@ def test_a_stack_into_a_tif_out_is_refused_before_any_tile_runs(tmp_path, rng, s
     with pytest.raises(StyleTransferError, match=r"holds one 2D image: give r\.ome\.zarr as the output"):
         api.stylize(stack, style, size="full", tile_size=32, out=str(tmp_path / "r.tif"), **FAST)
     assert not (tmp_path / "r.ome.zarr").exists() and not (tmp_path / "r.tif").exists()
+
+
+def test_tiles_compute_in_fp32_under_auto_even_where_bf16_is_native_and_as_asked_otherwise(
+    monkeypatch, tmp_path, rng, style
+):
+    from napari_style_transfer import engine
+
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)  # auto would pick bf16 for a plain run
+    assert engine.compute_dtype("auto", engine.resolve_device("cpu")) == torch.bfloat16
+    loaded = []
+
+    def load_model(p, precision=None):
+        model = real_load_model(p, precision)
+        loaded.append(model.dtype)
+        return model
+
+    real_load_model = tiled.load_model
+    monkeypatch.setattr(tiled, "load_model", load_model)
+    image = rng.random((48, 40, 3)).astype(np.float32)
+    for precision in ("auto", "bf16"):
+        api.stylize(image, style, size="full", tile_size=32, out=str(tmp_path / f"{precision}.zarr"),
+                    **FAST | {"precision": precision})  # fmt: skip
+    assert loaded == [torch.float32, torch.bfloat16]
 
 
 def test_a_grey_image_gives_a_grey_result(tmp_path, rng, style):

@@ -335,7 +335,8 @@ class StyleOptions:
     precision: str = _option(
         "auto",
         "convolution arithmetic: auto (bf16 where it is native: CUDA GPUs from Ampere on, CPUs with "
-        "AVX-512 BF16 or AMX; else fp32), fp32, tf32 (CUDA) or bf16; Gram matrices and losses stay fp32",
+        "AVX-512 BF16 or AMX; else fp32; fp32 for size full, whose short runs per tile bf16 can stall), "
+        "fp32, tf32 (CUDA) or bf16; Gram matrices and losses stay fp32",
         choices=PRECISIONS,
         label="precision",
     )

@@ -52,10 +52,11 @@ class Model:
     dtype: torch.dtype
 
 
-def load_model(p: Plan) -> Model:
+def load_model(p: Plan, precision: str | None = None) -> Model:
+    """The network of ``p``, computing in ``precision`` where given, else in the options'."""
     opts = p.options
     loaded = load_vgg19_features(opts.weights, deepest=opts.layers[-1])
-    dtype = compute_dtype(opts.precision, p.device)
+    dtype = compute_dtype(precision or opts.precision, p.device)
     extractor = VGGFeatures(loaded.features, opts.layers, opts.pooling)
     layout = memory_format(opts.channels_last, p.device, dtype)
     extractor = extractor.to(p.device, memory_format=layout)  # type: ignore[call-overload]

@@ -30,7 +30,7 @@ from .optimise import Optimiser, load_model
 from .reader import read_styles
 from .records import Progress, StepRecord
 from .runner import memory_errors
-from .tiled import FullPlan, TileJob, TileLevel, _targets, open_store, start_region
+from .tiled import FullPlan, TileJob, TileLevel, _targets, open_store, start_region, tile_precision
 
 #: Times a tile's task that raises is started again before the tile counts as failed (on a
 #: dask cluster: its ``retries``; a task whose worker dies is started again by the
@@ -85,7 +85,7 @@ def run_tile(work: LevelWork, job: TileJob, coarse: CoarseWindow | None) -> Tile
     assert job.tile is not None
     p = planner.plan_for(job)  # the tile's guide, where style_regions are given
     with memory_errors(p):
-        model = load_model(p)
+        model = load_model(p, tile_precision(p.options.precision))
         progress = Progress(time.perf_counter(), str(p.device), model.weights.description, 1, job.steps, 0)
         optimiser = Optimiser(p, model, read_styles(p), progress)
         records = optimiser.run_jobs([job], planner, planner, planner.sink(job.tile), 1)

@@ -60,6 +60,14 @@ FULL = "full"
 CPU_TILE_LIMIT = 512
 
 
+def tile_precision(precision: str) -> str:
+    """What a full-resolution run computes in for ``precision``: ``auto`` is fp32 here. In
+    bf16, L-BFGS's line search fails in some tiles (rounding most likely hides the decrease it
+    looks for), and such a tile, with its few steps, ends less styled than its neighbours: a patch
+    the size of a tile (docs/slides.md, "A tile-sized patch"). An explicit choice holds."""
+    return "fp32" if precision == "auto" else precision
+
+
 @dataclass(frozen=True)
 class FullPlan:
     """A checked full-resolution run: the composition's plan (today's run at the first
@@ -209,7 +217,7 @@ def _run_full(fp: FullPlan, store: ResultStore, elsewhere: Elsewhere | None) -> 
                 planner.finalise(frame)
         return
     with memory_errors(p):
-        model = load_model(p)
+        model = load_model(p, tile_precision(p.options.precision))
         progress = Progress(
             started,
             str(p.device),
