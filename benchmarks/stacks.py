@@ -445,6 +445,8 @@ SMEAR_GOAL = 0.02
 BAND_GOAL = 0.1
 #: The smear part's goal for static flicker: at most this share of the independent runs'.
 FLICKER_GOAL = 1 / 3
+#: The smear part's time mode in passes (time_passes), beside the single forward pass.
+SMEAR_PASSES = 2
 
 
 def _unit(stack: np.ndarray) -> np.ndarray:
@@ -640,14 +642,14 @@ def smear_run(name: str, options: dict, side: int, frames: int) -> tuple[dict, d
     movie, masks = SMEAR_SEQUENCES[name](side, frames)
     style = style_image(side)
     independent = run_api(movie, style, {**options, "frames": "independent"})["image"]
-    timed = run_api(movie, style, {**options, "frames": "time"})["image"]
+    timed = run_api(movie, style, {**options, "frames": "time", "time_passes": 0})["image"]
+    passes = run_api(movie, style, {**options, "frames": "time", "time_passes": SMEAR_PASSES})["image"]
     content = _resize_stack(movie, timed.shape[1:])
     margin = max(2, side // 16)
-    return smear_measures(timed, independent, content, _resize_masks(masks, timed.shape[1:]), margin), {
-        "content": content,
-        "time": timed,
-        "independent": independent,
-    }
+    masks = _resize_masks(masks, timed.shape[1:])
+    entry = smear_measures(timed, independent, content, masks, margin)
+    entry["passes"] = smear_measures(passes, independent, content, masks, margin)
+    return entry, {"content": content, "time": timed, "passes": passes, "independent": independent}
 
 
 def _resize_stack(stack: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -657,17 +659,20 @@ def _resize_stack(stack: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def smear_montage(images: dict, path: Path, scale: int = 2) -> None:
-    """Rows content / time / independent / |time_t - time_t-1| / |independent_t - independent_t-1|
-    (differences x4), columns frames, at ``scale`` times the images' size."""
+    """Rows content / time (one forward pass) / time in passes / independent and each one's
+    |x_t - x_t-1| (differences x4), columns frames, at ``scale`` times the images' size."""
 
     def change(stack: np.ndarray) -> np.ndarray:
         return np.concatenate([np.zeros_like(stack[:1]), np.clip(4 * np.abs(np.diff(stack, axis=0)), 0, 1)])
 
+    passes = f"{SMEAR_PASSES} passes"
     rows = {
         "content": images["content"],
         "time": images["time"],
+        passes: images["passes"],
         "independent": images["independent"],
         "time: change": change(images["time"]),
+        f"{passes}: change": change(images["passes"]),
         "independent: change": change(images["independent"]),
     }
     _sheet(rows, path, 120, scale)
@@ -699,14 +704,18 @@ def smear_section(smear: dict, machine: dict) -> str:
         "time / independent | static flicker: time / independent (goal <= 1/3) | static drift by frame (time) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    rows = []
     for name, e in smear["sequences"].items():
+        rows.append((name, e, name in COUNTED))
+        if "passes" in e:
+            rows.append((f"{name}, {SMEAR_PASSES} passes", e["passes"], name in COUNTED))
+    for name, e, counted in rows:
         flicker = (
             f"{e['flicker']:.4f} / {e['flicker_independent']:.4f} ({e['flicker'] / e['flicker_independent']:.2f})"
             if "flicker" in e
             else "- (nothing static)"
         )
         drift = " ".join(f"{d:.4f}" for d in e["drift"]) if "drift" in e else "-"
-        counted = name in COUNTED
         lines.append(
             f"| {name} | {worst(e['smeared'])} | {counts(e, 'objects') if counted else '-'} "
             f"| {counts(e, 'objects_independent') if counted else '-'} "
@@ -723,7 +732,9 @@ def smear_section(smear: dict, machine: dict) -> str:
         f"{BAND_ROWS} outer rows or columns over the interior's, worst side and frame; *against independent* "
         "divides it by the independent run's own (the untrained network draws a frame of its own along the "
         "edges in every independent run, *raw*). *static*: pixels never within "
-        f"{max(2, smear['size'] // 16)} px of an object.",
+        f"{max(2, smear['size'] // 16)} px of an object. A sequence's first row is time mode's single forward "
+        f"pass (`time_passes=0`), its second `time_passes={SMEAR_PASSES}`: every frame styled alone, then a "
+        'forward and a backward pass (docs/timelapse.md, "Multi-pass").',
         "",
     ]
     return "\n".join(lines)
@@ -959,7 +970,8 @@ def main(argv: list[str] | None = None) -> int:
     size, steps, frames = (48, 6, 3) if args.quick else (64, 30, 5)
     margin = max(2, size // 8)
     # fp32 throughout: precision auto is bf16 on CPUs with native bf16, and the tables should
-    # not depend on which machine ran them
+    # not depend on which machine ran them. Time mode's single forward pass (time_passes=0),
+    # whose steps and weights these parts study; the smear part adds the passes beside it.
     base = {
         "size": size,
         "steps": steps,
@@ -967,6 +979,7 @@ def main(argv: list[str] | None = None) -> int:
         "snapshot_every": 0,
         "style_weight": 1e6,
         "precision": "fp32",
+        "time_passes": 0,
     }
     style = style_image(size)
     raw: dict = {"size": size, "steps": steps, "frames": frames, "margin": margin, "sequences": {}}

@@ -17,6 +17,8 @@ with the margin free), ``shippedstyle`` (shipped compared with the style image's
 the defaults of sessions 22-23), ``shippedheld`` (shipped compared with the statistics of the
 held pixels only, LATER_FRAME_STYLE "held"), ``shippedcovered`` (shipped without telling
 uncovered background apart: frames.TELL_UNCOVERED False, the defaults of sessions 22-24),
+``passes`` (the shipped defaults in time passes: ``time_passes=2``, every frame styled alone,
+then a forward and a backward pass; every other variant is the single forward pass),
 ``shippedforget`` (shipped without taking uncovered background back from the series' backdrop:
 pipeline/backdrop.py's RECALL "", the defaults of session 25), ``shippedrecallfresh`` (any
 pixel that would start afresh taken back where its content is as it was: RECALL "fresh"). A
@@ -52,7 +54,7 @@ def set_variant(variant: str) -> None:
         setattr(frames, name, value)
     shipped = (
         *("shipped", "shippedfree", "shippedstyle", "shippedheld", "shippedcovered"),
-        *("shippedforget", "shippedrecallfresh"),
+        *("shippedforget", "shippedrecallfresh", "passes"),
     )
     warps = {"bilinear": "bilinear", "bicubic": "bicubic", **dict.fromkeys(shipped, "bicubic")}
     frames.WARP_MODE = warps.get(variant, "nearest")
@@ -87,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "variants",
         help="comma-separated: carried, free, later0, none, smoothN, bilinear, bicubic, own, ownfree, "
-        "shipped, shippedfree, shippedstyle, shippedheld, shippedcovered, shippedforget, shippedrecallfresh; "
+        "shipped, shippedfree, shippedstyle, shippedheld, shippedcovered, shippedforget, shippedrecallfresh, "
+        "passes; "
         "VARIANT:NAME=VALUE also sets frames.NAME",
     )
     parser.add_argument(
@@ -119,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = {"content": content, "independent": independent}
     for variant in args.variants.split(","):
         set_variant(variant)
-        timed = stacks.run_api(movie, style, {**options, "frames": "time"})["image"]
+        # every variant but passes is the single forward pass (time_passes=0)
+        passes = stacks.SMEAR_PASSES if variant.split(":")[0] == "passes" else 0
+        timed = stacks.run_api(movie, style, {**options, "frames": "time", "time_passes": passes})["image"]
         entry = stacks.smear_measures(timed, independent, content, masks, max(2, side // 16))
         print(args.sequence, variant, json.dumps(entry), flush=True)
         rows[variant] = timed

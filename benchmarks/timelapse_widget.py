@@ -1,6 +1,8 @@
 """Time mode against independent frames on the bundled Nuclei time-lapse at the widget's
 defaults (issue 33, docs/timelapse.md): size 512, 300 steps, later frames' ``time_steps``
-auto, coarse to fine auto; weights ``random``, fp32, 1 torch thread.
+auto, coarse to fine auto; weights ``random``, fp32, 1 torch thread. Time mode's single
+forward pass (``time_passes=0``), which goes frame by frame; time passes need every frame
+styled alone first (``stacks.py --parts smear --smear-size``).
 
 The two runs advance frame by frame side by side (time mode's frame t, then the independent
 frame t), and each finished pair is saved, so a run stopped early still measures the frames
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         # a time series' first frame is an independent run of it (the same pixels: checked at
         # 96 px, difference 0.0), so the independent side starts at frame 1; a resumed time
         # series restarts from its first frame (each frame needs the one before)
-        timed = finished_frames(iter_stylize(movie, style, **options, frames="time"))
+        timed = finished_frames(iter_stylize(movie, style, **options, frames="time", time_passes=0))
         independent = finished_frames(
             iter_stylize(movie[max(start, 1) :], style, **options, frames="independent")
         )

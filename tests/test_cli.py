@@ -191,6 +191,30 @@ def test_the_installed_command_exists_and_reports_errors_without_a_traceback(tmp
     assert result.stderr.strip() == "napari-style-transfer: error: content image nope.png does not exist"
 
 
+def test_a_time_pass_names_its_snapshots_by_pass_beside_the_frames_first(tmp_path, content, style):
+    stack = tmp_path / "stack.npy"
+    np.save(stack, np.stack([content, np.roll(content, 2, axis=1)]))
+    style_path, snaps = tmp_path / "style.npy", tmp_path / "snaps"
+    np.save(style_path, style)
+    options = ["--frames", "time", "--time-passes", "1", "--time-steps", "2", "--snapshot-every", "2"]
+    argv = [
+        str(stack),
+        str(style_path),
+        "-o",
+        str(tmp_path / "r.tif"),
+        *FAST,
+        *options,
+        "--snapshot-dir",
+        str(snaps),
+    ]
+    assert main(argv) == 0
+    assert sorted(p.name for p in snaps.iterdir()) == [
+        "snapshot_frame0000_step0002.png",
+        "snapshot_frame0001_pass1_step0002.png",
+        "snapshot_frame0001_step0002.png",
+    ]
+
+
 def test_a_stack_run_names_snapshots_by_frame_and_writes_a_tiff(tmp_path, content, style):
     stack = tmp_path / "stack.npy"
     np.save(stack, np.stack([content, content[:, ::-1]]))

@@ -40,7 +40,9 @@ def consistent(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:
     return ~(disoccluded(forward, backward) | motion_boundary(forward))
 
 
-FAST = tiny_options(steps=4, size=48)
+#: time mode's single forward pass (time_passes=0): its mechanics are specified here; the
+#: passes that follow frames styled alone are in test_time_passes.py
+FAST = tiny_options(steps=4, size=48, time_passes=0)
 
 
 def texture(size: int = 48, seed: int = 0) -> np.ndarray:

@@ -68,6 +68,8 @@ def test_every_option_has_help_and_a_default():
         ("frames", "movie", "frames must be one of independent, time"),
         ("temporal_weight", -1.0, "temporal_weight must be 0 or more"),
         ("time_steps", -2, "time_steps must be 0 (auto) or more"),
+        ("time_passes", -1, "time_passes must be 0 (off) or more"),
+        ("time_passes", 101, "time_passes must be at most 100"),
         ("batch_frames", -1, "batch_frames must be 0 (auto) or more"),
         ("tile_size", -16, "tile_size must be 0 (auto) or more"),
         ("threads", -1, "threads must be 0 (auto) or more"),

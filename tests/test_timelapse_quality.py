@@ -144,14 +144,18 @@ def passing_discs(size: int, frames: int) -> np.ndarray:
     return np.stack(movie)
 
 
+#: Time mode's single forward pass (time_passes=0), whose mechanics several tests here specify.
+SINGLE = {"weights": "random", "time_passes": 0}
+
 #: A style weight at which untrained weights keep a tiny frame's objects apart in every run
 #: (at the default weight they break them up even in independent runs, 48 px, 12 steps).
 GENTLE = {"size": 48, "steps": 12, "time_steps": 6, "weights": "random", "style_weight": 1e2}
 
 
-def test_two_objects_that_pass_close_stay_two(style):
+@pytest.mark.parametrize("passes", [0, 2])
+def test_two_objects_that_pass_close_stay_two(style, passes):
     movie = passing_discs(48, 5)
-    result = stylize(movie, style, frames="time", **GENTLE)
+    result = stylize(movie, style, frames="time", time_passes=passes, **GENTLE)
     assert [count_objects(frame) for frame in result] == [count_objects(frame) for frame in movie]
 
 
@@ -164,13 +168,14 @@ def band_energy(image: np.ndarray, rows: int = EDGE_BAND) -> float:
     return float(magnitude[border].mean() / magnitude[~border].mean())
 
 
-def test_time_mode_adds_no_band_of_its_own_at_the_border(style):
+@pytest.mark.parametrize("passes", [0, 2])
+def test_time_mode_adds_no_band_of_its_own_at_the_border(style, passes):
     # the untrained network draws a frame of its own along the edges in every run (compared
     # against that); warped inward, time mode's became lines along the left and bottom edges
     movie = passing_discs(48, 5)
-    timed = stylize(movie, style, frames="time", **GENTLE)
+    timed = stylize(movie, style, frames="time", time_passes=passes, **GENTLE)
     independent = stylize(movie, style, frames="independent", **GENTLE)
-    for t in range(1, len(movie)):
+    for t in range(0 if passes else 1, len(movie)):  # passes change the first frame too
         assert band_energy(timed[t]) <= 1.1 * band_energy(independent[t])
 
 
@@ -192,7 +197,7 @@ def test_a_later_frames_margin_is_carried_from_the_previous_result_not_mirrored_
 
     monkeypatch.setattr(optimise, "_optimise_batch", recording)
     still = dark_field(blob(32, (16, 16), 8, 1), 2)
-    stylize(np.stack([still, still]), style, frames="time", size=32, steps=4, time_steps=2, weights="random")
+    stylize(np.stack([still, still]), style, frames="time", size=32, steps=4, time_steps=2, **SINGLE)
     first, later = results[3], starts[1]  # nothing moved: the later frame starts from the first's result
     canvas = Canvas.around(still.shape)
     assert later.shape == first.shape == (1, 3, 32 + 2 * canvas.margin, 32 + 2 * canvas.margin)
@@ -240,9 +245,7 @@ def test_later_frames_run_on_a_canvas_of_their_own_margin_where_one_is_set(style
     monkeypatch.setattr(optimise, "_optimise_batch", recording)
     monkeypatch.setattr(canvas, "LATER_FRAME_MARGIN", 0)
     still = dark_field(blob(32, (16, 16), 8, 1), 2)
-    result = stylize(
-        np.stack([still, still]), style, frames="time", size=32, steps=2, time_steps=1, weights="random"
-    )
+    result = stylize(np.stack([still, still]), style, frames="time", size=32, steps=2, time_steps=1, **SINGLE)
     assert shapes == [(32 + 2 * canvas.MARGIN,) * 2, (32, 32)]
     assert result.shape == (2, 32, 32) and np.isfinite(result).all()
 
@@ -263,7 +266,7 @@ def test_a_later_frames_temporal_term_leaves_its_margin_free_where_told(style, m
 
     monkeypatch.setattr(StyleObjective, "set_temporal", recording)
     still = dark_field(blob(32, (16, 16), 8, 1), 2)
-    stylize(np.stack([still, still]), style, frames="time", size=32, steps=4, time_steps=2, weights="random")
+    stylize(np.stack([still, still]), style, frames="time", size=32, steps=4, time_steps=2, **SINGLE)
     reliable = masks[-1]
     canvas = Canvas.around(still.shape)
     inside = canvas.crop(reliable)
@@ -416,7 +419,7 @@ def test_a_time_series_brings_back_the_styled_background_a_disc_uncovers(style, 
     from napari_style_transfer.pipeline import backdrop
 
     movie = np.stack(crossing_disc(5))
-    run = {"style_weight": 1e6, "weights": "random", "size": 96, "steps": 6, "time_steps": 3, "seed": 0}
+    run = {"style_weight": 1e6, "size": 96, "steps": 6, "time_steps": 3, "seed": 0, **SINGLE}
     results = {}
     for recall in ("uncovered", ""):
         monkeypatch.setattr(backdrop, "RECALL", recall)
@@ -445,7 +448,7 @@ def test_background_taken_back_is_followed_as_held_and_owes_no_steps(style, monk
             followed.append((back, reference, carry.temporal[0], owed))
 
     monkeypatch.setattr(TimeChains, "keep", keep)
-    run = {"style_weight": 1e6, "weights": "random", "size": 96, "steps": 6, "time_steps": 1, "seed": 0}
+    run = {"style_weight": 1e6, "size": 96, "steps": 6, "time_steps": 1, "seed": 0, **SINGLE}
     stylize(np.stack(crossing_disc(6)), style, frames="time", **run)
     assert sum(int(back.sum()) for back, *_ in followed) > 100
     for back, reference, target, owed in followed:

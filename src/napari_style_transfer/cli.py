@@ -252,7 +252,7 @@ OPTION_GROUPS: dict[str, tuple[str, ...]] = {
         "pooling",
     ),
     "optimisation": ("steps", "optimizer", "learning_rate", "init", "seed", "average", "schedule"),
-    "stacks (3D+ content)": ("frames", "temporal_weight", "time_steps"),
+    "stacks (3D+ content)": ("frames", "temporal_weight", "time_steps", "time_passes"),
     "performance": (
         "device",
         "precision",
@@ -544,6 +544,8 @@ def run(
             twin = record.frames == 1 and record.step == record.steps
             if record.is_snapshot and snapshot_dir is not None and not twin and record.image is not None:
                 frame = f"frame{record.frame_number:04d}_" if record.frames > 1 else ""
+                if record.pass_number:  # a time pass: the frame's earlier snapshots stay
+                    frame += f"pass{record.pass_number}_"
                 try:
                     write_image(snapshot_dir / snapshot_name(record.step, frame), record.image)
                 except CommandLineError as error:  # a lost snapshot must not cost the run
@@ -978,11 +980,12 @@ def _preview(described: Any) -> np.ndarray:
 
 
 #: What the snapshots of a run are called (``--snapshot-dir``, the demo's folder).
-SNAPSHOT_NAME = re.compile(r"snapshot_(frame\d+_)?step\d+\.png", re.IGNORECASE)
+SNAPSHOT_NAME = re.compile(r"snapshot_(frame\d+_(pass\d+_)?)?step\d+\.png", re.IGNORECASE)
 
 
 def snapshot_name(step: int, frame: str = "") -> str:
-    """A snapshot's file name; ``frame`` is ``frameNNNN_`` in a stack."""
+    """A snapshot's file name; ``frame`` is ``frameNNNN_`` in a stack (``frameNNNN_passP_`` in a
+    time pass)."""
     return f"snapshot_{frame}step{step:04d}.png"
 
 

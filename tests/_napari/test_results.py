@@ -145,8 +145,9 @@ def test_a_finished_time_series_reports_the_steps_it_took_in_all(qtbot, viewer, 
     widget["content"].value = viewer.add_image(movie, name="movie", axis_labels=("t", "y", "x"))
     widget["snapshot_every"].value = 0
     run_and_wait(qtbot, widget)
-    # 4 steps for the first frame, time_steps auto (half of them) for each later one
-    assert "3 frames, 8 steps in all in" in widget["status"].value
+    # 4 steps for each frame alone, then two passes of time_steps auto (half of them) for each
+    # frame but a pass's first
+    assert "3 frames, 20 steps in all in" in widget["status"].value
 
 
 def test_a_finished_stack_of_independent_frames_reports_steps_per_frame(qtbot, viewer, widget):

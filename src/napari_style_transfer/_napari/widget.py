@@ -73,7 +73,7 @@ GROUPS = {
         "keep_grey",
         "style_layer_weights",
     ),
-    "Stack and time": ("stack", "temporal_weight", "time_steps", "batch_frames"),
+    "Stack and time": ("stack", "temporal_weight", "time_steps", "time_passes", "batch_frames"),
     "Output": ("snapshot_every", "keep_snapshots", "content_range", "save_button"),
     "Optimisation": ("optimizer", "learning_rate", "average", "init", "tv_weight", "schedule", "seed"),
     "Network and device": (
@@ -466,6 +466,7 @@ class StyleTransferWidget(Container):
             "stack": stack,
             "temporal_weight": frames == "time",
             "time_steps": frames == "time",
+            "time_passes": frames == "time",
             "batch_frames": frames == "independent",
             "snapshot_every": frames is None,
             "content_colours": rgb,
@@ -660,6 +661,8 @@ class StyleTransferWidget(Container):
         self._progress.value = update.done
         speed = _speed_and_time_left(update)
         frame = f"frame {update.frame_number + 1}/{update.frames} | " if update.frames > 1 else ""
+        if update.pass_number:
+            frame = f"pass {update.pass_number} | {frame}"
         self._status.value = (
             f"{frame}step {update.step}/{update.steps} | loss {update.total_loss:.3g} "
             f"(content {update.content_loss:.3g}, style {update.style_loss:.3g}) | {speed} | "

@@ -69,6 +69,7 @@ class Progress:
     record: Any = field(repr=False)  # the StepRecord, to render its image on request
     frame_number: int = 0
     frames: int = 1
+    pass_number: int = 0  # a time pass's number; 0: the frame's first styling
 
     @property
     def done(self) -> int:
@@ -511,6 +512,7 @@ def _progress(item: Any, first_step_at: float) -> Progress:
         item,
         item.frame_number,
         item.frames,
+        item.pass_number,
     )
 
 

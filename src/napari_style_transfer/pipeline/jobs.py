@@ -33,6 +33,8 @@ class Job:
     index: tuple[int, ...]  # into the content's stack axes; () for a 2D image
     levels: tuple[Level, ...]
     follows: tuple[int, ...] | None = None  # the job whose result this one starts from
+    pass_number: int = 0  # a time pass's number (1, 2, ...); 0: the frame's first styling
+    frame_number: int | None = None  # the frame's position in stack order, where not ``number``
 
     @property
     def steps(self) -> int:
@@ -43,15 +45,17 @@ class Job:
 class Carry:
     """What a job takes from the one it follows: the link between their contents, the
     previous result warped onto this one with where to hold it (``temporal``), what its
-    pixels still owe, L-BFGS curvature pairs (None: none carried), a tile's start, and a
-    time series' backdrop."""
+    pixels still owe, L-BFGS curvature pairs (None: none carried), a tile's or a pass's
+    start, a time series' backdrop, and the image whose style statistics a frame is compared
+    with (None: as LATER_FRAME_STYLE says)."""
 
     link: FrameLink | None = None
     temporal: tuple[torch.Tensor, torch.Tensor] | None = None
     owed: torch.Tensor | None = None
     curvature: CarriedCurvature | None = None
-    start: torch.Tensor | None = None  # a tile's start: the coarser level enlarged over its window
+    start: torch.Tensor | None = None  # a tile's start (the coarser level enlarged over its window), a pass's
     backdrop: Backdrop | None = None  # a time series' (pipeline/backdrop.py)
+    statistics: torch.Tensor | None = None  # a pass's frame: its own previous result, on its canvas
 
 
 class Planner(Protocol):

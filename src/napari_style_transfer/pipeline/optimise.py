@@ -175,11 +175,11 @@ def _start(
     series' later frame), or, mirrored into the margin, each frame's own start at the first
     level (the same noise for one seed; init="style" from the first style) or the coarser
     level's result enlarged."""
+    if coarser is None and carry.start is not None:  # a tile's or a time pass's own start
+        return canvas.pad(carry.start)
     if carry.temporal is not None and carry.link is not None:
         padded = None if labels is None else canvas.pad_labels(labels)
         return _temporal_start(canvas.pad(contents), style, opts, carry, padded)
-    if coarser is None and carry.start is not None:
-        return canvas.pad(carry.start)
     if coarser is None:
         starts = [initial_image(content[None], style, opts.init, opts.seed) for content in contents]
         return canvas.pad(torch.cat(starts))
@@ -187,8 +187,11 @@ def _start(
 
 
 def _later_frame_statistics(carry: Carry) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """What a frame's style statistics come from (see LATER_FRAME_STYLE): an image and the
-    pixels of it that count, or (None, None) for the styles' own."""
+    """What a frame's style statistics come from (a time pass's own previous result, else see
+    LATER_FRAME_STYLE): an image and the pixels of it that count, or (None, None) for the
+    styles' own."""
+    if carry.statistics is not None:
+        return carry.statistics, None
     if carry.temporal is None or LATER_FRAME_STYLE == "style":
         return None, None
     warped, held = carry.temporal

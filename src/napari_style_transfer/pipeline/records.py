@@ -27,7 +27,8 @@ class StepRecord:
     For a stack, ``step`` counts within the current ``frame`` (``frame_number`` of ``frames``),
     and ``step == steps`` on a frame's last step (a time series' later frames have
     ``time_steps``). Frames styled together (``batch_frames``) step together: each step
-    gives one record per frame of the batch, in frame order.
+    gives one record per frame of the batch, in frame order. With ``time_passes`` each frame
+    comes back in each pass (``pass_number``), with the same ``frame_number``.
     """
 
     step: int  # 1-based, within the frame
@@ -38,8 +39,9 @@ class StepRecord:
     device: str
     weights: str
     frame: tuple[int, ...] = ()  # index into the stack axes; () for a 2D image
-    frame_number: int = 0  # 0-based position of the frame in the run
+    frame_number: int = 0  # 0-based position of the frame in the stack (the run, before time passes)
     frames: int = 1
+    pass_number: int = 0  # a time pass's number (1, 2, ...); 0: the frame's first styling
     size: int = 0  # longest side of the image at this step (coarse-to-fine levels are smaller)
     image: np.ndarray | None = None  # this frame's image (2D), on snapshot and last steps
     steps_before: int = 0  # steps of the run done before this one, other than this frame's
@@ -106,7 +108,7 @@ class StyleResult:
     value_scaling: str  # how the content's values were mapped to [0, 1]
     frames: int = 1
     schedule: tuple[int, ...] = ()  # the sizes the run went through, coarse to fine
-    frame_steps: tuple[int, ...] = ()  # steps of each frame, in run order
+    frame_steps: tuple[int, ...] = ()  # steps of each frame's run, in run order (time passes: again per pass)
     styles: int = 1  # how many style images
     regions: dict[str, Any] | None = None  # style_regions described (shape, labels), not the labels
     precision: str = "fp32"  # what the convolutions computed in: bf16, tf32 or fp32 (what auto became)
@@ -186,7 +188,8 @@ class Progress:
                     device=self.device,
                     weights=self.weights,
                     frame=job.index,
-                    frame_number=job.number,
+                    frame_number=job.number if job.frame_number is None else job.frame_number,
+                    pass_number=job.pass_number,
                     frames=self.frames,
                     size=size,
                     steps_before=self.steps_before + (done - 1) * (len(jobs) - 1) + position,

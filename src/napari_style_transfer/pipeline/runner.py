@@ -33,6 +33,7 @@ from .plan import Plan, plan  # noqa: E402
 from .reader import read_styles  # noqa: E402
 from .records import Progress, StepRecord, StyleResult  # noqa: E402
 from .sinks import NumpySink, Sink  # noqa: E402
+from .time_passes import TimePasses  # noqa: E402
 from .time_series import TimeChains  # noqa: E402
 
 #: torch.OutOfMemoryError since torch 2.5; the CUDA-only name before.
@@ -45,8 +46,11 @@ _ALLOCATION_FAILURES = ("can't allocate memory", "not enough memory", "out of me
 
 
 def planner_for(p: Plan) -> Planner:
-    """Independent frames (a 2D image is one), or time chains for ``frames="time"``."""
-    return TimeChains(p) if p.options.frames == "time" else IndependentFrames(p)
+    """Independent frames (a 2D image is one), or for ``frames="time"`` time chains (one
+    forward pass) or, with ``time_passes``, each frame alone and then passes both ways."""
+    if p.options.frames != "time":
+        return IndependentFrames(p)
+    return TimePasses(p) if p.options.time_passes else TimeChains(p)
 
 
 def run(p: Plan, sink: Sink | None = None) -> Iterator[StepRecord | StyleResult]:
@@ -60,6 +64,7 @@ def _run(p: Plan, sink: Sink | None) -> Iterator[StepRecord | StyleResult]:
     started = time.perf_counter()
     planner = planner_for(p)
     jobs = planner.jobs()
+    frames = len({job.index for job in jobs})  # a frame styled again in time passes counts once
     reader = planner.reader()  # a time series' frames are read from now on, while the weights load
     try:
         with memory_errors(p):
@@ -68,7 +73,7 @@ def _run(p: Plan, sink: Sink | None) -> Iterator[StepRecord | StyleResult]:
                 started,
                 str(p.device),
                 model.weights.description,
-                len(jobs),
+                frames,
                 sum(job.steps for job in jobs),
                 p.options.snapshot_every,
             )
@@ -86,7 +91,7 @@ def _run(p: Plan, sink: Sink | None) -> Iterator[StepRecord | StyleResult]:
         # the run has finished or was closed: its tensors are gone, give the memory back
         if p.device.type == "cuda":
             torch.cuda.empty_cache()
-    yield _result(p, results.result, losses, progress, model.weights.kind, started)
+    yield _result(p, results.result, losses, progress, model.weights.kind, started, frames)
 
 
 @contextmanager
@@ -103,7 +108,7 @@ def memory_errors(p: Plan) -> Iterator[None]:
 
 
 def _result(
-    p: Plan, image: Any, losses: Losses, progress: Progress, weights_kind: str, started: float
+    p: Plan, image: Any, losses: Losses, progress: Progress, weights_kind: str, started: float, frames: int
 ) -> StyleResult:
     opts = p.options
     return StyleResult(
@@ -118,7 +123,7 @@ def _result(
         options=opts,
         content_scale=p.scale,
         value_scaling=p.content.scaling,
-        frames=progress.frames,
+        frames=frames,
         schedule=tuple(max(level.content_shape) for level in p.levels),
         frame_steps=tuple(progress.frame_steps),
         styles=len(p.styles),
