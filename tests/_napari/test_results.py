@@ -133,6 +133,14 @@ def test_the_status_gives_the_time_left_and_keeps_steps_per_second_whole():
     assert " " not in text.split(", ")[0]  # no breakable space inside "0.50 steps/s"
 
 
+def test_the_status_names_a_time_pass_and_the_frames_place_in_the_stack(widget):
+    from napari_style_transfer._napari.worker import Progress
+
+    update = Progress(10, 100, 1.0, 0.5, 0.5, 0.5, None, frame_number=3, frames=8, pass_number=1)
+    widget.on_progress(update)
+    assert widget["status"].value.startswith("pass 1 | frame 4/8 | step 10/100")
+
+
 def test_a_demo_pair_puts_the_content_on_top_and_in_the_content_choice(viewer):
     viewer.open_sample("napari-style-transfer", "astronaut_swirl")
     assert [layer.name for layer in viewer.layers] == ["swirl", "astronaut"]  # the last one shows on top
