@@ -291,3 +291,20 @@ def test_freed_heap_blocks_are_given_back_to_the_system():
     assert memory.release_freed_memory()
     assert before - _resident_anonymous_bytes() > 50 * 2**20
     del pinned
+
+
+def test_what_time_passes_keep_of_every_frame_is_counted_and_one_forward_pass_offered(style, free_ram):
+    import numpy as np
+
+    from napari_style_transfer import OutOfMemoryError, iter_stylize
+
+    frame = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    stack = np.broadcast_to(frame, (2000, 32, 32))
+    run, result = memory.FIXED_BYTES + 48 * 48 * memory.bytes_per_pixel("lbfgs", 30), 2000 * 32 * 32 * 4
+    free_ram(int((run + result + 20 * 2**20) / 0.9))  # the grey results (8 MB) fit, the 80 MB kept do not
+    iter_stylize(stack, style, **FAST, frames="time", time_passes=0).close()
+    with pytest.raises(
+        OutOfMemoryError,
+        match=r"the result and what time passes keep of each frame, 2000 frames .* time_passes 0",
+    ):
+        iter_stylize(stack, style, **FAST, frames="time", time_passes=2)

@@ -72,6 +72,15 @@ def result_bytes(content: ImageInput, content_shape: tuple[int, int], opts: Styl
     return content_shape[0] * content_shape[1] * 4 * channels * frame_count(content.stack_shape)
 
 
+def kept_bytes(content: ImageInput, content_shape: tuple[int, int], opts: StyleOptions) -> int:
+    """What time passes keep in RAM beside the result (pipeline/time_passes.py): every frame's
+    latest result on its canvas and its working-size content, float32 RGB."""
+    if opts.frames != "time" or not opts.time_passes:
+        return 0
+    height, width = Canvas.around(content_shape, later_frame=True).shape(content_shape)
+    return (height * width + content_shape[0] * content_shape[1]) * 3 * 4 * frame_count(content.stack_shape)
+
+
 def check_memory(
     content: ImageInput,
     content_shape: tuple[int, int],
@@ -81,12 +90,13 @@ def check_memory(
     regions: bool = False,
 ) -> None:
     """Refuse a run whose working images (``batch_frames`` frames of them at once), or whose
-    result (kept in RAM, every frame of a stack), do not fit in the memory free now."""
+    result (kept in RAM, every frame of a stack, with what time passes keep), do not fit in
+    the memory free now."""
     biggest = max(content_shape, style_shape, key=lambda shape: shape[0] * shape[1])
     batch = frames_per_batch(content, content_shape, style_shape, opts, device, regions)
     needed = run_bytes(content_shape, style_shape, opts, batch)
     free = free_memory_bytes(device)
-    result = result_bytes(content, content_shape, opts)
+    result = result_bytes(content, content_shape, opts) + kept_bytes(content, content_shape, opts)
     result_per_pixel = result // (content_shape[0] * content_shape[1])
     shared = device.type != "cuda"  # the run works in RAM (or MPS's unified memory) beside the result
     if needed > free * memory.HEADROOM and batch > 1:
@@ -123,11 +133,15 @@ def _refuse_result(
     else:
         fits = memory.side_for_pixels(ram * memory.HEADROOM / result_per_pixel, aspect)
     advice = [f"style at most {fits_frames} frames at a time"] if 1 <= fits_frames < frames else []
+    passes = opts.frames == "time" and opts.time_passes > 0
+    if passes:
+        advice.append("time_passes 0 (one forward pass keeps no frame but the last)")
     if 16 <= fits < max(content_shape):
         advice.append(f"use size {fits} or less")
     beside = f" beside the run's {memory.format_bytes(needed)}" if shared else ""
+    what = "the result and what time passes keep of each frame" if passes else "the result"
     raise OutOfMemoryError(
-        f"the result, {frames} frame{'s' if frames > 1 else ''} of {content_shape[0]}x{content_shape[1]} px, needs "
+        f"{what}, {frames} frame{'s' if frames > 1 else ''} of {content_shape[0]}x{content_shape[1]} px, needs "
         f"about {memory.format_bytes(result)}{beside} but the computer has {memory.format_bytes(ram)} of RAM free: "
         + (" or ".join(advice) if advice else "free some memory")
     )
