@@ -602,11 +602,38 @@ def band_ratios(image: np.ndarray) -> list[float]:
     return [float(side.mean() / max(inner, 1e-9)) for side in sides]
 
 
+def moving_flicker(out: np.ndarray, content: np.ndarray) -> float | None:
+    """Mean |x_t - x_t-1 warped along the flow| over the pixels that move (a flow of half a
+    pixel or more) where time mode trusts the flow (``FrameLink.reliable``), over the later
+    frames: how well moving content keeps its texture (static flicker sees only still pixels).
+    None where nothing moves."""
+    import torch
+
+    from napari_style_transfer.frames import link_frames, warp_result
+
+    def tensor(frame: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32))[None, None].expand(
+            1, 3, -1, -1
+        )
+
+    total, count = 0.0, 0
+    for t in range(1, len(out)):
+        link = link_frames(tensor(content[t - 1]), tensor(content[t]))
+        moving = (link.flow.abs().amax(dim=1) >= 0.5) & (link.reliable[:, 0] > 0)
+        warped = warp_result(tensor(out[t - 1]).contiguous(), link.flow)[:, 0]
+        total += float(
+            (torch.from_numpy(np.asarray(out[t], dtype=np.float32))[None] - warped).abs()[moving].sum()
+        )
+        count += int(moving.sum())
+    return total / count if count else None
+
+
 def smear_measures(
     out: np.ndarray, independent: np.ndarray, content: np.ndarray, masks: np.ndarray, margin: int
 ) -> dict:
     """Per later frame: smeared share, object counts (result, independent, content) and the
-    border band against the independent run's; static flicker and drift by frame."""
+    border band against the independent run's; moving flicker (:func:`moving_flicker`), static
+    flicker and drift by frame."""
     from scipy.ndimage import binary_dilation
 
     frames = len(out)
@@ -626,6 +653,8 @@ def smear_measures(
         "band": band,
         "band_raw": [max(abs(r - 1.0) for r in band_ratios(out[t])) for t in later],
         "band_raw_independent": [max(abs(r - 1.0) for r in band_ratios(independent[t])) for t in later],
+        "moving_flicker": moving_flicker(out, content),
+        "moving_flicker_independent": moving_flicker(independent, content),
     }
     static = ~binary_dilation(masks.any(axis=0), iterations=margin)
     if static.any():
@@ -701,8 +730,9 @@ def smear_section(smear: dict, machine: dict) -> str:
         "",
         f"| sequence | smeared windows, worst frame (goal < {SMEAR_GOAL:.0%}) | objects: time | objects: independent "
         f"| objects: content | border band against independent, worst (goal <= {BAND_GOAL:.0%}) | border band, raw: "
-        "time / independent | static flicker: time / independent (goal <= 1/3) | static drift by frame (time) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "time / independent | moving flicker: time / independent | static flicker: time / independent (goal <= 1/3) "
+        "| static drift by frame (time) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     rows = []
     for name, e in smear["sequences"].items():
@@ -716,11 +746,16 @@ def smear_section(smear: dict, machine: dict) -> str:
             else "- (nothing static)"
         )
         drift = " ".join(f"{d:.4f}" for d in e["drift"]) if "drift" in e else "-"
+        moving = (
+            f"{e['moving_flicker']:.4f} / {e['moving_flicker_independent']:.4f}"
+            if e.get("moving_flicker") is not None
+            else "-"
+        )
         lines.append(
             f"| {name} | {worst(e['smeared'])} | {counts(e, 'objects') if counted else '-'} "
             f"| {counts(e, 'objects_independent') if counted else '-'} "
             f"| {counts(e, 'objects_content') if counted else '-'} | {worst(e['band'])} | {worst(e['band_raw'])} / "
-            f"{worst(e['band_raw_independent'])} | {flicker} | {drift} |"
+            f"{worst(e['band_raw_independent'])} | {moving} | {flicker} | {drift} |"
         )
     lines += [
         "",
@@ -731,7 +766,9 @@ def smear_section(smear: dict, machine: dict) -> str:
         "above Otsu's threshold, per frame. *border band*: texture energy of the "
         f"{BAND_ROWS} outer rows or columns over the interior's, worst side and frame; *against independent* "
         "divides it by the independent run's own (the untrained network draws a frame of its own along the "
-        "edges in every independent run, *raw*). *static*: pixels never within "
+        "edges in every independent run, *raw*). *moving flicker*: the mean change of a pixel that moves "
+        "(half a pixel or more where time mode trusts the flow) from the previous frame's result warped "
+        "along the flow: how well moving content keeps its texture. *static*: pixels never within "
         f"{max(2, smear['size'] // 16)} px of an object. A sequence's first row is time mode's single forward "
         f"pass (`time_passes=0`), its second `time_passes={SMEAR_PASSES}`: every frame styled alone, then a "
         'forward and a backward pass (docs/timelapse.md, "Multi-pass").',
