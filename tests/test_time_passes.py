@@ -19,6 +19,15 @@ def test_passes_go_forward_then_backward_along_each_series():
     assert pass_order((2, 2), forward=False) == [((0, 1), (1, 1)), ((0, 0), (1, 0))]
 
 
+def test_a_single_image_or_frame_in_time_mode_is_styled_alone_once(style):
+    image = passing_discs(32, 3)[:1]
+    options = {**GENTLE, "size": 32, "steps": 2, "time_steps": 1}
+    assert pass_order((), forward=True) == [] and pass_order((1,), forward=False) == []
+    alone = stylize(image[0], style, **options)
+    np.testing.assert_allclose(stylize(image[0], style, frames="time", **options), alone, atol=1e-6)
+    assert stylize(image, style, frames="time", **options).shape == image.shape
+
+
 def test_each_frame_is_styled_alone_first_then_each_pass_takes_time_steps(style):
     movie = passing_discs(32, 3)
     options = {**GENTLE, "size": 32, "steps": 4, "time_steps": 2}

@@ -298,7 +298,7 @@ class StyleOptions:
         f"{MAX_TIME_PASSES}), in alternating directions (Ruder et al.'s multi-pass): each frame "
         "blends with its neighbour's result warped by the optical flow and takes time_steps steps "
         "held near it; new or uncovered content keeps its own styling instead of copies from "
-        "nearby (no wakes or bands behind moving objects), for about twice the time of "
+        "nearby (fewer wakes and bands behind moving objects), for about twice the time of "
         "independent frames at 2 passes; 0 = off (one forward pass from the first frame)",
         minimum=0,
         maximum=MAX_TIME_PASSES,

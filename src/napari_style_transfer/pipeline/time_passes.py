@@ -31,7 +31,10 @@ BLEND = 0.5
 
 def pass_order(stack_shape: tuple[int, ...], forward: bool) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     """The frames a pass optimises, in order, each with the neighbour it follows: (t - 1, ...)
-    going forward, (t + 1, ...) going backward (further leading axes: independent series)."""
+    going forward, (t + 1, ...) going backward (further leading axes: independent series).
+    None for a 2D image (one frame, no neighbour)."""
+    if not stack_shape:
+        return []
     frames = [index for index, _ in time_chains(stack_shape)]
     last = stack_shape[0] - 1
     if forward:
