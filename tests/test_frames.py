@@ -504,6 +504,23 @@ def test_the_next_frame_and_its_flow_are_made_while_the_caller_holds_the_current
     run.close()
 
 
+def test_in_time_passes_the_next_jobs_flow_is_made_while_the_caller_holds_the_current_job(
+    style, monkeypatch, linking_threads
+):
+    # jobs: frames 0 and 1 alone, then frame 1 held to frame 0 (one pass): the pass's flow is
+    # made while frame 1 is styled alone, so a GPU does not wait for TV-L1 between the jobs
+    monkeypatch.setattr("napari_style_transfer.pipeline.reader.reads_ahead", lambda device: True)
+    movie, _ = moving_disc(frames=2)
+    run = iter_stylize(movie, style, **{**FAST, "frames": "time", "time_passes": 1})
+    update = next(run)
+    while update.frame != (1,):
+        update = next(run)
+    assert linking_threads.linked.wait(READER_WAIT), "the pass's flow waited for frame 1's steps"
+    assert linking_threads[0] is not threading.current_thread()
+    rest = list(run)
+    assert rest[-1].frames == 2 and len(linking_threads) == 1  # the pass's one flow, made once
+
+
 @pytest.mark.parametrize("spare_cores, ahead", [(0, False), (1, True)])
 def test_on_the_cpu_frames_are_read_ahead_only_with_a_core_torch_leaves_free(
     style, monkeypatch, linking_threads, spare_cores, ahead

@@ -124,15 +124,26 @@ class TimeSeriesReader:
     (:func:`~napari_style_transfer.frames.link_frames`), one frame ahead in a thread where
     :func:`reads_ahead` says, else each when its turn comes.
 
+    ``order`` is the jobs' (frame, the frame it follows or None) in turn: by default each
+    frame once in time order (the single forward pass); time passes give their own and
+    ``keep`` every frame's working-size content, since a pass follows each frame again.
+
     Both depend on the content alone, so the next frame's read and flows (TV-L1, on the CPU)
     can run while the current frame optimises instead of stopping a GPU between frames. The
     flow is computed on the CPU copy of the working-size content, so nothing but the CPU is
     used from the thread. What a frame's read raises (a NaN frame, a reader's error) is raised
     by :meth:`take` of that frame, where reading it would have."""
 
-    def __init__(self, p: Plan):
+    def __init__(
+        self,
+        p: Plan,
+        order: Sequence[tuple[tuple[int, ...], tuple[int, ...] | None]] | None = None,
+        keep: bool = False,
+    ):
         self._p = p
-        self._frames, self._follows = zip(*time_chains(p.content.stack_shape), strict=True)
+        chosen = time_chains(p.content.stack_shape) if order is None else order
+        self._frames, self._follows = zip(*chosen, strict=True)
+        self._keep = keep
         self._pool = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=READER_THREAD)
             if reads_ahead(p.device)
@@ -162,7 +173,10 @@ class TimeSeriesReader:
         """What :meth:`take` calls for the frame at ``position``: the read itself, or the
         wait for the thread's."""
         follows = self._follows[position]
-        previous = None if follows is None else self._contents.pop(follows)
+        if follows is None:
+            previous = None
+        else:
+            previous = self._contents[follows] if self._keep else self._contents.pop(follows)
         job = functools.partial(self._read, self._frames[position], previous)
         return job if self._pool is None else self._pool.submit(job).result
 

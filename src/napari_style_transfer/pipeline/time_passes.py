@@ -14,16 +14,13 @@ wakes, bars and edge bands of issue 33 (docs/timelapse.md, "Multi-pass").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
-from ..engine import resize
-from ..frames import FrameLink, link_frames, time_chains, warp_result
+from ..frames import FrameLink, time_chains, warp_result
 from .canvas import Canvas
 from .jobs import Carry, Job
 from .plan import Level, Plan
-from .reader import JobInput, prepare_frame, read_frame, to_tensor
+from .reader import TimeSeriesReader
 
 #: Ruder et al.'s delta: the share of the warped neighbour in a reliable pixel's start.
 BLEND = 0.5
@@ -61,8 +58,11 @@ class TimePasses:
                 jobs.append(Job(len(jobs), index, later, neighbour, number, position[index]))
         return jobs
 
-    def reader(self) -> PassReader:
-        return PassReader(self.plan)
+    def reader(self) -> TimeSeriesReader:
+        """Each job's frame with the flow back to the neighbour it follows in its pass, read
+        one job ahead (beside a GPU: a pass's TV-L1 flows no longer stop it between frames);
+        every frame's working-size content is kept for the passes."""
+        return TimeSeriesReader(self.plan, [(job.index, job.follows) for job in self.jobs()], keep=True)
 
     def carry(self, job: Job, link: FrameLink | None) -> Carry:
         carry = Carry(link)
@@ -92,28 +92,3 @@ class TimePasses:
         if canvases.shape[-2:] == canvas.shape(self.plan.content_shape):
             return canvases
         return canvas.fit(canvases, self.plan.content_shape)  # a first frame's canvas, another margin
-
-
-class PassReader:
-    """Each job's frame, read when its turn comes, with the optical flow back to the neighbour
-    it follows in its pass. The working-size contents are kept on the CPU for the passes."""
-
-    def __init__(self, p: Plan):
-        self._p = p
-        self._contents: dict[tuple[int, ...], torch.Tensor] = {}
-
-    def read(self, jobs: Sequence[Job]) -> tuple[list[JobInput], FrameLink | None]:
-        (job,) = jobs  # a time series goes frame by frame
-        p = self._p
-        frame = read_frame(p, job.index)
-        content = resize(to_tensor(frame.rgb, torch.device("cpu")), *p.content_shape)
-        self._contents[job.index] = content
-        link = None
-        if job.follows is not None:
-            canvas = Canvas.around(p.content_shape, later_frame=True)
-            neighbour = self._contents[job.follows]
-            link = link_frames(canvas.pad(neighbour), canvas.pad(content)).to(p.device)
-        return [prepare_frame(p, job.index, frame)], link
-
-    def close(self) -> None:
-        self._contents.clear()
