@@ -49,6 +49,7 @@ from .worker import (
     dispatch,
     last_image,
     style_transfer_updates,
+    where_in_stack,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -262,7 +263,7 @@ class LayerWriter:
                     self._put_frame(frame, frame_image, progress.frames)
             if self.stack_layer is not None:
                 self._finish_stack(
-                    f"{self.base_name} ({how} at frame {frame_number + 1} of {progress.frames})",
+                    f"{self.base_name} ({how} {where_in_stack(frame_number, progress.frames, progress.pass_number)})",
                     {"step": step, "frames_done": len(self.finished_frames), **extra},
                 )
             return

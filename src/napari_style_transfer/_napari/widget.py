@@ -50,6 +50,7 @@ from .worker import (
     TileDone,
     Update,
     dispatch,
+    where_in_stack,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -688,8 +689,12 @@ class StyleTransferWidget(Container):
             self._status.value = "cancelled before the first step: nothing to keep"
         else:
             frames = self._progress_frames()
-            where = f"frame {update.frame_number + 1} of {frames}, " if frames > 1 else ""
-            self._status.value = f"cancelled at {where}step {update.step}; what was done is kept as a layer"
+            where = (
+                f"{where_in_stack(update.frame_number, frames, update.pass_number)}, "
+                if frames > 1
+                else "at "
+            )
+            self._status.value = f"cancelled {where}step {update.step}; what was done is kept as a layer"
 
     def on_failed(self, update: Failed) -> None:
         self._status.value = f"failed: {update.message}"

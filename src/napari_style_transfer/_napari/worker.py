@@ -113,6 +113,14 @@ class Cancelled:
     #: a stack's frames that went through the network with the current one (batch_frames):
     #: their images of the last step, by frame index
     batch: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict)
+    pass_number: int = 0  # a time pass's number; 0: the frames' first styling
+
+
+def where_in_stack(frame_number: int, frames: int, pass_number: int = 0) -> str:
+    """Where a stack's run stopped, in words: "at frame 3 of 5", or "in pass 1 at frame 3
+    of 5" in time passes, where every frame was styled once already."""
+    where = f"at frame {frame_number + 1} of {frames}"
+    return f"in pass {pass_number} {where}" if pass_number else where
 
 
 @dataclass(frozen=True)
@@ -480,7 +488,7 @@ class _StepUpdates:
             if self.cancel.is_set():
                 close_logging_errors(self.records, "the engine")
                 batch = item.batch_images() if item.frames > 1 else {}
-                yield Cancelled(item.step, item.render(), item.frame_number, batch)
+                yield Cancelled(item.step, item.render(), item.frame_number, batch, item.pass_number)
                 return
 
     def failed(self, error: Exception) -> Failed:
