@@ -576,6 +576,49 @@ def smeared_share(out: np.ndarray, independent: np.ndarray) -> float:
     return float(np.mean(np.abs(ratio / np.median(ratio) - 1.0) > SMEAR_OFF))
 
 
+#: The same-content smear measure (:func:`same_content_smear`): windows whose content differs
+#: from this frame's by at most SAME_CONTENT (mean absolute difference, values in [0, 1]) count
+#: as the same content; a result's window must be within SMEAR_MEAN_OFF of such an independent
+#: run's mean as well as within SMEAR_OFF of its texture energy.
+SAME_CONTENT = 0.02
+SMEAR_MEAN_OFF = 0.05
+
+
+def _window_means(image: np.ndarray, window: int = SMEAR_WINDOW) -> np.ndarray:
+    """The mean of every ``window`` x ``window`` window that fits the image."""
+    sums = np.pad(np.asarray(image, np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    total = (
+        sums[window:, window:] - sums[:-window, window:] - sums[window:, :-window] + sums[:-window, :-window]
+    )
+    return total / window**2
+
+
+def same_content_smear(
+    out: np.ndarray, independent: np.ndarray, content: np.ndarray, t: int, skip_own: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where frame ``t`` of ``out`` is smeared, per window: no independent run of any frame whose
+    content is the same there (SAME_CONTENT) has its texture energy (within SMEAR_OFF, after
+    dividing out the median ratio) and its mean (within SMEAR_MEAN_OFF). With the frame's own
+    independent run only, as :func:`smeared_share`, the measure counts the independent runs'
+    own changes from frame to frame: a background held still matches frame 0's styling, not
+    frame 5's (at 96 px two independent runs of consecutive crossing-disc frames differ by
+    13-21% of windows), and it missed darker slabs of equal texture energy. Returns the smeared
+    windows and the windows that some frame's run covered (with ``skip_own``, frame ``t``'s own
+    run left out: the measure's floor, an independent run judged by the others)."""
+    energy, means = texture_energy(out[t]), _window_means(out[t])
+    matched, covered = np.zeros(energy.shape, bool), np.zeros(energy.shape, bool)
+    for k in range(len(independent)):
+        if skip_own and k == t:
+            continue
+        same = _window_means(np.abs(content[k].astype(np.float64) - content[t])) <= SAME_CONTENT
+        ratio = energy / np.maximum(texture_energy(independent[k]), 1e-9)
+        near = np.abs(ratio / np.median(ratio) - 1.0) <= SMEAR_OFF
+        near &= np.abs(means - _window_means(independent[k])) <= SMEAR_MEAN_OFF
+        matched |= same & near
+        covered |= same
+    return ~matched & covered, covered
+
+
 def count_objects(image: np.ndarray, content: np.ndarray) -> int:
     """Separate objects: connected components of the smoothed image above Otsu's threshold,
     the image's polarity set by its correlation with ``content`` (untrained weights may invert
@@ -645,8 +688,28 @@ def smear_measures(
         )
         for t in later
     ]
+
+    def added_band(image: np.ndarray, others: range | list[int]) -> float:
+        """The band ``image`` adds over the nearest of the independent runs ``others``: the
+        least, over them, of its worst side's excess texture energy (one-sided: a weaker band
+        than a run's own adds none)."""
+        return min(
+            max(
+                mine / theirs - 1.0
+                for mine, theirs in zip(band_ratios(image), band_ratios(independent[k]), strict=True)
+            )
+            for k in others
+        )
+
     entry = {
+        "band_added": [added_band(out[t], range(frames)) for t in later],
+        "band_added_floor": [added_band(independent[t], [k for k in range(frames) if k != t]) for t in later],
         "smeared": [smeared_share(out[t], independent[t]) for t in later],
+        "smeared_same": [float(same_content_smear(out, independent, content, t)[0].mean()) for t in later],
+        "smeared_same_floor": [
+            float(same_content_smear(independent, independent, content, t, skip_own=True)[0].mean())
+            for t in later
+        ],
         "objects": [count_objects(out[t], content[t]) for t in range(frames)],
         "objects_independent": [count_objects(independent[t], content[t]) for t in range(frames)],
         "objects_content": [count_objects(content[t], content[t]) for t in range(frames)],
@@ -728,11 +791,13 @@ def smear_section(smear: dict, machine: dict) -> str:
         "the bundled swirl as the style, weights `random` (mechanics only: untrained weights say nothing of "
         "quality). Raw numbers: `docs/stacks.json` (`smear`).",
         "",
-        f"| sequence | smeared windows, worst frame (goal < {SMEAR_GOAL:.0%}) | objects: time | objects: independent "
-        f"| objects: content | border band against independent, worst (goal <= {BAND_GOAL:.0%}) | border band, raw: "
+        f"| sequence | smeared windows, worst frame (goal < {SMEAR_GOAL:.0%}) | smeared against the same content, "
+        "worst frame (floor) | objects: time | objects: independent "
+        f"| objects: content | border band against independent, worst (goal <= {BAND_GOAL:.0%}) | border band added "
+        "over the nearest independent run, worst (floor) | border band, raw: "
         "time / independent | moving flicker: time / independent | static flicker: time / independent (goal <= 1/3) "
         "| static drift by frame (time) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     rows = []
     for name, e in smear["sequences"].items():
@@ -751,10 +816,18 @@ def smear_section(smear: dict, machine: dict) -> str:
             if e.get("moving_flicker") is not None
             else "-"
         )
+        same = (
+            f"{worst(e['smeared_same'])} ({worst(e['smeared_same_floor'])})" if "smeared_same" in e else "-"
+        )
+        added = (
+            f"{max(e['band_added']) * 100:.1f}% ({max(e['band_added_floor']) * 100:.1f}%)"
+            if "band_added" in e
+            else "-"
+        )
         lines.append(
-            f"| {name} | {worst(e['smeared'])} | {counts(e, 'objects') if counted else '-'} "
+            f"| {name} | {worst(e['smeared'])} | {same} | {counts(e, 'objects') if counted else '-'} "
             f"| {counts(e, 'objects_independent') if counted else '-'} "
-            f"| {counts(e, 'objects_content') if counted else '-'} | {worst(e['band'])} | {worst(e['band_raw'])} / "
+            f"| {counts(e, 'objects_content') if counted else '-'} | {worst(e['band'])} | {added} | {worst(e['band_raw'])} / "
             f"{worst(e['band_raw_independent'])} | {moving} | {flicker} | {drift} |"
         )
     lines += [
@@ -762,11 +835,18 @@ def smear_section(smear: dict, machine: dict) -> str:
         f"*smeared windows*: of every {SMEAR_WINDOW} x {SMEAR_WINDOW} px window of a later frame, the share whose "
         f"texture energy (mean gradient magnitude) is off the independent run's of that frame by more than "
         f"{SMEAR_OFF:.0%}, after dividing out the frame's median ratio (independent runs of different frames "
-        "differ by up to 15% as a whole at these steps). *objects*: connected components of the smoothed frame "
+        "differ by up to 15% as a whole at these steps). *smeared against the same content*: the share of "
+        "windows that match no independent run of any frame whose content is the same there (mean absolute "
+        f"difference <= {SAME_CONTENT}) in texture energy (within {SMEAR_OFF:.0%}) and mean (within "
+        f"{SMEAR_MEAN_OFF}): a background held still matches the styling of the frame it was held from; "
+        "*floor*: each independent run judged by the others. *objects*: connected components of the smoothed frame "
         "above Otsu's threshold, per frame. *border band*: texture energy of the "
         f"{BAND_ROWS} outer rows or columns over the interior's, worst side and frame; *against independent* "
         "divides it by the independent run's own (the untrained network draws a frame of its own along the "
-        "edges in every independent run, *raw*). *moving flicker*: the mean change of a pixel that moves "
+        "edges in every independent run, *raw*, which changes from frame to frame); *added over the nearest "
+        "independent run*: the least, over the independent runs of every frame, of the worst side's excess "
+        "(negative: weaker than every run's own band), with each independent run judged by the others as "
+        "its floor. *moving flicker*: the mean change of a pixel that moves "
         "(half a pixel or more where time mode trusts the flow) from the previous frame's result warped "
         "along the flow: how well moving content keeps its texture. *static*: pixels never within "
         f"{max(2, smear['size'] // 16)} px of an object. A sequence's first row is time mode's single forward "

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -265,3 +267,49 @@ def test_the_memory_builds_benchmark_tables_each_interpreters_run(tmp_path):
     assert cells[1] == "float32"
     peaks = [float(cell) for cell in cells[2:7]]
     assert peaks == sorted(peaks) and peaks[0] > 0  # a high-water mark never falls
+
+
+def test_the_same_content_smear_measure_accepts_a_held_background_and_sees_a_darker_slab():
+    # a still background held to frame 0's styling is no smear, though frame 1's own
+    # independent run drew a smoother patch there; a slab darkened by 0.15 with the same
+    # texture is one, though its texture energy is unchanged
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from scipy.ndimage import gaussian_filter
+    from stacks import same_content_smear, smeared_share
+
+    rng = np.random.default_rng(0)
+    independent = np.stack(
+        [0.5 + 0.2 * gaussian_filter(rng.standard_normal((64, 64)), 1.0) for _ in range(3)]
+    )
+    independent[1, :32, :32] = 0.5 + 0.3 * (independent[1, :32, :32] - 0.5)  # a smoother patch
+    content = np.full((3, 64, 64), 0.05)
+    held = np.stack([independent[0]] * 3)
+    assert smeared_share(held[1], independent[1]) > 0.1
+    assert not same_content_smear(held, independent, content, 1)[0].any()
+    slab = held.copy()
+    slab[1, 20:44, 20:44] -= 0.15
+    assert smeared_share(slab[1], held[1]) == 0.0  # the texture energy did not change
+    smeared, covered = same_content_smear(slab, independent, content, 1)
+    assert covered.all() and 0.1 < smeared.mean() < 0.5
+
+
+def test_the_smear_table_gives_each_measure_with_its_floor():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from stacks import smear_measures, smear_section
+
+    rng = np.random.default_rng(1)
+    independent = rng.random((3, 48, 48)).astype(np.float32)
+    content = np.full((3, 48, 48), 0.05, np.float32)
+    masks = np.zeros((3, 48, 48), bool)
+    entry = smear_measures(independent[[0, 0, 0]], independent, content, masks, 3)
+    assert entry["smeared_same"] == [0.0, 0.0]  # frame 0's styling held: the same content's run
+    assert all(floor >= 0.0 for floor in entry["smeared_same_floor"])
+    assert max(entry["band_added"]) <= 0.0  # frame 0's own band, matched by frame 0's run
+    entry["passes"] = entry
+    smear = {"size": 48, "steps": 2, "time_steps": 1, "sequences": {"still": entry}}
+    machine = {"date": "today", "cpu": "x86_64", "threads": 1, "load": 0.0}
+    table = smear_section(smear, machine)
+    header = next(line for line in table.splitlines() if line.startswith("| sequence |"))
+    row = next(line for line in table.splitlines() if line.startswith("| still |"))
+    assert row.count("|") == header.count("|")  # every column filled
+    assert "| 0.0% (" in row  # a measure beside its floor
