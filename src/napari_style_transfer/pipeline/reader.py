@@ -192,6 +192,7 @@ class TimeSeriesReader:
 
     def close(self) -> None:
         """Stops reading ahead: a run has ended or was stopped (a read or flow under way
-        finishes in its thread, unused)."""
+        finishes in its thread, unused), and lets the kept contents go."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        self._contents.clear()
