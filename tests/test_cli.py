@@ -383,6 +383,24 @@ def test_ctrl_c_on_a_stack_keeps_the_finished_frames(tmp_path, content, style, m
     assert all(partial[i].max() > 0 for i in range(3)) and partial[3].max() == 0
 
 
+def test_ctrl_c_in_a_time_pass_names_the_pass_and_keeps_every_frame(
+    tmp_path, content, style, monkeypatch, capsys
+):
+    frames = np.stack([content, np.roll(content, 2, axis=1), np.roll(content, 4, axis=1)])
+    np.save(tmp_path / "movie.npy", frames)
+    np.save(tmp_path / "style.npy", style)
+    interrupt_after(monkeypatch, 3 * 3 + 1)  # every frame alone (3 steps), one step of the pass
+    out = tmp_path / "r.npy"
+    passes = ["--frames", "time", "--time-passes", "1", "--time-steps", "2"]
+    assert (
+        main([str(tmp_path / "movie.npy"), str(tmp_path / "style.npy"), "-o", str(out), *FAST, *passes])
+        == 130
+    )
+    assert "interrupted after step 1 of frame 2 of 3 in pass 1" in capsys.readouterr().err
+    partial = np.load(out)
+    assert all(partial[i].max() > 0 for i in range(3))
+
+
 def test_ctrl_c_in_the_first_frame_of_a_stack_still_writes_a_stack(tmp_path, content, style, monkeypatch):
     np.save(tmp_path / "stack.npy", np.stack([content, content[::-1], content]))
     np.save(tmp_path / "style.npy", style)

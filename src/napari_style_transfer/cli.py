@@ -38,7 +38,7 @@ from .files import (
     write_image,
 )
 from .large_images import TIFF_SUFFIXES, LargeImage, open_large_image
-from .options import DEMO_DEFAULTS, StyleOptions, choices, help_text
+from .options import DEMO_DEFAULTS, StyleOptions, choices, frame_in_stack, help_text
 from .tiles import tile_grid
 from .zarr_output import (
     TIFF_OUTPUTS,
@@ -77,7 +77,11 @@ class RunInterrupted(Exception):
         frames_done: int,
         result_shape: tuple[int, int] | None = None,
     ):
-        where = f" of frame {record.frame_number + 1} of {record.frames}" if record.frames > 1 else ""
+        where = (
+            f" of {frame_in_stack(record.frame_number, record.frames, record.pass_number)}"
+            if record.frames > 1
+            else ""
+        )
         super().__init__(f"interrupted after step {record.step}{where}")
         self.image = image
         self.step = record.step

@@ -598,6 +598,13 @@ def schedule_sizes(schedule: str, size: int) -> tuple[int, ...]:
     return tuple(int(part) for part in schedule.split(","))
 
 
+def frame_in_stack(frame_number: int, frames: int, pass_number: int = 0) -> str:
+    """A stack's frame in words, for where a run stopped (CLI, napari): "frame 3 of 5", or "frame 3 of 5 in
+    pass 1" in time passes (where every frame was styled once before the first pass)."""
+    where = f"frame {frame_number + 1} of {frames}"
+    return f"{where} in pass {pass_number}" if pass_number else where
+
+
 def option_names() -> tuple[str, ...]:
     """The names of every option, in the order StyleOptions declares them."""
     return tuple(f.name for f in dataclasses.fields(StyleOptions))

@@ -136,7 +136,7 @@ def test_cancelling_a_stack_keeps_the_finished_frames(qtbot, viewer, widget):
 
 
 def test_cancelling_a_time_pass_keeps_every_frame_and_says_which_pass_stopped(qtbot, viewer, widget):
-    # in time passes every frame is styled before the first pass: "at frame 2 of 3" alone
+    # in time passes every frame is styled before the first pass: "frame 2 of 3" alone
     # would read as if the frames after it were never made
     stack = np.stack([ramp((40, 48), np.float32, 0, 1 + 0.1 * t) for t in range(3)])
     layer = viewer.add_image(stack, name="cells", contrast_limits=(0, 2))
@@ -144,9 +144,9 @@ def test_cancelling_a_time_pass_keeps_every_frame_and_says_which_pass_stopped(qt
     cancel_in_the_worker_at(widget.run(), pass_number=1, step=1)
     wait_until_idle(qtbot, widget)
     (kept,) = [lyr for lyr in viewer.layers if lyr.name.startswith("cells styled (cancelled")]
-    assert kept.name == "cells styled (cancelled in pass 1 at frame 2 of 3)"
+    assert kept.name == "cells styled (cancelled at frame 2 of 3 in pass 1)"
     assert all(kept.data[t].max() > 0 for t in range(3))
-    assert widget["status"].value.startswith("cancelled in pass 1 at frame 2 of 3, step 1;")
+    assert widget["status"].value.startswith("cancelled at frame 2 of 3 in pass 1, step 1;")
 
 
 def test_cancelling_a_batched_stack_keeps_the_last_image_of_every_frame_of_the_batch(qtbot, viewer, widget):

@@ -21,7 +21,7 @@ import numpy as np
 
 from .._image import resize_image, working_shape
 from ..errors import StyleTransferError
-from ..options import StyleOptions, min_side_for_layers
+from ..options import StyleOptions, frame_in_stack, min_side_for_layers
 from .gc_pause import FullCollectionsDeferred
 from .layers import (
     LayerInput,
@@ -49,7 +49,6 @@ from .worker import (
     dispatch,
     last_image,
     style_transfer_updates,
-    where_in_stack,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -263,7 +262,7 @@ class LayerWriter:
                     self._put_frame(frame, frame_image, progress.frames)
             if self.stack_layer is not None:
                 self._finish_stack(
-                    f"{self.base_name} ({how} {where_in_stack(frame_number, progress.frames, progress.pass_number)})",
+                    f"{self.base_name} ({how} at {frame_in_stack(frame_number, progress.frames, progress.pass_number)})",
                     {"step": step, "frames_done": len(self.finished_frames), **extra},
                 )
             return

@@ -30,7 +30,7 @@ from qtpy.QtWidgets import QScrollArea
 
 from ..errors import StyleTransferError
 from ..files import ImageFileError
-from ..options import StyleOptions
+from ..options import StyleOptions, frame_in_stack
 from ..styled_files import STYLED_SUFFIX
 from .controls import StackChoice, option_control, option_value, strength_row
 from .full_resolution import default_store, larger_than, run_full_resolution
@@ -50,7 +50,6 @@ from .worker import (
     TileDone,
     Update,
     dispatch,
-    where_in_stack,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -690,11 +689,9 @@ class StyleTransferWidget(Container):
         else:
             frames = self._progress_frames()
             where = (
-                f"{where_in_stack(update.frame_number, frames, update.pass_number)}, "
-                if frames > 1
-                else "at "
+                f"{frame_in_stack(update.frame_number, frames, update.pass_number)}, " if frames > 1 else ""
             )
-            self._status.value = f"cancelled {where}step {update.step}; what was done is kept as a layer"
+            self._status.value = f"cancelled at {where}step {update.step}; what was done is kept as a layer"
 
     def on_failed(self, update: Failed) -> None:
         self._status.value = f"failed: {update.message}"

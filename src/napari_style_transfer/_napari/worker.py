@@ -116,13 +116,6 @@ class Cancelled:
     pass_number: int = 0  # a time pass's number; 0: the frames' first styling
 
 
-def where_in_stack(frame_number: int, frames: int, pass_number: int = 0) -> str:
-    """Where a stack's run stopped, in words: "at frame 3 of 5", or "in pass 1 at frame 3
-    of 5" in time passes, where every frame was styled once already."""
-    where = f"at frame {frame_number + 1} of {frames}"
-    return f"in pass {pass_number} {where}" if pass_number else where
-
-
 @dataclass(frozen=True)
 class Failed:
     message: str
