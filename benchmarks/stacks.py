@@ -750,13 +750,16 @@ def _resize_stack(stack: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize(shape[::-1], Image.BILINEAR)) for f in stack])
 
 
+def frame_changes(stack: np.ndarray) -> np.ndarray:
+    """Each frame's |x_t - x_t-1| x4 (black for the first), for montages."""
+    return np.concatenate([np.zeros_like(stack[:1]), np.clip(4 * np.abs(np.diff(stack, axis=0)), 0, 1)])
+
+
 def smear_montage(images: dict, path: Path, scale: int = 2) -> None:
     """Rows content / time (one forward pass) / time in passes / independent and each one's
     |x_t - x_t-1| (differences x4), columns frames, at ``scale`` times the images' size."""
 
-    def change(stack: np.ndarray) -> np.ndarray:
-        return np.concatenate([np.zeros_like(stack[:1]), np.clip(4 * np.abs(np.diff(stack, axis=0)), 0, 1)])
-
+    change = frame_changes
     passes = f"{SMEAR_PASSES} passes"
     rows = {
         "content": images["content"],

@@ -313,3 +313,31 @@ def test_the_smear_table_gives_each_measure_with_its_floor():
     row = next(line for line in table.splitlines() if line.startswith("| still |"))
     assert row.count("|") == header.count("|")  # every column filled
     assert "| 0.0% (" in row  # a measure beside its floor
+
+
+def test_the_widget_defaults_time_lapse_benchmark_writes_its_section_and_montage_in_passes(tmp_path):
+    """benchmarks/timelapse_widget.py at a tiny size: in passes, each frame's first styling is
+    the independent side; the doc gets its own section with the same-content rows."""
+    doc = tmp_path / "timelapse.md"
+    doc.write_text("# Time\n\n## Measured at 32 px\n\nthe single pass's, kept\n")
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "timelapse_widget.py"), "--size", "32", "--steps", "2"]
+        + ["--time-steps", "1", "--frames", "3", "--passes", "2", "--work", str(tmp_path / "work")]
+        + ["--doc", str(doc), "--images", str(tmp_path)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "benchmarks")},
+    )
+    text = doc.read_text()
+    assert "the single pass's, kept" in text
+    section = text.split("## Time passes measured at 32 px", 1)[1]
+    assert "| smeared against the same content (goal < 2%) |" in section
+    assert "3 of its 8 frames finished, time mode in 2 passes" in section
+    assert (tmp_path / "timelapse_nuclei_32px_passes2.png").is_file()
+    saved = json.loads((tmp_path / "timelapse_32px_passes2.json").read_text())
+    assert saved["passes"] == 2 and len(saved["nuclei"]["objects"]) == 3
+    assert sorted(p.name for p in (tmp_path / "work").glob("alone_*.npz")) == [
+        f"alone_{t}.npz" for t in range(3)
+    ]

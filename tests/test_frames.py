@@ -217,8 +217,8 @@ def test_still_pixels_beside_a_turning_object_keep_their_first_value_as_the_next
         targets.append(None if target is None else target.clone())
         return real(objective, target, reliable)
 
-    def recording_link(previous, content):
-        linked.append(real_link(previous, content))
+    def recording_link(previous, content, *left_behind):
+        linked.append(real_link(previous, content, *left_behind))
         return linked[-1]
 
     monkeypatch.setattr(StyleObjective, "set_temporal", recording)
@@ -284,8 +284,8 @@ def test_a_time_series_holds_the_pixels_it_restyled_only_after_a_first_frames_st
     linked = []
     real_link = reader.link_frames
 
-    def recording_link(previous, content):
-        linked.append(real_link(previous, content))
+    def recording_link(previous, content, *left_behind):
+        linked.append(real_link(previous, content, *left_behind))
         return linked[-1]
 
     monkeypatch.setattr(StyleObjective, "set_temporal", recording)
@@ -481,8 +481,8 @@ class Linking(list):
 def linking_threads(monkeypatch) -> Linking:
     threads = Linking()
 
-    def recording(previous, content):
-        link = link_frames(previous, content)
+    def recording(previous, content, *left_behind):
+        link = link_frames(previous, content, *left_behind)
         threads.append(threading.current_thread())
         threads.linked.set()
         return link

@@ -62,6 +62,20 @@ def test_a_pass_reports_its_number_and_the_frames_place_in_the_stack(style):
     assert {r.frames for r in records} == {3} and records[-1].progress == 1.0
 
 
+def test_each_frames_first_styling_in_passes_is_its_independent_run(style):
+    # benchmarks/timelapse_widget.py --passes takes the independent side from the first styling
+    movie = passing_discs(32, 3)
+    options = {**GENTLE, "size": 32, "steps": 3, "time_steps": 1}
+    alone = stylize(movie, style, frames="independent", **options)
+    first = {
+        r.frame_number: r.image
+        for r in iter_stylize(movie, style, frames="time", time_passes=2, **options)
+        if not isinstance(r, StyleResult) and r.pass_number == 0 and r.step == r.steps
+    }
+    assert sorted(first) == [0, 1, 2]
+    np.testing.assert_allclose(np.stack([first[t] for t in range(3)]), alone, atol=1e-6)
+
+
 def test_one_forward_pass_leaves_the_first_frame_as_styled_alone_and_the_backward_pass_moves_it(style):
     movie = passing_discs(32, 3)
     options = {**GENTLE, "size": 32, "steps": 4, "time_steps": 2}

@@ -280,9 +280,10 @@ UNCOVERED_GAP = 2
 TELL_UNCOVERED = True
 
 
-def link_frames(previous: torch.Tensor, content: torch.Tensor) -> FrameLink:
+def link_frames(previous: torch.Tensor, content: torch.Tensor, left_behind: int = LEFT_BEHIND) -> FrameLink:
     """The flow from ``content`` (1, 3, H, W) back to the ``previous`` content frame and
-    where it is reliable (see :class:`FrameLink`)."""
+    where it is reliable (see :class:`FrameLink`). In-place changes narrower than
+    ``2 left_behind + 1`` px leave no stale pixels (:data:`LEFT_BEHIND`; time passes use 0)."""
     current_grey, previous_grey = grey(content), grey(previous)
     measured = optical_flow(current_grey, previous_grey)
     backward = torch.from_numpy(optical_flow(previous_grey, current_grey))[None].to(content.device)
@@ -316,7 +317,7 @@ def link_frames(previous: torch.Tensor, content: torch.Tensor) -> FrameLink:
     # pixels start afresh and are restyled (not held) like those near a change; not beside the
     # thin slivers of an object that creeps, whose halo stays nearly where it was.
     stays = stays_in_place(forward)
-    stale = (_within(_opened((~unmoved).float(), LEFT_BEHIND), UNTRUSTED_MARGIN) > 0) & stays
+    stale = (_within(_opened((~unmoved).float(), left_behind), UNTRUSTED_MARGIN) > 0) & stays
     reliable = trusted & ~near & ~stale
     candidates = ~stays & (in_place > UNCOVERED_CHANGE) & ~reliable & TELL_UNCOVERED
     uncovered = _towards_still(current_grey, previous_grey, stays & unmoved, candidates)

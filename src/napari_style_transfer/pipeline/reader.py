@@ -15,7 +15,7 @@ import torch
 from .. import memory
 from .._image import PreparedImage, finish_image
 from ..engine import resize, with_content_colours
-from ..frames import FrameLink, link_frames, time_chains
+from ..frames import LEFT_BEHIND, FrameLink, link_frames, time_chains
 from .canvas import Canvas
 from .plan import Plan
 
@@ -126,7 +126,8 @@ class TimeSeriesReader:
 
     ``order`` is the jobs' (frame, the frame it follows or None) in turn: by default each
     frame once in time order (the single forward pass); time passes give their own and
-    ``keep`` every frame's working-size content, since a pass follows each frame again.
+    ``keep`` every frame's working-size content, since a pass follows each frame again, and
+    their own ``left_behind`` (:func:`~napari_style_transfer.frames.link_frames`).
 
     Both depend on the content alone, so the next frame's read and flows (TV-L1, on the CPU)
     can run while the current frame optimises instead of stopping a GPU between frames. The
@@ -139,8 +140,10 @@ class TimeSeriesReader:
         p: Plan,
         order: Sequence[tuple[tuple[int, ...], tuple[int, ...] | None]] | None = None,
         keep: bool = False,
+        left_behind: int = LEFT_BEHIND,
     ):
         self._p = p
+        self._left_behind = left_behind
         chosen = time_chains(p.content.stack_shape) if order is None else order
         self._frames, self._follows = zip(*chosen, strict=True)
         self._keep = keep
@@ -188,7 +191,7 @@ class TimeSeriesReader:
         # the link covers the frame's canvas (pipeline/canvas.py), so that a later frame's margin
         # is carried from the previous result like its inside, not mirrored afresh (issue 33)
         canvas = Canvas.around(self._p.content_shape, later_frame=True)
-        return frame, content, link_frames(canvas.pad(previous), canvas.pad(content))
+        return frame, content, link_frames(canvas.pad(previous), canvas.pad(content), self._left_behind)
 
     def close(self) -> None:
         """Stops reading ahead: a run has ended or was stopped (a read or flow under way

@@ -25,6 +25,14 @@ from .reader import TimeSeriesReader
 #: Ruder et al.'s delta: the share of the warped neighbour in a reliable pixel's start.
 BLEND = 0.5
 
+#: frames.LEFT_BEHIND in passes: every in-place change, however thin, makes the still pixels
+#: around it unreliable. The single pass keeps 2, as restarting the pixels around creeping
+#: nuclei cost it more (their styling was copied from nearby); a pass's unreliable pixel keeps
+#: its own. Crossing discs at 96 px (a disc creeping 1.4 px a frame left arcs of its dark
+#: halo held above it): same-content smear 2.4% -> 1.2%; the other sequences level or better
+#: (docs/timelapse.md, "Thin slivers in passes").
+LEFT_BEHIND = 0
+
 
 def pass_order(stack_shape: tuple[int, ...], forward: bool) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     """The frames a pass optimises, in order, each with the neighbour it follows: (t - 1, ...)
@@ -62,7 +70,8 @@ class TimePasses:
         """Each job's frame with the flow back to the neighbour it follows in its pass, read
         one job ahead (beside a GPU: a pass's TV-L1 flows no longer stop it between frames);
         every frame's working-size content is kept for the passes."""
-        return TimeSeriesReader(self.plan, [(job.index, job.follows) for job in self.jobs()], keep=True)
+        order = [(job.index, job.follows) for job in self.jobs()]
+        return TimeSeriesReader(self.plan, order, keep=True, left_behind=LEFT_BEHIND)
 
     def carry(self, job: Job, link: FrameLink | None) -> Carry:
         carry = Carry(link)
