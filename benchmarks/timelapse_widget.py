@@ -14,8 +14,8 @@ it finished and ``--resume`` goes on from them. Hours on a CPU at 512 px:
     python benchmarks/timelapse_widget.py --size 96 --steps 20 --time-steps 10 --frames 3  # a check
     nice -n 10 python benchmarks/timelapse_widget.py --passes 2 --precision auto --threads 2
 
-Time passes are not resumable: the passes need every frame's first styling; each frame's first
-styling is still saved as it finishes.
+Time passes are not resumable: the passes need every frame's first styling. Each frame's first
+styling and each pass's frame are still saved in ``--work`` as they finish.
 
 Writes ``--work`` (default /tmp/timelapse_widget_SIZEpx: each frame's pair, .npz), the
 measures of the smear part (benchmarks/stacks.py) as json beside the docs, the section
@@ -236,6 +236,12 @@ def run_passes(movie, style, options: dict, passes: int, work: Path, started: fl
             if item.pass_number == 0:
                 alone[item.frame_number] = item.image
                 np.savez_compressed(work / f"alone_{item.frame_number}.npz", independent=item.image)
+            else:  # a run stopped early keeps what its passes finished, with the seconds they took
+                np.savez_compressed(
+                    work / f"pass{item.pass_number}_{item.frame_number}.npz",
+                    image=item.image,
+                    seconds=time.perf_counter() - started,
+                )
     raise RuntimeError("the run ended without its result")
 
 

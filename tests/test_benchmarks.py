@@ -341,3 +341,10 @@ def test_the_widget_defaults_time_lapse_benchmark_writes_its_section_and_montage
     assert sorted(p.name for p in (tmp_path / "work").glob("alone_*.npz")) == [
         f"alone_{t}.npz" for t in range(3)
     ]
+    # forward: frames 1, 2; backward: 1, 0
+    assert sorted(p.name for p in (tmp_path / "work").glob("pass*.npz")) == [
+        "pass1_1.npz",
+        "pass1_2.npz",
+        "pass2_0.npz",
+        "pass2_1.npz",
+    ]

@@ -21,9 +21,9 @@ def test_a_time_series_reads_its_frames_ahead_at_the_workers_lower_priority(cont
     niceness = []
     link_frames = reader.link_frames
 
-    def recording(previous, current):
+    def recording(previous, current, *left_behind):
         niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-        return link_frames(previous, current)
+        return link_frames(previous, current, *left_behind)
 
     monkeypatch.setattr("napari_style_transfer.pipeline.reader.link_frames", recording)
     monkeypatch.setattr(
