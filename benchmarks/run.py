@@ -46,11 +46,11 @@ CURVE_BUDGET = 0.6
 CURVE_RUNS = ("ours-auto", "ours-single", "ours-noise", "ours-adam", "ours-auto-bf16")
 
 
-def measured(names, emulate_avx2: bool) -> list[str]:
-    """The configurations to time: under ``--emulate-avx2`` none in bf16, which is oneDNN's
-    emulation without native bf16 (14x slower than fp32 at 96 px), never what
-    ``precision="auto"`` picks there, and would take most of the run's hour."""
-    return [name for name in names if not (emulate_avx2 and "bf16" in name)]
+def measured(names, native_bf16: bool) -> list[str]:
+    """The configurations to time: none in bf16 on a CPU without native bf16 (an AVX2 CPU, or
+    ``--emulate-avx2``), where bf16 is oneDNN's emulation (14x slower than fp32 at 96 px), never
+    what ``precision="auto"`` picks there, and would take most of the run's hour."""
+    return [name for name in names if native_bf16 or "bf16" not in name]
 
 
 #: Implementations timed per step: name -> (description, engine options). fp32 is named, not
@@ -535,6 +535,12 @@ def emulated_class(native: str) -> str | None:
     return f"AVX2 (emulated: kernels capped on an {native} CPU)"
 
 
+def _has_native_bf16() -> bool:
+    from napari_style_transfer.engine import cpu_has_native_bf16
+
+    return cpu_has_native_bf16()
+
+
 def machine(threads: int) -> dict:
     import torch
 
@@ -642,11 +648,13 @@ def main() -> None:
     if args.emulate_avx2 and not results["matmul"]["kernel_isa"].startswith("AVX2 "):
         raise SystemExit(f"the AVX2 cap did not take in a child: {results['matmul']['kernel_isa']}")
 
+    native_bf16 = not args.emulate_avx2 and _has_native_bf16()
+    results["info"]["native_bf16"] = native_bf16
     if "speed" in args.parts:
         results["speed"] = {}
         for size in args.sizes:
             steps = max(8, args.steps * 256 // max(size, 256))  # fewer at 512 px, where a step is slow
-            for name in measured(CONFIGS, args.emulate_avx2):
+            for name in measured(CONFIGS, native_bf16):
                 runs = [
                     _child("steps", name=name, size=size, steps=steps, weights=args.weights)
                     for _ in range(args.repeats)
@@ -667,7 +675,7 @@ def main() -> None:
             )
         }
         budget = CURVE_BUDGET * curves["reference"]["curve"][-1][0]
-        for name in measured(CURVE_RUNS, args.emulate_avx2):
+        for name in measured(CURVE_RUNS, native_bf16):
             curves[name] = _child(
                 "curve",
                 name=name,
@@ -860,9 +868,10 @@ def header_lines(args, info: dict, matmul: dict, loads: list[float], busy: bool)
         f"{matmul['bfloat16']:.0f} GFLOP/s bf16 ({matmul.get('bfloat16_size', matmul.get('size', 2048))} px). Kernels of the measuring processes "
         f"(`speed_probe.kernel_isa`): {matmul.get('kernel_isa', 'not recorded')}."
         + (
-            " Under the AVX2 cap the bf16 configurations are not timed (see `measured`): without "
-            'native bf16 they run oneDNN\'s emulation, which `precision="auto"` never picks.'
-            if args.emulate_avx2
+            " Without native bf16 (this CPU class, or the AVX2 cap) the bf16 configurations are not "
+            "timed (see `measured`): they would run oneDNN's emulation, which "
+            '`precision="auto"` never picks.'
+            if args.emulate_avx2 or info.get("native_bf16") is False
             else ""
         ),
     ]

@@ -196,14 +196,15 @@ def test_the_gpu_benchmark_script_runs_end_to_end_on_the_cpu(tmp_path):
     assert "| 32 | 1 |" in output and "| 32 | 2 |" in output
 
 
-def test_the_avx2_emulation_times_no_bf16_configuration():
+def test_a_cpu_without_native_bf16_times_no_bf16_configuration():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from run import CONFIGS, CURVE_RUNS, measured
 
-    assert "ours-bf16" in measured(CONFIGS, emulate_avx2=False)
-    emulated = measured(CONFIGS, emulate_avx2=True) + measured(CURVE_RUNS, emulate_avx2=True)
-    assert emulated and not [name for name in emulated if "bf16" in name]
-    assert "ours" in emulated and "ours-auto" in emulated
+    assert "ours-bf16" in measured(CONFIGS, native_bf16=True)
+    assert "ours-auto-bf16" in measured(CURVE_RUNS, native_bf16=True)
+    fp32_only = measured(CONFIGS, native_bf16=False) + measured(CURVE_RUNS, native_bf16=False)
+    assert fp32_only and not [name for name in fp32_only if "bf16" in name]
+    assert "ours" in fp32_only and "ours-auto" in fp32_only
 
 
 def test_the_tile_memory_summary_takes_each_tiles_largest_sample(tmp_path):

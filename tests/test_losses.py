@@ -54,6 +54,21 @@ def test_the_gram_style_loss_has_the_gradient_autograd_would_compute():
     torch.testing.assert_close(ours, reference)
 
 
+def test_the_gram_style_loss_gives_a_channels_last_gradient_to_channels_last_features():
+    from napari_style_transfer.losses import gram_mse
+
+    generator = torch.Generator().manual_seed(6)
+    values = torch.randn(2, 5, 4, 3, generator=generator, dtype=torch.float64)
+    features = values.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    target = torch.randn(2, 5, 5, generator=generator, dtype=torch.float64)
+    target = target + target.transpose(1, 2)  # a Gram matrix's target is symmetric
+    (ours,) = torch.autograd.grad(gram_mse(features, target), features)
+    (reference,) = torch.autograd.grad(torch.nn.functional.mse_loss(gram_matrix(features), target), features)
+    assert ours.is_contiguous(memory_format=torch.channels_last) and not ours.is_contiguous()
+    torch.testing.assert_close(ours, reference)
+    torch.autograd.gradcheck(lambda f: gram_mse(f, target), (features,))
+
+
 def test_the_temporal_loss_is_zero_when_the_image_equals_the_warped_target():
     from napari_style_transfer.losses import temporal_loss
 
