@@ -60,8 +60,8 @@ class _GramMSE(torch.autograd.Function):
         if not ctx.channels_last:
             return torch.bmm(difference, flat).mul_(scale).reshape(n, c, h, w), None
         # the gradient in the features' own layout, (N, H*W, C): autograd adds it to the next
-        # layer's channels-last gradient, and adding an NCHW tensor to it took 10x as long
-        # (2.3 ms at conv1_1, 128 px, AVX2: 2% of an evaluation)
+        # layer's channels-last gradient, where an NCHW one takes a strided path (3x the time of
+        # a same-layout sum on AVX2); 2-3% of an evaluation at 256 px (docs/benchmarks.md)
         transposed = torch.bmm(flat.transpose(1, 2), difference.transpose(1, 2)).mul_(scale)
         return transposed.view(n, h, w, c).permute(0, 3, 1, 2), None
 
