@@ -14,9 +14,11 @@ wakes, bars and edge bands of issue 33 (docs/timelapse.md, "Multi-pass").
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
-from ..frames import FrameLink, time_chains, warp_result
+from ..frames import FrameLink, time_chains, warp, warp_result
 from .canvas import Canvas
 from .jobs import Carry, Job
 from .plan import Level, Plan
@@ -32,6 +34,20 @@ BLEND = 0.5
 #: halo held above it): same-content smear 2.4% -> 1.2%; the other sequences level or better
 #: (docs/timelapse.md, "Thin slivers in passes").
 LEFT_BEHIND = 0
+
+#: Where the content moves fast and the flow is reliable all the way back to a pass's first
+#: frame, a pass frame's target is that frame's result warped once, nearest, along the flows
+#: composed; elsewhere its neighbour's result warped (bicubic where it moves). Warped frame
+#: after frame, a fine styled texture loses part of its gradient energy at every fractional
+#: shift, and a pass carried the loss along: the fast crossing discs at 160 px came out grey
+#: (texture inside them 0.054-0.070, frames styled alone 0.069-0.144; with this 0.067-0.083,
+#: same-content smear lower in 6 of 7 frames). Slow motion keeps the neighbour's warp: there
+#: the nearest warp's rounding (up to half a pixel) shows as a wobble, and on a field drifting
+#: 1.7 px a frame it raised the moving flicker from 0.011 to 0.074 (docs/timelapse.md, "The
+#: fast discs at 160 px").
+TARGET_FROM_PASS_START = True
+#: ...where the frame's content moves at least this many pixels a frame (working size).
+FAST_MOTION = 3.0
 
 
 def pass_order(stack_shape: tuple[int, ...], forward: bool) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
@@ -54,6 +70,8 @@ class TimePasses:
         self.plan = p
         # each frame's latest result on its canvas (on the CPU: a series' every frame is kept)
         self._results: dict[tuple[int, ...], torch.Tensor] = {}
+        # the last pass frame's flow composed back to its pass's first frame, where that held
+        self._chain: PassChain | None = None
 
     def jobs(self) -> list[Job]:
         p = self.plan
@@ -82,7 +100,12 @@ class TimePasses:
         own, neighbour = (
             self._fitted(self._results[index], canvas).to(device) for index in (job.index, job.follows)
         )
-        target = warp_result(neighbour, link.flow).clamp(0.0, 1.0)
+        chain, start = None, None
+        if TARGET_FROM_PASS_START:
+            chain = chain_back(self._chain, job.pass_number, job.index, job.follows, link)
+            start = self._fitted(self._results[chain.origin], canvas).to(device)
+            self._chain = chain
+        target = pass_target(neighbour, link.flow, start, chain)
         hold = link.reliable * canvas.image_mask(link.reliable)
         carry.temporal = (target, hold)
         carry.start = canvas.crop(own + BLEND * hold * (target - own))
@@ -101,3 +124,45 @@ class TimePasses:
         if canvases.shape[-2:] == canvas.shape(self.plan.content_shape):
             return canvases
         return canvas.fit(canvases, self.plan.content_shape)  # a first frame's canvas, another margin
+
+
+class PassChain(NamedTuple):
+    """A pass frame's flow back to its pass's first frame (which this pass leaves as it was)."""
+
+    pass_number: int
+    frame: tuple[int, ...]
+    origin: tuple[int, ...]  # the pass's first frame
+    flow: torch.Tensor  # (1, 2, H, W) from this frame back to the origin's, in pixels
+    reliable: torch.Tensor  # (1, 1, H, W): 1 where every link on the way was reliable
+
+
+def chain_back(
+    previous: PassChain | None,
+    pass_number: int,
+    frame: tuple[int, ...],
+    follows: tuple[int, ...],
+    link: FrameLink,
+) -> PassChain:
+    """``frame``'s chain: ``previous`` (its neighbour's, where that is ``follows`` in the same
+    pass) extended by the link from ``frame`` to ``follows``, the flows composed; a new chain
+    from ``follows`` otherwise."""
+    if previous is None or (previous.pass_number, previous.frame) != (pass_number, follows):
+        return PassChain(pass_number, frame, follows, link.flow, link.reliable)
+    flow = link.flow + warp(previous.flow, link.flow)
+    reliable = link.reliable * warp(previous.reliable, link.flow, "nearest")
+    return PassChain(pass_number, frame, previous.origin, flow, reliable)
+
+
+def pass_target(
+    neighbour: torch.Tensor,
+    flow: torch.Tensor,
+    start: torch.Tensor | None = None,
+    chain: PassChain | None = None,
+) -> torch.Tensor:
+    """A pass frame's temporal target: ``start`` (its pass's first result) warped once, nearest,
+    along ``chain`` where that is reliable; elsewhere ``neighbour`` warped along ``flow``."""
+    target = warp_result(neighbour, flow)
+    if chain is not None and start is not None:
+        fast = flow.abs().amax(dim=1, keepdim=True) >= FAST_MOTION
+        target = torch.where((chain.reliable > 0) & fast, warp(start, chain.flow, "nearest"), target)
+    return target.clamp(0.0, 1.0)
