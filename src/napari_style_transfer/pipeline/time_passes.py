@@ -44,9 +44,7 @@ LEFT_BEHIND = 0
 #: same-content smear lower in 6 of 7 frames). Slow motion keeps the neighbour's warp: there
 #: the nearest warp's rounding (up to half a pixel) shows as a wobble, and on a field drifting
 #: 1.7 px a frame it raised the moving flicker from 0.011 to 0.074 (docs/timelapse.md, "The
-#: fast discs at 160 px").
-TARGET_FROM_PASS_START = True
-#: ...where the frame's content moves at least this many pixels a frame (working size).
+#: fast discs at 160 px"). Fast: at least FAST_MOTION pixels a frame at the working size.
 FAST_MOTION = 3.0
 
 
@@ -100,12 +98,10 @@ class TimePasses:
         own, neighbour = (
             self._fitted(self._results[index], canvas).to(device) for index in (job.index, job.follows)
         )
-        chain, start = None, None
-        if TARGET_FROM_PASS_START:
-            chain = chain_back(self._chain, job.pass_number, job.index, job.follows, link)
-            start = self._fitted(self._results[chain.origin], canvas).to(device)
-            self._chain = chain
-        target = pass_target(neighbour, link.flow, start, chain)
+        self._chain = chain = chain_back(self._chain, job.pass_number, job.index, job.follows, link)
+        # the pass's first result: the neighbour itself on a pass's first link
+        start = neighbour if chain.origin == job.follows else self._results[chain.origin]
+        target = pass_target(neighbour, link.flow, self._fitted(start, canvas).to(device), chain)
         hold = link.reliable * canvas.image_mask(link.reliable)
         carry.temporal = (target, hold)
         carry.start = canvas.crop(own + BLEND * hold * (target - own))
@@ -154,15 +150,12 @@ def chain_back(
 
 
 def pass_target(
-    neighbour: torch.Tensor,
-    flow: torch.Tensor,
-    start: torch.Tensor | None = None,
-    chain: PassChain | None = None,
+    neighbour: torch.Tensor, flow: torch.Tensor, start: torch.Tensor, chain: PassChain
 ) -> torch.Tensor:
     """A pass frame's temporal target: ``start`` (its pass's first result) warped once, nearest,
     along ``chain`` where that is reliable; elsewhere ``neighbour`` warped along ``flow``."""
-    target = warp_result(neighbour, flow)
-    if chain is not None and start is not None:
-        fast = flow.abs().amax(dim=1, keepdim=True) >= FAST_MOTION
-        target = torch.where((chain.reliable > 0) & fast, warp(start, chain.flow, "nearest"), target)
+    fast = flow.abs().amax(dim=1, keepdim=True) >= FAST_MOTION
+    target = torch.where(
+        (chain.reliable > 0) & fast, warp(start, chain.flow, "nearest"), warp_result(neighbour, flow)
+    )
     return target.clamp(0.0, 1.0)
