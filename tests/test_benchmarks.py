@@ -349,3 +349,29 @@ def test_the_widget_defaults_time_lapse_benchmark_writes_its_section_and_montage
         "pass2_0.npz",
         "pass2_1.npz",
     ]
+
+
+def test_the_huge_pages_benchmark_runs_both_page_sizes_and_compares_them():
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "huge_pages.py"),
+            "--sizes",
+            "32",
+            "--pairs",
+            "1",
+            "--steps",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    rows = [line.split("|")[1:-1] for line in out[2:]]
+    assert [(row[0].strip(), row[1].strip()) for row in rows] == [
+        ("32", "4 KB"),
+        ("32", "2 MB"),
+        ("32", "2 MB / 4 KB"),
+    ]
+    assert rows[0][6] == rows[1][6]  # the page size changes no value: the same loss
+    assert float(rows[2][3]) > 0
