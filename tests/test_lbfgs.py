@@ -480,3 +480,37 @@ def test_a_run_given_carried_curvature_starts_from_it_and_leaves_its_own(style_s
     assert len(carried) == min(kept + 1, engine.LBFGS_HISTORY)  # its own pairs: the kept ones and one more
     # the same start, a different first step: the carried pairs shaped it
     assert not torch.equal(lone[-1][2], given[-1][2])
+
+
+def test_a_float32_images_curvature_pairs_are_kept_in_bfloat16_and_still_lead_downhill():
+    from napari_style_transfer.lbfgs import PAIR_DTYPE
+
+    generator = torch.Generator().manual_seed(5)
+    slopes = 1.0 + 9.0 * torch.rand((1, 3, 16, 16), generator=generator, dtype=torch.float64)
+    target = 0.2 + 0.6 * torch.rand(slopes.shape, generator=generator, dtype=torch.float64)
+    start = torch.full_like(slopes, 0.5)
+
+    def losses_after(dtype: torch.dtype) -> tuple[BoxLBFGS, list[float]]:
+        s, t = slopes.to(dtype), target.to(dtype)
+
+        def objective(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            total = 0.5 * (s * (x - t) ** 2).sum()
+            return total, total.detach().reshape(1)
+
+        lbfgs = BoxLBFGS(start.to(dtype), objective, history_size=5)
+        return lbfgs, [lbfgs.step()[0] for _ in range(12)]
+
+    fp32, fp32_losses = losses_after(torch.float32)
+    fp64, fp64_losses = losses_after(torch.float64)
+    assert len(fp32.history) == 5 and all(s.dtype == y.dtype == PAIR_DTYPE for s, y, _ in fp32.history)
+    assert all(s.dtype == torch.float64 for s, _, _ in fp64.history)  # other dtypes keep their own
+    held = BoxLBFGS(start.float(), fp32.objective, history_size=5, curvature=torch.ones_like(start.float()))
+    for _ in range(3):
+        held.step()
+    assert held.history and all(
+        s.dtype == torch.float32 for s, _, _ in held.history
+    )  # a known curvature: float32
+    assert all(b <= a for a, b in zip(fp32_losses, fp32_losses[1:], strict=False))
+    # the rounded pairs cost little: within a few times the float64 run's loss, 1e4 below the start's
+    assert fp32_losses[-1] < 1e-4 * fp32_losses[0]
+    assert fp32_losses[-1] < 10 * fp64_losses[-1] + 1e-7 * fp32_losses[0]

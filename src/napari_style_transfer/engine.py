@@ -76,7 +76,7 @@ def initial_image(content: torch.Tensor, style: torch.Tensor, init: str, seed: i
     return noise.to(content.device)
 
 
-#: L-BFGS curvature pairs kept. Each pair holds two images (24 bytes a pixel); 30 lose little
+#: L-BFGS curvature pairs kept. Each pair holds two images (12 bytes a pixel); 30 lose little
 #: loss against 100 for 30% of the memory (docs/benchmarks.md, "Engine notes").
 LBFGS_HISTORY = 30
 

@@ -28,6 +28,27 @@ import torch
 #: the next curvature pair is rounding noise in bf16 (docs/benchmarks.md, "Engine notes").
 FIRST_STEP = 0.1
 
+#: The curvature pairs of a float32 image are kept in bfloat16: the history is most of what a
+#: run's memory grows by after its first steps (30 pairs at 512 px: 180 MB in float32, 90 MB
+#: now), and the loss after 32 steps at 512 px and 100 or 150 at 128 px stays within 1% of
+#: float32 pairs' (docs/benchmarks.md, issue 37). bfloat16 has float32's range: gradients of
+#: 1e-9 a pixel do not underflow as in float16. Other dtypes (float64 checks) keep their own,
+#: and so do runs with a known ``curvature`` (a time series' later frames): their starting
+#: scale takes y less the curvature's part, two near-equal numbers on held pixels, whose
+#: difference bfloat16's rounding would swamp.
+PAIR_DTYPE = torch.bfloat16
+
+
+def _kept(t: torch.Tensor, curvature: torch.Tensor | None = None) -> torch.Tensor:
+    """A step or gradient change as the history keeps it (see PAIR_DTYPE)."""
+    return t.to(PAIR_DTYPE) if t.dtype == torch.float32 and curvature is None else t
+
+
+def _used(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A kept pair's image in ``like``'s dtype, for arithmetic with it."""
+    return t.to(like.dtype)
+
+
 #: Evaluate the loss at an image: returns (total loss, anything to report); the total is
 #: differentiated here.
 Objective = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -75,17 +96,17 @@ class BoxLBFGS:
         q = grad.neg()
         alphas = []
         for s, y, rho in reversed(self.history):
-            alpha = rho * torch.vdot(s.flatten(), q.flatten())
-            q.addcmul_(y, alpha, value=-1.0)
+            alpha = rho * torch.vdot(_used(s, q).flatten(), q.flatten())
+            q.addcmul_(_used(y, q), alpha, value=-1.0)
             alphas.append(alpha)
         if self.history:
             s, y, _ = self.history[-1]
-            q.mul_(self._initial_inverse_hessian(s, y))
+            q.mul_(self._initial_inverse_hessian(_used(s, q), _used(y, q)))
         else:  # first iteration: steepest descent moving no pixel by more than FIRST_STEP
             q.mul_(FIRST_STEP / grad.abs().amax().clamp_min(1e-30))
         for (s, y, rho), alpha in zip(self.history, reversed(alphas), strict=True):
-            beta = rho * torch.vdot(y.flatten(), q.flatten())
-            q.addcmul_(s, alpha - beta)
+            beta = rho * torch.vdot(_used(y, q).flatten(), q.flatten())
+            q.addcmul_(_used(s, q), alpha - beta)
         return q
 
     def _initial_inverse_hessian(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -149,7 +170,7 @@ class BoxLBFGS:
                 self.history.clear()
                 return self.report_values
         if sy > 1e-10 * yy:
-            self.history.append((taken, y, 1.0 / sy))
+            self.history.append((_kept(taken, self.curvature), _kept(y, self.curvature), 1.0 / sy))
         self.x, self.loss, self.grad, self.report = candidate, new_loss, new_grad, new_report
         self.report_values = values[5:]
         return self.report_values
@@ -177,13 +198,15 @@ class CarriedCurvature:
         self._pairs = []
         if not pairs or lbfgs.history:
             return
+        x = lbfgs.x
+        pairs = [(_used(s, x), _used(rest, x)) for s, rest in pairs]
         ys = [rest if lbfgs.curvature is None else rest + lbfgs.curvature * s for s, rest in pairs]
         dots = torch.stack(
             [torch.vdot(s.flatten(), y.flatten()) for (s, _), y in zip(pairs, ys, strict=True)]
         )
         for (s, _), y, sy in zip(pairs, ys, dots.tolist(), strict=True):  # one host sync
             if sy > 0:
-                lbfgs.history.append((s, y, 1.0 / sy))
+                lbfgs.history.append((_kept(s, lbfgs.curvature), _kept(y, lbfgs.curvature), 1.0 / sy))
 
     def take(self, lbfgs: BoxLBFGS) -> None:
         """Keep ``lbfgs``'s pairs (at the end of its run) for the next run."""
@@ -386,13 +409,13 @@ class BatchBoxLBFGS:
         q = grad.neg()
         alphas = []
         for pair in reversed(self.history):
-            alpha = _per_frame(pair.rho * _frame_dots(pair.s, q), q)
-            q.addcmul_(pair.y, alpha, value=-1.0)
+            alpha = _per_frame(pair.rho * _frame_dots(_used(pair.s, q), q), q)
+            q.addcmul_(_used(pair.y, q), alpha, value=-1.0)
             alphas.append(alpha)
         q.mul_(_per_frame(torch.where(self.scale > 0, self.scale, _steepest_scale(grad)), q))
         for pair, alpha in zip(self.history, reversed(alphas), strict=True):
-            beta = _per_frame(pair.rho * _frame_dots(pair.y, q), q)
-            q.addcmul_(pair.s, alpha - beta)
+            beta = _per_frame(pair.rho * _frame_dots(_used(pair.y, q), q), q)
+            q.addcmul_(_used(pair.s, q), alpha - beta)
         return q
 
     def _forget(self, frame: int) -> None:
@@ -525,4 +548,4 @@ class BatchBoxLBFGS:
                 s[i].zero_()
                 y[i].zero_()
                 rho[i] = 0.0
-        self.history.add(s, y, rho, frames)
+        self.history.add(_kept(s), _kept(y), rho, frames)

@@ -2,8 +2,8 @@
 
 The model is linear in the working image's pixels; its constants were measured on the CPU in
 float32 (``benchmarks/`` reports the measurements): about 3.6 kB a pixel for VGG19's
-activations, gradients and the loss terms up to conv5_1, plus 24 bytes a pixel for each
-L-BFGS curvature pair, plus a fixed part for the network's weights and buffers.
+activations, gradients and the loss terms up to conv5_1, plus 12 bytes a pixel for each
+L-BFGS curvature pair (bfloat16), plus a fixed part for the network's weights and buffers.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from typing import Any
 
 #: Bytes a working pixel for forward + backward through VGG19 (measured, rounded up).
 ACTIVATION_BYTES_PER_PIXEL = 4_000
-#: Bytes a pixel for one L-BFGS curvature pair (two float32 RGB images).
-LBFGS_PAIR_BYTES_PER_PIXEL = 24
+#: Bytes a pixel for one L-BFGS curvature pair (two bfloat16 RGB images, lbfgs.PAIR_DTYPE) or
+#: one of Adam's two moment images (float32).
+LBFGS_PAIR_BYTES_PER_PIXEL = 12
 #: Weights (80 MB up to conv5_4), workspace and the images themselves.
 FIXED_BYTES = 300 * 2**20
 #: Keep this share of the free memory in reserve.
