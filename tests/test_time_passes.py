@@ -10,6 +10,8 @@ from test_timelapse_quality import GENTLE, dark_field, passing_discs
 from napari_style_transfer import iter_stylize, stylize
 from napari_style_transfer.api import StyleResult
 from napari_style_transfer.frames import FrameLink, warp_result
+from napari_style_transfer.pipeline import reader
+from napari_style_transfer.pipeline.reader import two_back
 from napari_style_transfer.pipeline.time_passes import chain_back, pass_order, pass_target
 
 
@@ -19,6 +21,31 @@ def test_passes_go_forward_then_backward_along_each_series():
     # further leading axes are series of their own: (t, z) follows (t -/+ 1, z)
     assert pass_order((2, 2), forward=True) == [((1, 0), (0, 0)), ((1, 1), (0, 1))]
     assert pass_order((2, 2), forward=False) == [((0, 1), (1, 1)), ((0, 0), (1, 0))]
+
+
+def test_a_pass_frame_is_linked_to_the_frame_two_back_along_its_pass_but_not_across_a_turn():
+    alone = [((t,), None) for t in range(4)]
+    order = alone + pass_order((4,), forward=True) + pass_order((4,), forward=False)
+    assert two_back(order) == [None] * 4 + [None, (0,), (1,)] + [None, (3,), (2,)]
+    # series of their own (t, z) interleave in a pass: each is followed back along its own z
+    order = pass_order((3, 2), forward=True) + pass_order((3, 2), forward=False)
+    assert two_back(order) == [None, None, (0, 0), (0, 1), None, None, (2, 1), (2, 0)]
+
+
+def test_a_pass_gives_each_link_the_content_of_the_frame_two_back(style, monkeypatch):
+    calls = []
+    real_link = reader.link_frames
+
+    def recording(previous, content, *rest):
+        calls.append((previous, content, *rest))
+        return real_link(previous, content, *rest)
+
+    monkeypatch.setattr("napari_style_transfer.pipeline.reader.link_frames", recording)
+    stylize(passing_discs(32, 3), style, frames="time", time_passes=2, **{**GENTLE, "size": 32, "steps": 2})
+    # forward (1) <- (0), (2) <- (1) [two back: (0)]; backward (1) <- (2), (0) <- (1) [(2)]
+    earlier = [call[3] if len(call) > 3 else None for call in calls]
+    assert [e is None for e in earlier] == [True, False, True, False]
+    assert torch.equal(earlier[1], calls[0][0]) and torch.equal(earlier[3], calls[2][0])
 
 
 def test_a_single_image_or_frame_in_time_mode_is_styled_alone_once(style):

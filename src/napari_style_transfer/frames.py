@@ -56,7 +56,7 @@ class FrameLink:
     previous result: changed pixels and, within UNTRUSTED_MARGIN of one, those the flow says
     were hidden or come from outside the frame, unchanged ones it dragged along, and stale
     ones: pixels that stay in place within UNTRUSTED_MARGIN of content that changed where it
-    is (see :func:`link_frames`). ``restyled`` is (1, 1, H, W), 1 within UNTRUSTED_MARGIN of a
+    is (since the previous frame, or the one before it: see :func:`link_frames`). ``restyled`` is (1, 1, H, W), 1 within UNTRUSTED_MARGIN of a
     changed pixel as a disc (not the square that ``reliable`` leaves out) and where stale: the
     pixels whose styling starts over in this frame, which stay out of the temporal term until they have had a first
     frame's steps (:func:`steps_owed`). ``still`` is (1, 1, H, W), 1 where the flow passed the
@@ -280,10 +280,18 @@ UNCOVERED_GAP = 2
 TELL_UNCOVERED = True
 
 
-def link_frames(previous: torch.Tensor, content: torch.Tensor, left_behind: int = LEFT_BEHIND) -> FrameLink:
+def link_frames(
+    previous: torch.Tensor,
+    content: torch.Tensor,
+    left_behind: int = LEFT_BEHIND,
+    earlier: torch.Tensor | None = None,
+) -> FrameLink:
     """The flow from ``content`` (1, 3, H, W) back to the ``previous`` content frame and
     where it is reliable (see :class:`FrameLink`). In-place changes narrower than
-    ``2 left_behind + 1`` px leave no stale pixels (:data:`LEFT_BEHIND`; time passes use 0)."""
+    ``2 left_behind + 1`` px leave no stale pixels (:data:`LEFT_BEHIND`; time passes use 0).
+    ``earlier``, the content of the frame ``previous`` followed (time passes give it), also
+    makes the pixels beside what changed since then stale: the previous result still held
+    styling drawn for that frame (``pipeline.time_passes.SINCE_EARLIER``)."""
     current_grey, previous_grey = grey(content), grey(previous)
     measured = optical_flow(current_grey, previous_grey)
     backward = torch.from_numpy(optical_flow(previous_grey, current_grey))[None].to(content.device)
@@ -306,7 +314,7 @@ def link_frames(previous: torch.Tensor, content: torch.Tensor, left_behind: int 
     # the brightness test, and started from the warped result they brought the object's dark
     # edge along, which the next frame held as a trail. Other inconsistent flows are followed:
     # the test also flags the slowly turning middle of a rotating object, which warps well.
-    in_place = (previous.float() - content.float()).abs().amax(dim=1, keepdim=True)  # change where it is
+    in_place = _in_place_change(previous, content)
     unmoved = in_place <= BRIGHTNESS_TOLERANCE
     dragged = ~trusted & unmoved & (forward.pow(2).sum(1, keepdim=True) >= 1.0)
     # a pixel whose source lies outside (or in the edge band) has nothing to start from: the
@@ -317,7 +325,12 @@ def link_frames(previous: torch.Tensor, content: torch.Tensor, left_behind: int 
     # pixels start afresh and are restyled (not held) like those near a change; not beside the
     # thin slivers of an object that creeps, whose halo stays nearly where it was.
     stays = stays_in_place(forward)
-    stale = (_within(_opened((~unmoved).float(), left_behind), UNTRUSTED_MARGIN) > 0) & stays
+    gone = (
+        ~unmoved
+        if earlier is None
+        else ~unmoved | (_in_place_change(earlier, content) > BRIGHTNESS_TOLERANCE)
+    )
+    stale = (_within(_opened(gone.float(), left_behind), UNTRUSTED_MARGIN) > 0) & stays
     reliable = trusted & ~near & ~stale
     candidates = ~stays & (in_place > UNCOVERED_CHANGE) & ~reliable & TELL_UNCOVERED
     uncovered = _towards_still(current_grey, previous_grey, stays & unmoved, candidates)
@@ -328,6 +341,11 @@ def link_frames(previous: torch.Tensor, content: torch.Tensor, left_behind: int 
     return FrameLink(
         forward, reliable.float(), fresh.float(), restyled.float(), still.float(), uncovered.float(), content
     )
+
+
+def _in_place_change(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """(1, 1, H, W): how much each pixel's content changed where it is (the largest channel's)."""
+    return (before.float() - after.float()).abs().amax(dim=1, keepdim=True)
 
 
 def stays_in_place(flow: torch.Tensor) -> torch.Tensor:

@@ -119,6 +119,21 @@ def reads_ahead(device: torch.device) -> bool:
 _Read = tuple[PreparedImage, torch.Tensor, FrameLink | None]
 
 
+def two_back(
+    order: Sequence[tuple[tuple[int, ...], tuple[int, ...] | None]],
+) -> list[tuple[int, ...] | None]:
+    """For each job of ``order`` (its frame, the frame it follows or None), the frame two back
+    along its chain: the one the latest earlier job of the frame it follows followed; None
+    where there is none, or where that is the job's own frame (a pass turning back)."""
+    earlier: list[tuple[int, ...] | None] = []
+    latest: dict[tuple[int, ...], tuple[int, ...] | None] = {}
+    for index, follows in order:
+        before = None if follows is None else latest.get(follows)
+        earlier.append(None if before == index else before)
+        latest[index] = follows
+    return earlier
+
+
 class TimeSeriesReader:
     """A time series' frames, each read with the optical flow back to the frame it follows
     (:func:`~napari_style_transfer.frames.link_frames`), one frame ahead in a thread where
@@ -127,7 +142,9 @@ class TimeSeriesReader:
     ``order`` is the jobs' (frame, the frame it follows or None) in turn: by default each
     frame once in time order (the single forward pass); time passes give their own and
     ``keep`` every frame's working-size content, since a pass follows each frame again, and
-    their own ``left_behind`` (:func:`~napari_style_transfer.frames.link_frames`).
+    their own ``left_behind`` (:func:`~napari_style_transfer.frames.link_frames`) and, with
+    ``since_earlier``, link a frame that follows the one the job before styled with that job's
+    own neighbour too (``earlier``), the frame two back along a pass.
 
     Both depend on the content alone, so the next frame's read and flows (TV-L1, on the CPU)
     can run while the current frame optimises instead of stopping a GPU between frames. The
@@ -141,12 +158,14 @@ class TimeSeriesReader:
         order: Sequence[tuple[tuple[int, ...], tuple[int, ...] | None]] | None = None,
         keep: bool = False,
         left_behind: int = LEFT_BEHIND,
+        since_earlier: bool = False,
     ):
         self._p = p
         self._left_behind = left_behind
-        chosen = time_chains(p.content.stack_shape) if order is None else order
+        chosen = list(time_chains(p.content.stack_shape) if order is None else order)
         self._frames, self._follows = zip(*chosen, strict=True)
         self._keep = keep
+        self._earlier = two_back(chosen) if since_earlier and keep else [None] * len(self._frames)
         self._pool = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=READER_THREAD)
             if reads_ahead(p.device)
@@ -175,15 +194,18 @@ class TimeSeriesReader:
     def _submit(self, position: int) -> Callable[[], _Read]:
         """What :meth:`take` calls for the frame at ``position``: the read itself, or the
         wait for the thread's."""
-        follows = self._follows[position]
+        follows, earlier = self._follows[position], self._earlier[position]
         if follows is None:
             previous = None
         else:
             previous = self._contents[follows] if self._keep else self._contents.pop(follows)
-        job = functools.partial(self._read, self._frames[position], previous)
+        before = None if earlier is None else self._contents[earlier]
+        job = functools.partial(self._read, self._frames[position], previous, before)
         return job if self._pool is None else self._pool.submit(job).result
 
-    def _read(self, index: tuple[int, ...], previous: torch.Tensor | None) -> _Read:
+    def _read(
+        self, index: tuple[int, ...], previous: torch.Tensor | None, earlier: torch.Tensor | None = None
+    ) -> _Read:
         frame = read_frame(self._p, index)
         content = resize(to_tensor(frame.rgb, torch.device("cpu")), *self._p.content_shape)
         if previous is None:
@@ -191,7 +213,12 @@ class TimeSeriesReader:
         # the link covers the frame's canvas (pipeline/canvas.py), so that a later frame's margin
         # is carried from the previous result like its inside, not mirrored afresh (issue 33)
         canvas = Canvas.around(self._p.content_shape, later_frame=True)
-        return frame, content, link_frames(canvas.pad(previous), canvas.pad(content), self._left_behind)
+        before = None if earlier is None else canvas.pad(earlier)
+        return (
+            frame,
+            content,
+            link_frames(canvas.pad(previous), canvas.pad(content), self._left_behind, before),
+        )
 
     def close(self) -> None:
         """Stops reading ahead: a run has ended or was stopped (a read or flow under way

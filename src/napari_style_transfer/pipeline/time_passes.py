@@ -35,6 +35,16 @@ BLEND = 0.5
 #: (docs/timelapse.md, "Thin slivers in passes").
 LEFT_BEHIND = 0
 
+#: A pass frame's link also takes as stale the still pixels beside what changed since the frame
+#: two back along the pass (frames.link_frames' ``earlier``): the neighbour's result held there
+#: styling drawn for that frame, such as an object's dark halo a frame further back. A disc
+#: creeping 2.5 px a frame (crossing discs at 160 px) left concentric arcs of old halos held
+#: above it, beyond UNTRUSTED_MARGIN of its latest change: same-content smear, frames 1-5,
+#: 2.3-3.8% -> 1.4-2.6%, the arcs gone; at 96 px static flicker 0.0004-0.0023 -> 0.0004-0.0029,
+#: at most 1/30 of the independent runs'. A 10 px UNTRUSTED_MARGIN for it instead raised that
+#: 5-27x and made static drift grow frame by frame (docs/timelapse.md, "Halos two frames back").
+SINCE_EARLIER = True
+
 #: Where the content moves fast and the flow is reliable all the way back to a pass's first
 #: frame, a pass frame's target is that frame's result warped once, nearest, along the flows
 #: composed; elsewhere its neighbour's result warped (bicubic where it moves). Warped frame
@@ -87,7 +97,9 @@ class TimePasses:
         one job ahead (beside a GPU: a pass's TV-L1 flows no longer stop it between frames);
         every frame's working-size content is kept for the passes."""
         order = [(job.index, job.follows) for job in self.jobs()]
-        return TimeSeriesReader(self.plan, order, keep=True, left_behind=LEFT_BEHIND)
+        return TimeSeriesReader(
+            self.plan, order, keep=True, left_behind=LEFT_BEHIND, since_earlier=SINCE_EARLIER
+        )
 
     def carry(self, job: Job, link: FrameLink | None) -> Carry:
         carry = Carry(link)
