@@ -56,10 +56,11 @@ class FrameLink:
     previous result: changed pixels and, within UNTRUSTED_MARGIN of one, those the flow says
     were hidden or come from outside the frame, unchanged ones it dragged along, and stale
     ones: pixels that stay in place within UNTRUSTED_MARGIN of content that changed where it
-    is (since the previous frame, or the one before it: see :func:`link_frames`). ``restyled`` is (1, 1, H, W), 1 within UNTRUSTED_MARGIN of a
-    changed pixel as a disc (not the square that ``reliable`` leaves out) and where stale: the
-    pixels whose styling starts over in this frame, which stay out of the temporal term until they have had a first
-    frame's steps (:func:`steps_owed`). ``still`` is (1, 1, H, W), 1 where the flow passed the
+    is (since the previous frame, or the one before it: see :func:`link_frames`). ``restyled``
+    is (1, 1, H, W), 1 within UNTRUSTED_MARGIN of a changed pixel as a disc (not the square
+    that ``reliable`` leaves out) and where stale: the pixels whose styling starts over in this
+    frame, which stay out of the temporal term until they have had a first frame's steps
+    (:func:`steps_owed`). ``still`` is (1, 1, H, W), 1 where the flow passed the
     consistency tests, the content did not change in place and the pixel is not restyled: with
     the reliable pixels, these include the unchanged ones near a change, which the frame does
     not hold but whose reference for the next frame stays their anchor (:func:`anchored`).

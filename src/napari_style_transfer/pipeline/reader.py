@@ -143,8 +143,8 @@ class TimeSeriesReader:
     frame once in time order (the single forward pass); time passes give their own and
     ``keep`` every frame's working-size content, since a pass follows each frame again, and
     their own ``left_behind`` (:func:`~napari_style_transfer.frames.link_frames`) and, with
-    ``since_earlier``, link a frame that follows the one the job before styled with that job's
-    own neighbour too (``earlier``), the frame two back along a pass.
+    ``since_earlier``, give each link the content of the frame two back along its pass too
+    (:func:`two_back`; ``link_frames``' ``earlier``).
 
     Both depend on the content alone, so the next frame's read and flows (TV-L1, on the CPU)
     can run while the current frame optimises instead of stopping a GPU between frames. The
